@@ -1,0 +1,122 @@
+// Package store owns persistence: the conversation logs (the truth of what
+// was said), conversations, members, inboxes and receipt pointers.
+//
+// Backends live in sub-packages (store/pebble, later store/cassandra) and all
+// pass one conformance suite, storetest.Run.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+)
+
+var (
+	// ErrSeqTaken is returned by Append when a seq it would write is already
+	// stored: another sequencer owns (or owned) the conversation. The caller
+	// reloads the head and re-sequences.
+	ErrSeqTaken = errors.New("seq already taken")
+	// ErrNotFound is returned for a conversation that does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrExists is returned by CreateConversation for an id already taken.
+	ErrExists = errors.New("already exists")
+)
+
+// Conversation kinds.
+const (
+	KindDM    = "dm"
+	KindGroup = "group"
+)
+
+// Member roles.
+const (
+	RoleOwner  = "owner"
+	RoleMember = "member"
+)
+
+// Conversation is a conversation's metadata.
+type Conversation struct {
+	ID         string
+	Kind       string // KindDM or KindGroup
+	Title      string
+	HomeRegion string
+	CreatedBy  string
+	CreatedAt  time.Time
+}
+
+// Member is one current member of a conversation. The member sees messages
+// with seq >= JoinedSeq.
+type Member struct {
+	UserID    string
+	JoinedSeq uint64
+	Role      string
+}
+
+// Receipt holds one member's pointers in one conversation. They only move
+// forward.
+type Receipt struct {
+	UserID       string
+	DeliveredSeq uint64
+	ReadSeq      uint64
+}
+
+// Page selects a page of a conversation log. At most one of Before and After
+// is non-zero. Before: seq < Before, newest first. After: seq > After, oldest
+// first. Neither: the newest page, newest first. Limit is 1..MaxLimit.
+type Page struct {
+	Before uint64
+	After  uint64
+	Limit  int
+	// MinSeq hides messages below it (a member's JoinedSeq). 0 hides nothing.
+	MinSeq uint64
+}
+
+// MaxLimit bounds Page.Limit.
+const MaxLimit = 1000
+
+// MessageStore is what the chat role and the read paths need from storage.
+// Every method honours ctx. Implementations are safe for concurrent use.
+type MessageStore interface {
+	// Append stores msgs, which carry consecutive seqs of conversation conv
+	// starting at msgs[0].Seq, durably (synced) and only if none of those seqs
+	// is stored yet; otherwise it stores nothing and returns ErrSeqTaken.
+	// Membership events apply in the same call: MEMBER_ADDED and
+	// CONVERSATION_CREATED add msg.Members (JoinedSeq = msg.Seq, role member;
+	// the creator of a group becomes owner) and add conv to their inboxes;
+	// MEMBER_REMOVED removes them (the inbox entry is kept, so a removed user
+	// still sees the conversation it left, but no longer has access).
+	Append(ctx context.Context, conv string, msgs []*parleyv1.Message) error
+	// Head returns the highest stored seq of conv, 0 when it has none.
+	Head(ctx context.Context, conv string) (uint64, error)
+	// Messages returns a page of conv's log and whether more messages exist
+	// beyond the page in the paging direction.
+	Messages(ctx context.Context, conv string, p Page) (msgs []*parleyv1.Message, hasMore bool, err error)
+	// Message returns the message at seq, or ErrNotFound.
+	Message(ctx context.Context, conv string, seq uint64) (*parleyv1.Message, error)
+
+	// CreateConversation stores c, or returns ErrExists if c.ID is taken.
+	// Members are added by the CONVERSATION_CREATED event through Append.
+	CreateConversation(ctx context.Context, c Conversation) error
+	// Conversation returns conversation id, or ErrNotFound.
+	Conversation(ctx context.Context, id string) (Conversation, error)
+	// Members returns the current members of conv, by user id.
+	Members(ctx context.Context, conv string) ([]Member, error)
+	// Member returns one member; ok is false when user is not a current member.
+	Member(ctx context.Context, conv, user string) (m Member, ok bool, err error)
+	// Inbox returns the ids of every conversation user belongs or belonged to.
+	Inbox(ctx context.Context, user string) ([]string, error)
+
+	// AdvanceReceipt raises user's delivered or read pointer in conv to seq
+	// (kind RECEIPT_KIND_DELIVERED or RECEIPT_KIND_READ); a lower or equal
+	// seq changes nothing. A read pointer also raises the delivered pointer.
+	AdvanceReceipt(ctx context.Context, conv, user string, kind parleyv1.ReceiptKind, seq uint64) error
+	// Receipts returns every stored receipt pointer of conv.
+	Receipts(ctx context.Context, conv string) ([]Receipt, error)
+	// Receipt returns user's pointers in conv (zero when none).
+	Receipt(ctx context.Context, conv, user string) (Receipt, error)
+
+	// Close flushes and releases the store.
+	Close() error
+}

@@ -1,0 +1,172 @@
+// Package wire names the constants of Parley's client protocol in one place
+// (subprotocols, error codes, close codes, limits) and encodes and decodes
+// frames in either subprotocol.
+package wire
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+)
+
+// Subprotocols offered at /v1/ws (Sec-WebSocket-Protocol, RFC 6455 §11.3.4).
+const (
+	// SubprotocolProto carries Protobuf-encoded frames in binary messages.
+	SubprotocolProto = "parley.v1.proto"
+	// SubprotocolJSON carries protojson-encoded frames in text messages.
+	SubprotocolJSON = "parley.v1.json"
+)
+
+// Error codes carried in Error.code on the wire and in REST error bodies.
+// They are stable: clients switch on them.
+const (
+	// CodeUnauthenticated: no token, a forged token or a wrong algorithm. Do not retry with the same token.
+	CodeUnauthenticated = "unauthenticated"
+	// CodeTokenExpired: the token's exp has passed. Get a fresh token, then reconnect.
+	CodeTokenExpired = "token_expired"
+	// CodeNotMember: the caller is not a member of the conversation.
+	CodeNotMember = "not_member"
+	// CodeNotFound: the conversation (or other named object) does not exist.
+	CodeNotFound = "not_found"
+	// CodeTooLarge: a frame, message text or request body is over its limit.
+	CodeTooLarge = "too_large"
+	// CodeRateLimited: over the per-user send rate; retry after retry_after_ms.
+	CodeRateLimited = "rate_limited"
+	// CodeInvalid: a malformed frame or a missing or bad field.
+	CodeInvalid = "invalid"
+	// CodeGroupFull: the group already has its maximum number of members.
+	CodeGroupFull = "group_full"
+	// CodeUnavailable: the request was not enqueued; safe to retry after retry_after_ms.
+	CodeUnavailable = "unavailable"
+	// CodeTimeout: the outcome is unknown; retry with the same client_msg_id.
+	CodeTimeout = "timeout"
+	// CodeForbidden: the caller may not do this (for example remove another member without being the group's owner).
+	CodeForbidden = "forbidden"
+	// CodeInternal: a server fault; the request may be retried.
+	CodeInternal = "internal"
+)
+
+// WebSocket close codes (RFC 6455 §7.4.2: 4000–4999 are for applications).
+// 4000–4499 mean "reconnect" (after a jittered delay); 4500–4999 mean "do not
+// reconnect until something changes" (a new token, a fixed client).
+const (
+	// CloseDrain: the gateway is draining for an upgrade or scale-down.
+	CloseDrain = 4000
+	// CloseSlowConsumer: the client did not read fast enough; reconnect and sync.
+	CloseSlowConsumer = 4001
+	// CloseHeartbeatTimeout: nothing was heard from the client within the timeout.
+	CloseHeartbeatTimeout = 4002
+	// CloseOverload: the gateway sheds load.
+	CloseOverload = 4003
+
+	// CloseUnauthenticated: the token is invalid. Terminal.
+	CloseUnauthenticated = 4500
+	// CloseTokenExpired: the token expired on an open connection. Reconnect only with a fresh token.
+	CloseTokenExpired = 4501
+	// ClosePolicyViolation: repeated invalid frames or abuse. Terminal.
+	ClosePolicyViolation = 4502
+)
+
+// ShouldReconnect reports whether a client should reconnect after a close code.
+func ShouldReconnect(code int) bool {
+	return code < 4500 || code > 4999
+}
+
+// Limits applied where data enters.
+const (
+	// MaxFrameBytes is the largest client frame a gateway reads, in bytes.
+	MaxFrameBytes = 64 << 10
+	// DefaultMaxMessageBytes is the default largest message text, in bytes (UTF-8).
+	DefaultMaxMessageBytes = 4 << 10
+	// MaxClientMsgIDBytes bounds client_msg_id.
+	MaxClientMsgIDBytes = 64
+	// DefaultPageSize and MaxPageSize bound history and sync pages, in messages.
+	DefaultPageSize = 50
+	MaxPageSize     = 200
+)
+
+// Codec encodes server frames and decodes client frames in one subprotocol.
+type Codec struct {
+	// Binary is true for SubprotocolProto (binary WebSocket messages).
+	Binary bool
+}
+
+// CodecFor returns the codec of a negotiated subprotocol; ok is false for an unknown one.
+func CodecFor(subprotocol string) (Codec, bool) {
+	switch subprotocol {
+	case SubprotocolProto:
+		return Codec{Binary: true}, true
+	case SubprotocolJSON:
+		return Codec{Binary: false}, true
+	}
+	return Codec{}, false
+}
+
+var (
+	jsonMarshal   = protojson.MarshalOptions{UseProtoNames: true}
+	jsonUnmarshal = protojson.UnmarshalOptions{DiscardUnknown: false}
+)
+
+// ErrDecode wraps every decoding failure.
+var ErrDecode = errors.New("undecodable frame")
+
+// EncodeServer encodes f. The result is owned by the caller.
+func (c Codec) EncodeServer(f *parleyv1.ServerFrame) ([]byte, error) {
+	if c.Binary {
+		return proto.Marshal(f)
+	}
+	return jsonMarshal.Marshal(f)
+}
+
+// EncodeClient encodes f (used by the SDK).
+func (c Codec) EncodeClient(f *parleyv1.ClientFrame) ([]byte, error) {
+	if c.Binary {
+		return proto.Marshal(f)
+	}
+	return jsonMarshal.Marshal(f)
+}
+
+// DecodeClient decodes a client frame. It returns an error wrapping ErrDecode
+// when the bytes are not a frame, and an error naming the problem when the
+// frame carries no known body.
+func (c Codec) DecodeClient(b []byte) (*parleyv1.ClientFrame, error) {
+	f := &parleyv1.ClientFrame{}
+	if err := c.unmarshal(b, f); err != nil {
+		return nil, err
+	}
+	if f.Body == nil {
+		return f, fmt.Errorf("%w: frame has no known body (send, ack, read, sync, history, typing, presence_sub, ping)", ErrDecode)
+	}
+	return f, nil
+}
+
+// DecodeServer decodes a server frame (used by the SDK).
+func (c Codec) DecodeServer(b []byte) (*parleyv1.ServerFrame, error) {
+	f := &parleyv1.ServerFrame{}
+	if err := c.unmarshal(b, f); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (c Codec) unmarshal(b []byte, m proto.Message) error {
+	var err error
+	if c.Binary {
+		err = proto.Unmarshal(b, m)
+	} else {
+		err = jsonUnmarshal.Unmarshal(b, m)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrDecode, err)
+	}
+	return nil
+}
+
+// ErrorFrame builds a ServerFrame carrying an error reply to request id.
+func ErrorFrame(id uint64, code, msg string, retryAfterMs uint32) *parleyv1.ServerFrame {
+	return &parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Error{Error: &parleyv1.Error{Code: code, Message: msg, RetryAfterMs: retryAfterMs}}}
+}
