@@ -1,0 +1,409 @@
+// Package httpapi serves Parley's REST API (DESIGN.md, REST API): JSON over
+// HTTP with JWT bearer auth, the same operations and idempotency as the
+// WebSocket frames, and errors as {"error":{"code","message"}} with the
+// HTTP status of wire.HTTPStatus.
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/runtime/auth"
+	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/limits"
+	"github.com/parleychat/parley/runtime/metrics"
+	"github.com/parleychat/parley/runtime/presence"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// MaxBodyBytes bounds a request body; larger bodies get too_large.
+const MaxBodyBytes = 64 << 10
+
+// MaxPresenceUsers bounds the users of one GET /v1/presence.
+const MaxPresenceUsers = 100
+
+// API holds the REST handlers' dependencies.
+type API struct {
+	Verifier       auth.Verifier
+	Chat           *chat.Client
+	Queries        *chat.Queries
+	Presence       *presence.Service
+	Limits         *limits.Users
+	Metrics        *metrics.Metrics
+	GatewayID      string
+	RequestTimeout time.Duration
+	// MaxMessageBytes bounds message text, bytes.
+	MaxMessageBytes int
+}
+
+// Register adds the REST routes to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/messages", a.authed(a.send))
+	mux.HandleFunc("GET /v1/history/{conv}", a.authed(a.history))
+	mux.HandleFunc("POST /v1/conversations", a.authed(a.createGroup))
+	mux.HandleFunc("GET /v1/conversations", a.authed(a.inbox))
+	mux.HandleFunc("POST /v1/conversations/{conv}/members", a.authed(a.addMembers))
+	mux.HandleFunc("DELETE /v1/conversations/{conv}/members/{user}", a.authed(a.removeMember))
+	mux.HandleFunc("GET /v1/conversations/{conv}/receipts", a.authed(a.receipts))
+	mux.HandleFunc("POST /v1/conversations/{conv}/read", a.authed(a.read))
+	mux.HandleFunc("GET /v1/presence", a.authed(a.presence))
+}
+
+type handler func(w http.ResponseWriter, r *http.Request, c auth.Claims) error
+
+// authed verifies the bearer token, runs h, and writes any error h returns.
+func (a *API) authed(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok := auth.BearerToken(r)
+		if tok == "" {
+			a.writeError(w, wire.Errorf(wire.CodeUnauthenticated, "missing bearer token (Authorization: Bearer <jwt>)"))
+			return
+		}
+		c, err := a.Verifier.Verify(r.Context(), tok)
+		if err != nil {
+			a.writeError(w, err)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+		if err := h(w, r, c); err != nil {
+			a.writeError(w, err)
+		}
+	}
+}
+
+func (a *API) writeError(w http.ResponseWriter, err error) {
+	we := wire.AsError(err)
+	if we.Code == wire.CodeInternal {
+		slog.Error("rest request failed", "err", err)
+	}
+	if a.Metrics != nil {
+		a.Metrics.Errors.WithLabelValues(we.Code).Inc()
+	}
+	if we.RetryAfterMs > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((we.RetryAfterMs+999)/1000)))
+	}
+	WriteError(w, we)
+}
+
+// WriteError writes we as {"error":{"code","message"}} with its HTTP status.
+func WriteError(w http.ResponseWriter, we *wire.Error) {
+	body := map[string]any{"code": we.Code, "message": we.Message}
+	if we.RetryAfterMs > 0 {
+		body["retry_after_ms"] = we.RetryAfterMs
+	}
+	writeJSON(w, wire.HTTPStatus(we.Code), map[string]any{"error": body})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+var pj = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false}
+
+// protoJSON renders a protobuf message as a json.RawMessage with proto names,
+// so REST bodies and JSON WebSocket frames spell fields the same way.
+func protoJSON(m proto.Message) json.RawMessage {
+	b, err := pj.Marshal(m)
+	if err != nil {
+		return json.RawMessage("null")
+	}
+	return b
+}
+
+// decode reads a JSON body into v, naming the problem on failure.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return wire.Errorf(wire.CodeTooLarge, "request body is over %d bytes", MaxBodyBytes)
+		}
+		if errors.Is(err, io.EOF) {
+			return wire.Errorf(wire.CodeInvalid, "request body is empty; expected a JSON object")
+		}
+		return wire.Errorf(wire.CodeInvalid, "request body is not valid JSON for this endpoint: %v", err)
+	}
+	return nil
+}
+
+// call sends rec to the conversation's sequencer and waits for its reply.
+func (a *API) call(ctx context.Context, c auth.Claims, rec *parleyv1.IngressRecord) (*parleyv1.Reply, error) {
+	timeout := a.RequestTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	now := time.Now()
+	rec.Origin = &parleyv1.Origin{UserId: c.UserID, DeviceId: c.DeviceID, SessionId: "rest"}
+	rec.SentAt = now.UnixMilli()
+	rec.Deadline = now.Add(timeout).UnixMilli()
+	rep, err := a.Chat.Call(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	if rep.GetError() != nil {
+		e := rep.GetError()
+		return nil, &wire.Error{Code: e.Code, Message: e.Message, RetryAfterMs: e.RetryAfterMs}
+	}
+	return rep, nil
+}
+
+type sendBody struct {
+	ConversationID string `json:"conversation_id"`
+	ClientMsgID    string `json:"client_msg_id"`
+	Text           string `json:"text"`
+	Media          *struct {
+		URL  string `json:"url"`
+		Mime string `json:"mime"`
+		Size int64  `json:"size"`
+	} `json:"media"`
+}
+
+func (a *API) send(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	var b sendBody
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	if b.ConversationID == "" {
+		return wire.Errorf(wire.CodeInvalid, "conversation_id is required")
+	}
+	if b.ClientMsgID == "" {
+		return wire.Errorf(wire.CodeInvalid, "client_msg_id is required (1..%d bytes; retries reuse it)", wire.MaxClientMsgIDBytes)
+	}
+	if max := a.maxMessageBytes(); len(b.Text) > max {
+		return wire.Errorf(wire.CodeTooLarge, "text is %d bytes; the limit is %d", len(b.Text), max)
+	}
+	if ok, retry := a.Limits.Allow(c.UserID); !ok {
+		return &wire.Error{Code: wire.CodeRateLimited, Message: "send rate exceeded", RetryAfterMs: uint32(retry.Milliseconds()) + 1}
+	}
+	s := &parleyv1.Send{ConversationId: b.ConversationID, ClientMsgId: b.ClientMsgID}
+	if b.Media != nil {
+		s.Content = &parleyv1.Send_Media{Media: &parleyv1.Media{Url: b.Media.URL, Mime: b.Media.Mime, Size: b.Media.Size}}
+	} else {
+		s.Content = &parleyv1.Send_Text{Text: b.Text}
+	}
+	rep, err := a.call(r.Context(), c, &parleyv1.IngressRecord{ConversationId: b.ConversationID, Op: &parleyv1.IngressRecord_Send{Send: s}})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, protoJSON(rep.GetSendOk()))
+	return nil
+}
+
+func (a *API) maxMessageBytes() int {
+	if a.MaxMessageBytes > 0 {
+		return a.MaxMessageBytes
+	}
+	return wire.DefaultMaxMessageBytes
+}
+
+// uintParam parses an optional non-negative integer query parameter.
+func uintParam(r *http.Request, name string) (uint64, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, wire.Errorf(wire.CodeInvalid, "%s must be a non-negative integer, got %q", name, s)
+	}
+	return v, nil
+}
+
+func (a *API) history(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	h := &parleyv1.History{ConversationId: r.PathValue("conv")}
+	var err error
+	if h.Before, err = uintParam(r, "before"); err != nil {
+		return err
+	}
+	if h.After, err = uintParam(r, "after"); err != nil {
+		return err
+	}
+	limit, err := uintParam(r, "limit")
+	if err != nil {
+		return err
+	}
+	if limit > wire.MaxPageSize {
+		return wire.Errorf(wire.CodeInvalid, "limit %d is over the maximum page size %d", limit, wire.MaxPageSize)
+	}
+	h.Limit = uint32(limit)
+	res, err := a.Queries.History(r.Context(), c.UserID, h)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, protoJSON(res))
+	return nil
+}
+
+type membersBody struct {
+	Title   string   `json:"title"`
+	Members []string `json:"members"`
+	UserIDs []string `json:"user_ids"`
+}
+
+// NewGroupID returns a fresh group conversation id, "g:" and 16 hex digits
+// of randomness. Groups are named by the side that creates them because the
+// id is the ingress key that picks the sequencer before any sequencer sees
+// the request; snowflakes stay reserved for message ids.
+func NewGroupID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "g:" + hex.EncodeToString(b[:])
+}
+
+func (a *API) createGroup(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	var b membersBody
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	if len(b.UserIDs) > 0 {
+		b.Members = append(b.Members, b.UserIDs...)
+	}
+	id := NewGroupID()
+	rep, err := a.call(r.Context(), c, &parleyv1.IngressRecord{ConversationId: id,
+		Op: &parleyv1.IngressRecord_CreateGroup{CreateGroup: &parleyv1.CreateGroup{Title: b.Title, Members: b.Members}}})
+	if err != nil {
+		return err
+	}
+	if ev := rep.GetEvent(); ev != nil && ev.ConversationId != "" {
+		id = ev.ConversationId
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{
+		"conversation": map[string]any{"id": id, "kind": "group", "title": b.Title},
+		"event":        protoJSON(rep.GetEvent()),
+	})
+	return nil
+}
+
+func (a *API) addMembers(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	var b membersBody
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	users := append(b.UserIDs, b.Members...)
+	if len(users) == 0 {
+		return wire.Errorf(wire.CodeInvalid, "user_ids is required: the users to add")
+	}
+	conv := r.PathValue("conv")
+	rep, err := a.call(r.Context(), c, &parleyv1.IngressRecord{ConversationId: conv,
+		Op: &parleyv1.IngressRecord_AddMembers{AddMembers: &parleyv1.ChangeMembers{UserIds: users}}})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"event": protoJSON(rep.GetEvent())})
+	return nil
+}
+
+func (a *API) removeMember(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	conv, user := r.PathValue("conv"), r.PathValue("user")
+	rep, err := a.call(r.Context(), c, &parleyv1.IngressRecord{ConversationId: conv,
+		Op: &parleyv1.IngressRecord_RemoveMembers{RemoveMembers: &parleyv1.ChangeMembers{UserIds: []string{user}}}})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"event": protoJSON(rep.GetEvent())})
+	return nil
+}
+
+func (a *API) inbox(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	states, err := a.Queries.Inbox(r.Context(), c.UserID)
+	if err != nil {
+		return err
+	}
+	out := make([]json.RawMessage, 0, len(states))
+	for _, s := range states {
+		out = append(out, protoJSON(s))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conversations": out})
+	return nil
+}
+
+func (a *API) receipts(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	seq, err := uintParam(r, "seq")
+	if err != nil {
+		return err
+	}
+	if seq == 0 {
+		return wire.Errorf(wire.CodeInvalid, "seq is required: the message whose readers to list")
+	}
+	rs, err := a.Queries.ReadBy(r.Context(), c.UserID, r.PathValue("conv"), seq)
+	if err != nil {
+		return err
+	}
+	type receipt struct {
+		UserID       string `json:"user_id"`
+		DeliveredSeq uint64 `json:"delivered_seq"`
+		ReadSeq      uint64 `json:"read_seq"`
+	}
+	out := make([]receipt, 0, len(rs))
+	for _, x := range rs {
+		out = append(out, receipt{x.UserID, x.DeliveredSeq, x.ReadSeq})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conversation_id": r.PathValue("conv"), "seq": seq, "receipts": out})
+	return nil
+}
+
+func (a *API) read(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	var b struct {
+		Seq uint64 `json:"seq"`
+	}
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	if b.Seq == 0 {
+		return wire.Errorf(wire.CodeInvalid, "seq is required: read up to this seq")
+	}
+	conv := r.PathValue("conv")
+	if _, err := a.call(r.Context(), c, &parleyv1.IngressRecord{ConversationId: conv,
+		Op: &parleyv1.IngressRecord_Read{Read: &parleyv1.Read{ConversationId: conv, Seq: b.Seq}}}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conversation_id": conv, "read_seq": b.Seq})
+	return nil
+}
+
+func (a *API) presence(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	users := r.URL.Query()["user"]
+	if len(users) == 0 {
+		return wire.Errorf(wire.CodeInvalid, "at least one user query parameter is required (?user=alice&user=bob)")
+	}
+	if len(users) > MaxPresenceUsers {
+		return wire.Errorf(wire.CodeInvalid, "at most %d users per request, got %d", MaxPresenceUsers, len(users))
+	}
+	for _, u := range users {
+		if !auth.ValidID(u) {
+			return wire.Errorf(wire.CodeInvalid, "user %q is not a valid user id", u)
+		}
+	}
+	ps, err := a.Presence.Get(r.Context(), users)
+	if err != nil {
+		return fmt.Errorf("presence of %d users: %w", len(users), err)
+	}
+	out := make([]json.RawMessage, 0, len(users))
+	for _, u := range users {
+		p := ps[u]
+		if p == nil {
+			p = &parleyv1.Presence{UserId: u}
+		}
+		out = append(out, protoJSON(p))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"presence": out})
+	return nil
+}

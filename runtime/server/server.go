@@ -1,0 +1,351 @@
+// Package server wires Parley's roles into one process: in embedded mode
+// (the default) the gateway, chat and presence roles share a Pebble store, the
+// in-memory partitioned bus and the in-memory presence registry, through the
+// same interfaces the distributed fleets use.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parleychat/parley/runtime/auth"
+	"github.com/parleychat/parley/runtime/bus"
+	busmemory "github.com/parleychat/parley/runtime/bus/memory"
+	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/gateway"
+	"github.com/parleychat/parley/runtime/httpapi"
+	"github.com/parleychat/parley/runtime/limits"
+	"github.com/parleychat/parley/runtime/metrics"
+	"github.com/parleychat/parley/runtime/presence"
+	presencememory "github.com/parleychat/parley/runtime/presence/memory"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
+	"github.com/parleychat/parley/runtime/store/pebble"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// Config configures an embedded server. Zero fields take the defaults of
+// DefaultConfig.
+type Config struct {
+	// Addr is the listen address, default ":8080".
+	Addr string
+	// DataDir holds the Pebble store and the dev signing secret, default "./parley-data".
+	DataDir string
+	// Region names the region in topic names, default "local".
+	Region string
+	// IngressPartitions is the ingress topic's partition count, default 16.
+	IngressPartitions int32
+	// JWKS, when File or URL is set, switches auth from dev mode (HS256 with
+	// the generated secret) to production verification.
+	JWKS auth.JWKSConfig
+	// Presence holds heartbeat, TTL and grace (defaults 30s, 75s, 5s).
+	Presence presence.Config
+	// MaxGroupMembers caps a group, default 500.
+	MaxGroupMembers int
+	// MaxMessageBytes caps message text in bytes, default 4096.
+	MaxMessageBytes int
+	// SendRate and SendBurst are the per-user token bucket, default 20/s and 40.
+	SendRate  float64
+	SendBurst int
+	// SendQueue bounds each connection's queue of outgoing frames, default 256.
+	SendQueue int
+	// DrainWindow spreads reconnects over this window on shutdown, default 5s.
+	DrainWindow time.Duration
+}
+
+// DefaultConfig returns the embedded defaults.
+func DefaultConfig() Config {
+	return Config{
+		Addr:              ":8080",
+		DataDir:           "./parley-data",
+		Region:            "local",
+		IngressPartitions: 16,
+		Presence:          presence.DefaultConfig(),
+		MaxGroupMembers:   500,
+		MaxMessageBytes:   wire.DefaultMaxMessageBytes,
+		SendRate:          limits.DefaultRate,
+		SendBurst:         limits.DefaultBurst,
+		SendQueue:         256,
+		DrainWindow:       5 * time.Second,
+	}
+}
+
+func (c *Config) fillDefaults() {
+	d := DefaultConfig()
+	if c.Addr == "" {
+		c.Addr = d.Addr
+	}
+	if c.DataDir == "" {
+		c.DataDir = d.DataDir
+	}
+	if c.Region == "" {
+		c.Region = d.Region
+	}
+	if c.IngressPartitions <= 0 {
+		c.IngressPartitions = d.IngressPartitions
+	}
+	if c.Presence.Heartbeat <= 0 {
+		c.Presence.Heartbeat = d.Presence.Heartbeat
+	}
+	if c.Presence.TTL <= 0 {
+		c.Presence.TTL = d.Presence.TTL
+	}
+	if c.Presence.Grace <= 0 {
+		c.Presence.Grace = d.Presence.Grace
+	}
+	if c.MaxGroupMembers <= 0 {
+		c.MaxGroupMembers = d.MaxGroupMembers
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.SendRate == 0 {
+		c.SendRate = d.SendRate
+	}
+	if c.SendBurst <= 0 {
+		c.SendBurst = d.SendBurst
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = d.SendQueue
+	}
+	if c.DrainWindow <= 0 {
+		c.DrainWindow = d.DrainWindow
+	}
+}
+
+// Server is one embedded Parley process.
+type Server struct {
+	cfg       Config
+	DevIssuer *auth.DevIssuer // nil when auth is not in dev mode
+	Metrics   *metrics.Metrics
+
+	store    store.MessageStore
+	bus      bus.Bus
+	registry presence.Registry
+	presence *presence.Service
+	chat     *chat.Client
+	seq      *chat.Sequencer
+	gateway  *gateway.Gateway
+	handler  http.Handler
+
+	ready    chan struct{}
+	stopOnce sync.Once
+}
+
+// GatewayID is the embedded gateway's id: ordinal 0, deliver partition 0.
+const GatewayID = "gateway-0"
+
+// New opens the store and builds every role. It starts nothing: call Run.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	cfg.fillDefaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	s := &Server{cfg: cfg, ready: make(chan struct{})}
+
+	var verifier auth.Verifier
+	if cfg.JWKS.File != "" || cfg.JWKS.URL != "" {
+		v, err := auth.NewJWKSVerifier(ctx, cfg.JWKS)
+		if err != nil {
+			return nil, fmt.Errorf("jwks auth: %w", err)
+		}
+		verifier = v
+	} else {
+		secret, err := auth.LoadOrCreateDevSecret(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("dev secret: %w", err)
+		}
+		s.DevIssuer = auth.NewDevIssuer(secret)
+		verifier = auth.NewHMACVerifier(secret)
+	}
+
+	st, err := pebble.Open(filepath.Join(cfg.DataDir, "store"))
+	if err != nil {
+		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
+	}
+	s.store = st
+
+	reg := prometheus.NewRegistry()
+	s.Metrics = metrics.New(reg)
+
+	ingress := "parley." + cfg.Region + ".ingress"
+	deliver := "parley." + cfg.Region + ".deliver"
+	s.bus = busmemory.New()
+	for _, t := range []bus.Topic{{Name: ingress, Partitions: cfg.IngressPartitions}, {Name: deliver, Partitions: 1}} {
+		if err := s.bus.CreateTopic(ctx, t); err != nil {
+			s.closeAll()
+			return nil, fmt.Errorf("create topic %s: %w", t.Name, err)
+		}
+	}
+
+	s.registry = presencememory.New()
+	router := chat.NewRouter(s.bus, s.registry, deliver)
+	queries := chat.NewQueries(s.store)
+
+	ccfg := chat.DefaultConfig()
+	ccfg.Region = cfg.Region
+	ccfg.NodeID = 0 // embedded mode: the one sequencer is node 0 (DESIGN.md)
+	ccfg.IngressTopic, ccfg.DeliverTopic = ingress, deliver
+	ccfg.Member = "chat-0"
+	ccfg.MaxGroupMembers = cfg.MaxGroupMembers
+	ccfg.MaxMessageBytes = cfg.MaxMessageBytes
+	s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router)
+	if err != nil {
+		s.closeAll()
+		return nil, fmt.Errorf("sequencer: %w", err)
+	}
+	s.chat = chat.NewClient(s.bus, GatewayID, ingress)
+
+	// The gateway is created after the presence service, whose changes it
+	// pushes; the indirection breaks the cycle.
+	var gw *gateway.Gateway
+	s.presence = presence.NewService(s.registry, cfg.Presence, func(p *parleyv1.Presence) {
+		if gw != nil {
+			gw.PresenceChanged(p)
+		}
+	})
+	userLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst)
+	gcfg := gateway.Config{
+		ID:              GatewayID,
+		Heartbeat:       cfg.Presence.Heartbeat,
+		SendQueue:       cfg.SendQueue,
+		MaxPresenceSubs: 100,
+		SendRate:        cfg.SendRate,
+		SendBurst:       cfg.SendBurst,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		RequestTimeout:  10 * time.Second,
+	}
+	gw = gateway.New(gcfg, verifier, s.chat, queries, router, s.presence, s.store, s.Metrics)
+	s.gateway = gw
+
+	api := &httpapi.API{
+		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
+		Limits: userLimits, Metrics: s.Metrics, GatewayID: GatewayID,
+		RequestTimeout: gcfg.RequestTimeout, MaxMessageBytes: cfg.MaxMessageBytes,
+	}
+	mux := http.NewServeMux()
+	api.Register(mux)
+	mux.Handle("GET /v1/ws", gw)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteError(w, wire.Errorf(wire.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+	})
+	s.handler = mux
+	return s, nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	select {
+	case <-s.ready:
+	default:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("starting\n"))
+		return
+	}
+	if s.gateway.Draining() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("draining\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// Handler serves every route: /v1/ws, the REST API, /healthz, /readyz, /metrics.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Config returns the effective configuration (defaults filled in).
+func (s *Server) Config() Config { return s.cfg }
+
+// Store returns the message store (for tests that check what is stored).
+func (s *Server) Store() store.MessageStore { return s.store }
+
+// Run serves on ln until ctx ends, then shuts down gracefully: /readyz goes
+// false, clients get reconnect frames spread over DrainWindow, connections
+// close, the sequencer leaves (flushing receipts) and the store is closed.
+// Every message that got send_ok was synced before, so none is lost.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	start := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	start("sequencer", s.seq.Run)
+	start("gateway", s.gateway.Run)
+	start("chat client", func(ctx context.Context) error { s.chat.Run(ctx); return nil })
+	start("presence", func(ctx context.Context) error { s.presence.Run(ctx); return nil })
+
+	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	close(s.ready)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		slog.Error("component failed; shutting down", "err", runErr)
+	}
+
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), s.cfg.DrainWindow+5*time.Second)
+	defer cancelDrain()
+	slog.Info("draining connections", "connections", s.gateway.Connections(), "window", s.cfg.DrainWindow)
+	if err := s.gateway.Drain(drainCtx, s.cfg.DrainWindow); err != nil {
+		slog.Warn("drain incomplete", "err", err)
+	}
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelShut()
+	_ = hs.Shutdown(shutCtx)
+	cancelRun()
+	wg.Wait()
+	if err := s.closeAll(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+// closeAll releases the bus, registry and store (store last: it is flushed).
+func (s *Server) closeAll() error {
+	var errs []error
+	s.stopOnce.Do(func() {
+		if s.bus != nil {
+			errs = append(errs, s.bus.Close())
+		}
+		if s.registry != nil {
+			errs = append(errs, s.registry.Close())
+		}
+		if s.store != nil {
+			if err := s.store.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close store: %w", err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
