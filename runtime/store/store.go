@@ -63,12 +63,16 @@ type Receipt struct {
 }
 
 // Page selects a page of a conversation log. At most one of Before and After
-// is non-zero. Before: seq < Before, newest first. After: seq > After, oldest
-// first. Neither: the newest page, newest first. Limit is 1..MaxLimit.
+// is non-zero. Before: seq < Before, newest first. After (or Forward): seq >
+// After, oldest first. Neither: the newest page, newest first. Limit is
+// 1..MaxLimit.
 type Page struct {
 	Before uint64
 	After  uint64
-	Limit  int
+	// Forward pages oldest first from After even when After is 0 (the very
+	// start of the log); After > 0 implies it.
+	Forward bool
+	Limit   int
 	// MinSeq hides messages below it (a member's JoinedSeq). 0 hides nothing.
 	MinSeq uint64
 }

@@ -1,0 +1,757 @@
+// Package pebble is the embedded MessageStore, on CockroachDB's Pebble
+// (an LSM key-value store) in one local directory.
+//
+// Durability: Append, CreateConversation and membership changes are committed
+// with a synced WAL write before they return. Concurrent synced commits share
+// one fsync (Pebble's commit pipeline groups them), so appends of many
+// conversations do not queue behind one another's disk flush. Receipt
+// pointers are written without waiting for the WAL: a crash may lose the
+// last instants of pointer moves (never messages), which the next ack or
+// read raises again; they are written once a second per member anyway, and
+// an fsync each would cost more than they are worth.
+//
+// Concurrency: conditional appends are serialised per conversation by a
+// striped lock held across the "is any seq taken" check and the synced write,
+// so two Appends of one conversation can never both succeed. Appends of
+// different conversations (in different stripes) commit concurrently.
+package pebble
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	pebbledb "github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
+)
+
+// ErrClosed is returned by every method called after Close.
+var ErrClosed = errors.New("pebble store closed")
+
+// lockStripes is the number of per-conversation (and per-receipt) locks.
+// Conversations hashing to one stripe serialise their appends; 256 keeps that
+// rare at the concurrency one process sees while bounding memory.
+const lockStripes = 256
+
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	fs     vfs.FS
+	logger *slog.Logger
+}
+
+// WithFS makes the store use fs instead of the operating system's file
+// system, e.g. vfs.NewStrictMem() in crash tests.
+func WithFS(fs vfs.FS) Option {
+	return func(c *config) { c.fs = fs }
+}
+
+// WithLogger sends Pebble's own log lines to l (default slog.Default()):
+// informational ones (WAL replay, ...) at debug level, background errors
+// (failed flushes or compactions) at error level, slow disk operations at
+// warn level, and fatal ones at error level before Pebble's fatal exit.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.logger = l }
+}
+
+// Store is a store.MessageStore on a Pebble database. It is safe for
+// concurrent use.
+type Store struct {
+	db *pebbledb.DB
+
+	// mu guards closed: every operation holds it for reading, so Close waits
+	// for in-flight operations instead of Pebble panicking under them.
+	mu     sync.RWMutex
+	closed bool
+
+	seed         maphash.Seed
+	convLocks    [lockStripes]sync.Mutex // Append and CreateConversation, by conversation
+	receiptLocks [lockStripes]sync.Mutex // AdvanceReceipt, by conversation and user
+}
+
+var _ store.MessageStore = (*Store)(nil)
+
+// Open opens (creating if needed) the store in directory dir.
+func Open(dir string, opts ...Option) (*Store, error) {
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.fs == nil {
+		cfg.fs = vfs.Default
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	if err := ensureDir(cfg.fs, dir); err != nil {
+		return nil, fmt.Errorf("open pebble store %s: %w", dir, err)
+	}
+	log := cfg.logger
+	db, err := pebbledb.Open(dir, &pebbledb.Options{
+		FS:     cfg.fs,
+		Logger: slogLogger{log},
+		EventListener: &pebbledb.EventListener{
+			// Failed flushes and compactions (e.g. disk full) matter to an
+			// operator; Pebble's default would log them as info.
+			BackgroundError: func(err error) {
+				log.Error("pebble background error", "component", "pebble", "err", err)
+			},
+			DiskSlow: func(info pebbledb.DiskSlowInfo) {
+				log.Warn("pebble disk slow", "component", "pebble", "info", info.String())
+			},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open pebble store %s: %w", dir, err)
+	}
+	return &Store{db: db, seed: maphash.MakeSeed()}, nil
+}
+
+// slogLogger adapts slog to pebble.Logger.
+type slogLogger struct{ l *slog.Logger }
+
+func (s slogLogger) Infof(format string, args ...any) {
+	s.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+// Fatalf is only called on corruption or broken invariants, where Pebble
+// cannot continue; it exits like Pebble's default logger.
+func (s slogLogger) Fatalf(format string, args ...any) {
+	s.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	os.Exit(1)
+}
+
+// ensureDir creates dir and its missing parents, syncing each parent so the
+// new entries survive a power failure. Pebble syncs the files inside dir,
+// but not dir's own entry: without this, a crash soon after the first start
+// could lose the whole store, acknowledged appends included.
+func ensureDir(fs vfs.FS, dir string) error {
+	if _, err := fs.Stat(dir); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	parent := fs.PathDir(dir)
+	if parent != dir {
+		if err := ensureDir(fs, parent); err != nil {
+			return err
+		}
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	d, err := fs.OpenDir(parent)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
+}
+
+// Close flushes and closes the database. Later calls return nil; other
+// methods called after Close return ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close pebble store: %w", err)
+	}
+	return nil
+}
+
+// acquire starts an operation: it fails after Close and otherwise holds off
+// Close until release.
+func (s *Store) acquire(ctx context.Context) (release func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	return s.mu.RUnlock, nil
+}
+
+func (s *Store) stripe(locks *[lockStripes]sync.Mutex, parts ...string) *sync.Mutex {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	for _, p := range parts {
+		h.WriteString(p)
+		h.WriteByte(0)
+	}
+	return &locks[h.Sum64()%lockStripes]
+}
+
+// Append implements store.MessageStore. msgs must carry conversation_id conv
+// and consecutive seqs starting at msgs[0].Seq >= 1; an empty msgs is a
+// no-op. A member already present when MEMBER_ADDED or CONVERSATION_CREATED
+// names it keeps its row (JoinedSeq and role). The creator becomes
+// store.RoleOwner only when the conversation was created with
+// CreateConversation as store.KindGroup.
+func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := checkID("conversation", conv); err != nil {
+		return fmt.Errorf("append %s: %w", conv, err)
+	}
+	first := msgs[0].GetSeq()
+	if first == 0 {
+		return fmt.Errorf("append %s seq 0: seqs start at 1", conv)
+	}
+	if first > ^uint64(0)-uint64(len(msgs)) {
+		return fmt.Errorf("append %s seq %d: seq overflows", conv, first)
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("append %s seq %d: %w", conv, first, err)
+	}
+	defer release()
+	// Marshal before taking the conversation lock, which only needs to
+	// cover check + commit.
+	b := s.db.NewBatch()
+	defer b.Close()
+	for i, m := range msgs {
+		want := first + uint64(i)
+		if m.GetSeq() != want {
+			return fmt.Errorf("append %s seq %d: message %d has seq %d, want consecutive seqs", conv, first, i, m.GetSeq())
+		}
+		if m.GetConversationId() != conv {
+			return fmt.Errorf("append %s seq %d: message has conversation_id %q", conv, want, m.GetConversationId())
+		}
+		data, err := proto.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("append %s seq %d: marshal: %w", conv, want, err)
+		}
+		if err := b.Set(messageKey(conv, want), data, nil); err != nil {
+			return fmt.Errorf("append %s seq %d: %w", conv, want, err)
+		}
+	}
+	last := first + uint64(len(msgs)) - 1
+
+	lock := s.stripe(&s.convLocks, conv)
+	lock.Lock()
+	defer lock.Unlock()
+
+	taken, ok, err := s.firstMessageIn(conv, first, last)
+	if err != nil {
+		return fmt.Errorf("append %s seq %d: %w", conv, first, err)
+	}
+	if ok {
+		return fmt.Errorf("append %s seq %d: %w", conv, taken, store.ErrSeqTaken)
+	}
+	if err := s.applyMembership(b, conv, msgs); err != nil {
+		return fmt.Errorf("append %s seq %d: %w", conv, first, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("append %s seq %d: %w", conv, first, err)
+	}
+	if err := s.db.Apply(b, pebbledb.Sync); err != nil {
+		return fmt.Errorf("append %s seq %d: commit: %w", conv, first, err)
+	}
+	return nil
+}
+
+// firstMessageIn returns the lowest stored seq of conv in [lo, hi].
+func (s *Store) firstMessageIn(conv string, lo, hi uint64) (uint64, bool, error) {
+	upper := prefixEnd(prefix(tableMessage, conv))
+	if hi < ^uint64(0) {
+		upper = messageKey(conv, hi+1)
+	}
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: messageKey(conv, lo), UpperBound: upper})
+	if err != nil {
+		return 0, false, err
+	}
+	defer it.Close()
+	if !it.First() {
+		return 0, false, it.Error()
+	}
+	seq, err := messageSeq(it.Key(), len(prefix(tableMessage, conv)))
+	return seq, err == nil, err
+}
+
+// applyMembership adds the membership effects of msgs to b. It runs under
+// conv's lock, so the member rows it reads cannot change before b commits.
+func (s *Store) applyMembership(b *pebbledb.Batch, conv string, msgs []*parleyv1.Message) error {
+	var (
+		// present overlays the stored member rows with this batch's
+		// earlier events, so CREATED then REMOVED then ADDED in one Append
+		// behaves like three Appends.
+		present  map[string]bool
+		owner    string
+		ownerSet bool
+	)
+	isMember := func(user string) (bool, error) {
+		if p, ok := present[user]; ok {
+			return p, nil
+		}
+		_, found, err := s.get(memberKey(conv, user))
+		return found, err
+	}
+	for _, m := range msgs {
+		kind := m.GetKind()
+		if kind != parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED &&
+			kind != parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED &&
+			kind != parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
+			continue
+		}
+		if present == nil {
+			present = make(map[string]bool)
+		}
+		if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && !ownerSet {
+			c, err := s.conversation(conv)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				// No metadata: nobody is owner. The chat role creates the
+				// conversation first, so this only happens to callers that
+				// skip CreateConversation.
+			case err != nil:
+				return err
+			case c.Kind == store.KindGroup:
+				owner = c.CreatedBy
+			}
+			ownerSet = true
+		}
+		for _, user := range m.GetMembers() {
+			if err := checkID("user", user); err != nil {
+				return fmt.Errorf("seq %d: %w", m.GetSeq(), err)
+			}
+			if kind == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
+				if err := b.Delete(memberKey(conv, user), nil); err != nil {
+					return err
+				}
+				present[user] = false
+				continue
+			}
+			already, err := isMember(user)
+			if err != nil {
+				return fmt.Errorf("seq %d: member %s: %w", m.GetSeq(), user, err)
+			}
+			if already {
+				continue
+			}
+			role := store.RoleMember
+			if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && user == owner {
+				role = store.RoleOwner
+			}
+			if err := b.Set(memberKey(conv, user), encodeMember(m.GetSeq(), role), nil); err != nil {
+				return err
+			}
+			if err := b.Set(inboxKey(user, conv), nil, nil); err != nil {
+				return err
+			}
+			present[user] = true
+		}
+	}
+	return nil
+}
+
+// get returns a copy of key's value.
+func (s *Store) get(key []byte) ([]byte, bool, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	return out, true, closer.Close()
+}
+
+// Head implements store.MessageStore: one seek to the last key of conv's
+// message range. A conversation with no messages (or none at all) has head 0.
+func (s *Store) Head(ctx context.Context, conv string) (uint64, error) {
+	if err := checkID("conversation", conv); err != nil {
+		return 0, fmt.Errorf("head %s: %w", conv, err)
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("head %s: %w", conv, err)
+	}
+	defer release()
+	p := prefix(tableMessage, conv)
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return 0, fmt.Errorf("head %s: %w", conv, err)
+	}
+	defer it.Close()
+	if !it.Last() {
+		if err := it.Error(); err != nil {
+			return 0, fmt.Errorf("head %s: %w", conv, err)
+		}
+		return 0, nil
+	}
+	seq, err := messageSeq(it.Key(), len(p))
+	if err != nil {
+		return 0, fmt.Errorf("head %s: %w", conv, err)
+	}
+	return seq, nil
+}
+
+// Messages implements store.MessageStore. p.Limit outside 1..store.MaxLimit,
+// or both p.Before and p.After set, is an error (not clamped): it is a caller
+// bug, and the read paths map their own defaults first. A conversation that
+// does not exist reads as empty.
+func (s *Store) Messages(ctx context.Context, conv string, p store.Page) ([]*parleyv1.Message, bool, error) {
+	if err := checkID("conversation", conv); err != nil {
+		return nil, false, fmt.Errorf("messages %s: %w", conv, err)
+	}
+	if p.Limit < 1 || p.Limit > store.MaxLimit {
+		return nil, false, fmt.Errorf("messages %s: limit %d outside 1..%d", conv, p.Limit, store.MaxLimit)
+	}
+	forward := p.Forward || p.After != 0
+	if p.Before != 0 && forward {
+		return nil, false, fmt.Errorf("messages %s: both before %d and after %d set", conv, p.Before, p.After)
+	}
+	// The page lies in seqs [lo, hi); hi == 0 means unbounded.
+	lo := max(p.MinSeq, 1)
+	if p.After != 0 {
+		if p.After == ^uint64(0) {
+			return nil, false, nil
+		}
+		lo = max(lo, p.After+1)
+	}
+	hi := p.Before
+	if hi != 0 && hi <= lo {
+		return nil, false, nil
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("messages %s: %w", conv, err)
+	}
+	defer release()
+
+	pre := prefix(tableMessage, conv)
+	upper := prefixEnd(pre)
+	if hi != 0 {
+		upper = messageKey(conv, hi)
+	}
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: messageKey(conv, lo), UpperBound: upper})
+	if err != nil {
+		return nil, false, fmt.Errorf("messages %s: %w", conv, err)
+	}
+	defer it.Close()
+	// Newest first unless paging forward.
+	valid, step := it.Last(), it.Prev
+	if forward {
+		valid, step = it.First(), it.Next
+	}
+	msgs := make([]*parleyv1.Message, 0, min(p.Limit, 64))
+	for ; valid && len(msgs) < p.Limit; valid = step() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, false, fmt.Errorf("messages %s: %w", conv, err)
+		}
+		m := new(parleyv1.Message)
+		if err := proto.Unmarshal(v, m); err != nil {
+			seq, _ := messageSeq(it.Key(), len(pre))
+			return nil, false, fmt.Errorf("messages %s seq %d: unmarshal: %w", conv, seq, err)
+		}
+		msgs = append(msgs, m)
+	}
+	if err := it.Error(); err != nil {
+		return nil, false, fmt.Errorf("messages %s: %w", conv, err)
+	}
+	return msgs, valid, nil
+}
+
+// Message implements store.MessageStore; a missing seq wraps store.ErrNotFound.
+func (s *Store) Message(ctx context.Context, conv string, seq uint64) (*parleyv1.Message, error) {
+	if err := checkID("conversation", conv); err != nil {
+		return nil, fmt.Errorf("message %s seq %d: %w", conv, seq, err)
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("message %s seq %d: %w", conv, seq, err)
+	}
+	defer release()
+	v, ok, err := s.get(messageKey(conv, seq))
+	if err != nil {
+		return nil, fmt.Errorf("message %s seq %d: %w", conv, seq, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("message %s seq %d: %w", conv, seq, store.ErrNotFound)
+	}
+	m := new(parleyv1.Message)
+	if err := proto.Unmarshal(v, m); err != nil {
+		return nil, fmt.Errorf("message %s seq %d: unmarshal: %w", conv, seq, err)
+	}
+	return m, nil
+}
+
+// conversationRecord is the stored form of a store.Conversation (its id is
+// the key). CreatedAt is kept in Unix milliseconds, the precision of the
+// Cassandra backend, so both backends return the same value.
+type conversationRecord struct {
+	Kind        string `json:"kind"`
+	Title       string `json:"title,omitempty"`
+	HomeRegion  string `json:"home_region,omitempty"`
+	CreatedBy   string `json:"created_by,omitempty"`
+	CreatedAtMs *int64 `json:"created_at_ms,omitempty"`
+}
+
+// CreateConversation implements store.MessageStore. c.CreatedAt is stored
+// with millisecond precision; an id already taken wraps store.ErrExists.
+func (s *Store) CreateConversation(ctx context.Context, c store.Conversation) error {
+	if err := checkID("conversation", c.ID); err != nil {
+		return fmt.Errorf("create conversation %s: %w", c.ID, err)
+	}
+	rec := conversationRecord{Kind: c.Kind, Title: c.Title, HomeRegion: c.HomeRegion, CreatedBy: c.CreatedBy}
+	if !c.CreatedAt.IsZero() {
+		ms := c.CreatedAt.UnixMilli()
+		rec.CreatedAtMs = &ms
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("create conversation %s: %w", c.ID, err)
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("create conversation %s: %w", c.ID, err)
+	}
+	defer release()
+	lock := s.stripe(&s.convLocks, c.ID)
+	lock.Lock()
+	defer lock.Unlock()
+	key := conversationKey(c.ID)
+	_, found, err := s.get(key)
+	if err != nil {
+		return fmt.Errorf("create conversation %s: %w", c.ID, err)
+	}
+	if found {
+		return fmt.Errorf("create conversation %s: %w", c.ID, store.ErrExists)
+	}
+	if err := s.db.Set(key, data, pebbledb.Sync); err != nil {
+		return fmt.Errorf("create conversation %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// Conversation implements store.MessageStore; an unknown id wraps
+// store.ErrNotFound. CreatedAt is in UTC.
+func (s *Store) Conversation(ctx context.Context, id string) (store.Conversation, error) {
+	if err := checkID("conversation", id); err != nil {
+		return store.Conversation{}, fmt.Errorf("conversation %s: %w", id, err)
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return store.Conversation{}, fmt.Errorf("conversation %s: %w", id, err)
+	}
+	defer release()
+	c, err := s.conversation(id)
+	if err != nil {
+		return store.Conversation{}, fmt.Errorf("conversation %s: %w", id, err)
+	}
+	return c, nil
+}
+
+func (s *Store) conversation(id string) (store.Conversation, error) {
+	v, ok, err := s.get(conversationKey(id))
+	if err != nil {
+		return store.Conversation{}, err
+	}
+	if !ok {
+		return store.Conversation{}, store.ErrNotFound
+	}
+	var rec conversationRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return store.Conversation{}, fmt.Errorf("decode: %w", err)
+	}
+	c := store.Conversation{ID: id, Kind: rec.Kind, Title: rec.Title, HomeRegion: rec.HomeRegion, CreatedBy: rec.CreatedBy}
+	if rec.CreatedAtMs != nil {
+		c.CreatedAt = time.UnixMilli(*rec.CreatedAtMs).UTC()
+	}
+	return c, nil
+}
+
+// scan calls fn with the suffix after p and the value of every key starting
+// with p, in key order. Both slices are valid only during the call.
+func (s *Store) scan(p []byte, fn func(suffix, value []byte) error) error {
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for valid := it.First(); valid; valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if err := fn(it.Key()[len(p):], v); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// Members implements store.MessageStore: current members sorted by user id,
+// empty for an unknown conversation.
+func (s *Store) Members(ctx context.Context, conv string) ([]store.Member, error) {
+	if err := checkID("conversation", conv); err != nil {
+		return nil, fmt.Errorf("members %s: %w", conv, err)
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("members %s: %w", conv, err)
+	}
+	defer release()
+	var out []store.Member
+	err = s.scan(prefix(tableMember, conv), func(user, v []byte) error {
+		joined, role, err := decodeMember(string(user), v)
+		if err != nil {
+			return err
+		}
+		out = append(out, store.Member{UserID: string(user), JoinedSeq: joined, Role: role})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("members %s: %w", conv, err)
+	}
+	return out, nil
+}
+
+// Member implements store.MessageStore.
+func (s *Store) Member(ctx context.Context, conv, user string) (store.Member, bool, error) {
+	if err := errors.Join(checkID("conversation", conv), checkID("user", user)); err != nil {
+		return store.Member{}, false, fmt.Errorf("member %s of %s: %w", user, conv, err)
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return store.Member{}, false, fmt.Errorf("member %s of %s: %w", user, conv, err)
+	}
+	defer release()
+	v, ok, err := s.get(memberKey(conv, user))
+	if err != nil || !ok {
+		if err != nil {
+			err = fmt.Errorf("member %s of %s: %w", user, conv, err)
+		}
+		return store.Member{}, false, err
+	}
+	joined, role, err := decodeMember(user, v)
+	if err != nil {
+		return store.Member{}, false, fmt.Errorf("member %s of %s: %w", user, conv, err)
+	}
+	return store.Member{UserID: user, JoinedSeq: joined, Role: role}, true, nil
+}
+
+// Inbox implements store.MessageStore: conversation ids sorted bytewise.
+func (s *Store) Inbox(ctx context.Context, user string) ([]string, error) {
+	if err := checkID("user", user); err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", user, err)
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", user, err)
+	}
+	defer release()
+	var out []string
+	err = s.scan(prefix(tableInbox, user), func(conv, _ []byte) error {
+		out = append(out, string(conv))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", user, err)
+	}
+	return out, nil
+}
+
+// AdvanceReceipt implements store.MessageStore. kind must be
+// RECEIPT_KIND_DELIVERED or RECEIPT_KIND_READ. The write is not fsynced (see
+// the package comment).
+func (s *Store) AdvanceReceipt(ctx context.Context, conv, user string, kind parleyv1.ReceiptKind, seq uint64) error {
+	if err := errors.Join(checkID("conversation", conv), checkID("user", user)); err != nil {
+		return fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	if kind != parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED && kind != parleyv1.ReceiptKind_RECEIPT_KIND_READ {
+		return fmt.Errorf("receipt %s of %s: unsupported kind %v", user, conv, kind)
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	defer release()
+	lock := s.stripe(&s.receiptLocks, conv, user)
+	lock.Lock()
+	defer lock.Unlock()
+	key := receiptKey(conv, user)
+	var delivered, read uint64
+	v, ok, err := s.get(key)
+	if err == nil && ok {
+		delivered, read, err = decodeReceipt(user, v)
+	}
+	if err != nil {
+		return fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	newDelivered, newRead := max(delivered, seq), read
+	if kind == parleyv1.ReceiptKind_RECEIPT_KIND_READ {
+		newRead = max(read, seq)
+	}
+	if newDelivered == delivered && newRead == read {
+		return nil
+	}
+	if err := s.db.Set(key, encodeReceipt(newDelivered, newRead), pebbledb.NoSync); err != nil {
+		return fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	return nil
+}
+
+// Receipts implements store.MessageStore: sorted by user id.
+func (s *Store) Receipts(ctx context.Context, conv string) ([]store.Receipt, error) {
+	if err := checkID("conversation", conv); err != nil {
+		return nil, fmt.Errorf("receipts %s: %w", conv, err)
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("receipts %s: %w", conv, err)
+	}
+	defer release()
+	var out []store.Receipt
+	err = s.scan(prefix(tableReceipt, conv), func(user, v []byte) error {
+		delivered, read, err := decodeReceipt(string(user), v)
+		if err != nil {
+			return err
+		}
+		out = append(out, store.Receipt{UserID: string(user), DeliveredSeq: delivered, ReadSeq: read})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("receipts %s: %w", conv, err)
+	}
+	return out, nil
+}
+
+// Receipt implements store.MessageStore: Receipt{UserID: user} when none is
+// stored.
+func (s *Store) Receipt(ctx context.Context, conv, user string) (store.Receipt, error) {
+	if err := errors.Join(checkID("conversation", conv), checkID("user", user)); err != nil {
+		return store.Receipt{}, fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return store.Receipt{}, fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	defer release()
+	r := store.Receipt{UserID: user}
+	v, ok, err := s.get(receiptKey(conv, user))
+	if err == nil && ok {
+		r.DeliveredSeq, r.ReadSeq, err = decodeReceipt(user, v)
+	}
+	if err != nil {
+		return store.Receipt{}, fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	return r, nil
+}
