@@ -6,8 +6,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -258,16 +256,6 @@ type membersBody struct {
 	UserIDs []string `json:"user_ids"`
 }
 
-// NewGroupID returns a fresh group conversation id, "g:" and 16 hex digits
-// of randomness. Groups are named by the side that creates them because the
-// id is the ingress key that picks the sequencer before any sequencer sees
-// the request; snowflakes stay reserved for message ids.
-func NewGroupID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return "g:" + hex.EncodeToString(b[:])
-}
-
 func (a *API) createGroup(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
 	var b membersBody
 	if err := decode(r, &b); err != nil {
@@ -276,15 +264,13 @@ func (a *API) createGroup(w http.ResponseWriter, r *http.Request, c auth.Claims)
 	if len(b.UserIDs) > 0 {
 		b.Members = append(b.Members, b.UserIDs...)
 	}
-	id := NewGroupID()
-	rep, err := a.call(r.Context(), c, &parleyv1.IngressRecord{ConversationId: id,
+	// The sequencer mints the group id (g:<snowflake>) and returns it in the event.
+	rep, err := a.call(r.Context(), c, &parleyv1.IngressRecord{
 		Op: &parleyv1.IngressRecord_CreateGroup{CreateGroup: &parleyv1.CreateGroup{Title: b.Title, Members: b.Members}}})
 	if err != nil {
 		return err
 	}
-	if ev := rep.GetEvent(); ev != nil && ev.ConversationId != "" {
-		id = ev.ConversationId
-	}
+	id := rep.GetEvent().GetConversationId()
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"conversation": map[string]any{"id": id, "kind": "group", "title": b.Title},
 		"event":        protoJSON(rep.GetEvent()),

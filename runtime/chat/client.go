@@ -1,0 +1,191 @@
+package chat
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/runtime/bus"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// DefaultRequestTimeout is the deadline of a request whose record and
+// context carry none.
+const DefaultRequestTimeout = 10 * time.Second
+
+// unavailableRetryMs is the retry hint of a request that could not be published.
+const unavailableRetryMs = 1000
+
+// expireTick is how often Client.Run expires pending requests.
+const expireTick = 50 * time.Millisecond
+
+// Client is the gateway side of the ingress exchange: it publishes
+// IngressRecords to the sequencers and matches the Replies that come back on
+// the gateway's deliver partition (fed to HandleReply by the gateway). It is
+// safe for concurrent use.
+type Client struct {
+	b       bus.Bus
+	gateway string
+	topic   string
+
+	next atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[uint64]pendingReq
+}
+
+type pendingReq struct {
+	cb       func(*parleyv1.Reply)
+	deadline int64 // unix ms
+}
+
+// NewClient returns a client for gateway gatewayID publishing to ingressTopic.
+func NewClient(b bus.Bus, gatewayID, ingressTopic string) *Client {
+	return &Client{b: b, gateway: gatewayID, topic: ingressTopic, pending: make(map[uint64]pendingReq)}
+}
+
+// Do publishes rec and calls cb exactly once with its outcome: the
+// sequencer's Reply; Reply{error unavailable, retry_after_ms 1000} if rec
+// could not be published (not enqueued: safe to retry); or Reply{error
+// timeout} once rec's deadline passes without a reply (outcome unknown: retry
+// with the same client_msg_id). A reply arriving after the timeout is dropped.
+//
+// Do fills rec.origin.gateway_id and request_id, sent_at (now) if zero, and
+// deadline if zero (the context's deadline, else now + 10s); the caller sets
+// origin user, device and session. The record is keyed by conversation_id
+// (by the user id for create_group, whose conversation id the sequencer
+// mints). Do blocks until the record is published, so one caller's records
+// keep their order; cb may run before Do returns, on another goroutine.
+// Timeouts fire only while Run is running.
+func (c *Client) Do(ctx context.Context, rec *parleyv1.IngressRecord, cb func(*parleyv1.Reply)) {
+	id := c.next.Add(1)
+	if rec.Origin == nil {
+		rec.Origin = &parleyv1.Origin{}
+	}
+	rec.Origin.GatewayId = c.gateway
+	rec.Origin.RequestId = id
+	now := time.Now()
+	if rec.SentAt == 0 {
+		rec.SentAt = now.UnixMilli()
+	}
+	if rec.Deadline == 0 {
+		d := now.Add(DefaultRequestTimeout)
+		if cd, ok := ctx.Deadline(); ok {
+			d = cd
+		}
+		rec.Deadline = d.UnixMilli()
+	}
+	key := rec.ConversationId
+	if key == "" {
+		key = rec.Origin.UserId
+	}
+	v, err := proto.Marshal(rec)
+	if err != nil {
+		cb(&parleyv1.Reply{RequestId: id, Error: &parleyv1.Error{Code: wire.CodeInvalid, Message: "unencodable request"}})
+		return
+	}
+	// Registered before publishing: the reply may come back before Publish returns.
+	c.mu.Lock()
+	c.pending[id] = pendingReq{cb: cb, deadline: rec.Deadline}
+	c.mu.Unlock()
+	if err := c.b.Publish(ctx, c.topic, -1, []byte(key), v); err != nil {
+		if cb, ok := c.take(id); ok {
+			cb(&parleyv1.Reply{RequestId: id, Error: &parleyv1.Error{
+				Code: wire.CodeUnavailable, Message: "the request was not enqueued; retry later", RetryAfterMs: unavailableRetryMs}})
+		}
+	}
+}
+
+// Call is Do that waits for the outcome. It returns the reply and, when the
+// reply carries an error, that error as a *wire.Error; if ctx ends first it
+// returns ctx's error (the outcome is then unknown).
+func (c *Client) Call(ctx context.Context, rec *parleyv1.IngressRecord) (*parleyv1.Reply, error) {
+	ch := make(chan *parleyv1.Reply, 1)
+	c.Do(ctx, rec, func(rep *parleyv1.Reply) { ch <- rep })
+	// Call does not rely on Run for its deadline: REST handlers may use a
+	// client whose Run is not running yet.
+	t := time.NewTimer(time.Until(time.UnixMilli(rec.Deadline)) + expireTick)
+	defer t.Stop()
+	var rep *parleyv1.Reply
+	select {
+	case rep = <-ch:
+	case <-t.C:
+		if cb, ok := c.take(rec.Origin.RequestId); ok {
+			cb(timeoutReply(rec.Origin.RequestId))
+		}
+		rep = <-ch
+	case <-ctx.Done():
+		c.take(rec.Origin.RequestId)
+		return nil, ctx.Err()
+	}
+	if e := rep.GetError(); e != nil {
+		return rep, &wire.Error{Code: e.GetCode(), Message: e.GetMessage(), RetryAfterMs: e.GetRetryAfterMs()}
+	}
+	return rep, nil
+}
+
+// HandleReply hands a reply from the deliver partition to its waiting
+// request; replies of unknown or expired requests are dropped.
+func (c *Client) HandleReply(rep *parleyv1.Reply) {
+	if cb, ok := c.take(rep.GetRequestId()); ok {
+		cb(rep)
+	}
+}
+
+// Pending returns the number of requests waiting for a reply.
+func (c *Client) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
+// Run expires pending requests past their deadline with Reply{error timeout},
+// on one shared ticker, until ctx ends.
+func (c *Client) Run(ctx context.Context) {
+	t := time.NewTicker(expireTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			c.expire(now.UnixMilli())
+		}
+	}
+}
+
+func (c *Client) expire(nowMs int64) {
+	var due []uint64
+	var cbs []func(*parleyv1.Reply)
+	c.mu.Lock()
+	for id, p := range c.pending {
+		if p.deadline <= nowMs {
+			due = append(due, id)
+			cbs = append(cbs, p.cb)
+			delete(c.pending, id)
+		}
+	}
+	c.mu.Unlock()
+	for i, cb := range cbs {
+		cb(timeoutReply(due[i]))
+	}
+}
+
+func (c *Client) take(id uint64) (func(*parleyv1.Reply), bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.pending[id]
+	if ok {
+		delete(c.pending, id)
+	}
+	return p.cb, ok
+}
+
+func timeoutReply(id uint64) *parleyv1.Reply {
+	return &parleyv1.Reply{RequestId: id, Error: &parleyv1.Error{
+		Code: wire.CodeTimeout, Message: "the outcome is unknown; retry with the same client_msg_id"}}
+}

@@ -1,0 +1,304 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// inboxWorkers bounds concurrent per-conversation loads of one inbox or sync.
+const inboxWorkers = 8
+
+// Queries serves the read paths straight from the store, with membership
+// checks: not_found (*wire.Error) when the conversation does not exist,
+// not_member when the caller is not a current member, invalid for bad
+// arguments, unavailable when the store fails. Context errors are returned
+// as they are. It is safe for concurrent use.
+//
+// Receipt pointers are read from the store, which the sequencer updates at
+// most once per Config.ReceiptFlush: they may lag by that much.
+type Queries struct {
+	st  store.MessageStore
+	log *slog.Logger
+}
+
+// NewQueries returns the read paths over st.
+func NewQueries(st store.MessageStore) *Queries {
+	return &Queries{st: st, log: slog.Default().With("component", "chat.queries")}
+}
+
+// CheckMember returns user's membership of conv: not_found if conv does not
+// exist, not_member if user is not a current member.
+func (q *Queries) CheckMember(ctx context.Context, userID, conv string) (store.Member, error) {
+	if err := CheckConversationID(conv); err != nil {
+		return store.Member{}, err
+	}
+	if _, err := q.st.Conversation(ctx, conv); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return store.Member{}, wire.Errorf(wire.CodeNotFound, "conversation %s does not exist", conv)
+		}
+		return store.Member{}, storeErr(q.log, "conversation", conv, err)
+	}
+	m, ok, err := q.st.Member(ctx, conv, userID)
+	if err != nil {
+		return store.Member{}, storeErr(q.log, "member", conv, err)
+	}
+	if !ok {
+		return store.Member{}, wire.Errorf(wire.CodeNotMember, "not a member of %s", conv)
+	}
+	return m, nil
+}
+
+// pageLimit maps a requested page size: 0 means 50, above 200 is invalid.
+func pageLimit(limit uint32) (int, error) {
+	switch {
+	case limit == 0:
+		return wire.DefaultPageSize, nil
+	case limit > wire.MaxPageSize:
+		return 0, wire.Errorf(wire.CodeInvalid, "limit %d is over the maximum of %d", limit, wire.MaxPageSize)
+	}
+	return int(limit), nil
+}
+
+// History returns a page of conv's log as the caller may see it: from the
+// seq at which it joined. before: seq < before, newest first; after: seq >
+// after, oldest first; neither: the newest page. Both set is invalid.
+func (q *Queries) History(ctx context.Context, userID string, h *parleyv1.History) (*parleyv1.HistoryResult, error) {
+	if h.GetBefore() != 0 && h.GetAfter() != 0 {
+		return nil, errInvalid("before and after are exclusive")
+	}
+	limit, err := pageLimit(h.GetLimit())
+	if err != nil {
+		return nil, err
+	}
+	m, err := q.CheckMember(ctx, userID, h.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	msgs, more, err := q.st.Messages(ctx, h.GetConversationId(), store.Page{
+		Before: h.GetBefore(), After: h.GetAfter(), Limit: limit, MinSeq: m.JoinedSeq,
+	})
+	if err != nil {
+		return nil, storeErr(q.log, "history", h.GetConversationId(), err)
+	}
+	return &parleyv1.HistoryResult{ConversationId: h.GetConversationId(), Messages: msgs, HasMore: more}, nil
+}
+
+// Inbox returns the state of every conversation userID belongs or belonged
+// to, most recently active first (see state for the fields).
+func (q *Queries) Inbox(ctx context.Context, userID string) ([]*parleyv1.ConversationState, error) {
+	ids, err := q.st.Inbox(ctx, userID)
+	if err != nil {
+		return nil, storeErr(q.log, "inbox", userID, err)
+	}
+	states, err := q.states(ctx, userID, ids, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(states, func(a, b *parleyv1.ConversationState) int {
+		// Newest activity first; conversations without a visible message last.
+		return cmpInt64(b.GetLastMessage().GetCreatedAt(), a.GetLastMessage().GetCreatedAt())
+	})
+	return states, nil
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Sync answers a device catching up. With no cursors: the inbox heads (as
+// Inbox). With cursors (at most 1000): for each cursor's conversation in the
+// user's inbox, its state plus the first page of messages after the cursor
+// (oldest first, limit 1..200, 0 means 50) and has_more; cursors naming
+// conversations outside the inbox are left out.
+func (q *Queries) Sync(ctx context.Context, userID string, s *parleyv1.Sync) (*parleyv1.SyncResult, error) {
+	limit, err := pageLimit(s.GetLimit())
+	if err != nil {
+		return nil, err
+	}
+	if len(s.GetCursors()) > MaxSyncCursors {
+		return nil, wire.Errorf(wire.CodeInvalid, "%d cursors; at most %d", len(s.GetCursors()), MaxSyncCursors)
+	}
+	if len(s.GetCursors()) == 0 {
+		states, err := q.Inbox(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		return &parleyv1.SyncResult{Conversations: states}, nil
+	}
+	ids, err := q.st.Inbox(ctx, userID)
+	if err != nil {
+		return nil, storeErr(q.log, "inbox", userID, err)
+	}
+	inbox := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		inbox[id] = true
+	}
+	cursors := make(map[string]uint64, len(s.GetCursors()))
+	var want []string
+	for _, c := range s.GetCursors() {
+		id := c.GetConversationId()
+		if !inbox[id] {
+			continue
+		}
+		if _, dup := cursors[id]; !dup {
+			want = append(want, id)
+		}
+		cursors[id] = max(cursors[id], c.GetSeq())
+	}
+	states, err := q.states(ctx, userID, want, cursors, limit)
+	if err != nil {
+		return nil, err
+	}
+	return &parleyv1.SyncResult{Conversations: states}, nil
+}
+
+// states loads the ConversationState of each id (bounded parallelism). With
+// cursors, each also gets the page after its cursor.
+func (q *Queries) states(ctx context.Context, userID string, ids []string, cursors map[string]uint64, limit int) ([]*parleyv1.ConversationState, error) {
+	out := make([]*parleyv1.ConversationState, len(ids))
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, inboxWorkers)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			cur, withPage := cursors[id]
+			out[i], errs[i] = q.state(ctx, userID, id, withPage, cur, limit)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(out, func(s *parleyv1.ConversationState) bool { return s == nil }), nil
+}
+
+// state is one conversation as userID sees it. For a current member: kind,
+// title, head, pointers, joined_seq, unread and the last message, plus with
+// withPage the messages after cursor. For a former member (the inbox keeps
+// the conversations a user left) only id, kind, title and pointers, with
+// joined_seq 0 — the sign that the user is no longer a member — and no head
+// or messages, since nothing sequenced after its removal is its business.
+//
+// unread = head - max(read, joined_seq-1): it counts every seq the member
+// can see above its read pointer, system events included, so it is an upper
+// bound on unread user messages (documented approximation).
+func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, cursor uint64, limit int) (*parleyv1.ConversationState, error) {
+	conv, err := q.st.Conversation(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, storeErr(q.log, "conversation", id, err)
+	}
+	cs := &parleyv1.ConversationState{ConversationId: id, Kind: conv.Kind, Title: conv.Title}
+	r, err := q.st.Receipt(ctx, id, userID)
+	if err != nil {
+		return nil, storeErr(q.log, "receipt", id, err)
+	}
+	cs.ReadSeq, cs.DeliveredSeq = r.ReadSeq, r.DeliveredSeq
+	m, ok, err := q.st.Member(ctx, id, userID)
+	if err != nil {
+		return nil, storeErr(q.log, "member", id, err)
+	}
+	if !ok {
+		return cs, nil
+	}
+	cs.JoinedSeq = m.JoinedSeq
+	head, err := q.st.Head(ctx, id)
+	if err != nil {
+		return nil, storeErr(q.log, "head", id, err)
+	}
+	cs.HeadSeq = head
+	seen := max(r.ReadSeq, m.JoinedSeq-min(m.JoinedSeq, 1))
+	if head > seen {
+		cs.Unread = head - seen
+	}
+	if head >= m.JoinedSeq && head > 0 {
+		last, err := q.st.Message(ctx, id, head)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, storeErr(q.log, "last message", id, err)
+		}
+		cs.LastMessage = last
+	}
+	if withPage && head > cursor {
+		after := max(cursor, m.JoinedSeq-min(m.JoinedSeq, 1))
+		page := store.Page{After: after, Limit: limit, MinSeq: m.JoinedSeq}
+		if after == 0 {
+			// After 0 would mean "no cursor" (the newest page): take seqs
+			// 1..limit newest first instead and turn them around; seqs are
+			// dense, so what lies beyond is known from the head.
+			page = store.Page{Before: uint64(limit) + 1, Limit: limit, MinSeq: m.JoinedSeq}
+		}
+		msgs, more, err := q.st.Messages(ctx, id, page)
+		if err != nil {
+			return nil, storeErr(q.log, "sync page", id, err)
+		}
+		if after == 0 {
+			slices.Reverse(msgs)
+			more = head > uint64(limit)
+		}
+		cs.Messages, cs.HasMore = msgs, more
+	}
+	return cs, nil
+}
+
+// ReadBy returns the receipts of conv's current members who have read seq
+// (read_seq >= seq). The caller must be a member; seq must be positive.
+func (q *Queries) ReadBy(ctx context.Context, userID, conv string, seq uint64) ([]store.Receipt, error) {
+	if seq == 0 {
+		return nil, errInvalid("seq must be positive")
+	}
+	if _, err := q.CheckMember(ctx, userID, conv); err != nil {
+		return nil, err
+	}
+	members, err := q.st.Members(ctx, conv)
+	if err != nil {
+		return nil, storeErr(q.log, "members", conv, err)
+	}
+	current := make(map[string]bool, len(members))
+	for _, m := range members {
+		current[m.UserID] = true
+	}
+	rs, err := q.st.Receipts(ctx, conv)
+	if err != nil {
+		return nil, storeErr(q.log, "receipts", conv, err)
+	}
+	out := make([]store.Receipt, 0, len(rs))
+	for _, r := range rs {
+		if current[r.UserID] && r.ReadSeq >= seq {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// DMPeers returns the users userID has a DM with (from its inbox).
+func (q *Queries) DMPeers(ctx context.Context, userID string) ([]string, error) {
+	ids, err := q.st.Inbox(ctx, userID)
+	if err != nil {
+		return nil, storeErr(q.log, "inbox", userID, err)
+	}
+	var peers []string
+	for _, id := range ids {
+		if p := dmPeer(id, userID); p != "" {
+			peers = append(peers, p)
+		}
+	}
+	return peers, nil
+}

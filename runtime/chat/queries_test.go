@@ -1,0 +1,158 @@
+package chat
+
+import (
+	"fmt"
+	"testing"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+func TestQueries(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	g := e.createGroup(t, "alice", "book club", "bob", "carol")
+	for i := range 60 {
+		e.mustSend(t, "alice", g, fmt.Sprint(i), fmt.Sprint("msg ", i)) // seqs 2..61
+	}
+	dm := DMID("alice", "dave")
+	e.mustSend(t, "dave", dm, "x", "hey") // seqs 1, 2
+	if _, err := e.call(readRec("bob", g, 11)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.call(removeRec("carol", g, "carol")); err != nil { // seq 62
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's read pointer stored", func() bool {
+		r, _ := e.st.Receipt(e.ctx, g, "bob")
+		return r.ReadSeq == 11
+	})
+
+	t.Run("history", func(t *testing.T) {
+		h, err := e.q.History(e.ctx, "bob", &parleyv1.History{ConversationId: g})
+		if err != nil || len(h.GetMessages()) != 50 || h.GetMessages()[0].GetSeq() != 62 || !h.GetHasMore() {
+			t.Fatalf("newest page: %d messages, has_more %v, %v", len(h.GetMessages()), h.GetHasMore(), err)
+		}
+		h, err = e.q.History(e.ctx, "bob", &parleyv1.History{ConversationId: g, After: 55, Limit: 5})
+		if err != nil || len(h.GetMessages()) != 5 || h.GetMessages()[0].GetSeq() != 56 || !h.GetHasMore() {
+			t.Fatalf("after 55: %v %v", h, err)
+		}
+		h, err = e.q.History(e.ctx, "bob", &parleyv1.History{ConversationId: g, Before: 3, Limit: 200})
+		if err != nil || len(h.GetMessages()) != 2 || h.GetMessages()[0].GetSeq() != 2 || h.GetHasMore() {
+			t.Fatalf("before 3: %v %v", h, err)
+		}
+		for _, tc := range []struct {
+			user string
+			h    *parleyv1.History
+			code string
+		}{
+			{"bob", &parleyv1.History{ConversationId: g, Limit: 201}, wire.CodeInvalid},
+			{"bob", &parleyv1.History{ConversationId: g, Before: 5, After: 1}, wire.CodeInvalid},
+			{"bob", &parleyv1.History{ConversationId: "g:404"}, wire.CodeNotFound},
+			{"dave", &parleyv1.History{ConversationId: g}, wire.CodeNotMember},
+			{"carol", &parleyv1.History{ConversationId: g}, wire.CodeNotMember}, // left
+			{"bob", &parleyv1.History{}, wire.CodeInvalid},
+		} {
+			if _, err := e.q.History(e.ctx, tc.user, tc.h); code(err) != tc.code {
+				t.Errorf("%s %v: %v, want %s", tc.user, tc.h, err, tc.code)
+			}
+		}
+	})
+
+	t.Run("inbox", func(t *testing.T) {
+		states, err := e.q.Inbox(e.ctx, "alice")
+		if err != nil || len(states) != 2 {
+			t.Fatalf("inbox %v %v", states, err)
+		}
+		byID := map[string]*parleyv1.ConversationState{}
+		for _, s := range states {
+			byID[s.GetConversationId()] = s
+		}
+		gs := byID[g]
+		if gs.GetKind() != "group" || gs.GetTitle() != "book club" || gs.GetHeadSeq() != 62 ||
+			gs.GetLastMessage().GetSeq() != 62 || gs.GetJoinedSeq() != 1 || len(gs.GetMessages()) != 0 {
+			t.Fatalf("group state %v", gs)
+		}
+		// Alice's own sends moved her read pointer to 61; the removal event is unread.
+		if gs.GetReadSeq() != 61 || gs.GetUnread() != 1 {
+			t.Fatalf("alice read %d unread %d", gs.GetReadSeq(), gs.GetUnread())
+		}
+		if ds := byID[dm]; ds.GetKind() != "dm" || ds.GetHeadSeq() != 2 || ds.GetUnread() != 2 {
+			t.Fatalf("dm state %v", ds)
+		}
+		// Carol left: listed, but without head or messages, and joined_seq 0.
+		states, err = e.q.Inbox(e.ctx, "carol")
+		if err != nil || len(states) != 1 {
+			t.Fatalf("carol's inbox %v %v", states, err)
+		}
+		if cs := states[0]; cs.GetJoinedSeq() != 0 || cs.GetHeadSeq() != 0 || cs.GetLastMessage() != nil {
+			t.Fatalf("former member's state %v", cs)
+		}
+		peers, err := e.q.DMPeers(e.ctx, "dave")
+		if err != nil || len(peers) != 1 || peers[0] != "alice" {
+			t.Fatalf("dave's DM peers %v %v", peers, err)
+		}
+	})
+
+	t.Run("sync", func(t *testing.T) {
+		r, err := e.q.Sync(e.ctx, "bob", &parleyv1.Sync{})
+		if err != nil || len(r.GetConversations()) != 1 || len(r.GetConversations()[0].GetMessages()) != 0 {
+			t.Fatalf("sync without cursors: %v %v", r, err)
+		}
+		r, err = e.q.Sync(e.ctx, "bob", &parleyv1.Sync{Limit: 20, Cursors: []*parleyv1.Cursor{
+			{ConversationId: g, Seq: 30}, {ConversationId: dm, Seq: 0}, {ConversationId: "g:404"},
+		}})
+		if err != nil || len(r.GetConversations()) != 1 {
+			t.Fatalf("sync: %v %v", r, err)
+		}
+		cs := r.GetConversations()[0]
+		if cs.GetHeadSeq() != 62 || cs.GetReadSeq() != 11 || cs.GetUnread() != 51 || len(cs.GetMessages()) != 20 ||
+			cs.GetMessages()[0].GetSeq() != 31 || !cs.GetHasMore() {
+			t.Fatalf("bob's group state: head %d read %d unread %d, %d messages from %d, has_more %v",
+				cs.GetHeadSeq(), cs.GetReadSeq(), cs.GetUnread(), len(cs.GetMessages()), cs.GetMessages()[0].GetSeq(), cs.GetHasMore())
+		}
+		// Cursor 0: the log from its start, oldest first.
+		r, err = e.q.Sync(e.ctx, "dave", &parleyv1.Sync{Cursors: []*parleyv1.Cursor{{ConversationId: dm}}})
+		if err != nil || len(r.GetConversations()[0].GetMessages()) != 2 || r.GetConversations()[0].GetMessages()[0].GetSeq() != 1 ||
+			r.GetConversations()[0].GetHasMore() {
+			t.Fatalf("dave's sync from 0: %v %v", r, err)
+		}
+		// Caught up: no messages.
+		r, err = e.q.Sync(e.ctx, "bob", &parleyv1.Sync{Cursors: []*parleyv1.Cursor{{ConversationId: g, Seq: 62}}})
+		if err != nil || len(r.GetConversations()[0].GetMessages()) != 0 || r.GetConversations()[0].GetHasMore() {
+			t.Fatalf("caught-up sync: %v %v", r, err)
+		}
+		// A former member gets the conversation without messages.
+		r, err = e.q.Sync(e.ctx, "carol", &parleyv1.Sync{Cursors: []*parleyv1.Cursor{{ConversationId: g, Seq: 5}}})
+		if err != nil || len(r.GetConversations()) != 1 || len(r.GetConversations()[0].GetMessages()) != 0 {
+			t.Fatalf("former member's sync: %v %v", r, err)
+		}
+		many := make([]*parleyv1.Cursor, MaxSyncCursors+1)
+		for i := range many {
+			many[i] = &parleyv1.Cursor{ConversationId: g}
+		}
+		if _, err := e.q.Sync(e.ctx, "bob", &parleyv1.Sync{Cursors: many}); code(err) != wire.CodeInvalid {
+			t.Fatalf("too many cursors: %v", err)
+		}
+		if _, err := e.q.Sync(e.ctx, "bob", &parleyv1.Sync{Limit: 201}); code(err) != wire.CodeInvalid {
+			t.Fatalf("limit 201: %v", err)
+		}
+	})
+
+	t.Run("read by", func(t *testing.T) {
+		rs, err := e.q.ReadBy(e.ctx, "bob", g, 11)
+		if err != nil || len(rs) != 2 { // alice (her sends) and bob; carol left
+			t.Fatalf("read by at 11: %v %v", rs, err)
+		}
+		rs, err = e.q.ReadBy(e.ctx, "bob", g, 12)
+		if err != nil || len(rs) != 1 || rs[0].UserID != "alice" {
+			t.Fatalf("read by at 12: %v %v", rs, err)
+		}
+		if _, err := e.q.ReadBy(e.ctx, "bob", g, 0); code(err) != wire.CodeInvalid {
+			t.Fatalf("seq 0: %v", err)
+		}
+		if _, err := e.q.ReadBy(e.ctx, "carol", g, 1); code(err) != wire.CodeNotMember {
+			t.Fatalf("former member: %v", err)
+		}
+	})
+}

@@ -1,0 +1,232 @@
+package chat
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// readByAllScan caps how many messages are read to find the senders owed a
+// read-by-all push; when the pointer jumps further, only the senders of the
+// newest readByAllScan messages below it are told.
+const readByAllScan = 1000
+
+// flushWorkers bounds concurrent AdvanceReceipt calls of one flush.
+const flushWorkers = 8
+
+// receipt applies an ack (delivered pointer) or read (read pointer).
+//
+// Decisions: a seq beyond the head is clamped to the head rather than
+// refused (a client may race a message it has not seen sequenced yet); a
+// pointer that would not move changes nothing and pushes nothing; the reply
+// is empty either way. Routing (DESIGN.md, Receipts): in a DM the receipt
+// goes to the peer and to the user's own devices, in a group only to the
+// user's own devices, plus one READ_BY_ALL push to the senders of the
+// messages everyone has now read.
+func (c *conversation) receipt(ctx context.Context, j *job, out *Batch) {
+	rec := j.rec
+	user := rec.GetOrigin().GetUserId()
+	var kind parleyv1.ReceiptKind
+	var seq uint64
+	var conv string
+	switch op := rec.Op.(type) {
+	case *parleyv1.IngressRecord_Ack:
+		kind, seq, conv = parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED, op.Ack.GetSeq(), op.Ack.GetConversationId()
+	case *parleyv1.IngressRecord_Read:
+		kind, seq, conv = parleyv1.ReceiptKind_RECEIPT_KIND_READ, op.Read.GetSeq(), op.Read.GetConversationId()
+	}
+	if rec.GetConversationId() == "" || (conv != "" && conv != rec.GetConversationId()) {
+		c.fail(ctx, j, out, errInvalid("conversation_id is empty or does not match the record"))
+		return
+	}
+	state, err := c.load(ctx)
+	if err != nil {
+		c.fail(ctx, j, out, err)
+		return
+	}
+	if !state.exists {
+		c.fail(ctx, j, out, wire.Errorf(wire.CodeNotFound, "conversation %s does not exist", c.id))
+		return
+	}
+	if _, ok := state.members[user]; !ok {
+		c.fail(ctx, j, out, wire.Errorf(wire.CodeNotMember, "not a member of %s", c.id))
+		return
+	}
+	seq = min(seq, state.head)
+	c.reply(j, out, &parleyv1.Reply{})
+	if seq == 0 || !c.advance(state, user, kind, seq) {
+		return
+	}
+	users := []string{user}
+	isGroup := state.conv.Kind == store.KindGroup
+	if peer := dmPeer(c.id, user); !isGroup && peer != "" {
+		users = append(users, peer)
+	}
+	out.Deliver(users, &parleyv1.Delivery{
+		ExceptSessionId: rec.GetOrigin().GetSessionId(),
+		Body: &parleyv1.Delivery_Receipt{Receipt: &parleyv1.Receipt{
+			ConversationId: c.id, UserId: user, Kind: kind, Seq: seq,
+		}},
+	})
+	if isGroup && kind == parleyv1.ReceiptKind_RECEIPT_KIND_READ {
+		c.readByAll(ctx, state, out)
+	}
+}
+
+// advance moves user's pointer forward in memory and marks it for the next
+// flush; it reports whether it moved. A read pointer also raises the
+// delivered pointer.
+func (c *conversation) advance(state *convState, user string, kind parleyv1.ReceiptKind, seq uint64) bool {
+	p := state.ptrs[user]
+	switch kind {
+	case parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED:
+		if seq <= p.delivered {
+			return false
+		}
+		p.delivered = seq
+	case parleyv1.ReceiptKind_RECEIPT_KIND_READ:
+		if seq <= p.read {
+			return false
+		}
+		p.read = seq
+		p.delivered = max(p.delivered, seq)
+	default:
+		return false
+	}
+	state.ptrs[user] = p
+	c.p.s.recpts.mark(c.p.id, c.id, user, p)
+	return true
+}
+
+// readByAll pushes one RECEIPT_KIND_READ_BY_ALL {seq = new minimum} to the
+// senders (still members) of the messages in (old minimum, new minimum]
+// when the minimum read pointer of a group's members moved.
+func (c *conversation) readByAll(ctx context.Context, state *convState, out *Batch) {
+	if state.conv.Kind != store.KindGroup || len(state.members) == 0 {
+		return
+	}
+	lo := state.computeReadMin()
+	if lo <= state.readMin {
+		return
+	}
+	prev := state.readMin
+	state.readMin = lo
+	limit := int(min(lo-prev, readByAllScan))
+	msgs, _, err := c.p.s.st.Messages(ctx, c.id, store.Page{Before: lo + 1, Limit: limit})
+	if err != nil {
+		c.p.s.log.Warn("read-by-all: load messages", "conversation", c.id, "err", err)
+		return
+	}
+	var senders []string
+	seen := make(map[string]bool)
+	for _, m := range msgs {
+		if m.GetSeq() <= prev || seen[m.GetSenderId()] {
+			continue
+		}
+		switch m.GetKind() {
+		case parleyv1.MessageKind_MESSAGE_KIND_TEXT, parleyv1.MessageKind_MESSAGE_KIND_MEDIA:
+		default:
+			continue
+		}
+		seen[m.GetSenderId()] = true
+		if _, ok := state.members[m.GetSenderId()]; ok {
+			senders = append(senders, m.GetSenderId())
+		}
+	}
+	if len(senders) == 0 {
+		return
+	}
+	out.Deliver(senders, &parleyv1.Delivery{Body: &parleyv1.Delivery_Receipt{Receipt: &parleyv1.Receipt{
+		ConversationId: c.id, Kind: parleyv1.ReceiptKind_RECEIPT_KIND_READ_BY_ALL, Seq: lo,
+	}}})
+}
+
+// receiptFlusher persists receipt pointers: marks accumulate in memory and
+// a flush writes each dirty member+conversation once, so with one flush per
+// Config.ReceiptFlush a pointer is written at most once per interval.
+type receiptFlusher struct {
+	st  store.MessageStore
+	log *slog.Logger
+
+	mu    sync.Mutex
+	dirty map[receiptKey]dirtyPtr
+}
+
+type receiptKey struct{ conv, user string }
+
+type dirtyPtr struct {
+	part int32
+	pointers
+}
+
+func newReceiptFlusher(st store.MessageStore, log *slog.Logger) *receiptFlusher {
+	return &receiptFlusher{st: st, log: log, dirty: make(map[receiptKey]dirtyPtr)}
+}
+
+func (f *receiptFlusher) mark(part int32, conv, user string, p pointers) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := receiptKey{conv, user}
+	d := f.dirty[k]
+	d.part = part
+	d.delivered = max(d.delivered, p.delivered)
+	d.read = max(d.read, p.read)
+	f.dirty[k] = d
+}
+
+// flush writes the dirty pointers of the partitions accepted by only (all
+// when nil). Pointers that fail to write stay dirty for the next flush.
+func (f *receiptFlusher) flush(ctx context.Context, only func(int32) bool) {
+	f.mu.Lock()
+	batch := make(map[receiptKey]dirtyPtr)
+	for k, d := range f.dirty {
+		if only == nil || only(d.part) {
+			batch[k] = d
+			delete(f.dirty, k)
+		}
+	}
+	f.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	type item struct {
+		k receiptKey
+		d dirtyPtr
+	}
+	work := make(chan item)
+	var wg sync.WaitGroup
+	for range min(flushWorkers, len(batch)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range work {
+				if err := f.write(ctx, it.k, it.d.pointers); err != nil {
+					f.log.Warn("flush receipt", "conversation", it.k.conv, "user", it.k.user, "err", err)
+					f.mark(it.d.part, it.k.conv, it.k.user, it.d.pointers)
+				}
+			}
+		}()
+	}
+	for k, d := range batch {
+		work <- item{k, d}
+	}
+	close(work)
+	wg.Wait()
+}
+
+func (f *receiptFlusher) write(ctx context.Context, k receiptKey, p pointers) error {
+	if p.read > 0 {
+		// Raises the delivered pointer to read as well.
+		if err := f.st.AdvanceReceipt(ctx, k.conv, k.user, parleyv1.ReceiptKind_RECEIPT_KIND_READ, p.read); err != nil {
+			return err
+		}
+	}
+	if p.delivered > p.read {
+		return f.st.AdvanceReceipt(ctx, k.conv, k.user, parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED, p.delivered)
+	}
+	return nil
+}

@@ -1,0 +1,274 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/presence"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+)
+
+// maxRecordBytes bounds one DeliverRecord; a batch that would exceed it is
+// split over several records (Kafka's default max message size is 1 MiB).
+const maxRecordBytes = 512 << 10
+
+// Router maps users to their sessions (presence.Registry) and sessions to
+// gateways, and publishes DeliverRecords on the deliver topic: one record per
+// gateway partition batching all its recipients, never one bus message per
+// recipient. It is safe for concurrent use.
+//
+// Users without a live session get nothing pushed: they catch up by pull.
+// The registry is asked on every publish (no cache): a gateway registers a
+// session before it serves sync, and a cache could hide that session from a
+// message sequenced right after the sync (DESIGN.md, Pull for catch-up).
+type Router struct {
+	b     bus.Bus
+	reg   presence.Registry
+	topic string
+	log   *slog.Logger
+
+	parts atomic.Int32 // deliver partition count, 0 until first looked up
+}
+
+// NewRouter returns a router publishing to deliverTopic.
+func NewRouter(b bus.Bus, reg presence.Registry, deliverTopic string) *Router {
+	return &Router{b: b, reg: reg, topic: deliverTopic, log: slog.Default().With("component", "chat.router")}
+}
+
+// Deliver pushes d to every online session of userIDs: one DeliverRecord per
+// gateway holding any of them, with d.user_ids set to that gateway's
+// recipients. If the registry fails, it degrades to publishing to every
+// deliver partition with all userIDs (each gateway pushes to whichever of
+// them it holds). d itself is not modified.
+func (r *Router) Deliver(ctx context.Context, userIDs []string, d *parleyv1.Delivery) error {
+	var b Batch
+	b.Deliver(userIDs, d)
+	return r.Publish(ctx, &b)
+}
+
+// Reply sends rep to the gateway of o (its deliver partition).
+func (r *Router) Reply(ctx context.Context, o *parleyv1.Origin, rep *parleyv1.Reply) error {
+	var b Batch
+	b.Reply(o, rep)
+	return r.Publish(ctx, &b)
+}
+
+// Batch collects replies and deliveries so that Router.Publish sends them
+// with one registry lookup and one record per gateway partition. The zero
+// value is empty and ready to use; a Batch is not safe for concurrent use.
+type Batch struct {
+	replies []originReply
+	groups  []deliveryGroup
+}
+
+type originReply struct {
+	gateway string
+	rep     *parleyv1.Reply
+}
+
+type deliveryGroup struct {
+	users []string
+	ds    []*parleyv1.Delivery
+}
+
+// Reply adds rep for the gateway of o, setting rep.request_id to o's. An
+// origin without a gateway is ignored.
+func (b *Batch) Reply(o *parleyv1.Origin, rep *parleyv1.Reply) {
+	if o == nil || o.GetGatewayId() == "" {
+		return
+	}
+	rep.RequestId = o.GetRequestId()
+	b.replies = append(b.replies, originReply{gateway: o.GetGatewayId(), rep: rep})
+}
+
+// Deliver adds d for users. Consecutive calls with the same users slice
+// (same backing array and length) share one group.
+func (b *Batch) Deliver(users []string, d *parleyv1.Delivery) {
+	if len(users) == 0 {
+		return
+	}
+	if n := len(b.groups); n > 0 && sameSlice(b.groups[n-1].users, users) {
+		b.groups[n-1].ds = append(b.groups[n-1].ds, d)
+		return
+	}
+	b.groups = append(b.groups, deliveryGroup{users: users, ds: []*parleyv1.Delivery{d}})
+}
+
+// Len returns the number of replies and deliveries in b.
+func (b *Batch) Len() int {
+	n := len(b.replies)
+	for _, g := range b.groups {
+		n += len(g.ds)
+	}
+	return n
+}
+
+func sameSlice(a, b []string) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+func (r *Router) partitions() (int32, error) {
+	if n := r.parts.Load(); n > 0 {
+		return n, nil
+	}
+	n, err := r.b.Partitions(r.topic)
+	if err != nil {
+		return 0, fmt.Errorf("partitions of %s: %w", r.topic, err)
+	}
+	if n <= 0 {
+		return 0, fmt.Errorf("topic %s has no partitions", r.topic)
+	}
+	r.parts.Store(n)
+	return n, nil
+}
+
+// Publish sends everything in b: one registry lookup for all recipients,
+// then per gateway partition one DeliverRecord (split only when it would
+// exceed 512 KiB). It returns the joined errors of failed publishes; the
+// other partitions are still published.
+func (r *Router) Publish(ctx context.Context, b *Batch) error {
+	if b == nil || b.Len() == 0 {
+		return nil
+	}
+	n, err := r.partitions()
+	if err != nil {
+		return err
+	}
+	recs := make(map[int32]*recordBuilder)
+	rec := func(p int32) *recordBuilder {
+		rb := recs[p]
+		if rb == nil {
+			rb = &recordBuilder{}
+			recs[p] = rb
+		}
+		return rb
+	}
+	var errs []error
+	for _, or := range b.replies {
+		p, err := GatewayPartition(or.gateway)
+		if err == nil && p >= n {
+			err = fmt.Errorf("gateway %s: partition %d of %d", or.gateway, p, n)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reply: %w", err))
+			continue
+		}
+		rec(p).addReply(or.rep)
+	}
+	if len(b.groups) > 0 {
+		r.route(ctx, b.groups, n, rec)
+	}
+	for p, rb := range recs {
+		for _, dr := range rb.done() {
+			v, err := proto.Marshal(dr)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("encode deliver record: %w", err))
+				continue
+			}
+			if err := r.b.Publish(ctx, r.topic, p, nil, v); err != nil {
+				errs = append(errs, fmt.Errorf("publish %s[%d]: %w", r.topic, p, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// route adds every group's deliveries to the records of the gateways that
+// hold its users' sessions.
+func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec func(int32) *recordBuilder) {
+	var all []string
+	seen := make(map[string]struct{})
+	for _, g := range groups {
+		for _, u := range g.users {
+			if _, ok := seen[u]; !ok {
+				seen[u] = struct{}{}
+				all = append(all, u)
+			}
+		}
+	}
+	sessions, err := r.reg.Sessions(ctx, all)
+	if err != nil {
+		// Degraded routing (DESIGN.md, Presence): every gateway gets every
+		// recipient and pushes to the ones it holds.
+		r.log.Warn("session registry failed; routing to every gateway", "err", err, "users", len(all))
+		for _, g := range groups {
+			for p := int32(0); p < n; p++ {
+				for _, d := range g.ds {
+					rec(p).addDelivery(withUsers(d, g.users))
+				}
+			}
+		}
+		return
+	}
+	for _, g := range groups {
+		per := make(map[int32][]string)
+		var order []int32
+		var mine []int32 // partitions already holding u: a user has few sessions
+		for _, u := range g.users {
+			mine = mine[:0]
+			for _, s := range sessions[u] {
+				p, err := GatewayPartition(s.GatewayID)
+				if err != nil || p >= n {
+					r.log.Warn("session on unknown gateway", "gateway", s.GatewayID, "user", u)
+					continue
+				}
+				if slices.Contains(mine, p) {
+					continue
+				}
+				mine = append(mine, p)
+				if per[p] == nil {
+					order = append(order, p)
+				}
+				per[p] = append(per[p], u)
+			}
+		}
+		for _, p := range order {
+			for _, d := range g.ds {
+				rec(p).addDelivery(withUsers(d, per[p]))
+			}
+		}
+	}
+}
+
+// withUsers returns a shallow copy of d addressed to users; the body is
+// shared, so a message is encoded once per record it appears in.
+func withUsers(d *parleyv1.Delivery, users []string) *parleyv1.Delivery {
+	c := &parleyv1.Delivery{UserIds: users, ExceptSessionId: d.GetExceptSessionId()}
+	c.Body = d.Body
+	return c
+}
+
+// recordBuilder accumulates one partition's records, starting a new one when
+// the current would grow past maxRecordBytes.
+type recordBuilder struct {
+	recs []*parleyv1.DeliverRecord
+	size int
+}
+
+func (rb *recordBuilder) cur(add int) *parleyv1.DeliverRecord {
+	if len(rb.recs) == 0 || (rb.size > 0 && rb.size+add > maxRecordBytes) {
+		rb.recs = append(rb.recs, &parleyv1.DeliverRecord{})
+		rb.size = 0
+	}
+	rb.size += add
+	return rb.recs[len(rb.recs)-1]
+}
+
+func (rb *recordBuilder) addReply(rep *parleyv1.Reply) {
+	dr := rb.cur(proto.Size(rep) + 4)
+	dr.Replies = append(dr.Replies, rep)
+}
+
+func (rb *recordBuilder) addDelivery(d *parleyv1.Delivery) {
+	dr := rb.cur(proto.Size(d) + 4)
+	dr.Deliveries = append(dr.Deliveries, d)
+}
+
+func (rb *recordBuilder) done() []*parleyv1.DeliverRecord { return rb.recs }

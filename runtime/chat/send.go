@@ -1,0 +1,299 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"time"
+	"unicode/utf8"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// sendOutcome is what one send job of a batch resolved to.
+type sendOutcome struct {
+	err error
+	// msg is the message this send stored (new in this batch); dup is set
+	// when an earlier send of the same batch carries the same
+	// (sender, client_msg_id) and msg is that one.
+	msg *parleyv1.Message
+	dup bool
+	// stored is the seq of an already stored copy (a retry).
+	stored uint64
+}
+
+// sendPlan is a batch of sends sequenced against one state.
+type sendPlan struct {
+	state    *convState
+	msgs     []*parleyv1.Message // to append, consecutive seqs from head+1
+	outcomes []sendOutcome
+	createDM bool // the conversation record must be created first
+	dmUsers  []string
+}
+
+// sends sequences and stores a run of send jobs with one store.Append
+// (group commit), then replies and fans out. On ErrSeqTaken — another writer
+// stored at our head: we are a stale owner or were one — it reloads the
+// state from the store and sequences the batch again.
+func (c *conversation) sends(ctx context.Context, jobs []*job, out *Batch) {
+	s := c.p.s
+	var plan *sendPlan
+	for attempt := 0; ; attempt++ {
+		state, err := c.load(ctx)
+		if err != nil {
+			for _, j := range jobs {
+				c.fail(ctx, j, out, err)
+			}
+			return
+		}
+		plan = c.plan(state, jobs)
+		if len(plan.msgs) == 0 {
+			break
+		}
+		if plan.createDM && !state.exists {
+			err = s.st.CreateConversation(ctx, store.Conversation{
+				ID: c.id, Kind: store.KindDM, HomeRegion: s.cfg.Region,
+				CreatedBy: plan.msgs[0].GetSenderId(), CreatedAt: time.UnixMilli(plan.msgs[0].GetCreatedAt()),
+			})
+			if errors.Is(err, store.ErrExists) && attempt+1 < maxAppendAttempts {
+				c.state = nil // created by another writer meanwhile
+				continue
+			}
+			if err != nil && !errors.Is(err, store.ErrExists) {
+				c.failPlanned(ctx, plan, jobs, out, storeErr(s.log, "create dm", c.id, err))
+				return
+			}
+		}
+		err = s.st.Append(ctx, c.id, plan.msgs)
+		if errors.Is(err, store.ErrSeqTaken) && attempt+1 < maxAppendAttempts {
+			s.log.Info("seq taken; reloading conversation", "conversation", c.id, "seq", plan.msgs[0].GetSeq())
+			c.state = nil
+			continue
+		}
+		if err != nil {
+			// Unknown outcome: if it was stored after all, the reloaded
+			// dedupe cache answers the client's retry.
+			c.state = nil
+			c.failPlanned(ctx, plan, jobs, out, storeErr(s.log, "append", c.id, err))
+			return
+		}
+		c.applied(plan)
+		break
+	}
+	c.answer(ctx, plan, jobs, out)
+}
+
+// plan validates and sequences jobs against state without changing it.
+func (c *conversation) plan(state *convState, jobs []*job) *sendPlan {
+	s := c.p.s
+	p := &sendPlan{state: state, outcomes: make([]sendOutcome, len(jobs))}
+	seq := state.head
+	now := time.Now().UnixMilli()
+	inBatch := make(map[uint64]*parleyv1.Message)
+	for i, j := range jobs {
+		o := &p.outcomes[i]
+		user := j.rec.GetOrigin().GetUserId()
+		send := j.rec.GetSend()
+		if err := c.validateSend(j.rec.GetConversationId(), send); err != nil {
+			o.err = err
+			continue
+		}
+		key := s.dedupeKey(user, send.GetClientMsgId())
+		if m := inBatch[key]; m != nil && m.GetSenderId() == user && m.GetClientMsgId() == send.GetClientMsgId() {
+			o.msg, o.dup = m, true
+			continue
+		}
+		if stored, ok := state.dedupe[key]; ok {
+			o.stored = stored
+			continue
+		}
+		if _, ok := state.members[user]; !ok {
+			if !c.mayCreateDM(state, user) {
+				o.err = c.notMember(state)
+				continue
+			}
+			if !p.createDM {
+				a, b, _ := ParseDM(c.id)
+				p.createDM, p.dmUsers = true, []string{a, b}
+				seq++
+				p.msgs = append(p.msgs, &parleyv1.Message{
+					ConversationId: c.id, Seq: seq, MessageId: s.node.Generate().Int64(), SenderId: user,
+					Kind: parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, Members: p.dmUsers, CreatedAt: now,
+				})
+			}
+		}
+		seq++
+		m := &parleyv1.Message{
+			ConversationId: c.id,
+			Seq:            seq,
+			MessageId:      s.node.Generate().Int64(),
+			SenderId:       user,
+			ClientMsgId:    send.GetClientMsgId(),
+			CreatedAt:      now,
+		}
+		switch ct := send.Content.(type) {
+		case *parleyv1.Send_Text:
+			m.Kind, m.Text = parleyv1.MessageKind_MESSAGE_KIND_TEXT, ct.Text
+		case *parleyv1.Send_Media:
+			m.Kind, m.Media = parleyv1.MessageKind_MESSAGE_KIND_MEDIA, ct.Media
+		}
+		p.msgs = append(p.msgs, m)
+		inBatch[key] = m
+		o.msg = m
+	}
+	return p
+}
+
+// mayCreateDM reports whether user's send creates the DM: the conversation
+// is a well-formed DM of user's and has no log yet.
+func (c *conversation) mayCreateDM(state *convState, user string) bool {
+	return state.head == 0 && (!state.exists || state.conv.Kind == store.KindDM) && dmPeer(c.id, user) != ""
+}
+
+// notMember is the error for a sender outside the conversation.
+func (c *conversation) notMember(state *convState) error {
+	switch {
+	case state.exists:
+		return wire.Errorf(wire.CodeNotMember, "not a member of %s", c.id)
+	case IsDM(c.id):
+		if _, _, ok := ParseDM(c.id); !ok {
+			return errInvalid("malformed dm id: want dm:<a>:<b> with two distinct valid user ids, a < b")
+		}
+		return wire.Errorf(wire.CodeNotMember, "not a member of %s", c.id)
+	}
+	return wire.Errorf(wire.CodeNotFound, "conversation %s does not exist", c.id)
+}
+
+// validateSend checks what does not depend on state.
+func (c *conversation) validateSend(conv string, send *parleyv1.Send) error {
+	if conv == "" {
+		return errInvalid("conversation_id is empty")
+	}
+	if send.GetConversationId() != "" && send.GetConversationId() != conv {
+		return errInvalid("send.conversation_id does not match the record")
+	}
+	if n := len(send.GetClientMsgId()); n == 0 || n > wire.MaxClientMsgIDBytes {
+		return errInvalid("client_msg_id must be 1..64 bytes")
+	}
+	switch ct := send.Content.(type) {
+	case *parleyv1.Send_Text:
+		switch {
+		case ct.Text == "":
+			return errInvalid("text is empty")
+		case len(ct.Text) > c.p.s.cfg.MaxMessageBytes:
+			return wire.Errorf(wire.CodeTooLarge, "text is %d bytes, over the limit of %d", len(ct.Text), c.p.s.cfg.MaxMessageBytes)
+		case !utf8.ValidString(ct.Text):
+			return errInvalid("text is not valid UTF-8")
+		}
+	case *parleyv1.Send_Media:
+		m := ct.Media
+		switch {
+		case m == nil || m.GetUrl() == "" || len(m.GetUrl()) > MaxMediaURLBytes:
+			return errInvalid("media.url must be 1..2048 bytes")
+		case m.GetMime() == "" || len(m.GetMime()) > MaxMimeBytes:
+			return errInvalid("media.mime must be 1..255 bytes")
+		case m.GetSize() <= 0:
+			return errInvalid("media.size must be positive")
+		case !utf8.ValidString(m.GetUrl()) || !utf8.ValidString(m.GetMime()):
+			return errInvalid("media fields are not valid UTF-8")
+		}
+	default:
+		return errInvalid("send has neither text nor media")
+	}
+	return nil
+}
+
+// applied brings the state in step with a stored plan.
+func (c *conversation) applied(p *sendPlan) {
+	st := p.state
+	if p.createDM {
+		if !st.exists {
+			st.exists = true
+			st.conv = store.Conversation{ID: c.id, Kind: store.KindDM, HomeRegion: c.p.s.cfg.Region}
+			c.state = st
+		}
+		st.addMembers(p.dmUsers, p.msgs[0].GetSeq(), store.RoleMember)
+	}
+	for _, m := range p.msgs {
+		if m.GetClientMsgId() != "" {
+			st.remember(c.p.s.dedupeKey(m.GetSenderId(), m.GetClientMsgId()), m.GetSeq())
+		}
+	}
+	st.head = p.msgs[len(p.msgs)-1].GetSeq()
+}
+
+// failPlanned answers a batch whose append failed: the sends that needed it
+// get err (unavailable: not stored, safe to retry), the others their outcome.
+func (c *conversation) failPlanned(ctx context.Context, p *sendPlan, jobs []*job, out *Batch, err error) {
+	for i := range p.outcomes {
+		if p.outcomes[i].msg != nil {
+			p.outcomes[i] = sendOutcome{err: err}
+		}
+	}
+	p.msgs = nil
+	c.answer(ctx, p, jobs, out)
+}
+
+// answer replies to every job of a planned batch and queues the pushes:
+// stored messages go to every current member (the sender's other devices
+// too), skipping the session that sent them.
+func (c *conversation) answer(ctx context.Context, p *sendPlan, jobs []*job, out *Batch) {
+	s := c.p.s
+	st := p.state
+	if len(p.msgs) > 0 && p.createDM {
+		// The creation event tells both users' devices the DM exists.
+		deliverMessage(out, st.memberIDs(), p.msgs[0], "")
+	}
+	lastRead := map[string]uint64{}
+	for i, j := range jobs {
+		o := p.outcomes[i]
+		session := j.rec.GetOrigin().GetSessionId()
+		switch {
+		case o.err != nil:
+			c.fail(ctx, j, out, o.err)
+		case o.msg != nil:
+			c.reply(j, out, &parleyv1.Reply{SendOk: sendOk(o.msg)})
+			if !o.dup {
+				deliverMessage(out, st.memberIDs(), o.msg, session)
+				lastRead[o.msg.GetSenderId()] = o.msg.GetSeq()
+			}
+		case o.stored != 0:
+			m, err := s.st.Message(ctx, c.id, o.stored)
+			if err == nil && (m.GetSenderId() != j.rec.GetOrigin().GetUserId() || m.GetClientMsgId() != j.rec.GetSend().GetClientMsgId()) {
+				// A dedupe hash collision: let the client retry; by then the
+				// entry has usually been evicted. Practically never happens.
+				s.log.Error("dedupe collision", "conversation", c.id, "seq", o.stored)
+				err = errors.New("dedupe collision")
+			}
+			if err != nil {
+				c.fail(ctx, j, out, storeErr(s.log, "load deduped message", c.id, err))
+				continue
+			}
+			c.reply(j, out, &parleyv1.Reply{SendOk: sendOk(m)})
+			if _, member := st.members[m.GetSenderId()]; member {
+				// The first push may have been lost with its gateway.
+				deliverMessage(out, st.memberIDs(), m, session)
+			}
+		default:
+			j.finished = true
+		}
+	}
+	// Sending advances the sender's own read pointer (DESIGN.md, Receipts).
+	for user, seq := range lastRead {
+		c.advance(st, user, parleyv1.ReceiptKind_RECEIPT_KIND_READ, seq)
+	}
+	if len(lastRead) > 0 {
+		c.readByAll(ctx, st, out)
+	}
+}
+
+func sendOk(m *parleyv1.Message) *parleyv1.SendOk {
+	return &parleyv1.SendOk{
+		ConversationId: m.GetConversationId(),
+		Seq:            m.GetSeq(),
+		MessageId:      m.GetMessageId(),
+		CreatedAt:      m.GetCreatedAt(),
+		ClientMsgId:    m.GetClientMsgId(),
+	}
+}
