@@ -1,0 +1,200 @@
+// Package memory is the in-process presence.Registry of embedded mode.
+//
+// Expired sessions and statuses are never returned; they are also deleted by
+// a sweep that runs at most once a second from the registry's own calls (no
+// goroutine), so memory follows the users seen recently.
+package memory
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/parleychat/parley/runtime/presence"
+)
+
+// ErrClosed is returned by calls on a closed registry.
+var ErrClosed = errors.New("presence registry closed")
+
+// sweepEvery is the minimum time between two sweeps of expired entries.
+const sweepEvery = time.Second
+
+// Registry is an in-memory presence.Registry, safe for concurrent use.
+type Registry struct {
+	mu        sync.Mutex
+	closed    bool
+	sessions  map[string]map[string]presence.Session // user -> session id -> session
+	statuses  map[string]status
+	lastSweep time.Time
+}
+
+type status struct {
+	st      presence.Status
+	expires time.Time // zero: never
+}
+
+var _ presence.Registry = (*Registry)(nil)
+
+// New returns an empty registry.
+func New() *Registry {
+	return &Registry{
+		sessions:  make(map[string]map[string]presence.Session),
+		statuses:  make(map[string]status),
+		lastSweep: time.Now(),
+	}
+}
+
+// begin locks r and sweeps if due; it fails on a closed registry. Callers
+// unlock.
+func (r *Registry) begin(ctx context.Context) (time.Time, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return time.Time{}, ErrClosed
+	}
+	now := time.Now()
+	if now.Sub(r.lastSweep) >= sweepEvery {
+		r.sweep(now)
+		r.lastSweep = now
+	}
+	return now, nil
+}
+
+func (r *Registry) sweep(now time.Time) {
+	for u, ss := range r.sessions {
+		for id, s := range ss {
+			if !s.Expires.After(now) {
+				delete(ss, id)
+			}
+		}
+		if len(ss) == 0 {
+			delete(r.sessions, u)
+		}
+	}
+	for u, st := range r.statuses {
+		if st.expired(now) {
+			delete(r.statuses, u)
+		}
+	}
+}
+
+func (s status) expired(now time.Time) bool {
+	return !s.expires.IsZero() && !s.expires.After(now)
+}
+
+// Touch registers or refreshes s until s.Expires; an s already expired is
+// removed.
+func (r *Registry) Touch(ctx context.Context, s presence.Session) error {
+	if s.UserID == "" || s.SessionID == "" {
+		return errors.New("presence touch: session needs a user id and a session id")
+	}
+	now, err := r.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.mu.Unlock()
+	if !s.Expires.After(now) {
+		r.remove(s.UserID, s.SessionID)
+		return nil
+	}
+	ss := r.sessions[s.UserID]
+	if ss == nil {
+		ss = make(map[string]presence.Session)
+		r.sessions[s.UserID] = ss
+	}
+	ss[s.SessionID] = s
+	return nil
+}
+
+// Remove deletes a session.
+func (r *Registry) Remove(ctx context.Context, userID, sessionID string) error {
+	if _, err := r.begin(ctx); err != nil {
+		return err
+	}
+	defer r.mu.Unlock()
+	r.remove(userID, sessionID)
+	return nil
+}
+
+func (r *Registry) remove(userID, sessionID string) {
+	ss := r.sessions[userID]
+	delete(ss, sessionID)
+	if len(ss) == 0 {
+		delete(r.sessions, userID)
+	}
+}
+
+// Sessions returns the live sessions of each user, sorted by SessionID.
+func (r *Registry) Sessions(ctx context.Context, userIDs []string) (map[string][]presence.Session, error) {
+	now, err := r.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	out := make(map[string][]presence.Session)
+	for _, u := range userIDs {
+		if _, done := out[u]; done {
+			continue
+		}
+		var live []presence.Session
+		for _, s := range r.sessions[u] {
+			if s.Expires.After(now) {
+				live = append(live, s)
+			}
+		}
+		if len(live) > 0 {
+			slices.SortFunc(live, func(a, b presence.Session) int { return cmp.Compare(a.SessionID, b.SessionID) })
+			out[u] = live
+		}
+	}
+	return out, nil
+}
+
+// SetStatus stores userID's status for ttl (ttl <= 0: until replaced).
+func (r *Registry) SetStatus(ctx context.Context, userID string, st presence.Status, ttl time.Duration) error {
+	if userID == "" {
+		return errors.New("presence set status: empty user id")
+	}
+	now, err := r.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.mu.Unlock()
+	e := status{st: st}
+	if ttl > 0 {
+		e.expires = now.Add(ttl)
+	}
+	r.statuses[userID] = e
+	return nil
+}
+
+// Statuses returns the unexpired statuses of userIDs.
+func (r *Registry) Statuses(ctx context.Context, userIDs []string) (map[string]presence.Status, error) {
+	now, err := r.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	out := make(map[string]presence.Status)
+	for _, u := range userIDs {
+		if e, ok := r.statuses[u]; ok && !e.expired(now) {
+			out[u] = e.st
+		}
+	}
+	return out, nil
+}
+
+// Close empties the registry; later calls return ErrClosed.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	r.sessions, r.statuses = nil, nil
+	return nil
+}

@@ -1,0 +1,417 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+)
+
+// statusTTL is how long the registry keeps a status, so the last activity of
+// an offline user is answered for that long.
+const statusTTL = 30 * 24 * time.Hour
+
+// registryTimeout bounds each status write of Run, which no caller waits on.
+const registryTimeout = 5 * time.Second
+
+// Service decides when users go online and offline and announces it.
+//
+// Connected, Heartbeat and Disconnected update the registry and the service's
+// view of the users it was told about; Run writes statuses and calls onChange
+// in the order the changes were decided, from its own goroutine and never
+// while holding the service's lock (onChange may call back into the service).
+// Memory is proportional to the users online through this service.
+type Service struct {
+	reg      Registry
+	cfg      Config
+	onChange func(*parleyv1.Presence)
+	running  atomic.Bool
+	kick     chan struct{} // wakes Run when a change is queued
+
+	mu    sync.Mutex
+	users map[string]*user
+	// outbox holds decided changes for Run to write and announce, in order.
+	outbox []change
+	// offlining counts queued OFFLINE changes per user, with the last one's
+	// LastActive, until Run wrote them: the registry is stale for them.
+	offlining map[string]pendingOffline
+	// offlines counts OFFLINE changes ever queued, to detect one queued while
+	// a registry read was in flight.
+	offlines uint64
+}
+
+// user is a user online (or in its grace period) through this service.
+type user struct {
+	sessions   map[string]time.Time // session id -> expires
+	lastActive time.Time
+	offlineAt  time.Time // when the grace ends; zero while a session is live
+	statusAt   time.Time // when an online status was last queued
+}
+
+type change struct {
+	user     string
+	st       Status
+	announce bool
+}
+
+type pendingOffline struct {
+	n          int
+	lastActive time.Time
+}
+
+// NewService returns a service over reg. Zero or negative fields of cfg take
+// their DefaultConfig values. onChange (may be nil) gets each announced change.
+// Run must be running for changes to be stored and announced.
+func NewService(reg Registry, cfg Config, onChange func(*parleyv1.Presence)) *Service {
+	def := DefaultConfig()
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = def.Heartbeat
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = def.TTL
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = def.Grace
+	}
+	return &Service{
+		reg:       reg,
+		cfg:       cfg,
+		onChange:  onChange,
+		kick:      make(chan struct{}, 1),
+		users:     make(map[string]*user),
+		offlining: make(map[string]pendingOffline),
+	}
+}
+
+// Registry returns the registry the service writes to.
+func (s *Service) Registry() Registry { return s.reg }
+
+func validate(sess Session) error {
+	if sess.UserID == "" || sess.SessionID == "" {
+		return errors.New("presence: session needs a user id and a session id")
+	}
+	return nil
+}
+
+// Connected registers a new session (Expires = now + TTL) and, if the user
+// was not online, announces it online. A user in its grace period stays
+// online without a new announcement. An error reports a registry failure;
+// the service's own view is updated regardless, so callers may log it and
+// carry on.
+func (s *Service) Connected(ctx context.Context, sess Session) error {
+	if err := validate(sess); err != nil {
+		return err
+	}
+	now := time.Now()
+	sess.Expires = now.Add(s.cfg.TTL)
+	err := s.reg.Touch(ctx, sess)
+	if err != nil {
+		err = fmt.Errorf("presence: register session %s of %s: %w", sess.SessionID, sess.UserID, err)
+	}
+	s.register(ctx, sess, now)
+	return err
+}
+
+// register adds sess to the service's view, deciding whether the user comes
+// online.
+func (s *Service) register(ctx context.Context, sess Session, now time.Time) {
+	s.mu.Lock()
+	_, tracked := s.users[sess.UserID]
+	stale := s.offlining[sess.UserID].n > 0
+	offlines := s.offlines
+	s.mu.Unlock()
+
+	elsewhere := false
+	if !tracked && !stale {
+		// Online through another process (another gateway, or one that
+		// crashed less than TTL ago): subscribers already know.
+		elsewhere = s.onlineInRegistry(ctx, sess.UserID, now)
+	}
+
+	s.mu.Lock()
+	u := s.users[sess.UserID]
+	if u == nil {
+		u = &user{sessions: make(map[string]time.Time)}
+		s.users[sess.UserID] = u
+		// An OFFLINE queued since the read makes the read stale: announce.
+		announce := !elsewhere || s.offlines != offlines || s.offlining[sess.UserID].n > 0
+		s.enqueue(change{user: sess.UserID, st: Status{Online: true, LastActive: now}, announce: announce})
+		u.statusAt = now
+	}
+	u.sessions[sess.SessionID] = sess.Expires
+	u.lastActive = now
+	u.offlineAt = time.Time{} // cancels a pending offline: no flap
+	s.mu.Unlock()
+}
+
+// onlineInRegistry reports whether the registry shows userID online, i.e.
+// with activity within TTL. Registry errors count as not online, so the
+// worst case is a repeated online announcement.
+func (s *Service) onlineInRegistry(ctx context.Context, userID string, now time.Time) bool {
+	sts, err := s.reg.Statuses(ctx, []string{userID})
+	if err != nil {
+		slog.Warn("presence: read status", "user", userID, "err", err)
+		return false
+	}
+	st, ok := sts[userID]
+	return ok && s.online(st, now)
+}
+
+func (s *Service) online(st Status, now time.Time) bool {
+	return st.Online && now.Sub(st.LastActive) <= s.cfg.TTL
+}
+
+// enqueue queues c for Run. Caller holds s.mu.
+func (s *Service) enqueue(c change) {
+	s.outbox = append(s.outbox, c)
+	if !c.st.Online {
+		p := s.offlining[c.user]
+		p.n++
+		p.lastActive = c.st.LastActive
+		s.offlining[c.user] = p
+		s.offlines++
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Heartbeat refreshes a session (Expires = now + TTL) and the user's last
+// activity. A session the service does not know (e.g. swept after missed
+// heartbeats) is registered as by Connected.
+func (s *Service) Heartbeat(ctx context.Context, sess Session) error {
+	if err := validate(sess); err != nil {
+		return err
+	}
+	now := time.Now()
+	sess.Expires = now.Add(s.cfg.TTL)
+	err := s.reg.Touch(ctx, sess)
+	if err != nil {
+		err = fmt.Errorf("presence: refresh session %s of %s: %w", sess.SessionID, sess.UserID, err)
+	}
+	s.mu.Lock()
+	u := s.users[sess.UserID]
+	if u == nil {
+		s.mu.Unlock()
+		s.register(ctx, sess, now)
+		return err
+	}
+	u.sessions[sess.SessionID] = sess.Expires
+	u.lastActive = now
+	u.offlineAt = time.Time{}
+	// One status write per user per half heartbeat, however many devices:
+	// it keeps LastActive fresher than TTL for readers of the registry.
+	if now.Sub(u.statusAt) >= s.cfg.Heartbeat/2 {
+		s.enqueue(change{user: sess.UserID, st: Status{Online: true, LastActive: now}})
+		u.statusAt = now
+	}
+	s.mu.Unlock()
+	return err
+}
+
+// Disconnected removes a session. If the user has no other live session,
+// offline is announced after Grace unless a session comes back first (and
+// not at all if the registry shows a live session through another process).
+// An error reports a registry failure; the service's view is updated
+// regardless.
+func (s *Service) Disconnected(ctx context.Context, sess Session) error {
+	if err := validate(sess); err != nil {
+		return err
+	}
+	err := s.reg.Remove(ctx, sess.UserID, sess.SessionID)
+	if err != nil {
+		err = fmt.Errorf("presence: remove session %s of %s: %w", sess.SessionID, sess.UserID, err)
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[sess.UserID]
+	if u == nil {
+		return err
+	}
+	delete(u.sessions, sess.SessionID)
+	u.lastActive = now
+	if len(u.sessions) == 0 && u.offlineAt.IsZero() {
+		u.offlineAt = now.Add(s.cfg.Grace)
+	}
+	return err
+}
+
+// Get returns the presence of each user: ONLINE for users online (or in
+// their grace period) through this service or online in the registry within
+// TTL, OFFLINE with their last activity otherwise (0 when never seen), and
+// UNKNOWN when the registry cannot be read. It does not fail.
+func (s *Service) Get(ctx context.Context, userIDs []string) (map[string]*parleyv1.Presence, error) {
+	out := make(map[string]*parleyv1.Presence, len(userIDs))
+	var ask []string
+	s.mu.Lock()
+	for _, id := range userIDs {
+		if u := s.users[id]; u != nil {
+			out[id] = toProto(id, Status{Online: true, LastActive: u.lastActive})
+		} else if p := s.offlining[id]; p.n > 0 {
+			// Decided but not yet written: the registry is stale.
+			out[id] = toProto(id, Status{LastActive: p.lastActive})
+		} else if _, dup := out[id]; !dup {
+			ask = append(ask, id)
+			out[id] = nil
+		}
+	}
+	s.mu.Unlock()
+	if len(ask) == 0 {
+		return out, nil
+	}
+	sts, err := s.reg.Statuses(ctx, ask)
+	if err != nil {
+		slog.Warn("presence: read statuses", "users", len(ask), "err", err)
+	}
+	now := time.Now()
+	for _, id := range ask {
+		st, ok := sts[id]
+		switch {
+		case err != nil:
+			out[id] = &parleyv1.Presence{UserId: id, Status: parleyv1.PresenceStatus_PRESENCE_STATUS_UNKNOWN}
+		case !ok:
+			out[id] = toProto(id, Status{})
+		default:
+			// A status left online by a crashed process turns offline once
+			// its last activity is older than TTL.
+			st.Online = s.online(st, now)
+			out[id] = toProto(id, st)
+		}
+	}
+	return out, nil
+}
+
+func toProto(userID string, st Status) *parleyv1.Presence {
+	p := &parleyv1.Presence{UserId: userID, Status: parleyv1.PresenceStatus_PRESENCE_STATUS_OFFLINE}
+	if st.Online {
+		p.Status = parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE
+	}
+	if !st.LastActive.IsZero() {
+		p.LastActive = st.LastActive.UnixMilli()
+	}
+	return p
+}
+
+// tickInterval is the period of Run's ticker: a quarter of the shortest
+// timing, between 5ms and 1s, so offline comes at most that late.
+func (s *Service) tickInterval() time.Duration {
+	d := min(s.cfg.Heartbeat, s.cfg.TTL, s.cfg.Grace) / 4
+	return min(max(d, 5*time.Millisecond), time.Second)
+}
+
+// Run drives the service until ctx ends: one shared ticker sweeps sessions
+// that stopped heartbeating (their user goes offline after Grace too) and
+// fires due offlines, and queued changes are written to the registry and
+// passed to onChange in order. Run it once per service. Changes still
+// queued when ctx ends are dropped; readers then see a user offline once
+// its last activity is older than TTL.
+func (s *Service) Run(ctx context.Context) {
+	if !s.running.CompareAndSwap(false, true) {
+		slog.Error("presence: Service.Run called twice")
+		return
+	}
+	defer s.running.Store(false)
+	t := time.NewTicker(s.tickInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.tick(ctx, now)
+		case <-s.kick:
+		}
+		s.flush(ctx)
+	}
+}
+
+// tick sweeps expired sessions and queues the offlines whose grace ended.
+func (s *Service) tick(ctx context.Context, now time.Time) {
+	var due []string
+	s.mu.Lock()
+	for id, u := range s.users {
+		for sid, exp := range u.sessions {
+			if !exp.After(now) {
+				delete(u.sessions, sid)
+			}
+		}
+		if len(u.sessions) > 0 {
+			continue
+		}
+		if u.offlineAt.IsZero() {
+			// Every session stopped heartbeating (a crashed gateway or a
+			// lost Disconnected): offline after the grace like any other.
+			u.offlineAt = now.Add(s.cfg.Grace)
+		}
+		if !now.Before(u.offlineAt) {
+			due = append(due, id)
+		}
+	}
+	s.mu.Unlock()
+	if len(due) == 0 {
+		return
+	}
+
+	// A live session through another process keeps the user online; that
+	// process announces offline when its sessions end.
+	live, err := s.reg.Sessions(ctx, due)
+	if err != nil {
+		slog.Warn("presence: read sessions before offline", "users", len(due), "err", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range due {
+		u := s.users[id]
+		// Re-check: a session may have come back while the lock was free.
+		if u == nil || len(u.sessions) > 0 || u.offlineAt.IsZero() || now.Before(u.offlineAt) {
+			continue
+		}
+		delete(s.users, id)
+		if len(live[id]) > 0 {
+			continue
+		}
+		s.enqueue(change{user: id, st: Status{LastActive: u.lastActive}, announce: true})
+	}
+}
+
+// flush writes and announces the queued changes in order. Only Run calls it.
+func (s *Service) flush(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		if len(s.outbox) == 0 {
+			s.outbox = nil // let a burst's backing array go
+			s.mu.Unlock()
+			return
+		}
+		c := s.outbox[0]
+		s.outbox[0] = change{}
+		s.outbox = s.outbox[1:]
+		s.mu.Unlock()
+
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), registryTimeout)
+		if err := s.reg.SetStatus(wctx, c.user, c.st, statusTTL); err != nil {
+			slog.Warn("presence: write status", "user", c.user, "online", c.st.Online, "err", err)
+		}
+		cancel()
+		if !c.st.Online {
+			s.mu.Lock()
+			if p := s.offlining[c.user]; p.n <= 1 {
+				delete(s.offlining, c.user)
+			} else {
+				p.n--
+				s.offlining[c.user] = p
+			}
+			s.mu.Unlock()
+		}
+		if c.announce && s.onChange != nil {
+			s.onChange(toProto(c.user, c.st))
+		}
+	}
+}
