@@ -179,8 +179,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	s.Metrics = metrics.New(reg)
 
-	ingress := "parley." + cfg.Region + ".ingress"
-	deliver := "parley." + cfg.Region + ".deliver"
+	ingress, deliver := chat.IngressTopic(cfg.Region), chat.DeliverTopic(cfg.Region)
 	s.bus = busmemory.New()
 	for _, t := range []bus.Topic{{Name: ingress, Partitions: cfg.IngressPartitions}, {Name: deliver, Partitions: 1}} {
 		if err := s.bus.CreateTopic(ctx, t); err != nil {
@@ -225,6 +224,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		SendBurst:       cfg.SendBurst,
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		RequestTimeout:  10 * time.Second,
+		Bus:             s.bus,
+		DeliverTopic:    deliver,
 	}
 	gw = gateway.New(gcfg, verifier, s.chat, queries, router, s.presence, s.store, s.Metrics)
 	s.gateway = gw

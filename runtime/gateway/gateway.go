@@ -1,0 +1,408 @@
+// Package gateway owns client connections: the WebSocket endpoint /v1/ws,
+// one session per connection, heartbeats, token expiry, backpressure, fan-out
+// of deliveries to local sessions, and draining (DESIGN.md, Data path and
+// Performance budget).
+//
+// Cost model, because a gateway holds tens of thousands of mostly idle
+// sockets: each connection has exactly one goroutine, its reader (the HTTP
+// handler goroutine itself). A writer goroutine exists only while a session
+// has frames queued. One shared ticker (Run) drives idle timeouts, token
+// expiry and presence heartbeats for every session; there is no timer per
+// connection. Read buffers are 512 bytes and write buffers come from a pool.
+// A delivery is encoded once per subprotocol and the same prepared frame is
+// written to every recipient.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parleychat/parley/runtime/auth"
+	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/limits"
+	"github.com/parleychat/parley/runtime/metrics"
+	"github.com/parleychat/parley/runtime/presence"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// Path is the WebSocket endpoint a Gateway serves.
+const Path = "/v1/ws"
+
+// Defaults for Config's zero fields.
+const (
+	DefaultID              = "gateway-0"
+	DefaultHeartbeat       = 30 * time.Second
+	DefaultSendQueue       = 256
+	DefaultMaxPresenceSubs = 100
+	DefaultRequestTimeout  = 10 * time.Second
+	DefaultWriteTimeout    = 10 * time.Second
+)
+
+// IdleFactor times Config.Heartbeat is how long a session may stay silent
+// (no frame, ping or pong read) before it is closed with
+// wire.CloseHeartbeatTimeout: two missed pings and some slack.
+const IdleFactor = 2.5
+
+// MaxInvalidFrames is how many undecodable or mistyped frames in a row a
+// session may send (each answered with an invalid error) before it is closed
+// with wire.ClosePolicyViolation.
+const MaxInvalidFrames = 10
+
+// Config configures a Gateway. Zero fields take the defaults.
+type Config struct {
+	// ID names the gateway; it ends in "-N" where N is its partition of the
+	// deliver topic (default "gateway-0").
+	ID string
+	// Heartbeat is the client ping interval announced in Welcome and the
+	// interval of presence heartbeats per session (default 30s). A session
+	// that sends nothing for IdleFactor×Heartbeat is closed.
+	Heartbeat time.Duration
+	// SendQueue bounds the frames queued for one connection (default 256).
+	// Typing and presence frames are dropped first when it is full; a
+	// session whose messages still overflow it is closed with
+	// wire.CloseSlowConsumer and catches up by sync.
+	SendQueue int
+	// MaxPresenceSubs caps the users one connection may subscribe to with
+	// presence_sub (default 100).
+	MaxPresenceSubs int
+	// SendRate and SendBurst are the per-user send token bucket, sends per
+	// second and bucket size (defaults limits.DefaultRate and
+	// limits.DefaultBurst). A negative SendRate disables the limit.
+	SendRate  float64
+	SendBurst int
+	// MaxMessageBytes caps a message's text, bytes of UTF-8 (default
+	// wire.DefaultMaxMessageBytes); larger sends get too_large.
+	MaxMessageBytes int
+	// RequestTimeout bounds requests to the chat role and read queries
+	// (default 10s); an unanswered send gets timeout.
+	RequestTimeout time.Duration
+	// WriteTimeout is the write deadline of every frame (default 10s). A
+	// write that misses it ends the connection.
+	WriteTimeout time.Duration
+
+	// Bus and DeliverTopic are where Run reads this gateway's partition
+	// (chat.GatewayPartition(ID)) of the deliver topic (default
+	// chat.DeliverTopic(chat.DefaultRegion)). Run fails without a Bus.
+	Bus          bus.Bus
+	DeliverTopic string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the embedded-mode configuration (no Bus).
+func DefaultConfig() Config {
+	return Config{}.withDefaults()
+}
+
+func (c Config) withDefaults() Config {
+	if c.ID == "" {
+		c.ID = DefaultID
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = DefaultHeartbeat
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = DefaultSendQueue
+	}
+	if c.MaxPresenceSubs <= 0 {
+		c.MaxPresenceSubs = DefaultMaxPresenceSubs
+	}
+	if c.SendRate == 0 {
+		c.SendRate = limits.DefaultRate
+	}
+	if c.SendBurst <= 0 {
+		c.SendBurst = limits.DefaultBurst
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = wire.DefaultMaxMessageBytes
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.DeliverTopic == "" {
+		c.DeliverTopic = chat.DeliverTopic(chat.DefaultRegion)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// The gateway's view of its collaborators, declared where they are consumed
+// so the hot paths read as what they need. New takes the concrete types.
+type (
+	ingress interface {
+		Do(ctx context.Context, rec *parleyv1.IngressRecord, cb func(*parleyv1.Reply))
+		HandleReply(rep *parleyv1.Reply)
+	}
+	queries interface {
+		Sync(ctx context.Context, userID string, s *parleyv1.Sync) (*parleyv1.SyncResult, error)
+		History(ctx context.Context, userID string, h *parleyv1.History) (*parleyv1.HistoryResult, error)
+		CheckMember(ctx context.Context, userID, conv string) (store.Member, error)
+		DMPeers(ctx context.Context, userID string) ([]string, error)
+	}
+	router interface {
+		Deliver(ctx context.Context, userIDs []string, d *parleyv1.Delivery) error
+	}
+	presenceService interface {
+		Connected(ctx context.Context, s presence.Session) error
+		Heartbeat(ctx context.Context, s presence.Session) error
+		Disconnected(ctx context.Context, s presence.Session) error
+		Get(ctx context.Context, userIDs []string) (map[string]*parleyv1.Presence, error)
+	}
+	memberLister interface {
+		Members(ctx context.Context, conv string) ([]store.Member, error)
+	}
+)
+
+// Cache lifetimes. Typing fan-out and presence pushes tolerate a few seconds
+// of stale membership; messages never use these caches.
+const (
+	membersTTL = 5 * time.Second
+	dmPeersTTL = 10 * time.Second
+	cacheMax   = 100_000
+)
+
+// Gateway serves WebSocket sessions. Create it with New, serve it at Path,
+// run Run, and Drain it before shutdown.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	verifier auth.Verifier
+	cc       ingress
+	q        queries
+	r        router
+	ps       presenceService
+	st       memberLister
+	m        *metrics.Metrics
+	sendRate *limits.Users
+
+	upgrader websocket.Upgrader
+	hub      hub
+	members  *ttlCache[[]string] // conversation -> member user ids (typing)
+	dmPeers  *ttlCache[[]string] // user -> DM peers (presence pushes)
+
+	// idle is IdleFactor×Heartbeat in nanoseconds.
+	idle     int64
+	draining atomic.Bool
+	// gone is signalled after a session is removed, for Drain.
+	gone chan struct{}
+	// beats hands sessions due for a presence heartbeat from the ticker to
+	// the heartbeat worker.
+	beats chan []*session
+	// ctx is the base of per-request contexts. Requests are bounded by
+	// RequestTimeout, not by Run's lifetime, so that a reply in flight at
+	// shutdown still reaches its client during a drain.
+	ctx context.Context
+}
+
+// New returns a gateway. cc publishes requests to the chat role (the caller
+// runs cc.Run, which expires unanswered requests), q serves reads, r fans out
+// typing, ps tracks presence and sessions, st lists conversation members, and
+// m receives the gateway's metrics. All are required.
+func New(cfg Config, v auth.Verifier, cc *chat.Client, q *chat.Queries, r *chat.Router,
+	ps *presence.Service, st store.MessageStore, m *metrics.Metrics) *Gateway {
+	return newGateway(cfg, v, cc, q, r, ps, st, m)
+}
+
+func newGateway(cfg Config, v auth.Verifier, cc ingress, q queries, r router, ps presenceService, st memberLister, m *metrics.Metrics) *Gateway {
+	cfg = cfg.withDefaults()
+	g := &Gateway{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "gateway", "gateway_id", cfg.ID),
+		verifier: v,
+		cc:       cc,
+		q:        q,
+		r:        r,
+		ps:       ps,
+		st:       st,
+		m:        m,
+		sendRate: limits.NewUsers(cfg.SendRate, cfg.SendBurst),
+		members:  newTTLCache[[]string](membersTTL, cacheMax),
+		dmPeers:  newTTLCache[[]string](dmPeersTTL, cacheMax),
+		idle:     int64(float64(cfg.Heartbeat) * IdleFactor),
+		gone:     make(chan struct{}, 1),
+		beats:    make(chan []*session, 1),
+		ctx:      context.Background(),
+	}
+	g.hub.init()
+	g.upgrader = websocket.Upgrader{
+		// Small read buffers and pooled write buffers keep an idle
+		// connection near gorilla's bare minimum (DESIGN.md, Performance
+		// budget). Frames larger than the read buffer are still read whole.
+		ReadBufferSize:  512,
+		WriteBufferPool: &sync.Pool{},
+		Subprotocols:    []string{wire.SubprotocolProto, wire.SubprotocolJSON},
+		// Any origin may connect: the session is authorized by a bearer
+		// token the page must hold, never by ambient cookies, so a
+		// cross-site page gains nothing (cross-site WebSocket hijacking
+		// needs cookie auth). Third-party web clients are welcome.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+			code := wire.CodeInvalid
+			if status >= 500 {
+				code = wire.CodeInternal
+			}
+			g.writeHTTPError(w, status, &wire.Error{Code: code, Message: reason.Error()})
+		},
+	}
+	return g
+}
+
+// Draining reports whether Drain has been called; a draining gateway refuses
+// new connections with 503 unavailable (and /readyz should report false).
+func (g *Gateway) Draining() bool { return g.draining.Load() }
+
+// Connections returns the number of open sessions.
+func (g *Gateway) Connections() int { return int(g.hub.count.Load()) }
+
+// retryAfterDraining is the Retry-After of a refused upgrade while draining:
+// another gateway takes the client at once.
+const retryAfterDraining = time.Second
+
+// ServeHTTP upgrades GET /v1/ws to a WebSocket session and serves it until
+// it ends. Before upgrading it answers with a JSON error body
+// {"error":{"code","message"}}: 404 not_found for another path, 405 invalid
+// for another method, 400 invalid without a WebSocket handshake or without a
+// supported subprotocol (Sec-WebSocket-Protocol parley.v1.proto or
+// parley.v1.json), 503 unavailable with Retry-After while draining, and 401
+// unauthenticated or token_expired when the bearer token (auth.BearerToken)
+// does not verify.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != Path {
+		g.writeHTTPError(w, http.StatusNotFound, wire.Errorf(wire.CodeNotFound, "no endpoint %.100q; the WebSocket endpoint is %s", r.URL.Path, Path))
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		g.writeHTTPError(w, http.StatusMethodNotAllowed, wire.Errorf(wire.CodeInvalid, "method %.20s not allowed; %s takes a GET WebSocket upgrade", r.Method, Path))
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		g.writeHTTPError(w, http.StatusBadRequest, wire.Errorf(wire.CodeInvalid, "%s takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)", Path))
+		return
+	}
+	if g.draining.Load() {
+		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfterDraining/time.Second)))
+		g.writeHTTPError(w, http.StatusServiceUnavailable, &wire.Error{Code: wire.CodeUnavailable,
+			Message: "this gateway is draining; reconnect to another", RetryAfterMs: uint32(retryAfterDraining.Milliseconds())})
+		return
+	}
+	if !offersSupported(r) {
+		g.writeHTTPError(w, http.StatusBadRequest, wire.Errorf(wire.CodeInvalid,
+			"no supported subprotocol in Sec-WebSocket-Protocol %.100q; supported: %s, %s",
+			strings.Join(websocket.Subprotocols(r), ", "), wire.SubprotocolProto, wire.SubprotocolJSON))
+		return
+	}
+	claims, err := g.verifier.Verify(r.Context(), auth.BearerToken(r))
+	if err != nil {
+		we := wire.AsError(err)
+		if we.Code == wire.CodeInternal {
+			g.log.Warn("verify token", "err", err)
+		}
+		g.writeHTTPError(w, wire.HTTPStatus(we.Code), we)
+		return
+	}
+	conn, err := g.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has answered with an error already.
+		g.log.Debug("upgrade", "err", err)
+		return
+	}
+	codec, _ := wire.CodecFor(conn.Subprotocol())
+	s := newSession(g, conn, claims, codec.Binary)
+	s.serve()
+}
+
+func offersSupported(r *http.Request) bool {
+	for _, p := range websocket.Subprotocols(r) {
+		if _, ok := wire.CodecFor(p); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// httpError is the JSON error body of a refused upgrade, the same shape as
+// the REST API's.
+type httpError struct {
+	Error struct {
+		Code         string `json:"code"`
+		Message      string `json:"message"`
+		RetryAfterMs uint32 `json:"retry_after_ms,omitempty"`
+	} `json:"error"`
+}
+
+func (g *Gateway) writeHTTPError(w http.ResponseWriter, status int, e *wire.Error) {
+	g.countError(e.Code)
+	var body httpError
+	body.Error.Code, body.Error.Message, body.Error.RetryAfterMs = e.Code, e.Message, e.RetryAfterMs
+	b, err := json.Marshal(body)
+	if err != nil {
+		http.Error(w, e.Error(), status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func (g *Gateway) countError(code string) {
+	g.m.Errors.WithLabelValues(code).Inc()
+}
+
+// requestCtx bounds one request to the chat role or the store.
+func (g *Gateway) requestCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(g.ctx, g.cfg.RequestTimeout)
+}
+
+// errNoBus is returned by Run when Config.Bus is nil.
+var errNoBus = errors.New("gateway: Config.Bus is nil")
+
+// Run reads this gateway's deliver partition until ctx ends, handing replies
+// to the chat client and deliveries to local sessions, and runs the shared
+// ticker (idle timeouts, token expiry, presence heartbeats). It returns nil
+// when ctx ends, or an error when the gateway id has no partition or the
+// subscription fails. Sessions outlive Run; Drain ends them.
+func (g *Gateway) Run(ctx context.Context) error {
+	if g.cfg.Bus == nil {
+		return errNoBus
+	}
+	part, err := chat.GatewayPartition(g.cfg.ID)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	wg.Go(func() { g.runTicker(ctx) })
+	wg.Go(func() { g.runHeartbeats(ctx) })
+	// Subscribe may return at once or block until ctx ends, depending on the
+	// backend; either way the subscription lives until ctx ends.
+	if err := g.cfg.Bus.Subscribe(ctx, g.cfg.DeliverTopic, part, g.onDeliverRecord); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("gateway: subscribe %s/%d: %w", g.cfg.DeliverTopic, part, err)
+	}
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,343 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parleychat/parley/runtime/auth"
+	"github.com/parleychat/parley/runtime/chat"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// typingInterval is the least time between two typing fan-outs of one
+// session; typing frames in between are dropped silently. A typing frame
+// reaches up to 500 members, so a client must not be able to flood them.
+const typingInterval = time.Second
+
+// maxConversationIDBytes bounds conversation ids ("dm:<64>:<64>" or
+// "g:<snowflake>").
+const maxConversationIDBytes = 2*auth.MaxIDBytes + 4
+
+// maxErrorMessage bounds the problem description echoed in an error frame.
+const maxErrorMessage = 200
+
+// handleFrame dispatches one client frame on the session's reader. Request
+// and reply frames carry the request's id. Reads (sync, history) are served
+// inline: a connection has one read in flight, which bounds what one client
+// can make the store do at once. Sends go to the chat role asynchronously.
+func (g *Gateway) handleFrame(s *session, mt int, data []byte) {
+	if want := s.messageType(); mt != want {
+		s.invalidFrame(0, fmt.Sprintf("subprotocol %s carries %s frames, got a %s frame", s.subprotocol(), frameKind(want), frameKind(mt)))
+		return
+	}
+	f, err := s.codec().DecodeClient(data)
+	if err != nil {
+		s.invalidFrame(f.GetId(), err.Error())
+		return
+	}
+	s.invalidRun = 0
+	id := f.GetId()
+	switch b := f.Body.(type) {
+	case *parleyv1.ClientFrame_Send:
+		g.handleSend(s, id, b.Send)
+	case *parleyv1.ClientFrame_Ack:
+		if g.validReceipt(s, id, b.Ack.GetConversationId(), b.Ack.GetSeq()) {
+			rec := g.record(s, b.Ack.GetConversationId())
+			rec.Op = &parleyv1.IngressRecord_Ack{Ack: b.Ack}
+			g.do(s, id, rec, nil)
+		}
+	case *parleyv1.ClientFrame_Read:
+		if g.validReceipt(s, id, b.Read.GetConversationId(), b.Read.GetSeq()) {
+			rec := g.record(s, b.Read.GetConversationId())
+			rec.Op = &parleyv1.IngressRecord_Read{Read: b.Read}
+			g.do(s, id, rec, nil)
+		}
+	case *parleyv1.ClientFrame_Sync:
+		g.handleSync(s, id, b.Sync)
+	case *parleyv1.ClientFrame_History:
+		g.handleHistory(s, id, b.History)
+	case *parleyv1.ClientFrame_Typing:
+		g.handleTyping(s, id, b.Typing)
+	case *parleyv1.ClientFrame_PresenceSub:
+		g.handlePresenceSub(s, id, b.PresenceSub)
+	case *parleyv1.ClientFrame_Ping:
+		s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Pong{Pong: &parleyv1.Pong{}}})
+	}
+}
+
+func frameKind(mt int) string {
+	switch mt {
+	case websocket.BinaryMessage:
+		return "binary"
+	case websocket.TextMessage:
+		return "text"
+	}
+	return fmt.Sprintf("type-%d", mt)
+}
+
+// invalidFrame answers an undecodable or mistyped frame with invalid, and
+// closes a session that sends more than MaxInvalidFrames of them in a row
+// (a broken or hostile client). Requests that decode but fail validation
+// answer invalid too without counting: a client that gets them wrong is not
+// speaking another protocol.
+func (s *session) invalidFrame(id uint64, problem string) {
+	s.invalidRun++
+	if len(problem) > maxErrorMessage {
+		problem = problem[:maxErrorMessage] + "…"
+	}
+	s.sendError(id, wire.Errorf(wire.CodeInvalid, "%s", problem))
+	if s.invalidRun > MaxInvalidFrames {
+		s.close(wire.ClosePolicyViolation, fmt.Sprintf("more than %d invalid frames in a row", MaxInvalidFrames), true)
+	}
+}
+
+func validConversationID(conv string) *wire.Error {
+	switch {
+	case conv == "":
+		return wire.Errorf(wire.CodeInvalid, "conversation_id is required")
+	case len(conv) > maxConversationIDBytes || !chat.IsDM(conv) && !chat.IsGroup(conv):
+		return wire.Errorf(wire.CodeInvalid, "conversation_id %.80q is not a conversation id (dm:<a>:<b> or g:<id>)", conv)
+	}
+	return nil
+}
+
+// validateSend checks a send before it costs a rate-limit token or a bus
+// record. The chat role validates again; this is the cheap early answer.
+func (g *Gateway) validateSend(m *parleyv1.Send) *wire.Error {
+	if err := validConversationID(m.GetConversationId()); err != nil {
+		return err
+	}
+	if n := len(m.GetClientMsgId()); n == 0 || n > wire.MaxClientMsgIDBytes {
+		return wire.Errorf(wire.CodeInvalid, "client_msg_id must be 1..%d bytes, got %d", wire.MaxClientMsgIDBytes, n)
+	}
+	switch c := m.GetContent().(type) {
+	case *parleyv1.Send_Text:
+		if c.Text == "" {
+			return wire.Errorf(wire.CodeInvalid, "text is empty")
+		}
+		if len(c.Text) > g.cfg.MaxMessageBytes {
+			return wire.Errorf(wire.CodeTooLarge, "text is %d bytes, over the limit of %d", len(c.Text), g.cfg.MaxMessageBytes)
+		}
+	case *parleyv1.Send_Media:
+		md := c.Media
+		switch {
+		case md.GetUrl() == "":
+			return wire.Errorf(wire.CodeInvalid, "media.url is required")
+		case len(md.GetUrl()) > chat.MaxMediaURLBytes:
+			return wire.Errorf(wire.CodeTooLarge, "media.url is %d bytes, over the limit of %d", len(md.GetUrl()), chat.MaxMediaURLBytes)
+		case md.GetMime() == "" || len(md.GetMime()) > chat.MaxMimeBytes:
+			return wire.Errorf(wire.CodeInvalid, "media.mime must be 1..%d bytes", chat.MaxMimeBytes)
+		case md.GetSize() < 0:
+			return wire.Errorf(wire.CodeInvalid, "media.size is negative")
+		}
+	default:
+		return wire.Errorf(wire.CodeInvalid, "send has no content: set text or media")
+	}
+	return nil
+}
+
+func (g *Gateway) handleSend(s *session, id uint64, m *parleyv1.Send) {
+	if err := g.validateSend(m); err != nil {
+		s.sendError(id, err)
+		return
+	}
+	if ok, wait := g.sendRate.Allow(s.user); !ok {
+		s.sendError(id, &wire.Error{Code: wire.CodeRateLimited,
+			Message:      fmt.Sprintf("over %g sends per second", g.cfg.SendRate),
+			RetryAfterMs: uint32(max(wait.Milliseconds(), 1))})
+		return
+	}
+	rec := g.record(s, m.GetConversationId())
+	rec.Op = &parleyv1.IngressRecord_Send{Send: m}
+	g.do(s, id, rec, func(rep *parleyv1.Reply) {
+		if ok := rep.GetSendOk(); ok != nil {
+			s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_SendOk{SendOk: ok}})
+		}
+	})
+}
+
+// validReceipt checks an ack (delivered up to seq) or read (read up to
+// seq), answering invalid when it is not. Success has no reply.
+func (g *Gateway) validReceipt(s *session, id uint64, conv string, seq uint64) bool {
+	if err := validConversationID(conv); err != nil {
+		s.sendError(id, err)
+		return false
+	}
+	if seq == 0 {
+		s.sendError(id, wire.Errorf(wire.CodeInvalid, "seq must be at least 1"))
+		return false
+	}
+	return true
+}
+
+// record returns an ingress record from s for conv, due within
+// RequestTimeout; the caller sets its op.
+func (g *Gateway) record(s *session, conv string) *parleyv1.IngressRecord {
+	now := time.Now()
+	return &parleyv1.IngressRecord{
+		Origin:         &parleyv1.Origin{UserId: s.user, DeviceId: s.device, SessionId: s.id},
+		ConversationId: conv,
+		SentAt:         now.UnixMilli(),
+		Deadline:       now.Add(g.cfg.RequestTimeout).UnixMilli(),
+	}
+}
+
+// do sends rec to the chat role. The reply comes back on the bus (Run); an
+// error reply becomes an error frame with the request's id, and ok (if any)
+// handles success.
+func (g *Gateway) do(s *session, id uint64, rec *parleyv1.IngressRecord, ok func(*parleyv1.Reply)) {
+	ctx, cancel := g.requestCtx()
+	defer cancel()
+	g.cc.Do(ctx, rec, func(rep *parleyv1.Reply) {
+		if e := rep.GetError(); e != nil {
+			s.sendError(id, &wire.Error{Code: e.GetCode(), Message: e.GetMessage(), RetryAfterMs: e.GetRetryAfterMs()})
+			return
+		}
+		if ok != nil {
+			ok(rep)
+		}
+	})
+}
+
+func (g *Gateway) handleSync(s *session, id uint64, m *parleyv1.Sync) {
+	if m == nil {
+		m = &parleyv1.Sync{}
+	}
+	if m.GetLimit() > wire.MaxPageSize {
+		s.sendError(id, wire.Errorf(wire.CodeInvalid, "limit %d is over %d", m.GetLimit(), wire.MaxPageSize))
+		return
+	}
+	ctx, cancel := g.requestCtx()
+	res, err := g.q.Sync(ctx, s.user, m)
+	cancel()
+	if err != nil {
+		s.sendError(id, err)
+		return
+	}
+	s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_SyncResult{SyncResult: res}})
+}
+
+func (g *Gateway) handleHistory(s *session, id uint64, m *parleyv1.History) {
+	if err := validConversationID(m.GetConversationId()); err != nil {
+		s.sendError(id, err)
+		return
+	}
+	if m.GetLimit() > wire.MaxPageSize {
+		s.sendError(id, wire.Errorf(wire.CodeInvalid, "limit %d is over %d", m.GetLimit(), wire.MaxPageSize))
+		return
+	}
+	if m.GetBefore() != 0 && m.GetAfter() != 0 {
+		s.sendError(id, wire.Errorf(wire.CodeInvalid, "set at most one of before and after"))
+		return
+	}
+	ctx, cancel := g.requestCtx()
+	res, err := g.q.History(ctx, s.user, m)
+	cancel()
+	if err != nil {
+		s.sendError(id, err)
+		return
+	}
+	s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_HistoryResult{HistoryResult: res}})
+}
+
+// handleTyping fans a typing indicator out to the conversation's other
+// members. It is best effort: throttled per session, never stored, and
+// dropped first under backpressure.
+func (g *Gateway) handleTyping(s *session, id uint64, m *parleyv1.Typing) {
+	conv := m.GetConversationId()
+	if err := validConversationID(conv); err != nil {
+		s.sendError(id, err)
+		return
+	}
+	now := time.Now().UnixNano()
+	if now-s.lastTyping < int64(typingInterval) {
+		return
+	}
+	s.lastTyping = now
+	ctx, cancel := g.requestCtx()
+	defer cancel()
+	if _, err := g.q.CheckMember(ctx, s.user, conv); err != nil {
+		s.sendError(id, err)
+		return
+	}
+	members, err := g.conversationMembers(ctx, conv)
+	if err != nil {
+		g.log.Debug("typing: list members", "conversation", conv, "err", err)
+		return
+	}
+	to := make([]string, 0, len(members))
+	for _, u := range members {
+		if u != s.user {
+			to = append(to, u)
+		}
+	}
+	if len(to) == 0 {
+		return
+	}
+	d := &parleyv1.Delivery{Body: &parleyv1.Delivery_Typing{Typing: &parleyv1.Typing{ConversationId: conv, UserId: s.user}}}
+	if err := g.r.Deliver(ctx, to, d); err != nil {
+		g.log.Debug("typing: deliver", "conversation", conv, "err", err)
+	}
+}
+
+// conversationMembers returns conv's member ids, cached for membersTTL.
+func (g *Gateway) conversationMembers(ctx context.Context, conv string) ([]string, error) {
+	now := time.Now()
+	if ids, ok := g.members.get(conv, now); ok {
+		return ids, nil
+	}
+	ms, err := g.st.Members(ctx, conv)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.UserID
+	}
+	g.members.put(conv, ids, now)
+	return ids, nil
+}
+
+// handlePresenceSub replaces the session's presence subscriptions and
+// answers with one presence frame per user (carrying the request's id).
+func (g *Gateway) handlePresenceSub(s *session, id uint64, m *parleyv1.PresenceSub) {
+	req := m.GetUserIds()
+	users := make([]string, 0, min(len(req), g.cfg.MaxPresenceSubs+1))
+	seen := make(map[string]struct{}, cap(users))
+	for _, u := range req {
+		if !auth.ValidID(u) {
+			s.sendError(id, wire.Errorf(wire.CodeInvalid, "user id %.80q is not 1..64 bytes of A-Za-z0-9._@-", u))
+			return
+		}
+		if _, dup := seen[u]; !dup {
+			seen[u] = struct{}{}
+			users = append(users, u)
+		}
+	}
+	if len(users) > g.cfg.MaxPresenceSubs {
+		s.sendError(id, wire.Errorf(wire.CodeInvalid, "presence_sub lists %d users, over the limit of %d per connection", len(users), g.cfg.MaxPresenceSubs))
+		return
+	}
+	g.hub.setSubs(s, users)
+	if len(users) == 0 {
+		return
+	}
+	ctx, cancel := g.requestCtx()
+	pres, err := g.ps.Get(ctx, users)
+	cancel()
+	if err != nil {
+		// The subscription stands; changes will still be pushed.
+		g.log.Debug("presence_sub: get", "err", err)
+	}
+	for _, u := range users {
+		p := pres[u]
+		if p == nil {
+			p = &parleyv1.Presence{UserId: u, Status: parleyv1.PresenceStatus_PRESENCE_STATUS_UNKNOWN}
+		}
+		s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Presence{Presence: p}})
+	}
+}

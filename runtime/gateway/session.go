@@ -1,0 +1,297 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	mrand "math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parleychat/parley/runtime/auth"
+	"github.com/parleychat/parley/runtime/presence"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// Close timing. closeWait bounds the write of a close frame; closeGrace is
+// how long the client has to answer it before the connection is dropped.
+const (
+	closeWait  = time.Second
+	closeGrace = 2 * time.Second
+	// disconnectTimeout bounds the presence update when a session ends; it
+	// runs even after Run's context ended, so that a drain unregisters.
+	disconnectTimeout = 5 * time.Second
+)
+
+// session is one WebSocket connection. Its goroutine is the reader (serve);
+// a writer goroutine exists only while frames are queued (writer.go). Fields
+// are grouped by owner to keep the struct small and the locking obvious.
+type session struct {
+	g      *Gateway
+	conn   *websocket.Conn
+	id     string
+	user   string
+	device string
+	binary bool  // parley.v1.proto (binary frames) or parley.v1.json (text)
+	expiry int64 // unix ns after which the token is expired; 0 = never
+
+	// lastRead is the unix ns of the last frame, ping or pong read.
+	lastRead atomic.Int64
+	// nextBeat is the unix ns of the next presence heartbeat (ticker-owned).
+	nextBeat int64
+
+	// Reader-owned.
+	invalidRun int      // invalid frames in a row
+	lastTyping int64    // unix ns of the last typing fan-out
+	subs       []string // presence subscriptions (mirrored in the hub)
+
+	// presMu orders presence heartbeats against Disconnected, so a heartbeat
+	// racing the end of the session cannot register it again.
+	presMu sync.Mutex
+
+	// mu guards the send queue and the close state.
+	mu          sync.Mutex
+	queue       []outFrame
+	inflight    int  // frames taken by the writer and not yet written
+	writing     bool // a writer goroutine runs (or the session is dead)
+	closeCode   int
+	closeReason string
+	// closing is set (under mu) once the session is closing: nothing more is
+	// queued. abort is set when the close must not wait for queued frames.
+	closing atomic.Bool
+	abort   atomic.Bool
+}
+
+func newSession(g *Gateway, conn *websocket.Conn, c auth.Claims, binary bool) *session {
+	now := time.Now()
+	s := &session{g: g, conn: conn, id: newSessionID(), user: c.UserID, device: c.DeviceID, binary: binary}
+	if !c.ExpiresAt.IsZero() {
+		// The verifier accepts a token until Leeway after its exp; so does
+		// the open connection, or a client with a slightly fast clock would
+		// be cut off right after connecting.
+		s.expiry = c.ExpiresAt.Add(auth.Leeway).UnixNano()
+	}
+	s.lastRead.Store(now.UnixNano())
+	// The first presence heartbeat comes after half to one interval, so
+	// sessions that connected together (after a drain) do not beat together.
+	hb := int64(g.cfg.Heartbeat)
+	s.nextBeat = now.UnixNano() + hb/2 + mrand.Int64N(hb/2+1)
+	conn.SetReadLimit(wire.MaxFrameBytes)
+	conn.SetPingHandler(s.onPing)
+	conn.SetPongHandler(s.onPong)
+	return s
+}
+
+// newSessionID returns 16 URL-safe characters (96 random bits).
+func newSessionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func (s *session) presenceSession() presence.Session {
+	return presence.Session{UserID: s.user, DeviceID: s.device, SessionID: s.id, GatewayID: s.g.cfg.ID}
+}
+
+func (s *session) touch() { s.lastRead.Store(time.Now().UnixNano()) }
+
+// onPing answers a WebSocket-level ping (gorilla's default handler does the
+// same) and counts it as activity.
+func (s *session) onPing(data string) error {
+	s.touch()
+	err := s.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(closeWait))
+	var ne net.Error
+	if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	return err
+}
+
+func (s *session) onPong(string) error {
+	s.touch()
+	return nil
+}
+
+// readBufs holds frame buffers only while a frame is handled, so that an
+// idle connection holds none.
+var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// serve runs the session on the HTTP handler's goroutine until the
+// connection ends. The session is in the registry (ps.Connected) before the
+// first frame is read, so no message falls between a sync and the push
+// (DESIGN.md, Data path).
+func (s *session) serve() {
+	g := s.g
+	g.hub.add(s)
+	g.m.Connections.Inc()
+	defer s.cleanup()
+
+	ctx, cancel := g.requestCtx()
+	if err := g.ps.Connected(ctx, s.presenceSession()); err != nil {
+		// Messages still flow without the registry (routing falls back);
+		// presence is eventually consistent.
+		g.log.Warn("register session", "user", s.user, "session", s.id, "err", err)
+	}
+	cancel()
+	s.send(&parleyv1.ServerFrame{Body: &parleyv1.ServerFrame_Welcome{Welcome: &parleyv1.Welcome{
+		UserId:          s.user,
+		DeviceId:        s.device,
+		SessionId:       s.id,
+		HeartbeatMs:     uint32(g.cfg.Heartbeat.Milliseconds()),
+		MaxMessageBytes: uint32(g.cfg.MaxMessageBytes),
+		GatewayId:       g.cfg.ID,
+	}}})
+	if g.draining.Load() {
+		// Upgraded while Drain started: move on at once.
+		s.send(reconnectFrame(0))
+		s.close(wire.CloseDrain, "drain", true)
+	}
+
+	for {
+		mt, r, err := s.conn.NextReader()
+		if err != nil {
+			s.readEnded(err)
+			return
+		}
+		s.touch()
+		buf := readBufs.Get().(*bytes.Buffer)
+		buf.Reset()
+		_, err = buf.ReadFrom(r)
+		if err == nil {
+			g.handleFrame(s, mt, buf.Bytes())
+		}
+		if buf.Cap() <= wire.MaxFrameBytes+bytes.MinRead {
+			readBufs.Put(buf)
+		}
+		if err != nil {
+			s.readEnded(err)
+			return
+		}
+	}
+}
+
+// readEnded records why the reader stopped.
+func (s *session) readEnded(err error) {
+	if errors.Is(err, websocket.ErrReadLimit) {
+		// gorilla has sent close 1009 (message too big) already.
+		s.g.countError(wire.CodeTooLarge)
+		s.g.log.Debug("frame over the read limit", "user", s.user, "session", s.id, "limit", wire.MaxFrameBytes)
+		return
+	}
+	if s.closing.Load() || websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) {
+		return
+	}
+	s.g.log.Debug("connection ended", "user", s.user, "session", s.id, "err", err)
+}
+
+// cleanup ends the session: nothing more is queued, the socket is closed
+// (which stops a writer blocked on it), and the session leaves the hub and
+// the registry.
+func (s *session) cleanup() {
+	g := s.g
+	s.mu.Lock()
+	s.closing.Store(true)
+	s.abort.Store(true)
+	clear(s.queue)
+	s.queue = nil
+	s.writing = true // no writer starts any more
+	s.mu.Unlock()
+	_ = s.conn.Close()
+
+	g.hub.remove(s)
+	g.m.Connections.Dec()
+
+	s.presMu.Lock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), disconnectTimeout)
+	if err := g.ps.Disconnected(ctx, s.presenceSession()); err != nil {
+		g.log.Warn("unregister session", "user", s.user, "session", s.id, "err", err)
+	}
+	cancel()
+	s.presMu.Unlock()
+
+	select {
+	case g.gone <- struct{}{}:
+	default:
+	}
+}
+
+// close ends the session with a close frame (code, reason) written after
+// the queued frames (flush) or in place of them. It reports whether this
+// call started the close; later calls do nothing.
+func (s *session) close(code int, reason string, flush bool) bool {
+	return s.closeWith(nil, code, reason, flush)
+}
+
+// closeWith is close with a last frame queued before the close frame, past
+// the queue bound.
+func (s *session) closeWith(last *parleyv1.ServerFrame, code int, reason string, flush bool) bool {
+	var lastData []byte
+	if last != nil {
+		var err error
+		if lastData, err = s.codec().EncodeServer(last); err != nil {
+			s.g.log.Error("encode frame", "err", err)
+			lastData = nil
+		}
+	}
+	if len(reason) > maxCloseReason {
+		reason = reason[:maxCloseReason]
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return false
+	}
+	s.closing.Store(true)
+	s.closeCode, s.closeReason = code, reason
+	if !flush {
+		s.abort.Store(true)
+		clear(s.queue)
+		s.queue = s.queue[:0]
+	}
+	if lastData != nil {
+		s.queue = append(s.queue, outFrame{data: lastData})
+	}
+	start := !s.writing
+	s.writing = true
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+	return true
+}
+
+// maxCloseReason is the longest close reason a close frame carries (125
+// bytes of control payload minus the 2-byte code).
+const maxCloseReason = 123
+
+// kill drops the connection without a close handshake (forced drain).
+func (s *session) kill() {
+	s.mu.Lock()
+	s.closing.Store(true)
+	s.abort.Store(true)
+	s.mu.Unlock()
+	_ = s.conn.Close()
+}
+
+func (s *session) codec() wire.Codec { return wire.Codec{Binary: s.binary} }
+
+func (s *session) messageType() int {
+	if s.binary {
+		return websocket.BinaryMessage
+	}
+	return websocket.TextMessage
+}
+
+func (s *session) subprotocol() string {
+	if s.binary {
+		return wire.SubprotocolProto
+	}
+	return wire.SubprotocolJSON
+}

@@ -1,0 +1,215 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// outFrame is one queued frame: a prepared fan-out frame shared by every
+// recipient, or bytes encoded for this session alone (replies).
+type outFrame struct {
+	pm   *websocket.PreparedMessage
+	data []byte
+	// droppable marks typing and presence frames, which give way to
+	// messages when the queue is full (DESIGN.md, Performance budget).
+	droppable bool
+}
+
+// keepQueueCap is the largest queue backing array an idle session keeps;
+// a larger one (after a burst) is released so idle sessions stay small.
+const keepQueueCap = 8
+
+// send encodes f for this session and queues it (not droppable).
+func (s *session) send(f *parleyv1.ServerFrame) bool {
+	data, err := s.codec().EncodeServer(f)
+	if err != nil {
+		s.g.log.Error("encode frame", "err", err)
+		return false
+	}
+	return s.enqueue(outFrame{data: data})
+}
+
+// sendError answers request id with err as an error frame; errors that are
+// not *wire.Error become internal (and are logged).
+func (s *session) sendError(id uint64, err error) {
+	we := wire.AsError(err)
+	if we.Code == wire.CodeInternal {
+		s.g.log.Error("request failed", "user", s.user, "session", s.id, "err", err)
+	}
+	s.g.countError(we.Code)
+	s.send(wire.ErrorFrame(id, we.Code, we.Message, we.RetryAfterMs))
+}
+
+// enqueue queues f without ever blocking (it is called by the delivering
+// goroutine for every recipient) and starts a writer if none runs. When the
+// queue is full, a droppable f is dropped; otherwise queued droppable frames
+// are evicted to make room, and if there are none the session is closed as
+// a slow consumer: it reconnects and catches up by sync. It reports whether
+// f was queued.
+func (s *session) enqueue(f outFrame) bool {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return false
+	}
+	if len(s.queue)+s.inflight >= s.g.cfg.SendQueue && (f.droppable || !s.evictDroppable()) {
+		s.mu.Unlock()
+		if !f.droppable && s.close(wire.CloseSlowConsumer, "send queue overflow; reconnect and sync", false) {
+			s.g.m.SlowConsumers.Inc()
+			s.g.log.Info("slow consumer disconnected", "user", s.user, "session", s.id, "queue", s.g.cfg.SendQueue)
+		}
+		return false
+	}
+	s.queue = append(s.queue, f)
+	start := !s.writing
+	s.writing = true
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+	return true
+}
+
+// evictDroppable removes the queued droppable frames, reporting whether
+// there were any. s.mu is held.
+func (s *session) evictDroppable() bool {
+	kept := s.queue[:0]
+	for _, f := range s.queue {
+		if !f.droppable {
+			kept = append(kept, f)
+		}
+	}
+	evicted := len(kept) < len(s.queue)
+	clear(s.queue[len(kept):])
+	s.queue = kept
+	return evicted
+}
+
+// writeLoop writes queued frames until the queue is empty, then exits: no
+// goroutine waits on an idle connection. On a closing session it writes the
+// close frame last. A write error ends the connection.
+func (s *session) writeLoop() {
+	var batch []outFrame
+	for {
+		s.mu.Lock()
+		s.inflight = 0
+		if len(s.queue) == 0 {
+			if s.closing.Load() {
+				// writing stays true: no writer starts after the close.
+				s.mu.Unlock()
+				s.writeClose()
+				return
+			}
+			s.writing = false
+			// Keep one small backing array for the next burst; let a
+			// large one go.
+			if cap(s.queue) < cap(batch) {
+				s.queue = batch[:0]
+			}
+			if cap(s.queue) > keepQueueCap {
+				s.queue = nil
+			}
+			s.mu.Unlock()
+			return
+		}
+		// Swap buffers so enqueuers append to the other one while this
+		// batch is written without the lock.
+		batch, s.queue = s.queue, batch[:0]
+		s.inflight = len(batch)
+		s.mu.Unlock()
+
+		for i := range batch {
+			if s.abort.Load() {
+				break
+			}
+			if err := s.write(&batch[i]); err != nil {
+				clear(batch)
+				s.writeFailed(err)
+				return
+			}
+		}
+		clear(batch)
+	}
+}
+
+func (s *session) write(f *outFrame) error {
+	// Every write has a deadline: a peer that stops reading cannot hold a
+	// writer (and its frames) forever.
+	_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
+	if f.pm != nil {
+		return s.conn.WritePreparedMessage(f.pm)
+	}
+	return s.conn.WriteMessage(s.messageType(), f.data)
+}
+
+// writeFailed ends a connection whose write failed (peer gone or write
+// deadline passed); the reader then sees the closed socket and cleans up.
+func (s *session) writeFailed(err error) {
+	s.mu.Lock()
+	s.closing.Store(true)
+	s.abort.Store(true)
+	clear(s.queue)
+	s.queue = nil
+	s.mu.Unlock()
+	s.g.log.Debug("write failed", "user", s.user, "session", s.id, "err", err)
+	_ = s.conn.Close()
+}
+
+// writeClose writes the close frame of a closing session and gives the
+// client closeGrace to answer before the reader gives up.
+func (s *session) writeClose() {
+	s.mu.Lock()
+	code, reason := s.closeCode, s.closeReason
+	s.mu.Unlock()
+	if code == 0 {
+		return // the connection ended from the other side
+	}
+	msg := websocket.FormatCloseMessage(code, reason)
+	if err := s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait)); err != nil {
+		_ = s.conn.Close()
+		return
+	}
+	_ = s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+}
+
+// pushFrame is one fan-out frame, encoded at most once per subprotocol,
+// lazily, and shared by every recipient as a prepared message. It is used by
+// one goroutine.
+type pushFrame struct {
+	frame     *parleyv1.ServerFrame
+	droppable bool
+	pm        [2]*websocket.PreparedMessage // [json, proto]
+	failed    [2]bool
+}
+
+func (p *pushFrame) prepared(g *Gateway, binary bool) *websocket.PreparedMessage {
+	i, mt := 0, websocket.TextMessage
+	if binary {
+		i, mt = 1, websocket.BinaryMessage
+	}
+	if p.pm[i] != nil || p.failed[i] {
+		return p.pm[i]
+	}
+	data, err := wire.Codec{Binary: binary}.EncodeServer(p.frame)
+	if err == nil {
+		p.pm[i], err = websocket.NewPreparedMessage(mt, data)
+	}
+	if err != nil {
+		p.failed[i] = true
+		g.log.Error("encode push", "err", err)
+	}
+	return p.pm[i]
+}
+
+// push queues p on s, reporting whether it was queued.
+func (p *pushFrame) push(g *Gateway, s *session) bool {
+	pm := p.prepared(g, s.binary)
+	if pm == nil {
+		return false
+	}
+	return s.enqueue(outFrame{pm: pm, droppable: p.droppable})
+}
