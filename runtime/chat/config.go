@@ -9,6 +9,7 @@ package chat
 import (
 	"context"
 	"fmt"
+	"github.com/parleychat/parley/runtime/metrics"
 	"log/slog"
 	"time"
 
@@ -82,6 +83,8 @@ type Config struct {
 	MaxStates   int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Metrics, when set, counts stored messages (MessagesSent by kind).
+	Metrics *metrics.Metrics
 }
 
 // IngressTopic returns the ingress topic of region: "parley.<region>.ingress".

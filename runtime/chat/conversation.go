@@ -319,6 +319,7 @@ func (c *conversation) appendOne(ctx context.Context, build func(*convState) (*p
 			return nil, nil, storeErr(c.p.s.log, "append event", c.id, err)
 		}
 		state.head = ev.GetSeq()
+		c.p.s.countStored([]*parleyv1.Message{ev})
 		return state, ev, nil
 	}
 }

@@ -74,6 +74,7 @@ func (c *conversation) createGroup(ctx context.Context, j *job, out *Batch) {
 		c.fail(ctx, j, out, storeErr(s.log, "append group creation", id, err))
 		return
 	}
+	s.countStored([]*parleyv1.Message{ev})
 	c.reply(j, out, &parleyv1.Reply{Event: ev})
 	deliverMessage(out, members, ev, rec.GetOrigin().GetSessionId())
 }

@@ -79,6 +79,7 @@ func (c *conversation) sends(ctx context.Context, jobs []*job, out *Batch) {
 			return
 		}
 		c.applied(plan)
+		s.countStored(plan.msgs)
 		break
 	}
 	c.answer(ctx, plan, jobs, out)

@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,6 +52,27 @@ type Sequencer struct {
 	base       context.Context // Run's context, without its cancellation
 	membership bus.Membership
 	parts      map[int32]*partition
+	joined     chan struct{} // closed once the consumer group is joined
+}
+
+// Joined is closed once Run has joined the consumer group, so records
+// published from then on are owned by some member (the embedded bus keeps
+// nothing for a group that has not joined yet).
+func (s *Sequencer) Joined() <-chan struct{} { return s.joined }
+
+// countStored adds durably stored messages to the MessagesSent metric.
+func (s *Sequencer) countStored(msgs []*parleyv1.Message) {
+	if s.cfg.Metrics == nil {
+		return
+	}
+	for _, m := range msgs {
+		s.cfg.Metrics.MessagesSent.WithLabelValues(kindLabel(m.GetKind())).Inc()
+	}
+}
+
+// kindLabel is the metric label of a message kind: "text", "media", "member_added", ...
+func kindLabel(k parleyv1.MessageKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "MESSAGE_KIND_"))
 }
 
 // NewSequencer returns a sequencer for cfg (zero limits take the defaults).
@@ -65,15 +87,16 @@ func NewSequencer(cfg Config, st store.MessageStore, b bus.Bus, r *Router) (*Seq
 		return nil, fmt.Errorf("snowflake node %d: %w", cfg.NodeID, err)
 	}
 	s := &Sequencer{
-		cfg:   cfg,
-		st:    st,
-		b:     b,
-		r:     r,
-		node:  node,
-		log:   cfg.Logger.With("component", "chat.sequencer", "member", cfg.Member),
-		seed:  maphash.MakeSeed(),
-		parts: make(map[int32]*partition),
-		base:  context.Background(),
+		cfg:    cfg,
+		st:     st,
+		b:      b,
+		r:      r,
+		node:   node,
+		log:    cfg.Logger.With("component", "chat.sequencer", "member", cfg.Member),
+		seed:   maphash.MakeSeed(),
+		parts:  make(map[int32]*partition),
+		base:   context.Background(),
+		joined: make(chan struct{}),
 	}
 	s.recpts = newReceiptFlusher(st, s.log)
 	return s, nil
@@ -97,6 +120,7 @@ func (s *Sequencer) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.membership = m
 	s.mu.Unlock()
+	close(s.joined)
 
 	t := time.NewTicker(tick)
 	defer t.Stop()
@@ -142,7 +166,7 @@ func (s *Sequencer) Assigned(partitions []int32) {
 			continue
 		}
 		s.parts[id] = newPartition(s, id, s.base)
-		s.log.Info("partition assigned", "partition", id)
+		s.log.Debug("partition assigned", "partition", id)
 	}
 }
 
@@ -178,7 +202,7 @@ func (s *Sequencer) revoke(partitions []int32) {
 	})
 	for _, p := range ps {
 		s.commit(p)
-		s.log.Info("partition revoked", "partition", p.id)
+		s.log.Debug("partition revoked", "partition", p.id)
 	}
 }
 

@@ -199,6 +199,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	ccfg.Member = "chat-0"
 	ccfg.MaxGroupMembers = cfg.MaxGroupMembers
 	ccfg.MaxMessageBytes = cfg.MaxMessageBytes
+	ccfg.Metrics = s.Metrics
 	s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router)
 	if err != nil {
 		s.closeAll()
@@ -296,6 +297,16 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		}()
 	}
 	start("sequencer", s.seq.Run)
+	// Serve only once the sequencer owns the ingress partitions: the
+	// embedded bus keeps nothing for a consumer group that has not joined.
+	select {
+	case <-s.seq.Joined():
+	case err := <-errc:
+		cancelRun()
+		wg.Wait()
+		s.closeAll()
+		return err
+	}
 	start("gateway", s.gateway.Run)
 	start("chat client", func(ctx context.Context) error { s.chat.Run(ctx); return nil })
 	start("presence", func(ctx context.Context) error { s.presence.Run(ctx); return nil })
