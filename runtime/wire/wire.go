@@ -107,8 +107,12 @@ func CodecFor(subprotocol string) (Codec, bool) {
 }
 
 var (
-	jsonMarshal   = protojson.MarshalOptions{UseProtoNames: true}
-	jsonUnmarshal = protojson.UnmarshalOptions{DiscardUnknown: false}
+	jsonMarshal = protojson.MarshalOptions{UseProtoNames: true}
+	// A server refuses client frames with unknown fields (a typo must not
+	// pass silently), while a client ignores server fields it does not know
+	// yet, so older SDKs keep working against newer servers.
+	jsonStrict  = protojson.UnmarshalOptions{DiscardUnknown: false}
+	jsonLenient = protojson.UnmarshalOptions{DiscardUnknown: true}
 )
 
 // ErrDecode wraps every decoding failure.
@@ -135,7 +139,7 @@ func (c Codec) EncodeClient(f *parleyv1.ClientFrame) ([]byte, error) {
 // frame carries no known body.
 func (c Codec) DecodeClient(b []byte) (*parleyv1.ClientFrame, error) {
 	f := &parleyv1.ClientFrame{}
-	if err := c.unmarshal(b, f); err != nil {
+	if err := c.unmarshal(b, f, jsonStrict); err != nil {
 		return nil, err
 	}
 	if f.Body == nil {
@@ -147,18 +151,18 @@ func (c Codec) DecodeClient(b []byte) (*parleyv1.ClientFrame, error) {
 // DecodeServer decodes a server frame (used by the SDK).
 func (c Codec) DecodeServer(b []byte) (*parleyv1.ServerFrame, error) {
 	f := &parleyv1.ServerFrame{}
-	if err := c.unmarshal(b, f); err != nil {
+	if err := c.unmarshal(b, f, jsonLenient); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-func (c Codec) unmarshal(b []byte, m proto.Message) error {
+func (c Codec) unmarshal(b []byte, m proto.Message, jsonOpts protojson.UnmarshalOptions) error {
 	var err error
 	if c.Binary {
 		err = proto.Unmarshal(b, m)
 	} else {
-		err = jsonUnmarshal.Unmarshal(b, m)
+		err = jsonOpts.Unmarshal(b, m)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrDecode, err)

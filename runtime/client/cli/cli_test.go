@@ -1,0 +1,303 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/runtime/client"
+	"github.com/parleychat/parley/runtime/client/internal/fakegw"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		line string
+		want command
+		err  string
+	}{
+		{"", command{}, ""},
+		{"   ", command{}, ""},
+		{"hello there", command{name: "say", text: "hello there"}, ""},
+		{"  indented", command{name: "say", text: "  indented"}, ""},
+		{"//slash at start", command{name: "say", text: "/slash at start"}, ""},
+		{"/dm bob", command{name: "dm", args: []string{"bob"}}, ""},
+		{"/dm", command{}, "usage: /dm <user>"},
+		{"/dm bob carol", command{}, "usage: /dm <user>"},
+		{"/dm dm:a:b", command{}, "not a user id"},
+		{`/group create "Team chat" bob carol`, command{name: "group-create", args: []string{"Team chat", "bob", "carol"}}, ""},
+		{"/group create solo", command{name: "group-create", args: []string{"solo"}}, ""},
+		{"/group delete x", command{}, "usage: /group create"},
+		{"/group create", command{}, "usage: /group create"},
+		{`/group create "unterminated`, command{}, "unterminated quote"},
+		{"/join g:42", command{name: "join", args: []string{"g:42"}}, ""},
+		{"/add bob  carol", command{name: "add", args: []string{"bob", "carol"}}, ""},
+		{"/add", command{}, "usage: /add"},
+		{"/who bob", command{name: "who", args: []string{"bob"}}, ""},
+		{"/leave", command{name: "leave"}, ""},
+		{"/leave now", command{}, "usage: /leave"},
+		{"/history", command{name: "history"}, ""},
+		{"/inbox", command{name: "inbox"}, ""},
+		{"/read", command{name: "read"}, ""},
+		{"/help", command{name: "help"}, ""},
+		{"/quit\r", command{name: "quit"}, ""},
+		{"/", command{}, "empty command"},
+		{"/frobnicate", command{}, "unknown command /frobnicate"},
+	}
+	for _, c := range cases {
+		got, err := parse(c.line)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("parse(%q) error %v, want one containing %q", c.line, err, c.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("parse(%q) = %+v, %v; want %+v", c.line, got, err, c.want)
+		}
+	}
+}
+
+func TestDMID(t *testing.T) {
+	if a, b := DMID("bob", "alice"), DMID("alice", "bob"); a != "dm:alice:bob" || b != a {
+		t.Fatalf("DMID = %q, %q; want dm:alice:bob both ways", a, b)
+	}
+}
+
+func TestFormat(t *testing.T) {
+	cases := []struct {
+		got, want string
+	}{
+		{FormatMessage(&parleyv1.Message{ConversationId: "c", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_TEXT, Text: "hi"}), "[c] alice: hi"},
+		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, Text: "Team", Members: []string{"bob"}}), `[g:1] * alice created the group "Team" with bob`},
+		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED, Members: []string{"bob", "carol"}}), "[g:1] * alice added bob, carol"},
+		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "bob", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, Members: []string{"bob"}}), "[g:1] * bob left"},
+		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, Members: []string{"bob"}}), "[g:1] * alice removed bob"},
+		{FormatMessage(&parleyv1.Message{ConversationId: "c", SenderId: "a", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEDIA, Media: &parleyv1.Media{Url: "https://x/y.png", Mime: "image/png", Size: 10}}), "[c] a sent https://x/y.png (image/png, 10 bytes)"},
+		{FormatReceipt(&parleyv1.Receipt{ConversationId: "c", UserId: "bob", Kind: parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED, Seq: 3}, "alice"), "[c] ✓ delivered to bob up to #3"},
+		{FormatReceipt(&parleyv1.Receipt{ConversationId: "c", UserId: "bob", Kind: parleyv1.ReceiptKind_RECEIPT_KIND_READ, Seq: 12}, "alice"), "[c] ✓✓ read by bob up to #12"},
+		{FormatReceipt(&parleyv1.Receipt{ConversationId: "c", UserId: "alice", Kind: parleyv1.ReceiptKind_RECEIPT_KIND_READ, Seq: 12}, "alice"), ""},
+		{FormatReceipt(&parleyv1.Receipt{ConversationId: "g", Kind: parleyv1.ReceiptKind_RECEIPT_KIND_READ_BY_ALL, Seq: 5}, "alice"), "[g] ✓✓ read by everyone up to #5"},
+		{FormatPresence(&parleyv1.Presence{UserId: "bob", Status: parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE}), "bob is online"},
+		{FormatPresence(&parleyv1.Presence{UserId: "bob", Status: parleyv1.PresenceStatus_PRESENCE_STATUS_OFFLINE, LastActive: time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC).UnixMilli()}), "bob was last seen 2025-03-04 05:06:07 UTC"},
+		{FormatPresence(&parleyv1.Presence{UserId: "bob", Status: parleyv1.PresenceStatus_PRESENCE_STATUS_OFFLINE}), "bob is offline"},
+		{FormatPresence(&parleyv1.Presence{UserId: "bob"}), "bob's presence is unknown"},
+		{FormatState(&parleyv1.ConversationState{ConversationId: "dm:alice:bob", Unread: 2, LastMessage: &parleyv1.Message{ConversationId: "dm:alice:bob", SenderId: "bob", Text: "yo"}}, "alice"), "dm:alice:bob (with bob)  2 unread  last: bob: yo"},
+		{FormatState(&parleyv1.ConversationState{ConversationId: "g:1", Title: "Team"}, "alice"), `g:1 "Team"`},
+	}
+	for i, c := range cases {
+		if c.got != c.want {
+			t.Errorf("case %d: got %q, want %q", i, c.got, c.want)
+		}
+	}
+}
+
+// syncBuffer is an io.Writer the test can read while Run writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// terminal drives one Run.
+type terminal struct {
+	t    *testing.T
+	in   *io.PipeWriter
+	out  *syncBuffer
+	done chan error
+}
+
+func (term *terminal) send(line string) {
+	term.t.Helper()
+	if _, err := io.WriteString(term.in, line+"\n"); err != nil {
+		term.t.Fatalf("type %q: %v", line, err)
+	}
+}
+
+// expect waits until the output contains want.
+func (term *terminal) expect(want string) {
+	term.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(term.out.String(), want) {
+		if time.Now().After(deadline) {
+			term.t.Fatalf("output never showed %q; output:\n%s", want, term.out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func dial(t *testing.T, srv *fakegw.Server, token string) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Options{URL: srv.URL, Token: token, Logger: slog.New(slog.DiscardHandler),
+		Backoff: client.Backoff{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func start(t *testing.T, srv *fakegw.Server, token, user string) *terminal {
+	c := dial(t, srv, token)
+	inR, inW := io.Pipe()
+	term := &terminal{t: t, in: inW, out: &syncBuffer{}, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { term.done <- Run(ctx, inR, term.out, c, client.NewREST(srv.HTTP.URL, token), user) }()
+	t.Cleanup(func() {
+		cancel()
+		_ = inW.Close()
+		<-term.done
+	})
+	return term
+}
+
+func TestRunChat(t *testing.T) {
+	srv := fakegw.New(t)
+	srv.AddToken("ta", "alice")
+	srv.AddToken("tb", "bob")
+	alice := start(t, srv, "ta", "alice")
+	alice.expect("connected as alice")
+	bob := dial(t, srv, "tb")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	alice.send("no conversation yet")
+	alice.expect("no conversation selected")
+	alice.send("/dm bob")
+	alice.expect("--- dm:alice:bob ---\n(no messages yet)")
+	alice.send("hello bob")
+	alice.expect("[dm:alice:bob] alice: hello bob")
+
+	// Bob answers; alice sees it and, since it is her current
+	// conversation, marks it read.
+	if _, err := bob.Send(ctx, "dm:alice:bob", "hi alice"); err != nil {
+		t.Fatal(err)
+	}
+	alice.expect("[dm:alice:bob] bob: hi alice")
+	waitRead(t, srv, "alice", "dm:alice:bob", 2)
+	// Bob reads; alice gets the receipt.
+	if err := bob.Read(ctx, "dm:alice:bob", 1); err != nil {
+		t.Fatal(err)
+	}
+	alice.expect("[dm:alice:bob] ✓✓ read by bob up to #1")
+
+	alice.send("/who bob")
+	alice.expect("watching bob")
+	alice.expect("bob is online")
+
+	alice.send(`/group create "Team chat" bob`)
+	alice.expect(`created group g:`)
+	alice.expect(`* alice created the group "Team chat" with bob`)
+	alice.send("/add carol")
+	alice.expect("added carol to g:")
+	alice.expect("* alice added carol")
+
+	alice.send("/inbox")
+	alice.expect("dm:alice:bob (with bob)")
+	alice.expect(`"Team chat"`)
+
+	alice.send("/leave")
+	alice.expect("left g:")
+	alice.send("/history")
+	alice.expect("no conversation selected")
+
+	alice.send("/join dm:alice:bob")
+	alice.expect("--- dm:alice:bob ---\n[dm:alice:bob] alice: hello bob\n[dm:alice:bob] bob: hi alice\n")
+	alice.send("/history")
+	alice.expect("(beginning of dm:alice:bob)")
+	alice.send("/read")
+	alice.expect("dm:alice:bob is read up to #2")
+
+	alice.send("/nonsense")
+	alice.expect("unknown command /nonsense")
+	alice.send("/help")
+	alice.expect("/group create <title> [members...]")
+	alice.send("/quit")
+	alice.expect("bye")
+	select {
+	case err := <-alice.done:
+		if err != nil {
+			t.Fatalf("Run after /quit: %v", err)
+		}
+		alice.done <- nil // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after /quit")
+	}
+}
+
+// waitRead waits until user has sent a read frame for conv up to seq.
+func waitRead(t *testing.T, srv *fakegw.Server, user, conv string, seq uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, f := range srv.Frames(user) {
+			if r := f.GetRead(); r != nil && r.GetConversationId() == conv && r.GetSeq() == seq {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never marked %s read up to %d", user, conv, seq)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRunEndsWhenTheConnectionClosesForGood(t *testing.T) {
+	srv := fakegw.New(t)
+	srv.AddToken("ta", "alice")
+	c := dial(t, srv, "ta")
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), inR, out, c, nil, "alice") }()
+	srv.CloseAll(wire.ClosePolicyViolation, "abuse")
+	select {
+	case err := <-done:
+		var ce *client.CloseError
+		if !errors.As(err, &ce) || ce.Code != wire.ClosePolicyViolation {
+			t.Fatalf("Run returned %v, want a *client.CloseError with code %d", err, wire.ClosePolicyViolation)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after a terminal close")
+	}
+	if !strings.Contains(out.String(), "connection closed (4502)") {
+		t.Fatalf("output lacks the close notice:\n%s", out.String())
+	}
+}
+
+func TestRunNeedsEventsChannel(t *testing.T) {
+	srv := fakegw.New(t)
+	srv.AddToken("ta", "alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Options{URL: srv.URL, Token: "ta", OnEvent: func(client.Event) {}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := Run(ctx, strings.NewReader(""), io.Discard, c, nil, "alice"); err == nil {
+		t.Fatal("Run accepted a client without an Events channel")
+	}
+}

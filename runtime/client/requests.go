@@ -1,0 +1,303 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// NewClientMsgID returns a fresh client_msg_id: 16 random bytes in hex.
+func NewClientMsgID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// request sends f (one attempt) and waits for the frame with its id. An
+// Error reply is returned as *wire.Error; an attempt that outlives
+// Options.RequestTimeout while ctx is still live is a *wire.Error timeout.
+func (c *Client) request(ctx context.Context, f *parleyv1.ClientFrame) (*parleyv1.ServerFrame, error) {
+	actx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	cn, err := c.waitConn(actx)
+	if err != nil {
+		return nil, c.attemptErr(ctx, err)
+	}
+	id := c.nextID.Add(1)
+	f.Id = id
+	cl := &call{conn: cn, ch: make(chan *parleyv1.ServerFrame, 1)}
+	c.mu.Lock()
+	c.pending[id] = cl
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+	}()
+	if err := cn.write(f); err != nil {
+		return nil, err
+	}
+	select {
+	case rep := <-cl.ch:
+		return reply(rep)
+	case <-cn.gone:
+		select {
+		case rep := <-cl.ch:
+			return reply(rep)
+		default:
+		}
+		return nil, ErrConnectionLost
+	case <-actx.Done():
+		return nil, c.attemptErr(ctx, actx.Err())
+	case <-c.runCtx.Done():
+		return nil, c.stopErr()
+	}
+}
+
+// attemptErr names why an attempt ended without a reply: the caller's ctx,
+// or the per-attempt timeout.
+func (c *Client) attemptErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return wire.Errorf(wire.CodeTimeout, "no reply within %s; the outcome is unknown", c.opts.RequestTimeout)
+	}
+	return err
+}
+
+func reply(f *parleyv1.ServerFrame) (*parleyv1.ServerFrame, error) {
+	if e := f.GetError(); e != nil {
+		return nil, wireErr(e)
+	}
+	return f, nil
+}
+
+// post writes a frame that has no reply, on the current connection or, if
+// that is lost before the write, on the next one (within ctx).
+func (c *Client) post(ctx context.Context, f *parleyv1.ClientFrame) error {
+	for {
+		cn, err := c.waitConn(ctx)
+		if err != nil {
+			return err
+		}
+		f.Id = c.nextID.Add(1)
+		err = cn.write(f)
+		if err == nil || !errors.Is(err, ErrConnectionLost) {
+			return err
+		}
+		select {
+		case <-cn.gone:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Send sends a text message to conversation conv (for a DM:
+// "dm:<a>:<b>", a < b) and returns its send_ok once it is durably stored.
+// See SendMessage for retries and errors.
+func (c *Client) Send(ctx context.Context, conv, text string) (*parleyv1.SendOk, error) {
+	return c.SendMessage(ctx, &parleyv1.Send{ConversationId: conv, Content: &parleyv1.Send_Text{Text: text}})
+}
+
+// SendMedia sends a media message (an uploaded object) to conv. See
+// SendMessage.
+func (c *Client) SendMedia(ctx context.Context, conv string, m *parleyv1.Media) (*parleyv1.SendOk, error) {
+	return c.SendMessage(ctx, &parleyv1.Send{ConversationId: conv, Content: &parleyv1.Send_Media{Media: m}})
+}
+
+// SendMessage sends s, with a fresh client_msg_id when s has none (pass one
+// to make a send idempotent across restarts of the application). While ctx
+// lasts it retries with the same client_msg_id, which never stores a second
+// copy, after timeout (outcome unknown), after a lost connection (once
+// reconnected), and after unavailable (when retry_after_ms has passed).
+// Other failures are returned at once as *wire.Error (errors.As): not_member,
+// not_found, too_large, rate_limited (with RetryAfterMs), invalid,
+// group_full, unauthenticated, token_expired. When ctx ends first, the error
+// wraps ctx's error and the last timeout, if any. The message is also
+// emitted as a MessageEvent (once, like any other).
+func (c *Client) SendMessage(ctx context.Context, s *parleyv1.Send) (*parleyv1.SendOk, error) {
+	if s.GetClientMsgId() == "" {
+		s = proto.CloneOf(s)
+		s.ClientMsgId = NewClientMsgID()
+	}
+	var last error
+	for retries := 0; ; retries++ {
+		rep, err := c.request(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Send{Send: s}})
+		if err == nil {
+			ok := rep.GetSendOk()
+			if ok == nil {
+				return nil, fmt.Errorf("send to %s: reply without send_ok", s.GetConversationId())
+			}
+			c.ownMessage(s, ok)
+			return ok, nil
+		}
+		var we *wire.Error
+		var delay time.Duration
+		switch {
+		case errors.Is(err, ErrConnectionLost):
+			// The next attempt waits for the reconnect.
+		case errors.As(err, &we) && we.Code == wire.CodeTimeout:
+			delay = c.bo.Delay(retries) / 2
+		case errors.As(err, &we) && we.Code == wire.CodeUnavailable:
+			delay = time.Duration(we.RetryAfterMs) * time.Millisecond
+			if delay <= 0 {
+				delay = c.bo.Delay(retries + 1)
+			}
+		default:
+			if last != nil && ctx.Err() != nil {
+				err = errors.Join(err, last)
+			}
+			return nil, fmt.Errorf("send to %s (client_msg_id %s): %w", s.GetConversationId(), s.GetClientMsgId(), err)
+		}
+		last = err
+		if !sleepCtx(ctx, delay) {
+			return nil, fmt.Errorf("send to %s (client_msg_id %s): %w", s.GetConversationId(), s.GetClientMsgId(), errors.Join(ctx.Err(), last))
+		}
+	}
+}
+
+// ownMessage emits a message this client sent, so the application sees its
+// own messages in the log like everyone else's (and no gap is pulled for
+// them when the gateway does not push them back to the sending session).
+func (c *Client) ownMessage(s *parleyv1.Send, ok *parleyv1.SendOk) {
+	conv := ok.GetConversationId()
+	if conv == "" {
+		conv = s.GetConversationId()
+	}
+	m := &parleyv1.Message{
+		ConversationId: conv,
+		Seq:            ok.GetSeq(),
+		MessageId:      ok.GetMessageId(),
+		SenderId:       c.UserID(),
+		ClientMsgId:    s.GetClientMsgId(),
+		CreatedAt:      ok.GetCreatedAt(),
+	}
+	switch ct := s.GetContent().(type) {
+	case *parleyv1.Send_Text:
+		m.Kind, m.Text = parleyv1.MessageKind_MESSAGE_KIND_TEXT, ct.Text
+	case *parleyv1.Send_Media:
+		m.Kind, m.Media = parleyv1.MessageKind_MESSAGE_KIND_MEDIA, ct.Media
+	}
+	c.onMessage(m)
+}
+
+// Ack moves the user's delivered pointer in conv up to seq. The client acks
+// what it emits by itself unless Options.NoAutoAck is set.
+func (c *Client) Ack(ctx context.Context, conv string, seq uint64) error {
+	err := c.post(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Ack{Ack: &parleyv1.Ack{ConversationId: conv, Seq: seq}}})
+	if err == nil {
+		c.mu.Lock()
+		c.tr.acked(conv, seq)
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// Read moves the user's read pointer in conv up to seq; the server sends
+// the receipts. It returns once the frame is written (waiting for a
+// reconnect within ctx); a rejection arrives as an ErrorEvent.
+func (c *Client) Read(ctx context.Context, conv string, seq uint64) error {
+	return c.post(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Read{Read: &parleyv1.Read{ConversationId: conv, Seq: seq}}})
+}
+
+// Typing tells conv's members that the user is typing (ephemeral).
+func (c *Client) Typing(ctx context.Context, conv string) error {
+	return c.post(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Typing{Typing: &parleyv1.Typing{ConversationId: conv}}})
+}
+
+// SubscribePresence replaces the presence subscription of this connection
+// with users (the gateway caps their number). The server answers with their
+// current presence as PresenceEvents, then pushes changes. The client renews
+// the subscription after each reconnect.
+func (c *Client) SubscribePresence(ctx context.Context, users []string) error {
+	users = append([]string(nil), users...)
+	c.mu.Lock()
+	c.presenceSub = users
+	c.mu.Unlock()
+	return c.post(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_PresenceSub{PresenceSub: &parleyv1.PresenceSub{UserIds: users}}})
+}
+
+// Sync asks for what the device missed after cursors (each conversation's
+// head, read pointer and first page after the cursor); with no cursors, the
+// inbox heads of every conversation of the user. The result is returned as
+// is; the client's own catch-up after reconnects does not need this call.
+func (c *Client) Sync(ctx context.Context, cursors []*parleyv1.Cursor) (*parleyv1.SyncResult, error) {
+	return c.sync(ctx, cursors, 0)
+}
+
+func (c *Client) sync(ctx context.Context, cursors []*parleyv1.Cursor, limit uint32) (*parleyv1.SyncResult, error) {
+	rep, err := c.request(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Sync{Sync: &parleyv1.Sync{Cursors: cursors, Limit: limit}}})
+	if err != nil {
+		return nil, err
+	}
+	res := rep.GetSyncResult()
+	if res == nil {
+		return nil, errors.New("sync: reply without sync_result")
+	}
+	return res, nil
+}
+
+// History returns a page of conv's log: with before > 0 the messages with
+// seq < before, newest first; with after > 0 those with seq > after, oldest
+// first; with neither the newest page, newest first. limit is 1..200 (0
+// means 50). Errors: not_member, not_found, invalid as *wire.Error.
+func (c *Client) History(ctx context.Context, conv string, before, after uint64, limit uint32) (*parleyv1.HistoryResult, error) {
+	rep, err := c.request(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_History{History: &parleyv1.History{
+		ConversationId: conv, Before: before, After: after, Limit: limit}}})
+	if err != nil {
+		return nil, err
+	}
+	res := rep.GetHistoryResult()
+	if res == nil {
+		return nil, errors.New("history: reply without history_result")
+	}
+	return res, nil
+}
+
+// pull returns the visible messages of conv after seq after, oldest first.
+// History cannot say "after 0" (0 means unset: the newest page), so a pull
+// from the very start goes through Sync with a cursor at 0, which can.
+func (c *Client) pull(ctx context.Context, conv string, after uint64, limit uint32) ([]*parleyv1.Message, bool, error) {
+	if after > 0 {
+		res, err := c.History(ctx, conv, 0, after, limit)
+		if err != nil {
+			return nil, false, err
+		}
+		return res.GetMessages(), res.GetHasMore(), nil
+	}
+	res, err := c.sync(ctx, []*parleyv1.Cursor{{ConversationId: conv}}, limit)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, st := range res.GetConversations() {
+		if st.GetConversationId() == conv {
+			if st.GetJoinedSeq() == 0 && st.GetHeadSeq() == 0 && len(st.GetMessages()) == 0 {
+				break // a former member: nothing to see
+			}
+			return st.GetMessages(), st.GetHasMore(), nil
+		}
+	}
+	return nil, false, wire.Errorf(wire.CodeNotMember, "%s is not in the user's inbox", conv)
+}
+
+// Ping round-trips a ping frame.
+func (c *Client) Ping(ctx context.Context) error {
+	rep, err := c.request(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Ping{Ping: &parleyv1.Ping{}}})
+	if err != nil {
+		return err
+	}
+	if rep.GetPong() == nil {
+		return errors.New("ping: reply without pong")
+	}
+	return nil
+}

@@ -1,0 +1,310 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// REST calls Parley's REST API (DESIGN.md, REST API): JSON with a bearer
+// token. Every error the server names comes back as a *wire.Error (its
+// {"error":{"code","message"}} body); other failures are wrapped with the
+// method and path. Set the fields before use; a REST is then safe for
+// concurrent use.
+type REST struct {
+	// BaseURL is the server root, "http://host:port" (ws:// and wss:// are
+	// accepted as http:// and https://).
+	BaseURL string
+	// Token is the bearer JWT.
+	Token string
+	// HTTP is the HTTP client, default one with a 30s timeout.
+	HTTP *http.Client
+}
+
+// NewREST returns a REST client of the server at baseURL with token.
+func NewREST(baseURL, token string) *REST {
+	b := strings.TrimRight(baseURL, "/")
+	switch {
+	case strings.HasPrefix(b, "ws://"):
+		b = "http://" + strings.TrimPrefix(b, "ws://")
+	case strings.HasPrefix(b, "wss://"):
+		b = "https://" + strings.TrimPrefix(b, "wss://")
+	case !strings.Contains(b, "://"):
+		b = "http://" + b
+	}
+	b = strings.TrimSuffix(b, "/v1/ws")
+	return &REST{BaseURL: b, Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// Receipt is one member's pointers in a conversation.
+type Receipt struct {
+	UserID       string `json:"user_id"`
+	DeliveredSeq uint64 `json:"delivered_seq"`
+	ReadSeq      uint64 `json:"read_seq"`
+}
+
+var restJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
+
+// do sends one request and decodes a 2xx JSON body into out (when non-nil).
+func (r *REST) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	u := r.BaseURL + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("%s %s: encode body: %w", method, path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+r.Token)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	hc := r.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxServerFrame))
+	if err != nil {
+		return fmt.Errorf("%s %s: read body: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return restError(resp.StatusCode, b)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s %s: decode body: %w", method, path, err)
+	}
+	return nil
+}
+
+// restError turns an error response into a *wire.Error.
+func restError(status int, body []byte) *wire.Error {
+	var e struct {
+		Error struct {
+			Code         string `json:"code"`
+			Message      string `json:"message"`
+			RetryAfterMs uint32 `json:"retry_after_ms"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
+		return &wire.Error{Code: e.Error.Code, Message: e.Error.Message, RetryAfterMs: e.Error.RetryAfterMs}
+	}
+	msg := strings.TrimSpace(string(body))
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return &wire.Error{Code: codeForStatus(status), Message: fmt.Sprintf("HTTP %d: %s", status, msg)}
+}
+
+// codeForStatus inverts wire.HTTPStatus for bodies without an error code.
+func codeForStatus(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return wire.CodeUnauthenticated
+	case http.StatusForbidden:
+		return wire.CodeForbidden
+	case http.StatusNotFound:
+		return wire.CodeNotFound
+	case http.StatusRequestEntityTooLarge:
+		return wire.CodeTooLarge
+	case http.StatusTooManyRequests:
+		return wire.CodeRateLimited
+	case http.StatusBadRequest, http.StatusMethodNotAllowed:
+		return wire.CodeInvalid
+	case http.StatusConflict:
+		return wire.CodeGroupFull
+	case http.StatusServiceUnavailable:
+		return wire.CodeUnavailable
+	case http.StatusGatewayTimeout:
+		return wire.CodeTimeout
+	}
+	return wire.CodeInternal
+}
+
+// decodeProto decodes protojson (proto field names) into m; a JSON null or
+// an absent value leaves m empty.
+func decodeProto(raw json.RawMessage, m proto.Message) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	return restJSON.Unmarshal(raw, m)
+}
+
+// Send sends a text message over REST (POST /v1/messages), with the same
+// idempotency as the WebSocket send: a retry with the same clientMsgID
+// returns the first outcome. An empty clientMsgID gets a fresh one. It makes
+// one attempt; errors as Client.SendMessage.
+func (r *REST) Send(ctx context.Context, conv, clientMsgID, text string) (*parleyv1.SendOk, error) {
+	if clientMsgID == "" {
+		clientMsgID = NewClientMsgID()
+	}
+	var raw json.RawMessage
+	body := map[string]string{"conversation_id": conv, "client_msg_id": clientMsgID, "text": text}
+	if err := r.do(ctx, http.MethodPost, "/v1/messages", nil, body, &raw); err != nil {
+		return nil, err
+	}
+	ok := &parleyv1.SendOk{}
+	if err := decodeProto(raw, ok); err != nil {
+		return nil, fmt.Errorf("POST /v1/messages: decode send_ok: %w", err)
+	}
+	return ok, nil
+}
+
+// CreateGroup creates a group titled title with members (the caller is
+// added as its owner) and returns its conversation id ("g:..."). Errors:
+// invalid, group_full.
+func (r *REST) CreateGroup(ctx context.Context, title string, members []string) (string, error) {
+	var out struct {
+		Conversation struct {
+			ID string `json:"id"`
+		} `json:"conversation"`
+	}
+	if members == nil {
+		members = []string{}
+	}
+	if err := r.do(ctx, http.MethodPost, "/v1/conversations", nil, map[string]any{"title": title, "members": members}, &out); err != nil {
+		return "", err
+	}
+	if out.Conversation.ID == "" {
+		return "", fmt.Errorf("POST /v1/conversations: reply without conversation id")
+	}
+	return out.Conversation.ID, nil
+}
+
+// AddMembers adds users to group conv and returns the MEMBER_ADDED event
+// (sequenced in the conversation log). Errors: not_member, forbidden,
+// group_full, not_found.
+func (r *REST) AddMembers(ctx context.Context, conv string, users []string) (*parleyv1.Message, error) {
+	return r.memberEvent(ctx, http.MethodPost, "/v1/conversations/"+url.PathEscape(conv)+"/members", map[string]any{"user_ids": users})
+}
+
+// RemoveMember removes user from group conv (a member may remove itself:
+// leave) and returns the MEMBER_REMOVED event. Errors: not_member,
+// forbidden, not_found.
+func (r *REST) RemoveMember(ctx context.Context, conv, user string) (*parleyv1.Message, error) {
+	return r.memberEvent(ctx, http.MethodDelete, "/v1/conversations/"+url.PathEscape(conv)+"/members/"+url.PathEscape(user), nil)
+}
+
+func (r *REST) memberEvent(ctx context.Context, method, path string, body any) (*parleyv1.Message, error) {
+	var out struct {
+		Event json.RawMessage `json:"event"`
+	}
+	if err := r.do(ctx, method, path, nil, body, &out); err != nil {
+		return nil, err
+	}
+	ev := &parleyv1.Message{}
+	if err := decodeProto(out.Event, ev); err != nil {
+		return nil, fmt.Errorf("%s %s: decode event: %w", method, path, err)
+	}
+	return ev, nil
+}
+
+// Inbox returns every conversation of the user with its head, read pointer,
+// unread count and last message (GET /v1/conversations).
+func (r *REST) Inbox(ctx context.Context) ([]*parleyv1.ConversationState, error) {
+	var out struct {
+		Conversations []json.RawMessage `json:"conversations"`
+	}
+	if err := r.do(ctx, http.MethodGet, "/v1/conversations", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	states := make([]*parleyv1.ConversationState, 0, len(out.Conversations))
+	for _, raw := range out.Conversations {
+		st := &parleyv1.ConversationState{}
+		if err := decodeProto(raw, st); err != nil {
+			return nil, fmt.Errorf("GET /v1/conversations: decode conversation: %w", err)
+		}
+		states = append(states, st)
+	}
+	return states, nil
+}
+
+// History returns a page of conv's log, as Client.History.
+func (r *REST) History(ctx context.Context, conv string, before, after uint64, limit uint32) (*parleyv1.HistoryResult, error) {
+	q := url.Values{}
+	if before > 0 {
+		q.Set("before", strconv.FormatUint(before, 10))
+	}
+	if after > 0 {
+		q.Set("after", strconv.FormatUint(after, 10))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.FormatUint(uint64(limit), 10))
+	}
+	var raw json.RawMessage
+	path := "/v1/history/" + url.PathEscape(conv)
+	if err := r.do(ctx, http.MethodGet, path, q, nil, &raw); err != nil {
+		return nil, err
+	}
+	res := &parleyv1.HistoryResult{}
+	if err := decodeProto(raw, res); err != nil {
+		return nil, fmt.Errorf("GET %s: decode history: %w", path, err)
+	}
+	return res, nil
+}
+
+// ReadBy returns the receipt pointers of conv's members, to tell who has
+// received and read message seq (GET /v1/conversations/{id}/receipts).
+func (r *REST) ReadBy(ctx context.Context, conv string, seq uint64) ([]Receipt, error) {
+	var out struct {
+		Receipts []Receipt `json:"receipts"`
+	}
+	q := url.Values{"seq": {strconv.FormatUint(seq, 10)}}
+	if err := r.do(ctx, http.MethodGet, "/v1/conversations/"+url.PathEscape(conv)+"/receipts", q, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Receipts, nil
+}
+
+// Read moves the user's read pointer in conv up to seq.
+func (r *REST) Read(ctx context.Context, conv string, seq uint64) error {
+	return r.do(ctx, http.MethodPost, "/v1/conversations/"+url.PathEscape(conv)+"/read", nil, map[string]uint64{"seq": seq}, nil)
+}
+
+// Presence returns the presence of users (at most 100), in the order asked.
+func (r *REST) Presence(ctx context.Context, users []string) ([]*parleyv1.Presence, error) {
+	var out struct {
+		Presence []json.RawMessage `json:"presence"`
+	}
+	if err := r.do(ctx, http.MethodGet, "/v1/presence", url.Values{"user": users}, nil, &out); err != nil {
+		return nil, err
+	}
+	ps := make([]*parleyv1.Presence, 0, len(out.Presence))
+	for _, raw := range out.Presence {
+		p := &parleyv1.Presence{}
+		if err := decodeProto(raw, p); err != nil {
+			return nil, fmt.Errorf("GET /v1/presence: decode presence: %w", err)
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
