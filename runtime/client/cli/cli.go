@@ -146,6 +146,7 @@ func (s *session) line(line string) bool {
 		s.say(cmd.text)
 	case "dm":
 		s.open(DMID(s.user, cmd.args[0]), true)
+		s.who(cmd.args[:1]) // show whether the peer is online now, and follow it
 	case "join":
 		s.open(cmd.args[0], false)
 	case "group-create":
@@ -544,6 +545,9 @@ func FormatMessage(m *parleyv1.Message) string {
 		md := m.GetMedia()
 		return fmt.Sprintf("[%s] %s sent %s (%s, %d bytes)", conv, who, md.GetUrl(), md.GetMime(), md.GetSize())
 	case parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED:
+		if strings.HasPrefix(conv, "dm:") {
+			return fmt.Sprintf("[%s] * %s started the conversation", conv, who)
+		}
 		title := ""
 		if m.GetText() != "" {
 			title = fmt.Sprintf(" %q", m.GetText())
