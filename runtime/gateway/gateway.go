@@ -84,6 +84,10 @@ type Config struct {
 	// limits.DefaultBurst). A negative SendRate disables the limit.
 	SendRate  float64
 	SendBurst int
+	// Limits, when set, is the per-user bucket to use instead of one built
+	// from SendRate and SendBurst, so the REST API and the gateway of one
+	// process share a user's budget.
+	Limits *limits.Users
 	// MaxMessageBytes caps a message's text, bytes of UTF-8 (default
 	// wire.DefaultMaxMessageBytes); larger sends get too_large.
 	MaxMessageBytes int
@@ -101,6 +105,16 @@ type Config struct {
 	DeliverTopic string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Media checks a media send before it enters the send pipeline (the
+	// sender uploaded the object; see media.Service.Check); nil refuses
+	// media sends.
+	Media MediaChecker
+}
+
+// MediaChecker vouches for the media of a send: it returns the media as
+// stored, or a *wire.Error saying why userID may not send it.
+type MediaChecker interface {
+	Check(ctx context.Context, userID string, m *parleyv1.Media) (*parleyv1.Media, error)
 }
 
 // DefaultConfig returns the embedded-mode configuration (no Bus).
@@ -126,6 +140,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SendBurst <= 0 {
 		c.SendBurst = limits.DefaultBurst
+	}
+	if c.Limits == nil {
+		c.Limits = limits.NewUsers(c.SendRate, c.SendBurst)
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = wire.DefaultMaxMessageBytes
@@ -234,7 +251,7 @@ func newGateway(cfg Config, v auth.Verifier, cc ingress, q queries, r router, ps
 		ps:       ps,
 		st:       st,
 		m:        m,
-		sendRate: limits.NewUsers(cfg.SendRate, cfg.SendBurst),
+		sendRate: cfg.Limits,
 		members:  newTTLCache[[]string](membersTTL, cacheMax),
 		dmPeers:  newTTLCache[[]string](dmPeersTTL, cacheMax),
 		idle:     int64(float64(cfg.Heartbeat) * IdleFactor),

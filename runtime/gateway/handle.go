@@ -151,6 +151,17 @@ func (g *Gateway) handleSend(s *session, id uint64, m *parleyv1.Send) {
 			RetryAfterMs: uint32(max(wait.Milliseconds(), 1))})
 		return
 	}
+	if md := m.GetMedia(); md != nil {
+		// Checked inline on the reader, like reads: it keeps a client's
+		// sends in order, and one HEAD at a time per connection.
+		checked, err := g.checkMedia(s.user, md)
+		if err != nil {
+			s.sendError(id, wire.AsError(err))
+			return
+		}
+		m = &parleyv1.Send{ConversationId: m.GetConversationId(), ClientMsgId: m.GetClientMsgId(),
+			Content: &parleyv1.Send_Media{Media: checked}}
+	}
 	rec := g.record(s, m.GetConversationId())
 	rec.Op = &parleyv1.IngressRecord_Send{Send: m}
 	g.do(s, id, rec, func(rep *parleyv1.Reply) {
@@ -158,6 +169,15 @@ func (g *Gateway) handleSend(s *session, id uint64, m *parleyv1.Send) {
 			s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_SendOk{SendOk: ok}})
 		}
 	})
+}
+
+func (g *Gateway) checkMedia(user string, md *parleyv1.Media) (*parleyv1.Media, error) {
+	if g.cfg.Media == nil {
+		return nil, wire.Errorf(wire.CodeInvalid, "this server accepts no media messages (no media store configured)")
+	}
+	ctx, cancel := g.requestCtx()
+	defer cancel()
+	return g.cfg.Media.Check(ctx, user, md)
 }
 
 // validReceipt checks an ack (delivered up to seq) or read (read up to

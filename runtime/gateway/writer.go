@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"errors"
+	"net"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -155,6 +157,12 @@ func (s *session) writeFailed(err error) {
 	clear(s.queue)
 	s.queue = nil
 	s.mu.Unlock()
+	// A write that timed out is a client that stopped reading: the same
+	// slow consumer as a queue overflow, only caught by the deadline first.
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && s.g.m != nil {
+		s.g.m.SlowConsumers.Inc()
+	}
 	s.g.log.Debug("write failed", "user", s.user, "session", s.id, "err", err)
 	_ = s.conn.Close()
 }

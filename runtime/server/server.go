@@ -223,6 +223,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		MaxPresenceSubs: 100,
 		SendRate:        cfg.SendRate,
 		SendBurst:       cfg.SendBurst,
+		Limits:          userLimits,
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		RequestTimeout:  10 * time.Second,
 		Bus:             s.bus,
