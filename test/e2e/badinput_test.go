@@ -441,7 +441,9 @@ func TestBadInputRateLimited(t *testing.T) {
 	aliceTok := p.token("alice", "laptop", time.Hour)
 	aliceREST := client.NewREST(p.HTTP(), aliceTok)
 	dm := "dm:alice:bob"
-	if _, err := aliceREST.Send(ctx, dm, "", "first"); err != nil {
+	// bob opens the DM, so alice's budget (shared by REST and WebSocket) is full.
+	bobREST := client.NewREST(p.HTTP(), p.token("bob", "laptop", time.Hour))
+	if _, err := bobREST.Send(ctx, dm, "", "first"); err != nil {
 		t.Fatalf("seed dm: %v", err)
 	}
 	before := headSeq(t, ctx, aliceREST, dm)
