@@ -1,0 +1,402 @@
+package cassandra
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
+)
+
+const (
+	// memberBatch bounds the statements of one members batch (a single
+	// partition, so the batch is atomic and cheap).
+	memberBatch = 100
+	// inboxWriters bounds the concurrent inbox inserts of one Append (each
+	// user is its own partition).
+	inboxWriters = 16
+)
+
+// CreateConversation implements store.MessageStore with a conditional insert
+// (IF NOT EXISTS at LOCAL_SERIAL). c.CreatedAt is stored with millisecond
+// precision; an id already taken wraps store.ErrExists. An attempt of
+// unknown outcome is resolved like Append's: a serial read that finds
+// exactly c means it was ours.
+func (s *Store) CreateConversation(ctx context.Context, c store.Conversation) error {
+	if err := checkID("conversation", c.ID); err != nil {
+		return fmt.Errorf("create conversation %s: %w", c.ID, err)
+	}
+	for _, v := range []string{c.Kind, c.Title, c.HomeRegion, c.CreatedBy} {
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("create conversation %s: field %q is not UTF-8", c.ID, v)
+		}
+	}
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("create conversation %s: %w", c.ID, err)
+	}
+	var created any = gocql.UnsetValue
+	if !c.CreatedAt.IsZero() {
+		created = c.CreatedAt.UnixMilli()
+	}
+	args := []any{c.ID, unsetIfEmpty(c.Kind), unsetIfEmpty(c.Title), unsetIfEmpty(c.HomeRegion), unsetIfEmpty(c.CreatedBy), created}
+	uncertain := false
+	for attempt := 1; ; attempt++ {
+		existing := map[string]any{}
+		applied, err := s.sess.Query(s.stmt.insertConv, args...).WithContext(ctx).
+			Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial).MapScanCAS(existing)
+		switch {
+		case err == nil && applied:
+			return nil
+		case err == nil && !uncertain:
+			return fmt.Errorf("create conversation %s: %w", c.ID, store.ErrExists)
+		case err != nil && (!mayBeApplied(err) || ctx.Err() != nil):
+			return fmt.Errorf("create conversation %s: %w", c.ID, err)
+		}
+		if err != nil {
+			uncertain = true
+		}
+		got, rerr := s.conversation(ctx, c.ID, gocql.LocalSerial)
+		switch {
+		case errors.Is(rerr, store.ErrNotFound):
+		case rerr != nil:
+			return fmt.Errorf("create conversation %s: outcome unknown: %w", c.ID, errors.Join(err, rerr))
+		case sameConversation(got, c):
+			return nil
+		default:
+			return fmt.Errorf("create conversation %s: %w", c.ID, store.ErrExists)
+		}
+		if attempt >= casAttempts {
+			return fmt.Errorf("create conversation %s: failed %d times: %w", c.ID, attempt, err)
+		}
+		if err := sleep(ctx, time.Duration(attempt)*(20*time.Millisecond+rand.N(20*time.Millisecond))); err != nil {
+			return fmt.Errorf("create conversation %s: %w", c.ID, err)
+		}
+	}
+}
+
+func sameConversation(stored, c store.Conversation) bool {
+	want := c
+	if !c.CreatedAt.IsZero() {
+		want.CreatedAt = time.UnixMilli(c.CreatedAt.UnixMilli()).UTC()
+	}
+	stored.CreatedAt, want.CreatedAt = stored.CreatedAt.UTC(), want.CreatedAt.UTC()
+	return stored == want
+}
+
+// Conversation implements store.MessageStore; an unknown id wraps
+// store.ErrNotFound. CreatedAt is in UTC, zero when it was not set.
+func (s *Store) Conversation(ctx context.Context, id string) (store.Conversation, error) {
+	if err := checkID("conversation", id); err != nil {
+		return store.Conversation{}, fmt.Errorf("conversation %s: %w", id, err)
+	}
+	if err := s.begin(ctx); err != nil {
+		return store.Conversation{}, fmt.Errorf("conversation %s: %w", id, err)
+	}
+	c, err := s.conversation(ctx, id, gocql.LocalQuorum)
+	if err != nil {
+		return store.Conversation{}, fmt.Errorf("conversation %s: %w", id, err)
+	}
+	return c, nil
+}
+
+func (s *Store) conversation(ctx context.Context, id string, cl gocql.Consistency) (store.Conversation, error) {
+	c := store.Conversation{ID: id}
+	err := s.query(ctx, true, s.stmt.conversation, id).Consistency(cl).
+		Scan(&c.Kind, &c.Title, &c.HomeRegion, &c.CreatedBy, &c.CreatedAt)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return store.Conversation{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Conversation{}, err
+	}
+	if !c.CreatedAt.IsZero() {
+		c.CreatedAt = c.CreatedAt.UTC()
+	}
+	return c, nil
+}
+
+// Members implements store.MessageStore: current members sorted by user id
+// (the clustering order), empty for an unknown conversation.
+func (s *Store) Members(ctx context.Context, conv string) ([]store.Member, error) {
+	if err := checkID("conversation", conv); err != nil {
+		return nil, fmt.Errorf("members %s: %w", conv, err)
+	}
+	if err := s.begin(ctx); err != nil {
+		return nil, fmt.Errorf("members %s: %w", conv, err)
+	}
+	ms, err := s.members(ctx, conv)
+	if err != nil {
+		return nil, fmt.Errorf("members %s: %w", conv, err)
+	}
+	return ms, nil
+}
+
+func (s *Store) members(ctx context.Context, conv string) ([]store.Member, error) {
+	var out []store.Member
+	err := scanAll(s.query(ctx, true, s.stmt.members, conv).Iter(), func(sc gocql.Scanner) error {
+		var m store.Member
+		var joined int64
+		if err := sc.Scan(&m.UserID, &joined, &m.Role); err != nil {
+			return err
+		}
+		m.JoinedSeq = uint64(joined)
+		out = append(out, m)
+		return nil
+	})
+	return out, err
+}
+
+// Member implements store.MessageStore.
+func (s *Store) Member(ctx context.Context, conv, user string) (store.Member, bool, error) {
+	if err := errors.Join(checkID("conversation", conv), checkID("user", user)); err != nil {
+		return store.Member{}, false, fmt.Errorf("member %s of %s: %w", user, conv, err)
+	}
+	if err := s.begin(ctx); err != nil {
+		return store.Member{}, false, fmt.Errorf("member %s of %s: %w", user, conv, err)
+	}
+	m := store.Member{UserID: user}
+	var joined int64
+	err := s.query(ctx, true, s.stmt.member, conv, user).Scan(&joined, &m.Role)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return store.Member{}, false, nil
+	}
+	if err != nil {
+		return store.Member{}, false, fmt.Errorf("member %s of %s: %w", user, conv, err)
+	}
+	m.JoinedSeq = uint64(joined)
+	return m, true, nil
+}
+
+// Inbox implements store.MessageStore: conversation ids sorted bytewise.
+func (s *Store) Inbox(ctx context.Context, user string) ([]string, error) {
+	if err := checkID("user", user); err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", user, err)
+	}
+	if err := s.begin(ctx); err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", user, err)
+	}
+	var out []string
+	err := scanAll(s.query(ctx, true, s.stmt.inbox, user).Iter(), func(sc gocql.Scanner) error {
+		var conv string
+		err := sc.Scan(&conv)
+		out = append(out, conv)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", user, err)
+	}
+	return out, nil
+}
+
+func isMemberEvent(k parleyv1.MessageKind) bool {
+	return k == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED ||
+		k == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED ||
+		k == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED
+}
+
+// applyMembership writes the membership effects of stored msgs, in seq
+// order, as if appended one by one: CONVERSATION_CREATED and MEMBER_ADDED add
+// each named user that is not a current member (JoinedSeq = the event's seq;
+// owner for the creator of a group), MEMBER_REMOVED deletes the row; added
+// users get the conversation in their inbox. Member writes carry USING
+// TIMESTAMP = the event's seq, so applying the effects again later, or an
+// older event after a newer one, never undoes the newer one.
+func (s *Store) applyMembership(ctx context.Context, conv string, msgs []*parleyv1.Message) error {
+	var events []*parleyv1.Message
+	for _, m := range msgs {
+		if isMemberEvent(m.GetKind()) && len(m.GetMembers()) > 0 {
+			events = append(events, m)
+		}
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	owner := ""
+	for _, m := range events {
+		if m.GetKind() != parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED {
+			continue
+		}
+		c, err := s.conversation(ctx, conv, gocql.LocalQuorum)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			// No metadata: nobody is owner (as in the Pebble store).
+		case err != nil:
+			return fmt.Errorf("read conversation: %w", err)
+		case c.Kind == store.KindGroup:
+			owner = c.CreatedBy
+		}
+		break
+	}
+	current, err := s.members(ctx, conv)
+	if err != nil {
+		return fmt.Errorf("read members: %w", err)
+	}
+	present := make(map[string]bool, len(current))
+	for _, m := range current {
+		present[m.UserID] = true
+	}
+	type stmt struct {
+		cql  string
+		args []any
+	}
+	var (
+		memberStmts []stmt
+		inbox       []string
+		inInbox     = map[string]bool{}
+	)
+	for _, m := range events {
+		seq := int64(m.GetSeq())
+		for _, u := range m.GetMembers() {
+			if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
+				// Even for a non-member: the tombstone at seq keeps a
+				// replayed older add from bringing the user back.
+				memberStmts = append(memberStmts, stmt{s.stmt.removeMember, []any{seq, conv, u}})
+				present[u] = false
+				continue
+			}
+			if present[u] {
+				continue
+			}
+			role := store.RoleMember
+			if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && u == owner {
+				role = store.RoleOwner
+			}
+			memberStmts = append(memberStmts, stmt{s.stmt.addMember, []any{conv, u, seq, role, seq}})
+			present[u] = true
+			if !inInbox[u] {
+				inInbox[u] = true
+				inbox = append(inbox, u)
+			}
+		}
+	}
+	// Inbox first: whoever is a member has the conversation in its inbox.
+	if err := parallel(ctx, len(inbox), inboxWriters, func(i int) error {
+		return s.query(ctx, true, s.stmt.addInbox, inbox[i], conv).Exec()
+	}); err != nil {
+		return fmt.Errorf("inbox: %w", err)
+	}
+	for lo := 0; lo < len(memberStmts); lo += memberBatch {
+		b := s.sess.Batch(gocql.UnloggedBatch).WithContext(ctx)
+		b.SetConsistency(gocql.LocalQuorum)
+		for _, st := range memberStmts[lo:min(lo+memberBatch, len(memberStmts))] {
+			b.Entries = append(b.Entries, gocql.BatchEntry{Stmt: st.cql, Args: st.args, Idempotent: true})
+		}
+		if err := b.ExecContext(ctx); err != nil {
+			return fmt.Errorf("members: %w", err)
+		}
+	}
+	return nil
+}
+
+// parallel runs fn(0..n-1) with at most limit running at once and returns
+// the errors joined.
+func parallel(ctx context.Context, n, limit int, fn func(i int) error) error {
+	if n == 1 {
+		return fn(0)
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		sem  = make(chan struct{}, limit)
+	)
+	for i := range n {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return errors.Join(append(errs, ctx.Err())...)
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(i); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// AdvanceReceipt implements store.MessageStore with one write: USING
+// TIMESTAMP = seq makes the highest pointer win on every replica without
+// reading first, so a lower seq changes nothing. kind must be
+// RECEIPT_KIND_DELIVERED or RECEIPT_KIND_READ; seq 0 is a no-op and seq
+// above 2^63-1 an error.
+func (s *Store) AdvanceReceipt(ctx context.Context, conv, user string, kind parleyv1.ReceiptKind, seq uint64) error {
+	if err := errors.Join(checkID("conversation", conv), checkID("user", user)); err != nil {
+		return fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	if kind != parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED && kind != parleyv1.ReceiptKind_RECEIPT_KIND_READ {
+		return fmt.Errorf("receipt %s of %s: unsupported kind %v", user, conv, kind)
+	}
+	if seq > maxSeq {
+		return fmt.Errorf("receipt %s of %s: seq %d above %d", user, conv, seq, uint64(maxSeq))
+	}
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	if seq == 0 {
+		return nil
+	}
+	ts := int64(seq)
+	q := s.query(ctx, true, s.stmt.advanceDeliver, ts, ts, conv, user)
+	if kind == parleyv1.ReceiptKind_RECEIPT_KIND_READ {
+		q = s.query(ctx, true, s.stmt.advanceRead, ts, ts, ts, conv, user)
+	}
+	if err := q.Exec(); err != nil {
+		return fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	return nil
+}
+
+// Receipts implements store.MessageStore: sorted by user id.
+func (s *Store) Receipts(ctx context.Context, conv string) ([]store.Receipt, error) {
+	if err := checkID("conversation", conv); err != nil {
+		return nil, fmt.Errorf("receipts %s: %w", conv, err)
+	}
+	if err := s.begin(ctx); err != nil {
+		return nil, fmt.Errorf("receipts %s: %w", conv, err)
+	}
+	var out []store.Receipt
+	err := scanAll(s.query(ctx, true, s.stmt.receipts, conv).Iter(), func(sc gocql.Scanner) error {
+		var r store.Receipt
+		var delivered, read int64
+		if err := sc.Scan(&r.UserID, &delivered, &read); err != nil {
+			return err
+		}
+		r.DeliveredSeq, r.ReadSeq = uint64(delivered), uint64(read)
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("receipts %s: %w", conv, err)
+	}
+	return out, nil
+}
+
+// Receipt implements store.MessageStore: Receipt{UserID: user} when none is
+// stored.
+func (s *Store) Receipt(ctx context.Context, conv, user string) (store.Receipt, error) {
+	if err := errors.Join(checkID("conversation", conv), checkID("user", user)); err != nil {
+		return store.Receipt{}, fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	if err := s.begin(ctx); err != nil {
+		return store.Receipt{}, fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	var delivered, read int64
+	err := s.query(ctx, true, s.stmt.receipt, conv, user).Scan(&delivered, &read)
+	if err != nil && !errors.Is(err, gocql.ErrNotFound) {
+		return store.Receipt{}, fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	}
+	return store.Receipt{UserID: user, DeliveredSeq: uint64(delivered), ReadSeq: uint64(read)}, nil
+}
