@@ -35,6 +35,10 @@ type Router struct {
 	log   *slog.Logger
 
 	parts atomic.Int32 // deliver partition count, 0 until first looked up
+
+	// offline, when set, gets the deliveries of users without a live
+	// session (offline.go).
+	offline func(ctx context.Context, users []string, d *parleyv1.Delivery)
 }
 
 // NewRouter returns a router publishing to deliverTopic.
@@ -233,6 +237,9 @@ func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec
 			for _, d := range g.ds {
 				rec(p).addDelivery(withUsers(d, per[p]))
 			}
+		}
+		if r.offline != nil {
+			r.notifyOffline(ctx, g, sessions)
 		}
 	}
 }

@@ -22,6 +22,12 @@ func (g *Gateway) onDeliverRecord(rec bus.Record) {
 		g.cc.HandleReply(rep)
 	}
 	for _, d := range dr.Deliveries {
+		if p := d.GetPresence(); p != nil && len(d.GetUserIds()) == 0 {
+			// A change broadcast by the presence role (distributed mode):
+			// for the local subscribers and DM peers of its user.
+			g.queuePresence(p)
+			continue
+		}
 		g.deliver(d)
 	}
 }

@@ -4,8 +4,9 @@
 // Performance budget).
 //
 // Cost model, because a gateway holds tens of thousands of mostly idle
-// sockets: each connection has exactly one goroutine, its reader (the HTTP
-// handler goroutine itself). A writer goroutine exists only while a session
+// sockets: each connection has exactly one goroutine, its reader, started by
+// the upgrade handler, which then returns so that net/http's per-request
+// buffers are freed. A writer goroutine exists only while a session
 // has frames queued. One shared ticker (Run) drives idle timeouts, token
 // expiry and presence heartbeats for every session; there is no timer per
 // connection. Read buffers are 512 bytes and write buffers come from a pool.
@@ -215,6 +216,9 @@ type Gateway struct {
 	hub      hub
 	members  *ttlCache[[]string] // conversation -> member user ids (typing)
 	dmPeers  *ttlCache[[]string] // user -> DM peers (presence pushes)
+	// fanout runs broadcast presence changes (distributed mode) off the
+	// deliver partition's goroutine (fleet.go).
+	fanout presenceFanout
 
 	// idle is IdleFactor×Heartbeat in nanoseconds.
 	idle     int64
@@ -294,8 +298,9 @@ func (g *Gateway) Connections() int { return int(g.hub.count.Load()) }
 // another gateway takes the client at once.
 const retryAfterDraining = time.Second
 
-// ServeHTTP upgrades GET /v1/ws to a WebSocket session and serves it until
-// it ends. Before upgrading it answers with a JSON error body
+// ServeHTTP upgrades GET /v1/ws to a WebSocket session and returns; the
+// session is served on a goroutine of its own until it ends (Drain ends
+// them all). Before upgrading it answers with a JSON error body
 // {"error":{"code","message"}}: 404 not_found for another path, 405 invalid
 // for another method, 400 invalid without a WebSocket handshake or without a
 // supported subprotocol (Sec-WebSocket-Protocol parley.v1.proto or
@@ -345,7 +350,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	codec, _ := wire.CodecFor(conn.Subprotocol())
 	s := newSession(g, conn, claims, codec.Binary)
-	s.serve()
+	// The session's reader gets a goroutine of its own and the handler
+	// returns. While a handler runs, net/http keeps its per-connection
+	// state alive (a 4 KiB read and a 4 KiB write buffer, the parsed
+	// request with its headers and context, about 11 KiB in all), and the
+	// handler's stack has grown through header parsing and token
+	// verification. Returning frees both: still one goroutine per
+	// connection, at about half the memory (docs/benchmarks.md).
+	go s.serve()
 }
 
 func offersSupported(r *http.Request) bool {

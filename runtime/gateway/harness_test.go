@@ -149,6 +149,9 @@ func (h *harness) waitSubscribed() {
 		}
 		if _, ok := c.tryNext(20 * time.Millisecond); ok {
 			c.closeNormal()
+			// The probe's session ends asynchronously; tests count
+			// connections from zero.
+			h.waitConnections(0)
 			return
 		}
 	}

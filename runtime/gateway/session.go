@@ -123,10 +123,10 @@ func (s *session) onPong(string) error {
 // idle connection holds none.
 var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// serve runs the session on the HTTP handler's goroutine until the
-// connection ends. The session is in the registry (ps.Connected) before the
-// first frame is read, so no message falls between a sync and the push
-// (DESIGN.md, Data path).
+// serve runs the session on its own goroutine (started by ServeHTTP, which
+// returns) until the connection ends. The session is in the registry
+// (ps.Connected) before the first frame is read, so no message falls between
+// a sync and the push (DESIGN.md, Data path).
 func (s *session) serve() {
 	g := s.g
 	g.hub.add(s)

@@ -21,6 +21,7 @@ import (
 	"github.com/parleychat/parley/runtime/auth"
 	"github.com/parleychat/parley/runtime/chat"
 	"github.com/parleychat/parley/runtime/limits"
+	"github.com/parleychat/parley/runtime/media"
 	"github.com/parleychat/parley/runtime/metrics"
 	"github.com/parleychat/parley/runtime/presence"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
@@ -45,6 +46,13 @@ type API struct {
 	RequestTimeout time.Duration
 	// MaxMessageBytes bounds message text, bytes.
 	MaxMessageBytes int
+	// Media presigns uploads (POST /v1/media/uploads) and checks media
+	// messages before they are sent; nil refuses both.
+	Media *media.Service
+	// DevIssuer, set only in dev mode, enables POST /v1/dev/token, which
+	// issues a token for any user; DevTokenTTL is its lifetime (default 24h).
+	DevIssuer   *auth.DevIssuer
+	DevTokenTTL time.Duration
 }
 
 // Register adds the REST routes to mux.
@@ -58,6 +66,11 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/conversations/{conv}/receipts", a.authed(a.receipts))
 	mux.HandleFunc("POST /v1/conversations/{conv}/read", a.authed(a.read))
 	mux.HandleFunc("GET /v1/presence", a.authed(a.presence))
+	mux.HandleFunc("POST /v1/media/uploads", a.authed(a.mediaUpload))
+	if a.DevIssuer != nil {
+		// Dev mode only: in production the route does not exist (404).
+		mux.HandleFunc("POST /v1/dev/token", a.devToken)
+	}
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, c auth.Claims) error
@@ -193,7 +206,12 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, c auth.Claims) error 
 	}
 	s := &parleyv1.Send{ConversationId: b.ConversationID, ClientMsgId: b.ClientMsgID}
 	if b.Media != nil {
-		s.Content = &parleyv1.Send_Media{Media: &parleyv1.Media{Url: b.Media.URL, Mime: b.Media.Mime, Size: b.Media.Size}}
+		// The sender must have uploaded the object (media.Service.Check).
+		md, err := a.checkMedia(r.Context(), c.UserID, &parleyv1.Media{Url: b.Media.URL, Mime: b.Media.Mime, Size: b.Media.Size})
+		if err != nil {
+			return err
+		}
+		s.Content = &parleyv1.Send_Media{Media: md}
 	} else {
 		s.Content = &parleyv1.Send_Text{Text: b.Text}
 	}

@@ -26,12 +26,14 @@ import (
 	"github.com/parleychat/parley/runtime/gateway"
 	"github.com/parleychat/parley/runtime/httpapi"
 	"github.com/parleychat/parley/runtime/limits"
+	"github.com/parleychat/parley/runtime/media"
 	"github.com/parleychat/parley/runtime/metrics"
 	"github.com/parleychat/parley/runtime/presence"
 	presencememory "github.com/parleychat/parley/runtime/presence/memory"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/store/pebble"
+	"github.com/parleychat/parley/runtime/web"
 	"github.com/parleychat/parley/runtime/wire"
 )
 
@@ -62,6 +64,12 @@ type Config struct {
 	SendQueue int
 	// DrainWindow spreads reconnects over this window on shutdown, default 5s.
 	DrainWindow time.Duration
+	// Media configures image uploads. With no Endpoint and no Bucket, Parley
+	// serves an embedded S3-compatible store from DataDir/media at /s3/;
+	// otherwise it uses that S3-compatible service (Credentials required).
+	Media media.Config
+	// AdminToken guards /v1/admin/* (drain, connections); empty disables them.
+	AdminToken string
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -139,6 +147,10 @@ type Server struct {
 	gateway  *gateway.Gateway
 	handler  http.Handler
 
+	mediaStore *media.Embedded // nil with an external S3 service
+
+	admin    *admin
+	fleet    *fleet // distributed mode only (roles.go)
 	ready    chan struct{}
 	stopOnce sync.Once
 }
@@ -215,6 +227,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			gw.PresenceChanged(p)
 		}
 	})
+	mediaSvc, err := s.openMedia(cfg)
+	if err != nil {
+		s.closeAll()
+		return nil, err
+	}
 	userLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst)
 	gcfg := gateway.Config{
 		ID:              GatewayID,
@@ -228,6 +245,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		RequestTimeout:  10 * time.Second,
 		Bus:             s.bus,
 		DeliverTopic:    deliver,
+		Media:           mediaSvc,
 	}
 	gw = gateway.New(gcfg, verifier, s.chat, queries, router, s.presence, s.store, s.Metrics)
 	s.gateway = gw
@@ -236,10 +254,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
 		Limits: userLimits, Metrics: s.Metrics, GatewayID: GatewayID,
 		RequestTimeout: gcfg.RequestTimeout, MaxMessageBytes: cfg.MaxMessageBytes,
+		Media: mediaSvc, DevIssuer: s.DevIssuer,
 	}
 	mux := http.NewServeMux()
 	api.Register(mux)
+	if s.mediaStore != nil {
+		mux.Handle(media.EmbeddedPath+"/", s.mediaStore)
+	}
+	web.New(web.Config{DevSignIn: s.DevIssuer != nil, MediaTypes: mediaSvc.AllowedTypes(), MediaMaxBytes: mediaSvc.MaxBytes()}).Register(mux)
 	mux.Handle("GET /v1/ws", gw)
+	s.admin = &admin{s: s, token: cfg.AdminToken}
+	s.admin.register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -251,6 +276,31 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	s.handler = mux
 	return s, nil
+}
+
+// openMedia opens the embedded media store, or checks the external S3
+// settings, and returns the media service.
+func (s *Server) openMedia(cfg Config) (*media.Service, error) {
+	mcfg := cfg.Media
+	if mcfg.Endpoint == "" && mcfg.Bucket == "" {
+		st, err := media.OpenEmbedded(filepath.Join(cfg.DataDir, "media"), "")
+		if err != nil {
+			return nil, err
+		}
+		s.mediaStore = st
+		mcfg = st.Config(mcfg)
+	} else if mcfg.Credentials == nil {
+		creds, err := media.EnvCredentials()
+		if err != nil {
+			return nil, err
+		}
+		mcfg.Credentials = creds
+	}
+	svc, err := media.New(mcfg)
+	if err != nil {
+		return nil, err
+	}
+	return svc, nil
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
@@ -270,7 +320,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ready\n"))
 }
 
-// Handler serves every route: /v1/ws, the REST API, /healthz, /readyz, /metrics.
+// Handler serves every route: /v1/ws, the REST API, /healthz, /readyz,
+// /metrics, the web client at / and, in embedded media mode, /s3/.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Config returns the effective configuration (defaults filled in).
@@ -284,6 +335,9 @@ func (s *Server) Store() store.MessageStore { return s.store }
 // close, the sequencer leaves (flushing receipts) and the store is closed.
 // Every message that got send_ok was synced before, so none is lost.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	if s.fleet != nil {
+		return s.runFleet(ctx, ln)
+	}
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	var wg sync.WaitGroup
@@ -312,6 +366,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	start("chat client", func(ctx context.Context) error { s.chat.Run(ctx); return nil })
 	start("presence", func(ctx context.Context) error { s.presence.Run(ctx); return nil })
 
+	s.admin.ctx = runCtx // before Serve: handlers start after it
 	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -353,6 +408,9 @@ func (s *Server) closeAll() error {
 		}
 		if s.registry != nil {
 			errs = append(errs, s.registry.Close())
+		}
+		if s.mediaStore != nil {
+			errs = append(errs, s.mediaStore.Close())
 		}
 		if s.store != nil {
 			if err := s.store.Close(); err != nil {

@@ -4,22 +4,36 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/parleychat/parley/runtime/media"
 	"github.com/parleychat/parley/runtime/server"
 )
 
 func serveCmd() *cobra.Command {
 	cfg := server.DefaultConfig()
+	var adminTokenFile string
+	var fleet fleetFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run every role (gateway, chat, presence) in one process on embedded storage",
+		Short: "Run every role in one process on embedded storage, or one role of the distributed mode (--role, backend flags)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			srv, err := server.New(ctx, cfg)
+			if adminTokenFile != "" {
+				b, err := os.ReadFile(adminTokenFile)
+				if err != nil {
+					return fmt.Errorf("admin token: %w", err)
+				}
+				cfg.AdminToken = strings.TrimSpace(string(b))
+				if len(cfg.AdminToken) < 16 {
+					return fmt.Errorf("admin token in %s is shorter than 16 characters", adminTokenFile)
+				}
+			}
+			srv, err := newServer(ctx, cfg, &fleet)
 			if err != nil {
 				return err
 			}
@@ -49,7 +63,16 @@ func serveCmd() *cobra.Command {
 	f.Float64Var(&cfg.SendRate, "send-rate", cfg.SendRate, "per-user sends per second (token bucket rate)")
 	f.IntVar(&cfg.SendBurst, "send-burst", cfg.SendBurst, "per-user send burst (token bucket size)")
 	f.IntVar(&cfg.SendQueue, "send-queue", cfg.SendQueue, "frames queued per connection before a non-reading client is disconnected")
+	f.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the bearer token of /v1/admin/* (drain); without it those endpoints are off")
 	f.DurationVar(&cfg.DrainWindow, "drain-window", cfg.DrainWindow, "on shutdown, spread client reconnects over this window")
+	f.StringVar(&cfg.Media.Endpoint, "s3-endpoint", "", "S3-compatible endpoint for uploads, e.g. http://minio:9000 (path-style); with neither --s3-endpoint nor --s3-bucket, Parley serves its own store from the data dir at /s3/")
+	f.StringVar(&cfg.Media.Bucket, "s3-bucket", "", "bucket for uploads (AWS S3 when --s3-endpoint is empty); credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+	f.StringVar(&cfg.Media.Region, "s3-region", media.DefaultRegion, "S3 signing region")
+	f.StringVar(&cfg.Media.PublicURL, "s3-public-url", "", "base URL clients read objects from (a CDN or public bucket URL); default the bucket's URL")
+	f.StringSliceVar(&cfg.Media.AllowedTypes, "media-types", media.DefaultAllowedTypes, "content types an upload may have")
+	f.Int64Var(&cfg.Media.MaxBytes, "media-max-bytes", media.DefaultMaxBytes, "largest upload, bytes")
+	f.DurationVar(&cfg.Media.UploadTTL, "media-upload-ttl", media.DefaultUploadTTL, "validity of a presigned upload URL (at most 168h)")
+	addFleetFlags(cmd, &fleet)
 	return cmd
 }
 
@@ -61,7 +84,9 @@ func printWelcome(cmd *cobra.Command, srv *server.Server, addr string) {
 	cfg := srv.Config()
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "Parley is running on http://%s (data in %s)\n", host, cfg.DataDir)
+	fmt.Fprintf(out, "Chat in a browser:      http://%s/\n", host)
 	if srv.DevIssuer != nil {
+		fmt.Fprintf(out, "Dev mode: anyone who reaches this port can sign in as anyone (POST /v1/dev/token).\n")
 		fmt.Fprintf(out, `Dev mode: tokens are signed with the secret in %s/dev-secret.
   Chat in a terminal:   go run ./runtime/cmd/parley chat --user alice --url ws://%s
                         go run ./runtime/cmd/parley chat --user bob   --url ws://%s

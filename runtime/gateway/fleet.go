@@ -1,0 +1,76 @@
+package gateway
+
+import (
+	"sync"
+
+	"github.com/parleychat/parley/runtime/auth"
+	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/metrics"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
+)
+
+// PresenceService is what a gateway needs of presence: register, refresh and
+// remove its sessions, and read users' presence. *presence.Service is one
+// (embedded mode: the decisions are made in process); relay.Reporter is the
+// distributed mode's (the presence role decides, see runtime/presence/relay).
+type PresenceService = presenceService
+
+// NewWithPresence is New with any PresenceService. In the distributed mode
+// presence changes reach the gateway as deliveries with a presence body and
+// no user ids (broadcast by the presence role), which the gateway hands to
+// PresenceChanged.
+func NewWithPresence(cfg Config, v auth.Verifier, cc *chat.Client, q *chat.Queries, r *chat.Router,
+	ps PresenceService, st store.MessageStore, m *metrics.Metrics) *Gateway {
+	return newGateway(cfg, v, cc, q, r, ps, st, m)
+}
+
+// maxQueuedPresence bounds the broadcast presence changes waiting for
+// PresenceChanged; beyond it the oldest are dropped (presence is best effort
+// and a later change supersedes an earlier one).
+const maxQueuedPresence = 10_000
+
+// presenceFanout runs PresenceChanged off the deliver partition's goroutine:
+// it may wait on the store for DM peers, and messages must not wait behind
+// it. Its goroutine exists only while changes are queued.
+type presenceFanout struct {
+	mu      sync.Mutex
+	queue   []*parleyv1.Presence
+	running bool
+}
+
+// queuePresence queues a broadcast presence change for PresenceChanged.
+func (g *Gateway) queuePresence(p *parleyv1.Presence) {
+	if g.hub.count.Load() == 0 {
+		return
+	}
+	f := &g.fanout
+	f.mu.Lock()
+	if len(f.queue) >= maxQueuedPresence {
+		f.queue = f.queue[1:]
+	}
+	f.queue = append(f.queue, p)
+	start := !f.running
+	f.running = true
+	f.mu.Unlock()
+	if start {
+		go g.runPresenceFanout(f)
+	}
+}
+
+func (g *Gateway) runPresenceFanout(f *presenceFanout) {
+	for {
+		f.mu.Lock()
+		if len(f.queue) == 0 {
+			f.queue = nil
+			f.running = false
+			f.mu.Unlock()
+			return
+		}
+		p := f.queue[0]
+		f.queue[0] = nil
+		f.queue = f.queue[1:]
+		f.mu.Unlock()
+		g.PresenceChanged(p)
+	}
+}

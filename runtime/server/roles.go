@@ -1,0 +1,570 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parleychat/parley/runtime/auth"
+	"github.com/parleychat/parley/runtime/bus/kafka"
+	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/gateway"
+	"github.com/parleychat/parley/runtime/httpapi"
+	"github.com/parleychat/parley/runtime/limits"
+	"github.com/parleychat/parley/runtime/media"
+	"github.com/parleychat/parley/runtime/metrics"
+	"github.com/parleychat/parley/runtime/presence/redis"
+	"github.com/parleychat/parley/runtime/presence/relay"
+	"github.com/parleychat/parley/runtime/push"
+	"github.com/parleychat/parley/runtime/store/cassandra"
+	"github.com/parleychat/parley/runtime/web"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// Role is one process kind of the distributed mode (DESIGN.md, Data path).
+type Role string
+
+// Roles. RoleAll runs every role in one process: on embedded storage when
+// no backend is configured (New), on the real backends otherwise.
+const (
+	RoleAll      Role = "all"
+	RoleGateway  Role = "gateway"
+	RoleChat     Role = "chat"
+	RolePresence Role = "presence"
+	// RolePush runs only the offline-push worker (runtime/push); the other
+	// roles run it too when FleetConfig.Push.Webhook is set and they are
+	// RoleAll or RoleChat.
+	RolePush Role = "push"
+)
+
+// ParseRole parses a --role value.
+func ParseRole(s string) (Role, error) {
+	switch r := Role(s); r {
+	case RoleAll, RoleGateway, RoleChat, RolePresence, RolePush:
+		return r, nil
+	case "":
+		return RoleAll, nil
+	}
+	return "", fmt.Errorf("unknown role %q: want all, gateway, chat, presence or push", s)
+}
+
+// MaxRegionID is the largest region id: 3 bits of the Snowflake node id.
+const MaxRegionID = 7
+
+// MaxChatOrdinal is the largest chat pod ordinal: 7 bits of the node id.
+const MaxChatOrdinal = 127
+
+// DefaultFleetPublishTimeout is the Kafka publish timeout of the distributed
+// mode: below the gateway's request timeout (10s), so a send that cannot be
+// enqueued while Kafka is down is answered unavailable (safe to retry) rather
+// than timeout.
+const DefaultFleetPublishTimeout = 4 * time.Second
+
+// FleetConfig configures the distributed mode: which role this process
+// plays and where the backends are. The rest (listen address, auth,
+// presence timings, limits) comes from Config as in embedded mode.
+//
+// What each role builds:
+//
+//	gateway   WebSocket + REST, chat.Client (ingress), chat.Router (typing),
+//	          Queries on Cassandra, relay.Reporter (sessions in Redis, events
+//	          to the presence topic); reads its deliver partition.
+//	chat      chat.Sequencer on the ingress topic (group parley.chat) with
+//	          Cassandra and a chat.Router over Redis; push publishing when
+//	          Push.Webhook is set.
+//	presence  relay.Announcer on the presence topic (group parley.presence):
+//	          grace, expiry, offline announcements to every gateway.
+//	push      push.Worker on the push topic (group parley.push): webhook.
+//	all       everything above in one process.
+type FleetConfig struct {
+	Role Role
+	// Cassandra: Hosts (required for gateway, chat, all), Keyspace, LocalDC.
+	Cassandra cassandra.Config
+	// Kafka: Brokers (required); SessionTimeout of the consumer groups;
+	// PublishTimeout (default DefaultFleetPublishTimeout).
+	Kafka kafka.Config
+	// Redis: Addr (required except for push), KeyPrefix.
+	Redis redis.Config
+	// RegionID is this region's id, 0..7 (the top 3 bits of Snowflake node ids).
+	RegionID int
+	// GatewayID is the gateway's id; its trailing -N is its deliver
+	// partition. Default: $POD_NAME, else the host name.
+	GatewayID string
+	// Member is the consumer-group member id (static membership) of the
+	// chat, presence and push roles, stable across restarts: the pod name.
+	// Default: $POD_NAME, else the host name.
+	Member string
+	// NodeID is the chat role's Snowflake node, 0..1023; negative derives it
+	// as RegionID<<7 | the ordinal of Member (its trailing -N).
+	NodeID int64
+	// IngressPartitions and DeliverPartitions, when positive, are checked
+	// against the topics `parley migrate` created.
+	IngressPartitions, DeliverPartitions int32
+	// RouteTimeout bounds a session-registry lookup on the message path
+	// (default DefaultRouteTimeout).
+	RouteTimeout time.Duration
+	// Push configures offline push; no Webhook turns it off.
+	Push push.Config
+}
+
+// fleet is the distributed-mode part of a Server.
+type fleet struct {
+	fc        FleetConfig
+	roles     map[Role]bool
+	bus       *watchedBus
+	reporter  *relay.Reporter
+	announce  *relay.Announcer
+	pusher    *push.Worker
+	publisher *push.Publisher
+	nodeID    int64
+}
+
+func (f *fleet) has(r Role) bool { return f.roles[r] }
+
+// podName is the default of --member and --gateway-id.
+func podName() string {
+	if n := os.Getenv("POD_NAME"); n != "" {
+		return n
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// ordinal returns the trailing -N of a pod-style name.
+func ordinal(name string) (int64, error) {
+	n, err := chat.GatewayPartition(name) // parses the trailing -N of any name
+	return int64(n), err
+}
+
+// resolve fills fc's defaults for role and checks it.
+func (fc *FleetConfig) resolve(cfg Config) (map[Role]bool, error) {
+	roles := map[Role]bool{}
+	switch fc.Role {
+	case RoleAll, "":
+		fc.Role = RoleAll
+		roles[RoleGateway], roles[RoleChat], roles[RolePresence] = true, true, true
+		roles[RolePush] = fc.Push.Webhook != ""
+	case RoleChat:
+		roles[RoleChat] = true
+		roles[RolePush] = fc.Push.Webhook != ""
+	case RoleGateway, RolePresence, RolePush:
+		roles[fc.Role] = true
+	default:
+		return nil, fmt.Errorf("unknown role %q", fc.Role)
+	}
+	var errs []error
+	need := func(ok bool, msg string) {
+		if !ok {
+			errs = append(errs, errors.New(msg))
+		}
+	}
+	need(len(fc.Kafka.Brokers) > 0, "--kafka-brokers is required")
+	if roles[RoleGateway] || roles[RoleChat] {
+		need(len(fc.Cassandra.Hosts) > 0, "--cassandra-hosts is required for the gateway and chat roles")
+	}
+	if roles[RoleGateway] || roles[RoleChat] || roles[RolePresence] {
+		need(fc.Redis.Addr != "", "--redis-addr is required for the gateway, chat and presence roles")
+	}
+	if roles[RolePush] && fc.Role == RolePush {
+		need(fc.Push.Webhook != "", "--push-webhook is required for the push role")
+	}
+	need(fc.RegionID >= 0 && fc.RegionID <= MaxRegionID, fmt.Sprintf("--region-id must be 0..%d, got %d", MaxRegionID, fc.RegionID))
+	if fc.Member == "" {
+		fc.Member = podName()
+	}
+	if fc.GatewayID == "" {
+		fc.GatewayID = podName()
+	}
+	if roles[RoleGateway] {
+		if _, err := chat.GatewayPartition(fc.GatewayID); err != nil {
+			if fc.Role == RoleAll {
+				fc.GatewayID = GatewayID // one process: gateway 0
+			} else {
+				errs = append(errs, fmt.Errorf("--gateway-id: %w (its trailing -N is its deliver partition)", err))
+			}
+		}
+	}
+	if roles[RoleChat] && fc.NodeID < 0 {
+		n, err := ordinal(fc.Member)
+		switch {
+		case err != nil && fc.Role == RoleAll:
+			n = 0
+		case err != nil:
+			errs = append(errs, fmt.Errorf("chat node id: set --node-id (or PARLEY_NODE_ID), or give --member a trailing -N ordinal: %w", err))
+		case n > MaxChatOrdinal:
+			errs = append(errs, fmt.Errorf("chat node id: ordinal %d of member %q is over %d", n, fc.Member, MaxChatOrdinal))
+		}
+		fc.NodeID = int64(fc.RegionID)<<7 | n
+	}
+	if roles[RoleChat] && fc.NodeID > 1023 {
+		errs = append(errs, fmt.Errorf("--node-id must be 0..1023, got %d", fc.NodeID))
+	}
+	if fc.Kafka.PublishTimeout <= 0 {
+		fc.Kafka.PublishTimeout = DefaultFleetPublishTimeout
+	}
+	if cfg.Region == "" || strings.ContainsAny(cfg.Region, ". /:") {
+		errs = append(errs, fmt.Errorf("--region %q must be a non-empty name without dots, slashes, colons or spaces", cfg.Region))
+	}
+	return roles, errors.Join(errs...)
+}
+
+// NewFleet builds one process of the distributed mode: the roles of fc on
+// Cassandra, Kafka and Redis. Like New it starts nothing: call Run. It fails
+// when a backend does not answer, or when the keyspace or a topic is missing
+// (run `parley migrate` first).
+func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) {
+	cfg.fillDefaults()
+	roles, err := fc.resolve(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s role: %w", fc.Role, err)
+	}
+	f := &fleet{fc: fc, roles: roles, nodeID: fc.NodeID}
+	s := &Server{cfg: cfg, ready: make(chan struct{}), fleet: f}
+	fail := func(err error) (*Server, error) {
+		_ = s.closeAll()
+		return nil, err
+	}
+	log := slog.Default().With("role", fc.Role)
+
+	reg := prometheus.NewRegistry()
+	s.Metrics = metrics.New(reg)
+	owned := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "parley_chat_partitions_owned", Help: "Ingress partitions this chat process sequences.",
+	}, func() float64 {
+		if f.bus == nil {
+			return 0
+		}
+		return float64(len(f.bus.Owned(chat.GroupName)))
+	})
+	reg.MustRegister(owned)
+
+	kcfg := fc.Kafka
+	kcfg.ClientID = "parley-" + string(fc.Role)
+	kb, err := kafka.New(ctx, kcfg)
+	if err != nil {
+		return fail(err)
+	}
+	f.bus = newWatchedBus(kb, cfg.Region)
+	s.bus = f.bus
+
+	region := cfg.Region
+	ingress, deliver, presenceTopic := chat.IngressTopic(region), chat.DeliverTopic(region), relay.Topic(region)
+	topics := []struct {
+		name string
+		want int32
+	}{{ingress, fc.IngressPartitions}, {deliver, fc.DeliverPartitions}, {presenceTopic, 0}}
+	if f.has(RolePush) || fc.Push.Webhook != "" {
+		topics = append(topics, struct {
+			name string
+			want int32
+		}{push.Topic(region), 0})
+	}
+	parts := map[string]int32{}
+	for _, t := range topics {
+		n, err := kb.Partitions(t.name)
+		if err != nil {
+			return fail(fmt.Errorf("topic %s: %w (run parley migrate --region %s)", t.name, err, region))
+		}
+		if t.want > 0 && n != t.want {
+			return fail(fmt.Errorf("topic %s has %d partitions, not %d as configured", t.name, n, t.want))
+		}
+		parts[t.name] = n
+	}
+	if f.has(RoleGateway) {
+		p, _ := chat.GatewayPartition(fc.GatewayID)
+		if p >= parts[deliver] {
+			return fail(fmt.Errorf("gateway %s: its partition %d is not below the %d partitions of %s (raise --deliver-partitions in parley migrate)",
+				fc.GatewayID, p, parts[deliver], deliver))
+		}
+	}
+
+	if f.has(RoleGateway) || f.has(RoleChat) {
+		ccfg := fc.Cassandra
+		ccfg.Logger = slog.Default()
+		st, err := cassandra.Open(ctx, ccfg)
+		if err != nil {
+			return fail(err)
+		}
+		s.store = st
+	}
+	if f.has(RoleGateway) || f.has(RoleChat) || f.has(RolePresence) {
+		r, err := redis.New(ctx, fc.Redis)
+		if err != nil {
+			return fail(err)
+		}
+		s.registry = r
+	}
+
+	var router *chat.Router
+	if f.has(RoleGateway) || f.has(RoleChat) {
+		router = chat.NewRouter(s.bus, newRouteRegistry(s.registry, fc.RouteTimeout), deliver)
+	}
+	if f.has(RoleChat) && fc.Push.Webhook != "" {
+		f.publisher = push.NewPublisher(s.bus, push.Topic(region))
+		router.OnOffline(f.publisher.Offline)
+	}
+	if f.has(RoleChat) {
+		ccfg := chat.DefaultConfig()
+		ccfg.Region = region
+		ccfg.NodeID = fc.NodeID
+		ccfg.IngressTopic, ccfg.DeliverTopic = ingress, deliver
+		ccfg.Member = fc.Member
+		ccfg.MaxGroupMembers = cfg.MaxGroupMembers
+		ccfg.MaxMessageBytes = cfg.MaxMessageBytes
+		ccfg.Metrics = s.Metrics
+		s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router)
+		if err != nil {
+			return fail(fmt.Errorf("sequencer: %w", err))
+		}
+	}
+	if f.has(RolePresence) {
+		f.announce = relay.NewAnnouncer(s.registry, s.bus, relay.AnnouncerConfig{
+			Topic: presenceTopic, DeliverTopic: deliver, Member: fc.Member, Presence: cfg.Presence,
+		})
+	}
+	if f.has(RolePush) {
+		pcfg := fc.Push
+		pcfg.Topic, pcfg.Member = push.Topic(region), fc.Member
+		f.pusher, err = push.NewWorker(s.bus, pcfg)
+		if err != nil {
+			return fail(err)
+		}
+	}
+
+	mux := http.NewServeMux()
+	if f.has(RoleGateway) {
+		if err := s.buildFleetGateway(ctx, mux, router, ingress, deliver, presenceTopic); err != nil {
+			return fail(err)
+		}
+	}
+	if f.has(RoleChat) {
+		mux.HandleFunc("GET /v1/chat/partitions", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{
+				"member": fc.Member, "node_id": fc.NodeID, "topic": ingress,
+				"partitions": f.bus.Owned(chat.GroupName),
+			})
+		})
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.fleetReadyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if !f.has(RoleGateway) {
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			httpapi.WriteError(w, wire.Errorf(wire.CodeNotFound, "no route for %s %s: this process runs the %s role", r.Method, r.URL.Path, fc.Role))
+		})
+	}
+	s.handler = mux
+	log.Info("distributed mode", "region", region, "region_id", fc.RegionID, "gateway", fc.GatewayID,
+		"member", fc.Member, "node_id", fc.NodeID, "ingress_partitions", parts[ingress], "deliver_partitions", parts[deliver])
+	return s, nil
+}
+
+// buildFleetGateway builds the gateway role's WebSocket and REST endpoints.
+func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, router *chat.Router, ingress, deliver, presenceTopic string) error {
+	cfg, fc := s.cfg, s.fleet.fc
+	var verifier auth.Verifier
+	if cfg.JWKS.File != "" || cfg.JWKS.URL != "" {
+		v, err := auth.NewJWKSVerifier(ctx, cfg.JWKS)
+		if err != nil {
+			return fmt.Errorf("jwks auth: %w", err)
+		}
+		verifier = v
+	} else {
+		// Dev mode: every gateway of the fleet must share the secret, so
+		// they share a data dir (or its dev-secret file).
+		secret, err := auth.LoadOrCreateDevSecret(cfg.DataDir)
+		if err != nil {
+			return fmt.Errorf("dev secret: %w", err)
+		}
+		s.DevIssuer = auth.NewDevIssuer(secret)
+		verifier = auth.NewHMACVerifier(secret)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	queries := chat.NewQueries(s.store)
+	s.chat = chat.NewClient(s.bus, fc.GatewayID, ingress)
+	rep := relay.NewReporter(s.registry, s.bus, presenceTopic, cfg.Presence)
+	s.fleet.reporter = rep
+	s.presence = rep.Reader()
+
+	// Media: an S3-compatible service shared by the fleet; without one,
+	// each gateway serves its own embedded store (one gateway only).
+	mediaSvc, err := s.openMedia(cfg)
+	if err != nil {
+		return err
+	}
+	userLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst)
+	gcfg := gateway.Config{
+		ID:              fc.GatewayID,
+		Heartbeat:       cfg.Presence.Heartbeat,
+		SendQueue:       cfg.SendQueue,
+		MaxPresenceSubs: 100,
+		SendRate:        cfg.SendRate,
+		SendBurst:       cfg.SendBurst,
+		Limits:          userLimits,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		RequestTimeout:  10 * time.Second,
+		Bus:             s.bus,
+		DeliverTopic:    deliver,
+		Media:           mediaSvc,
+	}
+	s.gateway = gateway.NewWithPresence(gcfg, verifier, s.chat, queries, router, rep, s.store, s.Metrics)
+	api := &httpapi.API{
+		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
+		Limits: userLimits, Metrics: s.Metrics, GatewayID: fc.GatewayID,
+		RequestTimeout: gcfg.RequestTimeout, MaxMessageBytes: cfg.MaxMessageBytes,
+		Media: mediaSvc, DevIssuer: s.DevIssuer,
+	}
+	api.Register(mux)
+	if s.mediaStore != nil {
+		mux.Handle(media.EmbeddedPath+"/", s.mediaStore)
+	}
+	web.New(web.Config{DevSignIn: s.DevIssuer != nil, MediaTypes: mediaSvc.AllowedTypes(), MediaMaxBytes: mediaSvc.MaxBytes()}).Register(mux)
+	mux.Handle("GET /v1/ws", s.gateway)
+	s.admin = &admin{s: s, token: cfg.AdminToken}
+	s.admin.register(mux)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteError(w, wire.Errorf(wire.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+	})
+	return nil
+}
+
+func (s *Server) fleetReadyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	select {
+	case <-s.ready:
+	default:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("starting\n"))
+		return
+	}
+	if s.gateway != nil && s.gateway.Draining() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("draining\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// Role returns the role this server plays (RoleAll in embedded mode).
+func (s *Server) Role() Role {
+	if s.fleet == nil {
+		return RoleAll
+	}
+	return s.fleet.fc.Role
+}
+
+// runFleet is Run in the distributed mode: it starts the roles, becomes
+// ready once the consumer groups are joined and the deliver partition is
+// subscribed, serves until ctx ends, then drains the gateway, stops the
+// roles (the chat and presence roles hand their partitions over by leaving
+// their groups) and closes the backends.
+func (s *Server) runFleet(ctx context.Context, ln net.Listener) error {
+	f := s.fleet
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	start := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	var waits []<-chan struct{}
+	if s.seq != nil {
+		start("sequencer", s.seq.Run)
+		waits = append(waits, s.seq.Joined())
+	}
+	if f.announce != nil {
+		start("presence announcer", f.announce.Run)
+		waits = append(waits, f.announce.Joined())
+	}
+	if f.publisher != nil {
+		start("push publisher", func(ctx context.Context) error { f.publisher.Run(ctx); return nil })
+	}
+	if f.pusher != nil {
+		start("push worker", f.pusher.Run)
+		waits = append(waits, f.pusher.Joined())
+	}
+	if s.gateway != nil {
+		start("gateway", s.gateway.Run)
+		start("chat client", func(ctx context.Context) error { s.chat.Run(ctx); return nil })
+		start("presence reporter", func(ctx context.Context) error { f.reporter.Run(ctx); return nil })
+		// Replies published before the subscription has its start offset
+		// would be missed: serve only after it.
+		waits = append(waits, f.bus.subscribed)
+	}
+	if s.admin != nil {
+		s.admin.ctx = runCtx
+	}
+	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+
+	var runErr error
+	ready := true
+	for _, w := range waits {
+		select {
+		case <-w:
+		case <-ctx.Done():
+			ready = false
+		case runErr = <-errc:
+			ready = false
+		}
+		if !ready {
+			break
+		}
+	}
+	if ready {
+		close(s.ready)
+		slog.Info("ready", "role", f.fc.Role)
+		select {
+		case <-ctx.Done():
+		case runErr = <-errc:
+		}
+	}
+	if runErr != nil {
+		slog.Error("component failed; shutting down", "err", runErr)
+	}
+
+	if s.gateway != nil {
+		drainCtx, cancelDrain := context.WithTimeout(context.Background(), s.cfg.DrainWindow+5*time.Second)
+		slog.Info("draining connections", "connections", s.gateway.Connections(), "window", s.cfg.DrainWindow)
+		if err := s.gateway.Drain(drainCtx, s.cfg.DrainWindow); err != nil {
+			slog.Warn("drain incomplete", "err", err)
+		}
+		cancelDrain()
+	}
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = hs.Shutdown(shutCtx)
+	cancelShut()
+	cancelRun()
+	wg.Wait()
+	if err := s.closeAll(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}

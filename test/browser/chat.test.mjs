@@ -1,0 +1,274 @@
+// End-to-end test of the web client: alice (desktop window) and bob (phone-
+// sized window) in two browser contexts against a real `parley serve`.
+// Run: npm --prefix test/browser test   (builds parley, starts and stops it)
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { Server, artifacts, buildParley, launchBrowser, makePNG, waitFor } from './harness.mjs';
+
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+let binDir;
+let server;
+let browser;
+let alice; // Page
+let bobCtx;
+let bob; // Page
+const pageErrors = [];
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(artifacts, `${name}.png`) });
+}
+
+async function newPage(ctx, who) {
+  const p = await ctx.newPage();
+  p.setDefaultTimeout(20000);
+  p.on('pageerror', (e) => pageErrors.push(`${who}: ${e.message}`));
+  return p;
+}
+
+async function signIn(page, user) {
+  await page.goto(`${server.url}/`);
+  await page.getByLabel('Your name').fill(user);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#conn-state[data-state="open"]').waitFor();
+}
+
+function message(page, text) {
+  return page.locator('#msg-list li.msg').filter({ has: page.locator('.text', { hasText: new RegExp(`^${text}$`) }) });
+}
+
+async function waitAttr(locator, name, value, what) {
+  await waitFor(what, async () => (await locator.getAttribute(name)) === value);
+}
+
+function convButton(page, title) {
+  return page.locator(`.conv-item:has(.ci-title:text-is("${title}"))`);
+}
+
+// step is a test that depends on the ones before it: after a failure the
+// rest are skipped rather than each waiting out its timeouts.
+let broken = '';
+function step(name, fn) {
+  test(name, async (t) => {
+    if (broken) {
+      t.skip(`after "${broken}" failed`);
+      return;
+    }
+    try {
+      await fn(t);
+    } catch (err) {
+      broken = name;
+      throw err;
+    }
+  });
+}
+
+describe('web client', () => {
+  before(async () => {
+    binDir = mkdtempSync(join(tmpdir(), 'parley-bin-'));
+    const bin = buildParley(binDir);
+    server = new Server(bin, [
+      '--presence-grace', '1s', '--heartbeat', '1s', '--presence-ttl', '5s',
+      '--send-rate', '1000', '--send-burst', '1000', '--drain-window', '500ms',
+    ]);
+    await server.start();
+    browser = await launchBrowser();
+    const aliceCtx = await browser.newContext({ viewport: DESKTOP });
+    bobCtx = await browser.newContext({ viewport: PHONE, isMobile: true, hasTouch: true });
+    alice = await newPage(aliceCtx, 'alice');
+    bob = await newPage(bobCtx, 'bob');
+  });
+
+  after(async () => {
+    if (browser) await browser.close();
+    if (server) {
+      await server.stop();
+      server.cleanup();
+    }
+    if (binDir) rmSync(binDir, { recursive: true, force: true });
+  });
+
+  step('alice and bob sign in and chat', async () => {
+    await alice.goto(`${server.url}/`);
+    await shot(alice, 'desktop-signin');
+    await signIn(alice, 'alice');
+    await signIn(bob, 'bob');
+
+    await alice.getByText('New chat', { exact: true }).click();
+    await alice.getByLabel('Message someone').fill('bob');
+    await alice.getByRole('button', { name: 'Start' }).click();
+    await alice.getByLabel('Message', { exact: true }).fill('Hi Bob! Lunch today?');
+    await alice.keyboard.press('Enter');
+    await message(alice, 'Hi Bob! Lunch today\\?').waitFor();
+
+    // Bob's list shows the conversation with its last message and unread count.
+    const item = convButton(bob, 'alice');
+    await item.waitFor();
+    await waitFor('unread badge 1', async () => (await item.locator('.badge').textContent()) === '1');
+    assert.match(await item.locator('.ci-last').textContent(), /Hi Bob! Lunch today\?/);
+    await shot(bob, 'phone-list-unread');
+
+    await item.click();
+    await message(bob, 'Hi Bob! Lunch today\\?').waitFor();
+    await bob.getByLabel('Message', { exact: true }).fill('Sure, noon works');
+    await bob.getByRole('button', { name: 'Send' }).click();
+    await message(alice, 'Sure, noon works').waitFor();
+    await waitFor('badge cleared', async () => (await item.locator('.badge').count()) === 0);
+  });
+
+  step('typing shows on the other side', async () => {
+    await bob.getByLabel('Message', { exact: true }).pressSequentially('typing something a little longer', { delay: 100 });
+    await alice.locator('#typing', { hasText: 'bob is typing…' }).waitFor();
+    await shot(alice, 'desktop-typing');
+    await bob.getByLabel('Message', { exact: true }).fill('');
+  });
+
+  step("bob's read turns alice's ticks to read", async () => {
+    // Bob goes back to his list: the message reaches his device (delivered)
+    // but he has not seen it.
+    await bob.getByRole('button', { name: 'Back to conversations' }).click();
+    await alice.getByLabel('Message', { exact: true }).fill('Are you there?');
+    await alice.keyboard.press('Enter');
+    const mine = message(alice, 'Are you there\\?');
+    await waitAttr(mine, 'data-status', 'delivered', 'delivered tick');
+    await shot(alice, 'desktop-delivered');
+    await convButton(bob, 'alice').click();
+    await message(bob, 'Are you there\\?').waitFor();
+    await waitAttr(mine, 'data-status', 'read', 'read tick');
+    // Every earlier message of alice's reads as read too.
+    await waitAttr(message(alice, 'Hi Bob! Lunch today\\?'), 'data-status', 'read', 'earlier read tick');
+    assert.equal(await mine.locator('.tick').getAttribute('aria-label'), 'Read');
+    await shot(alice, 'desktop-read');
+    await shot(bob, 'phone-chat');
+  });
+
+  step("closing bob's page turns his dot offline after the grace", async () => {
+    const dot = alice.locator('#conv-dot');
+    await waitAttr(dot, 'data-status', 'online', 'bob online');
+    await bob.close();
+    await waitAttr(dot, 'data-status', 'offline', 'bob offline');
+    await alice.locator('#conv-sub', { hasText: /last seen/ }).waitFor();
+    assert.equal(await convButton(alice, 'bob').locator('.dot').getAttribute('data-status'), 'offline');
+    await shot(alice, 'desktop-offline');
+    // He comes back: a new page of the same browser is signed in already.
+    bob = await newPage(bobCtx, 'bob');
+    await bob.goto(`${server.url}/`);
+    await bob.locator('#conn-state[data-state="open"]').waitFor();
+    await waitAttr(dot, 'data-status', 'online', 'bob online again');
+  });
+
+  step('scrolling up loads older messages', async () => {
+    const carol = await server.token('carol');
+    for (let i = 1; i <= 120; i++) {
+      await server.rest('POST', '/v1/messages', {
+        token: carol, body: { conversation_id: 'dm:bob:carol', client_msg_id: `seed-${i}`, text: `seed ${i}` },
+      });
+    }
+    const item = convButton(bob, 'carol');
+    await waitFor('120 unread from carol', async () => (await item.locator('.badge').textContent()) === '99+');
+    await item.click();
+    await message(bob, 'seed 120').waitFor();
+    const msgs = bob.locator('#msg-list li.msg');
+    assert.equal(await msgs.count(), 50, 'the first page holds 50 messages');
+    const box = bob.locator('#messages');
+    for (const want of [100, 120]) {
+      await box.evaluate((e) => { e.scrollTop = 0; });
+      await waitFor(`${want} messages`, async () => (await msgs.count()) === want);
+      // The view stays where it was: older messages go above it.
+      assert.ok(await box.evaluate((e) => e.scrollTop > 0), 'the view jumped to the top');
+    }
+    await box.evaluate((e) => { e.scrollTop = 0; });
+    await bob.locator('#history-start').waitFor();
+    assert.equal(await msgs.first().locator('.text').textContent(), 'seed 1');
+    assert.equal(await msgs.last().locator('.text').textContent(), 'seed 120');
+    await shot(bob, 'phone-older-messages');
+    await bob.getByRole('button', { name: 'Back to conversations' }).click();
+  });
+
+  step('alice uploads an image and bob sees it', async () => {
+    await convButton(bob, 'alice').click();
+    await alice.locator('#file').setInputFiles({ name: 'gradient.png', mimeType: 'image/png', buffer: makePNG() });
+    const mine = alice.locator('#msg-list li.msg.mine[data-seq] img');
+    await mine.waitFor();
+    const img = bob.locator('#msg-list li.msg:not(.mine) img');
+    await img.waitFor();
+    const src = await img.getAttribute('src');
+    assert.match(src, /^\/s3\/parley-media\/u\/alice\/[a-z2-7]{26}\.png$/);
+    await waitFor('image loaded', () => img.evaluate((e) => e.complete && e.naturalWidth === 96 && e.naturalHeight === 64));
+    assert.equal(await img.getAttribute('alt'), 'Image from alice');
+    await shot(bob, 'phone-image');
+    await shot(alice, 'desktop-image');
+
+    // Bob may not send alice's object as his own, over REST or WebSocket.
+    const bobToken = await server.token('bob');
+    await assert.rejects(
+      server.rest('POST', '/v1/messages', {
+        token: bobToken,
+        body: { conversation_id: 'dm:alice:bob', client_msg_id: 'steal-1', media: { url: src, mime: 'image/png', size: 10 } },
+      }),
+      /another user uploaded/,
+    );
+    const wsErr = await bob.evaluate(async ({ token, src }) => {
+      const ws = new WebSocket(`ws://${location.host}/v1/ws?access_token=${token}`, ['parley.v1.json']);
+      return new Promise((resolve) => {
+        ws.onmessage = (ev) => {
+          const f = JSON.parse(ev.data);
+          if (f.welcome) {
+            ws.send(JSON.stringify({ id: 7, send: { conversation_id: 'dm:alice:bob', client_msg_id: 'steal-2', media: { url: src, mime: 'image/png', size: '10' } } }));
+          } else if (f.error && f.id === '7') {
+            resolve(f.error);
+            ws.close();
+          }
+        };
+      });
+    }, { token: bobToken, src });
+    assert.equal(wsErr.code, 'invalid');
+    assert.match(wsErr.message, /another user uploaded/);
+  });
+
+  step('a group is created and gains a member', async () => {
+    await alice.getByText('New chat', { exact: true }).click();
+    await alice.getByLabel('New group name').fill('Lunch crew');
+    await alice.getByLabel(/^Members/).fill('bob');
+    await alice.getByRole('button', { name: 'Create group' }).click();
+    await alice.locator('#conv-title', { hasText: 'Lunch crew' }).waitFor();
+    await alice.getByLabel('Message', { exact: true }).fill('Welcome to the crew');
+    await alice.keyboard.press('Enter');
+    await bob.getByRole('button', { name: 'Back to conversations' }).click();
+    await convButton(bob, 'Lunch crew').click();
+    await message(bob, 'Welcome to the crew').waitFor();
+    await alice.getByRole('button', { name: 'Add people' }).click();
+    await alice.getByLabel(/^Add people/).fill('carol');
+    await alice.getByRole('button', { name: 'Add', exact: true }).click();
+    await alice.locator('#msg-list li.event', { hasText: 'alice added carol' }).waitFor();
+    await bob.locator('#msg-list li.event', { hasText: 'alice added carol' }).waitFor();
+    await shot(alice, 'desktop-group');
+  });
+
+  step('a server restart shows the banner and the client resumes', async () => {
+    await convButton(alice, 'bob').click();
+    await server.stop();
+    await alice.locator('#banner:not([hidden])').waitFor();
+    await shot(alice, 'desktop-reconnecting');
+    await server.start();
+    await alice.locator('#conn-state[data-state="open"]').waitFor({ timeout: 60000 });
+    await alice.locator('#banner').waitFor({ state: 'hidden' });
+    // Bob wrote while alice's client was away or coming back; sync brings it.
+    await server.rest('POST', '/v1/messages', {
+      token: await server.token('bob'), body: { conversation_id: 'dm:alice:bob', client_msg_id: 'after-restart', text: 'back again' },
+    });
+    await message(alice, 'back again').waitFor();
+    // (On a phone the open conversation hides the list and its state line.)
+  await bob.locator('#conn-state[data-state="open"]').waitFor({ state: 'attached', timeout: 60000 });
+  });
+
+  step('no page errors', () => {
+    assert.deepEqual(pageErrors, []);
+  });
+});

@@ -1,0 +1,80 @@
+package e2e
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAdminDrain: the operator's drain endpoint needs the admin token,
+// turns /readyz false, sends connected clients away, and `parley admin
+// drain --wait` (the preStop hook) returns once no connection is left.
+func TestAdminDrain(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(tokenFile, []byte("0123456789abcdef-admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServer(t, "", "--admin-token-file", tokenFile)
+	alice := connect(t, p, "alice", "phone")
+
+	for _, tc := range []struct {
+		name, auth string
+		want       int
+	}{
+		{"no token", "", http.StatusUnauthorized},
+		{"wrong token", "Bearer nope", http.StatusUnauthorized},
+		{"user token", "Bearer " + p.token("alice", "x", time.Hour), http.StatusUnauthorized},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, p.HTTP()+"/v1/admin/drain", nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Fatalf("%s: drain answered %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
+	}
+	if alice.Reconnects() != 0 || !alice.Connected() {
+		t.Fatal("a refused drain request disconnected a client")
+	}
+
+	out, err := exec.Command(binary, "admin", "drain", "--url", p.HTTP(), "--token-file", tokenFile,
+		"--window", "500ms", "--wait", "--timeout", "30s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("parley admin drain: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "drained") {
+		t.Fatalf("parley admin drain printed %q, want it to report drained", out)
+	}
+	resp, err := http.Get(p.HTTP() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d while draining, want 503", resp.StatusCode)
+	}
+}
+
+// TestAdminDisabled: without --admin-token-file the admin endpoints refuse.
+func TestAdminDisabled(t *testing.T) {
+	p := startServer(t, "")
+	req, _ := http.NewRequest(http.MethodPost, p.HTTP()+"/v1/admin/drain", nil)
+	req.Header.Set("Authorization", "Bearer anything-at-all-1234")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("drain with admin disabled answered %d, want 403", resp.StatusCode)
+	}
+}
