@@ -1,17 +1,35 @@
-# Parley — developer targets. `make test` is what CI runs (see .ci/run).
+# Parley — developer targets. `make test` is the whole suite and what CI runs
+# (.ci/run): it installs and starts what the tests need, then runs them.
 GO ?= go
 FUZZTIME ?= 10s
 
-.PHONY: build test unit fuzz generate vet fmt bench
+.PHONY: build test deps test-go test-unit fuzz test-browser generate vet fmt bench
 
 build:
 	$(GO) build -o bin/parley ./runtime/cmd/parley
 
-# The whole suite: every package's tests (unit, conformance, end-to-end on
-# real processes), then a short fuzz run of the frame decoder.
-test: vet
-	$(GO) test -count=1 -timeout 20m ./...
+# Everything: real Redis, Kafka and Cassandra (hack/deps.sh; left running,
+# stop them with `hack/deps.sh down`), Chromium for the browser tests, then
+# every Go test, a short fuzz run of the frame decoder, and the browser tests.
+test: deps test-go fuzz test-browser
+
+deps:
+	hack/deps.sh up redis kafka cassandra
+	hack/browser-deps.sh
+
+test-go: vet
+	$(GO) test -count=1 -timeout 30m ./...
+
+# Go tests only, with nothing installed: backend suites skip when their
+# server is absent (they never skip under CI=true).
+test-unit:
+	$(GO) test ./...
+
+fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeClient -fuzztime=$(FUZZTIME) ./runtime/wire
+
+test-browser:
+	npm --prefix test/browser test
 
 vet:
 	$(GO) vet ./...
