@@ -34,13 +34,16 @@ func (g *Gateway) Drain(ctx context.Context, window time.Duration) error {
 		at time.Duration
 	}
 	sessions := g.hub.snapshot(nil)
-	plans := make([]plan, len(sessions))
-	for i, s := range sessions {
+	plans := make([]plan, 0, len(sessions))
+	for _, s := range sessions {
+		if !s.movedOn.CompareAndSwap(false, true) {
+			continue // already told to reconnect (by serve or an earlier drain)
+		}
 		var d time.Duration
 		if window > 0 {
 			d = mrand.N(window)
 		}
-		plans[i] = plan{s, d}
+		plans = append(plans, plan{s, d})
 		s.send(reconnectFrame(d))
 	}
 	slices.SortFunc(plans, func(a, b plan) int { return cmp.Compare(a.at, b.at) })

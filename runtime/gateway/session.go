@@ -44,6 +44,10 @@ type session struct {
 
 	// lastRead is the unix ns of the last frame, ping or pong read.
 	lastRead atomic.Int64
+	// movedOn is set by whichever of Drain and serve first tells the client
+	// to reconnect, so a session upgraded while a drain starts gets one
+	// reconnect frame, not two.
+	movedOn atomic.Bool
 	// nextBeat is the unix ns of the next presence heartbeat (ticker-owned).
 	nextBeat int64
 
@@ -148,8 +152,9 @@ func (s *session) serve() {
 		MaxMessageBytes: uint32(g.cfg.MaxMessageBytes),
 		GatewayId:       g.cfg.ID,
 	}}})
-	if g.draining.Load() {
-		// Upgraded while Drain started: move on at once.
+	if g.draining.Load() && s.movedOn.CompareAndSwap(false, true) {
+		// Upgraded while Drain started, and Drain's snapshot missed it:
+		// move on at once.
 		s.send(reconnectFrame(0))
 		s.close(wire.CloseDrain, "drain", true)
 	}
