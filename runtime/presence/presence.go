@@ -47,7 +47,7 @@ type Service struct {
 
 // user is a user online (or in its grace period) through this service.
 type user struct {
-	sessions   map[string]time.Time // session id -> expires
+	sessions   expiries // this service's sessions of the user
 	lastActive time.Time
 	offlineAt  time.Time // when the grace ends; zero while a session is live
 	statusAt   time.Time // when an online status was last queued
@@ -136,14 +136,14 @@ func (s *Service) register(ctx context.Context, sess Session, now time.Time) {
 	s.mu.Lock()
 	u := s.users[sess.UserID]
 	if u == nil {
-		u = &user{sessions: make(map[string]time.Time)}
+		u = &user{}
 		s.users[sess.UserID] = u
 		// An OFFLINE queued since the read makes the read stale: announce.
 		announce := !elsewhere || s.offlines != offlines || s.offlining[sess.UserID].n > 0
 		s.enqueue(change{user: sess.UserID, st: Status{Online: true, LastActive: now}, announce: announce})
 		u.statusAt = now
 	}
-	u.sessions[sess.SessionID] = sess.Expires
+	u.sessions.set(sess.SessionID, sess.Expires)
 	u.lastActive = now
 	u.offlineAt = time.Time{} // cancels a pending offline: no flap
 	s.mu.Unlock()
@@ -202,7 +202,7 @@ func (s *Service) Heartbeat(ctx context.Context, sess Session) error {
 		s.register(ctx, sess, now)
 		return err
 	}
-	u.sessions[sess.SessionID] = sess.Expires
+	u.sessions.set(sess.SessionID, sess.Expires)
 	u.lastActive = now
 	u.offlineAt = time.Time{}
 	// One status write per user per half heartbeat, however many devices:
@@ -235,7 +235,7 @@ func (s *Service) Disconnected(ctx context.Context, sess Session) error {
 	if u == nil {
 		return err
 	}
-	delete(u.sessions, sess.SessionID)
+	u.sessions.remove(sess.SessionID)
 	u.lastActive = now
 	if len(u.sessions) == 0 && u.offlineAt.IsZero() {
 		u.offlineAt = now.Add(s.cfg.Grace)
@@ -337,11 +337,7 @@ func (s *Service) tick(ctx context.Context, now time.Time) {
 	var due []string
 	s.mu.Lock()
 	for id, u := range s.users {
-		for sid, exp := range u.sessions {
-			if !exp.After(now) {
-				delete(u.sessions, sid)
-			}
-		}
+		u.sessions.expire(now)
 		if len(u.sessions) > 0 {
 			continue
 		}
@@ -414,4 +410,45 @@ func (s *Service) flush(ctx context.Context) {
 			s.onChange(toProto(c.user, c.st))
 		}
 	}
+}
+
+// expiries holds one user's sessions and their expiry times. A user has one
+// to a few devices, so a slice costs a fraction of a map (whose first insert
+// allocates eight slots) for every connected user.
+type expiries []expiry
+
+type expiry struct {
+	session string
+	expires time.Time
+}
+
+func (e *expiries) set(session string, expires time.Time) {
+	for i := range *e {
+		if (*e)[i].session == session {
+			(*e)[i].expires = expires
+			return
+		}
+	}
+	*e = append(*e, expiry{session, expires})
+}
+
+func (e *expiries) remove(session string) {
+	for i := range *e {
+		if (*e)[i].session == session {
+			*e = append((*e)[:i], (*e)[i+1:]...)
+			return
+		}
+	}
+}
+
+// expire drops the sessions that expired at or before now.
+func (e *expiries) expire(now time.Time) {
+	live := (*e)[:0]
+	for _, x := range *e {
+		if x.expires.After(now) {
+			live = append(live, x)
+		}
+	}
+	clear((*e)[len(live):])
+	*e = live
 }

@@ -24,9 +24,11 @@ const sweepEvery = time.Second
 
 // Registry is an in-memory presence.Registry, safe for concurrent use.
 type Registry struct {
-	mu        sync.Mutex
-	closed    bool
-	sessions  map[string]map[string]presence.Session // user -> session id -> session
+	mu     sync.Mutex
+	closed bool
+	// user -> sessions: a slice, since a user has one to a few devices and
+	// a map's first insert allocates eight slots per connected user.
+	sessions  map[string][]presence.Session
 	statuses  map[string]status
 	lastSweep time.Time
 }
@@ -41,7 +43,7 @@ var _ presence.Registry = (*Registry)(nil)
 // New returns an empty registry.
 func New() *Registry {
 	return &Registry{
-		sessions:  make(map[string]map[string]presence.Session),
+		sessions:  make(map[string][]presence.Session),
 		statuses:  make(map[string]status),
 		lastSweep: time.Now(),
 	}
@@ -68,13 +70,17 @@ func (r *Registry) begin(ctx context.Context) (time.Time, error) {
 
 func (r *Registry) sweep(now time.Time) {
 	for u, ss := range r.sessions {
-		for id, s := range ss {
-			if !s.Expires.After(now) {
-				delete(ss, id)
+		live := ss[:0]
+		for _, s := range ss {
+			if s.Expires.After(now) {
+				live = append(live, s)
 			}
 		}
-		if len(ss) == 0 {
+		clear(ss[len(live):])
+		if len(live) == 0 {
 			delete(r.sessions, u)
+		} else {
+			r.sessions[u] = live
 		}
 	}
 	for u, st := range r.statuses {
@@ -104,11 +110,13 @@ func (r *Registry) Touch(ctx context.Context, s presence.Session) error {
 		return nil
 	}
 	ss := r.sessions[s.UserID]
-	if ss == nil {
-		ss = make(map[string]presence.Session)
-		r.sessions[s.UserID] = ss
+	for i := range ss {
+		if ss[i].SessionID == s.SessionID {
+			ss[i] = s
+			return nil
+		}
 	}
-	ss[s.SessionID] = s
+	r.sessions[s.UserID] = append(ss, s)
 	return nil
 }
 
@@ -124,9 +132,16 @@ func (r *Registry) Remove(ctx context.Context, userID, sessionID string) error {
 
 func (r *Registry) remove(userID, sessionID string) {
 	ss := r.sessions[userID]
-	delete(ss, sessionID)
+	for i := range ss {
+		if ss[i].SessionID == sessionID {
+			ss = append(ss[:i], ss[i+1:]...)
+			break
+		}
+	}
 	if len(ss) == 0 {
 		delete(r.sessions, userID)
+	} else {
+		r.sessions[userID] = ss
 	}
 }
 

@@ -24,7 +24,7 @@ func TestSweepFreesExpired(t *testing.T) {
 	defer r.Close()
 	ctx := context.Background()
 	past := time.Now().Add(-time.Millisecond)
-	r.sessions["gone"] = map[string]presence.Session{"s": {UserID: "gone", SessionID: "s", Expires: past}}
+	r.sessions["gone"] = []presence.Session{{UserID: "gone", SessionID: "s", Expires: past}}
 	r.statuses["gone"] = status{expires: past}
 	if err := r.Touch(ctx, presence.Session{UserID: "live", SessionID: "s", Expires: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
