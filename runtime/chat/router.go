@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -14,6 +15,9 @@ import (
 	"github.com/parleychat/parley/runtime/presence"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
+
+// degradedLogEvery spaces the warnings of degraded routing.
+const degradedLogEvery = 10 * time.Second
 
 // maxRecordBytes bounds one DeliverRecord; a batch that would exceed it is
 // split over several records (Kafka's default max message size is 1 MiB).
@@ -35,6 +39,11 @@ type Router struct {
 	log   *slog.Logger
 
 	parts atomic.Int32 // deliver partition count, 0 until first looked up
+
+	// degradedLog is the unix ns of the last "routing to every gateway"
+	// warning: during a registry outage every publish degrades, and one
+	// warning per interval says so.
+	degradedLog atomic.Int64
 
 	// offline, when set, gets the deliveries of users without a live
 	// session (offline.go).
@@ -201,7 +210,9 @@ func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec
 	if err != nil {
 		// Degraded routing (DESIGN.md, Presence): every gateway gets every
 		// recipient and pushes to the ones it holds.
-		r.log.Warn("session registry failed; routing to every gateway", "err", err, "users", len(all))
+		if now, last := time.Now().UnixNano(), r.degradedLog.Load(); now-last >= int64(degradedLogEvery) && r.degradedLog.CompareAndSwap(last, now) {
+			r.log.Warn("session registry failed; routing to every gateway", "err", err, "users", len(all))
+		}
 		for _, g := range groups {
 			for p := int32(0); p < n; p++ {
 				for _, d := range g.ds {

@@ -114,6 +114,10 @@ type FleetConfig struct {
 	// RouteTimeout bounds a session-registry lookup on the message path
 	// (default DefaultRouteTimeout).
 	RouteTimeout time.Duration
+	// RequestTimeout is the gateway's deadline of a request to the chat
+	// role (default 10s): an unanswered send gets timeout, and the
+	// sequencer drops a request whose deadline has passed.
+	RequestTimeout time.Duration
 	// Push configures offline push; no Webhook turns it off.
 	Push push.Config
 }
@@ -127,7 +131,6 @@ type fleet struct {
 	announce  *relay.Announcer
 	pusher    *push.Worker
 	publisher *push.Publisher
-	nodeID    int64
 }
 
 func (f *fleet) has(r Role) bool { return f.roles[r] }
@@ -210,6 +213,9 @@ func (fc *FleetConfig) resolve(cfg Config) (map[Role]bool, error) {
 	if roles[RoleChat] && fc.NodeID > 1023 {
 		errs = append(errs, fmt.Errorf("--node-id must be 0..1023, got %d", fc.NodeID))
 	}
+	if fc.RequestTimeout <= 0 {
+		fc.RequestTimeout = gateway.DefaultRequestTimeout
+	}
 	if fc.Kafka.PublishTimeout <= 0 {
 		fc.Kafka.PublishTimeout = DefaultFleetPublishTimeout
 	}
@@ -229,7 +235,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%s role: %w", fc.Role, err)
 	}
-	f := &fleet{fc: fc, roles: roles, nodeID: fc.NodeID}
+	f := &fleet{fc: fc, roles: roles}
 	s := &Server{cfg: cfg, ready: make(chan struct{}), fleet: f}
 	fail := func(err error) (*Server, error) {
 		_ = s.closeAll()
@@ -419,7 +425,7 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 		SendBurst:       cfg.SendBurst,
 		Limits:          userLimits,
 		MaxMessageBytes: cfg.MaxMessageBytes,
-		RequestTimeout:  10 * time.Second,
+		RequestTimeout:  fc.RequestTimeout,
 		Bus:             s.bus,
 		DeliverTopic:    deliver,
 		Media:           mediaSvc,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -46,15 +45,10 @@ func addFleetFlags(cmd *cobra.Command, ff *fleetFlags) {
 	f.IntVar(&ff.fc.RegionID, "region-id", 0, "region id 0..7 (top bits of Snowflake node ids)")
 	f.StringVar(&ff.fc.GatewayID, "gateway-id", "", "gateway id ending in -N, N = its deliver partition (default $POD_NAME, else the host name)")
 	f.StringVar(&ff.fc.Member, "member", "", "consumer-group member id, stable across restarts (default $POD_NAME, else the host name)")
-	nodeDefault := int64(-1)
-	if v := os.Getenv("PARLEY_NODE_ID"); v != "" {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			nodeDefault = n
-		}
-	}
-	f.Int64Var(&ff.nodeID, "node-id", nodeDefault, "chat role's Snowflake node 0..1023 (default $PARLEY_NODE_ID, else region id << 7 | the ordinal of --member)")
+	f.Int64Var(&ff.nodeID, "node-id", -1, "chat role's Snowflake node 0..1023 (also $PARLEY_NODE_ID; default region id << 7 | the ordinal of --member)")
 	f.IntVar(&ff.ingressParts, "ingress-partitions", 0, "expected partitions of the ingress topic (checked when set; parley migrate creates them)")
 	f.IntVar(&ff.deliverParts, "deliver-partitions", 0, "expected partitions of the deliver topic = max gateways (checked when set)")
+	f.DurationVar(&ff.fc.RequestTimeout, "request-timeout", 10*time.Second, "gateway: deadline of a send or other request to the chat role; later, the send is answered timeout")
 	f.DurationVar(&ff.fc.RouteTimeout, "route-timeout", server.DefaultRouteTimeout, "bound of a session-registry lookup when routing a message; slower means route to every gateway")
 	f.StringVar(&ff.fc.Push.Webhook, "push-webhook", "", "URL that offline-push notifications are POSTed to (chat role publishes them, push role posts them)")
 	f.IntVar(&ff.fc.Push.MaxAttempts, "push-attempts", 6, "POST attempts per push notification")

@@ -84,6 +84,10 @@ func printWelcome(cmd *cobra.Command, srv *server.Server, addr string) {
 	cfg := srv.Config()
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "Parley is running on http://%s (data in %s)\n", host, cfg.DataDir)
+	if r := srv.Role(); r != server.RoleAll && r != server.RoleGateway {
+		fmt.Fprintf(out, "Role %s: serves /healthz, /readyz and /metrics only\n", r)
+		return
+	}
 	fmt.Fprintf(out, "Chat in a browser:      http://%s/\n", host)
 	if srv.DevIssuer != nil {
 		fmt.Fprintf(out, "Dev mode: anyone who reaches this port can sign in as anyone (POST /v1/dev/token).\n")

@@ -1,0 +1,187 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/bus/memory"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+)
+
+func text(conv string, seq uint64, sender, body string) *parleyv1.Delivery {
+	return &parleyv1.Delivery{Body: &parleyv1.Delivery_Message{Message: &parleyv1.Message{
+		ConversationId: conv, Seq: seq, MessageId: 77, SenderId: sender,
+		Kind: parleyv1.MessageKind_MESSAGE_KIND_TEXT, Text: body, CreatedAt: 1000,
+	}}}
+}
+
+func TestNotification(t *testing.T) {
+	event := &parleyv1.Delivery{Body: &parleyv1.Delivery_Message{Message: &parleyv1.Message{
+		ConversationId: "g:1", Seq: 2, SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED}}}
+	receipt := &parleyv1.Delivery{Body: &parleyv1.Delivery_Receipt{Receipt: &parleyv1.Receipt{ConversationId: "g:1", UserId: "bob"}}}
+	media := &parleyv1.Delivery{Body: &parleyv1.Delivery_Message{Message: &parleyv1.Message{
+		ConversationId: "g:1", Seq: 3, SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEDIA,
+		Media: &parleyv1.Media{Url: "https://m/x.png", Mime: "image/png"}}}}
+	tests := []struct {
+		name  string
+		users []string
+		d     *parleyv1.Delivery
+		want  []string // nil: no notification
+	}{
+		{"text to others", []string{"bob", "alice", "carol"}, text("g:1", 4, "alice", "hi"), []string{"bob", "carol"}},
+		{"only the sender offline", []string{"alice"}, text("g:1", 4, "alice", "hi"), nil},
+		{"membership event", []string{"bob"}, event, nil},
+		{"receipt", []string{"bob"}, receipt, nil},
+		{"media", []string{"bob"}, media, []string{"bob"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := notification(tt.users, tt.d)
+			if tt.want == nil {
+				if n != nil {
+					t.Fatalf("got %+v, want none", n)
+				}
+				return
+			}
+			if n == nil || !slices.Equal(n.Users, tt.want) {
+				t.Fatalf("got %+v, want users %v", n, tt.want)
+			}
+			m := tt.d.GetMessage()
+			if n.Message.ConversationID != m.ConversationId || n.Message.Seq != m.Seq || n.ID() != m.ConversationId+"/"+itoa(m.Seq) {
+				t.Fatalf("message %+v does not match %v", n.Message, m)
+			}
+		})
+	}
+}
+
+func itoa(n uint64) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// receiver is a webhook that answers each request with the next status of
+// script (then 200), recording what it accepted.
+type receiver struct {
+	mu       sync.Mutex
+	script   []int
+	attempts map[string]int
+	got      []Notification
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.attempts[req.Header.Get("X-Parley-Delivery")]++
+	status := http.StatusOK
+	if len(r.script) > 0 {
+		status, r.script = r.script[0], r.script[1:]
+	}
+	if status == http.StatusOK {
+		var n Notification
+		if err := json.Unmarshal(body, &n); err != nil {
+			status = http.StatusBadRequest
+		} else {
+			r.got = append(r.got, n)
+		}
+	}
+	w.WriteHeader(status)
+}
+
+func (r *receiver) texts() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, n := range r.got {
+		out = append(out, n.Message.Text)
+	}
+	return out
+}
+
+// The publisher's notifications reach the webhook through the push topic;
+// retriable failures are retried with backoff, a refused notification is
+// dropped after one attempt and the ones behind it still go out.
+func TestPipeline(t *testing.T) {
+	rcv := &receiver{attempts: map[string]int{}, script: []int{503, 429, 200, 400}}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	b := memory.New()
+	const top = "parley.t.push"
+	if err := b.CreateTopic(ctx, bus.Topic{Name: top, Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWorker(b, Config{Webhook: srv.URL, Topic: top, Member: "push-0", BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := NewPublisher(b, top)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := w.Run(ctx); err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+	wg.Go(func() { pub.Run(ctx) })
+	defer func() {
+		cancel()
+		wg.Wait()
+		_ = b.Close()
+	}()
+	<-w.Joined()
+
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; got %v", what, rcv.texts())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	attempts := func(id string) int {
+		rcv.mu.Lock()
+		defer rcv.mu.Unlock()
+		return rcv.attempts[id]
+	}
+	// 503 and 429 are retried; the third attempt is accepted.
+	pub.Offline(ctx, []string{"bob"}, text("dm:alice:bob", 2, "alice", "first"))
+	waitUntil("first", func() bool { return slices.Contains(rcv.texts(), "first") })
+	if n := attempts("dm:alice:bob/2"); n != 3 {
+		t.Fatalf("first took %d attempts, want 3", n)
+	}
+	// 400 is final: one attempt, dropped, and the partition moves on.
+	pub.Offline(ctx, []string{"bob"}, text("dm:alice:bob", 3, "alice", "second"))
+	waitUntil("second attempted", func() bool { return attempts("dm:alice:bob/3") == 1 })
+	pub.Offline(ctx, []string{"bob"}, text("dm:alice:bob", 4, "alice", "third"))
+	waitUntil("third", func() bool { return slices.Contains(rcv.texts(), "third") })
+	if n := attempts("dm:alice:bob/3"); n != 1 {
+		t.Fatalf("second (answered 400) took %d attempts, want 1", n)
+	}
+	if got := rcv.texts(); !slices.Equal(got, []string{"first", "third"}) {
+		t.Fatalf("accepted %v, want [first third]", got)
+	}
+}
+
+func TestConfigChecks(t *testing.T) {
+	for _, c := range []Config{
+		{Webhook: "ftp://x", Topic: "t", Member: "m"},
+		{Webhook: "", Topic: "t", Member: "m"},
+		{Webhook: "http://x", Member: "m"},
+		{Webhook: "http://x", Topic: "t"},
+	} {
+		if _, err := NewWorker(memory.New(), c); err == nil {
+			t.Errorf("NewWorker(%+v) accepted", c)
+		}
+	}
+}
