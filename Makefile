@@ -3,22 +3,33 @@
 GO ?= go
 FUZZTIME ?= 10s
 
-.PHONY: build test deps test-go test-unit fuzz test-browser generate vet fmt bench
+.PHONY: build operator test deps envtest test-go test-unit fuzz test-browser generate manifests vet fmt bench
 
 build:
 	$(GO) build -o bin/parley ./runtime/cmd/parley
 
+operator:
+	$(GO) build -o bin/parley-operator ./operator/cmd/parley-operator
+
 # Everything: real Redis, Kafka and Cassandra (hack/deps.sh; left running,
-# stop them with `hack/deps.sh down`), Chromium for the browser tests, then
-# every Go test, a short fuzz run of the frame decoder, and the browser tests.
+# stop them with `hack/deps.sh down`), Chromium for the browser tests, a
+# kube-apiserver and etcd for the operator suite (hack/envtest.sh builds them
+# from Go module source once, ~15-20 min on 2 cores, then caches them), a
+# check that generated operator files are current, every Go test, a short
+# fuzz run of the frame decoder, and the browser tests.
 test: deps test-go fuzz test-browser
 
 deps:
 	hack/deps.sh up redis kafka cassandra
 	hack/browser-deps.sh
+	hack/envtest.sh >/dev/null
+
+envtest:
+	@hack/envtest.sh
 
 test-go: vet
-	$(GO) test -count=1 -timeout 30m ./...
+	hack/codegen.sh --check
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" $(GO) test -count=1 -timeout 40m ./...
 
 # Go tests only, with nothing installed: backend suites skip when their
 # server is absent (they never skip under CI=true).
@@ -39,6 +50,10 @@ fmt:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./runtime/...
+
+# Regenerate the operator's deepcopy, CRD, RBAC and chart templates (controller-gen).
+manifests:
+	hack/codegen.sh
 
 # Regenerate the wire protocol's Go code (needs protoc: apt-get install protobuf-compiler;
 # protoc-gen-go is pinned by go.mod and built on the fly).
