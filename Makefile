@@ -20,16 +20,16 @@ operator:
 test: deps test-go fuzz test-browser
 
 deps:
-	hack/deps.sh up redis kafka cassandra
-	hack/browser-deps.sh
-	hack/envtest.sh >/dev/null
+	hack/timed.sh "start Redis, Kafka, Cassandra" hack/deps.sh up redis kafka cassandra
+	hack/timed.sh "browser test dependencies" hack/browser-deps.sh
+	hack/timed.sh "envtest assets" sh -c 'hack/envtest.sh >/dev/null'
 
 envtest:
 	@hack/envtest.sh
 
 test-go: vet
-	hack/codegen.sh --check
-	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" $(GO) test -count=1 -timeout 40m ./...
+	hack/timed.sh "generated operator files current" hack/codegen.sh --check
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" hack/timed.sh "go test" $(GO) test -count=1 -timeout 40m ./...
 
 # Go tests only, with nothing installed: backend suites skip when their
 # server is absent (they never skip under CI=true).
@@ -37,13 +37,13 @@ test-unit:
 	$(GO) test ./...
 
 fuzz:
-	$(GO) test -run='^$$' -fuzz=FuzzDecodeClient -fuzztime=$(FUZZTIME) ./runtime/wire
+	hack/timed.sh "fuzz frame decoding" $(GO) test -run='^$$' -fuzz=FuzzDecodeClient -fuzztime=$(FUZZTIME) ./runtime/wire
 
 test-browser:
-	npm --prefix test/browser test
+	hack/timed.sh "browser tests" npm --prefix test/browser test
 
 vet:
-	$(GO) vet ./...
+	hack/timed.sh "go vet" $(GO) vet ./...
 
 fmt:
 	gofmt -l -w $$(git ls-files '*.go' | grep -v '\.pb\.go$$')
