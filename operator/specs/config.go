@@ -138,7 +138,7 @@ func configArgs(config map[string]string) []string {
 	return args
 }
 
-// CassandraReplication is the keyspace replication `parley migrate` applies, "dc:rf,…",
+// CassandraReplication is the keyspace replication `parley migrate` applies, "dc=rf,…" (its --replication flag),
 // sorted by datacenter so it does not change with region order.
 func CassandraReplication(cc *chatv1.ChatCluster) string {
 	rf := map[string]int32{}
@@ -152,7 +152,7 @@ func CassandraReplication(cc *chatv1.ChatCluster) string {
 	sort.Strings(dcs)
 	parts := make([]string, len(dcs))
 	for i, dc := range dcs {
-		parts[i] = fmt.Sprintf("%s:%d", dc, rf[dc])
+		parts[i] = fmt.Sprintf("%s=%d", dc, rf[dc])
 	}
 	return strings.Join(parts, ",")
 }

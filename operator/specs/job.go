@@ -2,7 +2,6 @@ package specs
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -36,11 +35,9 @@ func MigrateArgs(cc *chatv1.ChatCluster, region *chatv1.Region) []string {
 	return []string{
 		"migrate",
 		"--region=" + region.Name,
-		"--region-id=" + strconv.Itoa(int(region.ID)),
 		"--cassandra-hosts=" + strings.Join(s.Cassandra.ContactPoints, ","),
 		"--cassandra-keyspace=" + s.Cassandra.Keyspace,
-		"--cassandra-local-dc=" + region.Cassandra.LocalDatacenter,
-		"--cassandra-replication=" + CassandraReplication(cc),
+		"--replication=" + CassandraReplication(cc),
 		"--kafka-brokers=" + strings.Join(region.Kafka.Brokers, ","),
 		fmt.Sprintf("--deliver-partitions=%d", DeliverPartitions(cc, region)),
 	}

@@ -153,7 +153,7 @@ func TestNodeIDsAndPartitions(t *testing.T) {
 		{"chat ordinals of region 2", OrdinalStart(&cc.Spec.Regions[0], chatv1.RoleChat), int32(256)},
 		{"gateway ordinals", OrdinalStart(&cc.Spec.Regions[0], chatv1.RoleGateway), int32(0)},
 		{"deliver partitions small", DeliverPartitions(cc, &cc.Spec.Regions[0]), int32(64)},
-		{"replication sorted by dc", CassandraReplication(cc), "europe-west1:3,us-east1:5"},
+		{"replication sorted by dc", CassandraReplication(cc), "europe-west1=3,us-east1=5"},
 		{"drain window", DrainWindow(cc), "30s"},
 	}
 	for _, tt := range tests {

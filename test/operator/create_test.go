@@ -155,7 +155,7 @@ func TestCreate(t *testing.T) {
 		t.Fatalf("StatefulSets before any migration finished: %d (%v)", len(stss.Items), err)
 	}
 	job := h.jobs()[0]
-	if args := job.Spec.Template.Spec.Containers[0].Args; args[0] != "migrate" || !slices.Contains(args, "--cassandra-replication=dc-eu:3,dc-us:3") {
+	if args := job.Spec.Template.Spec.Containers[0].Args; args[0] != "migrate" || !slices.Contains(args, "--replication=dc-eu=3,dc-us=3") {
 		t.Errorf("migrate args %v", args)
 	}
 	h.migrateThrough(2)
