@@ -3,7 +3,6 @@ package chat
 import (
 	"context"
 	"time"
-	"unicode/utf8"
 
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
@@ -29,8 +28,8 @@ func (c *conversation) createGroup(ctx context.Context, j *job, out *Batch) {
 		c.fail(ctx, j, out, errInvalid("create_group: conversation_id must be empty; the server assigns the group id"))
 		return
 	}
-	if len(cg.GetTitle()) > MaxTitleBytes || !utf8.ValidString(cg.GetTitle()) {
-		c.fail(ctx, j, out, errInvalid("title must be at most 256 bytes of UTF-8"))
+	if err := CheckTitle(cg.GetTitle()); err != nil {
+		c.fail(ctx, j, out, err)
 		return
 	}
 	members := []string{creator}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 
+	"google.golang.org/protobuf/proto"
+
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
@@ -66,11 +68,70 @@ func pageLimit(limit uint32) (int, error) {
 	return int(limit), nil
 }
 
+// MaxPageBytes bounds the messages of one reply: a history page, or all the
+// pages of one sync together, stop taking messages once their size (see
+// messageSize) reaches it, and say has_more, so that a client paging through
+// large messages gets several modest replies instead of one of megabytes.
+// A history page still holds at least one message, so paging always moves.
+const MaxPageBytes = 1 << 20
+
+// messageSize estimates m's encoded size in either subprotocol: its
+// Protobuf size plus what protojson adds for the escapes of its text (a
+// control byte becomes \u00XX, six bytes; a quote or backslash two), which
+// can make the JSON of a message of control bytes six times its Protobuf.
+// Field names add a bounded overhead per message in JSON and are ignored.
+func messageSize(m *parleyv1.Message) int {
+	n := proto.Size(m)
+	for i := 0; i < len(m.GetText()); i++ {
+		switch c := m.GetText()[i]; {
+		case c < ' ':
+			n += 5
+		case c == '"' || c == '\\':
+			n++
+		}
+	}
+	return n
+}
+
+// pageBudget is the byte budget (MaxPageBytes) shared by the pages of one
+// reply. It is safe for concurrent use (sync loads pages in parallel).
+type pageBudget struct {
+	mu   sync.Mutex
+	left int
+}
+
+func newPageBudget() *pageBudget { return &pageBudget{left: MaxPageBytes} }
+
+// exhausted reports whether nothing more fits.
+func (b *pageBudget) exhausted() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.left <= 0
+}
+
+// take returns the longest prefix of msgs that fits the budget and charges
+// it. A message is taken while any budget is left, so the reply passes the
+// budget by at most one message, and a fresh budget always takes one.
+func (b *pageBudget) take(msgs []*parleyv1.Message) []*parleyv1.Message {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, m := range msgs {
+		if b.left <= 0 {
+			return msgs[:i]
+		}
+		b.left -= messageSize(m)
+	}
+	return msgs
+}
+
 // History returns a page of conv's log as the caller may see it: from the
-// seq at which it joined. before: seq < before, newest first; after: seq >
-// after, oldest first; neither: the newest page. Both set is invalid.
+// seq at which it joined. before (> 0): seq < before, newest first; after
+// (present, even 0): seq > after, oldest first, so after = 0 pages from the
+// very start; neither: the newest page, newest first. before > 0 with after
+// present is invalid. The page ends early with has_more when its messages
+// pass MaxPageBytes.
 func (q *Queries) History(ctx context.Context, userID string, h *parleyv1.History) (*parleyv1.HistoryResult, error) {
-	if h.GetBefore() != 0 && h.GetAfter() != 0 {
+	if h.GetBefore() != 0 && h.After != nil {
 		return nil, errInvalid("before and after are exclusive")
 	}
 	limit, err := pageLimit(h.GetLimit())
@@ -82,10 +143,14 @@ func (q *Queries) History(ctx context.Context, userID string, h *parleyv1.Histor
 		return nil, err
 	}
 	msgs, more, err := q.st.Messages(ctx, h.GetConversationId(), store.Page{
-		Before: h.GetBefore(), After: h.GetAfter(), Limit: limit, MinSeq: m.JoinedSeq,
+		Before: h.GetBefore(), After: h.GetAfter(), Forward: h.After != nil, Limit: limit, MinSeq: m.JoinedSeq,
 	})
 	if err != nil {
 		return nil, storeErr(q.log, "history", h.GetConversationId(), err)
+	}
+	if kept := newPageBudget().take(msgs); len(kept) < len(msgs) {
+		clear(msgs[len(kept):])
+		msgs, more = kept, true
 	}
 	return &parleyv1.HistoryResult{ConversationId: h.GetConversationId(), Messages: msgs, HasMore: more}, nil
 }
@@ -97,7 +162,7 @@ func (q *Queries) Inbox(ctx context.Context, userID string) ([]*parleyv1.Convers
 	if err != nil {
 		return nil, storeErr(q.log, "inbox", userID, err)
 	}
-	states, err := q.states(ctx, userID, ids, nil, 0)
+	states, err := q.states(ctx, userID, ids, nil, 0, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +223,7 @@ func (q *Queries) Sync(ctx context.Context, userID string, s *parleyv1.Sync) (*p
 		}
 		cursors[id] = max(cursors[id], c.GetSeq())
 	}
-	states, err := q.states(ctx, userID, want, cursors, limit)
+	states, err := q.states(ctx, userID, want, cursors, limit, newPageBudget())
 	if err != nil {
 		return nil, err
 	}
@@ -166,8 +231,9 @@ func (q *Queries) Sync(ctx context.Context, userID string, s *parleyv1.Sync) (*p
 }
 
 // states loads the ConversationState of each id (bounded parallelism). With
-// cursors, each also gets the page after its cursor.
-func (q *Queries) states(ctx context.Context, userID string, ids []string, cursors map[string]uint64, limit int) ([]*parleyv1.ConversationState, error) {
+// cursors, each also gets the page after its cursor, all pages within
+// budget.
+func (q *Queries) states(ctx context.Context, userID string, ids []string, cursors map[string]uint64, limit int, budget *pageBudget) ([]*parleyv1.ConversationState, error) {
 	out := make([]*parleyv1.ConversationState, len(ids))
 	errs := make([]error, len(ids))
 	sem := make(chan struct{}, inboxWorkers)
@@ -178,7 +244,7 @@ func (q *Queries) states(ctx context.Context, userID string, ids []string, curso
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			cur, withPage := cursors[id]
-			out[i], errs[i] = q.state(ctx, userID, id, withPage, cur, limit)
+			out[i], errs[i] = q.state(ctx, userID, id, withPage, cur, limit, budget)
 		}()
 	}
 	wg.Wait()
@@ -198,7 +264,10 @@ func (q *Queries) states(ctx context.Context, userID string, ids []string, curso
 // unread = head - max(read, joined_seq-1): it counts every seq the member
 // can see above its read pointer, system events included, so it is an upper
 // bound on unread user messages (documented approximation).
-func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, cursor uint64, limit int) (*parleyv1.ConversationState, error) {
+//
+// The page takes what budget allows: once it is spent, the page is cut (or
+// not read at all) and has_more tells the client to pull the rest.
+func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, cursor uint64, limit int, budget *pageBudget) (*parleyv1.ConversationState, error) {
 	conv, err := q.st.Conversation(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
@@ -237,21 +306,21 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 		cs.LastMessage = last
 	}
 	if withPage && head > cursor {
-		after := max(cursor, m.JoinedSeq-min(m.JoinedSeq, 1))
-		page := store.Page{After: after, Limit: limit, MinSeq: m.JoinedSeq}
-		if after == 0 {
-			// After 0 would mean "no cursor" (the newest page): take seqs
-			// 1..limit newest first instead and turn them around; seqs are
-			// dense, so what lies beyond is known from the head.
-			page = store.Page{Before: uint64(limit) + 1, Limit: limit, MinSeq: m.JoinedSeq}
+		if budget.exhausted() {
+			// Other pages spent the reply's budget: the client pulls this
+			// conversation's messages itself (it knows the head).
+			cs.HasMore = true
+			return cs, nil
 		}
+		after := max(cursor, m.JoinedSeq-min(m.JoinedSeq, 1))
+		page := store.Page{After: after, Forward: true, Limit: limit, MinSeq: m.JoinedSeq}
 		msgs, more, err := q.st.Messages(ctx, id, page)
 		if err != nil {
 			return nil, storeErr(q.log, "sync page", id, err)
 		}
-		if after == 0 {
-			slices.Reverse(msgs)
-			more = head > uint64(limit)
+		if kept := budget.take(msgs); len(kept) < len(msgs) {
+			clear(msgs[len(kept):])
+			msgs, more = kept, true
 		}
 		cs.Messages, cs.HasMore = msgs, more
 	}

@@ -2,7 +2,10 @@ package chat
 
 import (
 	"fmt"
+	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
@@ -33,11 +36,22 @@ func TestQueries(t *testing.T) {
 		if err != nil || len(h.GetMessages()) != 50 || h.GetMessages()[0].GetSeq() != 62 || !h.GetHasMore() {
 			t.Fatalf("newest page: %d messages, has_more %v, %v", len(h.GetMessages()), h.GetHasMore(), err)
 		}
-		h, err = e.q.History(e.ctx, "bob", &parleyv1.History{ConversationId: g, After: 55, Limit: 5})
+		h, err = e.q.History(e.ctx, "bob", &parleyv1.History{ConversationId: g, After: proto.Uint64(55), Limit: 5})
 		if err != nil || len(h.GetMessages()) != 5 || h.GetMessages()[0].GetSeq() != 56 || !h.GetHasMore() {
 			t.Fatalf("after 55: %v %v", h, err)
 		}
-		h, err = e.q.History(e.ctx, "bob", &parleyv1.History{ConversationId: g, Before: 3, Limit: 200})
+		// after present and 0: from the very start, oldest first (not the
+		// newest page, as an unset after is).
+		h, err = e.q.History(e.ctx, "bob", &parleyv1.History{ConversationId: g, After: proto.Uint64(0), Limit: 3})
+		if err != nil || len(h.GetMessages()) != 3 || h.GetMessages()[0].GetSeq() != 1 || h.GetMessages()[2].GetSeq() != 3 || !h.GetHasMore() {
+			t.Fatalf("after 0: %v %v", h, err)
+		}
+		// before present and 0 counts as unset: the newest page.
+		h, err = e.q.History(e.ctx, "bob", &parleyv1.History{ConversationId: g, Before: proto.Uint64(0), Limit: 2})
+		if err != nil || len(h.GetMessages()) != 2 || h.GetMessages()[0].GetSeq() != 62 || !h.GetHasMore() {
+			t.Fatalf("before 0: %v %v", h, err)
+		}
+		h, err = e.q.History(e.ctx, "bob", &parleyv1.History{ConversationId: g, Before: proto.Uint64(3), Limit: 200})
 		if err != nil || len(h.GetMessages()) != 2 || h.GetMessages()[0].GetSeq() != 2 || h.GetHasMore() {
 			t.Fatalf("before 3: %v %v", h, err)
 		}
@@ -47,7 +61,8 @@ func TestQueries(t *testing.T) {
 			code string
 		}{
 			{"bob", &parleyv1.History{ConversationId: g, Limit: 201}, wire.CodeInvalid},
-			{"bob", &parleyv1.History{ConversationId: g, Before: 5, After: 1}, wire.CodeInvalid},
+			{"bob", &parleyv1.History{ConversationId: g, Before: proto.Uint64(5), After: proto.Uint64(1)}, wire.CodeInvalid},
+			{"bob", &parleyv1.History{ConversationId: g, Before: proto.Uint64(5), After: proto.Uint64(0)}, wire.CodeInvalid},
 			{"bob", &parleyv1.History{ConversationId: "g:404"}, wire.CodeNotFound},
 			{"dave", &parleyv1.History{ConversationId: g}, wire.CodeNotMember},
 			{"carol", &parleyv1.History{ConversationId: g}, wire.CodeNotMember}, // left
@@ -155,4 +170,140 @@ func TestQueries(t *testing.T) {
 			t.Fatalf("former member: %v", err)
 		}
 	})
+}
+
+// TestPagesBoundedBySize: pages of large messages end by size (about
+// MaxPageBytes) with has_more, and paging on, in either direction and
+// through sync, still returns every message exactly once.
+func TestPagesBoundedBySize(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	dm := DMID("big1", "big2")
+	// Quotes take two bytes each in JSON: messageSize counts them so, and
+	// 200 of these messages (about 1.6 MB as JSON) do not fit one page.
+	big := strings.Repeat(`"`, DefaultConfig().MaxMessageBytes)
+	const n = 200
+	for i := range n {
+		e.mustSend(t, "big1", dm, fmt.Sprint("m", i), big) // seqs 2..201 (1 is the DM's creation)
+	}
+	const head = n + 1
+	size := func(msgs []*parleyv1.Message) (total int) {
+		for _, m := range msgs {
+			total += messageSize(m)
+		}
+		return total
+	}
+	check := func(t *testing.T, what string, msgs []*parleyv1.Message, more bool) {
+		t.Helper()
+		if len(msgs) == 0 || len(msgs) >= n || !more {
+			t.Fatalf("%s: %d messages, has_more %v; want a page cut by size", what, len(msgs), more)
+		}
+		if got, last := size(msgs), messageSize(msgs[len(msgs)-1]); got-last >= MaxPageBytes || got > MaxPageBytes+last {
+			t.Fatalf("%s: %d bytes in %d messages, budget %d", what, got, len(msgs), MaxPageBytes)
+		}
+	}
+	seen := func(t *testing.T, what string, pages [][]*parleyv1.Message) {
+		t.Helper()
+		got := map[uint64]int{}
+		for _, p := range pages {
+			for _, m := range p {
+				got[m.GetSeq()]++
+			}
+		}
+		for seq := uint64(1); seq <= head; seq++ {
+			if got[seq] != 1 {
+				t.Fatalf("%s: seq %d returned %d times", what, seq, got[seq])
+			}
+		}
+		if len(got) != head {
+			t.Fatalf("%s: %d seqs returned, want %d", what, len(got), head)
+		}
+	}
+
+	t.Run("forward", func(t *testing.T) {
+		var pages [][]*parleyv1.Message
+		after := uint64(0)
+		for i := 0; ; i++ {
+			h, err := e.q.History(e.ctx, "big2", &parleyv1.History{ConversationId: dm, After: proto.Uint64(after), Limit: 200})
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs := h.GetMessages()
+			if i == 0 {
+				check(t, "first forward page", msgs, h.GetHasMore())
+				if msgs[0].GetSeq() != 1 {
+					t.Fatalf("after 0 starts at seq %d", msgs[0].GetSeq())
+				}
+			}
+			pages = append(pages, msgs)
+			if !h.GetHasMore() {
+				break
+			}
+			if len(msgs) == 0 || i > n {
+				t.Fatalf("page %d: has_more with %d messages", i, len(msgs))
+			}
+			after = msgs[len(msgs)-1].GetSeq()
+		}
+		seen(t, "forward", pages)
+	})
+
+	t.Run("backward", func(t *testing.T) {
+		var pages [][]*parleyv1.Message
+		h := &parleyv1.History{ConversationId: dm, Limit: 200}
+		for i := 0; ; i++ {
+			res, err := e.q.History(e.ctx, "big1", h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs := res.GetMessages()
+			if i == 0 {
+				check(t, "newest page", msgs, res.GetHasMore())
+				if msgs[0].GetSeq() != head {
+					t.Fatalf("newest page starts at seq %d", msgs[0].GetSeq())
+				}
+			}
+			pages = append(pages, msgs)
+			if !res.GetHasMore() {
+				break
+			}
+			if len(msgs) == 0 || i > n {
+				t.Fatalf("page %d: has_more with %d messages", i, len(msgs))
+			}
+			h.Before = proto.Uint64(msgs[len(msgs)-1].GetSeq())
+		}
+		seen(t, "backward", pages)
+	})
+
+	t.Run("sync", func(t *testing.T) {
+		r, err := e.q.Sync(e.ctx, "big2", &parleyv1.Sync{Limit: 200, Cursors: []*parleyv1.Cursor{{ConversationId: dm}}})
+		if err != nil || len(r.GetConversations()) != 1 {
+			t.Fatalf("sync: %v %v", r, err)
+		}
+		cs := r.GetConversations()[0]
+		check(t, "sync page", cs.GetMessages(), cs.GetHasMore())
+		pages := [][]*parleyv1.Message{cs.GetMessages()}
+		after := cs.GetMessages()[len(cs.GetMessages())-1].GetSeq()
+		for more := true; more; {
+			h, err := e.q.History(e.ctx, "big2", &parleyv1.History{ConversationId: dm, After: proto.Uint64(after), Limit: 200})
+			if err != nil || len(h.GetMessages()) == 0 {
+				t.Fatalf("history after %d: %v %v", after, h, err)
+			}
+			pages = append(pages, h.GetMessages())
+			after, more = h.GetMessages()[len(h.GetMessages())-1].GetSeq(), h.GetHasMore()
+		}
+		seen(t, "sync then history", pages)
+	})
+}
+
+func TestMessageSize(t *testing.T) {
+	plain := &parleyv1.Message{Text: "hello"}
+	if got, want := messageSize(plain), proto.Size(plain); got != want {
+		t.Errorf("plain text: %d, want the proto size %d", got, want)
+	}
+	// Each control byte is \u00XX (six bytes) in JSON; quote and backslash
+	// are two.
+	esc := &parleyv1.Message{Text: "\x01\x02\"\\"}
+	if got, want := messageSize(esc), proto.Size(esc)+5+5+1+1; got != want {
+		t.Errorf("escaped text: %d, want %d", got, want)
+	}
 }

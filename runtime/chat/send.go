@@ -184,8 +184,9 @@ func (c *conversation) validateSend(conv string, send *parleyv1.Send) error {
 			return errInvalid("text is empty")
 		case len(ct.Text) > c.p.s.cfg.MaxMessageBytes:
 			return wire.Errorf(wire.CodeTooLarge, "text is %d bytes, over the limit of %d", len(ct.Text), c.p.s.cfg.MaxMessageBytes)
-		case !utf8.ValidString(ct.Text):
-			return errInvalid("text is not valid UTF-8")
+		}
+		if err := CheckText(ct.Text); err != nil {
+			return err
 		}
 	case *parleyv1.Send_Media:
 		m := ct.Media

@@ -249,11 +249,31 @@ func (c *Client) sync(ctx context.Context, cursors []*parleyv1.Cursor, limit uin
 
 // History returns a page of conv's log: with before > 0 the messages with
 // seq < before, newest first; with after > 0 those with seq > after, oldest
-// first; with neither the newest page, newest first. limit is 1..200 (0
-// means 50). Errors: not_member, not_found, invalid as *wire.Error.
+// first; with neither the newest page, newest first. 0 means "not set" for
+// both; to page forward from the very start use HistoryAfter(conv, 0, …).
+// limit is 1..200 (0 means 50); a page of large messages may hold fewer,
+// with has_more. Errors: not_member, not_found, invalid as *wire.Error.
 func (c *Client) History(ctx context.Context, conv string, before, after uint64, limit uint32) (*parleyv1.HistoryResult, error) {
-	rep, err := c.request(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_History{History: &parleyv1.History{
-		ConversationId: conv, Before: before, After: after, Limit: limit}}})
+	return c.history(ctx, &parleyv1.History{ConversationId: conv, Before: optSeq(before), After: optSeq(after), Limit: limit})
+}
+
+// HistoryAfter returns the messages of conv with seq > after, oldest first,
+// after = 0 included: the page from the very start of the log. Otherwise as
+// History.
+func (c *Client) HistoryAfter(ctx context.Context, conv string, after uint64, limit uint32) (*parleyv1.HistoryResult, error) {
+	return c.history(ctx, &parleyv1.History{ConversationId: conv, After: &after, Limit: limit})
+}
+
+// optSeq maps History's "0 means not set" to the optional field.
+func optSeq(v uint64) *uint64 {
+	if v == 0 {
+		return nil
+	}
+	return &v
+}
+
+func (c *Client) history(ctx context.Context, h *parleyv1.History) (*parleyv1.HistoryResult, error) {
+	rep, err := c.request(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_History{History: h}})
 	if err != nil {
 		return nil, err
 	}
@@ -265,8 +285,10 @@ func (c *Client) History(ctx context.Context, conv string, before, after uint64,
 }
 
 // pull returns the visible messages of conv after seq after, oldest first.
-// History cannot say "after 0" (0 means unset: the newest page), so a pull
-// from the very start goes through Sync with a cursor at 0, which can.
+// A pull from the very start goes through Sync with a cursor at 0 rather
+// than HistoryAfter(0): servers before History.after became optional read
+// after = 0 as "not set" (the newest page, newest first), and Sync means
+// the same on every server.
 func (c *Client) pull(ctx context.Context, conv string, after uint64, limit uint32) ([]*parleyv1.Message, bool, error) {
 	if after > 0 {
 		res, err := c.History(ctx, conv, 0, after, limit)

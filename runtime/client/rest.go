@@ -248,14 +248,25 @@ func (r *REST) Inbox(ctx context.Context) ([]*parleyv1.ConversationState, error)
 	return states, nil
 }
 
-// History returns a page of conv's log, as Client.History.
+// History returns a page of conv's log, as Client.History (0 means not
+// set for before and after).
 func (r *REST) History(ctx context.Context, conv string, before, after uint64, limit uint32) (*parleyv1.HistoryResult, error) {
+	return r.history(ctx, conv, optSeq(before), optSeq(after), limit)
+}
+
+// HistoryAfter returns the messages of conv with seq > after, oldest first,
+// after = 0 included (from the very start), as Client.HistoryAfter.
+func (r *REST) HistoryAfter(ctx context.Context, conv string, after uint64, limit uint32) (*parleyv1.HistoryResult, error) {
+	return r.history(ctx, conv, nil, &after, limit)
+}
+
+func (r *REST) history(ctx context.Context, conv string, before, after *uint64, limit uint32) (*parleyv1.HistoryResult, error) {
 	q := url.Values{}
-	if before > 0 {
-		q.Set("before", strconv.FormatUint(before, 10))
+	if before != nil {
+		q.Set("before", strconv.FormatUint(*before, 10))
 	}
-	if after > 0 {
-		q.Set("after", strconv.FormatUint(after, 10))
+	if after != nil {
+		q.Set("after", strconv.FormatUint(*after, 10))
 	}
 	if limit > 0 {
 		q.Set("limit", strconv.FormatUint(uint64(limit), 10))

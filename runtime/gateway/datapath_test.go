@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
@@ -145,7 +146,7 @@ func TestSyncAndHistory(t *testing.T) {
 		t.Fatalf("inbox heads %v", inbox)
 	}
 
-	id = bob.sendFrame(&parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_History{History: &parleyv1.History{ConversationId: conv, Before: 4, Limit: 2}}})
+	id = bob.sendFrame(&parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_History{History: &parleyv1.History{ConversationId: conv, Before: proto.Uint64(4), Limit: 2}}})
 	hist := bob.reply(id).GetHistoryResult()
 	if len(hist.GetMessages()) != 2 || hist.GetMessages()[0].GetText() != "two" || !hist.GetHasMore() {
 		t.Fatalf("history %v", hist)

@@ -48,6 +48,7 @@ const (
 	DefaultID              = "gateway-0"
 	DefaultHeartbeat       = 30 * time.Second
 	DefaultSendQueue       = 256
+	DefaultSendQueueBytes  = 4 << 20
 	DefaultMaxPresenceSubs = 100
 	DefaultRequestTimeout  = 10 * time.Second
 	DefaultWriteTimeout    = 10 * time.Second
@@ -77,6 +78,12 @@ type Config struct {
 	// session whose messages still overflow it is closed with
 	// wire.CloseSlowConsumer and catches up by sync.
 	SendQueue int
+	// SendQueueBytes bounds the encoded bytes queued for one connection
+	// (default 4 MiB), with the same policy as SendQueue: a frame count
+	// alone lets a client that asks for large replies (history pages of
+	// big messages) and never reads them pin gigabytes. One frame larger
+	// than the bound is still queued when the queue is empty.
+	SendQueueBytes int
 	// MaxPresenceSubs caps the users one connection may subscribe to with
 	// presence_sub (default 100).
 	MaxPresenceSubs int
@@ -132,6 +139,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = DefaultSendQueue
+	}
+	if c.SendQueueBytes <= 0 {
+		c.SendQueueBytes = DefaultSendQueueBytes
 	}
 	if c.MaxPresenceSubs <= 0 {
 		c.MaxPresenceSubs = DefaultMaxPresenceSubs

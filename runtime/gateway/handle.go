@@ -1,11 +1,17 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/parleychat/parley/runtime/auth"
 	"github.com/parleychat/parley/runtime/chat"
@@ -30,13 +36,24 @@ const maxErrorMessage = 200
 // inline: a connection has one read in flight, which bounds what one client
 // can make the store do at once. Sends go to the chat role asynchronously.
 func (g *Gateway) handleFrame(s *session, mt int, data []byte) {
+	if s.closing.Load() {
+		// Nothing more is queued on a closing session: spare the work
+		// (a slow consumer may still have many requests in the socket).
+		return
+	}
 	if want := s.messageType(); mt != want {
 		s.invalidFrame(0, fmt.Sprintf("subprotocol %s carries %s frames, got a %s frame", s.subprotocol(), frameKind(want), frameKind(mt)))
 		return
 	}
 	f, err := s.codec().DecodeClient(data)
 	if err != nil {
-		s.invalidFrame(f.GetId(), err.Error())
+		id := f.GetId()
+		if f == nil {
+			// The client waits for an answer to the frame's id: find it in
+			// what did not decode.
+			id = frameID(s.binary, data)
+		}
+		s.invalidFrame(id, decodeProblem(err))
 		return
 	}
 	s.invalidRun = 0
@@ -67,6 +84,102 @@ func (g *Gateway) handleFrame(s *session, mt int, data []byte) {
 	case *parleyv1.ClientFrame_Ping:
 		s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Pong{Pong: &parleyv1.Pong{}}})
 	}
+}
+
+// frameID recovers the id of a client frame that did not decode, 0 when it
+// has none that can be read. JSON: the top-level "id" (a number or a string
+// of digits, as protojson accepts), read up to the first syntax error.
+// Protobuf: the last field 1 (varint) before the bytes stop parsing.
+func frameID(binary bool, data []byte) uint64 {
+	if binary {
+		return protoFrameID(data)
+	}
+	return jsonFrameID(data)
+}
+
+func protoFrameID(b []byte) (id uint64) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return id
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return id
+			}
+			id, b = v, b[n:]
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return id
+		}
+		b = b[n:]
+	}
+	return id
+}
+
+func jsonFrameID(data []byte) (id uint64) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return 0
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return id
+		}
+		if key != "id" {
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return id
+			}
+			continue
+		}
+		v, err := dec.Token()
+		if err != nil {
+			return id
+		}
+		switch v := v.(type) {
+		case json.Number:
+			id, _ = strconv.ParseUint(v.String(), 10, 64)
+		case string:
+			id, _ = strconv.ParseUint(v, 10, 64)
+		default:
+			return 0 // an object or array: not an id, and not skippable here
+		}
+	}
+	return id
+}
+
+// decodeProblem words a decoding error for the client: the protobuf
+// library's "proto:" prefix goes, and a JSON position comes last, so the
+// message starts with the problem (`undecodable frame: unknown field
+// "bogus" at line 1:9`).
+func decodeProblem(err error) string {
+	msg := err.Error()
+	prefix := ""
+	if errors.Is(err, wire.ErrDecode) {
+		prefix = wire.ErrDecode.Error() + ": "
+		msg = strings.TrimPrefix(msg, prefix)
+	}
+	// The protobuf library separates words with a space or, at random, a
+	// no-break space, so that nobody matches its messages; this only trims.
+	msg = strings.ReplaceAll(msg, "\u00a0", " ")
+	msg = strings.TrimPrefix(msg, "proto: ")
+	if i := strings.Index(msg, "(line "); i >= 0 {
+		if j := strings.Index(msg[i:], "): "); j > 0 {
+			where := msg[i+1 : i+j]
+			head := strings.TrimSpace(msg[:i])
+			msg = msg[i+j+3:] + " at " + where
+			if head != "" {
+				msg = head + ": " + msg
+			}
+		}
+	}
+	return prefix + msg
 }
 
 func frameKind(mt int) string {
@@ -121,6 +234,9 @@ func (g *Gateway) validateSend(m *parleyv1.Send) *wire.Error {
 		}
 		if len(c.Text) > g.cfg.MaxMessageBytes {
 			return wire.Errorf(wire.CodeTooLarge, "text is %d bytes, over the limit of %d", len(c.Text), g.cfg.MaxMessageBytes)
+		}
+		if err := chat.CheckText(c.Text); err != nil {
+			return wire.AsError(err)
 		}
 	case *parleyv1.Send_Media:
 		md := c.Media
@@ -250,7 +366,7 @@ func (g *Gateway) handleHistory(s *session, id uint64, m *parleyv1.History) {
 		s.sendError(id, wire.Errorf(wire.CodeInvalid, "limit %d is over %d", m.GetLimit(), wire.MaxPageSize))
 		return
 	}
-	if m.GetBefore() != 0 && m.GetAfter() != 0 {
+	if m.GetBefore() != 0 && m.After != nil {
 		s.sendError(id, wire.Errorf(wire.CodeInvalid, "set at most one of before and after"))
 		return
 	}

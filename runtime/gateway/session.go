@@ -64,6 +64,7 @@ type session struct {
 	mu          sync.Mutex
 	queue       []outFrame
 	inflight    int  // frames taken by the writer and not yet written
+	queueBytes  int  // encoded bytes of queue and of the inflight frames
 	writing     bool // a writer goroutine runs (or the session is dead)
 	closeCode   int
 	closeReason string
@@ -204,6 +205,7 @@ func (s *session) cleanup() {
 	s.mu.Lock()
 	s.closing.Store(true)
 	s.abort.Store(true)
+	s.queueBytes -= queuedBytes(s.queue) // a running writer subtracts its batch
 	clear(s.queue)
 	s.queue = nil
 	s.writing = true // no writer starts any more
@@ -257,11 +259,13 @@ func (s *session) closeWith(last *parleyv1.ServerFrame, code int, reason string,
 	s.closeCode, s.closeReason = code, reason
 	if !flush {
 		s.abort.Store(true)
+		s.queueBytes -= queuedBytes(s.queue)
 		clear(s.queue)
 		s.queue = s.queue[:0]
 	}
 	if lastData != nil {
-		s.queue = append(s.queue, outFrame{data: lastData})
+		s.queue = append(s.queue, outFrame{data: lastData, size: len(lastData)})
+		s.queueBytes += len(lastData)
 	}
 	start := !s.writing
 	s.writing = true

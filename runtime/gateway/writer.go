@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -16,6 +17,9 @@ import (
 type outFrame struct {
 	pm   *websocket.PreparedMessage
 	data []byte
+	// size is the encoded length of the frame, what it counts against
+	// Config.SendQueueBytes.
+	size int
 	// droppable marks typing and presence frames, which give way to
 	// messages when the queue is full (DESIGN.md, Performance budget).
 	droppable bool
@@ -32,7 +36,7 @@ func (s *session) send(f *parleyv1.ServerFrame) bool {
 		s.g.log.Error("encode frame", "err", err)
 		return false
 	}
-	return s.enqueue(outFrame{data: data})
+	return s.enqueue(outFrame{data: data, size: len(data)})
 }
 
 // sendError answers request id with err as an error frame; errors that are
@@ -47,26 +51,33 @@ func (s *session) sendError(id uint64, err error) {
 }
 
 // enqueue queues f without ever blocking (it is called by the delivering
-// goroutine for every recipient) and starts a writer if none runs. When the
-// queue is full, a droppable f is dropped; otherwise queued droppable frames
-// are evicted to make room, and if there are none the session is closed as
-// a slow consumer: it reconnects and catches up by sync. It reports whether
-// f was queued.
+// goroutine for every recipient) and starts a writer if none runs. The queue
+// is full when it holds Config.SendQueue frames or f would take its bytes
+// past Config.SendQueueBytes. When it is full, a droppable f is dropped;
+// otherwise queued droppable frames are evicted to make room, and if that is
+// not enough the session is closed as a slow consumer: it reconnects and
+// catches up by sync. It reports whether f was queued.
 func (s *session) enqueue(f outFrame) bool {
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
 		return false
 	}
-	if len(s.queue)+s.inflight >= s.g.cfg.SendQueue && (f.droppable || !s.evictDroppable()) {
+	if s.full(f) && (f.droppable || !s.evictDroppable() || s.full(f)) {
+		frames, bytes := len(s.queue)+s.inflight, s.queueBytes
 		s.mu.Unlock()
 		if !f.droppable && s.close(wire.CloseSlowConsumer, "send queue overflow; reconnect and sync", false) {
 			s.g.m.SlowConsumers.Inc()
-			s.g.log.Info("slow consumer disconnected", "user", s.user, "session", s.id, "queue", s.g.cfg.SendQueue)
+			s.g.log.Info("slow consumer disconnected", "user", s.user, "session", s.id,
+				"frames", frames, "bytes", bytes, "frame_bytes", f.size)
 		}
 		return false
 	}
 	s.queue = append(s.queue, f)
+	s.queueBytes += f.size
+	if h := enqueueHook.Load(); h != nil {
+		(*h)(s.queueBytes, f.size)
+	}
 	start := !s.writing
 	s.writing = true
 	s.mu.Unlock()
@@ -76,6 +87,27 @@ func (s *session) enqueue(f outFrame) bool {
 	return true
 }
 
+// full reports whether the queue has no room for f: SendQueue frames
+// (queued or being written), or f's bytes would take the queue past
+// SendQueueBytes (an empty queue takes any one frame). s.mu is held.
+func (s *session) full(f outFrame) bool {
+	return len(s.queue)+s.inflight >= s.g.cfg.SendQueue ||
+		s.queueBytes > 0 && s.queueBytes+f.size > s.g.cfg.SendQueueBytes
+}
+
+// enqueueHook, when set (by tests), sees the queued bytes of a session and
+// the size of the frame just queued, under the session's lock.
+var enqueueHook atomic.Pointer[func(queuedBytes, frameBytes int)]
+
+// queuedBytes sums the sizes of fs.
+func queuedBytes(fs []outFrame) int {
+	n := 0
+	for i := range fs {
+		n += fs[i].size
+	}
+	return n
+}
+
 // evictDroppable removes the queued droppable frames, reporting whether
 // there were any. s.mu is held.
 func (s *session) evictDroppable() bool {
@@ -83,6 +115,8 @@ func (s *session) evictDroppable() bool {
 	for _, f := range s.queue {
 		if !f.droppable {
 			kept = append(kept, f)
+		} else {
+			s.queueBytes -= f.size
 		}
 	}
 	evicted := len(kept) < len(s.queue)
@@ -96,9 +130,12 @@ func (s *session) evictDroppable() bool {
 // close frame last. A write error ends the connection.
 func (s *session) writeLoop() {
 	var batch []outFrame
+	batchBytes := 0
 	for {
 		s.mu.Lock()
 		s.inflight = 0
+		s.queueBytes -= batchBytes
+		batchBytes = 0
 		if len(s.queue) == 0 {
 			if s.closing.Load() {
 				// writing stays true: no writer starts after the close.
@@ -122,6 +159,7 @@ func (s *session) writeLoop() {
 		// batch is written without the lock.
 		batch, s.queue = s.queue, batch[:0]
 		s.inflight = len(batch)
+		batchBytes = queuedBytes(batch)
 		s.mu.Unlock()
 
 		for i := range batch {
@@ -156,6 +194,7 @@ func (s *session) writeFailed(err error) {
 	s.abort.Store(true)
 	clear(s.queue)
 	s.queue = nil
+	s.queueBytes = 0
 	s.mu.Unlock()
 	// A write that timed out is a client that stopped reading: the same
 	// slow consumer as a queue overflow, only caught by the deadline first.
@@ -191,33 +230,35 @@ type pushFrame struct {
 	frame     *parleyv1.ServerFrame
 	droppable bool
 	pm        [2]*websocket.PreparedMessage // [json, proto]
+	size      [2]int                        // encoded bytes of pm
 	failed    [2]bool
 }
 
-func (p *pushFrame) prepared(g *Gateway, binary bool) *websocket.PreparedMessage {
+func (p *pushFrame) prepared(g *Gateway, binary bool) (*websocket.PreparedMessage, int) {
 	i, mt := 0, websocket.TextMessage
 	if binary {
 		i, mt = 1, websocket.BinaryMessage
 	}
 	if p.pm[i] != nil || p.failed[i] {
-		return p.pm[i]
+		return p.pm[i], p.size[i]
 	}
 	data, err := wire.Codec{Binary: binary}.EncodeServer(p.frame)
 	if err == nil {
 		p.pm[i], err = websocket.NewPreparedMessage(mt, data)
+		p.size[i] = len(data)
 	}
 	if err != nil {
 		p.failed[i] = true
 		g.log.Error("encode push", "err", err)
 	}
-	return p.pm[i]
+	return p.pm[i], p.size[i]
 }
 
 // push queues p on s, reporting whether it was queued.
 func (p *pushFrame) push(g *Gateway, s *session) bool {
-	pm := p.prepared(g, s.binary)
+	pm, size := p.prepared(g, s.binary)
 	if pm == nil {
 		return false
 	}
-	return s.enqueue(outFrame{pm: pm, droppable: p.droppable})
+	return s.enqueue(outFrame{pm: pm, size: size, droppable: p.droppable})
 }

@@ -245,12 +245,21 @@ func uintParam(r *http.Request, name string) (uint64, error) {
 
 func (a *API) history(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
 	h := &parleyv1.History{ConversationId: r.PathValue("conv")}
-	var err error
-	if h.Before, err = uintParam(r, "before"); err != nil {
-		return err
-	}
-	if h.After, err = uintParam(r, "after"); err != nil {
-		return err
+	// A parameter with a value is set even when 0: ?after=0 pages forward
+	// from the very start, while no after (or an empty one) means the
+	// newest page.
+	for _, p := range []struct {
+		name string
+		dst  **uint64
+	}{{"before", &h.Before}, {"after", &h.After}} {
+		if r.URL.Query().Get(p.name) == "" {
+			continue
+		}
+		v, err := uintParam(r, p.name)
+		if err != nil {
+			return err
+		}
+		*p.dst = &v
 	}
 	limit, err := uintParam(r, "limit")
 	if err != nil {

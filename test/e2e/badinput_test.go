@@ -132,20 +132,23 @@ func TestBadInput(t *testing.T) {
 		}},
 		{name: "unknown frame type in JSON is invalid", sub: wire.SubprotocolJSON, run: func(t *testing.T, c *rawConn) {
 			c.writeRaw(websocket.TextMessage, []byte(`{"id":1,"teleport":{"conversation_id":"dm:alice:bob"}}`))
-			c.wantError(1, true, wire.CodeInvalid)
+			c.wantError(1, false, wire.CodeInvalid) // the id is read from the undecodable frame
 		}},
 		{name: "frame with no body in JSON is invalid", sub: wire.SubprotocolJSON, run: func(t *testing.T, c *rawConn) {
 			c.writeRaw(websocket.TextMessage, []byte(`{"id":1}`))
-			c.wantError(1, true, wire.CodeInvalid)
+			c.wantError(1, false, wire.CodeInvalid)
 		}},
 		{name: "unknown field in a JSON send is invalid", sub: wire.SubprotocolJSON, run: func(t *testing.T, c *rawConn) {
 			c.writeRaw(websocket.TextMessage, []byte(`{"id":1,"send":{"conversation_id":"dm:alice:bob","client_msg_id":"u1","text":"hi","sender_id":"bob"}}`))
-			c.wantError(1, true, wire.CodeInvalid)
+			// Answered with the frame's id, naming the field.
+			if e := c.wantError(1, false, wire.CodeInvalid); !strings.Contains(e.GetMessage(), `unknown field "sender_id"`) || strings.Contains(e.GetMessage(), "proto:") {
+				t.Fatalf("error %q, want it to name the unknown field", e.GetMessage())
+			}
 		}},
 		{name: "proto frame with no known body is invalid", sub: wire.SubprotocolProto, run: func(t *testing.T, c *rawConn) {
 			// id=1 (field 1, varint) and an unknown field 99 (varint 7).
 			c.writeRaw(websocket.BinaryMessage, []byte{0x08, 0x01, 0x98, 0x06, 0x07})
-			c.wantError(0, true, wire.CodeInvalid)
+			c.wantError(1, false, wire.CodeInvalid)
 		}},
 		{name: "more than 10 invalid frames in a row close with 4502", sub: wire.SubprotocolJSON, run: func(t *testing.T, c *rawConn) {
 			for range 11 {
@@ -166,7 +169,7 @@ func TestBadInput(t *testing.T) {
 		}},
 		{name: "invalid JSON is invalid", sub: wire.SubprotocolJSON, run: func(t *testing.T, c *rawConn) {
 			c.writeRaw(websocket.TextMessage, []byte(`{"id":1,"send":{"conversation_id":"dm:alice:bob",`))
-			c.wantError(1, true, wire.CodeInvalid)
+			c.wantError(1, false, wire.CodeInvalid)
 		}},
 		{name: "undecodable protobuf is invalid", sub: wire.SubprotocolProto, run: func(t *testing.T, c *rawConn) {
 			c.writeRaw(websocket.BinaryMessage, []byte{0xff, 0xff, 0xff, 0xff, 0x0f, 0x01})
@@ -404,6 +407,24 @@ func TestBadInput(t *testing.T) {
 			body: `{"user_ids":["mallory"]}`, status: 403, code: wire.CodeNotMember},
 		{name: "create a group with a bad member id", method: "POST", path: "/v1/conversations",
 			body: `{"title":"x","members":["bob","no spaces"]}`, status: 400, code: wire.CodeInvalid},
+		{name: "create a group with a newline in the title", method: "POST", path: "/v1/conversations",
+			body: msg(map[string]any{"title": "two\nlines", "members": []string{"bob"}}), status: 400, code: wire.CodeInvalid},
+		{name: "create a group with NUL in the title", method: "POST", path: "/v1/conversations",
+			body: msg(map[string]any{"title": "nul\x00", "members": []string{"bob"}}), status: 400, code: wire.CodeInvalid},
+		{name: "create a group with ESC in the title", method: "POST", path: "/v1/conversations",
+			body: msg(map[string]any{"title": "\x1b[31mred", "members": []string{"bob"}}), status: 400, code: wire.CodeInvalid},
+		{name: "create a group with a C1 control in the title", method: "POST", path: "/v1/conversations",
+			body: msg(map[string]any{"title": "csi\u009b", "members": []string{"bob"}}), status: 400, code: wire.CodeInvalid},
+		{name: "create a group with a bidi override in the title", method: "POST", path: "/v1/conversations",
+			body: msg(map[string]any{"title": "evil\u202egpj.exe", "members": []string{"bob"}}), status: 400, code: wire.CodeInvalid},
+		{name: "create a group with a bidi isolate in the title", method: "POST", path: "/v1/conversations",
+			body: msg(map[string]any{"title": "\u2067x\u2069", "members": []string{"bob"}}), status: 400, code: wire.CodeInvalid},
+		{name: "text with NUL", method: "POST", path: "/v1/messages",
+			body: msg(map[string]any{"conversation_id": dm, "client_msg_id": "r-nul", "text": "a\x00b"}), status: 400, code: wire.CodeInvalid},
+		{name: "text with ESC", method: "POST", path: "/v1/messages",
+			body: msg(map[string]any{"conversation_id": dm, "client_msg_id": "r-esc", "text": "\x1b[2J"}), status: 400, code: wire.CodeInvalid},
+		{name: "text with newline, tab and CR", method: "POST", path: "/v1/messages",
+			body: msg(map[string]any{"conversation_id": dm, "client_msg_id": "r-lines", "text": "a\nb\tc\r\n"}), status: 200, stored: map[string]uint64{dm: 1}},
 		{name: "read without seq", method: "POST", path: "/v1/conversations/" + url.PathEscape(dm) + "/read",
 			body: `{}`, status: 400, code: wire.CodeInvalid},
 		{name: "receipts without seq", method: "GET", path: "/v1/conversations/" + url.PathEscape(dm) + "/receipts",
@@ -487,7 +508,7 @@ func TestBadInputRateLimited(t *testing.T) {
 func historyAt(t *testing.T, c *rawConn, conv string, seq uint64) *parleyv1.Message {
 	t.Helper()
 	f := c.reply(c.write(&parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_History{History: &parleyv1.History{
-		ConversationId: conv, Before: seq + 1, Limit: 1}}}))
+		ConversationId: conv, Before: proto.Uint64(seq + 1), Limit: 1}}}))
 	ms := f.GetHistoryResult().GetMessages()
 	if len(ms) != 1 || ms[0].GetSeq() != seq {
 		t.Fatalf("history at seq %d of %s: %v", seq, conv, f)

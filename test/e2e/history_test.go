@@ -40,10 +40,39 @@ func TestHistoryPaging(t *testing.T) {
 	for _, pg := range []struct {
 		name string
 		get  pager
+		from func(after uint64) (*parleyv1.HistoryResult, error) // after sent even when 0
 	}{
-		{"ws", func(b, a uint64) (*parleyv1.HistoryResult, error) { return alice.History(ctx, conv, b, a, 50) }},
-		{"rest", func(b, a uint64) (*parleyv1.HistoryResult, error) { return rest.History(ctx, conv, b, a, 50) }},
+		{"ws", func(b, a uint64) (*parleyv1.HistoryResult, error) { return alice.History(ctx, conv, b, a, 50) },
+			func(a uint64) (*parleyv1.HistoryResult, error) { return alice.HistoryAfter(ctx, conv, a, 50) }},
+		{"rest", func(b, a uint64) (*parleyv1.HistoryResult, error) { return rest.History(ctx, conv, b, a, 50) },
+			func(a uint64) (*parleyv1.HistoryResult, error) { return rest.HistoryAfter(ctx, conv, a, 50) }},
 	} {
+		// after=0 is the very start of the log, oldest first: seq 1 (the
+		// creation event), 2, ...; not the newest page.
+		t.Run(pg.name+"/after0", func(t *testing.T) {
+			var got []*parleyv1.Message
+			after := uint64(0)
+			for pages := 0; ; pages++ {
+				if pages > 10 {
+					t.Fatal("paging forward did not end")
+				}
+				res, err := pg.from(after)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if pages == 0 && (len(res.Messages) != 50 || res.Messages[0].Seq != 1 || res.Messages[49].Seq != 50 || !res.HasMore) {
+					t.Fatalf("after=0: %d messages from seq %d, has_more %v; want seqs 1..50 oldest first",
+						len(res.Messages), res.Messages[0].GetSeq(), res.HasMore)
+				}
+				got = append(got, res.Messages...)
+				if !res.HasMore {
+					break
+				}
+				after = res.Messages[len(res.Messages)-1].Seq
+			}
+			assertDense(t, got, 1)
+			checkTexts(t, got[1:], first, n)
+		})
 		t.Run(pg.name+"/before", func(t *testing.T) {
 			var got []*parleyv1.Message
 			before := last.Seq + 1

@@ -38,7 +38,9 @@ const Help = `commands:
   /read                               mark the current conversation read
   /help                               this text
   /quit                               exit
-any other line is sent to the current conversation (start it with // to send a leading /)`
+any other line is sent to the current conversation (start it with // to send a leading /)
+a terminal cuts a typed or pasted line at 4095 bytes without a warning; the server
+takes messages up to its --max-message-bytes (4096 bytes by default)`
 
 // Run runs a chat session for user until /quit, the end of in, the end of
 // ctx, or the client stopping for good. c must be dialed without
@@ -54,7 +56,7 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, c *client.Client, res
 	if events == nil {
 		return errors.New("cli: the client was dialed with Options.OnEvent; the CLI needs its Events channel")
 	}
-	s := &session{ctx: ctx, out: out, c: c, rest: rest, user: user, watch: map[string]bool{}}
+	s := &session{ctx: ctx, out: out, c: c, rest: rest, user: user, watch: map[string]bool{}, left: map[string]time.Time{}}
 	done := make(chan struct{})
 	defer close(done)
 	lines := make(chan string)
@@ -72,7 +74,7 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, c *client.Client, res
 		}
 		scanErr <- sc.Err()
 	}()
-	s.printf("connected as %s. /help lists commands.", user)
+	s.printf("connected as %s. /help lists commands.", Sanitize(user))
 	for {
 		select {
 		case <-ctx.Done():
@@ -118,10 +120,23 @@ type session struct {
 	// read is the read pointer sent for conv.
 	read  uint64
 	watch map[string]bool
+	// left holds the groups left in this session and when: the server may
+	// still answer an ack or read of such a group, sent before the leave
+	// took effect, with not_member, which says nothing new.
+	left map[string]time.Time
 }
 
+// printf prints one line (or several, for /help). Every string from the
+// network must already be sanitised by its caller (Sanitize, SanitizeText,
+// errText), which is what keeps a newline in it from starting a line of its
+// own; as a second line of defence printf escapes any terminal control left
+// in the result except the newlines.
 func (s *session) printf(format string, args ...any) {
-	fmt.Fprintf(s.out, format+"\n", args...)
+	lines := strings.Split(fmt.Sprintf(format, args...), "\n")
+	for i, l := range lines {
+		lines[i] = Sanitize(l)
+	}
+	fmt.Fprint(s.out, strings.Join(lines, "\n")+"\n")
 }
 
 func (s *session) callCtx() (context.Context, context.CancelFunc) {
@@ -145,8 +160,13 @@ func (s *session) line(line string) bool {
 	case "say":
 		s.say(cmd.text)
 	case "dm":
-		s.open(DMID(s.user, cmd.args[0]), true)
-		s.who(cmd.args[:1]) // show whether the peer is online now, and follow it
+		if cmd.args[0] == s.user {
+			s.printf("you can't DM yourself")
+			break
+		}
+		if s.open(DMID(s.user, cmd.args[0]), true) {
+			s.who(cmd.args[:1]) // show whether the peer is online now, and follow it
+		}
 	case "join":
 		s.open(cmd.args[0], false)
 	case "group-create":
@@ -212,7 +232,10 @@ func parse(line string) (command, error) {
 			return command{}, err
 		}
 		if strings.Contains(args[0], ":") {
-			return command{}, fmt.Errorf("%q is not a user id (user ids have no ':'); use /join for a conversation id", args[0])
+			return command{}, fmt.Errorf("%s is not a valid user id (user ids have no ':'); use /join for a conversation id", Sanitize(args[0]))
+		}
+		if err := checkUserIDs(args); err != nil {
+			return command{}, err
 		}
 	case "group":
 		if len(args) < 2 || args[0] != "create" {
@@ -227,8 +250,14 @@ func parse(line string) (command, error) {
 		if err := want(1, -1, "/add <user...>"); err != nil {
 			return command{}, err
 		}
+		if err := checkUserIDs(args); err != nil {
+			return command{}, err
+		}
 	case "who":
 		if err := want(1, -1, "/who <user...>"); err != nil {
+			return command{}, err
+		}
+		if err := checkUserIDs(args); err != nil {
 			return command{}, err
 		}
 	case "leave", "history", "inbox", "read", "help", "quit":
@@ -239,6 +268,35 @@ func parse(line string) (command, error) {
 		return command{}, fmt.Errorf("unknown command /%s; /help lists commands", name)
 	}
 	return command{name: name, args: args}, nil
+}
+
+// ValidUserID reports whether id is a valid user id: 1..64 bytes of
+// [A-Za-z0-9._@-] (the rule of auth.ValidID, which the CLI does not import
+// to stay free of the server's JWT code).
+func ValidUserID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.', c == '_', c == '@', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// checkUserIDs returns an error naming the first id that is not a valid
+// user id, before it reaches a conversation id or the presence watch list.
+func checkUserIDs(ids []string) error {
+	for _, id := range ids {
+		if !ValidUserID(id) {
+			return fmt.Errorf("%s is not a valid user id: 1..64 characters of A-Z a-z 0-9 . _ @ -", Sanitize(id))
+		}
+	}
+	return nil
 }
 
 // splitArgs splits on blanks, keeping "double quoted" runs together.
@@ -310,9 +368,11 @@ func (s *session) say(text string) {
 	// The message itself is printed when its event arrives.
 }
 
-// open switches to conv and shows its newest page.
-func (s *session) open(conv string, dm bool) {
-	s.conv, s.oldest, s.newest, s.read = conv, 0, 0, 0
+// open switches to conv and shows its newest page. It reports whether it
+// switched: a conversation that cannot be read (not_found, not_member,
+// invalid, or any other error) leaves the current one selected. A DM that
+// does not exist yet is selected: the first message creates it.
+func (s *session) open(conv string, dm bool) bool {
 	ctx, cancel := s.callCtx()
 	defer cancel()
 	res, err := s.c.History(ctx, conv, 0, 0, PageSize)
@@ -320,25 +380,32 @@ func (s *session) open(conv string, dm bool) {
 	switch {
 	case err == nil:
 	case dm && errors.As(err, &we) && (we.Code == wire.CodeNotFound || we.Code == wire.CodeNotMember):
-		s.printf("--- %s ---", conv)
+		s.conv, s.oldest, s.newest, s.read = conv, 0, 0, 0
+		s.printf("--- %s ---", Sanitize(conv))
 		s.printf("(no messages yet)")
-		return
+		return true
 	default:
-		s.printf("cannot open %s: %s", conv, errText(err))
-		return
+		s.printf("cannot open %s: %s", Sanitize(conv), errText(err))
+		if s.conv != "" {
+			s.printf("(still in %s)", Sanitize(s.conv))
+		}
+		return false
 	}
-	s.printf("--- %s ---", conv)
+	s.conv, s.oldest, s.newest, s.read = conv, 0, 0, 0
+	delete(s.left, conv) // joined again: its errors count again
+	s.printf("--- %s ---", Sanitize(conv))
 	msgs := slices.Clone(res.GetMessages())
 	slices.Reverse(msgs) // newest first -> oldest first
 	if len(msgs) == 0 {
 		s.printf("(no messages yet)")
-		return
+		return true
 	}
 	for _, m := range msgs {
 		s.printf("%s", FormatMessage(m))
 	}
 	s.oldest, s.newest = msgs[0].GetSeq(), msgs[len(msgs)-1].GetSeq()
 	s.markRead(false)
+	return true
 }
 
 func (s *session) history() {
@@ -346,7 +413,7 @@ func (s *session) history() {
 		return
 	}
 	if s.oldest <= 1 {
-		s.printf("(beginning of %s)", s.conv)
+		s.printf("(beginning of %s)", Sanitize(s.conv))
 		return
 	}
 	ctx, cancel := s.callCtx()
@@ -358,7 +425,7 @@ func (s *session) history() {
 	}
 	msgs := slices.Clone(res.GetMessages())
 	slices.Reverse(msgs)
-	s.printf("--- earlier in %s ---", s.conv)
+	s.printf("--- earlier in %s ---", Sanitize(s.conv))
 	for _, m := range msgs {
 		s.printf("%s", FormatMessage(m))
 	}
@@ -367,7 +434,7 @@ func (s *session) history() {
 	}
 	if !res.GetHasMore() {
 		s.oldest = 1
-		s.printf("(beginning of %s)", s.conv)
+		s.printf("(beginning of %s)", Sanitize(s.conv))
 	}
 }
 
@@ -382,7 +449,7 @@ func (s *session) createGroup(title string, members []string) {
 		s.printf("cannot create group: %s", errText(err))
 		return
 	}
-	s.printf("created group %s %q", id, title)
+	s.printf("created group %s %s", Sanitize(id), quote(title))
 	s.open(id, false)
 }
 
@@ -393,10 +460,10 @@ func (s *session) add(users []string) {
 	ctx, cancel := s.callCtx()
 	defer cancel()
 	if _, err := s.rest.AddMembers(ctx, s.conv, users); err != nil {
-		s.printf("cannot add %s: %s", strings.Join(users, ", "), errText(err))
+		s.printf("cannot add %s: %s", joinClean(users), errText(err))
 		return
 	}
-	s.printf("added %s to %s", strings.Join(users, ", "), s.conv)
+	s.printf("added %s to %s", joinClean(users), Sanitize(s.conv))
 }
 
 func (s *session) leave() {
@@ -406,10 +473,11 @@ func (s *session) leave() {
 	ctx, cancel := s.callCtx()
 	defer cancel()
 	if _, err := s.rest.RemoveMember(ctx, s.conv, s.user); err != nil {
-		s.printf("cannot leave %s: %s", s.conv, errText(err))
+		s.printf("cannot leave %s: %s", Sanitize(s.conv), errText(err))
 		return
 	}
-	s.printf("left %s", s.conv)
+	s.printf("left %s", Sanitize(s.conv))
+	s.left[s.conv] = time.Now()
 	s.conv, s.oldest, s.newest, s.read = "", 0, 0, 0
 }
 
@@ -454,15 +522,21 @@ func (s *session) who(users []string) {
 		s.printf("cannot watch presence: %s", errText(err))
 		return
 	}
-	s.printf("watching %s", strings.Join(all, ", "))
+	s.printf("watching %s", joinClean(all))
 }
 
 // markRead moves the read pointer of the current conversation to the newest
 // message shown (force: report it even when nothing changed).
 func (s *session) markRead(force bool) {
+	if s.newest == 0 {
+		if force {
+			s.printf("(no messages in %s to mark read)", Sanitize(s.conv))
+		}
+		return
+	}
 	if s.newest <= s.read {
 		if force {
-			s.printf("%s is read up to #%d", s.conv, s.read)
+			s.printf("%s is read up to #%d", Sanitize(s.conv), s.read)
 		}
 		return
 	}
@@ -474,7 +548,7 @@ func (s *session) markRead(force bool) {
 	}
 	s.read = s.newest
 	if force {
-		s.printf("%s is read up to #%d", s.conv, s.read)
+		s.printf("%s is read up to #%d", Sanitize(s.conv), s.read)
 	}
 }
 
@@ -508,9 +582,12 @@ func (s *session) event(ev client.Event) {
 		s.printf("%s", FormatPresence(e.Presence))
 	case client.TypingEvent:
 		if e.Typing.GetUserId() != s.user {
-			s.printf("[%s] %s is typing…", e.Typing.GetConversationId(), e.Typing.GetUserId())
+			s.printf("[%s] %s is typing…", Sanitize(e.Typing.GetConversationId()), Sanitize(e.Typing.GetUserId()))
 		}
 	case client.ErrorEvent:
+		if s.aboutLeft(e.Err) {
+			return
+		}
 		s.printf("error: %s", errText(e.Err))
 	case client.ReconnectingEvent:
 		s.printf("… connection lost (%s); reconnecting in %s (attempt %d)", errText(e.Err), e.Delay.Round(time.Millisecond), e.Attempt)
@@ -525,55 +602,94 @@ func (s *session) event(ev client.Event) {
 	}
 }
 
+// leftQuiet is how long after /leave a not_member error that names no
+// conversation is taken to be about the group just left.
+const leftQuiet = 5 * time.Second
+
+// aboutLeft reports whether err is a not_member answer to an ack or read of
+// a group this session left: one that names the group, or names none and
+// comes right after a /leave.
+func (s *session) aboutLeft(err *wire.Error) bool {
+	if err == nil || err.Code != wire.CodeNotMember || len(s.left) == 0 {
+		return false
+	}
+	named := strings.Contains(err.Message, "g:") || strings.Contains(err.Message, "dm:")
+	for conv, at := range s.left {
+		if mentions(err.Message, conv) || (!named && time.Since(at) < leftQuiet) {
+			return true
+		}
+	}
+	return false
+}
+
+// mentions reports whether msg names conversation conv (so "g:1" is not
+// found in "g:12").
+func mentions(msg, conv string) bool {
+	for i := 0; ; {
+		j := strings.Index(msg[i:], conv)
+		if j < 0 {
+			return false
+		}
+		end := i + j + len(conv)
+		if end == len(msg) || !ValidUserID(msg[end:end+1]) {
+			return true
+		}
+		i = end
+	}
+}
+
+// errText renders err for the terminal, sanitised: error messages can come
+// from the server (error frames, close reasons, HTTP error bodies).
 func errText(err error) string {
 	if err == nil {
 		return "no error"
 	}
 	var we *wire.Error
 	if errors.As(err, &we) {
-		return we.Code + ": " + we.Message
+		return Sanitize(we.Code + ": " + we.Message)
 	}
-	return err.Error()
+	return Sanitize(err.Error())
 }
 
 // FormatMessage renders a message as one line: "[conv] alice: hi", or a
-// "* ..." line for system events.
+// "* ..." line for system events. Every field is sanitised (Sanitize); a
+// newline in the text continues on an indented line (TextNewline).
 func FormatMessage(m *parleyv1.Message) string {
-	conv, who := m.GetConversationId(), m.GetSenderId()
+	conv, who := Sanitize(m.GetConversationId()), Sanitize(m.GetSenderId())
 	switch m.GetKind() {
 	case parleyv1.MessageKind_MESSAGE_KIND_MEDIA:
 		md := m.GetMedia()
-		return fmt.Sprintf("[%s] %s sent %s (%s, %d bytes)", conv, who, md.GetUrl(), md.GetMime(), md.GetSize())
+		return fmt.Sprintf("[%s] %s sent %s (%s, %d bytes)", conv, who, Sanitize(md.GetUrl()), Sanitize(md.GetMime()), md.GetSize())
 	case parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED:
-		if strings.HasPrefix(conv, "dm:") {
+		if strings.HasPrefix(m.GetConversationId(), "dm:") {
 			return fmt.Sprintf("[%s] * %s started the conversation", conv, who)
 		}
 		title := ""
 		if m.GetText() != "" {
-			title = fmt.Sprintf(" %q", m.GetText())
+			title = " " + quote(m.GetText())
 		}
 		if len(m.GetMembers()) > 0 {
-			return fmt.Sprintf("[%s] * %s created the group%s with %s", conv, who, title, strings.Join(m.GetMembers(), ", "))
+			return fmt.Sprintf("[%s] * %s created the group%s with %s", conv, who, title, joinClean(m.GetMembers()))
 		}
 		return fmt.Sprintf("[%s] * %s created the group%s", conv, who, title)
 	case parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED:
-		return fmt.Sprintf("[%s] * %s added %s", conv, who, strings.Join(m.GetMembers(), ", "))
+		return fmt.Sprintf("[%s] * %s added %s", conv, who, joinClean(m.GetMembers()))
 	case parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED:
-		if len(m.GetMembers()) == 1 && m.GetMembers()[0] == who {
+		if len(m.GetMembers()) == 1 && m.GetMembers()[0] == m.GetSenderId() {
 			return fmt.Sprintf("[%s] * %s left", conv, who)
 		}
-		return fmt.Sprintf("[%s] * %s removed %s", conv, who, strings.Join(m.GetMembers(), ", "))
+		return fmt.Sprintf("[%s] * %s removed %s", conv, who, joinClean(m.GetMembers()))
 	}
-	return fmt.Sprintf("[%s] %s: %s", conv, who, m.GetText())
+	return fmt.Sprintf("[%s] %s: %s", conv, who, SanitizeText(m.GetText()))
 }
 
 // FormatReceipt renders another member's receipt ("" for the user's own,
-// which come from its other devices and say nothing new).
+// which come from its other devices and say nothing new), sanitised.
 func FormatReceipt(r *parleyv1.Receipt, user string) string {
 	if r.GetUserId() == user && r.GetKind() != parleyv1.ReceiptKind_RECEIPT_KIND_READ_BY_ALL {
 		return ""
 	}
-	conv, who, seq := r.GetConversationId(), r.GetUserId(), r.GetSeq()
+	conv, who, seq := Sanitize(r.GetConversationId()), Sanitize(r.GetUserId()), r.GetSeq()
 	switch r.GetKind() {
 	case parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED:
 		return fmt.Sprintf("[%s] ✓ delivered to %s up to #%d", conv, who, seq)
@@ -587,35 +703,37 @@ func FormatReceipt(r *parleyv1.Receipt, user string) string {
 
 // FormatPresence renders a presence change: "bob is online", "bob was last
 // seen 2006-01-02 15:04:05 UTC", "bob is offline" (never seen), or unknown.
+// The user id is sanitised.
 func FormatPresence(p *parleyv1.Presence) string {
+	who := Sanitize(p.GetUserId())
 	switch p.GetStatus() {
 	case parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE:
-		return p.GetUserId() + " is online"
+		return who + " is online"
 	case parleyv1.PresenceStatus_PRESENCE_STATUS_OFFLINE:
 		if p.GetLastActive() > 0 {
-			return p.GetUserId() + " was last seen " + time.UnixMilli(p.GetLastActive()).UTC().Format("2006-01-02 15:04:05 UTC")
+			return who + " was last seen " + time.UnixMilli(p.GetLastActive()).UTC().Format("2006-01-02 15:04:05 UTC")
 		}
-		return p.GetUserId() + " is offline"
+		return who + " is offline"
 	}
-	return p.GetUserId() + "'s presence is unknown"
+	return who + "'s presence is unknown"
 }
 
 // FormatState renders one inbox entry: id, title or peer, unread count and
-// the last message.
+// the last message, sanitised.
 func FormatState(st *parleyv1.ConversationState, user string) string {
 	var b strings.Builder
-	b.WriteString(st.GetConversationId())
+	b.WriteString(Sanitize(st.GetConversationId()))
 	if st.GetTitle() != "" {
-		fmt.Fprintf(&b, " %q", st.GetTitle())
+		b.WriteString(" " + quote(st.GetTitle()))
 	} else if peer := dmPeer(st.GetConversationId(), user); peer != "" {
-		fmt.Fprintf(&b, " (with %s)", peer)
+		fmt.Fprintf(&b, " (with %s)", Sanitize(peer))
 	}
 	if st.GetUnread() > 0 {
 		fmt.Fprintf(&b, "  %d unread", st.GetUnread())
 	}
 	if lm := st.GetLastMessage(); lm != nil {
 		line := FormatMessage(lm)
-		line = strings.TrimPrefix(line, "["+lm.GetConversationId()+"] ")
+		line = strings.TrimPrefix(line, "["+Sanitize(lm.GetConversationId())+"] ")
 		fmt.Fprintf(&b, "  last: %s", line)
 	}
 	return b.String()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -32,7 +33,10 @@ func TestParse(t *testing.T) {
 		{"/dm bob", command{name: "dm", args: []string{"bob"}}, ""},
 		{"/dm", command{}, "usage: /dm <user>"},
 		{"/dm bob carol", command{}, "usage: /dm <user>"},
-		{"/dm dm:a:b", command{}, "not a user id"},
+		{"/dm dm:a:b", command{}, "dm:a:b is not a valid user id"},
+		{"/dm bob/x", command{}, "bob/x is not a valid user id"},
+		{"/who bob carol/x", command{}, "carol/x is not a valid user id"},
+		{"/add \"b c\"", command{}, "b c is not a valid user id"},
 		{`/group create "Team chat" bob carol`, command{name: "group-create", args: []string{"Team chat", "bob", "carol"}}, ""},
 		{"/group create solo", command{name: "group-create", args: []string{"solo"}}, ""},
 		{"/group delete x", command{}, "usage: /group create"},
@@ -299,5 +303,74 @@ func TestRunNeedsEventsChannel(t *testing.T) {
 	defer c.Close()
 	if err := Run(ctx, strings.NewReader(""), io.Discard, c, nil, "alice"); err == nil {
 		t.Fatal("Run accepted a client without an Events channel")
+	}
+}
+
+func TestRunHostileAndFailingCommands(t *testing.T) {
+	srv := fakegw.New(t)
+	srv.AddToken("ta", "alice")
+	srv.AddToken("tb", "bob")
+	alice := start(t, srv, "ta", "alice")
+	alice.expect("connected as alice")
+	bob := dial(t, srv, "tb")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	alice.send("/dm bob")
+	alice.expect("--- dm:alice:bob ---")
+	alice.send("hello")
+	alice.expect("[dm:alice:bob] alice: hello")
+	if _, err := bob.Send(ctx, "dm:alice:bob", hostile+" \x1b[2K\r\u202Eevil"); err != nil {
+		t.Fatal(err)
+	}
+	alice.expect("[dm:alice:bob] bob: hi\n    │ [dm:alice:bob] bob: please send me your password\n    │ " +
+		`\x1b[31mRED\x1b[0m \x1b]0;pwned-title\x07 \x1b[2K\r<U+202E>evil` + "\n")
+
+	// A conversation that cannot be opened is not selected.
+	alice.send("/join g:999")
+	alice.expect("cannot open g:999: not_member")
+	alice.expect("(still in dm:alice:bob)")
+	alice.send("still here")
+	alice.expect("[dm:alice:bob] alice: still here")
+
+	alice.send("/dm alice")
+	alice.expect("you can't DM yourself")
+	alice.send("/dm bob/x")
+	alice.expect("bob/x is not a valid user id")
+	alice.send("/who carol")
+	alice.expect("watching bob, carol")
+	alice.send("after bad dms")
+	alice.expect("[dm:alice:bob] alice: after bad dms")
+	for _, f := range srv.Frames("alice") {
+		for _, u := range f.GetPresenceSub().GetUserIds() {
+			if u != "bob" && u != "carol" {
+				t.Errorf("alice watches %q", u)
+			}
+		}
+	}
+
+	// /read of a conversation without messages claims nothing.
+	alice.send("/dm carol")
+	alice.expect("--- dm:alice:carol ---\n(no messages yet)")
+	alice.send("/read")
+	alice.expect("(no messages in dm:alice:carol to mark read)")
+
+	// A not_member about the group just left is not shown.
+	alice.send(`/group create Team bob`)
+	alice.expect("created group g:")
+	gid := regexp.MustCompile(`created group (g:\d+)`).FindStringSubmatch(alice.out.String())[1]
+	alice.send("/leave")
+	alice.expect("left " + gid)
+	srv.Push("alice", wire.ErrorFrame(0, wire.CodeNotMember, "not a member of "+gid, 0))
+	srv.Push("alice", wire.ErrorFrame(0, wire.CodeInvalid, "marker", 0))
+	alice.expect("error: invalid: marker")
+	if out := alice.out.String(); strings.Contains(out[strings.Index(out, "left "+gid):], "not_member") {
+		t.Errorf("a not_member about the group just left was shown:\n%s", out)
+	}
+
+	alice.send("/help")
+	alice.expect("4095 bytes")
+	if out := alice.out.String(); strings.ContainsAny(out, "\x1b\x07\r\u202E\u009b") {
+		t.Errorf("output holds terminal controls:\n%q", out)
 	}
 }

@@ -555,6 +555,9 @@ async function catchUp(c) {
   c.catchingUp = true;
   try {
     for (let i = 0; i < 100; i++) {
+      // after is sent even when 0: the server reads a present after: 0 as
+      // "from the very start" (oldest first), which is what a loaded but
+      // empty conversation is missing; an absent after is the newest page.
       const r = await history(c, { after: maxSeq(c), limit: 200 });
       addMessages(c, r.messages || []);
       if (!r.has_more || !(r.messages || []).length) break;

@@ -518,9 +518,9 @@ func (s *Server) history(user string, h *parleyv1.History) (*parleyv1.HistoryRes
 	log := s.logs[h.ConversationId]
 	res := &parleyv1.HistoryResult{ConversationId: h.ConversationId}
 	visible := func(m *parleyv1.Message) bool { return m.Seq >= j }
-	if h.After > 0 {
+	if h.After != nil {
 		for _, m := range log {
-			if m.Seq > h.After && visible(m) {
+			if m.Seq > h.GetAfter() && visible(m) {
 				if len(res.Messages) == limit {
 					res.HasMore = true
 					break
@@ -530,7 +530,7 @@ func (s *Server) history(user string, h *parleyv1.History) (*parleyv1.HistoryRes
 		}
 		return res, nil
 	}
-	before := h.Before
+	before := h.GetBefore()
 	if before == 0 {
 		before = uint64(len(log)) + 1
 	}

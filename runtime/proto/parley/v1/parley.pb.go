@@ -1263,7 +1263,9 @@ type ConversationState struct {
 	DeliveredSeq   uint64                 `protobuf:"varint,6,opt,name=delivered_seq,json=deliveredSeq,proto3" json:"delivered_seq,omitempty"`
 	Unread         uint64                 `protobuf:"varint,7,opt,name=unread,proto3" json:"unread,omitempty"`
 	LastMessage    *Message               `protobuf:"bytes,8,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
-	// First page of messages after the device's cursor, oldest first.
+	// First page of messages after the device's cursor, oldest first. The
+	// pages of one SyncResult share a size budget (about 1 MiB encoded): a page
+	// may end early, or be empty, with has_more set.
 	Messages []*Message `protobuf:"bytes,9,rep,name=messages,proto3" json:"messages,omitempty"`
 	// More messages after the page: pull them with History{after}.
 	HasMore       bool   `protobuf:"varint,10,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
@@ -1423,14 +1425,20 @@ func (x *SyncResult) GetConversations() []*ConversationState {
 	return nil
 }
 
-// History pages through a conversation by seq. Exactly one of before/after
-// may be set; with neither, the newest page. before: newest first, seq < before.
-// after: oldest first, seq > after.
+// History pages through a conversation by seq. At most one of before/after
+// may be set; with neither, the newest page. before: newest first, seq < before
+// (before = 0 counts as not set). after: oldest first, seq > after; a present
+// after = 0 pages forward from the very start of the log. Both are proto3
+// optional (explicit presence) so that after = 0 differs from no after; the
+// wire encoding is unchanged (same numbers and types).
+//
+// A page also ends early, with has_more set, when its encoded size would pass
+// about 1 MiB (large messages); the client pages on from the last seq it got.
 type History struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	Before         uint64                 `protobuf:"varint,2,opt,name=before,proto3" json:"before,omitempty"`
-	After          uint64                 `protobuf:"varint,3,opt,name=after,proto3" json:"after,omitempty"`
+	Before         *uint64                `protobuf:"varint,2,opt,name=before,proto3,oneof" json:"before,omitempty"`
+	After          *uint64                `protobuf:"varint,3,opt,name=after,proto3,oneof" json:"after,omitempty"`
 	// 1..200; 0 means 50.
 	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1475,15 +1483,15 @@ func (x *History) GetConversationId() string {
 }
 
 func (x *History) GetBefore() uint64 {
-	if x != nil {
-		return x.Before
+	if x != nil && x.Before != nil {
+		return *x.Before
 	}
 	return 0
 }
 
 func (x *History) GetAfter() uint64 {
-	if x != nil {
-		return x.After
+	if x != nil && x.After != nil {
+		return *x.After
 	}
 	return 0
 }
@@ -2085,12 +2093,14 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"joined_seq\x18\v \x01(\x04R\tjoinedSeq\"P\n" +
 	"\n" +
 	"SyncResult\x12B\n" +
-	"\rconversations\x18\x01 \x03(\v2\x1c.parley.v1.ConversationStateR\rconversations\"v\n" +
+	"\rconversations\x18\x01 \x03(\v2\x1c.parley.v1.ConversationStateR\rconversations\"\x95\x01\n" +
 	"\aHistory\x12'\n" +
-	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x16\n" +
-	"\x06before\x18\x02 \x01(\x04R\x06before\x12\x14\n" +
-	"\x05after\x18\x03 \x01(\x04R\x05after\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"\x83\x01\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1b\n" +
+	"\x06before\x18\x02 \x01(\x04H\x00R\x06before\x88\x01\x01\x12\x19\n" +
+	"\x05after\x18\x03 \x01(\x04H\x01R\x05after\x88\x01\x01\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limitB\t\n" +
+	"\a_beforeB\b\n" +
+	"\x06_after\"\x83\x01\n" +
 	"\rHistoryResult\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12.\n" +
 	"\bmessages\x18\x02 \x03(\v2\x12.parley.v1.MessageR\bmessages\x12\x19\n" +
@@ -2252,6 +2262,7 @@ func file_parley_v1_parley_proto_init() {
 		(*Send_Text)(nil),
 		(*Send_Media)(nil),
 	}
+	file_parley_v1_parley_proto_msgTypes[13].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -1,0 +1,76 @@
+package chat
+
+import (
+	"fmt"
+	"unicode/utf8"
+)
+
+// What user text may contain. Clients render text in terminals (the CLI),
+// in HTML, and next to other people's names, so characters that steer the
+// display rather than show something are refused at the server, where one
+// check covers every client. The rules differ by field:
+//
+// Message text (CheckText) is free-form: line breaks and tabs are content,
+// so \n, \r and \t are allowed. Refused: the other C0 controls (U+0000 to
+// U+001F: NUL, ESC and the terminal escapes it starts, backspace, bell…),
+// DEL (U+007F) and the C1 controls (U+0080 to U+009F, where U+009B is an
+// 8-bit CSI to some terminals). Bidirectional formatting characters stay
+// allowed in messages: people writing Arabic or Hebrew mixed with Latin use
+// them, and a message is shown in its own bubble or line.
+//
+// A group title (CheckTitle) is one line shown in conversation lists beside
+// other titles, so it also refuses \n, \r and \t, the line and paragraph
+// separators (U+2028, U+2029), and the bidi embeddings, overrides and
+// isolates (U+202A to U+202E, U+2066 to U+2069), which can make a title
+// render as something else ("Trojan Source" style spoofing). The invisible
+// marks U+200E and U+200F stay allowed: they fix the direction of a title
+// without reordering what follows it.
+
+// CheckText reports why text cannot be a message's text (an invalid
+// *wire.Error naming the character and its byte offset), or nil. It checks
+// characters only; emptiness and the length limit are the caller's.
+func CheckText(text string) error {
+	for i, r := range text {
+		switch {
+		case r == utf8.RuneError && isInvalidAt(text, i):
+			return errInvalid("text is not valid UTF-8")
+		case r == '\n' || r == '\r' || r == '\t':
+		case isControl(r):
+			return errInvalid(fmt.Sprintf("text contains control character %U at byte %d; only \\n, \\r and \\t are allowed", r, i))
+		}
+	}
+	return nil
+}
+
+// CheckTitle reports why title cannot be a group title (an invalid
+// *wire.Error naming the problem), or nil. The empty title is allowed.
+func CheckTitle(title string) error {
+	if len(title) > MaxTitleBytes {
+		return errInvalid(fmt.Sprintf("title is %d bytes, over the limit of %d", len(title), MaxTitleBytes))
+	}
+	for i, r := range title {
+		switch {
+		case r == utf8.RuneError && isInvalidAt(title, i):
+			return errInvalid("title is not valid UTF-8")
+		case isControl(r):
+			return errInvalid(fmt.Sprintf("title contains control character %U at byte %d", r, i))
+		case r == '\u2028' || r == '\u2029':
+			return errInvalid(fmt.Sprintf("title contains line separator %U at byte %d; a title is one line", r, i))
+		case r >= '\u202A' && r <= '\u202E' || r >= '\u2066' && r <= '\u2069':
+			return errInvalid(fmt.Sprintf("title contains bidirectional control %U at byte %d", r, i))
+		}
+	}
+	return nil
+}
+
+// isControl reports the C0 controls, DEL and the C1 controls.
+func isControl(r rune) bool {
+	return r < 0x20 || r >= 0x7F && r <= 0x9F
+}
+
+// isInvalidAt tells an invalid byte (decoded as RuneError, width 1) from an
+// encoded U+FFFD, which is valid text.
+func isInvalidAt(s string, i int) bool {
+	_, n := utf8.DecodeRuneInString(s[i:])
+	return n == 1
+}
