@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -77,26 +78,32 @@ func serveCmd() *cobra.Command {
 }
 
 func printWelcome(cmd *cobra.Command, srv *server.Server, addr string) {
+	writeWelcome(cmd.OutOrStdout(), srv.Config(), srv.Role(), srv.DevIssuer != nil, addr)
+}
+
+// writeWelcome writes the banner of printWelcome: where the server listens
+// and, in dev mode, the commands to chat and get a token, which carry
+// --data-dir when it is not the default so they sign with the same secret.
+func writeWelcome(out io.Writer, cfg server.Config, role server.Role, dev bool, addr string) {
 	host := addr
 	if strings.HasPrefix(host, "[::]:") || strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, ":") {
 		host = "localhost:" + host[strings.LastIndex(host, ":")+1:]
 	}
-	cfg := srv.Config()
-	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "Parley is running on http://%s (data in %s)\n", host, cfg.DataDir)
-	if r := srv.Role(); r != server.RoleAll && r != server.RoleGateway {
-		fmt.Fprintf(out, "Role %s: serves /healthz, /readyz and /metrics only\n", r)
+	if role != server.RoleAll && role != server.RoleGateway {
+		fmt.Fprintf(out, "Role %s: serves /healthz, /readyz and /metrics only\n", role)
 		return
 	}
 	fmt.Fprintf(out, "Chat in a browser:      http://%s/\n", host)
-	if srv.DevIssuer != nil {
+	if dev {
+		dd := dataDirFlag(cfg.DataDir)
 		fmt.Fprintf(out, "Dev mode: anyone who reaches this port can sign in as anyone (POST /v1/dev/token).\n")
 		fmt.Fprintf(out, `Dev mode: tokens are signed with the secret in %s/dev-secret.
-  Chat in a terminal:   go run ./runtime/cmd/parley chat --user alice --url ws://%s
-                        go run ./runtime/cmd/parley chat --user bob   --url ws://%s
-  Get a token:          go run ./runtime/cmd/parley token --user alice
+  Chat in a terminal:   go run ./runtime/cmd/parley chat --user alice --url ws://%s%s
+                        go run ./runtime/cmd/parley chat --user bob   --url ws://%s%s
+  Get a token:          go run ./runtime/cmd/parley token --user alice%s
   Connect any client:   ws://%s/v1/ws  (subprotocol parley.v1.json or parley.v1.proto,
                         Authorization: Bearer <token> or ?access_token=<token>)
-`, cfg.DataDir, host, host, host)
+`, cfg.DataDir, host, dd, host, dd, dd, host)
 	}
 }

@@ -1,7 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,7 +23,7 @@ func tokenCmd() *cobra.Command {
 		Short: "Print a development JWT signed with the data dir's dev secret",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tok, err := devToken(dataDir, user, device, ttl)
+			tok, err := devToken(dataDir, user, device, ttl, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -28,14 +34,19 @@ func tokenCmd() *cobra.Command {
 	cmd.Flags().StringVar(&user, "user", "", "user id (the token's subject), 1..64 of [A-Za-z0-9._@-]")
 	cmd.Flags().StringVar(&device, "device", "default", "device id")
 	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "token lifetime")
-	cmd.Flags().StringVar(&dataDir, "data-dir", "./parley-data", "data dir of the server whose dev secret signs the token")
+	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir, "data dir of the server whose dev secret signs the token")
 	_ = cmd.MarkFlagRequired("user")
 	return cmd
 }
 
+// defaultDataDir is the --data-dir of serve, token and chat.
+const defaultDataDir = "./parley-data"
+
 // devToken signs a token with the dev secret in dataDir, creating the secret
 // (and the dir) if the server has not started yet, so both agree later.
-func devToken(dataDir, user, device string, ttl time.Duration) (string, error) {
+// When it creates the secret it writes a warning to warn: a server already
+// running with another --data-dir will refuse the token.
+func devToken(dataDir, user, device string, ttl time.Duration, warn io.Writer) (string, error) {
 	if !auth.ValidID(user) {
 		return "", fmt.Errorf("user %q is not a valid id: 1..64 characters of A-Z a-z 0-9 . _ @ -", user)
 	}
@@ -45,9 +56,36 @@ func devToken(dataDir, user, device string, ttl time.Duration) (string, error) {
 	if ttl <= 0 {
 		return "", fmt.Errorf("ttl must be positive, got %s", ttl)
 	}
+	_, statErr := os.Stat(filepath.Join(dataDir, auth.DevSecretFile))
 	secret, err := auth.LoadOrCreateDevSecret(dataDir)
 	if err != nil {
 		return "", fmt.Errorf("dev secret in %s: %w", dataDir, err)
 	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		fmt.Fprintf(warn, "parley: warning: there was no dev secret in %s, so a new one was created in %s;\n"+
+			"  the token is only accepted by a server started with --data-dir %s\n"+
+			"  (if your server is already running, use the --data-dir its banner shows)\n",
+			dataDir, filepath.Join(dataDir, auth.DevSecretFile), shellQuote(dataDir))
+	}
 	return auth.NewDevIssuer(secret).Issue(user, device, ttl)
+}
+
+// dataDirFlag is " --data-dir <dir>" for commands printed for the user to
+// run, or "" for the default dir (which they use without the flag).
+func dataDirFlag(dataDir string) string {
+	if filepath.Clean(dataDir) == filepath.Clean(defaultDataDir) {
+		return ""
+	}
+	return " --data-dir " + shellQuote(dataDir)
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but
+// [A-Za-z0-9._/@:=+,-].
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._/@:=+,-", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -1,0 +1,101 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/runtime/server"
+)
+
+// embedded starts an embedded server on a temp dir for one test.
+func embedded(t *testing.T) *Target {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := server.DefaultConfig()
+	cfg.DataDir = dir
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DrainWindow = 200 * time.Millisecond
+	e, err := StartEmbedded(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := &Target{URL: "ws://" + e.Addr, Tokens: e.Server.DevIssuer, ServerPID: os.Getpid(), DataDir: dir, Embedded: e}
+	t.Cleanup(func() { _ = tg.Embedded.Stop() })
+	return tg
+}
+
+func TestDM(t *testing.T) {
+	tg := embedded(t)
+	r, err := DM(t.Context(), tg, DMOptions{Options: Options{Duration: time.Second}, Pairs: 3, Rate: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + r.Table())
+	ok := r.Figures["sends_ok"]
+	if ok < 10 || r.Figures["deliveries"] != ok || len(r.Errors) != 0 {
+		t.Fatalf("sends_ok %v deliveries %v errors %v: want >= 10 sends, each delivered, no error", ok, r.Figures["deliveries"], r.Errors)
+	}
+	if got := r.Latency["send_to_deliver"].Count; float64(got) != ok {
+		t.Fatalf("latency samples %d, want %v", got, ok)
+	}
+}
+
+func TestFanout(t *testing.T) {
+	tg := embedded(t)
+	r, err := Fanout(t.Context(), tg, FanoutOptions{Options: Options{Duration: time.Second}, Groups: 2, Members: 4, Rate: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + r.Table())
+	ok := r.Figures["sends_ok"]
+	if ok < 5 || r.Figures["deliveries"] != ok*3 || r.Figures["messages_fully_delivered"] != ok || len(r.Errors) != 0 {
+		t.Fatalf("sends_ok %v deliveries %v complete %v errors %v: want every send delivered to 3 members", ok, r.Figures["deliveries"], r.Figures["messages_fully_delivered"], r.Errors)
+	}
+	if got := r.Latency["send_to_last_member"].Count; float64(got) != ok {
+		t.Fatalf("last-member samples %d, want %v", got, ok)
+	}
+}
+
+func TestIdle(t *testing.T) {
+	tg := embedded(t)
+	r, err := Idle(t.Context(), tg, IdleOptions{Options: Options{Duration: 300 * time.Millisecond}, N: 20, Sources: 2, Ping: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + r.Table())
+	if r.Figures["connected"] != 20 || r.Figures["failed"] != 0 || r.Figures["dropped_during_hold"] != 0 || r.Figures["open_at_end"] != 20 {
+		t.Fatalf("figures %v errors %v: want 20 connected and held", r.Figures, r.Errors)
+	}
+	if r.Figures["pings_sent"] < 20 {
+		t.Fatalf("pings_sent %v, want at least one round of 20", r.Figures["pings_sent"])
+	}
+	if _, ok := r.Figures["server_rss_connected_mib"]; !ok {
+		t.Fatalf("no server RSS sample in %v", r.Figures)
+	}
+}
+
+func TestStorm(t *testing.T) {
+	tg := embedded(t)
+	r, err := Storm(t.Context(), tg, StormOptions{N: 6, Missed: 2, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + r.Table())
+	if r.Figures["resynced"] != 6 || r.Figures["pulled_total"] != 6*2 || len(r.Errors) != 0 {
+		t.Fatalf("figures %v errors %v: want 6 clients re-synced, each pulling 2 missed messages", r.Figures, r.Errors)
+	}
+}
+
+func TestParseBench(t *testing.T) {
+	now := time.Unix(0, time.Now().UnixNano())
+	got, key, ok := parseBench(benchText(now, 42))
+	if !ok || !got.Equal(now) || key != 42 {
+		t.Fatalf("parseBench = %v %d %v, want %v 42 true", got, key, ok, now)
+	}
+	if _, _, ok := parseBench("hello"); ok {
+		t.Fatal("parseBench accepted a non-bench text")
+	}
+}
