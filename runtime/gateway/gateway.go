@@ -105,6 +105,12 @@ type Config struct {
 	// WriteTimeout is the write deadline of every frame (default 10s). A
 	// write that misses it ends the connection.
 	WriteTimeout time.Duration
+	// MaxConnections caps this gateway's open sessions (0: no cap, only
+	// the open-file limit). Past it an upgrade gets 503 unavailable with
+	// Retry-After, so clients go to another gateway instead of pushing the
+	// process past its file or memory limits (ChatCluster
+	// gateway.maxConnections).
+	MaxConnections int
 
 	// Bus and DeliverTopic are where Run reads this gateway's partition
 	// (chat.GatewayPartition(ID)) of the deliver topic (default
@@ -335,6 +341,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfterDraining/time.Second)))
 		g.writeHTTPError(w, http.StatusServiceUnavailable, &wire.Error{Code: wire.CodeUnavailable,
 			Message: "this gateway is draining; reconnect to another", RetryAfterMs: uint32(retryAfterDraining.Milliseconds())})
+		return
+	}
+	// Checked before the upgrade, so a burst may overshoot by the upgrades
+	// in flight; the cap protects the process, it is not an exact quota.
+	if max := g.cfg.MaxConnections; max > 0 && g.Connections() >= max {
+		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfterDraining/time.Second)))
+		g.writeHTTPError(w, http.StatusServiceUnavailable, &wire.Error{Code: wire.CodeUnavailable,
+			Message: fmt.Sprintf("this gateway holds its maximum of %d connections; reconnect to another", max), RetryAfterMs: uint32(retryAfterDraining.Milliseconds())})
 		return
 	}
 	if !offersSupported(r) {

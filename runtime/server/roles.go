@@ -416,20 +416,7 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 		return err
 	}
 	userLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst)
-	gcfg := gateway.Config{
-		ID:              fc.GatewayID,
-		Heartbeat:       cfg.Presence.Heartbeat,
-		SendQueue:       cfg.SendQueue,
-		MaxPresenceSubs: 100,
-		SendRate:        cfg.SendRate,
-		SendBurst:       cfg.SendBurst,
-		Limits:          userLimits,
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		RequestTimeout:  fc.RequestTimeout,
-		Bus:             s.bus,
-		DeliverTopic:    deliver,
-		Media:           mediaSvc,
-	}
+	gcfg := cfg.gatewayConfig(fc.GatewayID, fc.RequestTimeout, s.bus, deliver, userLimits, mediaSvc)
 	s.gateway = gateway.NewWithPresence(gcfg, verifier, s.chat, queries, router, rep, s.store, s.Metrics)
 	api := &httpapi.API{
 		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,

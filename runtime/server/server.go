@@ -70,6 +70,8 @@ type Config struct {
 	Media media.Config
 	// AdminToken guards /v1/admin/* (drain, connections); empty disables them.
 	AdminToken string
+	// MaxConnections caps the gateway's open sessions; 0 means no cap.
+	MaxConnections int
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -233,20 +235,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	userLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst)
-	gcfg := gateway.Config{
-		ID:              GatewayID,
-		Heartbeat:       cfg.Presence.Heartbeat,
-		SendQueue:       cfg.SendQueue,
-		MaxPresenceSubs: 100,
-		SendRate:        cfg.SendRate,
-		SendBurst:       cfg.SendBurst,
-		Limits:          userLimits,
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		RequestTimeout:  10 * time.Second,
-		Bus:             s.bus,
-		DeliverTopic:    deliver,
-		Media:           mediaSvc,
-	}
+	gcfg := cfg.gatewayConfig(GatewayID, 10*time.Second, s.bus, deliver, userLimits, mediaSvc)
 	gw = gateway.New(gcfg, verifier, s.chat, queries, router, s.presence, s.store, s.Metrics)
 	s.gateway = gw
 
@@ -419,4 +408,25 @@ func (s *Server) closeAll() error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// gatewayConfig is the gateway's configuration from the server's, shared by
+// the embedded server and the gateway role of the distributed mode.
+func (c Config) gatewayConfig(id string, requestTimeout time.Duration, b bus.Bus, deliverTopic string,
+	userLimits *limits.Users, mediaSvc *media.Service) gateway.Config {
+	return gateway.Config{
+		ID:              id,
+		Heartbeat:       c.Presence.Heartbeat,
+		SendQueue:       c.SendQueue,
+		MaxPresenceSubs: 100,
+		SendRate:        c.SendRate,
+		SendBurst:       c.SendBurst,
+		Limits:          userLimits,
+		MaxConnections:  c.MaxConnections,
+		MaxMessageBytes: c.MaxMessageBytes,
+		RequestTimeout:  requestTimeout,
+		Bus:             b,
+		DeliverTopic:    deliverTopic,
+		Media:           mediaSvc,
+	}
 }

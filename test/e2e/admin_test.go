@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -8,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parleychat/parley/runtime/wire"
 )
 
 // TestAdminDrain: the operator's drain endpoint needs the admin token,
@@ -77,4 +82,33 @@ func TestAdminDisabled(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("drain with admin disabled answered %d, want 403", resp.StatusCode)
 	}
+}
+
+// TestMaxConnections: past --max-connections an upgrade is refused with 503
+// unavailable and Retry-After; a slot that frees up is usable again.
+func TestMaxConnections(t *testing.T) {
+	p := startServer(t, "", "--max-connections", "2")
+	a := connect(t, p, "alice", "one")
+	connect(t, p, "bob", "one")
+	hdr := http.Header{"Authorization": {"Bearer " + p.token("carol", "one", time.Hour)}}
+	d := websocket.Dialer{Subprotocols: []string{wire.SubprotocolJSON}}
+	_, resp, err := d.Dial(p.WS()+"/v1/ws", hdr)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("third connection: err %v, response %v; want 503 with Retry-After", err, resp)
+	}
+	var body struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Error.Code != wire.CodeUnavailable {
+		t.Fatalf("third connection error body: %+v (%v), want code unavailable", body, err)
+	}
+	_ = a.Close()
+	waitFor(t, 10*time.Second, "a slot frees up", func() bool {
+		c, _, err := d.Dial(p.WS()+"/v1/ws", hdr)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
 }
