@@ -26,8 +26,9 @@ type fleetFlags struct {
 
 // addFleetFlags adds the distributed mode's flags to serve, and makes every
 // flag of cmd settable from the environment: PARLEY_<FLAG> with dashes as
-// underscores (e.g. PARLEY_KAFKA_BROKERS, PARLEY_REGION_ID); a flag given
-// on the command line wins.
+// underscores (e.g. PARLEY_KAFKA_BROKERS, PARLEY_REGION_ID) or from the
+// YAML file of --config; a flag given on the command line wins, then the
+// environment, then the file.
 func addFleetFlags(cmd *cobra.Command, ff *fleetFlags) {
 	f := cmd.Flags()
 	f.StringVar(&ff.role, "role", string(server.RoleAll), "role of this process: all (every role in one process), gateway, chat, presence or push; "+
@@ -54,10 +55,11 @@ func addFleetFlags(cmd *cobra.Command, ff *fleetFlags) {
 	f.IntVar(&ff.fc.Push.MaxAttempts, "push-attempts", 6, "POST attempts per push notification")
 	f.DurationVar(&ff.fc.Push.BackoffMin, "push-backoff-min", 200*time.Millisecond, "first retry delay of a push (doubles up to --push-backoff-max, jittered)")
 	f.DurationVar(&ff.fc.Push.BackoffMax, "push-backoff-max", 10*time.Second, "largest retry delay of a push")
+	addConfigFlag(cmd)
 
 	prev := cmd.PreRunE
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
-		if err := flagsFromEnv(cmd); err != nil {
+		if err := flagsFromEnvAndConfig(cmd); err != nil {
 			return err
 		}
 		if prev != nil {

@@ -40,7 +40,7 @@ func migrateCmd() *cobra.Command {
 		Short: "Create or upgrade the Cassandra schema and the region's Kafka topics (idempotent)",
 		Args:  cobra.NoArgs,
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
-			return flagsFromEnv(cmd)
+			return flagsFromEnvAndConfig(cmd)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
@@ -113,6 +113,7 @@ func migrateCmd() *cobra.Command {
 	f.BoolVar(&skipCassandra, "skip-cassandra", false, "do not touch Cassandra")
 	f.BoolVar(&skipKafka, "skip-kafka", false, "do not touch Kafka")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
+	addConfigFlag(cmd)
 	return cmd
 }
 
