@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -84,9 +83,9 @@ type Worker struct {
 
 	joined chan struct{}
 
-	mu   sync.Mutex
-	m    bus.Membership
-	next map[int32]int64
+	mu      sync.Mutex
+	m       bus.Membership
+	offsets bus.Offsets // handled progress per owned partition
 }
 
 // NewWorker returns a worker; it fails on an invalid Config.
@@ -100,7 +99,6 @@ func NewWorker(b bus.Bus, cfg Config) (*Worker, error) {
 		b:      b,
 		log:    cfg.Logger.With("component", "push.worker", "member", cfg.Member),
 		joined: make(chan struct{}),
-		next:   make(map[int32]int64),
 	}, nil
 }
 
@@ -139,11 +137,7 @@ func (w *Worker) Assigned([]int32) {}
 // Revoked commits the revoked partitions' handled offsets.
 func (w *Worker) Revoked(ps []int32) {
 	w.commit(ps)
-	w.mu.Lock()
-	for _, p := range ps {
-		delete(w.next, p)
-	}
-	w.mu.Unlock()
+	w.offsets.Forget(ps)
 }
 
 // Handle posts one notification, retrying until it succeeds, fails for
@@ -156,11 +150,7 @@ func (w *Worker) Handle(ctx context.Context, rec bus.Record) {
 	} else if !w.deliver(ctx, &n, rec.Value) {
 		return // ctx ended: leave it uncommitted
 	}
-	w.mu.Lock()
-	if rec.Offset+1 > w.next[rec.Partition] {
-		w.next[rec.Partition] = rec.Offset + 1
-	}
-	w.mu.Unlock()
+	w.offsets.Handled(rec)
 }
 
 // deliver posts body until done; it returns false only when ctx ended first.
@@ -234,19 +224,11 @@ func (w *Worker) post(ctx context.Context, n *Notification, body []byte) (retry 
 func (w *Worker) commit(ps []int32) {
 	w.mu.Lock()
 	m := w.m
-	todo := make(map[int32]int64)
-	for p, off := range w.next {
-		if ps == nil || slices.Contains(ps, p) {
-			todo[p] = off
-		}
-	}
 	w.mu.Unlock()
 	if m == nil {
 		return
 	}
-	for p, off := range todo {
-		if err := m.Commit(p, off); err != nil && !errors.Is(err, bus.ErrClosed) {
-			w.log.Debug("commit push offset", "partition", p, "offset", off, "err", err)
-		}
+	if err := w.offsets.Commit(m, ps); err != nil {
+		w.log.Debug("commit push offsets", "err", err)
 	}
 }

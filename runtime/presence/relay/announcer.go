@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -56,7 +55,7 @@ type Announcer struct {
 
 	mu       sync.Mutex
 	m        bus.Membership
-	next     map[int32]int64 // per owned partition: offset after the last handled event
+	offsets  bus.Offsets // handled progress per owned partition
 	pending  []*parleyv1.Presence
 	kick     chan struct{}
 	parts    int32
@@ -73,7 +72,6 @@ func NewAnnouncer(reg presence.Registry, b bus.Bus, cfg AnnouncerConfig) *Announ
 		b:      b,
 		log:    cfg.Logger.With("component", "presence.announcer", "member", cfg.Member),
 		joined: make(chan struct{}),
-		next:   make(map[int32]int64),
 		kick:   make(chan struct{}, 1),
 	}
 	a.svc = presence.NewService(readOnlySessions{reg}, cfg.Presence, a.changed)
@@ -137,11 +135,7 @@ func (a *Announcer) Assigned(partitions []int32) {
 // from the registry too, which is right whoever owns the user now.
 func (a *Announcer) Revoked(partitions []int32) {
 	a.commit(partitions)
-	a.mu.Lock()
-	for _, p := range partitions {
-		delete(a.next, p)
-	}
-	a.mu.Unlock()
+	a.offsets.Forget(partitions)
 }
 
 // Handle applies one record's events to the service.
@@ -174,11 +168,7 @@ func (a *Announcer) Handle(ctx context.Context, rec bus.Record) {
 			a.log.Debug("presence event", "kind", e.Kind, "user", e.User, "err", err)
 		}
 	}
-	a.mu.Lock()
-	if rec.Offset+1 > a.next[rec.Partition] {
-		a.next[rec.Partition] = rec.Offset + 1
-	}
-	a.mu.Unlock()
+	a.offsets.Handled(rec)
 }
 
 func (a *Announcer) ttl() time.Duration {
@@ -192,20 +182,12 @@ func (a *Announcer) ttl() time.Duration {
 func (a *Announcer) commit(partitions []int32) {
 	a.mu.Lock()
 	m := a.m
-	todo := make(map[int32]int64)
-	for p, off := range a.next {
-		if partitions == nil || slices.Contains(partitions, p) {
-			todo[p] = off
-		}
-	}
 	a.mu.Unlock()
 	if m == nil {
 		return
 	}
-	for p, off := range todo {
-		if err := m.Commit(p, off); err != nil && !errors.Is(err, bus.ErrClosed) {
-			a.log.Debug("commit presence offset", "partition", p, "offset", off, "err", err)
-		}
+	if err := a.offsets.Commit(m, partitions); err != nil {
+		a.log.Debug("commit presence offsets", "err", err)
 	}
 }
 
