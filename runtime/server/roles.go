@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -470,52 +469,32 @@ func (s *Server) Role() Role {
 // their groups) and closes the backends.
 func (s *Server) runFleet(ctx context.Context, ln net.Listener) error {
 	f := s.fleet
-	runCtx, cancelRun := context.WithCancel(context.Background())
-	defer cancelRun()
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
-	start := func(name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(runCtx); err != nil && !errors.Is(err, context.Canceled) {
-				errc <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
+	c := newComponents()
 	var waits []<-chan struct{}
 	if s.seq != nil {
-		start("sequencer", s.seq.Run)
+		c.start("sequencer", s.seq.Run)
 		waits = append(waits, s.seq.Joined())
 	}
 	if f.announce != nil {
-		start("presence announcer", f.announce.Run)
+		c.start("presence announcer", f.announce.Run)
 		waits = append(waits, f.announce.Joined())
 	}
 	if f.publisher != nil {
-		start("push publisher", func(ctx context.Context) error { f.publisher.Run(ctx); return nil })
+		c.start("push publisher", func(ctx context.Context) error { f.publisher.Run(ctx); return nil })
 	}
 	if f.pusher != nil {
-		start("push worker", f.pusher.Run)
+		c.start("push worker", f.pusher.Run)
 		waits = append(waits, f.pusher.Joined())
 	}
 	if s.gateway != nil {
-		start("gateway", s.gateway.Run)
-		start("chat client", func(ctx context.Context) error { s.chat.Run(ctx); return nil })
-		start("presence reporter", func(ctx context.Context) error { f.reporter.Run(ctx); return nil })
+		c.start("gateway", s.gateway.Run)
+		c.start("chat client", func(ctx context.Context) error { s.chat.Run(ctx); return nil })
+		c.start("presence reporter", func(ctx context.Context) error { f.reporter.Run(ctx); return nil })
 		// Replies published before the subscription has its start offset
 		// would be missed: serve only after it.
 		waits = append(waits, f.bus.subscribed)
 	}
-	if s.admin != nil {
-		s.admin.ctx = runCtx
-	}
-	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("http: %w", err)
-		}
-	}()
+	hs := s.serveHTTP(ln, c)
 
 	var runErr error
 	ready := true
@@ -524,7 +503,7 @@ func (s *Server) runFleet(ctx context.Context, ln net.Listener) error {
 		case <-w:
 		case <-ctx.Done():
 			ready = false
-		case runErr = <-errc:
+		case runErr = <-c.errc:
 			ready = false
 		}
 		if !ready {
@@ -536,28 +515,8 @@ func (s *Server) runFleet(ctx context.Context, ln net.Listener) error {
 		slog.Info("ready", "role", f.fc.Role)
 		select {
 		case <-ctx.Done():
-		case runErr = <-errc:
+		case runErr = <-c.errc:
 		}
 	}
-	if runErr != nil {
-		slog.Error("component failed; shutting down", "err", runErr)
-	}
-
-	if s.gateway != nil {
-		drainCtx, cancelDrain := context.WithTimeout(context.Background(), s.cfg.DrainWindow+5*time.Second)
-		slog.Info("draining connections", "connections", s.gateway.Connections(), "window", s.cfg.DrainWindow)
-		if err := s.gateway.Drain(drainCtx, s.cfg.DrainWindow); err != nil {
-			slog.Warn("drain incomplete", "err", err)
-		}
-		cancelDrain()
-	}
-	shutCtx, cancelShut := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = hs.Shutdown(shutCtx)
-	cancelShut()
-	cancelRun()
-	wg.Wait()
-	if err := s.closeAll(); err != nil && runErr == nil {
-		runErr = err
-	}
-	return runErr
+	return s.shutdown(hs, c, runErr)
 }

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -327,65 +326,27 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if s.fleet != nil {
 		return s.runFleet(ctx, ln)
 	}
-	runCtx, cancelRun := context.WithCancel(context.Background())
-	defer cancelRun()
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	start := func(name string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(runCtx); err != nil && !errors.Is(err, context.Canceled) {
-				errc <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
-	start("sequencer", s.seq.Run)
+	c := newComponents()
+	c.start("sequencer", s.seq.Run)
 	// Serve only once the sequencer owns the ingress partitions: the
 	// embedded bus keeps nothing for a consumer group that has not joined.
 	select {
 	case <-s.seq.Joined():
-	case err := <-errc:
-		cancelRun()
-		wg.Wait()
-		s.closeAll()
-		return err
+	case err := <-c.errc:
+		return s.shutdown(nil, c, err)
 	}
-	start("gateway", s.gateway.Run)
-	start("chat client", func(ctx context.Context) error { s.chat.Run(ctx); return nil })
-	start("presence", func(ctx context.Context) error { s.presence.Run(ctx); return nil })
-
-	s.admin.ctx = runCtx // before Serve: handlers start after it
-	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("http: %w", err)
-		}
-	}()
+	c.start("gateway", s.gateway.Run)
+	c.start("chat client", func(ctx context.Context) error { s.chat.Run(ctx); return nil })
+	c.start("presence", func(ctx context.Context) error { s.presence.Run(ctx); return nil })
+	hs := s.serveHTTP(ln, c)
 	close(s.ready)
 
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case runErr = <-errc:
-		slog.Error("component failed; shutting down", "err", runErr)
+	case runErr = <-c.errc:
 	}
-
-	drainCtx, cancelDrain := context.WithTimeout(context.Background(), s.cfg.DrainWindow+5*time.Second)
-	defer cancelDrain()
-	slog.Info("draining connections", "connections", s.gateway.Connections(), "window", s.cfg.DrainWindow)
-	if err := s.gateway.Drain(drainCtx, s.cfg.DrainWindow); err != nil {
-		slog.Warn("drain incomplete", "err", err)
-	}
-	shutCtx, cancelShut := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancelShut()
-	_ = hs.Shutdown(shutCtx)
-	cancelRun()
-	wg.Wait()
-	if err := s.closeAll(); err != nil && runErr == nil {
-		runErr = err
-	}
-	return runErr
+	return s.shutdown(hs, c, runErr)
 }
 
 // closeAll releases the bus, registry and store (store last: it is flushed).

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// components runs a server's long-lived parts (sequencer, gateway, presence,
+// ...) on goroutines it owns; the first failure arrives on errc.
+type components struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errc   chan error
+}
+
+func newComponents() *components {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &components{ctx: ctx, cancel: cancel, errc: make(chan error, 16)}
+}
+
+// start runs fn until the components stop; an error other than
+// cancellation is reported on errc, named.
+func (c *components) start(name string, fn func(context.Context) error) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if err := fn(c.ctx); err != nil && !errors.Is(err, context.Canceled) {
+			c.report(fmt.Errorf("%s: %w", name, err))
+		}
+	}()
+}
+
+// report passes err on without blocking: the first failure is what counts.
+func (c *components) report(err error) {
+	select {
+	case c.errc <- err:
+	default:
+	}
+}
+
+// stop ends every component and waits for them.
+func (c *components) stop() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// serveHTTP serves s's routes on ln until shutdown; a serve failure is
+// reported as a component's.
+func (s *Server) serveHTTP(ln net.Listener, c *components) *http.Server {
+	if s.admin != nil {
+		s.admin.ctx = c.ctx // before Serve: handlers start after it
+	}
+	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			c.report(fmt.Errorf("http: %w", err))
+		}
+	}()
+	return hs
+}
+
+// shutdown drains the gateway (if this process has one) so clients get
+// reconnect frames spread over DrainWindow, stops serving and every
+// component, and closes the backends. It returns runErr, or the close error
+// when there was none.
+func (s *Server) shutdown(hs *http.Server, c *components, runErr error) error {
+	if runErr != nil {
+		slog.Error("component failed; shutting down", "err", runErr)
+	}
+	if s.gateway != nil {
+		drainCtx, cancelDrain := context.WithTimeout(context.Background(), s.cfg.DrainWindow+5*time.Second)
+		slog.Info("draining connections", "connections", s.gateway.Connections(), "window", s.cfg.DrainWindow)
+		if err := s.gateway.Drain(drainCtx, s.cfg.DrainWindow); err != nil {
+			slog.Warn("drain incomplete", "err", err)
+		}
+		cancelDrain()
+	}
+	if hs != nil {
+		shutCtx, cancelShut := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = hs.Shutdown(shutCtx)
+		cancelShut()
+	}
+	c.stop()
+	if err := s.closeAll(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
