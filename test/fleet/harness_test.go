@@ -28,6 +28,7 @@ import (
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
+
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -37,6 +38,7 @@ import (
 	"github.com/parleychat/parley/runtime/push"
 	"github.com/parleychat/parley/runtime/server"
 	"github.com/parleychat/parley/runtime/store/cassandra"
+	"github.com/parleychat/parley/test/internal/parleybin"
 )
 
 // binary is the parley binary built once by TestMain.
@@ -70,20 +72,14 @@ func TestMain(m *testing.M) {
 		c.Close()
 	}
 	if missing == "" {
-		dir, err := os.MkdirTemp("", "parley-fleet-bin-")
+		path, cleanup, err := parleybin.Build()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		binary = filepath.Join(dir, "parley")
-		build := exec.Command("go", "build", "-o", binary, "github.com/parleychat/parley/runtime/cmd/parley")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build parley:", err)
-			os.Exit(1)
-		}
+		binary = path
 		code := m.Run()
-		os.RemoveAll(dir)
+		cleanup()
 		os.Exit(code)
 	}
 	os.Exit(m.Run())
