@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +22,9 @@ const MaxDrainWindow = 30 * time.Minute
 //
 //	POST /v1/admin/drain?window=30s  → 202 {"draining":true,"connections":N}
 //	GET  /v1/admin/connections       → 200 {"draining":bool,"connections":N}
+//	GET  /debug/pprof/...            → Go runtime profiles (net/http/pprof:
+//	                                   profile?seconds=N, heap, allocs, mutex,
+//	                                   block, goroutine, trace)
 //
 // Both need "Authorization: Bearer <admin token>" (Config.AdminToken). With
 // no admin token configured they answer 403 forbidden: an unauthenticated
@@ -36,6 +40,14 @@ type admin struct {
 func (a *admin) register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/admin/drain", a.authed(a.drain))
 	mux.HandleFunc("GET /v1/admin/connections", a.authed(a.connections))
+	// Profiles of a live process, how docs/benchmarks.md profiles the
+	// server alone; behind the admin token because a profile reveals
+	// internals and a CPU profile costs CPU.
+	mux.HandleFunc("GET /debug/pprof/", a.authed(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/cmdline", a.authed(pprof.Cmdline))
+	mux.HandleFunc("GET /debug/pprof/profile", a.authed(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/symbol", a.authed(pprof.Symbol))
+	mux.HandleFunc("GET /debug/pprof/trace", a.authed(pprof.Trace))
 }
 
 func (a *admin) authed(h http.HandlerFunc) http.HandlerFunc {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -49,6 +50,27 @@ func TestAdminDrain(t *testing.T) {
 	}
 	if alice.Reconnects() != 0 || !alice.Connected() {
 		t.Fatal("a refused drain request disconnected a client")
+	}
+
+	// Profiles of the live process: refused without the admin token, served
+	// with it (a heap profile is gzipped protobuf: magic 1f 8b).
+	for _, auth := range []string{"", "Bearer 0123456789abcdef-admin"} {
+		req, _ := http.NewRequest(http.MethodGet, p.HTTP()+"/debug/pprof/heap", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case auth == "" && resp.StatusCode != http.StatusUnauthorized:
+			t.Fatalf("/debug/pprof/heap without a token answered %d, want 401", resp.StatusCode)
+		case auth != "" && (resp.StatusCode != http.StatusOK || len(body) < 2 || body[0] != 0x1f || body[1] != 0x8b):
+			t.Fatalf("/debug/pprof/heap with the admin token answered %d with %d bytes, want 200 and a gzipped profile", resp.StatusCode, len(body))
+		}
 	}
 
 	out, err := exec.Command(binary, "admin", "drain", "--url", p.HTTP(), "--token-file", tokenFile,
