@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -298,15 +299,30 @@ func (c *Client) run(cn *conn) {
 	}
 }
 
+// keepReadBuffer is the largest read buffer serve keeps between frames.
+const keepReadBuffer = 64 << 10
+
 // serve reads and handles frames until the connection fails.
+//
+// Frames are read into one reused buffer (decoding copies what it keeps),
+// so a busy connection does not allocate per frame for its bytes; a buffer
+// grown past keepReadBuffer by a large frame (a history page) is let go.
 func (c *Client) serve(cn *conn) error {
+	var buf bytes.Buffer
 	for {
 		_ = cn.ws.SetReadDeadline(time.Now().Add(cn.idle))
-		_, b, err := cn.ws.ReadMessage()
+		_, r, err := cn.ws.NextReader()
 		if err != nil {
 			return err
 		}
-		f, err := cn.codec.DecodeServer(b)
+		if buf.Cap() > keepReadBuffer {
+			buf = bytes.Buffer{}
+		}
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			return err
+		}
+		f, err := cn.codec.DecodeServer(buf.Bytes())
 		if err != nil {
 			c.log.Warn("skipping undecodable server frame", "err", err)
 			continue

@@ -81,18 +81,25 @@ func TestSlowConsumerQueueBytes(t *testing.T) {
 	// A message that fits only once the typing frame is evicted: its
 	// encoded size is exactly what is left without typing.
 	_, before := accounted()
-	_, typingSize := typing.prepared(h.g, true)
+	size := func(p *pushFrame) int {
+		_, n, err := encodeFrame(true, p.frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	typingSize := size(typing)
 	target := bound - (before - typingSize)
 	n := target
 	for n > 0 {
-		if _, size := message(3, n).prepared(h.g, true); size <= target {
+		if size(message(3, n)) <= target {
 			break
 		}
 		n--
 	}
 	m3 := message(3, n)
-	if _, size := m3.prepared(h.g, true); before+size <= bound {
-		t.Fatalf("test setup: a %d-byte frame fits beside %d bytes", size, before)
+	if sz := size(m3); before+sz <= bound {
+		t.Fatalf("test setup: a %d-byte frame fits beside %d bytes", sz, before)
 	}
 	if !m3.push(h.g, s) {
 		t.Fatal("message not queued after evicting typing")

@@ -239,12 +239,13 @@ func (s *session) close(code int, reason string, flush bool) bool {
 // closeWith is close with a last frame queued before the close frame, past
 // the queue bound.
 func (s *session) closeWith(last *parleyv1.ServerFrame, code int, reason string, flush bool) bool {
-	var lastData []byte
+	var lastFrame outFrame
 	if last != nil {
-		var err error
-		if lastData, err = s.codec().EncodeServer(last); err != nil {
+		frame, n, err := encodeFrame(s.binary, last)
+		if err != nil {
 			s.g.log.Error("encode frame", "err", err)
-			lastData = nil
+		} else {
+			lastFrame = outFrame{wire: frame, size: n}
 		}
 	}
 	if len(reason) > maxCloseReason {
@@ -263,9 +264,9 @@ func (s *session) closeWith(last *parleyv1.ServerFrame, code int, reason string,
 		clear(s.queue)
 		s.queue = s.queue[:0]
 	}
-	if lastData != nil {
-		s.queue = append(s.queue, outFrame{data: lastData, size: len(lastData)})
-		s.queueBytes += len(lastData)
+	if lastFrame.wire != nil {
+		s.queue = append(s.queue, lastFrame)
+		s.queueBytes += lastFrame.size
 	}
 	start := !s.writing
 	s.writing = true

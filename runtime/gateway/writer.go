@@ -12,13 +12,12 @@ import (
 	"github.com/parleychat/parley/runtime/wire"
 )
 
-// outFrame is one queued frame: a prepared fan-out frame shared by every
-// recipient, or encoded bytes (a reply, or a fan-out's first recipient, see
-// pushFrame); shared bytes are only read.
+// outFrame is one queued frame: the complete WebSocket frame (header and
+// payload, see frame.go), either this session's own (a reply) or shared by
+// every recipient of a fan-out; shared bytes are only read.
 type outFrame struct {
-	pm   *websocket.PreparedMessage
-	data []byte
-	// size is the encoded length of the frame, what it counts against
+	wire []byte
+	// size is the payload length, what the frame counts against
 	// Config.SendQueueBytes.
 	size int
 	// droppable marks typing and presence frames, which give way to
@@ -32,12 +31,12 @@ const keepQueueCap = 8
 
 // send encodes f for this session and queues it (not droppable).
 func (s *session) send(f *parleyv1.ServerFrame) bool {
-	data, err := s.codec().EncodeServer(f)
+	frame, n, err := encodeFrame(s.binary, f)
 	if err != nil {
 		s.g.log.Error("encode frame", "err", err)
 		return false
 	}
-	return s.enqueue(outFrame{data: data, size: len(data)})
+	return s.enqueue(outFrame{wire: frame, size: n})
 }
 
 // sendError answers request id with err as an error frame; errors that are
@@ -163,28 +162,39 @@ func (s *session) writeLoop() {
 		batchBytes = queuedBytes(batch)
 		s.mu.Unlock()
 
-		for i := range batch {
-			if s.abort.Load() {
-				break
-			}
-			if err := s.write(&batch[i]); err != nil {
-				clear(batch)
-				s.writeFailed(err)
-				return
-			}
+		if err := s.writeBatch(batch); err != nil {
+			clear(batch)
+			s.writeFailed(err)
+			return
 		}
 		clear(batch)
 	}
 }
 
-func (s *session) write(f *outFrame) error {
-	// Every write has a deadline: a peer that stops reading cannot hold a
-	// writer (and its frames) forever.
-	_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
-	if f.pm != nil {
-		return s.conn.WritePreparedMessage(f.pm)
+// maxWritev bounds the frames handed to one writev (Linux IOV_MAX is 1024);
+// each call gets its own write deadline.
+const maxWritev = 64
+
+// writeBatch writes frames in order, up to maxWritev per writev. Every write
+// has a deadline: a peer that stops reading cannot hold a writer (and its
+// frames) forever. It stops early, without error, once the session aborts.
+func (s *session) writeBatch(frames []outFrame) error {
+	nc := s.conn.NetConn()
+	var bufs [maxWritev][]byte
+	for len(frames) > 0 && !s.abort.Load() {
+		n := min(len(frames), maxWritev)
+		v := net.Buffers(bufs[:0])
+		for i := range frames[:n] {
+			v = append(v, frames[i].wire)
+		}
+		_ = nc.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
+		if _, err := v.WriteTo(nc); err != nil {
+			return err
+		}
+		clear(bufs[:n])
+		frames = frames[n:]
 	}
-	return s.conn.WriteMessage(s.messageType(), f.data)
+	return nil
 }
 
 // writeFailed ends a connection whose write failed (peer gone or write
@@ -225,56 +235,14 @@ func (s *session) writeClose() {
 }
 
 // pushFrame is one fan-out frame, encoded at most once per subprotocol,
-// lazily. The first recipient of a subprotocol gets the encoded bytes; from
-// the second on, recipients share a prepared message. A delivery to a
-// single session (a DM) so never builds a websocket.PreparedMessage, whose
-// first write allocates a throwaway connection with its own write buffer
-// (about 8 KiB per delivery: 42% of the bytes allocated in
-// `parley bench dm`). It is used by one goroutine.
+// lazily, as a complete WebSocket frame that every recipient of that
+// subprotocol shares. It is used by one goroutine.
 type pushFrame struct {
 	frame     *parleyv1.ServerFrame
 	droppable bool
-	data      [2][]byte                     // [json, proto] encoded frame
-	pm        [2]*websocket.PreparedMessage // [json, proto], from the second recipient on
-	size      [2]int                        // encoded bytes
-	used      [2]bool                       // data was handed to a recipient
+	wire      [2][]byte // [json, proto] framed
+	size      [2]int    // payload bytes
 	failed    [2]bool
-}
-
-func (p *pushFrame) prepared(g *Gateway, binary bool) (*websocket.PreparedMessage, int) {
-	i, mt := 0, websocket.TextMessage
-	if binary {
-		i, mt = 1, websocket.BinaryMessage
-	}
-	if p.pm[i] != nil || p.failed[i] {
-		return p.pm[i], p.size[i]
-	}
-	data, err := p.encoded(i)
-	if err == nil {
-		p.pm[i], err = websocket.NewPreparedMessage(mt, data)
-	}
-	if err != nil {
-		p.failed[i] = true
-		g.log.Error("encode push", "err", err)
-	}
-	return p.pm[i], p.size[i]
-}
-
-// encoded returns the frame encoded for subprotocol i (1: proto), encoding
-// it on first use.
-func (p *pushFrame) encoded(i int) ([]byte, error) {
-	if p.data[i] != nil {
-		return p.data[i], nil
-	}
-	data, err := wire.Codec{Binary: i == 1}.EncodeServer(p.frame)
-	if err != nil {
-		return nil, err
-	}
-	if data == nil {
-		data = []byte{}
-	}
-	p.data[i], p.size[i] = data, len(data)
-	return data, nil
 }
 
 // push queues p on s, reporting whether it was queued.
@@ -283,21 +251,17 @@ func (p *pushFrame) push(g *Gateway, s *session) bool {
 	if s.binary {
 		i = 1
 	}
-	if !p.used[i] && !p.failed[i] {
-		// First recipient of this subprotocol: plain bytes, no prepared
-		// message (written with Conn.WriteMessage, which only reads them).
-		data, err := p.encoded(i)
+	if p.wire[i] == nil {
+		if p.failed[i] {
+			return false
+		}
+		frame, n, err := encodeFrame(s.binary, p.frame)
 		if err != nil {
 			p.failed[i] = true
 			g.log.Error("encode push", "err", err)
 			return false
 		}
-		p.used[i] = true
-		return s.enqueue(outFrame{data: data, size: len(data), droppable: p.droppable})
+		p.wire[i], p.size[i] = frame, n
 	}
-	pm, size := p.prepared(g, s.binary)
-	if pm == nil {
-		return false
-	}
-	return s.enqueue(outFrame{pm: pm, size: size, droppable: p.droppable})
+	return s.enqueue(outFrame{wire: p.wire[i], size: p.size[i], droppable: p.droppable})
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ import (
 // benchFlags are the flags every scenario shares.
 type benchFlags struct {
 	url, secretDir, tokenFile, jsonFile, adminTokenFile string
+	cpuProfile                                          string
 	serverPID                                           int
 	duration                                            time.Duration
 	// Embedded server settings (no --url).
@@ -55,6 +57,7 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 	pf.DurationVar(&bf.drainWindow, "server-drain-window", 200*time.Millisecond, "embedded server: drain window (storm, and the stop at the end)")
 	pf.BoolVar(&bf.keepData, "keep-data", false, "embedded server: keep its temp data dir")
 	pf.StringVar(&bf.adminTokenFile, "admin-token-file", "", "storm against --url: admin token of POST /v1/admin/drain")
+	pf.StringVar(&bf.cpuProfile, "cpu-profile", "", "write a CPU profile of this process (load generator, and the embedded server without --url) to this file")
 
 	var dm bench.DMOptions
 	dmCmd := &cobra.Command{
@@ -237,6 +240,17 @@ func runBench(cmd *cobra.Command, bf *benchFlags, run func(context.Context, *ben
 		return err
 	}
 	defer cleanup()
+	if bf.cpuProfile != "" {
+		f, err := os.Create(bf.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	r, err := run(ctx, t, bench.Options{Duration: bf.duration, Progress: cmd.ErrOrStderr()})
 	if err != nil {
 		return err
