@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench-compare.sh runs the idle and fanout workloads against Parley
-# (`parley bench`, embedded server) and Centrifugo v6 (built from its Go
+# (`parley serve`, embedded mode, in its own process; `parley bench --url` as
+# the load process) and Centrifugo v6 (built from its Go
 # module, test/load/centrifugo as the load adapter) in one run, on loopback,
 # and prints Parley/Centrifugo ratios (issue 5, "Side by side with a peer").
 #
@@ -8,7 +9,7 @@
 # Environment: N (idle connections, 5000), HOLD (idle hold, 10s),
 # MEMBERS (500), RATE (publishes/s, 100), DURATION (fanout send phase, 10s),
 # CENTRIFUGO_VERSION (v6.9.1), CFBIN (dir of a prebuilt centrifugo binary,
-# reused when present), PORT (Centrifugo port, 18000), OUT (results dir,
+# reused when present), PORT (Centrifugo port, 18000; Parley gets PORT+1), OUT (results dir,
 # default a temp dir, kept and printed).
 set -euo pipefail
 
@@ -67,11 +68,25 @@ log "fanout: centrifugo, $MEMBERS members, $RATE/s for $DURATION"
 cf -members "$MEMBERS" -rate "$RATE" -duration "$DURATION" fanout >"$OUT/cf-fanout.json"
 kill "$cfpid" && wait "$cfpid" 2>/dev/null || true
 
+# Parley as Centrifugo runs: a server process (embedded mode, fresh data dir)
+# and the load generator in another process.
+ppport=$((PORT + 1))
+rm -rf "$OUT/parley-data"
+"$OUT/parley" serve --addr "127.0.0.1:$ppport" --data-dir "$OUT/parley-data" >"$OUT/parley-serve.log" 2>&1 &
+ppid=$!
+pids+=("$ppid")
+for _ in $(seq 100); do
+	curl -fs "http://127.0.0.1:$ppport/readyz" >/dev/null 2>&1 && break
+	sleep 0.1
+done
+pb() { "$OUT/parley" bench "$@" --url "ws://127.0.0.1:$ppport" --secret-dir "$OUT/parley-data" --server-pid "$ppid"; }
+
 log "idle: parley, N=$N"
-"$OUT/parley" bench idle --n "$N" --duration "$HOLD" --json "$OUT/parley-idle.json" >"$OUT/parley-idle.txt" 2>&1
+pb idle --n "$N" --duration "$HOLD" --json "$OUT/parley-idle.json" >"$OUT/parley-idle.txt" 2>&1
 log "fanout: parley, $MEMBERS members, $RATE/s for $DURATION"
-"$OUT/parley" bench fanout --members "$MEMBERS" --rate "$RATE" --duration "$DURATION" \
+pb fanout --members "$MEMBERS" --rate "$RATE" --duration "$DURATION" \
 	--json "$OUT/parley-fanout.json" >"$OUT/parley-fanout.txt" 2>&1
+kill "$ppid" && wait "$ppid" 2>/dev/null || true
 
 python3 - "$OUT" "$cfver" <<'PY'
 import json, sys
@@ -112,7 +127,7 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
 for ax, name in zip(axes, ("send_to_each_member", "send_to_last_member")):
     x = range(len(ps))
     w = 0.38
-    ax.bar([i - w / 2 for i in x], [pf["latency_ms"][name][p] for p in ps], w, label="Parley (embedded, durable)")
+    ax.bar([i - w / 2 for i in x], [pf["latency_ms"][name][p] for p in ps], w, label="Parley (embedded mode, durable)")
     ax.bar([i + w / 2 for i in x], [cf["latency_ms"][name][p] for p in ps], w, label=f"Centrifugo {cfver} (memory)")
     ax.set_xticks(list(x), ps)
     ax.set_yscale("log")
