@@ -109,6 +109,9 @@ func DM(ctx context.Context, t *Target, o DMOptions) (*Result, error) {
 	if n := foreign.Load(); n > 0 {
 		r.Figures["non_bench_messages"] = float64(n) // e.g. conversation events
 	}
-	r.Notes = append(r.Notes, "clients run in this process; deliveries/s counts messages received by the DM peer")
+	r.Notes = append(r.Notes, "deliveries/s counts messages received by the DM peer")
+	if t.Embedded != nil {
+		r.Notes = append(r.Notes, "clients run in the server's process, competing with it for CPU")
+	}
 	return r, nil
 }

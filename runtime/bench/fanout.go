@@ -155,6 +155,8 @@ func Fanout(ctx context.Context, t *Target, o FanoutOptions) (*Result, error) {
 	if n := foreign.Load(); n > 0 {
 		r.Figures["non_bench_messages"] = float64(n)
 	}
-	r.Notes = append(r.Notes, "all members are SDK clients in this process, competing with the server for CPU when it is embedded")
+	if t.Embedded != nil {
+		r.Notes = append(r.Notes, "all members are SDK clients in the server's process, competing with it for CPU")
+	}
 	return r, nil
 }

@@ -34,9 +34,21 @@ type Client struct {
 
 	next atomic.Uint64
 
-	mu      sync.Mutex
-	pending map[uint64]pendingReq
+	// pending requests by id, in shards (by id) so that the session readers
+	// registering requests and the reply handler completing them do not
+	// queue on one mutex.
+	pending [pendingShards]pendingShard
 }
+
+// pendingShards is the number of pending-request shards.
+const pendingShards = 32
+
+type pendingShard struct {
+	mu sync.Mutex
+	m  map[uint64]pendingReq
+}
+
+func (c *Client) shard(id uint64) *pendingShard { return &c.pending[id%pendingShards] }
 
 type pendingReq struct {
 	cb       func(*parleyv1.Reply)
@@ -45,7 +57,11 @@ type pendingReq struct {
 
 // NewClient returns a client for gateway gatewayID publishing to ingressTopic.
 func NewClient(b bus.Bus, gatewayID, ingressTopic string) *Client {
-	return &Client{b: b, gateway: gatewayID, topic: ingressTopic, pending: make(map[uint64]pendingReq)}
+	c := &Client{b: b, gateway: gatewayID, topic: ingressTopic}
+	for i := range c.pending {
+		c.pending[i].m = make(map[uint64]pendingReq)
+	}
+	return c
 }
 
 // Do publishes rec and calls cb exactly once with its outcome: the
@@ -89,9 +105,10 @@ func (c *Client) Do(ctx context.Context, rec *parleyv1.IngressRecord, cb func(*p
 		return
 	}
 	// Registered before publishing: the reply may come back before Publish returns.
-	c.mu.Lock()
-	c.pending[id] = pendingReq{cb: cb, deadline: rec.Deadline}
-	c.mu.Unlock()
+	sh := c.shard(id)
+	sh.mu.Lock()
+	sh.m[id] = pendingReq{cb: cb, deadline: rec.Deadline}
+	sh.mu.Unlock()
 	if err := c.b.Publish(ctx, c.topic, -1, []byte(key), v); err != nil {
 		if cb, ok := c.take(id); ok {
 			cb(&parleyv1.Reply{RequestId: id, Error: &parleyv1.Error{
@@ -138,9 +155,14 @@ func (c *Client) HandleReply(rep *parleyv1.Reply) {
 
 // Pending returns the number of requests waiting for a reply.
 func (c *Client) Pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.pending)
+	n := 0
+	for i := range c.pending {
+		sh := &c.pending[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // Run expires pending requests past their deadline with Reply{error timeout},
@@ -161,26 +183,30 @@ func (c *Client) Run(ctx context.Context) {
 func (c *Client) expire(nowMs int64) {
 	var due []uint64
 	var cbs []func(*parleyv1.Reply)
-	c.mu.Lock()
-	for id, p := range c.pending {
-		if p.deadline <= nowMs {
-			due = append(due, id)
-			cbs = append(cbs, p.cb)
-			delete(c.pending, id)
+	for i := range c.pending {
+		sh := &c.pending[i]
+		sh.mu.Lock()
+		for id, p := range sh.m {
+			if p.deadline <= nowMs {
+				due = append(due, id)
+				cbs = append(cbs, p.cb)
+				delete(sh.m, id)
+			}
 		}
+		sh.mu.Unlock()
 	}
-	c.mu.Unlock()
 	for i, cb := range cbs {
 		cb(timeoutReply(due[i]))
 	}
 }
 
 func (c *Client) take(id uint64) (func(*parleyv1.Reply), bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, ok := c.pending[id]
+	sh := c.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	p, ok := sh.m[id]
 	if ok {
-		delete(c.pending, id)
+		delete(sh.m, id)
 	}
 	return p.cb, ok
 }

@@ -63,6 +63,11 @@ const (
 	// second (at 50 ms, acks of a 500-member group at 100 messages/s were a
 	// quarter of the CPU of server and clients together, docs/benchmarks.md).
 	ackDelay = 200 * time.Millisecond
+	// gapGrace is how long a gap may stay open before it is pulled with
+	// History: pushes overtaken by a later frame usually land well within
+	// it (in `parley bench dm`, pulling at once made History a quarter of
+	// the server's CPU for messages that were on their way).
+	gapGrace = 250 * time.Millisecond
 	// stableAfter: a connection that stayed up this long resets the backoff;
 	// one that failed sooner keeps growing it, so a server that accepts and
 	// then drops at once is not hammered at the minimum delay.

@@ -116,7 +116,7 @@ func (c *Client) pushLocked(m *parleyv1.Message) {
 		c.stats.Duplicates++
 	}
 	c.emitMessagesLocked(out, false)
-	c.kickFillLocked()
+	c.kickFillLocked(true)
 }
 
 func (c *Client) emitMessagesLocked(msgs []*parleyv1.Message, pulled bool) {
@@ -137,19 +137,24 @@ func (c *Client) emitMessagesLocked(msgs []*parleyv1.Message, pulled bool) {
 	}
 }
 
-// kickFillLocked starts the filler when a conversation lags its head.
-func (c *Client) kickFillLocked() {
+// kickFillLocked starts the filler when a conversation lags its head;
+// grace when a push revealed the gap (see fill), not after a sync.
+func (c *Client) kickFillLocked(grace bool) {
 	if c.filling || c.closing || c.stopped || c.holding || !c.tr.behind() {
 		return
 	}
 	c.filling = true
 	c.wg.Add(1)
-	go c.fill()
+	go c.fill(grace)
 }
 
 // fill pulls the messages conversations are missing, oldest first, in pages
 // no larger than the room left in the queue. It runs while there is work.
-func (c *Client) fill() {
+//
+// With grace it first waits gapGrace: a gap is most often a push still in flight (the
+// reply to this client's own send, or a later push, overtook it), and the
+// pushes that arrive meanwhile close it without a History request.
+func (c *Client) fill(grace bool) {
 	defer c.wg.Done()
 	stalls := map[string]int{}
 	failures := 0
@@ -157,6 +162,10 @@ func (c *Client) fill() {
 		c.mu.Lock()
 		c.filling = false
 		c.mu.Unlock()
+	}
+	if grace && !sleepCtx(c.runCtx, gapGrace) {
+		stop()
+		return
 	}
 	for {
 		c.mu.Lock()
@@ -327,7 +336,7 @@ func (c *Client) baseline(ctx context.Context) error {
 	for _, m := range held {
 		c.pushLocked(m)
 	}
-	c.kickFillLocked()
+	c.kickFillLocked(false)
 	return nil
 }
 
@@ -373,7 +382,7 @@ func (c *Client) resync() {
 			}
 		}
 	}
-	c.kickFillLocked()
+	c.kickFillLocked(false)
 	if len(c.ackDirty) > 0 && c.ackTimer == nil && !c.closing && !c.opts.NoAutoAck {
 		c.ackTimer = time.AfterFunc(ackDelay, c.flushAcks)
 	}
@@ -424,5 +433,5 @@ func (c *Client) applySync(sent []*parleyv1.Cursor, res *parleyv1.SyncResult) {
 		c.stats.Duplicates += uint64(dups)
 		c.emitMessagesLocked(out, true)
 	}
-	c.kickFillLocked()
+	c.kickFillLocked(false)
 }

@@ -24,7 +24,7 @@ const sweepEvery = time.Second
 
 // Registry is an in-memory presence.Registry, safe for concurrent use.
 type Registry struct {
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	closed bool
 	// user -> sessions: a slice, since a user has one to a few devices and
 	// a map's first insert allocates eight slots per connected user.
@@ -47,6 +47,21 @@ func New() *Registry {
 		statuses:  make(map[string]status),
 		lastSweep: time.Now(),
 	}
+}
+
+// beginRead read-locks r for a lookup (which filters expired entries
+// itself, so it needs no sweep); it fails on a closed registry. Callers
+// RUnlock. Lookups run on every delivery, so they share the lock.
+func (r *Registry) beginRead(ctx context.Context) (time.Time, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, err
+	}
+	r.mu.RLock()
+	if r.closed {
+		r.mu.RUnlock()
+		return time.Time{}, ErrClosed
+	}
+	return time.Now(), nil
 }
 
 // begin locks r and sweeps if due; it fails on a closed registry. Callers
@@ -147,11 +162,11 @@ func (r *Registry) remove(userID, sessionID string) {
 
 // Sessions returns the live sessions of each user, sorted by SessionID.
 func (r *Registry) Sessions(ctx context.Context, userIDs []string) (map[string][]presence.Session, error) {
-	now, err := r.begin(ctx)
+	now, err := r.beginRead(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer r.mu.Unlock()
+	defer r.mu.RUnlock()
 	out := make(map[string][]presence.Session)
 	for _, u := range userIDs {
 		if _, done := out[u]; done {
@@ -191,11 +206,11 @@ func (r *Registry) SetStatus(ctx context.Context, userID string, st presence.Sta
 
 // Statuses returns the unexpired statuses of userIDs.
 func (r *Registry) Statuses(ctx context.Context, userIDs []string) (map[string]presence.Status, error) {
-	now, err := r.begin(ctx)
+	now, err := r.beginRead(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer r.mu.Unlock()
+	defer r.mu.RUnlock()
 	out := make(map[string]presence.Status)
 	for _, u := range userIDs {
 		if e, ok := r.statuses[u]; ok && !e.expired(now) {

@@ -11,9 +11,17 @@
 // an fsync each would cost more than they are worth.
 //
 // Concurrency: conditional appends are serialised per conversation by a
-// striped lock held across the "is any seq taken" check and the synced write,
-// so two Appends of one conversation can never both succeed. Appends of
-// different conversations (in different stripes) commit concurrently.
+// lock of that conversation alone, held across the "is any seq taken" check
+// and the synced write, so two Appends of one conversation can never both
+// succeed. Appends of different conversations commit concurrently.
+//
+// Reads: a block cache (DefaultCacheSize unless WithCacheSize) and Bloom
+// filters on every level, so point reads (conversation and member rows) skip
+// the tables that cannot hold their key. The "is any seq taken" check of an
+// Append is answered from a head hint (the highest stored seq, kept for the
+// conversations appended to recently) when the new seqs are all above it, which is every append of the
+// conversation's owner; only a miss scans the table. This process is the
+// database's only writer (Pebble locks the directory), so the hint is exact.
 package pebble
 
 import (
@@ -28,6 +36,7 @@ import (
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
 	"github.com/cockroachdb/pebble/vfs"
 	"google.golang.org/protobuf/proto"
 
@@ -47,9 +56,28 @@ const lockStripes = 256
 type Option func(*config)
 
 type config struct {
-	fs     vfs.FS
-	logger *slog.Logger
+	fs        vfs.FS
+	logger    *slog.Logger
+	cacheSize int64
 }
+
+// DefaultCacheSize is the block cache of a store opened without
+// WithCacheSize: 64 MiB. Pebble's own default (8 MiB) is smaller than the
+// index and filter blocks of a store of a few million messages, and every
+// miss costs a read and a decompression (measured: 30% of the server's CPU
+// in `parley bench dm`, docs/benchmarks.md).
+const DefaultCacheSize = 64 << 20
+
+// WithCacheSize sets the block cache size in bytes (default
+// DefaultCacheSize). The cache is allocated as it fills, outside the Go heap.
+func WithCacheSize(n int64) Option {
+	return func(c *config) { c.cacheSize = n }
+}
+
+// headHintsPerStripe bounds the head hints of one lock stripe; past it an
+// arbitrary hint is dropped (its next Append scans once). 256 stripes × 1024
+// hints keep the hints of ~260,000 conversations, a few tens of MiB at most.
+const headHintsPerStripe = 1024
 
 // WithFS makes the store use fs instead of the operating system's file
 // system, e.g. vfs.NewStrictMem() in crash tests.
@@ -76,8 +104,10 @@ type Store struct {
 	closed bool
 
 	seed         maphash.Seed
-	convLocks    [lockStripes]sync.Mutex // Append and CreateConversation, by conversation
-	receiptLocks [lockStripes]sync.Mutex // AdvanceReceipt, by conversation and user
+	convLocks    keyLocks                       // Append and CreateConversation, by conversation
+	hintLocks    [lockStripes]sync.Mutex        // guard heads
+	heads        [lockStripes]map[string]uint64 // head hints by stripe of the conversation
+	receiptLocks [lockStripes]sync.Mutex        // AdvanceReceipt, by conversation and user
 }
 
 var _ store.MessageStore = (*Store)(nil)
@@ -98,8 +128,19 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("open pebble store %s: %w", dir, err)
 	}
 	log := cfg.logger
+	if cfg.cacheSize <= 0 {
+		cfg.cacheSize = DefaultCacheSize
+	}
+	cache := pebbledb.NewCache(cfg.cacheSize)
+	defer cache.Unref() // the DB holds its own reference
+	levels := make([]pebbledb.LevelOptions, 7)
+	for i := range levels {
+		levels[i].FilterPolicy = bloom.FilterPolicy(10) // ~1% false positives
+	}
 	db, err := pebbledb.Open(dir, &pebbledb.Options{
 		FS:     cfg.fs,
+		Cache:  cache,
+		Levels: levels,
 		Logger: slogLogger{log},
 		EventListener: &pebbledb.EventListener{
 			// Failed flushes and compactions (e.g. disk full) matter to an
@@ -115,7 +156,11 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pebble store %s: %w", dir, err)
 	}
-	return &Store{db: db, seed: maphash.MakeSeed()}, nil
+	st := &Store{db: db, seed: maphash.MakeSeed()}
+	for i := range st.heads {
+		st.heads[i] = make(map[string]uint64)
+	}
+	return st, nil
 }
 
 // slogLogger adapts slog to pebble.Logger.
@@ -186,13 +231,17 @@ func (s *Store) acquire(ctx context.Context) (release func(), err error) {
 }
 
 func (s *Store) stripe(locks *[lockStripes]sync.Mutex, parts ...string) *sync.Mutex {
+	return &locks[s.stripeOf(parts...)]
+}
+
+func (s *Store) stripeOf(parts ...string) int {
 	var h maphash.Hash
 	h.SetSeed(s.seed)
 	for _, p := range parts {
 		h.WriteString(p)
 		h.WriteByte(0)
 	}
-	return &locks[h.Sum64()%lockStripes]
+	return int(h.Sum64() % lockStripes)
 }
 
 // Append implements store.MessageStore. msgs must carry conversation_id conv
@@ -242,16 +291,30 @@ func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Messag
 	}
 	last := first + uint64(len(msgs)) - 1
 
-	lock := s.stripe(&s.convLocks, conv)
-	lock.Lock()
-	defer lock.Unlock()
+	defer s.convLocks.lock(conv)()
 
-	taken, ok, err := s.firstMessageIn(conv, first, last)
-	if err != nil {
-		return fmt.Errorf("append %s seq %d: %w", conv, first, err)
+	// conv's lock is held, so its hint can change only here; the stripe's
+	// lock guards the map the hint shares with other conversations.
+	stripe := s.stripeOf(conv)
+	s.hintLocks[stripe].Lock()
+	head, known := s.heads[stripe][conv]
+	s.hintLocks[stripe].Unlock()
+	if !known {
+		var err error
+		if head, err = s.head(conv); err != nil {
+			return fmt.Errorf("append %s seq %d: %w", conv, first, err)
+		}
 	}
-	if ok {
-		return fmt.Errorf("append %s seq %d: %w", conv, taken, store.ErrSeqTaken)
+	if first <= head {
+		// Seqs at or below the head (a retry, or a competing owner): find
+		// the lowest taken seq in range, if any (seqs may have gaps).
+		taken, ok, err := s.firstMessageIn(conv, first, last)
+		if err != nil {
+			return fmt.Errorf("append %s seq %d: %w", conv, first, err)
+		}
+		if ok {
+			return fmt.Errorf("append %s seq %d: %w", conv, taken, store.ErrSeqTaken)
+		}
 	}
 	if err := s.applyMembership(b, conv, msgs); err != nil {
 		return fmt.Errorf("append %s seq %d: %w", conv, first, err)
@@ -260,9 +323,31 @@ func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Messag
 		return fmt.Errorf("append %s seq %d: %w", conv, first, err)
 	}
 	if err := s.db.Apply(b, pebbledb.Sync); err != nil {
+		// The batch may or may not be in: the next Append reads the head.
+		s.setHint(stripe, conv, 0, false)
 		return fmt.Errorf("append %s seq %d: commit: %w", conv, first, err)
 	}
+	s.setHint(stripe, conv, max(head, last), true)
 	return nil
+}
+
+// setHint records conv's head hint (or forgets it, !ok), dropping an
+// arbitrary hint of a full stripe.
+func (s *Store) setHint(stripe int, conv string, head uint64, ok bool) {
+	s.hintLocks[stripe].Lock()
+	defer s.hintLocks[stripe].Unlock()
+	heads := s.heads[stripe]
+	if !ok {
+		delete(heads, conv)
+		return
+	}
+	if _, known := heads[conv]; !known && len(heads) >= headHintsPerStripe {
+		for k := range heads {
+			delete(heads, k)
+			break
+		}
+	}
+	heads[conv] = head
 }
 
 // firstMessageIn returns the lowest stored seq of conv in [lo, hi].
@@ -383,23 +468,25 @@ func (s *Store) Head(ctx context.Context, conv string) (uint64, error) {
 		return 0, fmt.Errorf("head %s: %w", conv, err)
 	}
 	defer release()
-	p := prefix(tableMessage, conv)
-	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
-	if err != nil {
-		return 0, fmt.Errorf("head %s: %w", conv, err)
-	}
-	defer it.Close()
-	if !it.Last() {
-		if err := it.Error(); err != nil {
-			return 0, fmt.Errorf("head %s: %w", conv, err)
-		}
-		return 0, nil
-	}
-	seq, err := messageSeq(it.Key(), len(p))
+	seq, err := s.head(conv)
 	if err != nil {
 		return 0, fmt.Errorf("head %s: %w", conv, err)
 	}
 	return seq, nil
+}
+
+// head returns the highest stored seq of conv, 0 when it has none.
+func (s *Store) head(conv string) (uint64, error) {
+	p := prefix(tableMessage, conv)
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	if !it.Last() {
+		return 0, it.Error()
+	}
+	return messageSeq(it.Key(), len(p))
 }
 
 // Messages implements store.MessageStore. p.Limit outside 1..store.MaxLimit,
@@ -524,9 +611,7 @@ func (s *Store) CreateConversation(ctx context.Context, c store.Conversation) er
 		return fmt.Errorf("create conversation %s: %w", c.ID, err)
 	}
 	defer release()
-	lock := s.stripe(&s.convLocks, c.ID)
-	lock.Lock()
-	defer lock.Unlock()
+	defer s.convLocks.lock(c.ID)()
 	key := conversationKey(c.ID)
 	_, found, err := s.get(key)
 	if err != nil {
