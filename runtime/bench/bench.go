@@ -47,15 +47,19 @@ import (
 type Target struct {
 	// URL is the server root, "ws://host:port" (the SDK appends /v1/ws).
 	URL string
+	// URLs are the roots of every gateway when there are several (URL is
+	// the first); idle spreads its child processes over them in turn.
+	URLs []string
 	// Tokens mints the token of user id (dev secret); nil when the target
 	// takes tokens from a file (FileTokens).
 	Tokens *auth.DevIssuer
 	// FileTokens are tokens read from --token-file, used in order; the user
 	// ids come from each connection's Welcome.
 	FileTokens []string
-	// ServerPID is the process whose RSS is the server's memory: os.Getpid()
-	// for an embedded server, 0 when unknown.
-	ServerPID int
+	// ServerPIDs are the processes whose RSS together is the server's
+	// memory: os.Getpid() for an embedded server, the gateway processes of a
+	// fleet, none when unknown.
+	ServerPIDs []int
 	// DataDir is the embedded server's data dir ("" for an external one).
 	DataDir string
 	// Embedded is the in-process server, nil for an external one.
@@ -350,6 +354,23 @@ func urlHost(u string) string {
 		return u
 	}
 	return h
+}
+
+// serverMem sums VmRSS and VmHWM over t's server processes.
+func (t *Target) serverMem() (rss, hwm int64, err error) {
+	for _, pid := range t.ServerPIDs {
+		r, h, err := ProcStatus(pid)
+		if err != nil {
+			return 0, 0, err
+		}
+		rss, hwm = rss+r, hwm+h
+	}
+	return rss, hwm, nil
+}
+
+// inProcess reports whether the server runs in this process.
+func (t *Target) inProcess() bool {
+	return len(t.ServerPIDs) == 1 && t.ServerPIDs[0] == os.Getpid()
 }
 
 // ProcStatus returns VmRSS and VmHWM (peak RSS) of pid in bytes, from

@@ -22,7 +22,7 @@ func embedded(t *testing.T) *Target {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg := &Target{URL: "ws://" + e.Addr, Tokens: e.Server.DevIssuer, ServerPID: os.Getpid(), DataDir: dir, Embedded: e}
+	tg := &Target{URL: "ws://" + e.Addr, Tokens: e.Server.DevIssuer, ServerPIDs: []int{os.Getpid()}, DataDir: dir, Embedded: e}
 	t.Cleanup(func() { _ = tg.Embedded.Stop() })
 	return tg
 }

@@ -43,8 +43,11 @@ type IdleOptions struct {
 	// Ping sends a WebSocket ping on every connection this often, from one
 	// shared ticker, so no idle timeout fires (default 20s).
 	Ping time.Duration
+	// PerProcess caps the connections of one child process (default and
+	// at most MaxConnsPerProcess).
+	PerProcess int
 	// Spawn, when set, runs the connections in child processes of at most
-	// MaxConnsPerProcess each: it returns the (unstarted) command of a child
+	// PerProcess each (child k is the one at offset k·PerProcess): it returns the (unstarted) command of a child
 	// opening n connections for users offset..offset+n-1, which prints
 	// IdleStats lines as RunIdleChild does. Without it the connections are
 	// opened in this process (then, with an embedded server, the RSS figure
@@ -78,18 +81,19 @@ func Idle(ctx context.Context, t *Target, o IdleOptions) (*Result, error) {
 	r.Params["n"], r.Params["duration"], r.Params["sources"], r.Params["ping"] = o.N, o.Duration.String(), o.Sources, o.Ping.String()
 
 	var rssBefore int64
-	if t.ServerPID > 0 {
-		if t.ServerPID == os.Getpid() {
+	if len(t.ServerPIDs) > 0 {
+		if t.inProcess() {
 			runtime.GC()
 		}
-		rssBefore, _, _ = ProcStatus(t.ServerPID)
+		rssBefore, _, _ = t.serverMem()
 		r.Figures["server_rss_before_mib"] = round3(float64(rssBefore) / (1 << 20))
+		r.Params["server_processes"] = len(t.ServerPIDs)
 	}
 	sample := func(name string, connected int64) {
-		if t.ServerPID <= 0 || connected == 0 {
+		if len(t.ServerPIDs) == 0 || connected == 0 {
 			return
 		}
-		rss, hwm, err := ProcStatus(t.ServerPID)
+		rss, hwm, err := t.serverMem()
 		if err != nil {
 			r.Errors["read server rss: "+errCode(err)]++
 			return
@@ -101,16 +105,16 @@ func Idle(ctx context.Context, t *Target, o IdleOptions) (*Result, error) {
 
 	var procs []*idleProc
 	if o.Spawn == nil {
-		if o.N > MaxConnsPerProcess {
-			return nil, fmt.Errorf("%d connections need child processes (at most %d per process)", o.N, MaxConnsPerProcess)
+		if o.N > o.PerProcess {
+			return nil, fmt.Errorf("%d connections need child processes (at most %d per process)", o.N, o.PerProcess)
 		}
 		procs = append(procs, startInProc(ctx, t, o))
-		if t.ServerPID == os.Getpid() {
+		if t.inProcess() {
 			r.Notes = append(r.Notes, "clients ran in the server's process: RSS per connection includes the client side")
 		}
 	} else {
-		for off := 0; off < o.N; off += MaxConnsPerProcess {
-			n := min(MaxConnsPerProcess, o.N-off)
+		for off := 0; off < o.N; off += o.PerProcess {
+			n := min(o.PerProcess, o.N-off)
 			p, err := startChild(ctx, o.Spawn(ctx, n, off, o.UserPrefix))
 			if err != nil {
 				for _, p := range procs {
@@ -151,6 +155,15 @@ func Idle(ctx context.Context, t *Target, o IdleOptions) (*Result, error) {
 	connectDur := time.Since(start)
 	time.Sleep(2 * time.Second) // let the server finish registering sessions
 	sample("connected", agg.Connected)
+	// Once more near the end of the hold (the children hold o.Duration from
+	// their connect report): memory after heartbeats and GC cycles ran.
+	if hold := o.Duration - 3*time.Second; hold > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(hold):
+			sample("held", agg.Connected)
+		}
+	}
 	for _, p := range procs {
 		st, err := p.next("done")
 		if err != nil {
@@ -185,13 +198,19 @@ func Idle(ctx context.Context, t *Target, o IdleOptions) (*Result, error) {
 	for k, v := range agg.DropReasons {
 		r.Errors["drop: "+k] += v
 	}
-	if t.ServerPID > 0 {
-		r.Notes = append(r.Notes, "server_rss_per_conn_connected = (RSS 2 s after the last connect - RSS before) / connected")
+	if len(t.ServerPIDs) > 0 {
+		r.Notes = append(r.Notes, "server_rss_per_conn_connected = (RSS 2 s after the last connect - RSS before) / connected; _held: 1 s before the hold ends")
+		if len(t.ServerPIDs) > 1 {
+			r.Notes = append(r.Notes, fmt.Sprintf("RSS is the sum over %d server processes", len(t.ServerPIDs)))
+		}
 	}
 	return r, nil
 }
 
 func (o *IdleOptions) defaults() {
+	if o.PerProcess <= 0 || o.PerProcess > MaxConnsPerProcess {
+		o.PerProcess = MaxConnsPerProcess
+	}
 	if o.N <= 0 {
 		o.N = 1000
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,10 +176,10 @@ func Storm(ctx context.Context, t *Target, o StormOptions) (*Result, error) {
 	}
 	r.Figures["max_pulled_by_one_client"] = float64(maxPulled)
 	r.Figures["pulled_total"] = float64(totalPulled)
-	if t.ServerPID > 0 {
-		if _, hwm, err := ProcStatus(t.ServerPID); err == nil {
+	if len(t.ServerPIDs) > 0 {
+		if _, hwm, err := t.serverMem(); err == nil {
 			r.Figures["peak_rss_mib"] = round3(float64(hwm) / (1 << 20))
-			if t.ServerPID == os.Getpid() {
+			if t.inProcess() {
 				r.Notes = append(r.Notes, "peak RSS is this process's: server and clients together")
 			}
 		}

@@ -24,7 +24,8 @@ import (
 type benchFlags struct {
 	url, secretDir, tokenFile, jsonFile, adminTokenFile string
 	cpuProfile                                          string
-	serverPID                                           int
+	scenario                                            string // set by the subcommand
+	serverPIDs                                          []int
 	duration                                            time.Duration
 	// Embedded server settings (no --url).
 	sendRate    float64
@@ -46,11 +47,11 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 --token-file (one a line).`,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&bf.url, "url", "", "server root, e.g. ws://127.0.0.1:8080 (default: start an embedded server)")
+	pf.StringVar(&bf.url, "url", "", "server root, e.g. ws://127.0.0.1:8080 (default: start an embedded server); idle takes a comma-separated list of gateways, one per child process in turn")
 	pf.StringVar(&bf.secretDir, "secret-dir", "", "data dir of the target server (dev-secret) to mint tokens from")
 	pf.StringVar(&bf.tokenFile, "token-file", "", "file of bearer tokens, one a line, used in order")
 	pf.StringVar(&bf.jsonFile, "json", "", "write the result as JSON to this file")
-	pf.IntVar(&bf.serverPID, "server-pid", 0, "pid of an external server whose RSS to read (/proc/PID/status)")
+	pf.IntSliceVar(&bf.serverPIDs, "server-pid", nil, "pids of the external server processes whose RSS to read and add up (/proc/PID/status), comma-separated")
 	pf.DurationVar(&bf.duration, "duration", 10*time.Second, "measured phase (send phase, or idle hold)")
 	pf.Float64Var(&bf.sendRate, "server-send-rate", 20, "embedded server: per-user sends per second")
 	pf.IntVar(&bf.sendBurst, "server-send-burst", 40, "embedded server: per-user send burst")
@@ -96,6 +97,7 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if child {
+				bf.scenario = cmd.Name()
 				t, cleanup, err := benchTarget(cmd.Context(), &bf)
 				if err != nil {
 					return err
@@ -118,6 +120,7 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 	}
 	idf := idleCmd.Flags()
 	idf.IntVar(&idle.N, "n", 1000, fmt.Sprintf("connections (child processes of at most %d each)", bench.MaxConnsPerProcess))
+	idf.IntVar(&idle.PerProcess, "per-process", bench.MaxConnsPerProcess, "connections per child process (at most the default)")
 	idf.IntVar(&idle.Sources, "sources", 16, "source addresses 127.0.0.1..N (loopback servers)")
 	idf.IntVar(&idle.Concurrency, "concurrency", 32, "parallel dials per process")
 	idf.DurationVar(&idle.Ping, "ping", 20*time.Second, "WebSocket ping interval per connection")
@@ -163,7 +166,11 @@ func idleSpawner(t *bench.Target, bf *benchFlags, o bench.IdleOptions) func(ctx 
 		if err != nil {
 			exe = os.Args[0]
 		}
-		args := []string{"bench", "idle", "--child", "--url", t.URL,
+		url := t.URL
+		if len(t.URLs) > 1 {
+			url = t.URLs[offset/max(o.PerProcess, 1)%len(t.URLs)]
+		}
+		args := []string{"bench", "idle", "--child", "--url", url,
 			"--child-n", strconv.Itoa(n), "--child-offset", strconv.Itoa(offset), "--user-prefix", prefix,
 			"--duration", bf.duration.String(), "--sources", strconv.Itoa(o.Sources),
 			"--concurrency", strconv.Itoa(o.Concurrency), "--ping", o.Ping.String()}
@@ -195,7 +202,7 @@ func benchTarget(ctx context.Context, bf *benchFlags) (*bench.Target, func(), er
 			os.RemoveAll(dir)
 			return nil, nil, err
 		}
-		t := &bench.Target{URL: "ws://" + e.Addr, Tokens: e.Server.DevIssuer, ServerPID: os.Getpid(), DataDir: dir, Embedded: e}
+		t := &bench.Target{URL: "ws://" + e.Addr, Tokens: e.Server.DevIssuer, ServerPIDs: []int{os.Getpid()}, DataDir: dir, Embedded: e}
 		return t, func() {
 			_ = t.Embedded.Stop()
 			if !bf.keepData {
@@ -203,7 +210,11 @@ func benchTarget(ctx context.Context, bf *benchFlags) (*bench.Target, func(), er
 			}
 		}, nil
 	}
-	t := &bench.Target{URL: bf.url, ServerPID: bf.serverPID}
+	urls := strings.Split(bf.url, ",")
+	if len(urls) > 1 && bf.scenario != "idle" {
+		return nil, nil, fmt.Errorf("--url: only idle takes several gateways, got %d", len(urls))
+	}
+	t := &bench.Target{URL: urls[0], URLs: urls, ServerPIDs: bf.serverPIDs}
 	switch {
 	case bf.secretDir != "" && bf.tokenFile != "":
 		return nil, nil, errors.New("give --secret-dir or --token-file, not both")
@@ -235,6 +246,7 @@ func benchTarget(ctx context.Context, bf *benchFlags) (*bench.Target, func(), er
 
 func runBench(cmd *cobra.Command, bf *benchFlags, run func(context.Context, *bench.Target, bench.Options) (*bench.Result, error)) error {
 	ctx := cmd.Context()
+	bf.scenario = cmd.Name()
 	t, cleanup, err := benchTarget(ctx, bf)
 	if err != nil {
 		return err
