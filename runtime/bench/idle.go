@@ -334,7 +334,7 @@ func RunIdleConns(ctx context.Context, t *Target, o IdleOptions, n, offset int, 
 	}
 	u := wsEndpoint(t.URL)
 	var (
-		conns               = make([]*websocket.Conn, n)
+		conns               = make([]atomic.Pointer[websocket.Conn], n)
 		connected, failed   atomic.Int64
 		open, dropped       atomic.Int64
 		closing             atomic.Bool
@@ -343,6 +343,38 @@ func RunIdleConns(ctx context.Context, t *Target, o IdleOptions, n, offset int, 
 		failures, dropCause = map[string]int64{}, map[string]int64{}
 	)
 	count := func(m map[string]int64, k string) { mu.Lock(); m[k]++; mu.Unlock() }
+	// Pings run from the first connection on, not from the end of the
+	// connect phase: connecting many thousands can take longer than the
+	// server's heartbeat timeout.
+	var pings, pingErrs int64
+	pingCtx, stopPinging := context.WithCancel(ctx)
+	pingDone := make(chan struct{})
+	go func() {
+		defer close(pingDone)
+		tick := time.NewTicker(o.Ping)
+		defer tick.Stop()
+		for {
+			select {
+			case <-pingCtx.Done():
+				return
+			case <-tick.C:
+				deadline := time.Now().Add(5 * time.Second)
+				for i := range conns {
+					c := conns[i].Load()
+					if c == nil || pingCtx.Err() != nil {
+						continue
+					}
+					if err := c.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
+						pingErrs++
+					} else {
+						pings++
+					}
+				}
+			}
+		}
+	}()
+	stopPings := func() { stopPinging(); <-pingDone }
+	defer stopPings()
 	start := time.Now()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -369,7 +401,7 @@ func RunIdleConns(ctx context.Context, t *Target, o IdleOptions, n, offset int, 
 				if resp != nil && resp.Body != nil {
 					resp.Body.Close()
 				}
-				conns[i] = c
+				conns[i].Store(c)
 				connected.Add(1)
 				open.Add(1)
 				readers.Go(func() {
@@ -403,38 +435,19 @@ func RunIdleConns(ctx context.Context, t *Target, o IdleOptions, n, offset int, 
 	report(IdleStats{Phase: "connected", Connected: connected.Load(), Failed: failed.Load(),
 		FailureReasons: snapshot(failures), ConnectSeconds: connectSecs})
 
-	var pings, pingErrs int64
 	hold := time.NewTimer(o.Duration)
-	tick := time.NewTicker(o.Ping)
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-hold.C:
-			break loop
-		case <-tick.C:
-			deadline := time.Now().Add(5 * time.Second)
-			for _, c := range conns {
-				if c == nil {
-					continue
-				}
-				if err := c.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
-					pingErrs++
-				} else {
-					pings++
-				}
-			}
-		}
+	select {
+	case <-ctx.Done():
+	case <-hold.C:
 	}
 	hold.Stop()
-	tick.Stop()
+	stopPings()
 	openAtEnd := open.Load()
 	closing.Store(true)
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
 	deadline := time.Now().Add(2 * time.Second)
-	for _, c := range conns {
-		if c != nil {
+	for i := range conns {
+		if c := conns[i].Load(); c != nil {
 			_ = c.WriteControl(websocket.CloseMessage, msg, deadline)
 			_ = c.Close()
 		}

@@ -212,9 +212,6 @@ func (s *session) cleanup() {
 	s.mu.Unlock()
 	_ = s.conn.Close()
 
-	g.hub.remove(s)
-	g.m.Connections.Dec()
-
 	s.presMu.Lock()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), disconnectTimeout)
 	if err := g.ps.Disconnected(ctx, s.presenceSession()); err != nil {
@@ -222,6 +219,12 @@ func (s *session) cleanup() {
 	}
 	cancel()
 	s.presMu.Unlock()
+
+	// Leaves the hub last: Drain (and so a shutdown, which closes the
+	// presence backend next) waits until the session is unregistered.
+	// Deliveries meanwhile are refused by the closing session.
+	g.hub.remove(s)
+	g.m.Connections.Dec()
 
 	select {
 	case g.gone <- struct{}{}:
