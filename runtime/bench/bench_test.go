@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,6 +88,26 @@ func TestStorm(t *testing.T) {
 	t.Log("\n" + r.Table())
 	if r.Figures["resynced"] != 6 || r.Figures["pulled_total"] != 6*2 || len(r.Errors) != 0 {
 		t.Fatalf("figures %v errors %v: want 6 clients re-synced, each pulling 2 missed messages", r.Figures, r.Errors)
+	}
+}
+
+func TestStormChildFails(t *testing.T) {
+	tg := embedded(t)
+	spawn := func(ctx context.Context, c StormChild) *exec.Cmd { return exec.CommandContext(ctx, "false") }
+	_, err := Storm(t.Context(), tg, StormOptions{N: 4, PerProcess: 2, Spawn: spawn})
+	if err == nil || !strings.Contains(err.Error(), `before reporting "connected"`) {
+		t.Fatalf("Storm with failing children: %v, want an error naming the missing report", err)
+	}
+}
+
+func TestStormRefusesMoreClientsThanServerFiles(t *testing.T) {
+	tg := embedded(t)
+	_, err := Storm(t.Context(), tg, StormOptions{N: 10_000_000, Spawn: func(context.Context, StormChild) *exec.Cmd {
+		t.Fatal("Storm started clients the server has no files for")
+		return nil
+	}})
+	if err == nil || !strings.Contains(err.Error(), "open-file limit") {
+		t.Fatalf("Storm with 10M clients: %v, want an error naming the open-file limit", err)
 	}
 }
 

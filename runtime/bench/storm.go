@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/parleychat/parley/runtime/chat"
@@ -28,8 +32,82 @@ type StormOptions struct {
 	Window time.Duration
 	// AdminToken drains an external server through POST /v1/admin/drain.
 	AdminToken string
-	// Timeout bounds the wait for every client to re-sync (default 2m).
+	// Timeout bounds the wait for every client to re-sync once the server is
+	// back (embedded) or the drain was asked (external); default 2m.
 	Timeout time.Duration
+	// UserPrefix names the users PREFIX0..PREFIX{N-1} (default a fresh
+	// "bs<run>-").
+	UserPrefix string
+	// PerProcess is the SDK clients of one child process (default
+	// StormPerProcess, at most MaxConnsPerProcess, rounded down to even so
+	// both users of a DM are in the same child).
+	PerProcess int
+	// Spawn, when set, runs the clients in child processes of at most
+	// PerProcess each (child k at offset k·PerProcess): it returns the
+	// (unstarted) command of a child running RunStormChild for c. Without
+	// it the clients run in this process (then, with an embedded server, the
+	// peak RSS figure includes the clients).
+	Spawn func(ctx context.Context, c StormChild) *exec.Cmd
+}
+
+func (o *StormOptions) defaults(t *Target) error {
+	if o.N < 2 {
+		o.N = 1000
+	}
+	o.N -= o.N % 2
+	if o.Missed < 0 {
+		o.Missed = 0
+	} else if o.Missed == 0 {
+		o.Missed = 1
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	if o.PerProcess <= 0 {
+		o.PerProcess = StormPerProcess
+	}
+	o.PerProcess = max(min(o.PerProcess, MaxConnsPerProcess)&^1, 2)
+	if o.UserPrefix == "" {
+		o.UserPrefix = "bs" + runID() + "-"
+	}
+	if t.Embedded == nil {
+		if o.AdminToken == "" {
+			return errors.New("storm against --url needs --admin-token-file (POST /v1/admin/drain)")
+		}
+		o.Missed = 0
+		return nil
+	}
+	sockets := o.N // the server's ends
+	if o.Spawn == nil {
+		sockets *= 2 // and the clients'
+	}
+	return checkFileRoom(sockets)
+}
+
+// serverFileReserve is the files an embedded server needs besides its
+// client sockets: the store (Pebble keeps tables open), listeners, the REST
+// connections of the restart. A server-only process had ~20 open at 4,000
+// clients.
+const serverFileReserve = 256
+
+// checkFileRoom fails early when this process, which runs the embedded
+// server, has no room for that many more open files: past its open-file
+// limit the server stops accepting and the store cannot write, and the run
+// would fail late and confusingly.
+func checkFileRoom(sockets int) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return nil // unknown: let the run find out
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil
+	}
+	if room := int(lim.Cur) - len(open) - serverFileReserve; sockets > room {
+		return fmt.Errorf("embedded server: %d client sockets in its process, at most %d fit (open-file limit %d, %d open, %d kept for the store and listeners); one server process holds fewer clients than its open-file limit",
+			sockets, room, lim.Cur, len(open), serverFileReserve)
+	}
+	return nil
 }
 
 // Storm connects N clients, drains the server so all of them reconnect at
@@ -48,143 +126,160 @@ type StormOptions struct {
 // External target: POST /v1/admin/drain?window=W and the clients reconnect
 // to the same URL (a load balancer in front of other gateways); re-synced
 // is the last ReconnectedEvent.
+//
+// The clients run in this process, or in child processes with o.Spawn,
+// which report to this one as RunStormChild describes.
 func Storm(ctx context.Context, t *Target, o StormOptions) (*Result, error) {
-	if o.N < 2 {
-		o.N = 1000
-	}
-	o.N -= o.N % 2
-	if o.Missed < 0 {
-		o.Missed = 0
-	} else if o.Missed == 0 {
-		o.Missed = 1
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Minute
-	}
-	if t.Embedded == nil && o.AdminToken == "" {
-		return nil, errors.New("storm against --url needs --admin-token-file (POST /v1/admin/drain)")
-	}
-	if t.Embedded == nil {
-		o.Missed = 0
+	if err := o.defaults(t); err != nil {
+		return nil, err
 	}
 	r := newResult("storm", t)
 	r.Params["n"], r.Params["missed_per_dm"] = o.N, o.Missed
-
-	run := runID()
 	ids := make([]string, o.N)
 	for i := range ids {
-		ids[i] = fmt.Sprintf("bs%s-%d", run, i)
+		ids[i] = o.UserPrefix + strconv.Itoa(i)
 	}
-	var (
-		self        = make([]atomic.Pointer[string], o.N)
-		reconnected = make([]atomic.Bool, o.N)
-		pulled      = make([]atomic.Int64, o.N)
-		nReconn     atomic.Int64
-		nSynced     atomic.Int64
-		lastSync    atomic.Int64 // unix ns of the last client to re-sync
-		live        atomic.Int64 // warm-up messages received live
-	)
-	synced := func(i int) {
-		if reconnected[i].Load() && pulled[i].Load() >= int64(o.Missed) {
-			if reconnected[i].CompareAndSwap(true, false) { // count once
-				nSynced.Add(1)
-				lastSync.Store(time.Now().UnixNano())
-			}
-		}
-	}
-	var mu sync.Mutex // serialises the per-client check
-	onEvent := func(i int, ev client.Event) {
-		switch e := ev.(type) {
-		case client.ReconnectedEvent:
-			nReconn.Add(1)
-			mu.Lock()
-			reconnected[i].Store(true)
-			synced(i)
-			mu.Unlock()
-		case client.MessageEvent:
-			if id := self[i].Load(); id != nil && !e.Pulled && e.Message.GetSenderId() != *id {
-				live.Add(1)
-			}
-			if e.Pulled { // the missed messages, own ones (sent over REST) included
-				mu.Lock()
-				pulled[i].Add(1)
-				synced(i)
-				mu.Unlock()
-			}
-		}
-	}
-	fast := func(o *client.Options) { o.Backoff = client.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second} }
-	users, err := connectUsers(ctx, t, ids, self, onEvent, fast)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	procs, err := startStormProcs(ctx, t, o)
 	if err != nil {
 		return nil, err
 	}
-	defer closeUsers(users)
-	// Warm up: one message per DM, so both clients know the conversation and
-	// resume it from a cursor after the storm.
-	s := newSender(dialConcurrency * 4)
-	for p := range o.N / 2 {
-		for s.skipped.Load() > 0 || len(s.sem) == cap(s.sem) {
-			s.skipped.Store(0)
-			time.Sleep(time.Millisecond)
+	// On every return: in-process clients end with ctx, children are
+	// killed unless they already exited.
+	defer func() {
+		cancel()
+		for _, p := range procs {
+			p.kill()
 		}
-		s.send(ctx, users[2*p].c, chat.DMID(users[2*p].id, users[2*p+1].id), "warm up", time.Now())
+	}()
+	if o.Spawn != nil {
+		r.Params["processes"], r.Params["per_process"] = len(procs), o.PerProcess
 	}
-	s.wg.Wait()
-	if n := s.errs.total(); n > 0 {
-		return nil, fmt.Errorf("warm-up sends: %d failed", n)
+	sum := func(f func(*StormStats) int64) (n int64) {
+		for _, p := range procs {
+			n += f(p.last.Load())
+		}
+		return n
 	}
-	if !waitFor(ctx, 30*time.Second, func() bool { return live.Load() >= int64(o.N/2) }) {
-		return nil, fmt.Errorf("warm-up: %d of %d messages delivered", live.Load(), o.N/2)
+
+	// Connect and warm up (one message per DM, so both clients know the
+	// conversation and resume it from a cursor after the storm).
+	stop := progress(ctx, o.Progress, time.Now(), func() string {
+		return fmt.Sprintf("storm: connected %d of %d", sum(func(s *StormStats) int64 { return s.Connected }), o.N)
+	})
+	agg := StormStats{FailureReasons: map[string]int64{}}
+	for _, p := range procs {
+		st, err := p.next("connected")
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		agg.Connected += st.Connected
+		agg.Failed += st.Failed
+		agg.WarmupErrors += st.WarmupErrors
+		agg.Live += st.Live
+		for k, v := range st.FailureReasons {
+			agg.FailureReasons[k] += v
+		}
+	}
+	stop()
+	if agg.Failed > 0 {
+		return nil, fmt.Errorf("connect: %d of %d clients failed: %v", agg.Failed, o.N, agg.FailureReasons)
+	}
+	if agg.WarmupErrors > 0 {
+		return nil, fmt.Errorf("warm-up sends: %d failed", agg.WarmupErrors)
+	}
+	if agg.Live < int64(o.N/2) {
+		return nil, fmt.Errorf("warm-up: %d of %d messages delivered", agg.Live, o.N/2)
 	}
 
 	start := time.Now()
-	stop := progress(ctx, o.Progress, start, func() string {
-		return fmt.Sprintf("storm: reconnected %d, re-synced %d of %d", nReconn.Load(), nSynced.Load(), o.N)
+	stop = progress(ctx, o.Progress, start, func() string {
+		return fmt.Sprintf("storm: reconnected %d, re-synced %d of %d",
+			sum(func(s *StormStats) int64 { return s.Reconnected }), sum(func(s *StormStats) int64 { return s.Resynced }), o.N)
 	})
 	defer stop()
+	var up time.Time
 	if t.Embedded != nil {
-		up, err := restartEmbedded(ctx, t, ids, o.Missed)
-		if err != nil {
+		if up, err = restartEmbedded(ctx, t, ids, o.Missed); err != nil {
 			return nil, err
 		}
 		r.Figures["server_down_seconds"] = round3(up.Sub(start).Seconds())
-		defer func() {
-			if lt := lastSync.Load(); lt > 0 {
-				r.Figures["resync_after_up_seconds"] = round3(time.Unix(0, lt).Sub(up).Seconds())
-			}
-		}()
 		r.Notes = append(r.Notes, "embedded: drain, stop, and restart on the same data dir and address (see Storm doc); clients back off 100ms..2s")
-	} else {
-		if err := adminDrain(ctx, t.URL, o.AdminToken, o.Window); err != nil {
-			return nil, err
+	} else if err := adminDrain(ctx, t.URL, o.AdminToken, o.Window); err != nil {
+		return nil, err
+	}
+	for _, p := range procs {
+		p.drain()
+	}
+	var res StormStats
+	for _, p := range procs {
+		st, err := p.next("synced")
+		if err != nil {
+			r.Errors["storm clients: "+errCode(err)]++
+			continue
+		}
+		res.Reconnected += st.Reconnected
+		res.Resynced += st.Resynced
+		res.LastSyncUnixNs = max(res.LastSyncUnixNs, st.LastSyncUnixNs)
+		res.MaxPulled = max(res.MaxPulled, st.MaxPulled)
+		res.PulledTotal += st.PulledTotal
+	}
+	stop()
+	for _, p := range procs {
+		if err := p.wait(); err != nil {
+			r.Errors["storm clients exit: "+errCode(err)]++
 		}
 	}
-	all := waitFor(ctx, o.Timeout, func() bool { return nSynced.Load() >= int64(o.N) })
-	stop()
-	if lt := lastSync.Load(); lt > 0 {
+	if lt := res.LastSyncUnixNs; lt > 0 {
 		r.Figures["all_resynced_seconds"] = round3(time.Unix(0, lt).Sub(start).Seconds())
+		if !up.IsZero() {
+			r.Figures["resync_after_up_seconds"] = round3(time.Unix(0, lt).Sub(up).Seconds())
+		}
 	}
-	if !all {
-		r.Errors["not re-synced before timeout"] = int64(o.N) - nSynced.Load()
+	if res.Resynced < int64(o.N) {
+		r.Errors["not re-synced before timeout"] = int64(o.N) - res.Resynced
 	}
-	r.Figures["reconnected"] = float64(nReconn.Load())
-	r.Figures["resynced"] = float64(nSynced.Load())
-	var maxPulled, totalPulled int64
-	for i := range pulled {
-		maxPulled = max(maxPulled, pulled[i].Load())
-		totalPulled += pulled[i].Load()
-	}
-	r.Figures["max_pulled_by_one_client"] = float64(maxPulled)
-	r.Figures["pulled_total"] = float64(totalPulled)
+	r.Figures["reconnected"] = float64(res.Reconnected)
+	r.Figures["resynced"] = float64(res.Resynced)
+	r.Figures["max_pulled_by_one_client"] = float64(res.MaxPulled)
+	r.Figures["pulled_total"] = float64(res.PulledTotal)
 	if len(t.ServerPIDs) > 0 {
 		if _, hwm, err := t.serverMem(); err == nil {
 			r.Figures["peak_rss_mib"] = round3(float64(hwm) / (1 << 20))
-			if t.inProcess() {
+			switch {
+			case t.inProcess() && o.Spawn == nil:
 				r.Notes = append(r.Notes, "peak RSS is this process's: server and clients together")
+			case t.inProcess():
+				r.Notes = append(r.Notes, "peak RSS is this process's: the server only (the clients ran in child processes)")
 			}
 		}
 	}
 	return r, nil
+}
+
+// startStormProcs starts o's clients: in this process without o.Spawn,
+// else in children of at most o.PerProcess clients each.
+func startStormProcs(ctx context.Context, t *Target, o StormOptions) ([]*stormProc, error) {
+	c := StormChild{N: o.N, UserPrefix: o.UserPrefix, Missed: o.Missed, Timeout: o.Timeout}
+	if o.Spawn == nil {
+		return []*stormProc{startStormInProc(ctx, t, c)}, nil
+	}
+	var procs []*stormProc
+	for off := 0; off < o.N; off += o.PerProcess {
+		c.N, c.Offset = min(o.PerProcess, o.N-off), off
+		p, err := startStormChild(o.Spawn(ctx, c))
+		if err != nil {
+			for _, p := range procs {
+				p.kill()
+			}
+			return nil, err
+		}
+		procs = append(procs, p)
+	}
+	return procs, nil
 }
 
 // restartEmbedded stops t's embedded server, starts a new one on its data
@@ -298,11 +393,25 @@ func (m *multiListener) add(ln net.Listener) {
 	m.lns = append(m.lns, ln)
 	m.mu.Unlock()
 	go func() {
+		var delay time.Duration
 		for {
 			c, err := ln.Accept()
 			if err != nil {
-				return
+				// Out of files (EMFILE) passes: back off as net/http does
+				// instead of never accepting on ln again.
+				var errno syscall.Errno
+				if !errors.As(err, &errno) || !(errno == syscall.EMFILE || errno == syscall.ENFILE) {
+					return
+				}
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-m.done:
+					return
+				}
 			}
+			delay = 0
 			select {
 			case m.conns <- c:
 			case <-m.done:

@@ -133,10 +133,25 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 	_ = idf.MarkHidden("child-offset")
 
 	var st bench.StormOptions
+	var stChild bool
+	var stChildN, stChildOffset int
 	stCmd := &cobra.Command{
 		Use: "storm", Short: "N clients reconnect at once after a drain: time until all re-synced, peak memory",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if stChild {
+				bf.scenario = cmd.Name()
+				t, cleanup, err := benchTarget(cmd.Context(), &bf)
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				if len(t.FileTokens) > 0 {
+					t.FileTokens = t.FileTokens[min(stChildOffset, len(t.FileTokens)):]
+				}
+				c := bench.StormChild{N: stChildN, Offset: stChildOffset, UserPrefix: st.UserPrefix, Missed: st.Missed, Timeout: st.Timeout}
+				return bench.RunStormChild(cmd.Context(), t, c, cmd.InOrStdin(), cmd.OutOrStdout())
+			}
 			return runBench(cmd, &bf, func(ctx context.Context, t *bench.Target, o bench.Options) (*bench.Result, error) {
 				st.Options = o
 				if bf.adminTokenFile != "" {
@@ -146,13 +161,26 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 					}
 					st.AdminToken = strings.TrimSpace(string(b))
 				}
+				// Clients always run in child processes, so the server's
+				// process (this one when embedded) holds no client sockets.
+				st.Spawn = stormSpawner(t, &bf)
 				return bench.Storm(ctx, t, st)
 			})
 		},
 	}
-	stCmd.Flags().IntVar(&st.N, "n", 1000, "clients")
-	stCmd.Flags().IntVar(&st.Missed, "missed", 1, "messages each DM gets while its clients are away (embedded)")
-	stCmd.Flags().DurationVar(&st.Window, "window", 0, "drain window of an external server")
+	stf := stCmd.Flags()
+	stf.IntVar(&st.N, "n", 1000, "clients (in child processes of --per-process each)")
+	stf.IntVar(&st.Missed, "missed", 1, "messages each DM gets while its clients are away (embedded)")
+	stf.DurationVar(&st.Window, "window", 0, "drain window of an external server")
+	stf.DurationVar(&st.Timeout, "timeout", 2*time.Minute, "wait for every client to re-sync, from the server being back (embedded) or the drain (--url)")
+	stf.IntVar(&st.PerProcess, "per-process", bench.StormPerProcess, fmt.Sprintf("SDK clients per child process (even, at most %d)", bench.MaxConnsPerProcess))
+	stf.StringVar(&st.UserPrefix, "user-prefix", "", "user ids PREFIX0..; default a fresh prefix per run")
+	stf.BoolVar(&stChild, "child", false, "internal: run as a client child process")
+	stf.IntVar(&stChildN, "child-n", 0, "internal: clients of this child")
+	stf.IntVar(&stChildOffset, "child-offset", 0, "internal: first user index of this child")
+	_ = stf.MarkHidden("child")
+	_ = stf.MarkHidden("child-n")
+	_ = stf.MarkHidden("child-offset")
 
 	cmd.AddCommand(dmCmd, foCmd, idleCmd, stCmd)
 	return cmd
@@ -174,6 +202,31 @@ func idleSpawner(t *bench.Target, bf *benchFlags, o bench.IdleOptions) func(ctx 
 			"--child-n", strconv.Itoa(n), "--child-offset", strconv.Itoa(offset), "--user-prefix", prefix,
 			"--duration", bf.duration.String(), "--sources", strconv.Itoa(o.Sources),
 			"--concurrency", strconv.Itoa(o.Concurrency), "--ping", o.Ping.String()}
+		switch {
+		case t.DataDir != "":
+			args = append(args, "--secret-dir", t.DataDir)
+		case bf.secretDir != "":
+			args = append(args, "--secret-dir", bf.secretDir)
+		case bf.tokenFile != "":
+			// Children take tokens by index: offset..offset+n-1 of the file.
+			args = append(args, "--token-file", bf.tokenFile)
+		}
+		return exec.CommandContext(ctx, exe, args...)
+	}
+}
+
+// stormSpawner returns the command of one storm child: this executable
+// with the same target flags. Missed and Timeout are the effective ones
+// (Missed is 0 against --url), so the child takes them as given.
+func stormSpawner(t *bench.Target, bf *benchFlags) func(ctx context.Context, c bench.StormChild) *exec.Cmd {
+	return func(ctx context.Context, c bench.StormChild) *exec.Cmd {
+		exe, err := os.Executable()
+		if err != nil {
+			exe = os.Args[0]
+		}
+		args := []string{"bench", "storm", "--child", "--url", t.URL,
+			"--child-n", strconv.Itoa(c.N), "--child-offset", strconv.Itoa(c.Offset), "--user-prefix", c.UserPrefix,
+			"--missed", strconv.Itoa(c.Missed), "--timeout", c.Timeout.String()}
 		switch {
 		case t.DataDir != "":
 			args = append(args, "--secret-dir", t.DataDir)
