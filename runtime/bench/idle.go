@@ -358,14 +358,18 @@ func RunIdleConns(ctx context.Context, t *Target, o IdleOptions, n, offset int, 
 			case <-pingCtx.Done():
 				return
 			case <-tick.C:
-				deadline := time.Now().Add(5 * time.Second)
 				for i := range conns {
 					c := conns[i].Load()
 					if c == nil || pingCtx.Err() != nil {
 						continue
 					}
-					if err := c.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
+					// A deadline per ping: one for the whole sweep ran out
+					// before the end of a long sweep on a busy machine.
+					if err := c.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second)); err != nil {
 						pingErrs++
+						if !errors.Is(err, websocket.ErrCloseSent) && !errors.Is(err, net.ErrClosed) {
+							count(dropCause, "ping: "+dropReason(err)) // not a connection already gone
+						}
 					} else {
 						pings++
 					}
