@@ -180,6 +180,14 @@ const maxWritev = 64
 // frames) forever. It stops early, without error, once the session aborts.
 func (s *session) writeBatch(frames []outFrame) error {
 	nc := s.conn.NetConn()
+	if len(frames) == 1 {
+		// One frame: a plain write. (A connection's first writev leaves an
+		// iovec array cached on its file descriptor for good, ~100 B per
+		// idle connection.)
+		_ = nc.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
+		_, err := nc.Write(frames[0].wire)
+		return err
+	}
 	var bufs [maxWritev][]byte
 	for len(frames) > 0 && !s.abort.Load() {
 		n := min(len(frames), maxWritev)
