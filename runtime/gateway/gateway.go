@@ -381,6 +381,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// handler's stack has grown through header parsing and token
 	// verification. Returning frees both: still one goroutine per
 	// connection, at about half the memory (docs/benchmarks.md).
+	s.start()
 	go s.serve()
 }
 

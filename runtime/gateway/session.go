@@ -128,15 +128,21 @@ func (s *session) onPong(string) error {
 // idle connection holds none.
 var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// serve runs the session on its own goroutine (started by ServeHTTP, which
-// returns) until the connection ends. The session is in the registry
-// (ps.Connected) before the first frame is read, so no message falls between
-// a sync and the push (DESIGN.md, Data path).
-func (s *session) serve() {
+// start registers the session (hub, registry: ps.Connected) and queues its
+// Welcome. It runs on the upgrading handler's goroutine, before serve: the
+// registry call (a Redis round trip and the presence relay in the
+// distributed mode) grows the stack of the goroutine that makes it, and a
+// goroutine's stack does not shrink below four times what it uses when
+// parked, so made on the reader goroutine it left every idle connection of
+// a distributed gateway with an 8 KiB stack instead of 4 KiB
+// (docs/benchmarks.md). The session is in the registry before the first
+// frame is read, so no message falls between a sync and the push
+// (DESIGN.md, Data path). serve must follow, even if start fails to
+// register: it owns the cleanup.
+func (s *session) start() {
 	g := s.g
 	g.hub.add(s)
 	g.m.Connections.Inc()
-	defer s.cleanup()
 
 	ctx, cancel := g.requestCtx()
 	if err := g.ps.Connected(ctx, s.presenceSession()); err != nil {
@@ -159,6 +165,14 @@ func (s *session) serve() {
 		s.send(reconnectFrame(0))
 		s.close(wire.CloseDrain, "drain", true)
 	}
+}
+
+// serve reads the session's frames on its own goroutine (started by
+// ServeHTTP after start, which then returns) until the connection ends,
+// then cleans the session up.
+func (s *session) serve() {
+	g := s.g
+	defer s.cleanup()
 
 	for {
 		mt, r, err := s.conn.NextReader()
