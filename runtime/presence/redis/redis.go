@@ -93,6 +93,8 @@ type Registry struct {
 	prefix  string
 	timeout time.Duration
 
+	w *writer // Touch and Remove, pipelined (batch.go)
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -123,6 +125,7 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("presence redis: ping %s db %d: %w", cfg.Addr, cfg.DB, err)
 	}
+	r.w = newWriter(c, r.bound)
 	return r, nil
 }
 
@@ -203,7 +206,7 @@ func (r *Registry) Touch(ctx context.Context, s presence.Session) error {
 	now := time.Now().UnixMilli()
 	// Run sends EVALSHA and falls back to EVAL after a restart emptied the
 	// script cache.
-	err = touchLua.Run(ctx, r.c, keys, now, s.SessionID, s.Expires.UnixMilli(), encodeSession(s.DeviceID, s.GatewayID)).Err()
+	err = r.w.do(ctx, keys, now, s.SessionID, s.Expires.UnixMilli(), encodeSession(s.DeviceID, s.GatewayID))
 	if err != nil {
 		return fmt.Errorf("presence redis: touch session %s of %s: %w", s.SessionID, s.UserID, err)
 	}
@@ -218,11 +221,10 @@ func (r *Registry) Remove(ctx context.Context, userID, sessionID string) error {
 		return fmt.Errorf("presence redis: remove session %s of %s: %w", sessionID, userID, err)
 	}
 	defer cancel()
-	_, err = r.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		p.ZRem(ctx, r.sessionsKey(userID), sessionID)
-		p.HDel(ctx, r.sessionKey(userID), sessionID)
-		return nil
-	})
+	// touchLua with an expiry in the past removes the session (and prunes
+	// and re-expires the user's keys as every touch does).
+	keys := []string{r.sessionsKey(userID), r.sessionKey(userID)}
+	err = r.w.do(ctx, keys, time.Now().UnixMilli(), sessionID, 0, "")
 	if err != nil {
 		return fmt.Errorf("presence redis: remove session %s of %s: %w", sessionID, userID, err)
 	}
@@ -386,6 +388,7 @@ func (r *Registry) Statuses(ctx context.Context, userIDs []string) (map[string]p
 func (r *Registry) Close() error {
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
+		r.w.close()
 		if err := r.c.Close(); err != nil {
 			r.closeErr = fmt.Errorf("presence redis: close: %w", err)
 		}

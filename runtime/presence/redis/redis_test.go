@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -347,4 +348,67 @@ func TestRebuildsAfterRestart(t *testing.T) {
 			start(t)
 		})
 	})
+}
+
+// TestConcurrentWritesBatched: thousands of sessions registered and then
+// removed all at once (a connect storm, every client of a gateway leaving)
+// all land, through the writer's pipelines, with no call failing; and a
+// write after the server lost its script cache (SCRIPT FLUSH, as after a
+// restart) still succeeds.
+func TestConcurrentWritesBatched(t *testing.T) {
+	addr := redisAddr(t)
+	r, _ := newRegistry(t, addr)
+	ctx := context.Background()
+	const users, perUser = 500, 4
+	var ids []string
+	for u := range users {
+		ids = append(ids, fmt.Sprintf("u%d", u))
+	}
+	expires := time.Now().Add(time.Minute)
+	run := func(op func(user string, d int) error) {
+		var wg sync.WaitGroup
+		errs := make(chan error, users*perUser)
+		for _, u := range ids {
+			for d := range perUser {
+				wg.Go(func() { errs <- op(u, d) })
+			}
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	run(func(u string, d int) error {
+		return r.Touch(ctx, presence.Session{UserID: u, DeviceID: "d", SessionID: fmt.Sprintf("%s-s%d", u, d), GatewayID: "gw-0", Expires: expires})
+	})
+	got, err := r.Sessions(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ss := range got {
+		n += len(ss)
+	}
+	if len(got) != users || n != users*perUser {
+		t.Fatalf("after %d concurrent touches: %d users with %d sessions, want %d with %d", users*perUser, len(got), n, users, users*perUser)
+	}
+
+	run(func(u string, d int) error { return r.Remove(ctx, u, fmt.Sprintf("%s-s%d", u, d)) })
+	if got, err = r.Sessions(ctx, ids); err != nil || len(got) != 0 {
+		t.Fatalf("after removing every session: %d users with sessions (%v), want none", len(got), err)
+	}
+
+	if err := rawClient(t, addr).ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s := presence.Session{UserID: "after-flush", DeviceID: "d", SessionID: "s", GatewayID: "gw-0", Expires: expires}
+	if err := r.Touch(ctx, s); err != nil {
+		t.Fatalf("Touch after SCRIPT FLUSH: %v", err)
+	}
+	if got, err := r.Sessions(ctx, []string{"after-flush"}); err != nil || len(got["after-flush"]) != 1 {
+		t.Fatalf("Sessions after SCRIPT FLUSH = %v, %v; want the session", got, err)
+	}
 }
