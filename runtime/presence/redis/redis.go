@@ -191,8 +191,16 @@ redis.call('PEXPIREAT', KEYS[2], at)
 return 1
 `)
 
+// removeLua deletes session ARGV[1] from a user's sorted set and hash in one
+// atomic step (a script, so that it pipelines with the others).
+var removeLua = goredis.NewScript(`
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+`)
+
 // Touch registers or refreshes s until s.Expires (kept to the millisecond);
-// an s already expired is removed. One round trip.
+// an s already expired is removed. One script call, pipelined with the
+// calls made meanwhile (batch.go).
 func (r *Registry) Touch(ctx context.Context, s presence.Session) error {
 	if s.UserID == "" || s.SessionID == "" {
 		return errors.New("presence redis: touch: session needs a user id and a session id")
@@ -206,7 +214,7 @@ func (r *Registry) Touch(ctx context.Context, s presence.Session) error {
 	now := time.Now().UnixMilli()
 	// Run sends EVALSHA and falls back to EVAL after a restart emptied the
 	// script cache.
-	err = r.w.do(ctx, keys, now, s.SessionID, s.Expires.UnixMilli(), encodeSession(s.DeviceID, s.GatewayID))
+	err = r.w.do(ctx, touchLua, keys, now, s.SessionID, s.Expires.UnixMilli(), encodeSession(s.DeviceID, s.GatewayID))
 	if err != nil {
 		return fmt.Errorf("presence redis: touch session %s of %s: %w", s.SessionID, s.UserID, err)
 	}
@@ -221,10 +229,7 @@ func (r *Registry) Remove(ctx context.Context, userID, sessionID string) error {
 		return fmt.Errorf("presence redis: remove session %s of %s: %w", sessionID, userID, err)
 	}
 	defer cancel()
-	// touchLua with an expiry in the past removes the session (and prunes
-	// and re-expires the user's keys as every touch does).
-	keys := []string{r.sessionsKey(userID), r.sessionKey(userID)}
-	err = r.w.do(ctx, keys, time.Now().UnixMilli(), sessionID, 0, "")
+	err = r.w.do(ctx, removeLua, []string{r.sessionsKey(userID), r.sessionKey(userID)}, sessionID)
 	if err != nil {
 		return fmt.Errorf("presence redis: remove session %s of %s: %w", sessionID, userID, err)
 	}
