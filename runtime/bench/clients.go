@@ -41,19 +41,45 @@ type user struct {
 // self[i], when self is not nil, is set to client i's user id once its Dial
 // returns, for event handlers that skip the client's own messages.
 func connectUsers(ctx context.Context, t *Target, ids []string, self []atomic.Pointer[string], onEvent func(i int, ev client.Event), opt func(*client.Options)) ([]*user, error) {
+	users, _, first := dial(ctx, t, ids, self, onEvent, opt, nil, true)
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	if first != nil {
+		closeUsers(users)
+		return nil, first
+	}
+	return users, nil
+}
+
+// dialEach dials one SDK client per id, as connectUsers does, but goes on
+// past failures: it returns the clients (nil where the dial failed) and the
+// failures by reason, and counts successes in connected as they happen.
+func dialEach(ctx context.Context, t *Target, ids []string, self []atomic.Pointer[string], onEvent func(i int, ev client.Event), opt func(*client.Options), connected *atomic.Int64) ([]*user, map[string]int64) {
+	users, failures, _ := dial(ctx, t, ids, self, onEvent, opt, connected, false)
+	return users, failures
+}
+
+// dial dials one SDK client per id, dialConcurrency at a time, and returns
+// the clients (nil where a dial failed), the failures by reason and the
+// first error; with stop, no dial starts after the first failure. self,
+// onEvent, opt and connected may be nil.
+func dial(ctx context.Context, t *Target, ids []string, self []atomic.Pointer[string], onEvent func(i int, ev client.Event), opt func(*client.Options), connected *atomic.Int64, stop bool) ([]*user, map[string]int64, error) {
 	users := make([]*user, len(ids))
+	failures := map[string]int64{}
 	ds := dialers(urlHost(t.URL), 16, 15*time.Second)
 	var (
-		wg    sync.WaitGroup
-		next  atomic.Int64
-		first error
-		mu    sync.Mutex
+		wg     sync.WaitGroup
+		next   atomic.Int64
+		first  error
+		mu     sync.Mutex
+		failed atomic.Bool
 	)
 	for range min(dialConcurrency, len(ids)) {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= len(ids) || ctx.Err() != nil {
+				if i >= len(ids) || ctx.Err() != nil || (stop && failed.Load()) {
 					return
 				}
 				tok, err := t.Token(ids[i], tokenTTL)
@@ -66,34 +92,30 @@ func connectUsers(ctx context.Context, t *Target, ids []string, self []atomic.Po
 						opt(&o)
 					}
 					var c *client.Client
-					c, err = client.Dial(ctx, o)
-					if err == nil {
-						users[i] = &user{id: c.UserID(), c: c}
+					if c, err = client.Dial(ctx, o); err == nil {
+						id := c.UserID()
+						users[i] = &user{id: id, c: c}
 						if self != nil {
-							id := c.UserID()
 							self[i].Store(&id)
+						}
+						if connected != nil {
+							connected.Add(1)
 						}
 						continue
 					}
 				}
+				failed.Store(true)
 				mu.Lock()
+				failures[dialReason(nil, err)]++
 				if first == nil {
 					first = fmt.Errorf("connect %s: %w", ids[i], err)
 				}
 				mu.Unlock()
-				return
 			}
 		})
 	}
 	wg.Wait()
-	if first == nil && ctx.Err() != nil {
-		first = ctx.Err()
-	}
-	if first != nil {
-		closeUsers(users)
-		return nil, first
-	}
-	return users, nil
+	return users, failures, first
 }
 
 func closeUsers(users []*user) {

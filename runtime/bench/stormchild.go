@@ -199,49 +199,6 @@ func runStormClients(ctx context.Context, t *Target, c StormChild, drain <-chan 
 	return ctx.Err()
 }
 
-// dialEach dials one SDK client per id, as connectUsers does, but goes on
-// past failures: it returns the clients (nil where the dial failed) and the
-// failures by reason, and counts successes in connected as they happen.
-func dialEach(ctx context.Context, t *Target, ids []string, self []atomic.Pointer[string], onEvent func(i int, ev client.Event), opt func(*client.Options), connected *atomic.Int64) ([]*user, map[string]int64) {
-	users := make([]*user, len(ids))
-	failures := map[string]int64{}
-	ds := dialers(urlHost(t.URL), 16, 15*time.Second)
-	var (
-		wg   sync.WaitGroup
-		next atomic.Int64
-		mu   sync.Mutex
-	)
-	for range min(dialConcurrency, len(ids)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(ids) || ctx.Err() != nil {
-					return
-				}
-				tok, err := t.Token(ids[i], tokenTTL)
-				if err == nil {
-					o := client.Options{URL: t.URL, Token: tok, Dialer: ds[i%len(ds)], EventBuffer: 4096,
-						OnEvent: func(ev client.Event) { onEvent(i, ev) }}
-					opt(&o)
-					var c *client.Client
-					if c, err = client.Dial(ctx, o); err == nil {
-						id := c.UserID()
-						users[i] = &user{id: id, c: c}
-						self[i].Store(&id)
-						connected.Add(1)
-						continue
-					}
-				}
-				mu.Lock()
-				failures[dialReason(nil, err)]++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return users, failures
-}
-
 // tick calls f every d until ctx ends or the returned stop is called; stop
 // waits for a running f.
 func tick(ctx context.Context, d time.Duration, f func()) (stop func()) {

@@ -190,28 +190,13 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 // the same target flags.
 func idleSpawner(t *bench.Target, bf *benchFlags, o bench.IdleOptions) func(ctx context.Context, n, offset int, prefix string) *exec.Cmd {
 	return func(ctx context.Context, n, offset int, prefix string) *exec.Cmd {
-		exe, err := os.Executable()
-		if err != nil {
-			exe = os.Args[0]
-		}
 		url := t.URL
 		if len(t.URLs) > 1 {
 			url = t.URLs[offset/max(o.PerProcess, 1)%len(t.URLs)]
 		}
-		args := []string{"bench", "idle", "--child", "--url", url,
-			"--child-n", strconv.Itoa(n), "--child-offset", strconv.Itoa(offset), "--user-prefix", prefix,
-			"--duration", bf.duration.String(), "--sources", strconv.Itoa(o.Sources),
-			"--concurrency", strconv.Itoa(o.Concurrency), "--ping", o.Ping.String()}
-		switch {
-		case t.DataDir != "":
-			args = append(args, "--secret-dir", t.DataDir)
-		case bf.secretDir != "":
-			args = append(args, "--secret-dir", bf.secretDir)
-		case bf.tokenFile != "":
-			// Children take tokens by index: offset..offset+n-1 of the file.
-			args = append(args, "--token-file", bf.tokenFile)
-		}
-		return exec.CommandContext(ctx, exe, args...)
+		return childCommand(ctx, t, bf, "idle", url, "--child-n", strconv.Itoa(n), "--child-offset", strconv.Itoa(offset),
+			"--user-prefix", prefix, "--duration", bf.duration.String(), "--sources", strconv.Itoa(o.Sources),
+			"--concurrency", strconv.Itoa(o.Concurrency), "--ping", o.Ping.String())
 	}
 }
 
@@ -220,24 +205,30 @@ func idleSpawner(t *bench.Target, bf *benchFlags, o bench.IdleOptions) func(ctx 
 // (Missed is 0 against --url), so the child takes them as given.
 func stormSpawner(t *bench.Target, bf *benchFlags) func(ctx context.Context, c bench.StormChild) *exec.Cmd {
 	return func(ctx context.Context, c bench.StormChild) *exec.Cmd {
-		exe, err := os.Executable()
-		if err != nil {
-			exe = os.Args[0]
-		}
-		args := []string{"bench", "storm", "--child", "--url", t.URL,
-			"--child-n", strconv.Itoa(c.N), "--child-offset", strconv.Itoa(c.Offset), "--user-prefix", c.UserPrefix,
-			"--missed", strconv.Itoa(c.Missed), "--timeout", c.Timeout.String()}
-		switch {
-		case t.DataDir != "":
-			args = append(args, "--secret-dir", t.DataDir)
-		case bf.secretDir != "":
-			args = append(args, "--secret-dir", bf.secretDir)
-		case bf.tokenFile != "":
-			// Children take tokens by index: offset..offset+n-1 of the file.
-			args = append(args, "--token-file", bf.tokenFile)
-		}
-		return exec.CommandContext(ctx, exe, args...)
+		return childCommand(ctx, t, bf, "storm", t.URL, "--child-n", strconv.Itoa(c.N), "--child-offset", strconv.Itoa(c.Offset),
+			"--user-prefix", c.UserPrefix, "--missed", strconv.Itoa(c.Missed), "--timeout", c.Timeout.String())
 	}
+}
+
+// childCommand is `parley bench SCENARIO --child --url URL ARGS...` of this
+// executable, with the target's token source: the embedded server's data
+// dir, --secret-dir, or --token-file (children take tokens by index,
+// offset..offset+n-1 of the file).
+func childCommand(ctx context.Context, t *bench.Target, bf *benchFlags, scenario, url string, args ...string) *exec.Cmd {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = os.Args[0]
+	}
+	args = append([]string{"bench", scenario, "--child", "--url", url}, args...)
+	switch {
+	case t.DataDir != "":
+		args = append(args, "--secret-dir", t.DataDir)
+	case bf.secretDir != "":
+		args = append(args, "--secret-dir", bf.secretDir)
+	case bf.tokenFile != "":
+		args = append(args, "--token-file", bf.tokenFile)
+	}
+	return exec.CommandContext(ctx, exe, args...)
 }
 
 // benchTarget resolves the target: an embedded server or --url.
