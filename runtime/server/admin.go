@@ -24,7 +24,8 @@ const MaxDrainWindow = 30 * time.Minute
 //	GET  /v1/admin/connections       → 200 {"draining":bool,"connections":N}
 //	GET  /debug/pprof/...            → Go runtime profiles (net/http/pprof:
 //	                                   profile?seconds=N, heap, allocs, mutex,
-//	                                   block, goroutine, trace)
+//	                                   block, goroutine, trace); the chat,
+//	                                   presence and push roles serve these too
 //
 // Both need "Authorization: Bearer <admin token>" (Config.AdminToken). With
 // no admin token configured they answer 403 forbidden: an unauthenticated
@@ -40,9 +41,13 @@ type admin struct {
 func (a *admin) register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/admin/drain", a.authed(a.drain))
 	mux.HandleFunc("GET /v1/admin/connections", a.authed(a.connections))
-	// Profiles of a live process, how docs/benchmarks.md profiles the
-	// server alone; behind the admin token because a profile reveals
-	// internals and a CPU profile costs CPU.
+	a.registerProfiles(mux)
+}
+
+// registerProfiles serves the Go runtime profiles of this process (every
+// role), how docs/benchmarks.md profiles a live server; behind the admin
+// token because a profile reveals internals and a CPU profile costs CPU.
+func (a *admin) registerProfiles(mux *http.ServeMux) {
 	mux.HandleFunc("GET /debug/pprof/", a.authed(pprof.Index))
 	mux.HandleFunc("GET /debug/pprof/cmdline", a.authed(pprof.Cmdline))
 	mux.HandleFunc("GET /debug/pprof/profile", a.authed(pprof.Profile))

@@ -369,6 +369,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	mux.HandleFunc("GET /readyz", s.fleetReadyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if !f.has(RoleGateway) {
+		(&admin{s: s, token: cfg.AdminToken}).registerProfiles(mux)
 		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, wire.Errorf(wire.CodeNotFound, "no route for %s %s: this process runs the %s role", r.Method, r.URL.Path, fc.Role))
 		})
