@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"google.golang.org/protobuf/proto"
 
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
 
@@ -40,9 +42,13 @@ type IdleOptions struct {
 	Sources int
 	// Concurrency is the parallel dials per process (default 32).
 	Concurrency int
-	// Ping sends a WebSocket ping on every connection this often, from one
+	// Ping sends a heartbeat on every connection this often, from one
 	// shared ticker, so no idle timeout fires (default 20s).
 	Ping time.Duration
+	// WSPing makes the heartbeat a WebSocket ping control frame, as a thin
+	// WebSocket client would send, instead of the protocol's Ping frame
+	// that the SDK and the web client send.
+	WSPing bool
 	// PerProcess caps the connections of one child process (default and
 	// at most MaxConnsPerProcess).
 	PerProcess int
@@ -79,6 +85,10 @@ func Idle(ctx context.Context, t *Target, o IdleOptions) (*Result, error) {
 	o.defaults()
 	r := newResult("idle", t)
 	r.Params["n"], r.Params["duration"], r.Params["sources"], r.Params["ping"] = o.N, o.Duration.String(), o.Sources, o.Ping.String()
+	r.Params["heartbeat"] = "protocol Ping frame"
+	if o.WSPing {
+		r.Params["heartbeat"] = "WebSocket ping"
+	}
 
 	var rssBefore int64
 	if len(t.ServerPIDs) > 0 {
@@ -347,6 +357,16 @@ func RunIdleConns(ctx context.Context, t *Target, o IdleOptions, n, offset int, 
 	// connect phase: connecting many thousands can take longer than the
 	// server's heartbeat timeout.
 	var pings, pingErrs int64
+	// A deadline per heartbeat: one for a whole sweep ran out before the
+	// end of a long sweep on a busy machine. Only this goroutine writes
+	// data frames, as gorilla requires.
+	heartbeat := func(c *websocket.Conn) error {
+		if o.WSPing {
+			return c.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second))
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		return c.WriteMessage(websocket.BinaryMessage, protoPing)
+	}
 	pingCtx, stopPinging := context.WithCancel(ctx)
 	pingDone := make(chan struct{})
 	go func() {
@@ -363,9 +383,7 @@ func RunIdleConns(ctx context.Context, t *Target, o IdleOptions, n, offset int, 
 					if c == nil || pingCtx.Err() != nil {
 						continue
 					}
-					// A deadline per ping: one for the whole sweep ran out
-					// before the end of a long sweep on a busy machine.
-					if err := c.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second)); err != nil {
+					if err := heartbeat(c); err != nil {
 						pingErrs++
 						if !errors.Is(err, websocket.ErrCloseSent) && !errors.Is(err, net.ErrClosed) {
 							count(dropCause, "ping: "+dropReason(err)) // not a connection already gone
@@ -461,6 +479,13 @@ func RunIdleConns(ctx context.Context, t *Target, o IdleOptions, n, offset int, 
 		Dropped: dropped.Load(), DropReasons: snapshot(dropCause), OpenAtEnd: openAtEnd, PingsSent: pings, PingErrors: pingErrs})
 	return nil
 }
+
+// protoPing is the protocol's heartbeat, ClientFrame{ping} in
+// parley.v1.proto, as the SDK sends it (id 0: the Pong is a push).
+var protoPing = func() []byte {
+	b, _ := proto.Marshal(&parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Ping{Ping: &parleyv1.Ping{}}}) // cannot fail
+	return b
+}()
 
 // wsEndpoint returns the /v1/ws URL of a server root.
 func wsEndpoint(u string) string {

@@ -366,7 +366,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.writeHTTPError(w, wire.HTTPStatus(we.Code), we)
 		return
 	}
-	conn, err := g.upgrader.Upgrade(w, r, nil)
+	conn, err := g.upgrader.Upgrade(hijacker{w}, r, nil)
 	if err != nil {
 		// The upgrader has answered with an error already.
 		g.log.Debug("upgrade", "err", err)

@@ -36,6 +36,8 @@ const (
 type session struct {
 	g      *Gateway
 	conn   *websocket.Conn
+	fc     *frameConn // what conn reads from (readconn.go); nil in tests that build sessions by hand
+	raw    net.Conn   // the socket frames are written to (writev needs the real one); nil: conn.NetConn()
 	id     string
 	user   string
 	device string
@@ -77,6 +79,9 @@ type session struct {
 func newSession(g *Gateway, conn *websocket.Conn, c auth.Claims, binary bool) *session {
 	now := time.Now()
 	s := &session{g: g, conn: conn, id: newSessionID(), user: c.UserID, device: c.DeviceID, binary: binary}
+	if fc, ok := conn.NetConn().(*frameConn); ok {
+		s.fc, s.raw = fc, fc.Conn
+	}
 	if !c.ExpiresAt.IsZero() {
 		// The verifier accepts a token until Leeway after its exp; so does
 		// the open connection, or a client with a slightly fast clock would
@@ -170,16 +175,33 @@ func (s *session) start() {
 // serve reads the session's frames on its own goroutine (started by
 // ServeHTTP after start, which then returns) until the connection ends,
 // then cleans the session up.
+//
+// Between frames it waits on a shallow readiness wait (readconn.go). A
+// goroutine that has handled a frame has grown its stack to 4 KiB through
+// gorilla's read path and the handlers, and the runtime never shrinks a
+// stack whose use plus its 800-byte guard reaches a quarter of it, so an
+// idle connection would keep 4 KiB for good. Instead, a reader that has
+// handled frames and finds none waiting hands the session to a fresh
+// goroutine (2 KiB) and ends: one goroutine start per burst of frames, and
+// an idle connection holds a 2 KiB stack.
 func (s *session) serve() {
 	g := s.g
-	defer s.cleanup()
-
+	handled := false
 	for {
+		if s.fc != nil && s.fc.idle() {
+			if handled {
+				go s.serve()
+				return
+			}
+			s.fc.waitReadable()
+		}
 		mt, r, err := s.conn.NextReader()
 		if err != nil {
 			s.readEnded(err)
+			s.cleanup()
 			return
 		}
+		handled = true
 		s.touch()
 		buf := readBufs.Get().(*bytes.Buffer)
 		buf.Reset()
@@ -192,6 +214,7 @@ func (s *session) serve() {
 		}
 		if err != nil {
 			s.readEnded(err)
+			s.cleanup()
 			return
 		}
 	}

@@ -179,7 +179,10 @@ const maxWritev = 64
 // has a deadline: a peer that stops reading cannot hold a writer (and its
 // frames) forever. It stops early, without error, once the session aborts.
 func (s *session) writeBatch(frames []outFrame) error {
-	nc := s.conn.NetConn()
+	nc := s.raw
+	if nc == nil {
+		nc = s.conn.NetConn()
+	}
 	if len(frames) == 1 {
 		// One frame: a plain write. (A connection's first writev leaves an
 		// iovec array cached on its file descriptor for good, ~100 B per

@@ -123,7 +123,8 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 	idf.IntVar(&idle.PerProcess, "per-process", bench.MaxConnsPerProcess, "connections per child process (at most the default)")
 	idf.IntVar(&idle.Sources, "sources", 16, "source addresses 127.0.0.1..N (loopback servers)")
 	idf.IntVar(&idle.Concurrency, "concurrency", 32, "parallel dials per process")
-	idf.DurationVar(&idle.Ping, "ping", 20*time.Second, "WebSocket ping interval per connection")
+	idf.DurationVar(&idle.Ping, "ping", 20*time.Second, "heartbeat interval per connection")
+	idf.BoolVar(&idle.WSPing, "ws-ping", false, "heartbeat with WebSocket pings (a thin client) instead of the protocol's Ping frames (the SDK)")
 	idf.StringVar(&idle.UserPrefix, "user-prefix", "", "user ids PREFIX0..; default a fresh prefix per run")
 	idf.BoolVar(&child, "child", false, "internal: run as a connection child process")
 	idf.IntVar(&childN, "child-n", 0, "internal: connections of this child")
@@ -196,7 +197,7 @@ func idleSpawner(t *bench.Target, bf *benchFlags, o bench.IdleOptions) func(ctx 
 		}
 		return childCommand(ctx, t, bf, "idle", url, "--child-n", strconv.Itoa(n), "--child-offset", strconv.Itoa(offset),
 			"--user-prefix", prefix, "--duration", bf.duration.String(), "--sources", strconv.Itoa(o.Sources),
-			"--concurrency", strconv.Itoa(o.Concurrency), "--ping", o.Ping.String())
+			"--concurrency", strconv.Itoa(o.Concurrency), "--ping", o.Ping.String(), "--ws-ping="+strconv.FormatBool(o.WSPing))
 	}
 }
 

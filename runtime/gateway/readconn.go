@@ -1,0 +1,186 @@
+package gateway
+
+import (
+	"bufio"
+	"encoding/binary"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+)
+
+// An idle connection's reader goroutine used to park deep in gorilla's read
+// path (NextReader → bufio → netFD), using more than 1 KiB of stack, so the
+// runtime kept it at 4 KiB: 40% of an idle connection's memory. A session
+// now waits for the next frame on a shallow readiness wait (waitReadable,
+// a few hundred bytes of stack), and a goroutine parked there has its stack
+// shrunk by the next GCs to 2 KiB. (docs/benchmarks.md, idle memory.)
+//
+// Waiting outside gorilla is only right when gorilla's read buffer holds no
+// byte of a next frame, and gorilla keeps that buffer private. So gorilla
+// reads through frameConn, which never hands it a byte past the end of the
+// frame being read (it parses the RFC 6455 §5.2 header lengths, nothing
+// else): once gorilla has consumed a frame its buffer is empty, and
+// frameConn knows whether it holds read-ahead bytes itself. Everything
+// else (masking, fragments, control frames, limits, UTF-8) stays gorilla's.
+
+// readAhead is the read-ahead buffer of a frameConn, pooled: an idle
+// connection holds none.
+const readAhead = 512
+
+var readAheadPool = sync.Pool{New: func() any { b := make([]byte, readAhead); return &b }}
+
+// frameConn is the net.Conn gorilla reads a session from (see above). Only
+// the session's reader goroutine reads it; writes go to the embedded
+// connection.
+type frameConn struct {
+	net.Conn
+	raw syscall.RawConn // for waitReadable; nil when the connection has none
+
+	ahead *[]byte // pooled buffer holding buf, nil when empty
+	buf   []byte  // read-ahead bytes not yet handed on
+	left  uint64  // bytes of the current frame not yet handed on; 0 at a frame boundary
+}
+
+func newFrameConn(c net.Conn) *frameConn {
+	fc := &frameConn{Conn: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			fc.raw = rc
+		}
+	}
+	return fc
+}
+
+// Read hands on at most the rest of the current frame.
+func (c *frameConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.left == 0 {
+		size, err := c.nextFrameSize()
+		if err != nil {
+			return 0, err
+		}
+		c.left = size
+	}
+	if len(c.buf) > 0 {
+		n := copy(p[:min(uint64(len(p)), c.left)], c.buf)
+		c.buf = c.buf[n:]
+		c.left -= uint64(n)
+		c.release()
+		return n, nil
+	}
+	n, err := c.Conn.Read(p[:min(uint64(len(p)), c.left)])
+	c.left -= uint64(n)
+	return n, err
+}
+
+// nextFrameSize reads ahead until the next frame's header is buffered and
+// returns the frame's whole length, header included (RFC 6455 §5.2: 2
+// bytes, then 2 or 8 bytes of extended payload length when the 7-bit length
+// is 126 or 127, then the 4-byte masking key when the mask bit is set).
+func (c *frameConn) nextFrameSize() (uint64, error) {
+	for {
+		if len(c.buf) >= 2 {
+			hdr := uint64(2)
+			payload := uint64(c.buf[1] & 0x7f)
+			switch payload {
+			case len16:
+				hdr += 2
+			case len64:
+				hdr += 8
+			}
+			if c.buf[1]&0x80 != 0 {
+				hdr += 4
+			}
+			if uint64(len(c.buf)) >= hdr {
+				switch payload {
+				case len16:
+					payload = uint64(binary.BigEndian.Uint16(c.buf[2:]))
+				case len64:
+					// gorilla refuses lengths past its read limit; keep the
+					// sum from wrapping until it does.
+					payload = min(binary.BigEndian.Uint64(c.buf[2:]), 1<<62)
+				}
+				return hdr + payload, nil
+			}
+		}
+		if err := c.fill(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// fill reads once from the connection into the read-ahead buffer. It is
+// only called with less than a header (14 bytes) buffered.
+func (c *frameConn) fill() error {
+	if c.ahead == nil {
+		c.ahead = readAheadPool.Get().(*[]byte)
+	}
+	b := *c.ahead
+	if len(c.buf) > 0 && &c.buf[0] != &b[0] {
+		c.buf = b[:copy(b, c.buf)] // compact to the front
+	} else if len(c.buf) == 0 {
+		c.buf = b[:0]
+	}
+	n, err := c.Conn.Read(b[len(c.buf):])
+	c.buf = b[:len(c.buf)+n]
+	if n > 0 {
+		return nil
+	}
+	c.release()
+	return err
+}
+
+// release returns an emptied read-ahead buffer to the pool.
+func (c *frameConn) release() {
+	if len(c.buf) > 0 {
+		return
+	}
+	if c.ahead != nil {
+		readAheadPool.Put(c.ahead)
+	}
+	c.ahead, c.buf = nil, nil
+}
+
+// idle reports whether no byte of a next frame is held here, so that the
+// reader may wait on the socket itself. Gorilla's own buffer is empty then
+// too, once it has consumed the last frame it was handed.
+func (c *frameConn) idle() bool { return c.left == 0 && len(c.buf) == 0 }
+
+// waitReadable returns once the connection has bytes to read, or an error
+// or end of stream to report (the next Read reports it), parking the
+// calling goroutine on a shallow stack. Without a raw connection it returns
+// at once.
+func (c *frameConn) waitReadable() {
+	if c.raw == nil {
+		return
+	}
+	_ = c.raw.Read(readable)
+}
+
+// hijacker wraps the ResponseWriter given to the upgrader so that the
+// connection gorilla gets is a frameConn. Bytes a client sent before the
+// handshake finished (which the server's reader buffered) move into the
+// frameConn, so that gorilla reads them through it.
+type hijacker struct {
+	http.ResponseWriter
+}
+
+func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	fc := newFrameConn(c)
+	if n := brw.Reader.Buffered(); n > 0 {
+		early := make([]byte, n)
+		_, _ = brw.Reader.Read(early)
+		fc.buf = early
+	}
+	return fc, brw, nil
+}
+
+// Unwrap lets http.ResponseController reach the server's ResponseWriter.
+func (h hijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
