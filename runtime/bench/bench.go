@@ -297,23 +297,32 @@ func errCode(err error) string {
 	return s
 }
 
-// progress prints line() once per second to w until ctx ends.
+// progress prints line() once per second to w until ctx ends or the
+// returned stop is called.
 func progress(ctx context.Context, w io.Writer, start time.Time, line func() string) func() {
 	if w == nil {
 		return func() {}
 	}
+	return tick(ctx, time.Second, func() {
+		fmt.Fprintf(w, "[%5.1fs] %s\n", time.Since(start).Seconds(), line())
+	})
+}
+
+// tick calls f every d until ctx ends or the returned stop is called; stop
+// waits for a running f.
+func tick(ctx context.Context, d time.Duration, f func()) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				fmt.Fprintf(w, "[%5.1fs] %s\n", time.Since(start).Seconds(), line())
+				f()
 			}
 		}
 	}()

@@ -199,27 +199,6 @@ func runStormClients(ctx context.Context, t *Target, c StormChild, drain <-chan 
 	return ctx.Err()
 }
 
-// tick calls f every d until ctx ends or the returned stop is called; stop
-// waits for a running f.
-func tick(ctx context.Context, d time.Duration, f func()) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(d)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				f()
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
-}
-
 // stormProc is one process of storm clients, this one or a child, seen from
 // the parent.
 type stormProc struct {

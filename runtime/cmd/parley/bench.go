@@ -97,15 +97,11 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if child {
-				bf.scenario = cmd.Name()
-				t, cleanup, err := benchTarget(cmd.Context(), &bf)
+				t, cleanup, err := childTarget(cmd, &bf, childOffset)
 				if err != nil {
 					return err
 				}
 				defer cleanup()
-				if len(t.FileTokens) > 0 {
-					t.FileTokens = t.FileTokens[min(childOffset, len(t.FileTokens)):]
-				}
 				idle.Options = bench.Options{Duration: bf.duration}
 				return bench.RunIdleChild(cmd.Context(), t, idle, childN, childOffset, cmd.OutOrStdout())
 			}
@@ -141,15 +137,11 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if stChild {
-				bf.scenario = cmd.Name()
-				t, cleanup, err := benchTarget(cmd.Context(), &bf)
+				t, cleanup, err := childTarget(cmd, &bf, stChildOffset)
 				if err != nil {
 					return err
 				}
 				defer cleanup()
-				if len(t.FileTokens) > 0 {
-					t.FileTokens = t.FileTokens[min(stChildOffset, len(t.FileTokens)):]
-				}
 				c := bench.StormChild{N: stChildN, Offset: stChildOffset, UserPrefix: st.UserPrefix, Missed: st.Missed, Timeout: st.Timeout}
 				return bench.RunStormChild(cmd.Context(), t, c, cmd.InOrStdin(), cmd.OutOrStdout())
 			}
@@ -209,6 +201,20 @@ func stormSpawner(t *bench.Target, bf *benchFlags) func(ctx context.Context, c b
 		return childCommand(ctx, t, bf, "storm", t.URL, "--child-n", strconv.Itoa(c.N), "--child-offset", strconv.Itoa(c.Offset),
 			"--user-prefix", c.UserPrefix, "--missed", strconv.Itoa(c.Missed), "--timeout", c.Timeout.String())
 	}
+}
+
+// childTarget is the target of a child process whose first user is offset:
+// with --token-file, it takes the tokens from offset on.
+func childTarget(cmd *cobra.Command, bf *benchFlags, offset int) (*bench.Target, func(), error) {
+	bf.scenario = cmd.Name()
+	t, cleanup, err := benchTarget(cmd.Context(), bf)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(t.FileTokens) > 0 {
+		t.FileTokens = t.FileTokens[min(offset, len(t.FileTokens)):]
+	}
+	return t, cleanup, nil
 }
 
 // childCommand is `parley bench SCENARIO --child --url URL ARGS...` of this
