@@ -166,11 +166,14 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// discardLogger drops everything.
+var discardLogger = slog.New(slog.DiscardHandler)
+
 func (o *Options) logger() *slog.Logger {
 	if o.Logger != nil {
 		return o.Logger
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return discardLogger
 }
 
 // Result is what a scenario measured: parameters and figures, flat, so

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"runtime"
 	"sync"
@@ -125,7 +123,7 @@ func Idle(ctx context.Context, t *Target, o IdleOptions) (*Result, error) {
 	} else {
 		for off := 0; off < o.N; off += o.PerProcess {
 			n := min(o.PerProcess, o.N-off)
-			p, err := startChild(ctx, o.Spawn(ctx, n, off, o.UserPrefix))
+			p, err := startChild(o.Spawn(ctx, n, off, o.UserPrefix))
 			if err != nil {
 				for _, p := range procs {
 					p.kill()
@@ -244,9 +242,9 @@ func (o *IdleOptions) defaults() {
 // idleProc is one process of connections (this one or a child) reporting
 // IdleStats in phases.
 type idleProc struct {
-	reports chan IdleStats
+	reports chan IdleStats // closed when the process ended
 	errc    chan error
-	cmd     *exec.Cmd
+	child   *childProc // nil for connections in this process
 }
 
 func (p *idleProc) next(phase string) (IdleStats, error) {
@@ -265,16 +263,16 @@ func (p *idleProc) next(phase string) (IdleStats, error) {
 }
 
 func (p *idleProc) wait() error {
-	if p.cmd == nil {
+	if p.child == nil {
 		return nil
 	}
-	return p.cmd.Wait()
+	<-p.child.done
+	return p.child.err
 }
 
 func (p *idleProc) kill() {
-	if p.cmd != nil && p.cmd.Process != nil {
-		_ = p.cmd.Process.Kill()
-		_ = p.cmd.Wait()
+	if p.child != nil {
+		p.child.kill()
 	}
 }
 
@@ -290,28 +288,21 @@ func startInProc(ctx context.Context, t *Target, o IdleOptions) *idleProc {
 	return p
 }
 
-func startChild(ctx context.Context, cmd *exec.Cmd) (*idleProc, error) {
-	out, err := cmd.StdoutPipe()
+func startChild(cmd *exec.Cmd) (*idleProc, error) {
+	p := &idleProc{reports: make(chan IdleStats, 2), errc: make(chan error, 1)}
+	child, err := startChildProc(cmd, func(st IdleStats) {
+		select {
+		case p.reports <- st:
+		default: // a misbehaving child: more reports than the two read
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	if cmd.Stderr == nil {
-		cmd.Stderr = os.Stderr
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start child %s: %w", cmd.Path, err)
-	}
-	p := &idleProc{reports: make(chan IdleStats, 2), errc: make(chan error, 1), cmd: cmd}
+	p.child = child
 	go func() {
-		defer close(p.reports)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			var st IdleStats
-			if err := json.Unmarshal(sc.Bytes(), &st); err != nil {
-				continue // not a report line
-			}
-			p.reports <- st
-		}
+		<-child.done
+		close(p.reports)
 	}()
 	return p, nil
 }

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -148,10 +146,9 @@ func runStormClients(ctx context.Context, t *Target, c StormChild, drain <-chan 
 	stopProgress := tick(ctx, time.Second, func() { send(stats("progress")) })
 	defer stopProgress()
 
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil)) // thousands of clients each log every reconnect
 	fast := func(o *client.Options) {
 		o.Backoff = client.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
-		o.Logger = quiet
+		o.Logger = discardLogger // thousands of clients each log every reconnect
 	}
 	users, failures := dialEach(ctx, t, ids, self, onEvent, fast, &connected)
 	defer closeUsers(users)
@@ -207,8 +204,8 @@ type stormProc struct {
 	done    chan struct{} // closed when the clients ended (child exited)
 	err     error         // why, once done is closed
 	drained sync.Once
-	signal  func() // tells the clients the drain has started
-	cmd     *exec.Cmd
+	signal  func()     // tells the clients the drain has started
+	child   *childProc // nil for clients in this process
 }
 
 func newStormProc() *stormProc {
@@ -220,7 +217,10 @@ func newStormProc() *stormProc {
 // route keeps progress reports as the latest and queues phase reports
 // without ever blocking the reporter.
 func (p *stormProc) route(st StormStats) {
-	if st.Phase == "progress" {
+	switch st.Phase {
+	case "":
+		return // not a report
+	case "progress":
 		p.last.Store(&st)
 		return
 	}
@@ -244,37 +244,20 @@ func startStormInProc(ctx context.Context, t *Target, c StormChild) *stormProc {
 
 // startStormChild starts cmd (RunStormChild in a child process).
 func startStormChild(cmd *exec.Cmd) (*stormProc, error) {
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	if cmd.Stderr == nil {
-		cmd.Stderr = os.Stderr
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start storm child %s: %w", cmd.Path, err)
-	}
 	p := newStormProc()
-	p.cmd = cmd
+	child, err := startChildProc(cmd, p.route)
+	if err != nil {
+		return nil, err
+	}
+	p.child = child
 	p.signal = func() {
-		_, _ = io.WriteString(in, "drain\n")
-		_ = in.Close()
+		_, _ = io.WriteString(child.in, "drain\n")
+		_ = child.in.Close()
 	}
 	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			var st StormStats
-			if err := json.Unmarshal(sc.Bytes(), &st); err != nil || st.Phase == "" {
-				continue // not a report line
-			}
-			p.route(st)
-		}
-		p.err = cmd.Wait() // after the last read of out, as Wait requires
+		<-child.done
+		p.err = child.err
+		close(p.done)
 	}()
 	return p, nil
 }
@@ -314,8 +297,8 @@ func (p *stormProc) wait() error {
 // kill stops a child and waits for it; in-process clients end with the
 // context their caller cancels.
 func (p *stormProc) kill() {
-	if p.cmd != nil && p.cmd.Process != nil {
-		_ = p.cmd.Process.Kill()
+	if p.child != nil {
+		p.child.kill()
 	}
 	<-p.done
 }
