@@ -183,26 +183,27 @@ func (s *session) writeBatch(frames []outFrame) error {
 	if nc == nil {
 		nc = s.conn.NetConn()
 	}
-	if len(frames) == 1 {
-		// One frame: a plain write. (A connection's first writev leaves an
-		// iovec array cached on its file descriptor for good, ~100 B per
-		// idle connection.)
-		_ = nc.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
-		_, err := nc.Write(frames[0].wire)
-		return err
-	}
 	var bufs [maxWritev][]byte
 	for len(frames) > 0 && !s.abort.Load() {
 		n := min(len(frames), maxWritev)
-		v := net.Buffers(bufs[:0])
-		for i := range frames[:n] {
-			v = append(v, frames[i].wire)
-		}
 		_ = nc.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
-		if _, err := v.WriteTo(nc); err != nil {
+		var err error
+		if n == 1 {
+			// One frame: a plain write. (A connection's first writev
+			// leaves an iovec array cached on its file descriptor for
+			// good, ~100 B per idle connection.)
+			_, err = nc.Write(frames[0].wire)
+		} else {
+			v := net.Buffers(bufs[:0])
+			for i := range frames[:n] {
+				v = append(v, frames[i].wire)
+			}
+			_, err = v.WriteTo(nc)
+			clear(bufs[:n])
+		}
+		if err != nil {
 			return err
 		}
-		clear(bufs[:n])
 		frames = frames[n:]
 	}
 	return nil
