@@ -151,9 +151,10 @@ func (c *Client) kickFillLocked(grace bool) {
 // fill pulls the messages conversations are missing, oldest first, in pages
 // no larger than the room left in the queue. It runs while there is work.
 //
-// With grace it first waits gapGrace: a gap is most often a push still in flight (the
-// reply to this client's own send, or a later push, overtook it), and the
-// pushes that arrive meanwhile close it without a History request.
+// With grace it first waits gapGrace: a gap is most often a push still in
+// flight (the reply to this client's own send, or a later push, overtook
+// it), and the pushes that arrive meanwhile close it without a History
+// request.
 func (c *Client) fill(grace bool) {
 	defer c.wg.Done()
 	stalls := map[string]int{}
