@@ -164,6 +164,10 @@ type Options struct {
 	Progress io.Writer
 	// Logger for diagnostics (default: discard).
 	Logger *slog.Logger
+	// Procs are processes whose CPU time over the send phase the dm and
+	// fanout scenarios report, per process and per 1,000 sends (the roles
+	// of a fleet, Kafka, Cassandra, Redis; "bench" for the load generator).
+	Procs []Proc
 }
 
 // discardLogger drops everything.

@@ -80,6 +80,7 @@ func DM(ctx context.Context, t *Target, o DMOptions) (*Result, error) {
 	}
 
 	s := newSender(o.MaxInFlight)
+	cpu := sampleCPU(o.Procs)
 	start := time.Now()
 	stop := progress(ctx, o.Progress, start, func() string {
 		return fmt.Sprintf("dm: sent %d ok, delivered %d, errors %d, skipped %d", s.ok.Load(), delivered.Load(), s.errs.total(), s.skipped.Load())
@@ -93,6 +94,7 @@ func DM(ctx context.Context, t *Target, o DMOptions) (*Result, error) {
 	cancel()
 	sendDur := time.Since(start)
 	s.wg.Wait()
+	cpu.into(r, "sends", s.ok.Load())
 	waitFor(ctx, 10*time.Second, func() bool { return delivered.Load() >= s.ok.Load() })
 	stop()
 

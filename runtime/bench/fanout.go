@@ -120,6 +120,7 @@ func Fanout(ctx context.Context, t *Target, o FanoutOptions) (*Result, error) {
 	r.Figures["setup_seconds"] = round3(time.Since(setupStart).Seconds())
 
 	s := newSender(o.MaxInFlight)
+	cpu := sampleCPU(o.Procs)
 	start := time.Now()
 	stop := progress(ctx, o.Progress, start, func() string {
 		return fmt.Sprintf("fanout: sent %d ok, deliveries %d, complete %d, errors %d, skipped %d",
@@ -137,6 +138,7 @@ func Fanout(ctx context.Context, t *Target, o FanoutOptions) (*Result, error) {
 	cancel()
 	sendDur := time.Since(start)
 	s.wg.Wait()
+	cpu.into(r, "sends", s.ok.Load())
 	waitFor(ctx, 15*time.Second, func() bool { return complete.Load() >= s.ok.Load() })
 	stop()
 

@@ -15,6 +15,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // ErrClosed is returned by operations on a closed bus or membership.
@@ -27,6 +28,10 @@ type Record struct {
 	Offset    int64
 	Key       []byte
 	Value     []byte
+	// Time is when the record was published: the producer's timestamp on
+	// Kafka (CreateTime), the append time on the memory bus. Consumers
+	// measure how long a record waited (metrics.StageIngressConsume).
+	Time time.Time
 }
 
 // Topic names a topic and its partition count.

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
@@ -31,6 +32,7 @@ type Client struct {
 	b       bus.Bus
 	gateway string
 	topic   string
+	m       *metrics.Metrics // nil: not observed
 
 	next atomic.Uint64
 
@@ -38,6 +40,8 @@ type Client struct {
 	// registering requests and the reply handler completing them do not
 	// queue on one mutex.
 	pending [pendingShards]pendingShard
+
+	receipts receiptQueue // acks and reads waiting to be published (Receipt)
 }
 
 // pendingShards is the number of pending-request shards.
@@ -58,11 +62,16 @@ type pendingReq struct {
 // NewClient returns a client for gateway gatewayID publishing to ingressTopic.
 func NewClient(b bus.Bus, gatewayID, ingressTopic string) *Client {
 	c := &Client{b: b, gateway: gatewayID, topic: ingressTopic}
+	c.receipts.full = make(chan struct{}, 1)
 	for i := range c.pending {
 		c.pending[i].m = make(map[uint64]pendingReq)
 	}
 	return c
 }
+
+// ObserveWith makes c observe metrics.StageIngressPublish on m; call it
+// before c is used.
+func (c *Client) ObserveWith(m *metrics.Metrics) { c.m = m }
 
 // Do publishes rec and calls cb exactly once with its outcome: the
 // sequencer's Reply; Reply{error unavailable, retry_after_ms 1000} if rec
@@ -109,7 +118,9 @@ func (c *Client) Do(ctx context.Context, rec *parleyv1.IngressRecord, cb func(*p
 	sh.mu.Lock()
 	sh.m[id] = pendingReq{cb: cb, deadline: rec.Deadline}
 	sh.mu.Unlock()
-	if err := c.b.Publish(ctx, c.topic, -1, []byte(key), v); err != nil {
+	err = c.b.Publish(ctx, c.topic, -1, []byte(key), v)
+	c.m.ObserveStage(metrics.StageIngressPublish, time.Since(now))
+	if err != nil {
 		if cb, ok := c.take(id); ok {
 			cb(&parleyv1.Reply{RequestId: id, Error: &parleyv1.Error{
 				Code: wire.CodeUnavailable, Message: "the request was not enqueued; retry later", RetryAfterMs: unavailableRetryMs}})
@@ -166,8 +177,16 @@ func (c *Client) Pending() int {
 }
 
 // Run expires pending requests past their deadline with Reply{error timeout},
-// on one shared ticker, until ctx ends.
+// on one shared ticker, and publishes queued receipts every ReceiptWindow
+// (Receipt), until ctx ends; then it publishes the receipts still queued
+// (bounded by DefaultRequestTimeout) and returns.
 func (c *Client) Run(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.runReceipts(ctx)
+	}()
+	defer func() { <-done }()
 	t := time.NewTicker(expireTick)
 	defer t.Stop()
 	for {
@@ -177,6 +196,27 @@ func (c *Client) Run(ctx context.Context) {
 		case now := <-t.C:
 			c.expire(now.UnixMilli())
 		}
+	}
+}
+
+// runReceipts publishes the queued receipts every ReceiptWindow, or sooner
+// when the queue is full, until ctx ends, and once more after.
+func (c *Client) runReceipts(ctx context.Context) {
+	t := time.NewTicker(ReceiptWindow)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultRequestTimeout)
+			c.flushReceipts(fctx)
+			cancel()
+			return
+		case <-t.C:
+		case <-c.receipts.full:
+		}
+		fctx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
+		c.flushReceipts(fctx)
+		cancel()
 	}
 }
 

@@ -83,7 +83,9 @@ type Config struct {
 	MaxStates   int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// Metrics, when set, counts stored messages (MessagesSent by kind).
+	// Metrics, when set, counts stored messages (MessagesSent by kind) and
+	// observes the sequencer's stages (ingress_consume, append,
+	// deliver_publish).
 	Metrics *metrics.Metrics
 }
 

@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"time"
 
+	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 )
@@ -126,7 +127,10 @@ func (c *conversation) process(jobs []*job) {
 		}
 	}
 	flush()
-	if err := s.r.Publish(ctx, out); err != nil {
+	began := time.Now()
+	err := s.r.Publish(ctx, out)
+	s.cfg.Metrics.ObserveStage(metrics.StageDeliverPublish, time.Since(began))
+	if err != nil {
 		s.log.Warn("publish replies and deliveries", "conversation", c.id, "err", err)
 	}
 }
@@ -308,7 +312,9 @@ func (c *conversation) appendOne(ctx context.Context, build func(*convState) (*p
 		if err != nil || ev == nil {
 			return state, nil, err
 		}
+		began := time.Now()
 		err = c.p.s.st.Append(ctx, c.id, []*parleyv1.Message{ev})
+		c.p.s.cfg.Metrics.ObserveStage(metrics.StageAppend, time.Since(began))
 		if errors.Is(err, store.ErrSeqTaken) && attempt+1 < maxAppendAttempts {
 			c.p.s.log.Info("seq taken; reloading conversation", "conversation", c.id, "seq", ev.GetSeq())
 			c.state = nil

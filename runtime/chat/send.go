@@ -6,6 +6,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
@@ -65,7 +66,9 @@ func (c *conversation) sends(ctx context.Context, jobs []*job, out *Batch) {
 				return
 			}
 		}
+		began := time.Now()
 		err = s.st.Append(ctx, c.id, plan.msgs)
+		s.cfg.Metrics.ObserveStage(metrics.StageAppend, time.Since(began))
 		if errors.Is(err, store.ErrSeqTaken) && attempt+1 < maxAppendAttempts {
 			s.log.Info("seq taken; reloading conversation", "conversation", c.id, "seq", plan.msgs[0].GetSeq())
 			c.state = nil

@@ -15,13 +15,24 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 )
 
-// tick drives offset commits and idle-state sweeps; receipts flush on their
-// own interval (Config.ReceiptFlush) from the same loop.
+// tick drives offset commits (commitEvery) and idle-state sweeps
+// (sweepEvery); receipts flush on their own interval (Config.ReceiptFlush)
+// from the same loop.
 const tick = 100 * time.Millisecond
+
+// commitEvery is how often completed ingress offsets are committed. A commit
+// is a request to the group coordinator per partition; committing on every
+// tick cost about 0.6 Kafka requests per send at 100 sends/s (issue 11).
+// What a later commit costs is only replay after a failover: up to a second
+// more of records, which the new owner answers from its dedupe window
+// (sends) or ignores (receipts are forward-only). Revocation and shutdown
+// commit at once.
+const commitEvery = time.Second
 
 // sweepEvery is how often cached conversation states are checked for
 // eviction (a walk over every cached conversation).
@@ -124,7 +135,7 @@ func (s *Sequencer) Run(ctx context.Context) error {
 
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	lastFlush, lastSweep := time.Now(), time.Now()
+	lastFlush, lastSweep, lastCommit := time.Now(), time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -147,8 +158,14 @@ func (s *Sequencer) Run(ctx context.Context) error {
 			if sweep {
 				lastSweep = now
 			}
+			commit := now.Sub(lastCommit) >= commitEvery
+			if commit {
+				lastCommit = now
+			}
 			for _, p := range s.snapshot() {
-				s.commit(p)
+				if commit {
+					s.commit(p)
+				}
 				if sweep {
 					p.sweep(now, s.cfg.StateIdle, s.cfg.MaxStates)
 				}
@@ -216,6 +233,7 @@ func (s *Sequencer) Handle(ctx context.Context, rec bus.Record) {
 	if p == nil {
 		return // not ours (any more): the owner will handle it
 	}
+	s.cfg.Metrics.ObserveSince(metrics.StageIngressConsume, rec.Time)
 	in := &parleyv1.IngressRecord{}
 	if err := proto.Unmarshal(rec.Value, in); err != nil {
 		s.log.Warn("dropping undecodable ingress record", "partition", rec.Partition, "offset", rec.Offset, "err", err)

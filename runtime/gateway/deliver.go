@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
 
@@ -13,6 +14,7 @@ import (
 // on the bus's goroutine: replies go to the waiting requests, deliveries to
 // the local sessions of their users.
 func (g *Gateway) onDeliverRecord(rec bus.Record) {
+	g.m.ObserveSince(metrics.StageDeliverConsume, rec.Time)
 	var dr parleyv1.DeliverRecord
 	if err := proto.Unmarshal(rec.Value, &dr); err != nil {
 		g.log.Warn("undecodable deliver record", "partition", rec.Partition, "offset", rec.Offset, "err", err)

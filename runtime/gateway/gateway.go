@@ -184,6 +184,7 @@ func (c Config) withDefaults() Config {
 type (
 	ingress interface {
 		Do(ctx context.Context, rec *parleyv1.IngressRecord, cb func(*parleyv1.Reply))
+		Receipt(rec *parleyv1.IngressRecord, cb func(*parleyv1.Reply))
 		HandleReply(rep *parleyv1.Reply)
 	}
 	queries interface {

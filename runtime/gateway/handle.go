@@ -65,13 +65,13 @@ func (g *Gateway) handleFrame(s *session, mt int, data []byte) {
 		if g.validReceipt(s, id, b.Ack.GetConversationId(), b.Ack.GetSeq()) {
 			rec := g.record(s, b.Ack.GetConversationId())
 			rec.Op = &parleyv1.IngressRecord_Ack{Ack: b.Ack}
-			g.do(s, id, rec, nil)
+			g.cc.Receipt(rec, g.replyError(s, id))
 		}
 	case *parleyv1.ClientFrame_Read:
 		if g.validReceipt(s, id, b.Read.GetConversationId(), b.Read.GetSeq()) {
 			rec := g.record(s, b.Read.GetConversationId())
 			rec.Op = &parleyv1.IngressRecord_Read{Read: b.Read}
-			g.do(s, id, rec, nil)
+			g.cc.Receipt(rec, g.replyError(s, id))
 		}
 	case *parleyv1.ClientFrame_Sync:
 		g.handleSync(s, id, b.Sync)
@@ -322,15 +322,26 @@ func (g *Gateway) record(s *session, conv string) *parleyv1.IngressRecord {
 	}
 }
 
+// replyError returns a callback that answers an error reply to s as an
+// error frame with id; success has no frame.
+func (g *Gateway) replyError(s *session, id uint64) func(*parleyv1.Reply) {
+	return func(rep *parleyv1.Reply) {
+		if e := rep.GetError(); e != nil {
+			s.sendError(id, &wire.Error{Code: e.GetCode(), Message: e.GetMessage(), RetryAfterMs: e.GetRetryAfterMs()})
+		}
+	}
+}
+
 // do sends rec to the chat role. The reply comes back on the bus (Run); an
 // error reply becomes an error frame with the request's id, and ok (if any)
 // handles success.
 func (g *Gateway) do(s *session, id uint64, rec *parleyv1.IngressRecord, ok func(*parleyv1.Reply)) {
 	ctx, cancel := g.requestCtx()
 	defer cancel()
+	replyErr := g.replyError(s, id)
 	g.cc.Do(ctx, rec, func(rep *parleyv1.Reply) {
-		if e := rep.GetError(); e != nil {
-			s.sendError(id, &wire.Error{Code: e.GetCode(), Message: e.GetMessage(), RetryAfterMs: e.GetRetryAfterMs()})
+		if rep.GetError() != nil {
+			replyErr(rep)
 			return
 		}
 		if ok != nil {

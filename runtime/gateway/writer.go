@@ -8,6 +8,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
@@ -186,7 +187,8 @@ func (s *session) writeBatch(frames []outFrame) error {
 	var bufs [maxWritev][]byte
 	for len(frames) > 0 && !s.abort.Load() {
 		n := min(len(frames), maxWritev)
-		_ = nc.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
+		began := time.Now()
+		_ = nc.SetWriteDeadline(began.Add(s.g.cfg.WriteTimeout))
 		var err error
 		if n == 1 {
 			// One frame: a plain write. (A connection's first writev
@@ -201,6 +203,7 @@ func (s *session) writeBatch(frames []outFrame) error {
 			_, err = v.WriteTo(nc)
 			clear(bufs[:n])
 		}
+		s.g.m.ObserveStage(metrics.StageSocketWrite, time.Since(began))
 		if err != nil {
 			return err
 		}

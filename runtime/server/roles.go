@@ -256,6 +256,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 
 	kcfg := fc.Kafka
 	kcfg.ClientID = "parley-" + string(fc.Role)
+	kcfg.OnRequest = func(api string) { s.Metrics.KafkaRequests.WithLabelValues(api).Inc() }
 	kb, err := kafka.New(ctx, kcfg)
 	if err != nil {
 		return fail(err)
@@ -297,6 +298,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	if f.has(RoleGateway) || f.has(RoleChat) {
 		ccfg := fc.Cassandra
 		ccfg.Logger = slog.Default()
+		ccfg.OnStatement = func(kind string) { s.Metrics.CassandraStatements.WithLabelValues(kind).Inc() }
 		st, err := cassandra.Open(ctx, ccfg)
 		if err != nil {
 			return fail(err)
@@ -405,6 +407,7 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 	}
 	queries := chat.NewQueries(s.store)
 	s.chat = chat.NewClient(s.bus, fc.GatewayID, ingress)
+	s.chat.ObserveWith(s.Metrics)
 	rep := relay.NewReporter(s.registry, s.bus, presenceTopic, cfg.Presence)
 	s.fleet.reporter = rep
 	s.presence = rep.Reader()

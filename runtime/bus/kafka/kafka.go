@@ -44,6 +44,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/parleychat/parley/runtime/bus"
 )
@@ -91,6 +92,11 @@ type Config struct {
 	// Logger receives the client's warnings and errors (and its info
 	// messages when debug logging is enabled); default slog.Default().
 	Logger *slog.Logger
+	// OnRequest, when set, is called for every request a client of the bus
+	// wrote to a broker, with the request's API name ("Produce", "Fetch",
+	// "OffsetCommit", ...: kmsg.NameForKey). It runs on the client's
+	// connection goroutine and must be quick (a counter).
+	OnRequest func(api string)
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -204,10 +210,24 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 
 // clientOpts are the options every client of the bus shares.
 func (b *Bus) clientOpts(clientID string) []kgo.Opt {
-	return []kgo.Opt{
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(b.cfg.Brokers...),
 		kgo.ClientID(clientID),
 		kgo.WithLogger(newLogger(b.log)),
+	}
+	if b.cfg.OnRequest != nil {
+		opts = append(opts, kgo.WithHooks(requestHook(b.cfg.OnRequest)))
+	}
+	return opts
+}
+
+// requestHook passes the API name of every request written to a broker to
+// Config.OnRequest (kgo.HookBrokerWrite).
+type requestHook func(api string)
+
+func (h requestHook) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if err == nil {
+		h(kmsg.NameForKey(key))
 	}
 }
 
@@ -439,7 +459,7 @@ func (b *Bus) Subscribe(ctx context.Context, topic string, partition int32, fn f
 
 // record converts a fetched record; kgo does not reuse its buffers.
 func record(r *kgo.Record) bus.Record {
-	return bus.Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value}
+	return bus.Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Time: r.Timestamp}
 }
 
 // Close leaves no group: each member stops without Revoked (as the memory

@@ -29,6 +29,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/parleychat/parley/runtime/bus"
 )
@@ -589,7 +590,7 @@ func (p *partition) append(key, value []byte) {
 		clear(p.recs)
 		p.recs, p.backing = grown, grown
 	}
-	p.recs = append(p.recs, bus.Record{Topic: p.topic, Partition: p.id, Offset: p.end(), Key: key, Value: value})
+	p.recs = append(p.recs, bus.Record{Topic: p.topic, Partition: p.id, Offset: p.end(), Key: key, Value: value, Time: time.Now()})
 	if p.wake != nil {
 		close(p.wake)
 		p.wake = nil

@@ -24,7 +24,8 @@ import (
 type benchFlags struct {
 	url, secretDir, tokenFile, jsonFile, adminTokenFile string
 	cpuProfile                                          string
-	scenario                                            string // set by the subcommand
+	procs                                               []string // NAME=PID
+	scenario                                            string   // set by the subcommand
 	serverPIDs                                          []int
 	duration                                            time.Duration
 	// Embedded server settings (no --url).
@@ -58,6 +59,7 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 	pf.DurationVar(&bf.drainWindow, "server-drain-window", 200*time.Millisecond, "embedded server: drain window (storm, and the stop at the end)")
 	pf.BoolVar(&bf.keepData, "keep-data", false, "embedded server: keep its temp data dir")
 	pf.StringVar(&bf.adminTokenFile, "admin-token-file", "", "storm against --url: admin token of POST /v1/admin/drain")
+	pf.StringSliceVar(&bf.procs, "proc", nil, "dm, fanout: NAME=PID of a process whose CPU over the send phase to report per 1,000 sends (repeat or comma-separate: each role, kafka, cassandra, redis); the load generator is added as \"bench\"")
 	pf.StringVar(&bf.cpuProfile, "cpu-profile", "", "write a CPU profile of this process (load generator, and the embedded server without --url) to this file")
 
 	var dm bench.DMOptions
@@ -314,7 +316,21 @@ func runBench(cmd *cobra.Command, bf *benchFlags, run func(context.Context, *ben
 		}
 		defer pprof.StopCPUProfile()
 	}
-	r, err := run(ctx, t, bench.Options{Duration: bf.duration, Progress: cmd.ErrOrStderr()})
+	o := bench.Options{Duration: bf.duration, Progress: cmd.ErrOrStderr()}
+	for _, p := range bf.procs {
+		pr, err := bench.ParseProc(p)
+		if err != nil {
+			return fmt.Errorf("--proc: %w", err)
+		}
+		if _, err := bench.ProcCPU(pr.PID); err != nil {
+			return fmt.Errorf("--proc %s: %w", p, err)
+		}
+		o.Procs = append(o.Procs, pr)
+	}
+	if len(o.Procs) > 0 {
+		o.Procs = append(o.Procs, bench.Proc{Name: "bench", PID: os.Getpid()})
+	}
+	r, err := run(ctx, t, o)
 	if err != nil {
 		return err
 	}

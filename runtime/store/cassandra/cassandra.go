@@ -149,6 +149,12 @@ type Config struct {
 	// Logger receives the driver's warnings and errors and the store's own
 	// (default slog.Default()).
 	Logger *slog.Logger
+	// OnStatement, when set, is called once per statement and batch the
+	// driver executes (every attempt), with its kind: verb and table,
+	// "conditional " before statements with an IF clause, "batch of "
+	// before batches, e.g. "batch of conditional insert messages". It
+	// runs on the request's goroutine and must be quick (a counter).
+	OnStatement func(kind string)
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -224,6 +230,10 @@ func connect(ctx context.Context, cfg Config) (*gocql.Session, error) {
 	cluster.DefaultIdempotence = false // only queries marked idempotent are retried
 	cluster.PageSize = 1000
 	cluster.Logger = slogLogger{cfg.Logger}
+	if cfg.OnStatement != nil {
+		o := &observer{fn: cfg.OnStatement}
+		cluster.QueryObserver, cluster.BatchObserver = o, o
+	}
 	fallback := gocql.RoundRobinHostPolicy()
 	if cfg.LocalDC != "" {
 		fallback = gocql.DCAwareRoundRobinPolicy(cfg.LocalDC)

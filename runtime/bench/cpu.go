@@ -1,0 +1,131 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTick is the unit of utime and stime in /proc/PID/stat: USER_HZ, which
+// Linux fixes at 100 for user space on every architecture it exports /proc
+// to (proc(5), "/proc/pid/stat": "measured in clock ticks (divide by
+// sysconf(_SC_CLK_TCK))").
+const clockTick = 10 * time.Millisecond
+
+// Proc names a process whose CPU time a scenario reports (a Parley role,
+// Kafka, Cassandra, Redis).
+type Proc struct {
+	// Name labels the figures, e.g. "chat", "kafka".
+	Name string
+	// PID is the process id on this machine.
+	PID int
+}
+
+// ParseProc parses "NAME=PID" (the --proc flag). The name is letters,
+// digits, '-' and '_'; the pid a positive integer.
+func ParseProc(s string) (Proc, error) {
+	name, pid, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return Proc{}, fmt.Errorf("process %q: want NAME=PID", s)
+	}
+	for _, r := range name {
+		if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return Proc{}, fmt.Errorf("process %q: name may hold letters, digits, '-' and '_' only", s)
+		}
+	}
+	n, err := strconv.Atoi(pid)
+	if err != nil || n <= 0 {
+		return Proc{}, fmt.Errorf("process %q: pid %q is not a positive integer", s, pid)
+	}
+	return Proc{Name: name, PID: n}, nil
+}
+
+// ProcCPU returns the CPU time (user + system, every thread) pid has used,
+// from /proc/PID/stat (Linux), at the kernel's 10 ms resolution.
+func ProcCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces:
+	// the fields after it start past the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	fs := strings.Fields(string(b[i+1:]))
+	// fs[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(fs) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fs)+2)
+	}
+	var ticks int64
+	for _, f := range fs[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * clockTick, nil
+}
+
+// cpuSample is the CPU time of a set of processes at one instant.
+type cpuSample struct {
+	at    time.Time
+	procs []Proc
+	used  []time.Duration // -1: unreadable
+}
+
+// sampleCPU reads the CPU time of procs now.
+func sampleCPU(procs []Proc) *cpuSample {
+	s := &cpuSample{at: time.Now(), procs: procs, used: make([]time.Duration, len(procs))}
+	for i, p := range procs {
+		d, err := ProcCPU(p.PID)
+		if err != nil {
+			d = -1
+		}
+		s.used[i] = d
+	}
+	return s
+}
+
+// into reads the processes again and adds to r, for each process and in
+// total, the CPU milliseconds it used per 1,000 of ops since s and the cores
+// it used on average (figures "cpu_ms_per_1k_<what>.NAME" and
+// "cpu_cores.NAME"; ".total" sums the processes, the load generator
+// excluded when it is one of them under the name "bench"). A process that
+// could not be read is named in a note instead.
+func (s *cpuSample) into(r *Result, what string, ops int64) {
+	if s == nil || len(s.procs) == 0 {
+		return
+	}
+	end := sampleCPU(s.procs)
+	wall := end.at.Sub(s.at)
+	var total time.Duration
+	for i, p := range s.procs {
+		if s.used[i] < 0 || end.used[i] < 0 {
+			r.Notes = append(r.Notes, fmt.Sprintf("CPU of %s (pid %d) could not be read", p.Name, p.PID))
+			continue
+		}
+		d := end.used[i] - s.used[i]
+		if p.Name != "bench" {
+			total += d
+		}
+		cpuFigures(r, what, p.Name, d, wall, ops)
+	}
+	cpuFigures(r, what, "total", total, wall, ops)
+	r.Notes = append(r.Notes, fmt.Sprintf("CPU per process over the %.1f s send phase, from /proc/PID/stat (10 ms resolution); total excludes the load generator", wall.Seconds()))
+}
+
+func cpuFigures(r *Result, what, name string, d, wall time.Duration, ops int64) {
+	ms := float64(d) / float64(time.Millisecond)
+	if ops > 0 {
+		r.Figures["cpu_ms_per_1k_"+what+"."+name] = round3(ms * 1000 / float64(ops))
+	}
+	if wall > 0 {
+		r.Figures["cpu_cores."+name] = round3(float64(d) / float64(wall))
+	}
+}
