@@ -34,6 +34,15 @@ type Record struct {
 	Time time.Time
 }
 
+// Message is one record for PublishAll.
+type Message struct {
+	Topic string
+	// Partition is the target partition; < 0 places the record by a hash
+	// of Key, as Publish does.
+	Partition  int32
+	Key, Value []byte
+}
+
 // Topic names a topic and its partition count.
 type Topic struct {
 	Name       string
@@ -72,6 +81,13 @@ type Bus interface {
 	// Kafka's default partitioner). It returns once the record is accepted
 	// durably enough for the backend (acks=all on Kafka).
 	Publish(ctx context.Context, topic string, partition int32, key, value []byte) error
+	// PublishAll publishes msgs as Publish would, all at once, so that a
+	// backend that batches sends them in as few requests as it can (Kafka:
+	// one produce request per broker). It returns when every message is
+	// accepted or failed: nil when all were accepted, else one error per
+	// message, nil at the indexes of the accepted ones. Order holds only
+	// among messages of the same partition.
+	PublishAll(ctx context.Context, msgs []Message) []error
 	// Join joins consumer group on topic with member id member (stable across
 	// restarts: static membership), delivering to h until Leave or ctx ends.
 	Join(ctx context.Context, group, topic, member string, h GroupHandler) (Membership, error)

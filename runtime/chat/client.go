@@ -30,6 +30,7 @@ const expireTick = 50 * time.Millisecond
 // safe for concurrent use.
 type Client struct {
 	b       bus.Bus
+	out     *bus.Coalescer // publishes concurrent requests together
 	gateway string
 	topic   string
 	m       *metrics.Metrics // nil: not observed
@@ -61,7 +62,7 @@ type pendingReq struct {
 
 // NewClient returns a client for gateway gatewayID publishing to ingressTopic.
 func NewClient(b bus.Bus, gatewayID, ingressTopic string) *Client {
-	c := &Client{b: b, gateway: gatewayID, topic: ingressTopic}
+	c := &Client{b: b, out: bus.NewCoalescer(b), gateway: gatewayID, topic: ingressTopic}
 	c.receipts.full = make(chan struct{}, 1)
 	for i := range c.pending {
 		c.pending[i].m = make(map[uint64]pendingReq)
@@ -87,6 +88,22 @@ func (c *Client) ObserveWith(m *metrics.Metrics) { c.m = m }
 // keep their order; cb may run before Do returns, on another goroutine.
 // Timeouts fire only while Run is running.
 func (c *Client) Do(ctx context.Context, rec *parleyv1.IngressRecord, cb func(*parleyv1.Reply)) {
+	began := time.Now()
+	msg, ok := c.register(ctx, rec, cb)
+	if !ok {
+		return
+	}
+	errs := c.out.Publish(ctx, []bus.Message{msg})
+	c.m.ObserveStage(metrics.StageIngressPublish, time.Since(began))
+	if errs != nil {
+		c.notEnqueued(rec.Origin.RequestId)
+	}
+}
+
+// register completes rec (see Do), registers cb as its pending request and
+// returns the message to publish; it answers cb and returns false when rec
+// cannot be encoded.
+func (c *Client) register(ctx context.Context, rec *parleyv1.IngressRecord, cb func(*parleyv1.Reply)) (bus.Message, bool) {
 	id := c.next.Add(1)
 	if rec.Origin == nil {
 		rec.Origin = &parleyv1.Origin{}
@@ -111,20 +128,22 @@ func (c *Client) Do(ctx context.Context, rec *parleyv1.IngressRecord, cb func(*p
 	v, err := proto.Marshal(rec)
 	if err != nil {
 		cb(&parleyv1.Reply{RequestId: id, Error: &parleyv1.Error{Code: wire.CodeInvalid, Message: "unencodable request"}})
-		return
+		return bus.Message{}, false
 	}
 	// Registered before publishing: the reply may come back before Publish returns.
 	sh := c.shard(id)
 	sh.mu.Lock()
 	sh.m[id] = pendingReq{cb: cb, deadline: rec.Deadline}
 	sh.mu.Unlock()
-	err = c.b.Publish(ctx, c.topic, -1, []byte(key), v)
-	c.m.ObserveStage(metrics.StageIngressPublish, time.Since(now))
-	if err != nil {
-		if cb, ok := c.take(id); ok {
-			cb(&parleyv1.Reply{RequestId: id, Error: &parleyv1.Error{
-				Code: wire.CodeUnavailable, Message: "the request was not enqueued; retry later", RetryAfterMs: unavailableRetryMs}})
-		}
+	return bus.Message{Topic: c.topic, Partition: -1, Key: []byte(key), Value: v}, true
+}
+
+// notEnqueued answers request id, whose record could not be published,
+// with unavailable (safe to retry).
+func (c *Client) notEnqueued(id uint64) {
+	if cb, ok := c.take(id); ok {
+		cb(&parleyv1.Reply{RequestId: id, Error: &parleyv1.Error{
+			Code: wire.CodeUnavailable, Message: "the request was not enqueued; retry later", RetryAfterMs: unavailableRetryMs}})
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleychat/parley/runtime/bus"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
 
@@ -23,8 +24,6 @@ const (
 	// maxQueuedReceipts starts a publish early once that many distinct
 	// receipts wait, bounding the memory a storm of receipts holds.
 	maxQueuedReceipts = 4096
-	// receiptPublishers bounds the concurrent publishes of one flush.
-	receiptPublishers = 256
 )
 
 // queuedReceiptKey identifies receipts that supersede each other: one session's
@@ -101,9 +100,8 @@ func receiptSeq(rec *parleyv1.IngressRecord) uint64 {
 	return rec.GetRead().GetSeq()
 }
 
-// flushReceipts publishes every queued receipt, concurrently (the producer
-// batches concurrent records into one request), and returns when all are
-// published or failed.
+// flushReceipts publishes every queued receipt in one PublishAll (one
+// produce request) and returns when all are published or failed.
 func (c *Client) flushReceipts(ctx context.Context) {
 	q := &c.receipts
 	q.mu.Lock()
@@ -113,21 +111,25 @@ func (c *Client) flushReceipts(ctx context.Context) {
 	if len(batch) == 0 {
 		return
 	}
-	sem := make(chan struct{}, receiptPublishers)
-	var wg sync.WaitGroup
+	msgs := make([]bus.Message, 0, len(batch))
+	ids := make([]uint64, 0, len(batch))
 	for _, qr := range batch {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			c.Do(ctx, qr.rec, func(rep *parleyv1.Reply) {
-				for _, cb := range qr.cbs {
-					cb(rep)
-				}
-			})
-		}()
+		cbs := qr.cbs
+		msg, ok := c.register(ctx, qr.rec, func(rep *parleyv1.Reply) {
+			for _, cb := range cbs {
+				cb(rep)
+			}
+		})
+		if ok {
+			msgs = append(msgs, msg)
+			ids = append(ids, qr.rec.Origin.RequestId)
+		}
 	}
-	wg.Wait()
+	for i, err := range c.out.Publish(ctx, msgs) {
+		if err != nil {
+			c.notEnqueued(ids[i])
+		}
+	}
 }
 
 // QueuedReceipts returns the number of receipts waiting to be published.

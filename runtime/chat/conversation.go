@@ -74,12 +74,24 @@ func (c *conversation) process(jobs []*job) {
 	ctx := c.p.ctx
 	out := &Batch{}
 	nowMs := time.Now().UnixMilli()
-	var sends []*job
+	// Sends are stored in runs with one append (group commit) and receipts
+	// are applied after the run they arrived in: a receipt only names seqs
+	// its client has already received (and seqs past the head are clamped),
+	// so moving it behind sends of the same batch changes nothing it says,
+	// while applying it in place would split the run, and with it the
+	// append, wherever acks interleave with sends — in a busy group, after
+	// every send (issue 11). Membership operations stay ordered against
+	// both.
+	var sends, receipts []*job
 	flush := func() {
 		if len(sends) > 0 {
 			c.sends(ctx, sends, out)
 			sends = nil
 		}
+		for _, j := range receipts {
+			c.receipt(ctx, j, out)
+		}
+		receipts = nil
 	}
 	for _, j := range jobs {
 		rec := j.rec
@@ -102,8 +114,7 @@ func (c *conversation) process(jobs []*job) {
 		case *parleyv1.IngressRecord_Ack, *parleyv1.IngressRecord_Read:
 			// Receipts are idempotent and forward-only: applied even past
 			// the deadline, since the client does not retry them.
-			flush()
-			c.receipt(ctx, j, out)
+			receipts = append(receipts, j)
 			continue
 		}
 		if rec.GetDeadline() != 0 && nowMs > rec.GetDeadline() {

@@ -15,7 +15,7 @@ import (
 // newest readByAllScan messages below it are told.
 const readByAllScan = 1000
 
-// flushWorkers bounds concurrent AdvanceReceipt calls of one flush.
+// flushWorkers bounds concurrent AdvanceReceipts calls of one flush.
 const flushWorkers = 8
 
 // receipt applies an ack (delivered pointer) or read (read pointer).
@@ -26,7 +26,8 @@ const flushWorkers = 8
 // is empty either way. Routing (DESIGN.md, Receipts): in a DM the receipt
 // goes to the peer and to the user's own devices, in a group only to the
 // user's own devices, plus one READ_BY_ALL push to the senders of the
-// messages everyone has now read.
+// messages everyone has now read; a group's delivered pointers are stored
+// and not pushed.
 func (c *conversation) receipt(ctx context.Context, j *job, out *Batch) {
 	rec := j.rec
 	user := rec.GetOrigin().GetUserId()
@@ -61,8 +62,17 @@ func (c *conversation) receipt(ctx context.Context, j *job, out *Batch) {
 	if seq == 0 || !c.advance(state, user, kind, seq) {
 		return
 	}
-	users := []string{user}
 	isGroup := state.conv.Kind == store.KindGroup
+	if isGroup && kind == parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED {
+		// Stored, not pushed: in a group nobody is shown another member's
+		// delivered pointer (the sender asks for receipts on request), and
+		// the member's own devices each receive the messages themselves. A
+		// 500-member group acknowledges every message ~500 times, so each
+		// push would have cost a registry lookup and a deliver record for
+		// nothing (issue 11).
+		return
+	}
+	users := []string{user}
 	if peer := dmPeer(c.id, user); !isGroup && peer != "" {
 		users = append(users, peer)
 	}
@@ -193,40 +203,34 @@ func (f *receiptFlusher) flush(ctx context.Context, only func(int32) bool) {
 	if len(batch) == 0 {
 		return
 	}
-	type item struct {
-		k receiptKey
-		d dirtyPtr
+	// One write per conversation (store.AdvanceReceipts): a group's
+	// members' pointers are one partition in Cassandra.
+	byConv := make(map[string][]store.Receipt)
+	parts := make(map[string]int32)
+	for k, d := range batch {
+		byConv[k.conv] = append(byConv[k.conv], store.Receipt{UserID: k.user, DeliveredSeq: d.delivered, ReadSeq: d.read})
+		parts[k.conv] = d.part
 	}
-	work := make(chan item)
+	work := make(chan string)
 	var wg sync.WaitGroup
-	for range min(flushWorkers, len(batch)) {
+	for range min(flushWorkers, len(byConv)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for it := range work {
-				if err := f.write(ctx, it.k, it.d.pointers); err != nil {
-					f.log.Warn("flush receipt", "conversation", it.k.conv, "user", it.k.user, "err", err)
-					f.mark(it.d.part, it.k.conv, it.k.user, it.d.pointers)
+			for conv := range work {
+				rs := byConv[conv]
+				if err := f.st.AdvanceReceipts(ctx, conv, rs); err != nil {
+					f.log.Warn("flush receipts", "conversation", conv, "users", len(rs), "err", err)
+					for _, r := range rs {
+						f.mark(parts[conv], conv, r.UserID, pointers{delivered: r.DeliveredSeq, read: r.ReadSeq})
+					}
 				}
 			}
 		}()
 	}
-	for k, d := range batch {
-		work <- item{k, d}
+	for conv := range byConv {
+		work <- conv
 	}
 	close(work)
 	wg.Wait()
-}
-
-func (f *receiptFlusher) write(ctx context.Context, k receiptKey, p pointers) error {
-	if p.read > 0 {
-		// Raises the delivered pointer to read as well.
-		if err := f.st.AdvanceReceipt(ctx, k.conv, k.user, parleyv1.ReceiptKind_RECEIPT_KIND_READ, p.read); err != nil {
-			return err
-		}
-	}
-	if p.delivered > p.read {
-		return f.st.AdvanceReceipt(ctx, k.conv, k.user, parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED, p.delivered)
-	}
-	return nil
 }

@@ -34,6 +34,7 @@ const maxRecordBytes = 512 << 10
 // message sequenced right after the sync (DESIGN.md, Pull for catch-up).
 type Router struct {
 	b     bus.Bus
+	out   *bus.Coalescer // publishes concurrent callers' records together
 	reg   presence.Registry
 	topic string
 	log   *slog.Logger
@@ -52,7 +53,7 @@ type Router struct {
 
 // NewRouter returns a router publishing to deliverTopic.
 func NewRouter(b bus.Bus, reg presence.Registry, deliverTopic string) *Router {
-	return &Router{b: b, reg: reg, topic: deliverTopic, log: slog.Default().With("component", "chat.router")}
+	return &Router{b: b, out: bus.NewCoalescer(b), reg: reg, topic: deliverTopic, log: slog.Default().With("component", "chat.router")}
 }
 
 // Deliver pushes d to every online session of userIDs: one DeliverRecord per
@@ -144,7 +145,8 @@ func (r *Router) partitions() (int32, error) {
 
 // Publish sends everything in b: one registry lookup for all recipients,
 // then per gateway partition one DeliverRecord (split only when it would
-// exceed 512 KiB). It returns the joined errors of failed publishes; the
+// exceed 512 KiB), all published together and with the records of
+// concurrent Publish calls (bus.Coalescer). It returns the joined errors of failed publishes; the
 // other partitions are still published.
 func (r *Router) Publish(ctx context.Context, b *Batch) error {
 	if b == nil || b.Len() == 0 {
@@ -178,6 +180,7 @@ func (r *Router) Publish(ctx context.Context, b *Batch) error {
 	if len(b.groups) > 0 {
 		r.route(ctx, b.groups, n, rec)
 	}
+	var msgs []bus.Message
 	for p, rb := range recs {
 		for _, dr := range rb.done() {
 			v, err := proto.Marshal(dr)
@@ -185,9 +188,12 @@ func (r *Router) Publish(ctx context.Context, b *Batch) error {
 				errs = append(errs, fmt.Errorf("encode deliver record: %w", err))
 				continue
 			}
-			if err := r.b.Publish(ctx, r.topic, p, nil, v); err != nil {
-				errs = append(errs, fmt.Errorf("publish %s[%d]: %w", r.topic, p, err))
-			}
+			msgs = append(msgs, bus.Message{Topic: r.topic, Partition: p, Value: v})
+		}
+	}
+	for i, err := range r.out.Publish(ctx, msgs) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("publish %s[%d]: %w", r.topic, msgs[i].Partition, err))
 		}
 	}
 	return errors.Join(errs...)

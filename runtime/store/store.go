@@ -116,6 +116,13 @@ type MessageStore interface {
 	// (kind RECEIPT_KIND_DELIVERED or RECEIPT_KIND_READ); a lower or equal
 	// seq changes nothing. A read pointer also raises the delivered pointer.
 	AdvanceReceipt(ctx context.Context, conv, user string, kind parleyv1.ReceiptKind, seq uint64) error
+	// AdvanceReceipts raises, for each r in rs, r.UserID's read pointer in
+	// conv to r.ReadSeq and delivered pointer to r.DeliveredSeq, as
+	// AdvanceReceipt would (lower seqs change nothing; 0 is no change), in
+	// as few writes as the backend allows (Cassandra: one single-partition
+	// batch per up to 100 users). An invalid id fails the call before
+	// anything is written.
+	AdvanceReceipts(ctx context.Context, conv string, rs []Receipt) error
 	// Receipts returns every stored receipt pointer of conv.
 	Receipts(ctx context.Context, conv string) ([]Receipt, error)
 	// Receipt returns user's pointers in conv (zero when none).

@@ -35,6 +35,7 @@ const WaitFor = 30 * time.Second
 func Run(t *testing.T, newBus func(t *testing.T) bus.Bus) {
 	t.Run("KeyedRecordsStayInOrder", func(t *testing.T) { testKeyedOrder(t, newBus(t)) })
 	t.Run("PublishToMissingPartition", func(t *testing.T) { testMissingPartition(t, newBus(t)) })
+	t.Run("PublishAll", func(t *testing.T) { testPublishAll(t, newBus(t)) })
 	t.Run("SubscribeFromNow", func(t *testing.T) { testSubscribeFromNow(t, newBus(t)) })
 	t.Run("SingleMemberGetsAllPartitions", func(t *testing.T) { testSingleMember(t, newBus(t)) })
 	t.Run("SecondMemberRebalances", func(t *testing.T) { testSecondMember(t, newBus(t)) })
@@ -172,6 +173,67 @@ func testMissingPartition(t *testing.T, b bus.Bus) {
 	topic := createTopic(t, b, 2)
 	if err := b.Publish(context.Background(), topic, 2, []byte("k"), []byte("v")); err == nil {
 		t.Errorf("Publish to partition 2 of a 2-partition topic succeeded")
+	}
+}
+
+// testPublishAll publishes keyed and explicitly placed records together,
+// one of them to a partition that does not exist: that one fails alone, the
+// others arrive where Publish would put them, in order within a partition.
+func testPublishAll(t *testing.T, b bus.Bus) {
+	const partitions = 3
+	topic := createTopic(t, b, partitions)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var subs []*collector
+	for p := range int32(partitions) {
+		subs = append(subs, subscribe(t, ctx, b, topic, p))
+	}
+	if errs := b.PublishAll(ctx, nil); errs != nil {
+		t.Errorf("PublishAll of nothing: %v", errs)
+	}
+	msgs := []bus.Message{
+		{Topic: topic, Partition: 1, Value: []byte("p1-a")},
+		{Topic: topic, Partition: -1, Key: []byte("conv-x"), Value: []byte("x-0")},
+		{Topic: topic, Partition: partitions, Value: []byte("nowhere")},
+		{Topic: topic, Partition: 1, Value: []byte("p1-b")},
+		{Topic: topic, Partition: -1, Key: []byte("conv-x"), Value: []byte("x-1")},
+	}
+	errs := b.PublishAll(ctx, msgs)
+	if len(errs) != len(msgs) {
+		t.Fatalf("PublishAll with one bad partition: %d errors, want one per message (%d)", len(errs), len(msgs))
+	}
+	for i, err := range errs {
+		if (i == 2) != (err != nil) {
+			t.Errorf("message %d (%s): error %v", i, msgs[i].Value, err)
+		}
+	}
+	xp := bus.PartitionFor([]byte("conv-x"), partitions)
+	want := map[int32][]string{1: {"p1-a", "p1-b"}}
+	want[xp] = append(want[xp], "x-0", "x-1")
+	waitUntil(t, "the published records", func() bool {
+		for p, vs := range want {
+			if subs[p].len() < len(vs) {
+				return false
+			}
+		}
+		return true
+	})
+	for p := range int32(partitions) {
+		var got []string
+		for _, r := range subs[p].snapshot() {
+			got = append(got, string(r.Value))
+		}
+		// x-* and p1-* may interleave when they share a partition; each
+		// pair keeps its order.
+		for _, pair := range [][2]string{{"p1-a", "p1-b"}, {"x-0", "x-1"}} {
+			i, j := slices.Index(got, pair[0]), slices.Index(got, pair[1])
+			if (i >= 0) != (j >= 0) || i > j {
+				t.Errorf("partition %d: got %v, want %s before %s", p, got, pair[0], pair[1])
+			}
+		}
+		if len(got) != len(want[p]) {
+			t.Errorf("partition %d: got %v, want %v in some order", p, got, want[p])
+		}
 	}
 }
 

@@ -352,21 +352,9 @@ func (b *Bus) Publish(ctx context.Context, topic string, partition int32, key, v
 	if b.isClosed() {
 		return bus.ErrClosed
 	}
-	n, err := b.Partitions(topic)
+	partition, err := b.partitionOf(topic, partition, key)
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
-	}
-	if partition >= n {
-		// The cache may predate partitions added by an operator.
-		if n, err = b.loadPartitions(topic); err != nil {
-			return fmt.Errorf("publish: %w", err)
-		}
-	}
-	switch {
-	case partition < 0:
-		partition = bus.PartitionFor(key, n)
-	case partition >= n:
-		return fmt.Errorf("publish: partition %d of topic %q out of range [0, %d)", partition, topic, n)
 	}
 	rec := &kgo.Record{Topic: topic, Partition: partition, Key: key, Value: value}
 	// ProduceSync waits for the record's promise, so the broker no longer
@@ -375,6 +363,72 @@ func (b *Bus) Publish(ctx context.Context, topic string, partition int32, key, v
 		return b.closedOr(fmt.Errorf("publish to %s/%d: %w", topic, partition, err))
 	}
 	return nil
+}
+
+// PublishAll implements bus.Bus: one ProduceSync of every record, which
+// kgo sends in one produce request per broker (ProduceSync drains the
+// partitions it buffered at once instead of lingering). Errors are as
+// Publish's.
+func (b *Bus) PublishAll(ctx context.Context, msgs []bus.Message) []error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	var errs []error
+	fail := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(msgs))
+		}
+		errs[i] = err
+	}
+	if b.isClosed() {
+		for i := range msgs {
+			fail(i, bus.ErrClosed)
+		}
+		return errs
+	}
+	recs := make([]*kgo.Record, 0, len(msgs))
+	index := make(map[*kgo.Record]int, len(msgs))
+	for i, m := range msgs {
+		p, err := b.partitionOf(m.Topic, m.Partition, m.Key)
+		if err != nil {
+			fail(i, fmt.Errorf("publish: %w", err))
+			continue
+		}
+		r := &kgo.Record{Topic: m.Topic, Partition: p, Key: m.Key, Value: m.Value}
+		recs = append(recs, r)
+		index[r] = i
+	}
+	if len(recs) == 0 {
+		return errs
+	}
+	for _, res := range b.cl.ProduceSync(ctx, recs...) {
+		if res.Err != nil {
+			fail(index[res.Record], b.closedOr(fmt.Errorf("publish to %s/%d: %w", res.Record.Topic, res.Record.Partition, res.Err)))
+		}
+	}
+	return errs
+}
+
+// partitionOf returns the partition a record for topic goes to: partition
+// itself when it is in range, bus.PartitionFor(key, n) when it is negative.
+func (b *Bus) partitionOf(topic string, partition int32, key []byte) (int32, error) {
+	n, err := b.Partitions(topic)
+	if err != nil {
+		return 0, err
+	}
+	if partition >= n {
+		// The cache may predate partitions added by an operator.
+		if n, err = b.loadPartitions(topic); err != nil {
+			return 0, err
+		}
+	}
+	switch {
+	case partition < 0:
+		return bus.PartitionFor(key, n), nil
+	case partition >= n:
+		return 0, fmt.Errorf("partition %d of topic %q out of range [0, %d)", partition, topic, n)
+	}
+	return partition, nil
 }
 
 // Subscribe calls fn for each record of one partition from its current end

@@ -156,6 +156,20 @@ func (b *Bus) Partitions(topic string) (int32, error) {
 // Publish appends a copy of key and value to topic, in partition, or when
 // partition < 0 in bus.PartitionFor(key, partitions). It never waits for
 // consumers.
+// PublishAll implements bus.Bus: each message in turn, as Publish.
+func (b *Bus) PublishAll(ctx context.Context, msgs []bus.Message) []error {
+	var errs []error
+	for i, m := range msgs {
+		if err := b.Publish(ctx, m.Topic, m.Partition, m.Key, m.Value); err != nil {
+			if errs == nil {
+				errs = make([]error, len(msgs))
+			}
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
 func (b *Bus) Publish(ctx context.Context, topic string, partition int32, key, value []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err

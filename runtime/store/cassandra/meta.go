@@ -359,6 +359,59 @@ func (s *Store) AdvanceReceipt(ctx context.Context, conv, user string, kind parl
 	return nil
 }
 
+// receiptsPerBatch bounds the users of one AdvanceReceipts batch, keeping it
+// under Cassandra's batch_size_warn_threshold (64 KiB by default).
+const receiptsPerBatch = 100
+
+// AdvanceReceipts implements store.MessageStore with one unlogged batch per
+// receiptsPerBatch users: every statement names the same partition (the
+// conversation), so the batch is one mutation on each replica, and each
+// pointer keeps its own USING TIMESTAMP = seq as in AdvanceReceipt.
+func (s *Store) AdvanceReceipts(ctx context.Context, conv string, rs []store.Receipt) error {
+	if err := checkID("conversation", conv); err != nil {
+		return fmt.Errorf("receipts of %s: %w", conv, err)
+	}
+	for _, r := range rs {
+		if err := checkID("user", r.UserID); err != nil {
+			return fmt.Errorf("receipt %s of %s: %w", r.UserID, conv, err)
+		}
+		if r.DeliveredSeq > maxSeq || r.ReadSeq > maxSeq {
+			return fmt.Errorf("receipt %s of %s: seq above %d", r.UserID, conv, uint64(maxSeq))
+		}
+	}
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("receipts of %s: %w", conv, err)
+	}
+	for len(rs) > 0 {
+		chunk := rs[:min(len(rs), receiptsPerBatch)]
+		rs = rs[len(chunk):]
+		b := s.sess.Batch(gocql.UnloggedBatch).WithContext(ctx)
+		b.SetConsistency(gocql.LocalQuorum)
+		for _, r := range chunk {
+			if r.ReadSeq > 0 {
+				ts := int64(r.ReadSeq)
+				b.Query(s.stmt.advanceRead, ts, ts, ts, conv, r.UserID)
+			}
+			if r.DeliveredSeq > r.ReadSeq {
+				ts := int64(r.DeliveredSeq)
+				b.Query(s.stmt.advanceDeliver, ts, ts, conv, r.UserID)
+			}
+		}
+		if b.Size() == 0 {
+			continue
+		}
+		// Idempotent (retried like AdvanceReceipt): each pointer is the
+		// max of what was written, at a timestamp equal to its value.
+		for i := range b.Entries {
+			b.Entries[i].Idempotent = true
+		}
+		if err := b.Exec(); err != nil {
+			return fmt.Errorf("receipts of %s: %w", conv, err)
+		}
+	}
+	return nil
+}
+
 // Receipts implements store.MessageStore: sorted by user id.
 func (s *Store) Receipts(ctx context.Context, conv string) ([]store.Receipt, error) {
 	if err := checkID("conversation", conv); err != nil {

@@ -794,6 +794,29 @@ func (s *Store) AdvanceReceipt(ctx context.Context, conv, user string, kind parl
 	return nil
 }
 
+// AdvanceReceipts implements store.MessageStore: AdvanceReceipt for each
+// pointer (a local write each; Pebble has no per-statement cost to save).
+func (s *Store) AdvanceReceipts(ctx context.Context, conv string, rs []store.Receipt) error {
+	for _, r := range rs {
+		if err := errors.Join(checkID("conversation", conv), checkID("user", r.UserID)); err != nil {
+			return fmt.Errorf("receipt %s of %s: %w", r.UserID, conv, err)
+		}
+	}
+	for _, r := range rs {
+		if r.ReadSeq > 0 {
+			if err := s.AdvanceReceipt(ctx, conv, r.UserID, parleyv1.ReceiptKind_RECEIPT_KIND_READ, r.ReadSeq); err != nil {
+				return err
+			}
+		}
+		if r.DeliveredSeq > r.ReadSeq {
+			if err := s.AdvanceReceipt(ctx, conv, r.UserID, parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED, r.DeliveredSeq); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Receipts implements store.MessageStore: sorted by user id.
 func (s *Store) Receipts(ctx context.Context, conv string) ([]store.Receipt, error) {
 	if err := checkID("conversation", conv); err != nil {

@@ -49,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.MessageStore) {
 		{"MembershipOneAppend", testMembershipOneAppend},
 		{"Conversation", testConversation},
 		{"Receipts", testReceipts},
+		{"AdvanceReceipts", testAdvanceReceipts},
 		{"BucketBoundary", testBucketBoundary},
 		{"CanceledContext", testCanceledContext},
 	}
@@ -942,5 +943,53 @@ func testCanceledContext(t *testing.T, s store.MessageStore) {
 	}
 	if _, err := s.Conversation(ctxFor(t), conv); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Conversation after a canceled create: error = %v, want ErrNotFound", err)
+	}
+}
+
+// testAdvanceReceipts writes many users' pointers of one conversation in one
+// call (more than one Cassandra batch's worth): each pointer ends at the
+// highest seq written, read raises delivered, lower seqs change nothing, and
+// an invalid user id fails the call before anything is written.
+func testAdvanceReceipts(t *testing.T, s store.MessageStore) {
+	conv := newConv()
+	const users = 150
+	user := func(i int) string { return newUser(fmt.Sprintf("ru%03d", i)) }
+	ids := make([]string, users)
+	var rs []store.Receipt
+	for i := range ids {
+		ids[i] = user(i)
+		rs = append(rs, store.Receipt{UserID: ids[i], DeliveredSeq: uint64(10 + i%7), ReadSeq: uint64(i % 5)})
+	}
+	if err := s.AdvanceReceipts(ctxFor(t), conv, rs); err != nil {
+		t.Fatalf("AdvanceReceipts(%d users): %v", users, err)
+	}
+	// Lower seqs change nothing; a higher read raises delivered.
+	lower := []store.Receipt{{UserID: ids[0], DeliveredSeq: 1, ReadSeq: 0}, {UserID: ids[1], DeliveredSeq: 2, ReadSeq: 30}}
+	if err := s.AdvanceReceipts(ctxFor(t), conv, lower); err != nil {
+		t.Fatalf("AdvanceReceipts(lower): %v", err)
+	}
+	bad := []store.Receipt{{UserID: ids[2], DeliveredSeq: 99}, {UserID: "", DeliveredSeq: 99}}
+	if err := s.AdvanceReceipts(ctxFor(t), conv, bad); err == nil {
+		t.Errorf("AdvanceReceipts with an empty user id: no error")
+	}
+	got, err := s.Receipts(ctxFor(t), conv)
+	if err != nil {
+		t.Fatalf("Receipts: %v", err)
+	}
+	byUser := make(map[string]store.Receipt, len(got))
+	for _, r := range got {
+		byUser[r.UserID] = r
+	}
+	for i, id := range ids {
+		want := store.Receipt{UserID: id, DeliveredSeq: uint64(10 + i%7), ReadSeq: uint64(i % 5)}
+		if i == 1 {
+			want.DeliveredSeq, want.ReadSeq = 30, 30
+		}
+		if byUser[id] != want {
+			t.Errorf("user %d: %+v, want %+v", i, byUser[id], want)
+		}
+	}
+	if len(got) != users {
+		t.Errorf("Receipts returned %d users, want %d", len(got), users)
 	}
 }
