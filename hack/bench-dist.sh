@@ -8,13 +8,17 @@
 #   SCENARIO is NAME:ARGS, e.g. "dm:--pairs 100 --rate 100"; the default
 #   runs dm at 100 and 2,000 sends/s and fan-out to one group of 500 at 100
 #   sends/s.
-# Environment: RUNS (each scenario this many times, 3), DURATION (10s), OUT
+# Environment: RUNS (each scenario this many times, 3), DURATION (10s),
+# WARMUP (a dm run first whose figures are not kept, so the JVMs' JIT has
+# compiled the hot paths: cold Kafka and Cassandra answer 10-20x slower for
+# their first minutes; default 30s, 0 skips it), OUT
 # (results dir, default a temp dir, kept and printed), INGRESS_PARTITIONS
 # (8). The backends are left running (hack/deps.sh down stops them); the
 # Parley processes stop at exit.
 set -euo pipefail
 
 RUNS=${RUNS:-3}
+WARMUP=${WARMUP:-30s}
 DURATION=${DURATION:-10s}
 INGRESS_PARTITIONS=${INGRESS_PARTITIONS:-8}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -72,6 +76,11 @@ deps_pid() { cat "$root/.deps/$1/$1.pid"; }
 procs="chat=$chat_pid,presence=$presence_pid,gateway=$gateway_pid,kafka=$(deps_pid kafka),cassandra=$(deps_pid cassandra),redis=$(deps_pid redis)"
 log "fleet ready (region $region); processes $procs; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
+if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
+	log "warm-up: dm at 500 sends/s for $WARMUP (not kept)"
+	"$OUT/parley" bench dm --pairs 100 --rate 500 --url ws://127.0.0.1:19200 --secret-dir "$OUT/gw-0" \
+		--duration "$WARMUP" >"$OUT/warmup.txt" 2>&1 || log "warm-up failed; see $OUT/warmup.txt"
+fi
 i=0
 for sc in "${scenarios[@]}"; do
 	name=${sc%%:*}
