@@ -684,3 +684,34 @@ func TestSweepEvictsIdleStates(t *testing.T) {
 		t.Fatalf("kept %v", kept)
 	}
 }
+
+// TestGroupDeliveredStoredNotPushed: in a group, a member's delivered
+// pointer is stored (ReadBy and sync see it) but pushed to nobody, not even
+// the member's own devices; a read still reaches them.
+func TestGroupDeliveredStoredNotPushed(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	for _, u := range []string{"alice", "bob", "carol"} {
+		e.online(t, u, 0)
+	}
+	g := e.createGroup(t, "alice", "g", "bob", "carol")
+	ok := e.mustSend(t, "alice", g, "hello", "hi all")
+	if _, err := e.call(ackRec("bob", g, ok.GetSeq())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's delivered pointer stored", func() bool {
+		r, _ := e.st.Receipt(e.ctx, g, "bob")
+		return r.DeliveredSeq == ok.GetSeq()
+	})
+	if _, err := e.call(readRec("bob", g, ok.GetSeq())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's read pushed to his devices", func() bool {
+		return len(e.pushes(0, "bob", isReceipt(parleyv1.ReceiptKind_RECEIPT_KIND_READ))) == 1
+	})
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if ds := e.pushes(0, u, isReceipt(parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED)); len(ds) != 0 {
+			t.Errorf("%s got delivered receipts in a group: %v", u, ds)
+		}
+	}
+}
