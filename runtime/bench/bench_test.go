@@ -31,7 +31,9 @@ func embedded(t *testing.T) *Target {
 
 func TestDM(t *testing.T) {
 	tg := embedded(t)
-	r, err := DM(t.Context(), tg, DMOptions{Options: Options{Duration: time.Second}, Pairs: 3, Rate: 30})
+	// The server runs in this process: its CPU is reported as "server".
+	procs := []Proc{{Name: "server", PID: os.Getpid()}}
+	r, err := DM(t.Context(), tg, DMOptions{Options: Options{Duration: time.Second, Procs: procs}, Pairs: 3, Rate: 30})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +44,27 @@ func TestDM(t *testing.T) {
 	}
 	if got := r.Latency["send_to_deliver"].Count; float64(got) != ok {
 		t.Fatalf("latency samples %d, want %v", got, ok)
+	}
+	// A second of sends in this process used some CPU, and the total is
+	// the sum over the listed processes.
+	per, total := r.Figures["cpu_ms_per_1k_sends.server"], r.Figures["cpu_ms_per_1k_sends.total"]
+	if per <= 0 || total != per || r.Figures["cpu_cores.server"] <= 0 {
+		t.Fatalf("cpu figures: server %v ms/1k (%v cores), total %v: want a positive server figure equal to the total",
+			per, r.Figures["cpu_cores.server"], total)
+	}
+}
+
+func TestParseProc(t *testing.T) {
+	if p, err := ParseProc("kafka=123"); err != nil || p != (Proc{Name: "kafka", PID: 123}) {
+		t.Errorf("ParseProc(kafka=123) = %+v, %v", p, err)
+	}
+	for _, bad := range []string{"kafka", "=12", "kafka=", "kafka=-1", "kafka=0", "kafka=x", "ka fka=1", "k/a=1"} {
+		if _, err := ParseProc(bad); err == nil {
+			t.Errorf("ParseProc(%q): no error", bad)
+		}
+	}
+	if _, err := ProcCPU(os.Getpid()); err != nil {
+		t.Errorf("ProcCPU(self): %v", err)
 	}
 }
 
