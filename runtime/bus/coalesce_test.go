@@ -64,7 +64,7 @@ func TestCoalescerBatchesWaitingCallers(t *testing.T) {
 			go publish(i, fmt.Sprintf("w%d", i))
 		}
 	}
-	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == waiters })
+	waitFor(t, func() bool { return c.batch.Waiting() == waiters })
 	close(g.release)
 	wg.Wait()
 
