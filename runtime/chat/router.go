@@ -34,17 +34,17 @@ const maxRecordBytes = 512 << 10
 // session before it serves sync, and a cache could hide that session from a
 // message sequenced right after the sync (DESIGN.md, Pull for catch-up).
 type Router struct {
-	b     bus.Bus
-	out   *bus.Coalescer // publishes concurrent callers' records together
-	reg   presence.Registry
+	b   bus.Bus
+	out *bus.Coalescer // publishes concurrent callers' records together
+	reg presence.Registry
 	// lookup runs concurrent callers' registry lookups as one (one Redis
 	// pipeline instead of one per conversation batch: at 2,000 DM sends/s
 	// the per-lookup round trips were a quarter of the chat role's CPU,
 	// issue 11). It caches nothing: each lookup starts after its caller
 	// asked.
 	lookup *coalesce.Batcher[[]string, sessionsResult]
-	topic string
-	log   *slog.Logger
+	topic  string
+	log    *slog.Logger
 
 	parts atomic.Int32 // deliver partition count, 0 until first looked up
 
