@@ -2,6 +2,10 @@ package fleet
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,8 +22,7 @@ import (
 // gateways through the presence role.
 func TestAcrossGateways(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
-	c.chat(0)
-	c.chat(1)
+	chat0, chat1 := c.chat(0), c.chat(1)
 	c.presence(0)
 	g0, g1 := c.gateway(0), c.gateway(1)
 	ctx := ctxT(t, 90*time.Second)
@@ -103,6 +106,43 @@ func TestAcrossGateways(t *testing.T) {
 		}
 	}
 
+	// The data path is observable stage by stage (issue 11): the chat
+	// processes appended, published deliveries and consumed ingress
+	// records, and counted their Kafka requests and conditional batches;
+	// the gateways published ingress, consumed deliveries and wrote to
+	// sockets. 81 messages were sent: "hi", 30 in the DM, 50 in the group.
+	sum := func(name string, ps ...*proc) float64 {
+		var n float64
+		for _, p := range ps {
+			n += scrape(t, p, name)
+		}
+		return n
+	}
+	for _, m := range []struct {
+		name string
+		ps   []*proc
+		min  float64
+	}{
+		{`parley_stage_seconds_count{stage="ingress_publish"}`, []*proc{g0, g1}, 80},
+		{`parley_stage_seconds_count{stage="ingress_consume"}`, []*proc{chat0, chat1}, 80},
+		{`parley_stage_seconds_count{stage="append"}`, []*proc{chat0, chat1}, 1},
+		{`parley_stage_seconds_count{stage="deliver_publish"}`, []*proc{chat0, chat1}, 1},
+		{`parley_stage_seconds_count{stage="deliver_consume"}`, []*proc{g0, g1}, 1},
+		{`parley_stage_seconds_count{stage="socket_write"}`, []*proc{g0, g1}, 80},
+		{`parley_kafka_requests_total{api="Produce"}`, []*proc{chat0, chat1, g0, g1}, 2},
+		{`parley_kafka_requests_total{api="Fetch"}`, []*proc{chat0, chat1, g0, g1}, 2},
+		{`parley_cassandra_statements_total{kind="batch of conditional insert messages"}`, []*proc{chat0, chat1}, 1},
+	} {
+		if got := sum(m.name, m.ps...); got < m.min {
+			t.Errorf("%s = %v over %d processes, want at least %v", m.name, got, len(m.ps), m.min)
+		}
+	}
+	// Every stored message went through one conditional append: no more
+	// appends than messages (group commit may fold several into one).
+	if appends, sent := sum(`parley_stage_seconds_count{stage="append"}`, chat0, chat1), sum(`parley_messages_sent_total{kind="text"}`, chat0, chat1); appends > sent+2 || sent != 81 {
+		t.Errorf("%v appends for %v stored text messages, want 81 messages and at most one append each (+2 for the group's and the DM's creation)", appends, sent)
+	}
+
 	// Presence crosses gateways: carol (gateway 0) follows dave (gateway 1).
 	if err := carol.SubscribePresence(ctx, []string{"dave"}); err != nil {
 		t.Fatal(err)
@@ -131,4 +171,29 @@ func TestAcrossGateways(t *testing.T) {
 		p := bob.lastPresence("alice")
 		return p != nil && p.Status == online
 	})
+}
+
+// scrape returns the value of one sample of p's /metrics, by its exact name
+// and labels as Prometheus' text format writes them; 0 when absent.
+func scrape(t *testing.T, p *proc, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get(p.HTTP() + "/metrics")
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", p.name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", p.name, err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s /metrics: %q: %v", p.name, line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
