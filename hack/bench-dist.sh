@@ -50,6 +50,12 @@ log "migrating region $region"
 	--replication-factor 1 --kafka-brokers 127.0.0.1:9092 --deliver-partitions 1 \
 	--ingress-partitions "$INGRESS_PARTITIONS" --presence-partitions 4 --push-partitions 2 >"$OUT/migrate.log" 2>&1
 
+for port in 19200 19201 19202; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		log "port 127.0.0.1:$port is taken (another fleet still running?); stop it first"
+		exit 1
+	fi
+done
 mkdir -p "$OUT/gw-0"
 "$OUT/parley" token --data-dir "$OUT/gw-0" --user setup >/dev/null # creates the dev secret
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$OUT/admin-token"
@@ -72,6 +78,9 @@ for port in 19200 19201 19202; do
 	done
 	curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || { log "127.0.0.1:$port not ready; see $OUT/*.log"; exit 1; }
 done
+for p in "${pids[@]}"; do
+	kill -0 "$p" 2>/dev/null || { log "a Parley process exited at start; see $OUT/*.log"; exit 1; }
+done
 deps_pid() { cat "$root/.deps/$1/$1.pid"; }
 procs="chat=$chat_pid,presence=$presence_pid,gateway=$gateway_pid,kafka=$(deps_pid kafka),cassandra=$(deps_pid cassandra),redis=$(deps_pid redis)"
 log "fleet ready (region $region); processes $procs; load: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -79,7 +88,7 @@ log "fleet ready (region $region); processes $procs; load: $(cut -d' ' -f1-3 /pr
 if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
 	log "warm-up: dm at 500 sends/s for $WARMUP (not kept)"
 	"$OUT/parley" bench dm --pairs 100 --rate 500 --url ws://127.0.0.1:19200 --secret-dir "$OUT/gw-0" \
-		--duration "$WARMUP" >"$OUT/warmup.txt" 2>&1 || log "warm-up failed; see $OUT/warmup.txt"
+		--duration "$WARMUP" >"$OUT/warmup.txt" 2>&1 || { log "warm-up failed; see $OUT/warmup.txt"; exit 1; }
 fi
 i=0
 for sc in "${scenarios[@]}"; do
