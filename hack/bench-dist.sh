@@ -24,63 +24,31 @@ INGRESS_PARTITIONS=${INGRESS_PARTITIONS:-8}
 root=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$(mktemp -d /tmp/bench-dist.XXXXXX)}
 mkdir -p "$OUT"
-log() { echo "bench-dist: $*" >&2; }
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+NAME=bench-dist
+# shellcheck source=hack/fleet-lib.sh
+. "$root/hack/fleet-lib.sh"
 
 scenarios=("$@")
 if ((${#scenarios[@]} == 0)); then
 	scenarios=("dm:--pairs 100 --rate 100" "dm:--pairs 200 --rate 2000" "fanout:--groups 1 --members 500 --rate 100")
 fi
 
-"$root/hack/deps.sh" up redis kafka cassandra
-log "building parley"
-(cd "$root" && go build -o "$OUT/parley" ./runtime/cmd/parley)
-
-# A fresh region (keyspace, topics, Redis key prefix) per run of this script.
+fleet_port_free 19200 19201 19202
+fleet_build
 region=bd$(date +%s)
-common=(--region "$region" --cassandra-hosts 127.0.0.1:9042 --cassandra-keyspace "$region"
-	--kafka-brokers 127.0.0.1:9092 --redis-addr 127.0.0.1:6379 --redis-key-prefix "$region:")
-log "migrating region $region"
-"$OUT/parley" migrate --region "$region" --cassandra-hosts 127.0.0.1:9042 --cassandra-keyspace "$region" \
-	--replication-factor 1 --kafka-brokers 127.0.0.1:9092 --deliver-partitions 1 \
-	--ingress-partitions "$INGRESS_PARTITIONS" --presence-partitions 4 --push-partitions 2 >"$OUT/migrate.log" 2>&1
-
-for port in 19200 19201 19202; do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-		log "port 127.0.0.1:$port is taken (another fleet still running?); stop it first"
-		exit 1
-	fi
-done
+fleet_migrate "$region" --deliver-partitions 1 --ingress-partitions "$INGRESS_PARTITIONS" \
+	--presence-partitions 4 --push-partitions 2
 mkdir -p "$OUT/gw-0"
 "$OUT/parley" token --data-dir "$OUT/gw-0" --user setup >/dev/null # creates the dev secret
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$OUT/admin-token"
-start() { # name, args...
-	local name=$1
-	shift
-	"$OUT/parley" serve "${common[@]}" --admin-token-file "$OUT/admin-token" "$@" >"$OUT/$name.log" 2>&1 &
-	pids+=("$!")
-}
-start chat --role chat --member chat-0 --data-dir "$OUT/chat-0" --addr 127.0.0.1:19201
-chat_pid=${pids[-1]}
-start presence --role presence --member presence-0 --data-dir "$OUT/presence-0" --addr 127.0.0.1:19202
-presence_pid=${pids[-1]}
-start gateway --role gateway --gateway-id gw-0 --data-dir "$OUT/gw-0" --addr 127.0.0.1:19200
-gateway_pid=${pids[-1]}
-for port in 19200 19201 19202; do
-	for _ in $(seq 600); do
-		curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-		sleep 0.1
-	done
-	curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || { log "127.0.0.1:$port not ready; see $OUT/*.log"; exit 1; }
-done
-for p in "${pids[@]}"; do
-	kill -0 "$p" 2>/dev/null || { log "a Parley process exited at start; see $OUT/*.log"; exit 1; }
-done
+admin=(--admin-token-file "$OUT/admin-token")
+fleet_start chat --role chat --member chat-0 --data-dir "$OUT/chat-0" --addr 127.0.0.1:19201 "${admin[@]}"
+chat_pid=$FLEET_PID
+fleet_start presence --role presence --member presence-0 --data-dir "$OUT/presence-0" --addr 127.0.0.1:19202 "${admin[@]}"
+presence_pid=$FLEET_PID
+fleet_start gateway --role gateway --gateway-id gw-0 --data-dir "$OUT/gw-0" --addr 127.0.0.1:19200 "${admin[@]}"
+gateway_pid=$FLEET_PID
+fleet_wait_ready 19200 19201 19202
 deps_pid() { cat "$root/.deps/$1/$1.pid"; }
 procs="chat=$chat_pid,presence=$presence_pid,gateway=$gateway_pid,kafka=$(deps_pid kafka),cassandra=$(deps_pid cassandra),redis=$(deps_pid redis)"
 log "fleet ready (region $region); processes $procs; load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -19,26 +19,15 @@ HOLD=${HOLD:-60s}
 root=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$(mktemp -d /tmp/bench-fleet.XXXXXX)}
 mkdir -p "$OUT"
-log() { echo "bench-fleet: $*" >&2; }
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+NAME=bench-fleet
+# shellcheck source=hack/fleet-lib.sh
+. "$root/hack/fleet-lib.sh"
 
-"$root/hack/deps.sh" up redis kafka cassandra
-log "building parley"
-(cd "$root" && go build -o "$OUT/parley" ./runtime/cmd/parley)
-
+fleet_build
 # A fresh region (keyspace, topics, Redis key prefix) per run.
 region=bf$(date +%s)
-common=(--region "$region" --cassandra-hosts 127.0.0.1:9042 --cassandra-keyspace "$region"
-	--kafka-brokers 127.0.0.1:9092 --redis-addr 127.0.0.1:6379 --redis-key-prefix "$region:")
-log "migrating region $region"
-"$OUT/parley" migrate --region "$region" --cassandra-hosts 127.0.0.1:9042 --cassandra-keyspace "$region" \
-	--replication-factor 1 --kafka-brokers 127.0.0.1:9092 --deliver-partitions "$GATEWAYS" \
-	--ingress-partitions 8 --presence-partitions 4 --push-partitions 2 >"$OUT/migrate.log" 2>&1
+fleet_migrate "$region" --deliver-partitions "$GATEWAYS" --ingress-partitions 8 \
+	--presence-partitions 4 --push-partitions 2
 
 # Every gateway verifies the same dev secret (bench mints the tokens).
 mkdir -p "$OUT/secret"
@@ -46,31 +35,21 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$OUT/secret/dev-secret"
 echo >>"$OUT/secret/dev-secret"
 chmod 600 "$OUT/secret/dev-secret"
 
-start() { # name, args...
-	local name=$1
-	shift
-	"$OUT/parley" serve "${common[@]}" "$@" >"$OUT/$name.log" 2>&1 &
-	pids+=("$!")
-}
-start chat-0 --role chat --member chat-0 --data-dir "$OUT/chat-0" --addr 127.0.0.1:0
-start presence-0 --role presence --member presence-0 --data-dir "$OUT/presence-0" --addr 127.0.0.1:0
+fleet_start chat-0 --role chat --member chat-0 --data-dir "$OUT/chat-0" --addr 127.0.0.1:0
+fleet_start presence-0 --role presence --member presence-0 --data-dir "$OUT/presence-0" --addr 127.0.0.1:0
 urls=()
 gwpids=()
+ports=()
 for i in $(seq 0 $((GATEWAYS - 1))); do
 	port=$((19100 + i))
 	mkdir -p "$OUT/gw-$i"
 	cp "$OUT/secret/dev-secret" "$OUT/gw-$i/dev-secret"
-	start "gw-$i" --role gateway --gateway-id "gw-$i" --data-dir "$OUT/gw-$i" --addr "127.0.0.1:$port"
-	gwpids+=("${pids[-1]}")
+	fleet_start "gw-$i" --role gateway --gateway-id "gw-$i" --data-dir "$OUT/gw-$i" --addr "127.0.0.1:$port"
+	gwpids+=("$FLEET_PID")
 	urls+=("ws://127.0.0.1:$port")
+	ports+=("$port")
 done
-for i in $(seq 0 $((GATEWAYS - 1))); do
-	for _ in $(seq 600); do
-		curl -fs "http://127.0.0.1:$((19100 + i))/readyz" >/dev/null 2>&1 && break
-		sleep 0.1
-	done
-	curl -fs "http://127.0.0.1:$((19100 + i))/readyz" >/dev/null || { log "gateway gw-$i not ready; see $OUT/gw-$i.log"; exit 1; }
-done
+fleet_wait_ready "${ports[@]}"
 log "$GATEWAYS gateways ready; idle: $N connections for $HOLD"
 url_list=$(IFS=,; echo "${urls[*]}")
 pid_list=$(IFS=,; echo "${gwpids[*]}")
