@@ -119,15 +119,21 @@ func subscribe(t *testing.T, ctx context.Context, b bus.Bus, topic string, parti
 	return c
 }
 
-func testKeyedOrder(t *testing.T, b bus.Bus) {
-	const partitions, keys, perKey = 4, 8, 25
-	topic := createTopic(t, b, partitions)
+// subscribeAll subscribes to every partition of topic until the test ends.
+func subscribeAll(t *testing.T, b bus.Bus, topic string, partitions int32) (context.Context, []*collector) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	var subs []*collector
-	for p := range int32(partitions) {
+	for p := range partitions {
 		subs = append(subs, subscribe(t, ctx, b, topic, p))
 	}
+	return ctx, subs
+}
+
+func testKeyedOrder(t *testing.T, b bus.Bus) {
+	const partitions, keys, perKey = 4, 8, 25
+	topic := createTopic(t, b, partitions)
+	_, subs := subscribeAll(t, b, topic, partitions)
 	for i := range perKey {
 		for k := range keys {
 			publish(t, b, topic, -1, fmt.Sprintf("conv-%d", k), strconv.Itoa(i))
@@ -182,12 +188,7 @@ func testMissingPartition(t *testing.T, b bus.Bus) {
 func testPublishAll(t *testing.T, b bus.Bus) {
 	const partitions = 3
 	topic := createTopic(t, b, partitions)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	var subs []*collector
-	for p := range int32(partitions) {
-		subs = append(subs, subscribe(t, ctx, b, topic, p))
-	}
+	ctx, subs := subscribeAll(t, b, topic, partitions)
 	if errs := b.PublishAll(ctx, nil); errs != nil {
 		t.Errorf("PublishAll of nothing: %v", errs)
 	}
