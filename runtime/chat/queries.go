@@ -261,9 +261,11 @@ func (q *Queries) states(ctx context.Context, userID string, ids []string, curso
 // joined_seq 0 — the sign that the user is no longer a member — and no head
 // or messages, since nothing sequenced after its removal is its business.
 //
-// unread = head - max(read, joined_seq-1): it counts every seq the member
-// can see above its read pointer, system events included, so it is an upper
-// bound on unread user messages (documented approximation).
+// unread counts the text and media messages of other members above
+// max(read, joined_seq-1): not system events, not the member's own
+// messages (issue 13, honest inbox). It reads at most unreadScan messages
+// below the head; when more seqs than that are unread, those beyond are
+// counted as unread messages (an upper bound, where clients show "99+").
 //
 // The page takes what budget allows: once it is spent, the page is cut (or
 // not read at all) and has_more tells the client to pull the rest.
@@ -295,8 +297,8 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 	}
 	cs.HeadSeq = head
 	seen := max(r.ReadSeq, m.JoinedSeq-min(m.JoinedSeq, 1))
-	if head > seen {
-		cs.Unread = head - seen
+	if cs.Unread, err = q.unread(ctx, id, userID, seen, head); err != nil {
+		return nil, err
 	}
 	if head >= m.JoinedSeq && head > 0 {
 		last, err := q.st.Message(ctx, id, head)
@@ -325,6 +327,37 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 		cs.Messages, cs.HasMore = msgs, more
 	}
 	return cs, nil
+}
+
+// unreadScan bounds the messages one conversation's unread count reads.
+const unreadScan = 200
+
+// unread counts userID's unread messages in conv: text and media from other
+// senders with seq in (seen, head], reading at most the newest unreadScan;
+// seqs below those count as unread messages (see state).
+func (q *Queries) unread(ctx context.Context, conv, userID string, seen, head uint64) (uint64, error) {
+	if head <= seen {
+		return 0, nil
+	}
+	span := head - seen
+	n := min(span, unreadScan)
+	msgs, _, err := q.st.Messages(ctx, conv, store.Page{After: head - n, Forward: true, Limit: int(n)})
+	if err != nil {
+		return 0, storeErr(q.log, "unread messages", conv, err)
+	}
+	count := span - n
+	for _, m := range msgs {
+		if m.GetSenderId() != userID && countsAsUnread(m.GetKind()) {
+			count++
+		}
+	}
+	return count, nil
+}
+
+// countsAsUnread reports whether a message of kind k is one a person wrote
+// (text, media), as opposed to a system event.
+func countsAsUnread(k parleyv1.MessageKind) bool {
+	return k == parleyv1.MessageKind_MESSAGE_KIND_TEXT || k == parleyv1.MessageKind_MESSAGE_KIND_MEDIA
 }
 
 // ReadBy returns the receipts of conv's current members who have read seq

@@ -88,11 +88,13 @@ func TestQueries(t *testing.T) {
 			gs.GetLastMessage().GetSeq() != 62 || gs.GetJoinedSeq() != 1 || len(gs.GetMessages()) != 0 {
 			t.Fatalf("group state %v", gs)
 		}
-		// Alice's own sends moved her read pointer to 61; the removal event is unread.
-		if gs.GetReadSeq() != 61 || gs.GetUnread() != 1 {
+		// Alice's own sends moved her read pointer to 61; the removal event
+		// above it is not a message anyone wrote: nothing unread.
+		if gs.GetReadSeq() != 61 || gs.GetUnread() != 0 {
 			t.Fatalf("alice read %d unread %d", gs.GetReadSeq(), gs.GetUnread())
 		}
-		if ds := byID[dm]; ds.GetKind() != "dm" || ds.GetHeadSeq() != 2 || ds.GetUnread() != 2 {
+		// The DM holds its creation event and dave's one message: one unread.
+		if ds := byID[dm]; ds.GetKind() != "dm" || ds.GetHeadSeq() != 2 || ds.GetUnread() != 1 {
 			t.Fatalf("dm state %v", ds)
 		}
 		// Carol left: listed, but without head or messages, and joined_seq 0.
@@ -121,7 +123,8 @@ func TestQueries(t *testing.T) {
 			t.Fatalf("sync: %v %v", r, err)
 		}
 		cs := r.GetConversations()[0]
-		if cs.GetHeadSeq() != 62 || cs.GetReadSeq() != 11 || cs.GetUnread() != 51 || len(cs.GetMessages()) != 20 ||
+		// Unread: alice's 50 messages above bob's read pointer, not carol's removal.
+		if cs.GetHeadSeq() != 62 || cs.GetReadSeq() != 11 || cs.GetUnread() != 50 || len(cs.GetMessages()) != 20 ||
 			cs.GetMessages()[0].GetSeq() != 31 || !cs.GetHasMore() {
 			t.Fatalf("bob's group state: head %d read %d unread %d, %d messages from %d, has_more %v",
 				cs.GetHeadSeq(), cs.GetReadSeq(), cs.GetUnread(), len(cs.GetMessages()), cs.GetMessages()[0].GetSeq(), cs.GetHasMore())
@@ -305,5 +308,56 @@ func TestMessageSize(t *testing.T) {
 	esc := &parleyv1.Message{Text: "\x01\x02\"\\"}
 	if got, want := messageSize(esc), proto.Size(esc)+5+5+1+1; got != want {
 		t.Errorf("escaped text: %d, want %d", got, want)
+	}
+}
+
+// TestUnreadCountsOthersMessagesOnly: unread counts the messages other
+// members wrote above the read pointer, past unreadScan too; system events
+// and one's own messages never count (issue 13, honest inbox).
+func TestUnreadCountsOthersMessagesOnly(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	g := e.createGroup(t, "alice", "long", "bob") // seq 1, an event
+	for i := range unreadScan + 30 {
+		e.mustSend(t, "bob", g, fmt.Sprint("b", i), fmt.Sprint("msg ", i))
+	}
+	unread := func(user string) uint64 {
+		t.Helper()
+		states, err := e.q.Inbox(e.ctx, user)
+		if err != nil || len(states) != 1 {
+			t.Fatalf("%s's inbox: %v %v", user, states, err)
+		}
+		return states[0].GetUnread()
+	}
+	// More than unreadScan seqs above alice's pointer: the newest
+	// unreadScan are counted, the older seqs (creation event included)
+	// count as unread, an upper bound where clients show "99+".
+	if got := unread("alice"); got != unreadScan+31 {
+		t.Errorf("alice's unread %d, want %d (the upper bound past unreadScan)", got, unreadScan+31)
+	}
+	waitFor(t, "bob's read pointer (moved by his sends) stored", func() bool {
+		r, _ := e.st.Receipt(e.ctx, g, "bob")
+		return r.ReadSeq == unreadScan+31
+	})
+	if got := unread("bob"); got != 0 {
+		t.Errorf("bob's unread %d, want 0 (his own messages, the creation event)", got)
+	}
+	if _, err := e.call(readRec("alice", g, 100)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "alice's read pointer stored", func() bool {
+		r, _ := e.st.Receipt(e.ctx, g, "alice")
+		return r.ReadSeq == 100
+	})
+	// Within unreadScan the count is exact: bob's messages at 101..231.
+	if got, want := unread("alice"), uint64(unreadScan+30+1-100); got != want {
+		t.Errorf("alice's unread after reading up to 100: %d, want %d", got, want)
+	}
+	// An event above the pointer does not count.
+	if _, err := e.call(addRec("alice", g, "carol")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := unread("alice"), uint64(unreadScan+30+1-100); got != want {
+		t.Errorf("alice's unread after adding carol: %d, want still %d", got, want)
 	}
 }
