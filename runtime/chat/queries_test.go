@@ -26,9 +26,10 @@ func TestQueries(t *testing.T) {
 	if _, err := e.call(removeRec("carol", g, "carol")); err != nil { // seq 62
 		t.Fatal(err)
 	}
-	waitFor(t, "bob's read pointer stored", func() bool {
+	waitFor(t, "bob's read pointer and alice's (moved by her sends, flushed) stored", func() bool {
 		r, _ := e.st.Receipt(e.ctx, g, "bob")
-		return r.ReadSeq == 11
+		a, _ := e.st.Receipt(e.ctx, g, "alice")
+		return r.ReadSeq == 11 && a.ReadSeq == 61
 	})
 
 	t.Run("history", func(t *testing.T) {

@@ -58,8 +58,35 @@ func (c *conversation) receipt(ctx context.Context, j *job, out *Batch) {
 		return
 	}
 	seq = min(seq, state.head)
-	c.reply(j, out, &parleyv1.Reply{})
-	if seq == 0 || !c.advance(state, user, kind, seq) {
+	moved := seq > 0 && c.advance(state, user, kind, seq)
+	p := state.ptrs[user]
+	var stored error
+	if moved && kind == parleyv1.ReceiptKind_RECEIPT_KIND_READ {
+		// Read-your-writes (issue 13): a read is stored before it is
+		// answered, so every later inbox, sync or history read of the
+		// user, from any device or gateway, reflects it. Reads are a
+		// person's action; acks (one per delivery) stay coalesced in the
+		// flush. If the write fails the pointer stays marked for the flush
+		// and the client gets unavailable (a retry is answered from memory).
+		stored = c.p.s.st.AdvanceReceipts(ctx, c.id, []store.Receipt{{UserID: user, DeliveredSeq: p.delivered, ReadSeq: p.read}})
+		if stored == nil {
+			c.p.s.recpts.written(c.id, user, p)
+		}
+	}
+	defer func() {
+		if stored != nil {
+			c.fail(ctx, j, out, storeErr(c.p.s.log, "store read pointer", c.id, stored))
+			return
+		}
+		// The answer names the pointer as it now stands, which may be
+		// above the seq that was sent.
+		now := p.delivered
+		if kind == parleyv1.ReceiptKind_RECEIPT_KIND_READ {
+			now = p.read
+		}
+		c.reply(j, out, &parleyv1.Reply{Receipt: &parleyv1.Receipt{ConversationId: c.id, UserId: user, Kind: kind, Seq: now}})
+	}()
+	if !moved {
 		return
 	}
 	isGroup := state.conv.Kind == store.KindGroup
@@ -186,6 +213,17 @@ func (f *receiptFlusher) mark(part int32, conv, user string, p pointers) {
 	d.delivered = max(d.delivered, p.delivered)
 	d.read = max(d.read, p.read)
 	f.dirty[k] = d
+}
+
+// written forgets user's dirty pointers in conv when p (just stored)
+// covers them.
+func (f *receiptFlusher) written(conv, user string, p pointers) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := receiptKey{conv, user}
+	if d, ok := f.dirty[k]; ok && d.delivered <= p.delivered && d.read <= p.read {
+		delete(f.dirty, k)
+	}
 }
 
 // flush writes the dirty pointers of the partitions accepted by only (all

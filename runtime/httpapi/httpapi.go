@@ -384,11 +384,19 @@ func (a *API) read(w http.ResponseWriter, r *http.Request, c auth.Claims) error 
 		return wire.Errorf(wire.CodeInvalid, "seq is required: read up to this seq")
 	}
 	conv := r.PathValue("conv")
-	if _, err := a.call(r.Context(), c, &parleyv1.IngressRecord{ConversationId: conv,
-		Op: &parleyv1.IngressRecord_Read{Read: &parleyv1.Read{ConversationId: conv, Seq: b.Seq}}}); err != nil {
+	rep, err := a.call(r.Context(), c, &parleyv1.IngressRecord{ConversationId: conv,
+		Op: &parleyv1.IngressRecord_Read{Read: &parleyv1.Read{ConversationId: conv, Seq: b.Seq}}})
+	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"conversation_id": conv, "read_seq": b.Seq})
+	// The stored pointer, stored before the answer (read-your-writes): it
+	// may be above b.Seq (an earlier read went further) or below it (a seq
+	// beyond the head is clamped to the head).
+	readSeq := b.Seq
+	if rc := rep.GetReceipt(); rc != nil {
+		readSeq = rc.GetSeq()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conversation_id": conv, "read_seq": readSeq})
 	return nil
 }
 

@@ -387,7 +387,10 @@ type Reply struct {
 	SendOk    *SendOk                `protobuf:"bytes,2,opt,name=send_ok,json=sendOk,proto3" json:"send_ok,omitempty"`
 	Error     *Error                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	// For membership operations: the event that was sequenced.
-	Event         *Message `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
+	Event *Message `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
+	// For reads and acks: the user's pointer of that kind after applying them
+	// (the stored value, which may be above the seq that was sent).
+	Receipt       *Receipt `protobuf:"bytes,5,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -446,6 +449,13 @@ func (x *Reply) GetError() *Error {
 func (x *Reply) GetEvent() *Message {
 	if x != nil {
 		return x.Event
+	}
+	return nil
+}
+
+func (x *Reply) GetReceipt() *Receipt {
+	if x != nil {
+		return x.Receipt
 	}
 	return nil
 }
@@ -667,13 +677,14 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"\x05title\x18\x01 \x01(\tR\x05title\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\tR\amembers\"*\n" +
 	"\rChangeMembers\x12\x19\n" +
-	"\buser_ids\x18\x01 \x03(\tR\auserIds\"\xa4\x01\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"\xd2\x01\n" +
 	"\x05Reply\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12*\n" +
 	"\asend_ok\x18\x02 \x01(\v2\x11.parley.v1.SendOkR\x06sendOk\x12&\n" +
 	"\x05error\x18\x03 \x01(\v2\x10.parley.v1.ErrorR\x05error\x12(\n" +
-	"\x05event\x18\x04 \x01(\v2\x12.parley.v1.MessageR\x05event\"\x99\x02\n" +
+	"\x05event\x18\x04 \x01(\v2\x12.parley.v1.MessageR\x05event\x12,\n" +
+	"\areceipt\x18\x05 \x01(\v2\x12.parley.v1.ReceiptR\areceipt\"\x99\x02\n" +
 	"\bDelivery\x12\x19\n" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\x12*\n" +
 	"\x11except_session_id\x18\x02 \x01(\tR\x0fexceptSessionId\x12.\n" +
@@ -731,17 +742,18 @@ var file_parley_v1_bus_proto_depIdxs = []int32{
 	10, // 7: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
 	11, // 8: parley.v1.Reply.error:type_name -> parley.v1.Error
 	12, // 9: parley.v1.Reply.event:type_name -> parley.v1.Message
-	12, // 10: parley.v1.Delivery.message:type_name -> parley.v1.Message
-	13, // 11: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
-	14, // 12: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
-	15, // 13: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
-	4,  // 14: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
-	5,  // 15: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	13, // 10: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
+	12, // 11: parley.v1.Delivery.message:type_name -> parley.v1.Message
+	13, // 12: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
+	14, // 13: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
+	15, // 14: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
+	4,  // 15: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
+	5,  // 16: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_bus_proto_init() }
