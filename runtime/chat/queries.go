@@ -390,6 +390,62 @@ func (q *Queries) ReadBy(ctx context.Context, userID, conv string, seq uint64) (
 	return out, nil
 }
 
+// PresenceVisible returns which of targets viewer may see the presence and
+// last-seen time of (issue 13, presence privacy): viewer itself, and users
+// who share a conversation with viewer now — a DM (DMs are never left), or
+// a group both are current members of. It reads viewer's inbox once, and
+// for each target not settled by a DM, the target's inbox and the
+// memberships of the groups both have been in.
+func (q *Queries) PresenceVisible(ctx context.Context, viewer string, targets []string) (map[string]bool, error) {
+	mine, err := q.st.Inbox(ctx, viewer)
+	if err != nil {
+		return nil, storeErr(q.log, "inbox", viewer, err)
+	}
+	in := make(map[string]bool, len(mine))
+	for _, id := range mine {
+		in[id] = true
+	}
+	member := func(conv, user string) (bool, error) {
+		_, ok, err := q.st.Member(ctx, conv, user)
+		if err != nil {
+			return false, storeErr(q.log, "member", conv, err)
+		}
+		return ok, nil
+	}
+	out := make(map[string]bool, len(targets))
+	for _, u := range targets {
+		if _, done := out[u]; done {
+			continue
+		}
+		if u == viewer || in[DMID(viewer, u)] {
+			out[u] = true
+			continue
+		}
+		out[u] = false
+		theirs, err := q.st.Inbox(ctx, u)
+		if err != nil {
+			return nil, storeErr(q.log, "inbox", u, err)
+		}
+		for _, id := range theirs {
+			if !in[id] || IsDM(id) {
+				continue
+			}
+			both, err := member(id, viewer)
+			if err == nil && both {
+				both, err = member(id, u)
+			}
+			if err != nil {
+				return nil, err
+			}
+			if both {
+				out[u] = true
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
 // DMPeers returns the users userID has a DM with (from its inbox).
 func (q *Queries) DMPeers(ctx context.Context, userID string) ([]string, error) {
 	ids, err := q.st.Inbox(ctx, userID)

@@ -181,7 +181,11 @@ func TestTyping(t *testing.T) {
 
 func TestPresence(t *testing.T) {
 	h := newHarness(t, func(o *harnessOpts) { o.cfg.MaxPresenceSubs = 2 })
+	// Alice shares a DM with bob, nothing with carol (issue 13: presence
+	// is visible only to users who share a conversation).
+	h.createDM("alice", "bob")
 	bob := h.dial("bob", "d", wire.SubprotocolJSON)
+	h.dial("carol", "d", wire.SubprotocolJSON)
 	alice := h.dial("alice", "d", wire.SubprotocolProto)
 
 	id := alice.sendFrame(&parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_PresenceSub{PresenceSub: &parleyv1.PresenceSub{UserIds: []string{"a", "b", "c"}}}})
@@ -194,8 +198,9 @@ func TestPresence(t *testing.T) {
 		p := alice.reply(id).GetPresence()
 		got[p.GetUserId()] = p.GetStatus()
 	}
-	if got["bob"] != parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE || got["carol"] == parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE {
-		t.Fatalf("presence replies %v", got)
+	// Carol is online too, but shares no conversation with alice: unknown.
+	if got["bob"] != parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE || got["carol"] != parleyv1.PresenceStatus_PRESENCE_STATUS_UNKNOWN {
+		t.Fatalf("presence replies %v, want bob online and carol unknown", got)
 	}
 	// A subscribed user's change is pushed.
 	bob.closeNormal()

@@ -15,6 +15,7 @@ import (
 // presence delivery addressed to users still goes to those users only.
 func TestPresenceBroadcast(t *testing.T) {
 	h := newHarness(t)
+	h.createDM("alice", "zed") // presence is visible to users who share a conversation
 	alice := h.dial("alice", "d", wire.SubprotocolJSON)
 	id := alice.sendFrame(&parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_PresenceSub{PresenceSub: &parleyv1.PresenceSub{UserIds: []string{"zed"}}}})
 	alice.reply(id)

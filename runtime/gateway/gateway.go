@@ -87,6 +87,10 @@ type Config struct {
 	// MaxPresenceSubs caps the users one connection may subscribe to with
 	// presence_sub (default 100).
 	MaxPresenceSubs int
+	// PresencePublic lets a connection subscribe to anyone's presence; by
+	// default only to users who share a conversation with its user (the
+	// others are answered once with status unknown and not subscribed).
+	PresencePublic bool
 	// SendRate and SendBurst are the per-user send token bucket, sends per
 	// second and bucket size (defaults limits.DefaultRate and
 	// limits.DefaultBurst). A negative SendRate disables the limit.
@@ -191,6 +195,7 @@ type (
 		Sync(ctx context.Context, userID string, s *parleyv1.Sync) (*parleyv1.SyncResult, error)
 		History(ctx context.Context, userID string, h *parleyv1.History) (*parleyv1.HistoryResult, error)
 		CheckMember(ctx context.Context, userID, conv string) (store.Member, error)
+		PresenceVisible(ctx context.Context, viewer string, targets []string) (map[string]bool, error)
 		DMPeers(ctx context.Context, userID string) ([]string, error)
 	}
 	router interface {

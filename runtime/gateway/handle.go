@@ -469,13 +469,34 @@ func (g *Gateway) handlePresenceSub(s *session, id uint64, m *parleyv1.PresenceS
 		s.sendError(id, wire.Errorf(wire.CodeInvalid, "presence_sub lists %d users, over the limit of %d per connection", len(users), g.cfg.MaxPresenceSubs))
 		return
 	}
+	ctx, cancel := g.requestCtx()
+	defer cancel()
+	hidden := map[string]bool{}
+	if !g.cfg.PresencePublic && len(users) > 0 {
+		visible, err := g.q.PresenceVisible(ctx, s.user, users)
+		if err != nil {
+			s.sendError(id, err)
+			return
+		}
+		shown := users[:0]
+		for _, u := range users {
+			if visible[u] {
+				shown = append(shown, u)
+			} else {
+				hidden[u] = true
+			}
+		}
+		users = shown
+	}
 	g.hub.setSubs(s, users)
+	for u := range hidden {
+		// Not subscribed: answered like a user nobody knows of.
+		s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Presence{Presence: &parleyv1.Presence{UserId: u, Status: parleyv1.PresenceStatus_PRESENCE_STATUS_UNKNOWN}}})
+	}
 	if len(users) == 0 {
 		return
 	}
-	ctx, cancel := g.requestCtx()
 	pres, err := g.ps.Get(ctx, users)
-	cancel()
 	if err != nil {
 		// The subscription stands; changes will still be pushed.
 		g.log.Debug("presence_sub: get", "err", err)

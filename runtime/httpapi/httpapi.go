@@ -53,6 +53,10 @@ type API struct {
 	// issues a token for any user; DevTokenTTL is its lifetime (default 24h).
 	DevIssuer   *auth.DevIssuer
 	DevTokenTTL time.Duration
+	// PresencePublic answers GET /v1/presence for any user; by default a
+	// user who shares no conversation with the caller reads "unknown"
+	// (chat.Queries.PresenceVisible).
+	PresencePublic bool
 }
 
 // Register adds the REST routes to mux.
@@ -413,6 +417,13 @@ func (a *API) presence(w http.ResponseWriter, r *http.Request, c auth.Claims) er
 			return wire.Errorf(wire.CodeInvalid, "user %q is not a valid user id", u)
 		}
 	}
+	visible := map[string]bool{}
+	if !a.PresencePublic {
+		var err error
+		if visible, err = a.Queries.PresenceVisible(r.Context(), c.UserID, users); err != nil {
+			return err
+		}
+	}
 	ps, err := a.Presence.Get(r.Context(), users)
 	if err != nil {
 		return fmt.Errorf("presence of %d users: %w", len(users), err)
@@ -420,6 +431,9 @@ func (a *API) presence(w http.ResponseWriter, r *http.Request, c auth.Claims) er
 	out := make([]json.RawMessage, 0, len(users))
 	for _, u := range users {
 		p := ps[u]
+		if !a.PresencePublic && !visible[u] {
+			p = nil // no conversation in common: unknown, as for a user nobody knows of
+		}
 		if p == nil {
 			p = &parleyv1.Presence{UserId: u}
 		}

@@ -425,7 +425,7 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
 		Limits: userLimits, Metrics: s.Metrics, GatewayID: fc.GatewayID,
 		RequestTimeout: gcfg.RequestTimeout, MaxMessageBytes: cfg.MaxMessageBytes,
-		Media: mediaSvc, DevIssuer: s.DevIssuer,
+		Media: mediaSvc, DevIssuer: s.DevIssuer, PresencePublic: cfg.PresencePublic,
 	}
 	api.Register(mux)
 	if s.mediaStore != nil {

@@ -71,6 +71,10 @@ type Config struct {
 	AdminToken string
 	// MaxConnections caps the gateway's open sessions; 0 means no cap.
 	MaxConnections int
+	// PresencePublic lets every user read and subscribe to every user's
+	// presence. By default only users who share a conversation see each
+	// other's (chat.Queries.PresenceVisible); others read "unknown".
+	PresencePublic bool
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -243,7 +247,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
 		Limits: userLimits, Metrics: s.Metrics, GatewayID: GatewayID,
 		RequestTimeout: gcfg.RequestTimeout, MaxMessageBytes: cfg.MaxMessageBytes,
-		Media: mediaSvc, DevIssuer: s.DevIssuer,
+		Media: mediaSvc, DevIssuer: s.DevIssuer, PresencePublic: cfg.PresencePublic,
 	}
 	mux := http.NewServeMux()
 	api.Register(mux)
@@ -381,6 +385,7 @@ func (c Config) gatewayConfig(id string, requestTimeout time.Duration, b bus.Bus
 		Heartbeat:       c.Presence.Heartbeat,
 		SendQueue:       c.SendQueue,
 		MaxPresenceSubs: 100,
+		PresencePublic:  c.PresencePublic,
 		SendRate:        c.SendRate,
 		SendBurst:       c.SendBurst,
 		Limits:          userLimits,

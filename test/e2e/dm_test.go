@@ -15,7 +15,9 @@ import (
 // alice's devices, and bob's presence going online then offline (after the
 // grace period) as alice sees it.
 func TestDMTwoDevices(t *testing.T) {
-	p := startServer(t, "", "--presence-grace", "300ms", "--heartbeat", "1s", "--presence-ttl", "3s")
+	// --presence-public: alice follows bob before their DM exists (presence
+	// privacy has its own test, TestPresencePrivacy).
+	p := startServer(t, "", "--presence-grace", "300ms", "--heartbeat", "1s", "--presence-ttl", "3s", "--presence-public")
 	const conv = "dm:alice:bob"
 
 	phone := connect(t, p, "alice", "phone")
@@ -122,7 +124,7 @@ func TestDMTwoDevices(t *testing.T) {
 // TestPresenceNoFlap: a device that reconnects within the grace period does
 // not make its user flap offline.
 func TestPresenceNoFlap(t *testing.T) {
-	p := startServer(t, "", "--presence-grace", "3s", "--heartbeat", "1s", "--presence-ttl", "3s")
+	p := startServer(t, "", "--presence-grace", "3s", "--heartbeat", "1s", "--presence-ttl", "3s", "--presence-public")
 	alice := connect(t, p, "alice", "phone")
 	ctx := ctxT(t, 30*time.Second)
 	if err := alice.SubscribePresence(ctx, []string{"bob"}); err != nil {
@@ -158,4 +160,54 @@ func TestPresenceNoFlap(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestPresencePrivacy (issue 13): presence and last-seen are visible only
+// to users who share a conversation — over REST and over a WebSocket
+// subscription. A stranger reads "unknown" although the user is online;
+// once they share a group, the same requests show the real status.
+func TestPresencePrivacy(t *testing.T) {
+	p := startServer(t, "")
+	ctx := ctxT(t, 30*time.Second)
+	online := parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE
+	connect(t, p, "bob", "phone")
+	mallory := connect(t, p, "mallory", "laptop")
+	rest := client.NewREST(p.HTTP(), p.token("mallory", "laptop", time.Hour))
+	status := func() parleyv1.PresenceStatus {
+		t.Helper()
+		ps, err := rest.Presence(ctx, []string{"bob"})
+		if err != nil || len(ps) != 1 || ps[0].UserId != "bob" {
+			t.Fatalf("mallory reads bob's presence: %v %v", ps, err)
+		}
+		if ps[0].Status != online && ps[0].LastActive != 0 {
+			t.Fatalf("a hidden presence leaks last_active %d", ps[0].LastActive)
+		}
+		return ps[0].Status
+	}
+	if got := status(); got != parleyv1.PresenceStatus_PRESENCE_STATUS_UNKNOWN {
+		t.Fatalf("a stranger reads bob's presence as %v over REST, want unknown", got)
+	}
+	if err := mallory.SubscribePresence(ctx, []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the subscription's answer", func() bool { return mallory.lastPresence("bob") != nil })
+	if pr := mallory.lastPresence("bob"); pr.Status != parleyv1.PresenceStatus_PRESENCE_STATUS_UNKNOWN || pr.LastActive != 0 {
+		t.Fatalf("a stranger's subscription answered %v, want unknown", pr)
+	}
+
+	// Carol puts both in a group: now they share a conversation.
+	carol := client.NewREST(p.HTTP(), p.token("carol", "phone", time.Hour))
+	if _, err := carol.CreateGroup(ctx, "club", []string{"bob", "mallory"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(); got != online {
+		t.Fatalf("a fellow group member reads bob's presence as %v, want online", got)
+	}
+	if err := mallory.SubscribePresence(ctx, []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "bob online for a fellow member", func() bool {
+		pr := mallory.lastPresence("bob")
+		return pr != nil && pr.Status == online
+	})
 }
