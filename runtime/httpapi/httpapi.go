@@ -92,6 +92,13 @@ func (a *API) authed(h handler) http.HandlerFunc {
 			a.writeError(w, err)
 			return
 		}
+		if r.ContentLength > MaxBodyBytes {
+			// Declared too large: answered at once, not after reading
+			// (or waiting for) MaxBodyBytes of it (issue 14).
+			w.Header().Set("Connection", "close")
+			a.writeError(w, wire.Errorf(wire.CodeTooLarge, "request body of %d bytes is over the limit of %d", r.ContentLength, MaxBodyBytes))
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 		if err := h(w, r, c); err != nil {
 			a.writeError(w, err)

@@ -57,7 +57,13 @@ func (s *Server) serveHTTP(ln net.Listener, c *components) *http.Server {
 	if s.admin != nil {
 		s.admin.ctx = c.ctx // before Serve: handlers start after it
 	}
-	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	// Every HTTP connection is bounded (issue 14): headers within 10 s, the
+	// whole request within HTTPReadTimeout, and keep-alive idleness by
+	// HTTPIdleTimeout. No WriteTimeout: a profile or a slow reader of a
+	// large answer is bounded by its handler, and WebSocket connections
+	// (which clear these deadlines on upgrade) by their heartbeats.
+	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: min(10*time.Second, s.cfg.HTTPReadTimeout),
+		ReadTimeout: s.cfg.HTTPReadTimeout, IdleTimeout: s.cfg.HTTPIdleTimeout}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			c.report(fmt.Errorf("http: %w", err))

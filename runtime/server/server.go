@@ -71,6 +71,14 @@ type Config struct {
 	AdminToken string
 	// MaxConnections caps the gateway's open sessions; 0 means no cap.
 	MaxConnections int
+	// HTTPReadTimeout bounds reading one HTTP request, body included
+	// (default 2m: a 10 MiB upload at 1 Mbit/s takes 80 s); a client that
+	// declares a body and stalls is cut off after it. WebSocket connections
+	// clear it on upgrade and live by their heartbeats.
+	HTTPReadTimeout time.Duration
+	// HTTPIdleTimeout closes a keep-alive connection idle between requests
+	// for this long (default 90s).
+	HTTPIdleTimeout time.Duration
 	// PresencePublic lets every user read and subscribe to every user's
 	// presence. By default only users who share a conversation see each
 	// other's (chat.Queries.PresenceVisible); others read "unknown".
@@ -91,6 +99,8 @@ func DefaultConfig() Config {
 		SendBurst:         limits.DefaultBurst,
 		SendQueue:         256,
 		DrainWindow:       5 * time.Second,
+		HTTPReadTimeout:   2 * time.Minute,
+		HTTPIdleTimeout:   90 * time.Second,
 	}
 }
 
@@ -122,6 +132,12 @@ func (c *Config) fillDefaults() {
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.HTTPReadTimeout <= 0 {
+		c.HTTPReadTimeout = d.HTTPReadTimeout
+	}
+	if c.HTTPIdleTimeout <= 0 {
+		c.HTTPIdleTimeout = d.HTTPIdleTimeout
 	}
 	if c.SendRate == 0 {
 		c.SendRate = d.SendRate
