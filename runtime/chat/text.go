@@ -14,9 +14,13 @@ import (
 // so \n, \r and \t are allowed. Refused: the other C0 controls (U+0000 to
 // U+001F: NUL, ESC and the terminal escapes it starts, backspace, bell…),
 // DEL (U+007F) and the C1 controls (U+0080 to U+009F, where U+009B is an
-// 8-bit CSI to some terminals). Bidirectional formatting characters stay
-// allowed in messages: people writing Arabic or Hebrew mixed with Latin use
-// them, and a message is shown in its own bubble or line.
+// 8-bit CSI to some terminals). Also refused: the bidi embeddings and
+// overrides (U+202A to U+202E), which make text display as something else
+// ("abc\u202Egnp.exe" shows as "abcexe.png", issue 14); Unicode has
+// recommended the isolates in their place since 6.3 (UAX #9), so people
+// writing Arabic or Hebrew mixed with Latin keep the isolates (U+2066 to
+// U+2069) and the marks (U+200E, U+200F, U+061C), which cannot reverse the
+// characters of what they enclose.
 //
 // A group title (CheckTitle) is one line shown in conversation lists beside
 // other titles, so it also refuses \n, \r and \t, the line and paragraph
@@ -37,6 +41,8 @@ func CheckText(text string) error {
 		case r == '\n' || r == '\r' || r == '\t':
 		case isControl(r):
 			return errInvalid(fmt.Sprintf("text contains control character %U at byte %d; only \\n, \\r and \\t are allowed", r, i))
+		case r >= '\u202A' && r <= '\u202E':
+			return errInvalid(fmt.Sprintf("text contains bidirectional embedding or override %U at byte %d; use the isolates U+2066 to U+2069", r, i))
 		}
 	}
 	return nil

@@ -12,7 +12,7 @@ import (
 func TestCheckText(t *testing.T) {
 	for _, ok := range []string{
 		"hello", "two\nlines", "tab\there", "windows\r\nline", "\u00a0no-break space", "U+FFFD \ufffd is text",
-		"\u202eright-to-left override is allowed in messages", "emoji 🙂", "\u00a0\u00ff",
+		"\u2067עברית\u2069 isolates and \u200f marks are allowed", "emoji 🙂", "\u00a0\u00ff",
 	} {
 		if err := CheckText(ok); err != nil {
 			t.Errorf("%q refused: %v", ok, err)
@@ -21,6 +21,7 @@ func TestCheckText(t *testing.T) {
 	for _, bad := range []string{
 		"nul\x00", "\x01", "bell\a", "backspace\b", "vt\v", "ff\f", "esc\x1b[2J", "\x1f", "del\x7f",
 		"c1 \u0080", "csi \u009b", "\u009f", "bad utf-8 \xff",
+		"abc\u202egnp.exe", "\u202Dlro", "\u202Alre", "\u202Brle", "\u202Cpdf",
 	} {
 		err := CheckText(bad)
 		if code(err) != wire.CodeInvalid {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/runtime/client"
 	"github.com/parleychat/parley/runtime/wire"
 )
 
@@ -82,5 +83,50 @@ func TestHTTPConnectionsAreBounded(t *testing.T) {
 	}
 	if n := d.Reconnects(); n != 0 {
 		t.Errorf("the WebSocket connection reconnected %d times, want 0", n)
+	}
+}
+
+// TestRESTRefusesWhatWebSocketRefuses (issue 14): REST answers the bytes
+// the WebSocket path refuses with the same code, instead of storing U+FFFD
+// or a display-reversing override; a body holds exactly one JSON object.
+func TestRESTRefusesWhatWebSocketRefuses(t *testing.T) {
+	p := startServer(t, "")
+	tok := p.token("alice", "curl", time.Hour)
+	post := func(path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, p.HTTP()+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, tc := range []struct{ what, path, body, mention string }{
+		{"invalid UTF-8", "/v1/messages", "{\"conversation_id\":\"dm:alice:bob\",\"client_msg_id\":\"u1\",\"text\":\"bad \xff\"}", "UTF-8"},
+		{"a lone surrogate", "/v1/messages", `{"conversation_id":"dm:alice:bob","client_msg_id":"u2","text":"x\ud800"}`, "surrogate"},
+		{"a right-to-left override", "/v1/messages", `{"conversation_id":"dm:alice:bob","client_msg_id":"u3","text":"abc\u202egnp.exe"}`, "U+202E"},
+		{"two JSON objects", "/v1/conversations/dm:alice:bob/read", `{"seq":3}{"seq":1}`, "more than one"},
+	} {
+		code, body := post(tc.path, tc.body)
+		if code != http.StatusBadRequest || !strings.Contains(body, `"invalid"`) || !strings.Contains(body, tc.mention) {
+			t.Errorf("%s: %d %s, want 400 invalid mentioning %q", tc.what, code, body, tc.mention)
+		}
+	}
+	// Nothing was stored: the DM does not even exist.
+	if code, body := post("/v1/messages", `{"conversation_id":"dm:alice:bob","client_msg_id":"ok","text":"fine \u2067עברית\u2069"}`); code != http.StatusOK {
+		t.Fatalf("a clean send with isolates: %d %s", code, body)
+	}
+	h, err := client.NewREST(p.HTTP(), tok).History(ctxT(t, 10*time.Second), "dm:alice:bob", 0, 0, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range h.Messages {
+		if strings.ContainsAny(m.Text, "\ufffd\u202e") {
+			t.Errorf("stored %q", m.Text)
+		}
 	}
 }
