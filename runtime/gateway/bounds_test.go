@@ -277,6 +277,8 @@ func TestUndecodableFrameKeepsID(t *testing.T) {
 		{`{"id":9,"send":{"conversation_id":"dm:alice:bob",`, 9, "undecodable"},
 		{`{"id":10,"history":{"after":"x"}}`, 10, "after"},
 		{`{"id":-1,"ping":{}}`, 0, "id"},
+		{`{"id":18446744073709551616,"ping":{}}`, 0, "id"}, // 2^64: no id, not a clamped one (issue 14)
+		{`{"id":11,"send":{"conversation_id":"dm:alice:bob","client_msg_id":"s","text":"x\ud800"}}`, 11, "lone UTF-16 surrogate escape at byte"},
 		{`[1]`, 0, "undecodable"},
 	} {
 		j.writeRaw(websocket.TextMessage, []byte(tc.frame))

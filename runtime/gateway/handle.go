@@ -142,13 +142,20 @@ func jsonFrameID(data []byte) (id uint64) {
 		if err != nil {
 			return id
 		}
+		var perr error
 		switch v := v.(type) {
 		case json.Number:
-			id, _ = strconv.ParseUint(v.String(), 10, 64)
+			id, perr = strconv.ParseUint(v.String(), 10, 64)
 		case string:
-			id, _ = strconv.ParseUint(v, 10, 64)
+			id, perr = strconv.ParseUint(v, 10, 64)
 		default:
 			return 0 // an object or array: not an id, and not skippable here
+		}
+		if perr != nil {
+			// Not a uint64 (negative, fractional, 2^64 or more): the
+			// frame has no id the client could match, so the error goes
+			// out with id 0, never a clamped one (issue 14).
+			return 0
 		}
 	}
 	return id

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -171,11 +170,8 @@ func decodeBody(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return wire.Errorf(wire.CodeInvalid, "request body is empty; expected a JSON object")
 	}
-	if !utf8.Valid(body) {
-		return wire.Errorf(wire.CodeInvalid, "request body is not valid UTF-8")
-	}
-	if at := loneSurrogate(body); at >= 0 {
-		return wire.Errorf(wire.CodeInvalid, "request body has a lone UTF-16 surrogate escape at byte %d", at)
+	if err := wire.CheckJSONText(body); err != nil {
+		return wire.Errorf(wire.CodeInvalid, "request body %v", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -186,53 +182,6 @@ func decodeBody(body []byte, v any) error {
 		return wire.Errorf(wire.CodeInvalid, "request body holds more than one JSON value; send exactly one object")
 	}
 	return nil
-}
-
-// loneSurrogate returns the offset of the first \uD800-\uDFFF escape in a
-// JSON text that is not a high surrogate followed at once by an escaped low
-// one, or -1. An escaped backslash (\\u...) is not an escape.
-func loneSurrogate(b []byte) int {
-	hex4 := func(i int) (rune, bool) {
-		if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
-			return 0, false
-		}
-		var r rune
-		for _, c := range b[i+2 : i+6] {
-			switch {
-			case c >= '0' && c <= '9':
-				r = r<<4 | rune(c-'0')
-			case c >= 'a' && c <= 'f':
-				r = r<<4 | rune(c-'a'+10)
-			case c >= 'A' && c <= 'F':
-				r = r<<4 | rune(c-'A'+10)
-			default:
-				return 0, false
-			}
-		}
-		return r, true
-	}
-	for i := 0; i < len(b); i++ {
-		if b[i] != '\\' {
-			continue
-		}
-		r, ok := hex4(i)
-		if !ok {
-			i++ // another escape (\\, \", \n...): skip its second byte
-			continue
-		}
-		switch {
-		case r >= 0xD800 && r <= 0xDBFF:
-			if lo, ok := hex4(i + 6); ok && lo >= 0xDC00 && lo <= 0xDFFF {
-				i += 11
-				continue
-			}
-			return i
-		case r >= 0xDC00 && r <= 0xDFFF:
-			return i
-		}
-		i += 5
-	}
-	return -1
 }
 
 // call sends rec to the conversation's sequencer and waits for its reply.

@@ -161,6 +161,8 @@ func (c Codec) unmarshal(b []byte, m proto.Message, jsonOpts protojson.Unmarshal
 	var err error
 	if c.Binary {
 		err = proto.Unmarshal(b, m)
+	} else if err = CheckJSONText(b); err != nil {
+		err = fmt.Errorf("text frame %w", err)
 	} else {
 		err = jsonOpts.Unmarshal(b, m)
 	}
