@@ -108,6 +108,10 @@ func TestRedisRestart(t *testing.T) {
 	bob := c.connect(g1.WS(), "bob", "phone")
 	dm := chat.DMID("alice", "bob")
 	rest := client.NewREST(g0.HTTP(), c.token("carol", "phone"))
+	// Carol reads bob's presence: she must share a conversation with him.
+	if _, err := rest.CreateGroup(ctx, "watchers", []string{"bob"}); err != nil {
+		t.Fatalf("carol's group with bob: %v", err)
+	}
 	online, unknown := parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE, parleyv1.PresenceStatus_PRESENCE_STATUS_UNKNOWN
 	waitFor(t, 10*time.Second, "bob online", func() bool { return presenceOf(ctx, rest, "bob") == online })
 
