@@ -411,6 +411,11 @@ function onMessage(raw) {
     if (!c.last || m.seq >= c.last.seq) c.last = m;
     if (m.sender === me() && m.cmid) S.outbox.delete(m.cmid);
   }
+  // The server shows presence only to users who share a conversation: a
+  // DM opened before its first message was answered "unknown"; once it
+  // exists, ask again.
+  const peerStatus = c.kind === 'dm' && (S.presence.get(c.peer) || {}).status;
+  if (fresh && c.kind === 'dm' && peerStatus !== 'online' && peerStatus !== 'offline') subscribePresence();
   if (fresh && m.sender !== me() && isChat(m)) {
     clearTyping(c.id, m.sender);
     if (!isReading(c)) c.unread += 1;
