@@ -95,6 +95,14 @@ func (r *Router) lookupAll(ctx context.Context, calls [][]string) []sessionsResu
 	return outs
 }
 
+// Sessions returns the live sessions of userIDs from the registry, in one
+// lookup with those of concurrent callers (see Router.lookup). The map may
+// hold other users too; it must not be modified.
+func (r *Router) Sessions(ctx context.Context, userIDs []string) (map[string][]presence.Session, error) {
+	res := r.lookup.Do(ctx, userIDs)
+	return res.m, res.err
+}
+
 // Deliver pushes d to every online session of userIDs: one DeliverRecord per
 // gateway holding any of them, with d.user_ids set to that gateway's
 // recipients. If the registry fails, it degrades to publishing to every

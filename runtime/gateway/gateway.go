@@ -64,6 +64,10 @@ const IdleFactor = 2.5
 // with wire.ClosePolicyViolation.
 const MaxInvalidFrames = 10
 
+// sessionCountTimeout bounds the registry lookup of a connecting user's
+// sessions (Config.MaxSessionsPerUser); a slower registry lets it in.
+const sessionCountTimeout = 300 * time.Millisecond
+
 // Config configures a Gateway. Zero fields take the defaults.
 type Config struct {
 	// ID names the gateway; it ends in "-N" where N is its partition of the
@@ -84,6 +88,13 @@ type Config struct {
 	// big messages) and never reads them pin gigabytes. One frame larger
 	// than the bound is still queued when the queue is empty.
 	SendQueueBytes int
+	// MaxSessionsPerUser caps one user's live WebSocket sessions over the
+	// region (the session registry's count; 0: no cap). Past it the newest
+	// connection is refused with too_many_sessions (HTTP 429) and the older
+	// ones are kept: a stolen token cannot push its owner's devices off.
+	// Checked before the upgrade, so concurrent connects of one user may
+	// overshoot by those in flight; a registry that fails lets connects in.
+	MaxSessionsPerUser int
 	// MaxPresenceSubs caps the users one connection may subscribe to with
 	// presence_sub (default 100).
 	MaxPresenceSubs int
@@ -200,6 +211,7 @@ type (
 	}
 	router interface {
 		Deliver(ctx context.Context, userIDs []string, d *parleyv1.Delivery) error
+		Sessions(ctx context.Context, userIDs []string) (map[string][]presence.Session, error)
 	}
 	presenceService interface {
 		Connected(ctx context.Context, s presence.Session) error
@@ -371,6 +383,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		g.writeHTTPError(w, wire.HTTPStatus(we.Code), we)
 		return
+	}
+	if max := g.cfg.MaxSessionsPerUser; max > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), sessionCountTimeout)
+		ss, err := g.r.Sessions(ctx, []string{claims.UserID})
+		cancel()
+		if err == nil && len(ss[claims.UserID]) >= max {
+			g.writeHTTPError(w, http.StatusTooManyRequests, wire.Errorf(wire.CodeTooManySessions,
+				"user %s already has %d sessions, the most allowed; close one (the newest connection is the one refused)", claims.UserID, len(ss[claims.UserID])))
+			return
+		}
 	}
 	conn, err := g.upgrader.Upgrade(hijacker{w}, r, nil)
 	if err != nil {

@@ -79,6 +79,10 @@ type Config struct {
 	// HTTPIdleTimeout closes a keep-alive connection idle between requests
 	// for this long (default 90s).
 	HTTPIdleTimeout time.Duration
+	// MaxSessionsPerUser caps one user's live WebSocket sessions (default
+	// 16; negative: no cap); past it the newest connection is refused with
+	// too_many_sessions (gateway.Config.MaxSessionsPerUser).
+	MaxSessionsPerUser int
 	// PresencePublic lets every user read and subscribe to every user's
 	// presence. By default only users who share a conversation see each
 	// other's (chat.Queries.PresenceVisible); others read "unknown".
@@ -88,19 +92,20 @@ type Config struct {
 // DefaultConfig returns the embedded defaults.
 func DefaultConfig() Config {
 	return Config{
-		Addr:              ":8080",
-		DataDir:           "./parley-data",
-		Region:            "local",
-		IngressPartitions: 16,
-		Presence:          presence.DefaultConfig(),
-		MaxGroupMembers:   500,
-		MaxMessageBytes:   wire.DefaultMaxMessageBytes,
-		SendRate:          limits.DefaultRate,
-		SendBurst:         limits.DefaultBurst,
-		SendQueue:         256,
-		DrainWindow:       5 * time.Second,
-		HTTPReadTimeout:   2 * time.Minute,
-		HTTPIdleTimeout:   90 * time.Second,
+		Addr:               ":8080",
+		DataDir:            "./parley-data",
+		Region:             "local",
+		IngressPartitions:  16,
+		Presence:           presence.DefaultConfig(),
+		MaxGroupMembers:    500,
+		MaxMessageBytes:    wire.DefaultMaxMessageBytes,
+		SendRate:           limits.DefaultRate,
+		SendBurst:          limits.DefaultBurst,
+		SendQueue:          256,
+		DrainWindow:        5 * time.Second,
+		HTTPReadTimeout:    2 * time.Minute,
+		MaxSessionsPerUser: 16,
+		HTTPIdleTimeout:    90 * time.Second,
 	}
 }
 
@@ -132,6 +137,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.MaxSessionsPerUser == 0 {
+		c.MaxSessionsPerUser = d.MaxSessionsPerUser
 	}
 	if c.HTTPReadTimeout <= 0 {
 		c.HTTPReadTimeout = d.HTTPReadTimeout
@@ -397,19 +405,20 @@ func (s *Server) closeAll() error {
 func (c Config) gatewayConfig(id string, requestTimeout time.Duration, b bus.Bus, deliverTopic string,
 	userLimits *limits.Users, mediaSvc *media.Service) gateway.Config {
 	return gateway.Config{
-		ID:              id,
-		Heartbeat:       c.Presence.Heartbeat,
-		SendQueue:       c.SendQueue,
-		MaxPresenceSubs: 100,
-		PresencePublic:  c.PresencePublic,
-		SendRate:        c.SendRate,
-		SendBurst:       c.SendBurst,
-		Limits:          userLimits,
-		MaxConnections:  c.MaxConnections,
-		MaxMessageBytes: c.MaxMessageBytes,
-		RequestTimeout:  requestTimeout,
-		Bus:             b,
-		DeliverTopic:    deliverTopic,
-		Media:           mediaSvc,
+		ID:                 id,
+		Heartbeat:          c.Presence.Heartbeat,
+		SendQueue:          c.SendQueue,
+		MaxPresenceSubs:    100,
+		PresencePublic:     c.PresencePublic,
+		MaxSessionsPerUser: max(c.MaxSessionsPerUser, 0),
+		SendRate:           c.SendRate,
+		SendBurst:          c.SendBurst,
+		Limits:             userLimits,
+		MaxConnections:     c.MaxConnections,
+		MaxMessageBytes:    c.MaxMessageBytes,
+		RequestTimeout:     requestTimeout,
+		Bus:                b,
+		DeliverTopic:       deliverTopic,
+		Media:              mediaSvc,
 	}
 }

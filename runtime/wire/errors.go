@@ -47,7 +47,7 @@ func HTTPStatus(code string) int {
 		return http.StatusNotFound
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case CodeRateLimited:
+	case CodeRateLimited, CodeTooManySessions:
 		return http.StatusTooManyRequests
 	case CodeInvalid:
 		return http.StatusBadRequest

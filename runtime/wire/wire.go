@@ -48,6 +48,10 @@ const (
 	CodeForbidden = "forbidden"
 	// CodeInternal: a server fault; the request may be retried.
 	CodeInternal = "internal"
+	// CodeTooManySessions: the user already holds the most WebSocket
+	// sessions allowed (--max-sessions-per-user); the newest connection is
+	// refused, the older ones are kept. Close one, then reconnect.
+	CodeTooManySessions = "too_many_sessions"
 )
 
 // WebSocket close codes (RFC 6455 §7.4.2: 4000–4999 are for applications).

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/parleychat/parley/runtime/client"
 	"github.com/parleychat/parley/runtime/wire"
 )
@@ -129,4 +131,44 @@ func TestRESTRefusesWhatWebSocketRefuses(t *testing.T) {
 			t.Errorf("stored %q", m.Text)
 		}
 	}
+}
+
+// TestSessionsPerUserCapped (issue 14): past --max-sessions-per-user the
+// newest connection of a user is refused with 429 too_many_sessions and
+// the older ones keep working; once one closes, a new one is let in. Other
+// users are not affected.
+func TestSessionsPerUserCapped(t *testing.T) {
+	p := startServer(t, "", "--max-sessions-per-user", "2")
+	phone := connect(t, p, "alice", "phone")
+	laptop := connect(t, p, "alice", "laptop")
+	dial := func(user string) (int, string) {
+		t.Helper()
+		h := http.Header{"Authorization": {"Bearer " + p.token(user, "tablet", time.Hour)}}
+		d := websocket.Dialer{Subprotocols: []string{wire.SubprotocolJSON}, HandshakeTimeout: 5 * time.Second}
+		c, resp, err := d.Dial(p.WS()+"/v1/ws", h)
+		if err == nil {
+			c.Close()
+			return http.StatusSwitchingProtocols, ""
+		}
+		if resp == nil {
+			t.Fatalf("dial %s: %v", user, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := dial("alice"); code != http.StatusTooManyRequests || !strings.Contains(body, wire.CodeTooManySessions) {
+		t.Fatalf("a third session of alice: %d %s, want 429 %s", code, body, wire.CodeTooManySessions)
+	}
+	if code, _ := dial("bob"); code != http.StatusSwitchingProtocols {
+		t.Fatalf("bob's first session: %d, want it let in", code)
+	}
+	ctx := ctxT(t, 20*time.Second)
+	if _, err := phone.Send(ctx, "dm:alice:bob", "the older sessions keep working"); err != nil {
+		t.Fatal(err)
+	}
+	_ = laptop.Close()
+	waitFor(t, 10*time.Second, "a session of alice let in after one closed", func() bool {
+		code, _ := dial("alice")
+		return code == http.StatusSwitchingProtocols
+	})
 }
