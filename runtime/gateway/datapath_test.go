@@ -3,6 +3,7 @@ package gateway
 import (
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
@@ -171,6 +172,18 @@ func TestTyping(t *testing.T) {
 	ty := bob.nextMatching("typing", func(f *parleyv1.ServerFrame) bool { return f.GetTyping() != nil }).GetTyping()
 	if ty.GetConversationId() != conv || ty.GetUserId() != "alice" {
 		t.Fatalf("typing %v, want from alice (the token's user)", ty)
+	}
+	// A second session of alice typing within the interval adds nothing:
+	// one fan-out per user and conversation (issue 14).
+	bob.roundTrip()
+	laptop := h.dial("alice", "laptop", wire.SubprotocolJSON)
+	laptop.sendFrame(&parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Typing{Typing: &parleyv1.Typing{ConversationId: conv}}})
+	laptop.roundTrip()
+	time.Sleep(200 * time.Millisecond) // a fan-out would be on its way by now
+	for _, f := range bob.roundTrip() {
+		if f.GetTyping() != nil {
+			t.Fatalf("bob got a second typing frame from alice's other session within the interval: %v", f)
+		}
 	}
 	carol := h.dial("carol", "d", wire.SubprotocolProto)
 	id := carol.sendFrame(&parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Typing{Typing: &parleyv1.Typing{ConversationId: conv}}})

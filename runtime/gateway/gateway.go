@@ -241,6 +241,7 @@ type Gateway struct {
 	cc       ingress
 	q        queries
 	r        router
+	typing   typingGate // one typing fan-out per user and conversation per interval
 	ps       presenceService
 	st       memberLister
 	m        *metrics.Metrics

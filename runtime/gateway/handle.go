@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -18,6 +19,45 @@ import (
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
+
+// typingGate lets one typing fan-out per user and conversation through per
+// typingInterval, from whichever of the user's sessions on this gateway:
+// 40 sessions of one user typing made every member of a group receive 40
+// typing frames a second (issue 14). Past maxTypingKeys it forgets the
+// entries older than the interval, at most once an interval, so it holds
+// about the users who typed in the last interval.
+type typingGate struct {
+	mu    sync.Mutex
+	last  map[typingKey]int64 // unix ns of the last fan-out
+	swept int64               // unix ns of the last sweep
+}
+
+type typingKey struct{ user, conv string }
+
+// maxTypingKeys is the size past which typingGate sweeps stale entries.
+const maxTypingKeys = 10_000
+
+func (t *typingGate) allow(user, conv string, now int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.last == nil {
+		t.last = make(map[typingKey]int64)
+	}
+	k := typingKey{user, conv}
+	if now-t.last[k] < int64(typingInterval) {
+		return false
+	}
+	if len(t.last) >= maxTypingKeys && now-t.swept >= int64(typingInterval) {
+		t.swept = now
+		for k, at := range t.last {
+			if now-at >= int64(typingInterval) {
+				delete(t.last, k)
+			}
+		}
+	}
+	t.last[k] = now
+	return true
+}
 
 // typingInterval is the least time between two typing fan-outs of one
 // session; typing frames in between are dropped silently. A typing frame
@@ -408,7 +448,7 @@ func (g *Gateway) handleTyping(s *session, id uint64, m *parleyv1.Typing) {
 		return
 	}
 	now := time.Now().UnixNano()
-	if now-s.lastTyping < int64(typingInterval) {
+	if now-s.lastTyping < int64(typingInterval) || !g.typing.allow(s.user, conv, now) {
 		return
 	}
 	s.lastTyping = now
