@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,6 +65,27 @@ const IdleFactor = 2.5
 // with wire.ClosePolicyViolation.
 const MaxInvalidFrames = 10
 
+// originAllowed is the upgrader's origin check (Config.AllowedOrigins).
+func (g *Gateway) originAllowed(r *http.Request) bool {
+	if len(g.cfg.AllowedOrigins) == 0 {
+		return true
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err == nil && strings.EqualFold(u.Host, r.Host) {
+		return true // the server's own pages
+	}
+	for _, o := range g.cfg.AllowedOrigins {
+		if strings.EqualFold(strings.TrimRight(o, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
 // sessionCountTimeout bounds the registry lookup of a connecting user's
 // sessions (Config.MaxSessionsPerUser); a slower registry lets it in.
 const sessionCountTimeout = 300 * time.Millisecond
@@ -88,6 +110,11 @@ type Config struct {
 	// big messages) and never reads them pin gigabytes. One frame larger
 	// than the bound is still queued when the queue is empty.
 	SendQueueBytes int
+	// AllowedOrigins, when not empty, limits browser WebSocket upgrades to
+	// these origins ("https://chat.example.com", compared without regard
+	// to case) and the server's own; requests without an Origin header
+	// (non-browser clients) are not affected. Others get 403.
+	AllowedOrigins []string
 	// MaxSessionsPerUser caps one user's live WebSocket sessions over the
 	// region (the session registry's count; 0: no cap). Past it the newest
 	// connection is refused with too_many_sessions (HTTP 429) and the older
@@ -306,14 +333,18 @@ func newGateway(cfg Config, v auth.Verifier, cc ingress, q queries, r router, ps
 		ReadBufferSize:  512,
 		WriteBufferPool: &sync.Pool{},
 		Subprotocols:    []string{wire.SubprotocolProto, wire.SubprotocolJSON},
-		// Any origin may connect: the session is authorized by a bearer
-		// token the page must hold, never by ambient cookies, so a
-		// cross-site page gains nothing (cross-site WebSocket hijacking
-		// needs cookie auth). Third-party web clients are welcome.
-		CheckOrigin: func(*http.Request) bool { return true },
+		// By default any origin may connect: the session is authorized by
+		// a bearer token the page must hold, never by ambient cookies, so
+		// a cross-site page gains nothing (cross-site WebSocket hijacking
+		// needs cookie auth), and third-party web clients are welcome. An
+		// operator may pin origins (Config.AllowedOrigins).
+		CheckOrigin: g.originAllowed,
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 			code := wire.CodeInvalid
-			if status >= 500 {
+			switch {
+			case status == http.StatusForbidden:
+				code = wire.CodeForbidden // an origin outside Config.AllowedOrigins
+			case status >= 500:
 				code = wire.CodeInternal
 			}
 			g.writeHTTPError(w, status, &wire.Error{Code: code, Message: reason.Error()})

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/parleychat/parley/runtime/auth"
 	"github.com/parleychat/parley/runtime/bus/kafka"
@@ -369,7 +368,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.fleetReadyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", s.metricsHandler(reg))
 	if !f.has(RoleGateway) {
 		(&admin{s: s, token: cfg.AdminToken}).registerProfiles(mux)
 		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

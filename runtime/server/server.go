@@ -83,6 +83,14 @@ type Config struct {
 	// 16; negative: no cap); past it the newest connection is refused with
 	// too_many_sessions (gateway.Config.MaxSessionsPerUser).
 	MaxSessionsPerUser int
+	// MetricsPrivate puts /metrics behind the admin token (Authorization:
+	// Bearer, as /debug/pprof); by default it is open to anyone who reaches
+	// the port (issue 14).
+	MetricsPrivate bool
+	// AllowedOrigins, when set, are the only browser origins
+	// ("https://chat.example.com") besides the server's own that may open a
+	// WebSocket (gateway.Config.AllowedOrigins).
+	AllowedOrigins []string
 	// PresencePublic lets every user read and subscribe to every user's
 	// presence. By default only users who share a conversation see each
 	// other's (chat.Queries.PresenceVisible); others read "unknown".
@@ -287,7 +295,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", s.metricsHandler(reg))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, wire.Errorf(wire.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -411,6 +419,7 @@ func (c Config) gatewayConfig(id string, requestTimeout time.Duration, b bus.Bus
 		MaxPresenceSubs:    100,
 		PresencePublic:     c.PresencePublic,
 		MaxSessionsPerUser: max(c.MaxSessionsPerUser, 0),
+		AllowedOrigins:     c.AllowedOrigins,
 		SendRate:           c.SendRate,
 		SendBurst:          c.SendBurst,
 		Limits:             userLimits,
@@ -421,4 +430,14 @@ func (c Config) gatewayConfig(id string, requestTimeout time.Duration, b bus.Bus
 		DeliverTopic:       deliverTopic,
 		Media:              mediaSvc,
 	}
+}
+
+// metricsHandler serves reg's collectors, behind the admin token when
+// Config.MetricsPrivate is set.
+func (s *Server) metricsHandler(reg *prometheus.Registry) http.Handler {
+	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	if !s.cfg.MetricsPrivate {
+		return h
+	}
+	return (&admin{s: s, token: s.cfg.AdminToken}).authed(h.ServeHTTP)
 }

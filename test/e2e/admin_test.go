@@ -134,3 +134,65 @@ func TestMaxConnections(t *testing.T) {
 		return true
 	})
 }
+
+// TestMetricsPrivateAndOrigins (issue 14): with --metrics-private, /metrics
+// answers only the admin token; with --allowed-origins, a browser page of
+// another origin cannot open a WebSocket (403 forbidden), while listed
+// origins, the server's own pages and clients that send no Origin can.
+func TestMetricsPrivateAndOrigins(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	const admin = "0123456789abcdef-admin"
+	if err := os.WriteFile(tokenFile, []byte(admin+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServer(t, "", "--admin-token-file", tokenFile, "--metrics-private", "--allowed-origins", "https://chat.example.com")
+	get := func(auth string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, p.HTTP()+"/metrics", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get(""); code != http.StatusUnauthorized {
+		t.Errorf("/metrics without a token: %d, want 401", code)
+	}
+	if code, _ := get("Bearer " + p.token("alice", "x", time.Hour)); code != http.StatusUnauthorized {
+		t.Errorf("/metrics with a user's token: %d, want 401", code)
+	}
+	if code, body := get("Bearer " + admin); code != http.StatusOK || !strings.Contains(body, "parley_gateway_connections") {
+		t.Errorf("/metrics with the admin token: %d, want 200 with Parley's metrics", code)
+	}
+
+	dial := func(origin string) (int, string) {
+		t.Helper()
+		h := http.Header{"Authorization": {"Bearer " + p.token("alice", "web", time.Hour)}}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		d := websocket.Dialer{Subprotocols: []string{wire.SubprotocolJSON}, HandshakeTimeout: 5 * time.Second}
+		c, resp, err := d.Dial(p.WS()+"/v1/ws", h)
+		if err == nil {
+			c.Close()
+			return http.StatusSwitchingProtocols, ""
+		}
+		if resp == nil {
+			t.Fatalf("dial with origin %q: %v", origin, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := dial("https://evil.example"); code != http.StatusForbidden || !strings.Contains(body, wire.CodeForbidden) {
+		t.Errorf("another origin: %d %s, want 403 forbidden", code, body)
+	}
+	for _, origin := range []string{"https://chat.example.com", "HTTPS://CHAT.EXAMPLE.COM", p.HTTP(), ""} {
+		if code, body := dial(origin); code != http.StatusSwitchingProtocols {
+			t.Errorf("origin %q: %d %s, want the upgrade", origin, code, body)
+		}
+	}
+}

@@ -67,6 +67,8 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.HTTPReadTimeout, "http-read-timeout", cfg.HTTPReadTimeout, "bound of reading one HTTP request, body included (WebSocket connections are exempt once upgraded)")
 	f.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", cfg.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long between requests")
 	f.IntVar(&cfg.MaxSessionsPerUser, "max-sessions-per-user", cfg.MaxSessionsPerUser, "most live WebSocket sessions of one user over the region; the newest past it is refused with too_many_sessions (-1: no cap)")
+	f.BoolVar(&cfg.MetricsPrivate, "metrics-private", false, "serve /metrics only with the admin token (Authorization: Bearer, as /debug/pprof)")
+	f.StringSliceVar(&cfg.AllowedOrigins, "allowed-origins", nil, "browser origins allowed to open a WebSocket besides the server's own, e.g. https://chat.example.com (default: any)")
 	f.BoolVar(&cfg.PresencePublic, "presence-public", false, "let every user read every user's presence (default: only users who share a conversation)")
 	f.IntVar(&cfg.SendQueue, "send-queue", cfg.SendQueue, "frames queued per connection before a non-reading client is disconnected")
 	f.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the bearer token of /v1/admin/* (drain); without it those endpoints are off")
