@@ -115,6 +115,10 @@ type Config struct {
 	// to case) and the server's own; requests without an Origin header
 	// (non-browser clients) are not affected. Others get 403.
 	AllowedOrigins []string
+	// ReadLimits, when set, is the per-user budget of sync and history
+	// requests (one token each; REST's inbox, history and receipts share
+	// it). Over it a request is answered rate_limited (issue 14).
+	ReadLimits *limits.Users
 	// MaxSessionsPerUser caps one user's live WebSocket sessions over the
 	// region (the session registry's count; 0: no cap). Past it the newest
 	// connection is refused with too_many_sessions (HTTP 429) and the older

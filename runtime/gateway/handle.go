@@ -309,9 +309,7 @@ func (g *Gateway) handleSend(s *session, id uint64, m *parleyv1.Send) {
 		return
 	}
 	if ok, wait := g.sendRate.Allow(s.user); !ok {
-		s.sendError(id, &wire.Error{Code: wire.CodeRateLimited,
-			Message:      fmt.Sprintf("over %g sends per second", g.cfg.SendRate),
-			RetryAfterMs: uint32(max(wait.Milliseconds(), 1))})
+		s.sendError(id, wire.RateLimited(fmt.Sprintf("over %g sends per second", g.cfg.SendRate), wait))
 		return
 	}
 	if md := m.GetMedia(); md != nil {
@@ -397,7 +395,23 @@ func (g *Gateway) do(s *session, id uint64, rec *parleyv1.IngressRecord, ok func
 	})
 }
 
+// readAllowed spends one of s's user's read budget (Config.ReadLimits),
+// answering rate_limited when it is empty.
+func (g *Gateway) readAllowed(s *session, id uint64) bool {
+	if g.cfg.ReadLimits == nil {
+		return true
+	}
+	ok, wait := g.cfg.ReadLimits.Allow(s.user)
+	if !ok {
+		s.sendError(id, wire.RateLimited("over the per-user rate of sync and history requests", wait))
+	}
+	return ok
+}
+
 func (g *Gateway) handleSync(s *session, id uint64, m *parleyv1.Sync) {
+	if !g.readAllowed(s, id) {
+		return
+	}
 	if m == nil {
 		m = &parleyv1.Sync{}
 	}
@@ -416,6 +430,9 @@ func (g *Gateway) handleSync(s *session, id uint64, m *parleyv1.Sync) {
 }
 
 func (g *Gateway) handleHistory(s *session, id uint64, m *parleyv1.History) {
+	if !g.readAllowed(s, id) {
+		return
+	}
 	if err := validConversationID(m.GetConversationId()); err != nil {
 		s.sendError(id, err)
 		return

@@ -54,6 +54,9 @@ type API struct {
 	// issues a token for any user; DevTokenTTL is its lifetime (default 24h).
 	DevIssuer   *auth.DevIssuer
 	DevTokenTTL time.Duration
+	// ReadLimits, when set, is the per-user budget of history, inbox and
+	// receipts requests (shared with the gateway's sync and history).
+	ReadLimits *limits.Users
 	// PresencePublic answers GET /v1/presence for any user; by default a
 	// user who shares no conversation with the caller reads "unknown"
 	// (chat.Queries.PresenceVisible).
@@ -63,12 +66,12 @@ type API struct {
 // Register adds the REST routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/messages", a.authed(a.send))
-	mux.HandleFunc("GET /v1/history/{conv}", a.authed(a.history))
+	mux.HandleFunc("GET /v1/history/{conv}", a.authed(a.limitReads(a.history)))
 	mux.HandleFunc("POST /v1/conversations", a.authed(a.createGroup))
-	mux.HandleFunc("GET /v1/conversations", a.authed(a.inbox))
+	mux.HandleFunc("GET /v1/conversations", a.authed(a.limitReads(a.inbox)))
 	mux.HandleFunc("POST /v1/conversations/{conv}/members", a.authed(a.addMembers))
 	mux.HandleFunc("DELETE /v1/conversations/{conv}/members/{user}", a.authed(a.removeMember))
-	mux.HandleFunc("GET /v1/conversations/{conv}/receipts", a.authed(a.receipts))
+	mux.HandleFunc("GET /v1/conversations/{conv}/receipts", a.authed(a.limitReads(a.receipts)))
 	mux.HandleFunc("POST /v1/conversations/{conv}/read", a.authed(a.read))
 	mux.HandleFunc("GET /v1/presence", a.authed(a.presence))
 	mux.HandleFunc("POST /v1/media/uploads", a.authed(a.mediaUpload))
@@ -149,6 +152,18 @@ func protoJSON(m proto.Message) json.RawMessage {
 }
 
 // decode reads a JSON body into v, naming the problem on failure.
+// limitReads spends one of the caller's read budget (ReadLimits) before h.
+func (a *API) limitReads(h func(http.ResponseWriter, *http.Request, auth.Claims) error) func(http.ResponseWriter, *http.Request, auth.Claims) error {
+	return func(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+		if a.ReadLimits != nil {
+			if ok, retry := a.ReadLimits.Allow(c.UserID); !ok {
+				return wire.RateLimited("over the per-user rate of history, inbox and receipts requests", retry)
+			}
+		}
+		return h(w, r, c)
+	}
+}
+
 func decode(r *http.Request, v any) error {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -233,7 +248,7 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, c auth.Claims) error 
 		return wire.Errorf(wire.CodeTooLarge, "text is %d bytes; the limit is %d", len(b.Text), max)
 	}
 	if ok, retry := a.Limits.Allow(c.UserID); !ok {
-		return &wire.Error{Code: wire.CodeRateLimited, Message: "send rate exceeded", RetryAfterMs: uint32(retry.Milliseconds()) + 1}
+		return wire.RateLimited("send rate exceeded", retry)
 	}
 	s := &parleyv1.Send{ConversationId: b.ConversationID, ClientMsgId: b.ClientMsgID}
 	if b.Media != nil {

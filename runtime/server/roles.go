@@ -417,12 +417,12 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 	if err != nil {
 		return err
 	}
-	userLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst)
-	gcfg := cfg.gatewayConfig(fc.GatewayID, fc.RequestTimeout, s.bus, deliver, userLimits, mediaSvc)
+	userLimits, readLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst), cfg.readLimits()
+	gcfg := cfg.gatewayConfig(fc.GatewayID, fc.RequestTimeout, s.bus, deliver, userLimits, readLimits, mediaSvc)
 	s.gateway = gateway.NewWithPresence(gcfg, verifier, s.chat, queries, router, rep, s.store, s.Metrics)
 	api := &httpapi.API{
 		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
-		Limits: userLimits, Metrics: s.Metrics, GatewayID: fc.GatewayID,
+		Limits: userLimits, ReadLimits: readLimits, Metrics: s.Metrics, GatewayID: fc.GatewayID,
 		RequestTimeout: gcfg.RequestTimeout, MaxMessageBytes: cfg.MaxMessageBytes,
 		Media: mediaSvc, DevIssuer: s.DevIssuer, PresencePublic: cfg.PresencePublic,
 	}

@@ -59,6 +59,12 @@ type Config struct {
 	// SendRate and SendBurst are the per-user token bucket, default 20/s and 40.
 	SendRate  float64
 	SendBurst int
+	// ReadRate and ReadBurst are the per-user token bucket of reads (sync,
+	// history, inbox, receipts), default 20/s and 100; a negative ReadRate
+	// disables it (issue 14: 20 connections made 1,840 history requests a
+	// second).
+	ReadRate  float64
+	ReadBurst int
 	// SendQueue bounds each connection's queue of outgoing frames, default 256.
 	SendQueue int
 	// DrainWindow spreads reconnects over this window on shutdown, default 5s.
@@ -145,6 +151,12 @@ func (c *Config) fillDefaults() {
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.ReadRate == 0 {
+		c.ReadRate = d.ReadRate
+	}
+	if c.ReadBurst <= 0 {
+		c.ReadBurst = d.ReadBurst
 	}
 	if c.MaxSessionsPerUser == 0 {
 		c.MaxSessionsPerUser = d.MaxSessionsPerUser
@@ -270,14 +282,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.closeAll()
 		return nil, err
 	}
-	userLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst)
-	gcfg := cfg.gatewayConfig(GatewayID, 10*time.Second, s.bus, deliver, userLimits, mediaSvc)
+	userLimits, readLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst), cfg.readLimits()
+	gcfg := cfg.gatewayConfig(GatewayID, 10*time.Second, s.bus, deliver, userLimits, readLimits, mediaSvc)
 	gw = gateway.New(gcfg, verifier, s.chat, queries, router, s.presence, s.store, s.Metrics)
 	s.gateway = gw
 
 	api := &httpapi.API{
 		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
-		Limits: userLimits, Metrics: s.Metrics, GatewayID: GatewayID,
+		Limits: userLimits, ReadLimits: readLimits, Metrics: s.Metrics, GatewayID: GatewayID,
 		RequestTimeout: gcfg.RequestTimeout, MaxMessageBytes: cfg.MaxMessageBytes,
 		Media: mediaSvc, DevIssuer: s.DevIssuer, PresencePublic: cfg.PresencePublic,
 	}
@@ -411,7 +423,7 @@ func (s *Server) closeAll() error {
 // gatewayConfig is the gateway's configuration from the server's, shared by
 // the embedded server and the gateway role of the distributed mode.
 func (c Config) gatewayConfig(id string, requestTimeout time.Duration, b bus.Bus, deliverTopic string,
-	userLimits *limits.Users, mediaSvc *media.Service) gateway.Config {
+	userLimits, readLimits *limits.Users, mediaSvc *media.Service) gateway.Config {
 	return gateway.Config{
 		ID:                 id,
 		Heartbeat:          c.Presence.Heartbeat,
@@ -423,6 +435,7 @@ func (c Config) gatewayConfig(id string, requestTimeout time.Duration, b bus.Bus
 		SendRate:           c.SendRate,
 		SendBurst:          c.SendBurst,
 		Limits:             userLimits,
+		ReadLimits:         readLimits,
 		MaxConnections:     c.MaxConnections,
 		MaxMessageBytes:    c.MaxMessageBytes,
 		RequestTimeout:     requestTimeout,
@@ -440,4 +453,12 @@ func (s *Server) metricsHandler(reg *prometheus.Registry) http.Handler {
 		return h
 	}
 	return (&admin{s: s, token: s.cfg.AdminToken}).authed(h.ServeHTTP)
+}
+
+// readLimits is the per-user read budget of cfg, nil when disabled.
+func (c Config) readLimits() *limits.Users {
+	if c.ReadRate < 0 {
+		return nil
+	}
+	return limits.NewUsers(c.ReadRate, c.ReadBurst)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Error is an error with a stable code that crosses the wire as it is: in an
@@ -59,4 +60,12 @@ func HTTPStatus(code string) int {
 		return http.StatusGatewayTimeout
 	}
 	return http.StatusInternalServerError
+}
+
+// RateLimited is the rate_limited error of a request over a per-user budget:
+// msg names the budget ("over 20 sends per second"), retry_after_ms is
+// retryAfter rounded up to a whole millisecond, at least 1.
+func RateLimited(msg string, retryAfter time.Duration) *Error {
+	ms := (retryAfter + time.Millisecond - 1) / time.Millisecond
+	return &Error{Code: CodeRateLimited, Message: msg, RetryAfterMs: uint32(max(ms, 1))}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -171,4 +172,36 @@ func TestSessionsPerUserCapped(t *testing.T) {
 		code, _ := dial("alice")
 		return code == http.StatusSwitchingProtocols
 	})
+}
+
+// TestReadsRateLimited (issue 14): history, inbox and sync requests of one
+// user share a token bucket (--read-rate, --read-burst); over it REST and
+// WebSocket answer rate_limited with retry_after_ms, and another user's
+// budget is untouched.
+func TestReadsRateLimited(t *testing.T) {
+	p := startServer(t, "", "--read-rate", "0.5", "--read-burst", "3")
+	ctx := ctxT(t, 20*time.Second)
+	alice := client.NewREST(p.HTTP(), p.token("alice", "curl", time.Hour))
+	if _, err := alice.Send(ctx, "dm:alice:bob", client.NewClientMsgID(), "hi"); err != nil {
+		t.Fatal(err)
+	}
+	// The WebSocket client's sync on connect takes the burst's first token.
+	d := connect(t, p, "alice", "phone")
+	for i := range 2 {
+		if _, err := alice.History(ctx, "dm:alice:bob", 0, 0, 10); err != nil {
+			t.Fatalf("read %d of the burst: %v", i+2, err)
+		}
+	}
+	var we *wire.Error
+	if _, err := alice.Inbox(ctx); !errors.As(err, &we) || we.Code != wire.CodeRateLimited || we.RetryAfterMs == 0 {
+		t.Fatalf("a 4th read: %v, want rate_limited with retry_after_ms", err)
+	}
+	// A WebSocket history request of the same user draws on the same budget.
+	if _, err := d.History(ctx, "dm:alice:bob", 0, 0, 10); !errors.As(err, &we) || we.Code != wire.CodeRateLimited {
+		t.Fatalf("a WebSocket history over the budget: %v, want rate_limited", err)
+	}
+	bob := client.NewREST(p.HTTP(), p.token("bob", "curl", time.Hour))
+	if _, err := bob.Inbox(ctx); err != nil {
+		t.Fatalf("bob's own budget: %v", err)
+	}
 }

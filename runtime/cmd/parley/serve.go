@@ -66,6 +66,8 @@ func serveCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "most WebSocket connections this gateway holds; past it upgrades get 503 (0: no cap)")
 	f.DurationVar(&cfg.HTTPReadTimeout, "http-read-timeout", cfg.HTTPReadTimeout, "bound of reading one HTTP request, body included (WebSocket connections are exempt once upgraded)")
 	f.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", cfg.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long between requests")
+	f.Float64Var(&cfg.ReadRate, "read-rate", cfg.ReadRate, "per-user sync, history, inbox and receipts requests per second (token bucket rate; -1: no limit)")
+	f.IntVar(&cfg.ReadBurst, "read-burst", cfg.ReadBurst, "per-user read burst (token bucket size)")
 	f.IntVar(&cfg.MaxSessionsPerUser, "max-sessions-per-user", cfg.MaxSessionsPerUser, "most live WebSocket sessions of one user over the region; the newest past it is refused with too_many_sessions (-1: no cap)")
 	f.BoolVar(&cfg.MetricsPrivate, "metrics-private", false, "serve /metrics only with the admin token (Authorization: Bearer, as /debug/pprof)")
 	f.StringSliceVar(&cfg.AllowedOrigins, "allowed-origins", nil, "browser origins allowed to open a WebSocket besides the server's own, e.g. https://chat.example.com (default: any)")
