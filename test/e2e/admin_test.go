@@ -169,24 +169,7 @@ func TestMetricsPrivateAndOrigins(t *testing.T) {
 		t.Errorf("/metrics with the admin token: %d, want 200 with Parley's metrics", code)
 	}
 
-	dial := func(origin string) (int, string) {
-		t.Helper()
-		h := http.Header{"Authorization": {"Bearer " + p.token("alice", "web", time.Hour)}}
-		if origin != "" {
-			h.Set("Origin", origin)
-		}
-		d := websocket.Dialer{Subprotocols: []string{wire.SubprotocolJSON}, HandshakeTimeout: 5 * time.Second}
-		c, resp, err := d.Dial(p.WS()+"/v1/ws", h)
-		if err == nil {
-			c.Close()
-			return http.StatusSwitchingProtocols, ""
-		}
-		if resp == nil {
-			t.Fatalf("dial with origin %q: %v", origin, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	dial := func(origin string) (int, string) { return handshake(t, p, "alice", origin) }
 	if code, body := dial("https://evil.example"); code != http.StatusForbidden || !strings.Contains(body, wire.CodeForbidden) {
 		t.Errorf("another origin: %d %s, want 403 forbidden", code, body)
 	}

@@ -142,21 +142,7 @@ func TestSessionsPerUserCapped(t *testing.T) {
 	p := startServer(t, "", "--max-sessions-per-user", "2")
 	phone := connect(t, p, "alice", "phone")
 	laptop := connect(t, p, "alice", "laptop")
-	dial := func(user string) (int, string) {
-		t.Helper()
-		h := http.Header{"Authorization": {"Bearer " + p.token(user, "tablet", time.Hour)}}
-		d := websocket.Dialer{Subprotocols: []string{wire.SubprotocolJSON}, HandshakeTimeout: 5 * time.Second}
-		c, resp, err := d.Dial(p.WS()+"/v1/ws", h)
-		if err == nil {
-			c.Close()
-			return http.StatusSwitchingProtocols, ""
-		}
-		if resp == nil {
-			t.Fatalf("dial %s: %v", user, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	dial := func(user string) (int, string) { return handshake(t, p, user, "") }
 	if code, body := dial("alice"); code != http.StatusTooManyRequests || !strings.Contains(body, wire.CodeTooManySessions) {
 		t.Fatalf("a third session of alice: %d %s, want 429 %s", code, body, wire.CodeTooManySessions)
 	}
@@ -204,4 +190,26 @@ func TestReadsRateLimited(t *testing.T) {
 	if _, err := bob.Inbox(ctx); err != nil {
 		t.Fatalf("bob's own budget: %v", err)
 	}
+}
+
+// handshake opens and closes a WebSocket session of user (JSON, a fresh
+// dev token), with an Origin header when origin is set, and returns 101,
+// or the refusal's status and body.
+func handshake(t *testing.T, p *proc, user, origin string) (int, string) {
+	t.Helper()
+	h := http.Header{"Authorization": {"Bearer " + p.token(user, "handshake", time.Hour)}}
+	if origin != "" {
+		h.Set("Origin", origin)
+	}
+	d := websocket.Dialer{Subprotocols: []string{wire.SubprotocolJSON}, HandshakeTimeout: 5 * time.Second}
+	c, resp, err := d.Dial(p.WS()+"/v1/ws", h)
+	if err == nil {
+		c.Close()
+		return http.StatusSwitchingProtocols, ""
+	}
+	if resp == nil {
+		t.Fatalf("handshake of %s (origin %q): %v", user, origin, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
