@@ -251,6 +251,19 @@ describe('web client', () => {
     await shot(alice, 'desktop-group');
   });
 
+  step('a member who leaves a group can no longer write in it', async () => {
+    const id = await convButton(bob, 'Lunch crew').getAttribute('data-conv');
+    await server.rest('DELETE', `/v1/conversations/${encodeURIComponent(id)}/members/bob`, { token: await server.token('bob') });
+    await bob.locator('#msg-list li.event', { hasText: 'bob left' }).waitFor();
+    await bob.locator('#left-note').waitFor();
+    assert.equal(await bob.locator('#composer').isVisible(), false, 'composer hidden after leaving');
+    assert.equal(await bob.locator('#add-toggle').isVisible(), false, '"Add people" hidden after leaving');
+    await shot(bob, 'phone-left-group');
+    // Alice, still a member, keeps her composer.
+    await alice.locator('#msg-list li.event', { hasText: 'bob left' }).waitFor();
+    assert.equal(await alice.locator('#composer').isVisible(), true);
+  });
+
   step('a server restart shows the banner and the client resumes', async () => {
     await convButton(alice, 'bob').click();
     await server.stop();

@@ -148,6 +148,8 @@ function applyState(cs) {
   const c = conv(cs.conversation_id);
   if (cs.title) c.title = cs.title;
   if (cs.kind === 'group') c.kind = 'group';
+  // A group the user left (or was removed from) comes with joined_seq 0.
+  if (c.kind === 'group') c.left = !num(cs.joined_seq);
   c.head = Math.max(c.head, num(cs.head_seq));
   c.readSeq = Math.max(c.readSeq, num(cs.read_seq));
   c.unread = num(cs.unread);
@@ -400,6 +402,11 @@ function onMessage(raw) {
   const c = conv(raw.conversation_id);
   if (c.kind === 'group' && c.title === 'Group') refreshInboxSoon();
   const m = normMsg(raw);
+  if (m.members.includes(me())) {
+    if (m.kind === 'MESSAGE_KIND_MEMBER_REMOVED') c.left = true;
+    if (m.kind === 'MESSAGE_KIND_MEMBER_ADDED') c.left = false;
+    if (c.id === S.openId) renderConvHeader();
+  }
   let fresh;
   if (c.loaded) {
     if (m.seq > maxSeq(c) + 1) catchUp(c); // a gap: pull the missing range
@@ -954,7 +961,12 @@ function renderConvHeader() {
     d.hidden = true;
     $('conv-sub').textContent = 'Group';
   }
-  $('add-toggle').hidden = c.kind !== 'group';
+  // Once the user is no longer a member, nothing can be sent or added:
+  // the composer gives way to a line that says why.
+  $('add-toggle').hidden = c.kind !== 'group' || !!c.left;
+  if (c.left) $('add-form').hidden = true;
+  $('composer').hidden = !!c.left;
+  $('left-note').hidden = !c.left;
 }
 
 // msgEls maps a message key ("s<seq>" or "p<client_msg_id>") to its element
