@@ -17,7 +17,7 @@ operator:
 
 # Everything: real Redis, Kafka and Cassandra (hack/deps.sh; left running,
 # stop them with `hack/deps.sh down`), Chromium for the browser tests, a
-# kube-apiserver and etcd for the operator suite (hack/envtest.sh builds them
+# kube-apiserver, kube-controller-manager and etcd for the operator suite (hack/envtest.sh builds them
 # from Go module source once, ~15-20 min on 2 cores, then caches them), a
 # check that generated operator files are current, every Go test, a short
 # fuzz run of the frame decoder, and the browser tests.

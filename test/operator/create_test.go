@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -239,7 +242,8 @@ func TestCreate(t *testing.T) {
 		t.Errorf("client Service selector %v, want gateways with parley.io/accepting=true", svc.Spec.Selector)
 	}
 
-	// Idempotent: stop the operator, then two more passes change no resourceVersion.
+	// Idempotent: stop the operator, then two more passes write nothing (status aside, which
+	// Kubernetes' controllers keep updating).
 	h.stopOperator()
 	before := h.resourceVersions()
 	r := h.directReconciler()
@@ -251,7 +255,7 @@ func TestCreate(t *testing.T) {
 	after := h.resourceVersions()
 	for k, v := range before {
 		if after[k] != v {
-			t.Errorf("%s changed on a no-op reconcile: resourceVersion %s → %s", k, v, after[k])
+			t.Errorf("%s changed on a no-op reconcile:\n before %s\n after  %s", k, v, after[k])
 		}
 	}
 	if len(after) != len(before) {
@@ -300,6 +304,11 @@ func objects(list client.ObjectList) []client.Object {
 }
 
 // resourceVersions of every object in the namespace the operator could write.
+// resourceVersions returns, for every object of the test's namespace that the operator
+// writes or owns, its content as the operator would write it: the object without status,
+// resourceVersion and managedFields. Kubernetes' own controllers update status (the
+// StatefulSet and disruption controllers) and the fake kubelet pods' status; a change here is
+// a write of spec, data or metadata, which a no-op reconcile must not make.
 func (h *harness) resourceVersions() map[string]string {
 	h.t.Helper()
 	out := map[string]string{}
@@ -310,15 +319,32 @@ func (h *harness) resourceVersions() map[string]string {
 			h.t.Fatal(err)
 		}
 		for _, o := range objects(list) {
-			out[fmt.Sprintf("%T/%s", o, o.GetName())] = o.GetResourceVersion()
+			out[fmt.Sprintf("%T/%s", o, o.GetName())] = h.content(o)
 		}
 		if l, ok := list.(*chatv1.ChatClusterList); ok {
-			for _, cc := range l.Items {
-				out["ChatCluster/"+cc.Name] = cc.ResourceVersion
+			for i := range l.Items {
+				out["ChatCluster/"+l.Items[i].Name] = h.content(&l.Items[i])
 			}
 		}
 	}
 	return out
+}
+
+// content is o without status, resourceVersion and managedFields, as JSON.
+func (h *harness) content(o client.Object) string {
+	h.t.Helper()
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	delete(u, "status")
+	unstructured.RemoveNestedField(u, "metadata", "resourceVersion")
+	unstructured.RemoveNestedField(u, "metadata", "managedFields")
+	b, err := json.Marshal(u)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return string(b)
 }
 
 func podNames(pods []corev1.Pod) []string {

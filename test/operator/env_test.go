@@ -1,12 +1,13 @@
 // Package operator tests parley-operator against a real kube-apiserver and etcd
 // (controller-runtime envtest), built from Go module source by hack/envtest.sh.
 //
-// No kubelet, StatefulSet or Job controller runs under envtest, so the tests play them: a fake
-// StatefulSet controller creates each StatefulSet's pods from its template (with the pod-index
-// label and the operator's revision label) and marks them Ready when the test allows; Jobs are
-// marked succeeded by the test. Pods have no IPs, so the operator reaches each gateway's admin
-// endpoint through an injected base URL on an HTTP server that behaves like a gateway and records
-// every call in order.
+// Kubernetes' own kube-controller-manager (built by hack/envtest.sh from the same module as the
+// API server) runs its StatefulSet, garbage-collector and disruption controllers beside the API
+// server (issue 12): pods are created, replaced and collected by the real StatefulSet controller,
+// with its revisions and ordinals. No kubelet runs, so a fake kubelet marks pods Running and
+// Ready when the test allows; Jobs are marked succeeded by the test. Pods have no IPs, so the
+// operator reaches each gateway's admin endpoint through an injected base URL on an HTTP server
+// that behaves like a gateway and records every call in order.
 package operator
 
 import (
@@ -14,14 +15,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,9 +82,9 @@ func findAssets() (dir, reason string) {
 		}
 		dir = filepath.Join(root, k8sVersion)
 	}
-	for _, bin := range []string{"kube-apiserver", "etcd"} {
+	for _, bin := range []string{"kube-apiserver", "etcd", "kube-controller-manager"} {
 		if st, err := os.Stat(filepath.Join(dir, bin)); err != nil || st.Mode()&0o111 == 0 {
-			return dir, fmt.Sprintf("envtest binaries not found in %s (no %s); run `export KUBEBUILDER_ASSETS=$(hack/envtest.sh)` (builds kube-apiserver and etcd from Go module source, ~20 min cold)", dir, bin)
+			return dir, fmt.Sprintf("envtest binaries not found in %s (no %s); run `export KUBEBUILDER_ASSETS=$(hack/envtest.sh)` (builds kube-apiserver, etcd and kube-controller-manager from Go module source, ~30 min cold)", dir, bin)
 		}
 	}
 	return dir, ""
@@ -113,11 +117,78 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	restConfig = cfg
+	stopKCM, err := startControllerManager(env, dir)
+	if err != nil {
+		_ = env.Stop()
+		fmt.Fprintln(os.Stderr, "FAIL: start kube-controller-manager:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	stopKCM()
 	if err := env.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "stop envtest:", err)
 	}
 	os.Exit(code)
+}
+
+// kcmControllers are the kube-controller-manager controllers the suite runs: the ones whose
+// objects the operator creates (StatefulSets; PodDisruptionBudgets) and the garbage collector
+// that deletes what a ChatCluster owns.
+var kcmControllers = []string{"statefulset-controller", "garbage-collector-controller", "disruption-controller"}
+
+// startControllerManager runs kube-controller-manager against env's API server as a cluster
+// admin, its log in $PARLEY_OPERATOR_TEST_LOGS's stderr or discarded, and returns its stop.
+func startControllerManager(env *envtest.Environment, dir string) (func(), error) {
+	user, err := env.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("admin user: %w", err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	tmp, err := os.MkdirTemp("", "parley-kcm-")
+	if err != nil {
+		return nil, err
+	}
+	kc := filepath.Join(tmp, "kubeconfig")
+	if err := os.WriteFile(kc, kubeconfig, 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(dir, "kube-controller-manager"),
+		"--kubeconfig", kc,
+		"--controllers", strings.Join(kcmControllers, ","),
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--use-service-account-credentials=false",
+		// Faster than the production defaults, so tests do not wait on them.
+		"--concurrent-statefulset-syncs=10",
+		"--min-resync-period=1m",
+	)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if os.Getenv("PARLEY_OPERATOR_TEST_LOGS") != "" {
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return nil, fmt.Errorf("exited at start: %v (run with PARLEY_OPERATOR_TEST_LOGS=1 for its log)", err)
+	case <-time.After(time.Second):
+	}
+	return func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		_ = os.RemoveAll(tmp)
+	}, nil
 }
 
 type ioDiscard struct{}
@@ -131,7 +202,7 @@ func needAPIServer(t *testing.T) {
 	}
 }
 
-// harness is one test's namespace, operator, fake StatefulSet controller and fake gateways.
+// harness is one test's namespace, operator, fake kubelet and fake gateways.
 type harness struct {
 	t       *testing.T
 	ctx     context.Context
@@ -148,8 +219,8 @@ type harnessOpts struct {
 	region string // --region
 }
 
-// newHarness makes a namespace and starts the operator on it, with the fake StatefulSet
-// controller and gateway admin server.
+// newHarness makes a namespace and starts the operator on it, with the fake kubelet and
+// gateway admin server (the real StatefulSet controller runs for every namespace).
 func newHarness(t *testing.T, opts harnessOpts) *harness {
 	t.Helper()
 	needAPIServer(t)
@@ -520,11 +591,11 @@ func (h *harness) watchPods() {
 	<-ready
 }
 
-// ---------------------------------------------------------------- fake StatefulSet controller + kubelet
+// ---------------------------------------------------------------- fake kubelet
 
-// fakeKubelet does what the StatefulSet controller and the kubelet would: it keeps each
-// StatefulSet's pods [start, start+replicas) in existence, created from the StatefulSet's current
-// template, removes pods beyond that range, and marks pods Ready when ready(pod) allows.
+// fakeKubelet does what a kubelet would for the pods the real StatefulSet controller creates (no
+// kubelet runs, and no node: unscheduled pods are deleted at once, as a kubelet would after a
+// grace period): it marks each pod Running and Ready when ready(pod) allows.
 type fakeKubelet struct {
 	h     *harness
 	ready atomic.Pointer[func(*corev1.Pod) bool]
@@ -541,7 +612,7 @@ func (k *fakeKubelet) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if err := k.sync(ctx); err != nil && ctx.Err() == nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && !apierrors.IsAlreadyExists(err) {
+			if err := k.sync(ctx); err != nil && ctx.Err() == nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 				k.h.t.Logf("fake kubelet: %v", err)
 			}
 		}
@@ -551,74 +622,14 @@ func (k *fakeKubelet) run(ctx context.Context) {
 func (k *fakeKubelet) sync(ctx context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	c := k.h.c
-	var stss appsv1.StatefulSetList
-	if err := c.List(ctx, &stss, client.InNamespace(k.h.ns)); err != nil {
-		return err
-	}
 	var pods corev1.PodList
-	if err := c.List(ctx, &pods, client.InNamespace(k.h.ns)); err != nil {
+	if err := k.h.c.List(ctx, &pods, client.InNamespace(k.h.ns)); err != nil {
 		return err
-	}
-	existing := map[string]*corev1.Pod{}
-	for i := range pods.Items {
-		existing[pods.Items[i].Name] = &pods.Items[i]
-	}
-	var errs []error
-	for i := range stss.Items {
-		sts := &stss.Items[i]
-		if !sts.DeletionTimestamp.IsZero() {
-			continue
-		}
-		start := int32(0)
-		if sts.Spec.Ordinals != nil {
-			start = sts.Spec.Ordinals.Start
-		}
-		end := start + ptr.Deref(sts.Spec.Replicas, 1)
-		for o := start; o < end; o++ {
-			name := fmt.Sprintf("%s-%d", sts.Name, o)
-			if _, ok := existing[name]; ok {
-				continue
-			}
-			pod := &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{
-					Name:        name,
-					Namespace:   sts.Namespace,
-					Labels:      map[string]string{},
-					Annotations: map[string]string{},
-					OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: sts.Name,
-						UID: sts.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
-				},
-				Spec: *sts.Spec.Template.Spec.DeepCopy(),
-			}
-			for k, v := range sts.Spec.Template.Labels {
-				pod.Labels[k] = v
-			}
-			for k, v := range sts.Spec.Template.Annotations {
-				pod.Annotations[k] = v
-			}
-			pod.Labels[appsv1.PodIndexLabel] = fmt.Sprint(o)
-			pod.Labels[appsv1.StatefulSetPodNameLabel] = name
-			pod.Spec.Hostname = name
-			pod.Spec.Subdomain = sts.Spec.ServiceName
-			if err := c.Create(ctx, pod); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		for _, pod := range existing {
-			if !metav1.IsControlledBy(pod, sts) {
-				continue
-			}
-			o, err := specs.PodOrdinal(pod.Name)
-			if err == nil && (o < start || o >= end) && pod.DeletionTimestamp.IsZero() {
-				if err := c.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
-					errs = append(errs, err)
-				}
-			}
-		}
 	}
 	ready := *k.ready.Load()
-	for _, pod := range existing {
+	var errs []error
+	for i := range pods.Items {
+		pod := &pods.Items[i]
 		if podReady(pod) || !pod.DeletionTimestamp.IsZero() || !ready(pod) {
 			continue
 		}
@@ -630,7 +641,7 @@ func (k *fakeKubelet) sync(ctx context.Context) error {
 			{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
 			{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
 		}
-		if err := c.Status().Update(ctx, pod); err != nil {
+		if err := k.h.c.Status().Update(ctx, pod); err != nil {
 			errs = append(errs, err)
 		}
 	}
