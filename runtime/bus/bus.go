@@ -21,6 +21,12 @@ import (
 // ErrClosed is returned by operations on a closed bus or membership.
 var ErrClosed = errors.New("bus closed")
 
+// ErrNotSent is wrapped by publish errors when the record cannot have
+// reached the bus (the backend handed it to no broker), so a retry cannot
+// duplicate it. Any other publish error leaves the outcome unknown: the
+// record may be stored (issue 14: answered timeout, not unavailable).
+var ErrNotSent = errors.New("not sent")
+
 // Record is one record of a partition.
 type Record struct {
 	Topic     string
@@ -79,7 +85,8 @@ type Bus interface {
 	// Publish appends value to topic, in the partition given by partition, or
 	// when partition < 0 by a hash of key (stable across backends: murmur2 as
 	// Kafka's default partitioner). It returns once the record is accepted
-	// durably enough for the backend (acks=all on Kafka).
+	// durably enough for the backend (acks=all on Kafka); an error wraps
+	// ErrNotSent when the record cannot have been stored.
 	Publish(ctx context.Context, topic string, partition int32, key, value []byte) error
 	// PublishAll publishes msgs as Publish would, all at once, so that a
 	// backend that batches sends them in as few requests as it can (Kafka:

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,9 +77,10 @@ func (c *Client) ObserveWith(m *metrics.Metrics) { c.m = m }
 
 // Do publishes rec and calls cb exactly once with its outcome: the
 // sequencer's Reply; Reply{error unavailable, retry_after_ms 1000} if rec
-// could not be published (not enqueued: safe to retry); or Reply{error
-// timeout} once rec's deadline passes without a reply (outcome unknown: retry
-// with the same client_msg_id). A reply arriving after the timeout is dropped.
+// cannot have been published (bus.ErrNotSent: safe to retry); Reply{error
+// timeout} if the publish failed after the record may have reached the bus,
+// or once rec's deadline passes without a reply (outcome unknown: retry with
+// the same client_msg_id). A reply arriving after the timeout is dropped.
 //
 // Do fills rec.origin.gateway_id and request_id, sent_at (now) if zero, and
 // deadline if zero (the context's deadline, else now + 10s); the caller sets
@@ -96,9 +98,29 @@ func (c *Client) Do(ctx context.Context, rec *parleyv1.IngressRecord, cb func(*p
 	errs := c.out.Publish(ctx, []bus.Message{msg})
 	c.m.ObserveStage(metrics.StageIngressPublish, time.Since(began))
 	if errs != nil {
-		c.notEnqueued(rec.Origin.RequestId)
+		c.publishFailed(rec.Origin.RequestId, errs[0])
 	}
 }
+
+// publishFailed answers request id, whose record failed to publish with err:
+// unavailable (safe to retry) only when the record cannot have reached the
+// bus (bus.ErrNotSent); otherwise it may be stored and be sequenced yet, so
+// the answer is timeout — retry with the same client_msg_id, which the
+// sequencer deduplicates (issue 14: outcomes that never lie).
+func (c *Client) publishFailed(id uint64, err error) {
+	if errors.Is(err, bus.ErrNotSent) {
+		c.notEnqueued(id)
+		return
+	}
+	if cb, ok := c.take(id); ok {
+		cb(&parleyv1.Reply{RequestId: id, Error: &parleyv1.Error{Code: wire.CodeTimeout, Message: publishUnknown}})
+	}
+}
+
+// publishUnknown is the message of a request whose publish failed after it
+// may have reached the bus.
+const publishUnknown = "the request may have been enqueued (the bus did not confirm it in time); retry with the same client_msg_id"
+
 
 // register completes rec (see Do), registers cb as its pending request and
 // returns the message to publish; it answers cb and returns false when rec

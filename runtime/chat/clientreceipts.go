@@ -127,7 +127,7 @@ func (c *Client) flushReceipts(ctx context.Context) {
 	}
 	for i, err := range c.out.Publish(ctx, msgs) {
 		if err != nil {
-			c.notEnqueued(ids[i])
+			c.publishFailed(ids[i], err)
 		}
 	}
 }

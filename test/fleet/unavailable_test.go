@@ -335,3 +335,64 @@ func TestKafkaUnavailable(t *testing.T) {
 	r.outage("kafka", k.kill, k.start)
 	r.check()
 }
+
+// TestKafkaPausedMidPublish (issue 14: outcomes that never lie): the broker
+// is frozen (SIGSTOP) with the gateway connected, so a send's record is
+// written to a broker that never answers. The send is answered timeout —
+// the record may be stored — never unavailable, and by the publish timeout
+// (the answer says so), not the 10 s request deadline. After the broker
+// thaws, the retry with the same client_msg_id is stored exactly once.
+func TestKafkaPausedMidPublish(t *testing.T) {
+	k := startPrivateKafka(t)
+	c := newCluster(t, clusterOpts{kafka: k.addr})
+	c.chat(0)
+	gw := c.gateway(0)
+	ctx := ctxT(t, 2*time.Minute)
+	rest := client.NewREST(gw.HTTP(), c.token("alice", "phone"))
+	conv := chat.DMID("alice", "bob")
+	if _, err := rest.Send(ctx, conv, client.NewClientMsgID(), "before"); err != nil {
+		t.Fatal(err)
+	}
+
+	_ = k.cmd.Process.Signal(syscall.SIGSTOP)
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			_ = k.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(thaw)
+	const cmid = "frozen-1"
+	_, err := rest.Send(ctx, conv, cmid, "sent to a frozen broker")
+	var we *wire.Error
+	switch {
+	case !errors.As(err, &we):
+		t.Fatalf("send to a frozen broker: %v, want a wire error", err)
+	case we.Code == wire.CodeUnavailable:
+		t.Fatalf("send to a frozen broker answered unavailable (%q): the record was written to the broker and may be stored", we.Message)
+	case we.Code != wire.CodeTimeout || !strings.Contains(we.Message, "may have been enqueued"):
+		t.Fatalf("send to a frozen broker: %s %q, want timeout from the publish timeout (\"may have been enqueued\")", we.Code, we.Message)
+	}
+	t.Logf("frozen broker: %s %q", we.Code, we.Message)
+	thaw()
+
+	// The client retries with the same client_msg_id, as the answer asks.
+	var ok *parleyv1.SendOk
+	waitFor(t, 60*time.Second, "the retry stored", func() bool {
+		ok, err = rest.Send(ctx, conv, cmid, "sent to a frozen broker")
+		return err == nil
+	})
+	n := 0
+	for _, m := range c.storedLog(conv) {
+		if m.ClientMsgId == cmid {
+			n++
+			if m.Seq != ok.Seq {
+				t.Errorf("stored at seq %d, the retry's send_ok says %d", m.Seq, ok.Seq)
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("the frozen send is stored %d times, want exactly once", n)
+	}
+}

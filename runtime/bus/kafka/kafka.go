@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -150,6 +151,10 @@ type Bus struct {
 	log *slog.Logger
 	cl  *kgo.Client // producer; metadata and admin requests through adm
 	adm *kadm.Client
+	// produceWrites counts produce requests the producer wrote to a broker
+	// (producedHook). A publish that failed while it did not move wrote
+	// nothing its record could have been in: bus.ErrNotSent.
+	produceWrites atomic.Uint64
 	// ctx is cancelled by Close: it ends subscriptions, Join watches and
 	// requests made on the bus's behalf.
 	ctx    context.Context
@@ -194,6 +199,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		// patterns tolerate (ingress dedupes by client_msg_id, clients
 		// dedupe deliveries by seq).
 		kgo.AllowIdempotentProduceCancellation(),
+		kgo.WithHooks(producedHook{b}),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -219,6 +225,29 @@ func (b *Bus) clientOpts(clientID string) []kgo.Opt {
 		opts = append(opts, kgo.WithHooks(requestHook(b.cfg.OnRequest)))
 	}
 	return opts
+}
+
+// producedHook counts the produce requests the producer wrote
+// (Bus.produceWrites).
+type producedHook struct{ b *Bus }
+
+func (h producedHook) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if err == nil && key == kmsg.Produce.Int16() {
+		h.b.produceWrites.Add(1)
+	}
+}
+
+// sent classifies a produce failure: wrapped in bus.ErrNotSent when no
+// produce request was written since writes was read — the record cannot be
+// on a broker, so a retry cannot duplicate it (the broker refused the
+// connection, say). Otherwise (a request was written; perhaps with the
+// record, perhaps another's) the outcome is unknown and err is returned as
+// it is. Conservative by construction: "unknown" is always safe to answer.
+func (b *Bus) sent(writes uint64, err error) error {
+	if b.produceWrites.Load() == writes {
+		return fmt.Errorf("%w: %w", bus.ErrNotSent, err)
+	}
+	return err
 }
 
 // requestHook passes the API name of every request written to a broker to
@@ -354,13 +383,16 @@ func (b *Bus) Publish(ctx context.Context, topic string, partition int32, key, v
 	}
 	partition, err := b.partitionOf(topic, partition, key)
 	if err != nil {
-		return fmt.Errorf("publish: %w", err)
+		return fmt.Errorf("publish: %w: %w", bus.ErrNotSent, err)
 	}
 	rec := &kgo.Record{Topic: topic, Partition: partition, Key: key, Value: value}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	writes := b.produceWrites.Load()
 	// ProduceSync waits for the record's promise, so the broker no longer
 	// needs key and value when it returns, even on error.
 	if err := b.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return b.closedOr(fmt.Errorf("publish to %s/%d: %w", topic, partition, err))
+		return b.closedOr(b.sent(writes, fmt.Errorf("publish to %s/%d: %w", topic, partition, err)))
 	}
 	return nil
 }
@@ -382,7 +414,7 @@ func (b *Bus) PublishAll(ctx context.Context, msgs []bus.Message) []error {
 	}
 	if b.isClosed() {
 		for i := range msgs {
-			fail(i, bus.ErrClosed)
+			fail(i, fmt.Errorf("%w: %w", bus.ErrNotSent, bus.ErrClosed))
 		}
 		return errs
 	}
@@ -391,7 +423,7 @@ func (b *Bus) PublishAll(ctx context.Context, msgs []bus.Message) []error {
 	for i, m := range msgs {
 		p, err := b.partitionOf(m.Topic, m.Partition, m.Key)
 		if err != nil {
-			fail(i, fmt.Errorf("publish: %w", err))
+			fail(i, fmt.Errorf("publish: %w: %w", bus.ErrNotSent, err))
 			continue
 		}
 		r := &kgo.Record{Topic: m.Topic, Partition: p, Key: m.Key, Value: m.Value}
@@ -401,9 +433,14 @@ func (b *Bus) PublishAll(ctx context.Context, msgs []bus.Message) []error {
 	if len(recs) == 0 {
 		return errs
 	}
+	// The publish timeout bounds the whole call, whatever kgo's retries do
+	// (Config.PublishTimeout: a caller is answered within it).
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	writes := b.produceWrites.Load()
 	for _, res := range b.cl.ProduceSync(ctx, recs...) {
 		if res.Err != nil {
-			fail(index[res.Record], b.closedOr(fmt.Errorf("publish to %s/%d: %w", res.Record.Topic, res.Record.Partition, res.Err)))
+			fail(index[res.Record], b.closedOr(b.sent(writes, fmt.Errorf("publish to %s/%d: %w", res.Record.Topic, res.Record.Partition, res.Err))))
 		}
 	}
 	return errs

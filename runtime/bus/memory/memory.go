@@ -171,6 +171,15 @@ func (b *Bus) PublishAll(ctx context.Context, msgs []bus.Message) []error {
 }
 
 func (b *Bus) Publish(ctx context.Context, topic string, partition int32, key, value []byte) error {
+	// In process, a publish either appends or fails before it did: never
+	// of unknown outcome.
+	if err := b.publish(ctx, topic, partition, key, value); err != nil {
+		return fmt.Errorf("%w: %w", bus.ErrNotSent, err)
+	}
+	return nil
+}
+
+func (b *Bus) publish(ctx context.Context, topic string, partition int32, key, value []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
