@@ -63,27 +63,11 @@ const MaxTokenBytes = 8 << 10
 // dev token issued without one.
 const DefaultDeviceID = "default"
 
-// MaxIDBytes is the longest user or device id, in bytes.
-const MaxIDBytes = 64
+// MaxIDBytes is the longest user or device id, in bytes (wire.MaxIDBytes).
+const MaxIDBytes = wire.MaxIDBytes
 
-// ValidID reports whether s is a valid user or device id: 1..64 bytes of
-// [A-Za-z0-9._@-]. ':' is excluded because DM conversation ids
-// ("dm:<a>:<b>") are built from user ids.
-func ValidID(s string) bool {
-	if len(s) == 0 || len(s) > MaxIDBytes {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.', c == '_', c == '@', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// ValidID reports whether s is a valid user or device id (wire.ValidID).
+func ValidID(s string) bool { return wire.ValidID(s) }
 
 // BearerToken returns the token of an HTTP request: the credentials of an
 // "Authorization: Bearer <token>" header (scheme case-insensitive, RFC 6750

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/parleychat/parley/runtime/wire"
 )
 
 // Conversation id prefixes.
@@ -12,26 +14,9 @@ const (
 	groupPrefix = "g:"
 )
 
-// MaxUserIDBytes bounds user and device ids.
-const MaxUserIDBytes = 64
-
-// ValidUserID reports whether id is a valid user or device id: 1..64 bytes of
-// [A-Za-z0-9._@-]. ":" is excluded so DM ids split unambiguously.
-func ValidUserID(id string) bool {
-	if len(id) == 0 || len(id) > MaxUserIDBytes {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '.', c == '_', c == '@', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// ValidUserID reports whether id is a valid user or device id
+// (wire.ValidID).
+func ValidUserID(id string) bool { return wire.ValidID(id) }
 
 // GatewayPartition returns the deliver partition of a gateway: the ordinal N
 // of an id ending in "-N" ("gateway-0" -> 0, "parley-gateway-12" -> 12).

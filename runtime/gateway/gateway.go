@@ -51,7 +51,7 @@ const (
 	DefaultSendQueue       = 256
 	DefaultSendQueueBytes  = 4 << 20
 	DefaultMaxPresenceSubs = 100
-	DefaultRequestTimeout  = 10 * time.Second
+	DefaultRequestTimeout  = chat.DefaultRequestTimeout
 	DefaultWriteTimeout    = 10 * time.Second
 )
 

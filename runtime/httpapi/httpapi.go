@@ -203,7 +203,7 @@ func decodeBody(body []byte, v any) error {
 func (a *API) call(ctx context.Context, c auth.Claims, rec *parleyv1.IngressRecord) (*parleyv1.Reply, error) {
 	timeout := a.RequestTimeout
 	if timeout <= 0 {
-		timeout = 10 * time.Second
+		timeout = chat.DefaultRequestTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -111,11 +111,11 @@ func DefaultConfig() Config {
 		Region:             "local",
 		IngressPartitions:  16,
 		Presence:           presence.DefaultConfig(),
-		MaxGroupMembers:    500,
+		MaxGroupMembers:    chat.DefaultMaxGroupMembers,
 		MaxMessageBytes:    wire.DefaultMaxMessageBytes,
 		SendRate:           limits.DefaultRate,
 		SendBurst:          limits.DefaultBurst,
-		SendQueue:          256,
+		SendQueue:          gateway.DefaultSendQueue,
 		DrainWindow:        5 * time.Second,
 		HTTPReadTimeout:    2 * time.Minute,
 		MaxSessionsPerUser: 16,
@@ -283,7 +283,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	userLimits, readLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst), cfg.readLimits()
-	gcfg := cfg.gatewayConfig(GatewayID, 10*time.Second, s.bus, deliver, userLimits, readLimits, mediaSvc)
+	gcfg := cfg.gatewayConfig(GatewayID, chat.DefaultRequestTimeout, s.bus, deliver, userLimits, readLimits, mediaSvc)
 	gw = gateway.New(gcfg, verifier, s.chat, queries, router, s.presence, s.store, s.Metrics)
 	s.gateway = gw
 
@@ -428,7 +428,7 @@ func (c Config) gatewayConfig(id string, requestTimeout time.Duration, b bus.Bus
 		ID:                 id,
 		Heartbeat:          c.Presence.Heartbeat,
 		SendQueue:          c.SendQueue,
-		MaxPresenceSubs:    100,
+		MaxPresenceSubs:    gateway.DefaultMaxPresenceSubs,
 		PresencePublic:     c.PresencePublic,
 		MaxSessionsPerUser: max(c.MaxSessionsPerUser, 0),
 		AllowedOrigins:     c.AllowedOrigins,

@@ -180,3 +180,26 @@ func (c Codec) unmarshal(b []byte, m proto.Message, jsonOpts protojson.Unmarshal
 func ErrorFrame(id uint64, code, msg string, retryAfterMs uint32) *parleyv1.ServerFrame {
 	return &parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Error{Error: &parleyv1.Error{Code: code, Message: msg, RetryAfterMs: retryAfterMs}}}
 }
+
+// MaxIDBytes is the longest user or device id, in bytes.
+const MaxIDBytes = 64
+
+// ValidID reports whether s is a valid user or device id: 1..MaxIDBytes
+// bytes of [A-Za-z0-9._@-]. ':' is excluded because DM conversation ids
+// ("dm:<a>:<b>") are built from user ids. The one definition of the id
+// grammar: auth (tokens), chat (records) and the clients use it.
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > MaxIDBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.', c == '_', c == '@', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}

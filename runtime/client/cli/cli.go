@@ -270,23 +270,8 @@ func parse(line string) (command, error) {
 	return command{name: name, args: args}, nil
 }
 
-// ValidUserID reports whether id is a valid user id: 1..64 bytes of
-// [A-Za-z0-9._@-] (the rule of auth.ValidID, which the CLI does not import
-// to stay free of the server's JWT code).
-func ValidUserID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		switch c := id[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.', c == '_', c == '@', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// ValidUserID reports whether id is a valid user id (wire.ValidID).
+func ValidUserID(id string) bool { return wire.ValidID(id) }
 
 // checkUserIDs returns an error naming the first id that is not a valid
 // user id, before it reaches a conversation id or the presence watch list.
