@@ -177,36 +177,47 @@ func (c *conversation) validateSend(conv string, send *parleyv1.Send) error {
 	if send.GetConversationId() != "" && send.GetConversationId() != conv {
 		return errInvalid("send.conversation_id does not match the record")
 	}
+	return ValidateSend(send, c.p.s.cfg.MaxMessageBytes)
+}
+
+// ValidateSend checks a send's fields other than its conversation: the one
+// rule every entry point applies (the gateway and REST before a send costs
+// anything, the sequencer as the authority; issue 15). It returns nil or a
+// *wire.Error: client_msg_id 1..wire.MaxClientMsgIDBytes bytes (invalid);
+// text non-empty, at most maxTextBytes (too_large) and allowed by CheckText
+// (invalid); or media with a url of 1..MaxMediaURLBytes bytes (too_large
+// past it), a mime of 1..MaxMimeBytes bytes, a positive size, both strings
+// valid UTF-8 (invalid); exactly one of text and media.
+func ValidateSend(send *parleyv1.Send, maxTextBytes int) error {
 	if n := len(send.GetClientMsgId()); n == 0 || n > wire.MaxClientMsgIDBytes {
-		return errInvalid("client_msg_id must be 1..64 bytes")
+		return wire.Errorf(wire.CodeInvalid, "client_msg_id must be 1..%d bytes, got %d (retries reuse it)", wire.MaxClientMsgIDBytes, n)
 	}
 	switch ct := send.Content.(type) {
 	case *parleyv1.Send_Text:
 		switch {
 		case ct.Text == "":
 			return errInvalid("text is empty")
-		case len(ct.Text) > c.p.s.cfg.MaxMessageBytes:
-			return wire.Errorf(wire.CodeTooLarge, "text is %d bytes, over the limit of %d", len(ct.Text), c.p.s.cfg.MaxMessageBytes)
+		case len(ct.Text) > maxTextBytes:
+			return wire.Errorf(wire.CodeTooLarge, "text is %d bytes, over the limit of %d", len(ct.Text), maxTextBytes)
 		}
-		if err := CheckText(ct.Text); err != nil {
-			return err
-		}
+		return CheckText(ct.Text)
 	case *parleyv1.Send_Media:
 		m := ct.Media
 		switch {
-		case m == nil || m.GetUrl() == "" || len(m.GetUrl()) > MaxMediaURLBytes:
-			return errInvalid("media.url must be 1..2048 bytes")
+		case m.GetUrl() == "":
+			return errInvalid("media.url is required")
+		case len(m.GetUrl()) > MaxMediaURLBytes:
+			return wire.Errorf(wire.CodeTooLarge, "media.url is %d bytes, over the limit of %d", len(m.GetUrl()), MaxMediaURLBytes)
 		case m.GetMime() == "" || len(m.GetMime()) > MaxMimeBytes:
-			return errInvalid("media.mime must be 1..255 bytes")
+			return wire.Errorf(wire.CodeInvalid, "media.mime must be 1..%d bytes", MaxMimeBytes)
 		case m.GetSize() <= 0:
 			return errInvalid("media.size must be positive")
 		case !utf8.ValidString(m.GetUrl()) || !utf8.ValidString(m.GetMime()):
 			return errInvalid("media fields are not valid UTF-8")
 		}
-	default:
-		return errInvalid("send has neither text nor media")
+		return nil
 	}
-	return nil
+	return errInvalid("send has no content: set text or media")
 }
 
 // applied brings the state in step with a stored plan.

@@ -271,34 +271,8 @@ func (g *Gateway) validateSend(m *parleyv1.Send) *wire.Error {
 	if err := validConversationID(m.GetConversationId()); err != nil {
 		return err
 	}
-	if n := len(m.GetClientMsgId()); n == 0 || n > wire.MaxClientMsgIDBytes {
-		return wire.Errorf(wire.CodeInvalid, "client_msg_id must be 1..%d bytes, got %d", wire.MaxClientMsgIDBytes, n)
-	}
-	switch c := m.GetContent().(type) {
-	case *parleyv1.Send_Text:
-		if c.Text == "" {
-			return wire.Errorf(wire.CodeInvalid, "text is empty")
-		}
-		if len(c.Text) > g.cfg.MaxMessageBytes {
-			return wire.Errorf(wire.CodeTooLarge, "text is %d bytes, over the limit of %d", len(c.Text), g.cfg.MaxMessageBytes)
-		}
-		if err := chat.CheckText(c.Text); err != nil {
-			return wire.AsError(err)
-		}
-	case *parleyv1.Send_Media:
-		md := c.Media
-		switch {
-		case md.GetUrl() == "":
-			return wire.Errorf(wire.CodeInvalid, "media.url is required")
-		case len(md.GetUrl()) > chat.MaxMediaURLBytes:
-			return wire.Errorf(wire.CodeTooLarge, "media.url is %d bytes, over the limit of %d", len(md.GetUrl()), chat.MaxMediaURLBytes)
-		case md.GetMime() == "" || len(md.GetMime()) > chat.MaxMimeBytes:
-			return wire.Errorf(wire.CodeInvalid, "media.mime must be 1..%d bytes", chat.MaxMimeBytes)
-		case md.GetSize() < 0:
-			return wire.Errorf(wire.CodeInvalid, "media.size is negative")
-		}
-	default:
-		return wire.Errorf(wire.CodeInvalid, "send has no content: set text or media")
+	if err := chat.ValidateSend(m, g.cfg.MaxMessageBytes); err != nil {
+		return wire.AsError(err)
 	}
 	return nil
 }

@@ -241,25 +241,27 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, c auth.Claims) error 
 	if b.ConversationID == "" {
 		return wire.Errorf(wire.CodeInvalid, "conversation_id is required")
 	}
-	if b.ClientMsgID == "" {
-		return wire.Errorf(wire.CodeInvalid, "client_msg_id is required (1..%d bytes; retries reuse it)", wire.MaxClientMsgIDBytes)
+	s := &parleyv1.Send{ConversationId: b.ConversationID, ClientMsgId: b.ClientMsgID}
+	if b.Media != nil {
+		s.Content = &parleyv1.Send_Media{Media: &parleyv1.Media{Url: b.Media.URL, Mime: b.Media.Mime, Size: b.Media.Size}}
+	} else {
+		s.Content = &parleyv1.Send_Text{Text: b.Text}
 	}
-	if max := a.maxMessageBytes(); len(b.Text) > max {
-		return wire.Errorf(wire.CodeTooLarge, "text is %d bytes; the limit is %d", len(b.Text), max)
+	// The same checks as a WebSocket send (chat.ValidateSend), before the
+	// send costs a token or a trip to the sequencer.
+	if err := chat.ValidateSend(s, a.maxMessageBytes()); err != nil {
+		return err
 	}
 	if ok, retry := a.Limits.Allow(c.UserID); !ok {
 		return wire.RateLimited("send rate exceeded", retry)
 	}
-	s := &parleyv1.Send{ConversationId: b.ConversationID, ClientMsgId: b.ClientMsgID}
-	if b.Media != nil {
+	if md := s.GetMedia(); md != nil {
 		// The sender must have uploaded the object (media.Service.Check).
-		md, err := a.checkMedia(r.Context(), c.UserID, &parleyv1.Media{Url: b.Media.URL, Mime: b.Media.Mime, Size: b.Media.Size})
+		checked, err := a.checkMedia(r.Context(), c.UserID, md)
 		if err != nil {
 			return err
 		}
-		s.Content = &parleyv1.Send_Media{Media: md}
-	} else {
-		s.Content = &parleyv1.Send_Text{Text: b.Text}
+		s.Content = &parleyv1.Send_Media{Media: checked}
 	}
 	rep, err := a.call(r.Context(), c, &parleyv1.IngressRecord{ConversationId: b.ConversationID, Op: &parleyv1.IngressRecord_Send{Send: s}})
 	if err != nil {

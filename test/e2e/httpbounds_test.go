@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -212,4 +213,66 @@ func handshake(t *testing.T, p *proc, user, origin string) (int, string) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestSendValidationSameEverywhere (issue 15): a bad send gets the same
+// code over REST and over the WebSocket (one chat.ValidateSend), where the
+// three entry points used to disagree (an over-long media URL, a zero media
+// size, an over-long client_msg_id over REST).
+func TestSendValidationSameEverywhere(t *testing.T) {
+	p := startServer(t, "")
+	tok := p.token("alice", "curl", time.Hour)
+	ws, _, err := (&websocket.Dialer{Subprotocols: []string{wire.SubprotocolJSON}, HandshakeTimeout: 5 * time.Second}).
+		Dial(p.WS()+"/v1/ws", http.Header{"Authorization": {"Bearer " + tok}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	// wsCode sends a JSON send frame and returns the error code of its answer.
+	next := uint64(0)
+	wsCode := func(send string) string {
+		t.Helper()
+		next++
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"id":%d,"send":%s}`, next, send))); err != nil {
+			t.Fatal(err)
+		}
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var f struct {
+				ID    string `json:"id"`
+				Error struct {
+					Code string `json:"code"`
+				} `json:"error"`
+			}
+			if json.Unmarshal(b, &f) == nil && f.ID == fmt.Sprint(next) {
+				return f.Error.Code
+			}
+		}
+	}
+	long := strings.Repeat("x", 3000)
+	for _, tc := range []struct{ what, send, code string }{
+		{"a media URL over 2048 bytes", `{"conversation_id":"dm:alice:bob","client_msg_id":"m1","media":{"url":"https://x/` + long + `","mime":"image/png","size":5}}`, wire.CodeTooLarge},
+		{"media of size 0", `{"conversation_id":"dm:alice:bob","client_msg_id":"m2","media":{"url":"https://x/a.png","mime":"image/png","size":0}}`, wire.CodeInvalid},
+		{"a client_msg_id over 64 bytes", `{"conversation_id":"dm:alice:bob","client_msg_id":"` + strings.Repeat("c", 65) + `","text":"hi"}`, wire.CodeInvalid},
+		{"a control character", `{"conversation_id":"dm:alice:bob","client_msg_id":"m4","text":"bell\u0007"}`, wire.CodeInvalid},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, p.HTTP()+"/v1/messages", strings.NewReader(tc.send))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), `"code":"`+tc.code+`"`) {
+			t.Errorf("%s over REST: %d %s, want %s", tc.what, resp.StatusCode, body, tc.code)
+		}
+		if got := wsCode(tc.send); got != tc.code {
+			t.Errorf("%s over the WebSocket: %q, want %s", tc.what, got, tc.code)
+		}
+	}
 }
