@@ -269,10 +269,17 @@ num.io.threads=2
 	if err := os.WriteFile(conf, []byte(props), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	id := make([]byte, 16)
-	_, _ = rand.Read(id)
+	// A cluster id as Kafka's Uuid.randomUuid makes them: 16 random bytes,
+	// base64url, never starting with '-' (the tool would read it as an
+	// option: about one start in 64 failed that way).
+	var clusterID string
+	for clusterID == "" || clusterID[0] == '-' {
+		id := make([]byte, 16)
+		_, _ = rand.Read(id)
+		clusterID = base64.RawURLEncoding.EncodeToString(id)
+	}
 	out, err := exec.Command(java, "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", cp,
-		"kafka.tools.StorageTool", "format", "--cluster-id", base64.RawURLEncoding.EncodeToString(id), "--config", conf).CombinedOutput()
+		"kafka.tools.StorageTool", "format", "--cluster-id", clusterID, "--config", conf).CombinedOutput()
 	if err != nil {
 		t.Fatalf("format private Kafka storage: %v\n%s", err, out)
 	}
