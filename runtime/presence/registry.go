@@ -1,10 +1,7 @@
 // Package presence owns who is online: the session registry (user → device
 // sessions → gateway, with expiry) and presence status with a grace period
 // before offline. Backends of Registry live in sub-packages (presence/memory,
-// later presence/redis) and pass presencetest.Run.
-//
-// (Types written by the lead from the shared contract so that chat and
-// gateway compile; helper B owns the rest of the package — keep these exact.)
+// presence/redis) and pass presencetest.Run.
 package presence
 
 import (
