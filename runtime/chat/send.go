@@ -76,9 +76,16 @@ func (c *conversation) sends(ctx context.Context, jobs []*job, out *Batch) {
 		}
 		if err != nil {
 			// Unknown outcome: if it was stored after all, the reloaded
-			// dedupe cache answers the client's retry.
+			// dedupe cache answers the client's retry. Only a store that
+			// wrote nothing (store.ErrNotStored) is answered unavailable;
+			// otherwise the answer is timeout, which asks for a retry with
+			// the same client_msg_id (issue 14: outcomes that never lie).
 			c.state = nil
-			c.failPlanned(ctx, plan, jobs, out, storeErr(s.log, "append", c.id, err))
+			answer := storeErr(s.log, "append", c.id, err)
+			if !errors.Is(err, store.ErrNotStored) && ctx.Err() == nil {
+				answer = &wire.Error{Code: wire.CodeTimeout, Message: "the message may have been stored (the store did not confirm it); retry with the same client_msg_id"}
+			}
+			c.failPlanned(ctx, plan, jobs, out, answer)
 			return
 		}
 		c.applied(plan)

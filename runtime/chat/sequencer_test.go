@@ -716,3 +716,70 @@ func TestGroupDeliveredStoredNotPushed(t *testing.T) {
 		}
 	}
 }
+
+// unsureStore fails the next Append as told: after storing it (the store
+// lost its answer: outcome unknown) or before (store.ErrNotStored).
+type unsureStore struct {
+	store.MessageStore
+	mu   sync.Mutex
+	next string // "", "stored-then-lost", "refused"
+}
+
+func (u *unsureStore) Append(ctx context.Context, conv string, msgs []*parleyv1.Message) error {
+	u.mu.Lock()
+	mode := u.next
+	u.next = ""
+	u.mu.Unlock()
+	switch mode {
+	case "refused":
+		return fmt.Errorf("append %s: %w: too few replicas", conv, store.ErrNotStored)
+	case "stored-then-lost":
+		if err := u.MessageStore.Append(ctx, conv, msgs); err != nil {
+			return err
+		}
+		return errors.New("connection reset while waiting for the answer")
+	}
+	return u.MessageStore.Append(ctx, conv, msgs)
+}
+
+// TestAppendOutcomes (issue 14): a send whose append the store refused
+// before writing is answered unavailable; one whose append may have been
+// stored is answered timeout, and its retry with the same client_msg_id is
+// answered with the seq it was stored at, stored once.
+func TestAppendOutcomes(t *testing.T) {
+	e := newEnv(t, nil)
+	u := &unsureStore{MessageStore: e.st}
+	e.st = u
+	e.startSequencer(t, "chat-0", 0)
+	dm := DMID("alice", "bob")
+	e.mustSend(t, "alice", dm, "first", "hello")
+
+	u.mu.Lock()
+	u.next = "refused"
+	u.mu.Unlock()
+	if _, err := e.send("alice", dm, "r1", "refused"); code(err) != wire.CodeUnavailable {
+		t.Fatalf("append refused before writing: %v, want unavailable", err)
+	}
+	u.mu.Lock()
+	u.next = "stored-then-lost"
+	u.mu.Unlock()
+	if _, err := e.send("alice", dm, "u1", "maybe stored"); code(err) != wire.CodeTimeout {
+		t.Fatalf("append of unknown outcome: %v, want timeout", err)
+	}
+	ok := e.mustSend(t, "alice", dm, "u1", "maybe stored")
+	n := 0
+	for _, m := range e.log(t, dm) {
+		if m.GetClientMsgId() == "u1" {
+			n++
+			if m.GetSeq() != ok.GetSeq() {
+				t.Errorf("the retry answered seq %d, stored at %d", ok.GetSeq(), m.GetSeq())
+			}
+		}
+		if m.GetClientMsgId() == "r1" {
+			t.Errorf("the refused send is stored at %d", m.GetSeq())
+		}
+	}
+	if n != 1 {
+		t.Fatalf("the send of unknown outcome is stored %d times after its retry, want once", n)
+	}
+}

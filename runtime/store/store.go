@@ -22,6 +22,12 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrExists is returned by CreateConversation for an id already taken.
 	ErrExists = errors.New("already exists")
+	// ErrNotStored is wrapped by Append errors when nothing of the append
+	// can have been stored (the store refused it before writing: too few
+	// replicas alive, a request it could not parse), so "retry later" is
+	// the truth. Any other Append error but ErrSeqTaken leaves the outcome
+	// unknown: the messages may be stored (issue 14).
+	ErrNotStored = errors.New("not stored")
 )
 
 // Conversation kinds.

@@ -182,7 +182,7 @@ func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Messag
 		rows[i] = r
 	}
 	if err := s.begin(ctx); err != nil {
-		return fmt.Errorf("append %s seq %d: %w", conv, first, err)
+		return fmt.Errorf("append %s seq %d: %w: %w", conv, first, store.ErrNotStored, err)
 	}
 	segs := s.segments(rows)
 	for i, seg := range segs {
@@ -192,6 +192,10 @@ func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Messag
 		}
 		if i == 0 {
 			return fmt.Errorf("append %s seq %d: %w", conv, first, err)
+		}
+		if errors.Is(err, store.ErrNotStored) {
+			// Only this segment was not stored; the append as a whole was.
+			err = errors.New(err.Error())
 		}
 		// A later segment failed after earlier ones were stored: those
 		// are in the log for good, so their effects apply.
@@ -266,8 +270,10 @@ func (s *Store) appendSegment(ctx context.Context, conv string, rows []row) erro
 			return nil
 		case err == nil && !uncertain:
 			return fmt.Errorf("seq %v is stored: %w", existing["seq"], store.ErrSeqTaken)
+		case err != nil && !mayBeApplied(err) && !uncertain:
+			return fmt.Errorf("%w: %w", store.ErrNotStored, err)
 		case err != nil && !mayBeApplied(err):
-			return err
+			return fmt.Errorf("conditional write outcome unknown (an earlier attempt may have been applied): %w", err)
 		case err != nil && ctx.Err() != nil:
 			return fmt.Errorf("conditional write outcome unknown: %w", err)
 		}
@@ -299,13 +305,16 @@ func (s *Store) appendSegment(ctx context.Context, conv string, rows []row) erro
 
 // mayBeApplied reports whether a conditional write that failed with err may
 // still have been applied (or be applied by a later Paxos round): true for
-// everything but requests the server refused outright.
+// everything but requests the server refused outright — unparsable or
+// unauthorized ones, and Unavailable, which the coordinator raises when it
+// counts too few live replicas for the Paxos round, before it proposes
+// anything (Cassandra's StorageProxy.cas and Paxos v2 both check first).
 func mayBeApplied(err error) bool {
 	var re gocql.RequestError
 	if errors.As(err, &re) {
 		switch re.Code() {
 		case gocql.ErrCodeSyntax, gocql.ErrCodeInvalid, gocql.ErrCodeUnauthorized, gocql.ErrCodeConfig,
-			gocql.ErrCodeCredentials, gocql.ErrCodeProtocol:
+			gocql.ErrCodeCredentials, gocql.ErrCodeProtocol, gocql.ErrCodeUnavailable:
 			return false
 		}
 	}
