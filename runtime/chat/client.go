@@ -121,7 +121,6 @@ func (c *Client) publishFailed(id uint64, err error) {
 // may have reached the bus.
 const publishUnknown = "the request may have been enqueued (the bus did not confirm it in time); retry with the same client_msg_id"
 
-
 // register completes rec (see Do), registers cb as its pending request and
 // returns the message to publish; it answers cb and returns false when rec
 // cannot be encoded.
