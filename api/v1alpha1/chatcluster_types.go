@@ -309,6 +309,30 @@ type Limits struct {
 	// +kubebuilder:default=40
 	// +optional
 	SendBurst int32 `json:"sendBurst,omitempty"`
+
+	// ReadRatePerSecond is each user's sustained rate of sync, history, inbox and receipts
+	// requests, 1–1000; default 20 (the runtime's --read-rate).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +kubebuilder:default=20
+	// +optional
+	ReadRatePerSecond int32 `json:"readRatePerSecond,omitempty"`
+
+	// ReadBurst is each user's burst of such reads, 1–10000; default 100 (--read-burst).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	// +kubebuilder:default=100
+	// +optional
+	ReadBurst int32 `json:"readBurst,omitempty"`
+
+	// MaxSessionsPerUser is the most live WebSocket sessions of one user in a region,
+	// 1–1000; default 16. Past it the newest connection is refused with
+	// too_many_sessions (--max-sessions-per-user).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +kubebuilder:default=16
+	// +optional
+	MaxSessionsPerUser int32 `json:"maxSessionsPerUser,omitempty"`
 }
 
 // CassandraSpec holds the Cassandra settings shared by all regions.

@@ -20,6 +20,9 @@ const (
 	DefaultMaxMessageBytes   = 4096
 	DefaultSendRate          = 20
 	DefaultSendBurst         = 40
+	DefaultReadRate          = 20
+	DefaultReadBurst         = 100
+	DefaultMaxSessions       = 16
 	DefaultKeyspace          = "parley"
 	DefaultDrainTimeout      = 60 * time.Second
 	DefaultProgressDeadline  = 10 * time.Minute
@@ -48,6 +51,9 @@ func SetDefaults(cc *ChatCluster) {
 	setInt(&s.Limits.MaxMessageBytes, DefaultMaxMessageBytes)
 	setInt(&s.Limits.SendRatePerSecond, DefaultSendRate)
 	setInt(&s.Limits.SendBurst, DefaultSendBurst)
+	setInt(&s.Limits.ReadRatePerSecond, DefaultReadRate)
+	setInt(&s.Limits.ReadBurst, DefaultReadBurst)
+	setInt(&s.Limits.MaxSessionsPerUser, DefaultMaxSessions)
 	if s.Cassandra.Keyspace == "" {
 		s.Cassandra.Keyspace = DefaultKeyspace
 	}

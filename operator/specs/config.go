@@ -28,6 +28,9 @@ const (
 	EnvMaxMessageBytes = "PARLEY_MAX_MESSAGE_BYTES"
 	EnvSendRate        = "PARLEY_SEND_RATE"
 	EnvSendBurst       = "PARLEY_SEND_BURST"
+	EnvReadRate        = "PARLEY_READ_RATE"
+	EnvReadBurst       = "PARLEY_READ_BURST"
+	EnvMaxSessions     = "PARLEY_MAX_SESSIONS_PER_USER"
 	EnvDrainWindow     = "PARLEY_DRAIN_WINDOW"
 	EnvMaxConnections  = "PARLEY_MAX_CONNECTIONS"
 	EnvJWKSURL         = "PARLEY_JWKS_URL"
@@ -56,6 +59,9 @@ var flagEnv = []struct{ flag, env string }{
 	{"--max-message-bytes", EnvMaxMessageBytes},
 	{"--send-rate", EnvSendRate},
 	{"--send-burst", EnvSendBurst},
+	{"--read-rate", EnvReadRate},
+	{"--read-burst", EnvReadBurst},
+	{"--max-sessions-per-user", EnvMaxSessions},
 	{"--drain-window", EnvDrainWindow},
 	{"--max-connections", EnvMaxConnections},
 	{"--jwks-url", EnvJWKSURL},
@@ -91,6 +97,16 @@ func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Ro
 	if role == chatv1.RoleGateway {
 		c[EnvSendRate] = strconv.Itoa(int(s.Limits.SendRatePerSecond))
 		c[EnvSendBurst] = strconv.Itoa(int(s.Limits.SendBurst))
+		// Zero (an object stored before these fields existed, never defaulted)
+		// leaves the runtime's own default.
+		setInt := func(k string, v int32) {
+			if v > 0 {
+				c[k] = strconv.Itoa(int(v))
+			}
+		}
+		setInt(EnvReadRate, s.Limits.ReadRatePerSecond)
+		setInt(EnvReadBurst, s.Limits.ReadBurst)
+		setInt(EnvMaxSessions, s.Limits.MaxSessionsPerUser)
 		c[EnvDrainWindow] = DrainWindow(cc)
 		if region.Gateway.MaxConnections > 0 {
 			c[EnvMaxConnections] = strconv.Itoa(int(region.Gateway.MaxConnections))
