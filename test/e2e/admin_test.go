@@ -146,19 +146,7 @@ func TestMetricsPrivateAndOrigins(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startServer(t, "", "--admin-token-file", tokenFile, "--metrics-private", "--allowed-origins", "https://chat.example.com")
-	get := func(auth string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, p.HTTP()+"/metrics", nil)
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(auth string) (int, string) { return httpDo(t, http.MethodGet, p.HTTP()+"/metrics", auth, "") }
 	if code, _ := get(""); code != http.StatusUnauthorized {
 		t.Errorf("/metrics without a token: %d, want 401", code)
 	}

@@ -97,17 +97,7 @@ func TestRESTRefusesWhatWebSocketRefuses(t *testing.T) {
 	p := startServer(t, "")
 	tok := p.token("alice", "curl", time.Hour)
 	post := func(path, body string) (int, string) {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, p.HTTP()+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return httpDo(t, http.MethodPost, p.HTTP()+path, "Bearer "+tok, body)
 	}
 	for _, tc := range []struct{ what, path, body, mention string }{
 		{"invalid UTF-8", "/v1/messages", "{\"conversation_id\":\"dm:alice:bob\",\"client_msg_id\":\"u1\",\"text\":\"bad \xff\"}", "UTF-8"},
@@ -260,19 +250,38 @@ func TestSendValidationSameEverywhere(t *testing.T) {
 		{"a client_msg_id over 64 bytes", `{"conversation_id":"dm:alice:bob","client_msg_id":"` + strings.Repeat("c", 65) + `","text":"hi"}`, wire.CodeInvalid},
 		{"a control character", `{"conversation_id":"dm:alice:bob","client_msg_id":"m4","text":"bell\u0007"}`, wire.CodeInvalid},
 	} {
-		req, _ := http.NewRequest(http.MethodPost, p.HTTP()+"/v1/messages", strings.NewReader(tc.send))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(body), `"code":"`+tc.code+`"`) {
-			t.Errorf("%s over REST: %d %s, want %s", tc.what, resp.StatusCode, body, tc.code)
+		if status, body := httpDo(t, http.MethodPost, p.HTTP()+"/v1/messages", "Bearer "+tok, tc.send); !strings.Contains(body, `"code":"`+tc.code+`"`) {
+			t.Errorf("%s over REST: %d %s, want %s", tc.what, status, body, tc.code)
 		}
 		if got := wsCode(tc.send); got != tc.code {
 			t.Errorf("%s over the WebSocket: %q, want %s", tc.what, got, tc.code)
 		}
 	}
+}
+
+// httpDo makes one request with an Authorization header (when auth is set)
+// and a JSON body (when body is set), and returns the status and body.
+func httpDo(t *testing.T, method, url, auth, body string) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
