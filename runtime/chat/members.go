@@ -126,10 +126,10 @@ func (c *conversation) addMembers(ctx context.Context, j *job, out *Batch) {
 
 // removeMembers removes users from a group through a MEMBER_REMOVED event. A
 // member may remove itself; removing others takes the owner role (forbidden
-// otherwise). The event goes to the remaining and the removed members, and
+// otherwise; see convState.isOwner: when the owner has left, ownership has
+// passed on). The event goes to the remaining and the removed members, and
 // nothing sequenced after it reaches the removed ones. Users who are not
-// members are skipped; with none left the reply is empty. Decision: an owner
-// who leaves does not hand ownership on; the group simply has no owner.
+// members are skipped; with none left the reply is empty.
 func (c *conversation) removeMembers(ctx context.Context, j *job, out *Batch) {
 	caller := j.rec.GetOrigin().GetUserId()
 	req := j.rec.GetRemoveMembers()
@@ -147,7 +147,7 @@ func (c *conversation) removeMembers(ctx context.Context, j *job, out *Batch) {
 			if _, ok := st.members[u]; !ok {
 				continue
 			}
-			if u != caller && st.members[caller].Role != store.RoleOwner {
+			if u != caller && !st.isOwner(caller) {
 				return nil, wire.Errorf(wire.CodeForbidden, "only the group's owner may remove other members")
 			}
 			removed = append(removed, u)
@@ -209,4 +209,26 @@ func changeList(req *parleyv1.ChangeMembers) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// isOwner reports whether user owns the group: the member stored with
+// store.RoleOwner (its creator) while it is a member; once it has left, the
+// longest-standing member (lowest joined_seq, then the smaller user id), so
+// a group whose owner left can still be administered (issue 13: nobody could
+// remove a member again). Ownership passes on by this rule, computed from
+// the membership every sequencer has, with no event of its own yet.
+func (st *convState) isOwner(user string) bool {
+	if _, ok := st.members[user]; !ok {
+		return false
+	}
+	var oldest string
+	for id, m := range st.members {
+		if m.Role == store.RoleOwner {
+			return id == user
+		}
+		if o, ok := st.members[oldest]; oldest == "" || !ok || m.JoinedSeq < o.JoinedSeq || m.JoinedSeq == o.JoinedSeq && id < oldest {
+			oldest = id
+		}
+	}
+	return oldest == user
 }

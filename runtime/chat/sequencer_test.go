@@ -783,3 +783,31 @@ func TestAppendOutcomes(t *testing.T) {
 		t.Fatalf("the send of unknown outcome is stored %d times after its retry, want once", n)
 	}
 }
+
+// TestOwnershipPassesOn (issue 13): when a group's owner leaves, the
+// longest-standing member may remove others; the other members still may
+// not.
+func TestOwnershipPassesOn(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	for _, u := range []string{"alice", "bob", "carol"} {
+		e.online(t, u, 0)
+	}
+	g := e.createGroup(t, "alice", "club", "bob") // alice owner; bob joined at creation
+	if _, err := e.call(addRec("alice", g, "carol", "dave")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.call(removeRec("carol", g, "dave")); code(err) != wire.CodeForbidden {
+		t.Fatalf("carol removes dave while alice owns the group: %v, want forbidden", err)
+	}
+	if _, err := e.call(removeRec("alice", g, "alice")); err != nil { // the owner leaves
+		t.Fatal(err)
+	}
+	if _, err := e.call(removeRec("carol", g, "dave")); code(err) != wire.CodeForbidden {
+		t.Fatalf("carol (joined later) removes dave after alice left: %v, want forbidden", err)
+	}
+	rep, err := e.call(removeRec("bob", g, "dave"))
+	if err != nil || rep.GetEvent().GetKind() != parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
+		t.Fatalf("bob, now the longest-standing member, removes dave: %v %v", rep, err)
+	}
+}
