@@ -1,5 +1,5 @@
 // Package bench is Parley's load generator: the scenarios behind `parley
-// bench SCENARIO` (issue 5; DESIGN.md, Performance budget).
+// bench SCENARIO` (issue 5; docs/benchmarks.md).
 //
 //   - Idle: N authenticated, idle WebSocket connections held with pings;
 //     connect rate, failures, server RSS per connection.

@@ -1,7 +1,7 @@
 // Package bus is the delivery bus between Parley's roles: a set of topics,
 // each with a fixed number of partitions, carrying opaque records.
 //
-// Two patterns run over it (DESIGN.md, Data path):
+// Two patterns run over it (docs/design.md §2):
 //   - ingress: gateways Publish keyed by conversation id; the chat role Joins a
 //     consumer group so each partition has exactly one owner (its sequencer),
 //     with assign/revoke as members come and go, and commits offsets;

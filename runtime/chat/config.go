@@ -1,4 +1,4 @@
-// Package chat is the send pipeline of the chat role (DESIGN.md, Data path):
+// Package chat is the send pipeline of the chat role (docs/design.md §2):
 // the Sequencer owns ingress partitions and, per conversation, validates,
 // dedupes, sequences and durably appends messages and membership events, then
 // replies to the origin gateway and fans out through the Router. The Client is
@@ -44,7 +44,7 @@ const (
 	DefaultMaxStates = 20000
 
 	// DedupeWindow is how many of a conversation's newest messages are
-	// remembered for idempotent sends (the newest bucket, DESIGN.md). A retry
+	// remembered for idempotent sends (docs/design.md §2). A retry
 	// of an older message would be stored again.
 	DedupeWindow = 4096
 	// MaxTitleBytes bounds a group title, bytes of UTF-8.

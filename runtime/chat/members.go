@@ -12,7 +12,7 @@ import (
 // createGroup creates a group with the caller as owner.
 //
 // Decision: the sequencer mints the id, "g:" + a snowflake id, because only
-// the chat role mints snowflakes (DESIGN.md). The request therefore carries
+// the chat role mints snowflakes (docs/design.md). The request therefore carries
 // an empty conversation_id and is keyed by the creator's user id (see
 // Client.Do); it runs in the queue of the empty conversation id of whichever
 // partition that key lands in, and needs no conversation state: a fresh id is

@@ -23,7 +23,7 @@ const flushWorkers = 8
 // Decisions: a seq beyond the head is clamped to the head rather than
 // refused (a client may race a message it has not seen sequenced yet); a
 // pointer that would not move changes nothing and pushes nothing; the reply
-// is empty either way. Routing (DESIGN.md, Receipts): in a DM the receipt
+// is empty either way. Routing (docs/design.md §3): in a DM the receipt
 // goes to the peer and to the user's own devices, in a group only to the
 // user's own devices, plus one READ_BY_ALL push to the senders of the
 // messages everyone has now read; a group's delivered pointers are stored

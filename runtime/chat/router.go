@@ -32,7 +32,7 @@ const maxRecordBytes = 512 << 10
 // Users without a live session get nothing pushed: they catch up by pull.
 // The registry is asked on every publish (no cache): a gateway registers a
 // session before it serves sync, and a cache could hide that session from a
-// message sequenced right after the sync (DESIGN.md, Pull for catch-up).
+// message sequenced right after the sync (docs/design.md §2, repair by pull).
 type Router struct {
 	b   bus.Bus
 	out *bus.Coalescer // publishes concurrent callers' records together
@@ -262,7 +262,7 @@ func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec
 	res := r.lookup.Do(ctx, all)
 	sessions, err := res.m, res.err
 	if err != nil {
-		// Degraded routing (DESIGN.md, Presence): every gateway gets every
+		// Degraded routing (docs/design.md §4): every gateway gets every
 		// recipient and pushes to the ones it holds.
 		if now, last := time.Now().UnixNano(), r.degradedLog.Load(); now-last >= int64(degradedLogEvery) && r.degradedLog.CompareAndSwap(last, now) {
 			r.log.Warn("session registry failed; routing to every gateway", "err", err, "users", len(all))

@@ -302,7 +302,7 @@ func (c *conversation) answer(ctx context.Context, p *sendPlan, jobs []*job, out
 			j.finished = true
 		}
 	}
-	// Sending advances the sender's own read pointer (DESIGN.md, Receipts).
+	// Sending advances the sender's own read pointer (docs/design.md §3).
 	for user, seq := range lastRead {
 		c.advance(st, user, parleyv1.ReceiptKind_RECEIPT_KIND_READ, seq)
 	}

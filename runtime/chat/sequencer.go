@@ -42,7 +42,7 @@ const sweepEvery = 5 * time.Second
 // current batch before cancelling their store calls.
 const revokeGrace = 5 * time.Second
 
-// Sequencer is the chat role (DESIGN.md, Data path): a member of consumer
+// Sequencer is the chat role (docs/design.md §2): a member of consumer
 // group "parley.chat" on the ingress topic that, for every partition it owns,
 // is the single sequencer of that partition's conversations. Each active
 // conversation has one queue served by one goroutine, so conversations of a

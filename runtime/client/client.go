@@ -1,5 +1,5 @@
 // Package client is Parley's Go SDK, used by the CLI, the benchmark and the
-// tests. It speaks the wire protocol (DESIGN.md, Wire protocol) over one
+// tests. It speaks the wire protocol (docs/design.md §6) over one
 // WebSocket at /v1/ws and adds what every application would otherwise write
 // itself:
 //

@@ -19,7 +19,7 @@ import (
 	"github.com/parleychat/parley/runtime/wire"
 )
 
-// REST calls Parley's REST API (DESIGN.md, REST API): JSON with a bearer
+// REST calls Parley's REST API (docs/design.md §6): JSON with a bearer
 // token. Every error the server names comes back as a *wire.Error (its
 // {"error":{"code","message"}} body); other failures are wrapped with the
 // method and path. Set the fields before use; a REST is then safe for

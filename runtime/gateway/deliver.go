@@ -75,7 +75,7 @@ func (g *Gateway) deliver(d *parleyv1.Delivery) int {
 
 // PresenceChanged pushes p to the local sessions subscribed to p's user
 // (presence_sub) and to the local sessions of the user's DM peers, once per
-// session; never to every member of every shared group (DESIGN.md, Presence).
+// session; never to every member of every shared group (docs/design.md §4).
 // It may query the store for the DM peers (cached briefly), so call it from
 // a goroutine that can wait for that, not under a hot lock.
 func (g *Gateway) PresenceChanged(p *parleyv1.Presence) {

@@ -1,7 +1,7 @@
 // Package gateway owns client connections: the WebSocket endpoint /v1/ws,
 // one session per connection, heartbeats, token expiry, backpressure, fan-out
-// of deliveries to local sessions, and draining (DESIGN.md, Data path and
-// Performance budget).
+// of deliveries to local sessions, and draining (docs/design.md §2; costs in
+// docs/benchmarks.md).
 //
 // Cost model, because a gateway holds tens of thousands of mostly idle
 // sockets: each connection has exactly one goroutine, its reader, started by
@@ -332,8 +332,8 @@ func newGateway(cfg Config, v auth.Verifier, cc ingress, q queries, r router, ps
 	g.hub.init()
 	g.upgrader = websocket.Upgrader{
 		// Small read buffers and pooled write buffers keep an idle
-		// connection near gorilla's bare minimum (DESIGN.md, Performance
-		// budget). Frames larger than the read buffer are still read whole.
+		// connection near gorilla's bare minimum (docs/benchmarks.md).
+		// Frames larger than the read buffer are still read whole.
 		ReadBufferSize:  512,
 		WriteBufferPool: &sync.Pool{},
 		Subprotocols:    []string{wire.SubprotocolProto, wire.SubprotocolJSON},

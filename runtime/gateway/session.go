@@ -142,7 +142,7 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // a distributed gateway with an 8 KiB stack instead of 4 KiB
 // (docs/benchmarks.md). The session is in the registry before the first
 // frame is read, so no message falls between a sync and the push
-// (DESIGN.md, Data path). serve must follow, even if start fails to
+// (docs/design.md §2). serve must follow, even if start fails to
 // register: it owns the cleanup.
 func (s *session) start() {
 	g := s.g

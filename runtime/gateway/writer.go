@@ -22,7 +22,7 @@ type outFrame struct {
 	// Config.SendQueueBytes.
 	size int
 	// droppable marks typing and presence frames, which give way to
-	// messages when the queue is full (DESIGN.md, Performance budget).
+	// messages when the queue is full (docs/benchmarks.md).
 	droppable bool
 }
 

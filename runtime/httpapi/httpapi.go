@@ -1,4 +1,4 @@
-// Package httpapi serves Parley's REST API (DESIGN.md, REST API): JSON over
+// Package httpapi serves Parley's REST API (docs/design.md §6): JSON over
 // HTTP with JWT bearer auth, the same operations and idempotency as the
 // WebSocket frames, and errors as {"error":{"code","message"}} with the
 // HTTP status of wire.HTTPStatus.

@@ -1,4 +1,4 @@
-// Package media makes media messages real (DESIGN.md, REST API): a client
+// Package media makes media messages real (docs/design.md §6): a client
 // asks POST /v1/media/uploads for an S3 presigned PUT URL bound to the
 // object's content type and length, uploads the bytes straight to the object
 // store, then sends a message whose media.url is the object's URL. Before such

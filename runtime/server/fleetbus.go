@@ -18,7 +18,7 @@ const DefaultRouteTimeout = 300 * time.Millisecond
 
 // routeBreak is how long routing skips a registry that just failed: it
 // routes to every gateway at once instead of waiting for each lookup to
-// time out (DESIGN.md, Presence: degraded routing).
+// time out (docs/design.md §4, degraded routing).
 const routeBreak = time.Second
 
 // errRouteBreak is returned by routeRegistry.Sessions while it skips a

@@ -30,7 +30,7 @@ import (
 	"github.com/parleychat/parley/runtime/wire"
 )
 
-// Role is one process kind of the distributed mode (DESIGN.md, Data path).
+// Role is one process kind of the distributed mode (docs/design.md §2).
 type Role string
 
 // Roles. RoleAll runs every role in one process: on embedded storage when

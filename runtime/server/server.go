@@ -255,7 +255,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 
 	ccfg := chat.DefaultConfig()
 	ccfg.Region = cfg.Region
-	ccfg.NodeID = 0 // embedded mode: the one sequencer is node 0 (DESIGN.md)
+	ccfg.NodeID = 0 // embedded mode: the one sequencer is node 0 (docs/design.md)
 	ccfg.IngressTopic, ccfg.DeliverTopic = ingress, deliver
 	ccfg.Member = "chat-0"
 	ccfg.MaxGroupMembers = cfg.MaxGroupMembers

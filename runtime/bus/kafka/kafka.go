@@ -1,6 +1,6 @@
 // Package kafka is the Kafka backend of bus.Bus, on franz-go (kgo + kadm).
 //
-// Mapping (DESIGN.md, Data path):
+// Mapping (docs/design.md §2):
 //   - Publish is an idempotent acks=all produce that returns after the ack;
 //     concurrent Publish calls share batches (Config.Linger). Keyed records
 //     go to bus.PartitionFor(key, n), computed here and set on the record

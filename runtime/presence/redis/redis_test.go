@@ -162,7 +162,7 @@ func checkRebuild(t *testing.T, r presence.Registry, wipe func()) {
 	}
 }
 
-// TestRebuildsAfterFlush is the restart of DESIGN.md on the shared server:
+// TestRebuildsAfterFlush is a Redis restart (docs/design.md §4) on the shared server:
 // every key of the registry is deleted (FLUSHALL itself would wipe other
 // tests' data there; TestRebuildsAfterRestart runs the real thing on a
 // private server).

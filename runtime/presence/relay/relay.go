@@ -1,12 +1,12 @@
 // Package relay carries presence between the processes of the distributed
-// mode (DESIGN.md, Presence), where gateways, the chat role and the presence
+// mode (docs/design.md §4), where gateways, the chat role and the presence
 // role are separate fleets.
 //
 // Decision — who does what:
 //
 //   - Gateways own the session registry. A gateway writes its sessions to
 //     the registry (Redis) itself, synchronously, before it answers the
-//     session's sync (DESIGN.md, Pull for catch-up), and rewrites them on
+//     session's sync (docs/design.md §2, repair by pull), and rewrites them on
 //     every heartbeat, so the registry rebuilds itself after a Redis restart
 //     within one heartbeat. The Reporter does that and also reports each
 //     connect, heartbeat and disconnect as an event on the presence topic

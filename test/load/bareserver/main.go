@@ -1,5 +1,5 @@
 // Command bareserver is the reference for the idle-connection memory budget
-// (DESIGN.md, Performance budget): a bare gorilla/websocket server with a
+// (docs/benchmarks.md): a bare gorilla/websocket server with a
 // 512 B read buffer and pooled write buffers that upgrades every request to
 // /v1/ws, reads and discards frames on the HTTP handler's goroutine (as
 // gorilla's examples do) or, with --detach, on a goroutine of its own while

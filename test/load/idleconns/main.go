@@ -1,7 +1,7 @@
 // Command idleconns opens many authenticated, idle WebSocket connections to
 // a Parley gateway (or any WebSocket server) and holds them, so that the
 // server's memory per idle connection can be measured (test/load/idle-mem.sh;
-// DESIGN.md, Performance budget). It is a load tool, not part of the product.
+// docs/benchmarks.md). It is a load tool, not part of the product.
 //
 // Each connection has one goroutine, which reads and discards whatever the
 // server sends (the Welcome frame, pongs); the client answers nothing. One
