@@ -7,7 +7,7 @@ GO ?= go
 # 60,000 executions take ~10 s here.
 FUZZTIME ?= 60000x
 
-.PHONY: build operator test deps envtest test-go test-unit fuzz test-browser generate manifests vet fmt bench
+.PHONY: build operator test deps envtest test-go test-unit check fuzz test-browser generate manifests vet fmt bench
 
 build:
 	$(GO) build -o bin/parley ./runtime/cmd/parley
@@ -19,7 +19,8 @@ operator:
 # stop them with `hack/deps.sh down`), Chromium for the browser tests, a
 # kube-apiserver, kube-controller-manager and etcd for the operator suite (hack/envtest.sh builds them
 # from Go module source once, ~15-20 min on 2 cores, then caches them), a
-# check that generated operator files are current, every Go test, a short
+# check that generated operator files are current, every Go test under the
+# race detector (the project is concurrency-heavy; it costs ~1 minute), a short
 # fuzz run of the frame decoder, and the browser tests.
 test: deps test-go fuzz test-browser
 
@@ -33,7 +34,14 @@ envtest:
 
 test-go: vet
 	hack/timed.sh "generated operator files current" hack/codegen.sh --check
-	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" hack/timed.sh "go test" $(GO) test -count=1 -timeout 40m ./...
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" hack/timed.sh "go test -race" $(GO) test -race -count=1 -timeout 40m ./...
+
+# The fast lane before a commit: formatting, vet and the runtime's and the
+# operator's unit tests under the race detector (backend suites skip when
+# their server is absent). A few minutes.
+check: vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo "gofmt: the files above need formatting (make fmt)"; exit 1; }
+	$(GO) test -race ./runtime/... ./operator/... ./api/...
 
 # Go tests only, with nothing installed: backend suites skip when their
 # server is absent (they never skip under CI=true).
