@@ -213,8 +213,3 @@ func Replicas(region *chatv1.Region, role chatv1.Role) int32 {
 		return region.Presence.Replicas
 	}
 }
-
-// SelectorLabels copies a selector, for callers that add to it.
-func SelectorLabels(cc *chatv1.ChatCluster, region string, role chatv1.Role) map[string]string {
-	return maps.Clone(Selector(cc, region, role))
-}

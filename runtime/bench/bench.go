@@ -173,13 +173,6 @@ type Options struct {
 // discardLogger drops everything.
 var discardLogger = slog.New(slog.DiscardHandler)
 
-func (o *Options) logger() *slog.Logger {
-	if o.Logger != nil {
-		return o.Logger
-	}
-	return discardLogger
-}
-
 // Result is what a scenario measured: parameters and figures, flat, so
 // that the command prints it as a table and writes it as JSON.
 type Result struct {

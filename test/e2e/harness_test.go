@@ -146,20 +146,6 @@ func (p *proc) restart() {
 	p.start()
 }
 
-// terminate sends SIGTERM and waits (bounded) for a clean exit.
-func (p *proc) terminate(timeout time.Duration) error {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		if st := p.cmd.ProcessState; st != nil && !st.Success() {
-			return fmt.Errorf("parley exited with %v", st)
-		}
-		return nil
-	case <-time.After(timeout):
-		return fmt.Errorf("parley did not exit within %s of SIGTERM", timeout)
-	}
-}
-
 // token runs `parley token` against the process's data dir.
 func (p *proc) token(user, device string, ttl time.Duration) string {
 	p.t.Helper()
