@@ -252,12 +252,14 @@ describe('web client', () => {
   });
 
   step('a member who leaves a group can no longer write in it', async () => {
-    const id = await convButton(bob, 'Lunch crew').getAttribute('data-conv');
-    await server.rest('DELETE', `/v1/conversations/${encodeURIComponent(id)}/members/bob`, { token: await server.token('bob') });
+    // Bob leaves with the header's Leave button, confirming the dialog.
+    bob.once('dialog', (d) => d.accept());
+    await bob.getByRole('button', { name: 'Leave', exact: true }).click();
     await bob.locator('#msg-list li.event', { hasText: 'bob left' }).waitFor();
     await bob.locator('#left-note').waitFor();
     assert.equal(await bob.locator('#composer').isVisible(), false, 'composer hidden after leaving');
     assert.equal(await bob.locator('#add-toggle').isVisible(), false, '"Add people" hidden after leaving');
+    assert.equal(await bob.locator('#leave').isVisible(), false, '"Leave" hidden after leaving');
     await shot(bob, 'phone-left-group');
     // Alice, still a member, keeps her composer.
     await alice.locator('#msg-list li.event', { hasText: 'bob left' }).waitFor();

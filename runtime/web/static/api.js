@@ -64,6 +64,11 @@ export class Api {
     return this.call('POST', `/v1/conversations/${encodeURIComponent(conv)}/members`, { user_ids: userIds });
   }
 
+  // leave removes the caller from a group (a MEMBER_REMOVED event of its own).
+  leave(conv, self) {
+    return this.call('DELETE', `/v1/conversations/${encodeURIComponent(conv)}/members/${encodeURIComponent(self)}`);
+  }
+
   readBy(conv, seq) {
     return this.call('GET', `/v1/conversations/${encodeURIComponent(conv)}/receipts?seq=${seq}`);
   }

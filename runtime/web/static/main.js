@@ -838,6 +838,21 @@ async function createGroup(ev) {
   }
 }
 
+// leaveGroup removes the user from the open group, after a confirmation;
+// the MEMBER_REMOVED event that comes back turns the composer off.
+async function leaveGroup() {
+  const c = S.convs.get(S.openId);
+  if (!c || c.kind !== 'group' || c.left) return;
+  if (!window.confirm(`Leave ${c.title}? You will no longer receive its messages.`)) return;
+  try {
+    await S.api.leave(c.id, me());
+    c.left = true;
+    renderConvHeader();
+  } catch (err) {
+    sideStatus(`Could not leave: ${err.message}`, true);
+  }
+}
+
 async function addMembers(ev) {
   ev.preventDefault();
   const c = S.convs.get(S.openId);
@@ -964,6 +979,7 @@ function renderConvHeader() {
   // Once the user is no longer a member, nothing can be sent or added:
   // the composer gives way to a line that says why.
   $('add-toggle').hidden = c.kind !== 'group' || !!c.left;
+  $('leave').hidden = c.kind !== 'group' || !!c.left;
   if (c.left) $('add-form').hidden = true;
   $('composer').hidden = !!c.left;
   $('left-note').hidden = !c.left;
@@ -1131,6 +1147,7 @@ async function main() {
   $('dm-form').addEventListener('submit', startDM);
   $('group-form').addEventListener('submit', createGroup);
   $('add-form').addEventListener('submit', addMembers);
+  $('leave').addEventListener('click', leaveGroup);
   $('add-toggle').addEventListener('click', () => {
     const f = $('add-form');
     f.hidden = !f.hidden;
