@@ -10,10 +10,14 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Defaults from the issue: 20 sends/s with a burst of 40 per user.
+// Defaults from the issue: 20 sends/s with a burst of 40 per user; reads
+// (sync, history, inbox, receipts) 20/s with a burst of 100 (issue 14: a
+// client catching up opens many conversations at once).
 const (
-	DefaultRate  = 20
-	DefaultBurst = 40
+	DefaultRate      = 20
+	DefaultBurst     = 40
+	DefaultReadRate  = 20
+	DefaultReadBurst = 100
 )
 
 // shardCount is the number of independently locked bucket maps. Every send

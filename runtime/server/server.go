@@ -116,6 +116,8 @@ func DefaultConfig() Config {
 		SendRate:           limits.DefaultRate,
 		SendBurst:          limits.DefaultBurst,
 		SendQueue:          gateway.DefaultSendQueue,
+		ReadRate:           limits.DefaultReadRate,
+		ReadBurst:          limits.DefaultReadBurst,
 		DrainWindow:        5 * time.Second,
 		HTTPReadTimeout:    2 * time.Minute,
 		MaxSessionsPerUser: 16,

@@ -183,6 +183,23 @@ func TestReadsRateLimited(t *testing.T) {
 	}
 }
 
+// TestReadsRateLimitedByDefault: a server started with no flags budgets
+// reads too (20/s, burst 100): 150 history requests in a row are not all
+// answered (a new user's tryout found the default unset).
+func TestReadsRateLimitedByDefault(t *testing.T) {
+	p := startServer(t, "")
+	tok := "Bearer " + p.token("carol", "curl", time.Hour)
+	limited := 0
+	for range 150 {
+		if status, body := httpDo(t, http.MethodGet, p.HTTP()+"/v1/history/dm:carol:dave?limit=1", tok, ""); status == http.StatusTooManyRequests && strings.Contains(body, wire.CodeRateLimited) {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Fatalf("150 history requests in a row on a default server: none rate_limited, want the read budget (burst %d) enforced", 100)
+	}
+}
+
 // handshake opens and closes a WebSocket session of user (JSON, a fresh
 // dev token), with an Origin header when origin is set, and returns 101,
 // or the refusal's status and body.
