@@ -26,7 +26,10 @@ import (
 // a limit) check that the limit itself is accepted.
 func TestBadInput(t *testing.T) {
 	const maxText = 1000
-	p := startServer(t, "", "--max-message-bytes", fmt.Sprint(maxText))
+	// --read-rate -1: after every row the test reads the conversations back
+	// (hundreds of history requests of one user in a few seconds); the read
+	// budget has tests of its own (TestReadsRateLimited*).
+	p := startServer(t, "", "--max-message-bytes", fmt.Sprint(maxText), "--read-rate", "-1")
 	ctx := ctxT(t, 5*time.Minute)
 	secret := p.devSecret()
 	aliceTok := p.token("alice", "laptop", time.Hour)
