@@ -345,18 +345,34 @@ func (s *Store) AdvanceReceipt(ctx context.Context, conv, user string, kind parl
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("receipt %s of %s: %w", user, conv, err)
 	}
-	if seq == 0 {
-		return nil
-	}
-	ts := int64(seq)
-	q := s.query(ctx, true, s.stmt.advanceDeliver, ts, ts, conv, user)
+	r := store.Receipt{UserID: user, DeliveredSeq: seq}
 	if kind == parleyv1.ReceiptKind_RECEIPT_KIND_READ {
-		q = s.query(ctx, true, s.stmt.advanceRead, ts, ts, ts, conv, user)
+		r = store.Receipt{UserID: user, ReadSeq: seq}
 	}
-	if err := q.Exec(); err != nil {
-		return fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+	for _, w := range s.receiptWrites(conv, r) {
+		if err := s.query(ctx, w.Idempotent, w.Stmt, w.Args...).Exec(); err != nil {
+			return fmt.Errorf("receipt %s of %s: %w", user, conv, err)
+		}
 	}
 	return nil
+}
+
+// receiptWrites returns the statements that raise r's pointers in conv: the
+// read pointer (which raises delivered with it) when set, and the delivered
+// pointer when above it, each at USING TIMESTAMP = its seq, so the highest
+// value wins on every replica without a read; idempotent, hence retried.
+// None for zero pointers.
+func (s *Store) receiptWrites(conv string, r store.Receipt) []gocql.BatchEntry {
+	var ws []gocql.BatchEntry
+	if r.ReadSeq > 0 {
+		ts := int64(r.ReadSeq)
+		ws = append(ws, gocql.BatchEntry{Stmt: s.stmt.advanceRead, Args: []any{ts, ts, ts, conv, r.UserID}, Idempotent: true})
+	}
+	if r.DeliveredSeq > r.ReadSeq {
+		ts := int64(r.DeliveredSeq)
+		ws = append(ws, gocql.BatchEntry{Stmt: s.stmt.advanceDeliver, Args: []any{ts, ts, conv, r.UserID}, Idempotent: true})
+	}
+	return ws
 }
 
 // receiptsPerBatch bounds the users of one AdvanceReceipts batch, keeping it
@@ -388,22 +404,10 @@ func (s *Store) AdvanceReceipts(ctx context.Context, conv string, rs []store.Rec
 		b := s.sess.Batch(gocql.UnloggedBatch).WithContext(ctx)
 		b.SetConsistency(gocql.LocalQuorum)
 		for _, r := range chunk {
-			if r.ReadSeq > 0 {
-				ts := int64(r.ReadSeq)
-				b.Query(s.stmt.advanceRead, ts, ts, ts, conv, r.UserID)
-			}
-			if r.DeliveredSeq > r.ReadSeq {
-				ts := int64(r.DeliveredSeq)
-				b.Query(s.stmt.advanceDeliver, ts, ts, conv, r.UserID)
-			}
+			b.Entries = append(b.Entries, s.receiptWrites(conv, r)...)
 		}
 		if b.Size() == 0 {
 			continue
-		}
-		// Idempotent (retried like AdvanceReceipt): each pointer is the
-		// max of what was written, at a timestamp equal to its value.
-		for i := range b.Entries {
-			b.Entries[i].Idempotent = true
 		}
 		if err := b.Exec(); err != nil {
 			return fmt.Errorf("receipts of %s: %w", conv, err)
