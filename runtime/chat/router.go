@@ -259,8 +259,7 @@ func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec
 			}
 		}
 	}
-	res := r.lookup.Do(ctx, all)
-	sessions, err := res.m, res.err
+	sessions, err := r.Sessions(ctx, all)
 	if err != nil {
 		// Degraded routing (docs/design.md §4): every gateway gets every
 		// recipient and pushes to the ones it holds.
