@@ -379,20 +379,11 @@ func (b *Bus) loadPartitions(topic string) (int32, error) {
 // value may be reused once Publish returns.
 func (b *Bus) Publish(ctx context.Context, topic string, partition int32, key, value []byte) error {
 	if b.isClosed() {
-		return bus.ErrClosed
+		return bus.ErrClosed // bare, unlike PublishAll's per-record ErrNotSent
 	}
-	partition, err := b.partitionOf(topic, partition, key)
-	if err != nil {
-		return fmt.Errorf("publish: %w: %w", bus.ErrNotSent, err)
-	}
-	rec := &kgo.Record{Topic: topic, Partition: partition, Key: key, Value: value}
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
-	defer cancel()
-	writes := b.produceWrites.Load()
-	// ProduceSync waits for the record's promise, so the broker no longer
-	// needs key and value when it returns, even on error.
-	if err := b.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return b.closedOr(b.sent(writes, fmt.Errorf("publish to %s/%d: %w", topic, partition, err)))
+	// One record down PublishAll's produce path.
+	if errs := b.PublishAll(ctx, []bus.Message{{Topic: topic, Partition: partition, Key: key, Value: value}}); errs != nil {
+		return errs[0]
 	}
 	return nil
 }
