@@ -151,9 +151,8 @@ func protoJSON(m proto.Message) json.RawMessage {
 	return b
 }
 
-// decode reads a JSON body into v, naming the problem on failure.
 // limitReads spends one of the caller's read budget (ReadLimits) before h.
-func (a *API) limitReads(h func(http.ResponseWriter, *http.Request, auth.Claims) error) func(http.ResponseWriter, *http.Request, auth.Claims) error {
+func (a *API) limitReads(h handler) handler {
 	return func(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
 		if a.ReadLimits != nil {
 			if ok, retry := a.ReadLimits.Allow(c.UserID); !ok {
@@ -164,6 +163,7 @@ func (a *API) limitReads(h func(http.ResponseWriter, *http.Request, auth.Claims)
 	}
 }
 
+// decode reads a JSON body into v, naming the problem on failure.
 func decode(r *http.Request, v any) error {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
