@@ -137,3 +137,17 @@ type MessageStore interface {
 	// Close flushes and releases the store.
 	Close() error
 }
+
+// UserHomes stores each user's home region: the region whose sequencers
+// home the groups that user creates and, by the rule in runtime/region, the
+// DMs they are the lower user id of (docs/multi-region.md). Both backends
+// implement it.
+type UserHomes interface {
+	// UserHome returns user's stored home region, or an error wrapping
+	// ErrNotFound when none is stored.
+	UserHome(ctx context.Context, user string) (string, error)
+	// SetUserHome stores region as user's home. With onlyIfAbsent it keeps
+	// a home that is already stored (the first connection's region wins).
+	// It returns the home stored afterwards.
+	SetUserHome(ctx context.Context, user, region string, onlyIfAbsent bool) (string, error)
+}

@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the schema version this build reads and writes; Open
 // refuses a keyspace below it.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migration is one schema version: statements that are each idempotent (IF
 // NOT EXISTS), so a migration interrupted half way is simply run again.
@@ -76,6 +76,15 @@ var migrations = []migration{{
 			delivered_seq bigint,
 			read_seq bigint,
 			PRIMARY KEY (conversation_id, user_id)
+		)`,
+	},
+}, {
+	version:     2,
+	description: "user_homes: each user's home region (multi-region)",
+	stmts: []string{
+		`CREATE TABLE IF NOT EXISTS %[1]s.user_homes (
+			user_id text PRIMARY KEY,
+			region text
 		)`,
 	},
 }}
@@ -289,6 +298,9 @@ type statements struct {
 	receipts       string
 	receipt        string
 	messagesSerial string // rows of a seq range, for resolving a conditional write
+	userHome       string
+	setUserHome    string
+	addUserHome    string // IF NOT EXISTS
 }
 
 const messageColumns = "seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at"
@@ -319,5 +331,8 @@ func newStatements(ks string) statements {
 		receipts:       f(`SELECT user_id, delivered_seq, read_seq FROM $ks.receipts WHERE conversation_id = ?`),
 		receipt:        f(`SELECT delivered_seq, read_seq FROM $ks.receipts WHERE conversation_id = ? AND user_id = ?`),
 		messagesSerial: f(`SELECT ` + messageColumns + ` FROM $ks.messages WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ?`),
+		userHome:       f(`SELECT region FROM $ks.user_homes WHERE user_id = ?`),
+		setUserHome:    f(`INSERT INTO $ks.user_homes (user_id, region) VALUES (?, ?)`),
+		addUserHome:    f(`INSERT INTO $ks.user_homes (user_id, region) VALUES (?, ?) IF NOT EXISTS`),
 	}
 }

@@ -14,6 +14,7 @@ import (
 //	p/<conv>\x00<user>        -> member: joined seq (8 BE) + role
 //	i/<user>\x00<conv>        -> empty (inbox entry)
 //	r/<conv>\x00<user>        -> receipt: delivered (8 BE) + read (8 BE)
+//	h/<user>                  -> home region (UTF-8)
 //
 // Ids may not contain NUL, so "<id>\x00" is a prefix of exactly one id's rows
 // and seqs sort numerically inside a conversation.
@@ -23,6 +24,7 @@ const (
 	tableMember       = "p/"
 	tableInbox        = "i/"
 	tableReceipt      = "r/"
+	tableUserHome     = "h/"
 )
 
 // checkID rejects ids the key layout cannot hold.

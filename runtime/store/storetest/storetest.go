@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.MessageStore) {
 		{"AdvanceReceipts", testAdvanceReceipts},
 		{"BucketBoundary", testBucketBoundary},
 		{"CanceledContext", testCanceledContext},
+		{"UserHomes", testUserHomes},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -991,5 +992,40 @@ func testAdvanceReceipts(t *testing.T, s store.MessageStore) {
 	}
 	if len(got) != users {
 		t.Errorf("Receipts returned %d users, want %d", len(got), users)
+	}
+}
+
+// testUserHomes: a home is absent until set; onlyIfAbsent keeps the first;
+// a plain set replaces it; bad input is an error, not a stored row.
+func testUserHomes(t *testing.T, s store.MessageStore) {
+	h, ok := s.(store.UserHomes)
+	if !ok {
+		t.Fatalf("%T does not implement store.UserHomes", s)
+	}
+	ctx := context.Background()
+	u := newUser("roamer")
+	if _, err := h.UserHome(ctx, u); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("UserHome of a new user = %v, want ErrNotFound", err)
+	}
+	if got, err := h.SetUserHome(ctx, u, "eu", true); err != nil || got != "eu" {
+		t.Fatalf("SetUserHome(eu, onlyIfAbsent) = %q, %v; want eu", got, err)
+	}
+	if got, err := h.SetUserHome(ctx, u, "us", true); err != nil || got != "eu" {
+		t.Fatalf("SetUserHome(us, onlyIfAbsent) over eu = %q, %v; want eu kept", got, err)
+	}
+	if got, err := h.UserHome(ctx, u); err != nil || got != "eu" {
+		t.Fatalf("UserHome = %q, %v; want eu", got, err)
+	}
+	if got, err := h.SetUserHome(ctx, u, "us", false); err != nil || got != "us" {
+		t.Fatalf("SetUserHome(us) = %q, %v; want us", got, err)
+	}
+	if got, err := h.UserHome(ctx, u); err != nil || got != "us" {
+		t.Fatalf("UserHome after a set = %q, %v; want us", got, err)
+	}
+	if _, err := h.SetUserHome(ctx, u, "", false); err == nil {
+		t.Error("SetUserHome with an empty region succeeded")
+	}
+	if _, err := h.SetUserHome(ctx, "", "eu", false); err == nil {
+		t.Error("SetUserHome of an empty user id succeeded")
 	}
 }

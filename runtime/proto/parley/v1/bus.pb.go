@@ -30,10 +30,17 @@ type Origin struct {
 	// Gateway id; its deliver partition receives the reply.
 	GatewayId string `protobuf:"bytes,1,opt,name=gateway_id,json=gatewayId,proto3" json:"gateway_id,omitempty"`
 	// Request id unique within that gateway.
-	RequestId     uint64 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	DeviceId      string `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	SessionId     string `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	RequestId uint64 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	UserId    string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId  string `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId string `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Region of the gateway that holds the request (empty = the region that
+	// reads the record): a reply to another region's gateway goes to that
+	// region's deliver topic (docs/multi-region.md).
+	Region string `protobuf:"bytes,6,opt,name=region,proto3" json:"region,omitempty"`
+	// The user's home region: the token's home_region claim, else the region
+	// stored at their first connection. It homes the groups they create.
+	HomeRegion    string `protobuf:"bytes,7,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -103,6 +110,20 @@ func (x *Origin) GetSessionId() string {
 	return ""
 }
 
+func (x *Origin) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *Origin) GetHomeRegion() string {
+	if x != nil {
+		return x.HomeRegion
+	}
+	return ""
+}
+
 // IngressRecord is one request to a conversation's sequencer. Key = conversation_id.
 type IngressRecord struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -112,6 +133,10 @@ type IngressRecord struct {
 	// their deadline (the client already got `timeout`).
 	SentAt   int64 `protobuf:"varint,3,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	Deadline int64 `protobuf:"varint,4,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// Set by the outbox once the client was answered send_accepted (its home
+	// region was unreachable): the home sequences it whatever its deadline,
+	// and delivers it to the sending session too, which holds it as pending.
+	Accepted bool `protobuf:"varint,5,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	// Types that are valid to be assigned to Op:
 	//
 	//	*IngressRecord_Send
@@ -181,6 +206,13 @@ func (x *IngressRecord) GetDeadline() int64 {
 		return x.Deadline
 	}
 	return 0
+}
+
+func (x *IngressRecord) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
 }
 
 func (x *IngressRecord) GetOp() isIngressRecord_Op {
@@ -390,7 +422,10 @@ type Reply struct {
 	Event *Message `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
 	// For reads and acks: the user's pointer of that kind after applying them
 	// (the stored value, which may be above the seq that was sent).
-	Receipt       *Receipt `protobuf:"bytes,5,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	Receipt *Receipt `protobuf:"bytes,5,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// The send was taken into the origin region's outbox because its home
+	// region is unreachable; it is sequenced once the link is back.
+	SendAccepted  *SendAccepted `protobuf:"bytes,6,opt,name=send_accepted,json=sendAccepted,proto3" json:"send_accepted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -456,6 +491,13 @@ func (x *Reply) GetEvent() *Message {
 func (x *Reply) GetReceipt() *Receipt {
 	if x != nil {
 		return x.Receipt
+	}
+	return nil
+}
+
+func (x *Reply) GetSendAccepted() *SendAccepted {
+	if x != nil {
+		return x.SendAccepted
 	}
 	return nil
 }
@@ -645,11 +687,68 @@ func (x *DeliverRecord) GetDeliveries() []*Delivery {
 	return nil
 }
 
+// RelayRecord carries one home region's deliveries to another region, whose
+// chat role routes them to its own gateways (topic parley.<region>.relay).
+// Each delivery's user_ids are all its recipients; the receiving region
+// pushes to those with a session there.
+type RelayRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Region that sequenced the deliveries.
+	FromRegion    string      `protobuf:"bytes,1,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
+	Deliveries    []*Delivery `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayRecord) Reset() {
+	*x = RelayRecord{}
+	mi := &file_parley_v1_bus_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayRecord) ProtoMessage() {}
+
+func (x *RelayRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_bus_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayRecord.ProtoReflect.Descriptor instead.
+func (*RelayRecord) Descriptor() ([]byte, []int) {
+	return file_parley_v1_bus_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RelayRecord) GetFromRegion() string {
+	if x != nil {
+		return x.FromRegion
+	}
+	return ""
+}
+
+func (x *RelayRecord) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
 var File_parley_v1_bus_proto protoreflect.FileDescriptor
 
 const file_parley_v1_bus_proto_rawDesc = "" +
 	"\n" +
-	"\x13parley/v1/bus.proto\x12\tparley.v1\x1a\x16parley/v1/parley.proto\"\x9b\x01\n" +
+	"\x13parley/v1/bus.proto\x12\tparley.v1\x1a\x16parley/v1/parley.proto\"\xd4\x01\n" +
 	"\x06Origin\x12\x1d\n" +
 	"\n" +
 	"gateway_id\x18\x01 \x01(\tR\tgatewayId\x12\x1d\n" +
@@ -658,12 +757,16 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"\auser_id\x18\x03 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x05 \x01(\tR\tsessionId\"\xcd\x03\n" +
+	"session_id\x18\x05 \x01(\tR\tsessionId\x12\x16\n" +
+	"\x06region\x18\x06 \x01(\tR\x06region\x12\x1f\n" +
+	"\vhome_region\x18\a \x01(\tR\n" +
+	"homeRegion\"\xe9\x03\n" +
 	"\rIngressRecord\x12)\n" +
 	"\x06origin\x18\x01 \x01(\v2\x11.parley.v1.OriginR\x06origin\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x17\n" +
 	"\asent_at\x18\x03 \x01(\x03R\x06sentAt\x12\x1a\n" +
-	"\bdeadline\x18\x04 \x01(\x03R\bdeadline\x12%\n" +
+	"\bdeadline\x18\x04 \x01(\x03R\bdeadline\x12\x1a\n" +
+	"\baccepted\x18\x05 \x01(\bR\baccepted\x12%\n" +
 	"\x04send\x18\n" +
 	" \x01(\v2\x0f.parley.v1.SendH\x00R\x04send\x12\"\n" +
 	"\x03ack\x18\v \x01(\v2\x0e.parley.v1.AckH\x00R\x03ack\x12%\n" +
@@ -677,14 +780,15 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"\x05title\x18\x01 \x01(\tR\x05title\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\tR\amembers\"*\n" +
 	"\rChangeMembers\x12\x19\n" +
-	"\buser_ids\x18\x01 \x03(\tR\auserIds\"\xd2\x01\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"\x90\x02\n" +
 	"\x05Reply\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12*\n" +
 	"\asend_ok\x18\x02 \x01(\v2\x11.parley.v1.SendOkR\x06sendOk\x12&\n" +
 	"\x05error\x18\x03 \x01(\v2\x10.parley.v1.ErrorR\x05error\x12(\n" +
 	"\x05event\x18\x04 \x01(\v2\x12.parley.v1.MessageR\x05event\x12,\n" +
-	"\areceipt\x18\x05 \x01(\v2\x12.parley.v1.ReceiptR\areceipt\"\x99\x02\n" +
+	"\areceipt\x18\x05 \x01(\v2\x12.parley.v1.ReceiptR\areceipt\x12<\n" +
+	"\rsend_accepted\x18\x06 \x01(\v2\x17.parley.v1.SendAcceptedR\fsendAccepted\"\x99\x02\n" +
 	"\bDelivery\x12\x19\n" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\x12*\n" +
 	"\x11except_session_id\x18\x02 \x01(\tR\x0fexceptSessionId\x12.\n" +
@@ -696,6 +800,12 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"\x04body\"p\n" +
 	"\rDeliverRecord\x12*\n" +
 	"\areplies\x18\x01 \x03(\v2\x10.parley.v1.ReplyR\areplies\x123\n" +
+	"\n" +
+	"deliveries\x18\x02 \x03(\v2\x13.parley.v1.DeliveryR\n" +
+	"deliveries\"c\n" +
+	"\vRelayRecord\x12\x1f\n" +
+	"\vfrom_region\x18\x01 \x01(\tR\n" +
+	"fromRegion\x123\n" +
 	"\n" +
 	"deliveries\x18\x02 \x03(\v2\x13.parley.v1.DeliveryR\n" +
 	"deliveriesB?Z=github.com/parleychat/parley/runtime/proto/parley/v1;parleyv1b\x06proto3"
@@ -712,7 +822,7 @@ func file_parley_v1_bus_proto_rawDescGZIP() []byte {
 	return file_parley_v1_bus_proto_rawDescData
 }
 
-var file_parley_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_parley_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_parley_v1_bus_proto_goTypes = []any{
 	(*Origin)(nil),        // 0: parley.v1.Origin
 	(*IngressRecord)(nil), // 1: parley.v1.IngressRecord
@@ -721,39 +831,43 @@ var file_parley_v1_bus_proto_goTypes = []any{
 	(*Reply)(nil),         // 4: parley.v1.Reply
 	(*Delivery)(nil),      // 5: parley.v1.Delivery
 	(*DeliverRecord)(nil), // 6: parley.v1.DeliverRecord
-	(*Send)(nil),          // 7: parley.v1.Send
-	(*Ack)(nil),           // 8: parley.v1.Ack
-	(*Read)(nil),          // 9: parley.v1.Read
-	(*SendOk)(nil),        // 10: parley.v1.SendOk
-	(*Error)(nil),         // 11: parley.v1.Error
-	(*Message)(nil),       // 12: parley.v1.Message
-	(*Receipt)(nil),       // 13: parley.v1.Receipt
-	(*Typing)(nil),        // 14: parley.v1.Typing
-	(*Presence)(nil),      // 15: parley.v1.Presence
+	(*RelayRecord)(nil),   // 7: parley.v1.RelayRecord
+	(*Send)(nil),          // 8: parley.v1.Send
+	(*Ack)(nil),           // 9: parley.v1.Ack
+	(*Read)(nil),          // 10: parley.v1.Read
+	(*SendOk)(nil),        // 11: parley.v1.SendOk
+	(*Error)(nil),         // 12: parley.v1.Error
+	(*Message)(nil),       // 13: parley.v1.Message
+	(*Receipt)(nil),       // 14: parley.v1.Receipt
+	(*SendAccepted)(nil),  // 15: parley.v1.SendAccepted
+	(*Typing)(nil),        // 16: parley.v1.Typing
+	(*Presence)(nil),      // 17: parley.v1.Presence
 }
 var file_parley_v1_bus_proto_depIdxs = []int32{
 	0,  // 0: parley.v1.IngressRecord.origin:type_name -> parley.v1.Origin
-	7,  // 1: parley.v1.IngressRecord.send:type_name -> parley.v1.Send
-	8,  // 2: parley.v1.IngressRecord.ack:type_name -> parley.v1.Ack
-	9,  // 3: parley.v1.IngressRecord.read:type_name -> parley.v1.Read
+	8,  // 1: parley.v1.IngressRecord.send:type_name -> parley.v1.Send
+	9,  // 2: parley.v1.IngressRecord.ack:type_name -> parley.v1.Ack
+	10, // 3: parley.v1.IngressRecord.read:type_name -> parley.v1.Read
 	2,  // 4: parley.v1.IngressRecord.create_group:type_name -> parley.v1.CreateGroup
 	3,  // 5: parley.v1.IngressRecord.add_members:type_name -> parley.v1.ChangeMembers
 	3,  // 6: parley.v1.IngressRecord.remove_members:type_name -> parley.v1.ChangeMembers
-	10, // 7: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
-	11, // 8: parley.v1.Reply.error:type_name -> parley.v1.Error
-	12, // 9: parley.v1.Reply.event:type_name -> parley.v1.Message
-	13, // 10: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
-	12, // 11: parley.v1.Delivery.message:type_name -> parley.v1.Message
-	13, // 12: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
-	14, // 13: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
-	15, // 14: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
-	4,  // 15: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
-	5,  // 16: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	11, // 7: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
+	12, // 8: parley.v1.Reply.error:type_name -> parley.v1.Error
+	13, // 9: parley.v1.Reply.event:type_name -> parley.v1.Message
+	14, // 10: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
+	15, // 11: parley.v1.Reply.send_accepted:type_name -> parley.v1.SendAccepted
+	13, // 12: parley.v1.Delivery.message:type_name -> parley.v1.Message
+	14, // 13: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
+	16, // 14: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
+	17, // 15: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
+	4,  // 16: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
+	5,  // 17: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
+	5,  // 18: parley.v1.RelayRecord.deliveries:type_name -> parley.v1.Delivery
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_bus_proto_init() }
@@ -782,7 +896,7 @@ func file_parley_v1_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_bus_proto_rawDesc), len(file_parley_v1_bus_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

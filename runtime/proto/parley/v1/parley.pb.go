@@ -393,6 +393,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Error
 	//	*ServerFrame_Reconnect
 	//	*ServerFrame_Pong
+	//	*ServerFrame_SendAccepted
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -541,6 +542,15 @@ func (x *ServerFrame) GetPong() *Pong {
 	return nil
 }
 
+func (x *ServerFrame) GetSendAccepted() *SendAccepted {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_SendAccepted); ok {
+			return x.SendAccepted
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -589,6 +599,10 @@ type ServerFrame_Pong struct {
 	Pong *Pong `protobuf:"bytes,12,opt,name=pong,proto3,oneof"`
 }
 
+type ServerFrame_SendAccepted struct {
+	SendAccepted *SendAccepted `protobuf:"bytes,13,opt,name=send_accepted,json=sendAccepted,proto3,oneof"`
+}
+
 func (*ServerFrame_Welcome) isServerFrame_Body() {}
 
 func (*ServerFrame_SendOk) isServerFrame_Body() {}
@@ -610,6 +624,8 @@ func (*ServerFrame_Error) isServerFrame_Body() {}
 func (*ServerFrame_Reconnect) isServerFrame_Body() {}
 
 func (*ServerFrame_Pong) isServerFrame_Body() {}
+
+func (*ServerFrame_SendAccepted) isServerFrame_Body() {}
 
 // Send asks the server to append a message to a conversation. The sender is
 // always the token's subject. client_msg_id (1..64 bytes) makes the send
@@ -790,6 +806,75 @@ func (x *SendOk) GetClientMsgId() string {
 	return ""
 }
 
+// SendAccepted answers a Send instead of SendOk when the conversation's home
+// region is unreachable from the region the client is connected to: the send
+// is stored durably in this region's outbox and sequenced, in the order it
+// was accepted, once the link heals. It is not yet in history and has no
+// seq; a client shows it as pending until the message arrives as a
+// `message` push (to every device, this one included) with the same
+// client_msg_id. Older clients that do not know this frame time out and
+// retry with the same client_msg_id, which is safe.
+type SendAccepted struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	ClientMsgId    string                 `protobuf:"bytes,2,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	// The conversation's home region, which sequences it.
+	HomeRegion    string `protobuf:"bytes,3,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendAccepted) Reset() {
+	*x = SendAccepted{}
+	mi := &file_parley_v1_parley_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendAccepted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendAccepted) ProtoMessage() {}
+
+func (x *SendAccepted) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendAccepted.ProtoReflect.Descriptor instead.
+func (*SendAccepted) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SendAccepted) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *SendAccepted) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *SendAccepted) GetHomeRegion() string {
+	if x != nil {
+		return x.HomeRegion
+	}
+	return ""
+}
+
 // Media references an uploaded object.
 type Media struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -803,7 +888,7 @@ type Media struct {
 
 func (x *Media) Reset() {
 	*x = Media{}
-	mi := &file_parley_v1_parley_proto_msgTypes[4]
+	mi := &file_parley_v1_parley_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +900,7 @@ func (x *Media) String() string {
 func (*Media) ProtoMessage() {}
 
 func (x *Media) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[4]
+	mi := &file_parley_v1_parley_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +913,7 @@ func (x *Media) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Media.ProtoReflect.Descriptor instead.
 func (*Media) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Media) GetUrl() string {
@@ -873,7 +958,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_parley_v1_parley_proto_msgTypes[5]
+	mi := &file_parley_v1_parley_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +970,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[5]
+	mi := &file_parley_v1_parley_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +983,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Message) GetConversationId() string {
@@ -982,7 +1067,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_parley_v1_parley_proto_msgTypes[6]
+	mi := &file_parley_v1_parley_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1079,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[6]
+	mi := &file_parley_v1_parley_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1092,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Ack) GetConversationId() string {
@@ -1035,7 +1120,7 @@ type Read struct {
 
 func (x *Read) Reset() {
 	*x = Read{}
-	mi := &file_parley_v1_parley_proto_msgTypes[7]
+	mi := &file_parley_v1_parley_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1132,7 @@ func (x *Read) String() string {
 func (*Read) ProtoMessage() {}
 
 func (x *Read) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[7]
+	mi := &file_parley_v1_parley_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1145,7 @@ func (x *Read) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Read.ProtoReflect.Descriptor instead.
 func (*Read) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Read) GetConversationId() string {
@@ -1089,7 +1174,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_v1_parley_proto_msgTypes[8]
+	mi := &file_parley_v1_parley_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1186,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[8]
+	mi := &file_parley_v1_parley_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1114,7 +1199,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -1156,7 +1241,7 @@ type Cursor struct {
 
 func (x *Cursor) Reset() {
 	*x = Cursor{}
-	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	mi := &file_parley_v1_parley_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1253,7 @@ func (x *Cursor) String() string {
 func (*Cursor) ProtoMessage() {}
 
 func (x *Cursor) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	mi := &file_parley_v1_parley_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1266,7 @@ func (x *Cursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cursor.ProtoReflect.Descriptor instead.
 func (*Cursor) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Cursor) GetConversationId() string {
@@ -1211,7 +1296,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1308,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1321,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Sync) GetCursors() []*Cursor {
@@ -1276,7 +1361,7 @@ type ConversationState struct {
 
 func (x *ConversationState) Reset() {
 	*x = ConversationState{}
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1373,7 @@ func (x *ConversationState) String() string {
 func (*ConversationState) ProtoMessage() {}
 
 func (x *ConversationState) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1386,7 @@ func (x *ConversationState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationState.ProtoReflect.Descriptor instead.
 func (*ConversationState) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConversationState) GetConversationId() string {
@@ -1390,7 +1475,7 @@ type SyncResult struct {
 
 func (x *SyncResult) Reset() {
 	*x = SyncResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1487,7 @@ func (x *SyncResult) String() string {
 func (*SyncResult) ProtoMessage() {}
 
 func (x *SyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1500,7 @@ func (x *SyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResult.ProtoReflect.Descriptor instead.
 func (*SyncResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SyncResult) GetConversations() []*ConversationState {
@@ -1447,7 +1532,7 @@ type History struct {
 
 func (x *History) Reset() {
 	*x = History{}
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +1544,7 @@ func (x *History) String() string {
 func (*History) ProtoMessage() {}
 
 func (x *History) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +1557,7 @@ func (x *History) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use History.ProtoReflect.Descriptor instead.
 func (*History) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *History) GetConversationId() string {
@@ -1514,7 +1599,7 @@ type HistoryResult struct {
 
 func (x *HistoryResult) Reset() {
 	*x = HistoryResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1611,7 @@ func (x *HistoryResult) String() string {
 func (*HistoryResult) ProtoMessage() {}
 
 func (x *HistoryResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1624,7 @@ func (x *HistoryResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResult.ProtoReflect.Descriptor instead.
 func (*HistoryResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HistoryResult) GetConversationId() string {
@@ -1575,7 +1660,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1672,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1685,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -1628,7 +1713,7 @@ type PresenceSub struct {
 
 func (x *PresenceSub) Reset() {
 	*x = PresenceSub{}
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1725,7 @@ func (x *PresenceSub) String() string {
 func (*PresenceSub) ProtoMessage() {}
 
 func (x *PresenceSub) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1738,7 @@ func (x *PresenceSub) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSub.ProtoReflect.Descriptor instead.
 func (*PresenceSub) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PresenceSub) GetUserIds() []string {
@@ -1675,7 +1760,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +1772,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +1785,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Presence) GetUserId() string {
@@ -1732,7 +1817,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1829,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1842,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
 }
 
 type Pong struct {
@@ -1768,7 +1853,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +1865,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +1878,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
 }
 
 type Welcome struct {
@@ -1812,7 +1897,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +1909,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +1922,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Welcome) GetUserId() string {
@@ -1894,7 +1979,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +1991,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2004,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Error) GetCode() string {
@@ -1954,7 +2039,7 @@ type Reconnect struct {
 
 func (x *Reconnect) Reset() {
 	*x = Reconnect{}
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2051,7 @@ func (x *Reconnect) String() string {
 func (*Reconnect) ProtoMessage() {}
 
 func (x *Reconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2064,7 @@ func (x *Reconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reconnect.ProtoReflect.Descriptor instead.
 func (*Reconnect) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Reconnect) GetAfterMs() uint32 {
@@ -2011,7 +2096,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x06typing\x18\a \x01(\v2\x11.parley.v1.TypingH\x00R\x06typing\x12;\n" +
 	"\fpresence_sub\x18\b \x01(\v2\x16.parley.v1.PresenceSubH\x00R\vpresenceSub\x12%\n" +
 	"\x04ping\x18\t \x01(\v2\x0f.parley.v1.PingH\x00R\x04pingB\x06\n" +
-	"\x04body\"\xc7\x04\n" +
+	"\x04body\"\x87\x05\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
 	"\awelcome\x18\x02 \x01(\v2\x12.parley.v1.WelcomeH\x00R\awelcome\x12,\n" +
@@ -2026,7 +2111,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x05error\x18\n" +
 	" \x01(\v2\x10.parley.v1.ErrorH\x00R\x05error\x124\n" +
 	"\treconnect\x18\v \x01(\v2\x14.parley.v1.ReconnectH\x00R\treconnect\x12%\n" +
-	"\x04pong\x18\f \x01(\v2\x0f.parley.v1.PongH\x00R\x04pongB\x06\n" +
+	"\x04pong\x18\f \x01(\v2\x0f.parley.v1.PongH\x00R\x04pong\x12>\n" +
+	"\rsend_accepted\x18\r \x01(\v2\x17.parley.v1.SendAcceptedH\x00R\fsendAcceptedB\x06\n" +
 	"\x04body\"\x9e\x01\n" +
 	"\x04Send\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
@@ -2041,7 +2127,12 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"message_id\x18\x03 \x01(\x03R\tmessageId\x12\x1d\n" +
 	"\n" +
 	"created_at\x18\x04 \x01(\x03R\tcreatedAt\x12\"\n" +
-	"\rclient_msg_id\x18\x05 \x01(\tR\vclientMsgId\"A\n" +
+	"\rclient_msg_id\x18\x05 \x01(\tR\vclientMsgId\"|\n" +
+	"\fSendAccepted\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
+	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x1f\n" +
+	"\vhome_region\x18\x03 \x01(\tR\n" +
+	"homeRegion\"A\n" +
 	"\x05Media\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x12\n" +
 	"\x04mime\x18\x02 \x01(\tR\x04mime\x12\x12\n" +
@@ -2164,7 +2255,7 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_parley_v1_parley_proto_goTypes = []any{
 	(MessageKind)(0),          // 0: parley.v1.MessageKind
 	(ReceiptKind)(0),          // 1: parley.v1.ReceiptKind
@@ -2173,61 +2264,63 @@ var file_parley_v1_parley_proto_goTypes = []any{
 	(*ServerFrame)(nil),       // 4: parley.v1.ServerFrame
 	(*Send)(nil),              // 5: parley.v1.Send
 	(*SendOk)(nil),            // 6: parley.v1.SendOk
-	(*Media)(nil),             // 7: parley.v1.Media
-	(*Message)(nil),           // 8: parley.v1.Message
-	(*Ack)(nil),               // 9: parley.v1.Ack
-	(*Read)(nil),              // 10: parley.v1.Read
-	(*Receipt)(nil),           // 11: parley.v1.Receipt
-	(*Cursor)(nil),            // 12: parley.v1.Cursor
-	(*Sync)(nil),              // 13: parley.v1.Sync
-	(*ConversationState)(nil), // 14: parley.v1.ConversationState
-	(*SyncResult)(nil),        // 15: parley.v1.SyncResult
-	(*History)(nil),           // 16: parley.v1.History
-	(*HistoryResult)(nil),     // 17: parley.v1.HistoryResult
-	(*Typing)(nil),            // 18: parley.v1.Typing
-	(*PresenceSub)(nil),       // 19: parley.v1.PresenceSub
-	(*Presence)(nil),          // 20: parley.v1.Presence
-	(*Ping)(nil),              // 21: parley.v1.Ping
-	(*Pong)(nil),              // 22: parley.v1.Pong
-	(*Welcome)(nil),           // 23: parley.v1.Welcome
-	(*Error)(nil),             // 24: parley.v1.Error
-	(*Reconnect)(nil),         // 25: parley.v1.Reconnect
+	(*SendAccepted)(nil),      // 7: parley.v1.SendAccepted
+	(*Media)(nil),             // 8: parley.v1.Media
+	(*Message)(nil),           // 9: parley.v1.Message
+	(*Ack)(nil),               // 10: parley.v1.Ack
+	(*Read)(nil),              // 11: parley.v1.Read
+	(*Receipt)(nil),           // 12: parley.v1.Receipt
+	(*Cursor)(nil),            // 13: parley.v1.Cursor
+	(*Sync)(nil),              // 14: parley.v1.Sync
+	(*ConversationState)(nil), // 15: parley.v1.ConversationState
+	(*SyncResult)(nil),        // 16: parley.v1.SyncResult
+	(*History)(nil),           // 17: parley.v1.History
+	(*HistoryResult)(nil),     // 18: parley.v1.HistoryResult
+	(*Typing)(nil),            // 19: parley.v1.Typing
+	(*PresenceSub)(nil),       // 20: parley.v1.PresenceSub
+	(*Presence)(nil),          // 21: parley.v1.Presence
+	(*Ping)(nil),              // 22: parley.v1.Ping
+	(*Pong)(nil),              // 23: parley.v1.Pong
+	(*Welcome)(nil),           // 24: parley.v1.Welcome
+	(*Error)(nil),             // 25: parley.v1.Error
+	(*Reconnect)(nil),         // 26: parley.v1.Reconnect
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
 	5,  // 0: parley.v1.ClientFrame.send:type_name -> parley.v1.Send
-	9,  // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
-	10, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
-	13, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
-	16, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
-	18, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
-	19, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
-	21, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
-	23, // 8: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
+	10, // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
+	11, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
+	14, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
+	17, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
+	19, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
+	20, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
+	22, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
+	24, // 8: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
 	6,  // 9: parley.v1.ServerFrame.send_ok:type_name -> parley.v1.SendOk
-	8,  // 10: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
-	11, // 11: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
-	20, // 12: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
-	15, // 13: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
-	17, // 14: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
-	18, // 15: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
-	24, // 16: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
-	25, // 17: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
-	22, // 18: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
-	7,  // 19: parley.v1.Send.media:type_name -> parley.v1.Media
-	0,  // 20: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
-	7,  // 21: parley.v1.Message.media:type_name -> parley.v1.Media
-	1,  // 22: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
-	12, // 23: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
-	8,  // 24: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
-	8,  // 25: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
-	14, // 26: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
-	8,  // 27: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
-	2,  // 28: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	9,  // 10: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
+	12, // 11: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
+	21, // 12: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
+	16, // 13: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
+	18, // 14: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
+	19, // 15: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
+	25, // 16: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
+	26, // 17: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
+	23, // 18: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
+	7,  // 19: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
+	8,  // 20: parley.v1.Send.media:type_name -> parley.v1.Media
+	0,  // 21: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
+	8,  // 22: parley.v1.Message.media:type_name -> parley.v1.Media
+	1,  // 23: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
+	13, // 24: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
+	9,  // 25: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
+	9,  // 26: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
+	15, // 27: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
+	9,  // 28: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
+	2,  // 29: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -2257,19 +2350,20 @@ func file_parley_v1_parley_proto_init() {
 		(*ServerFrame_Error)(nil),
 		(*ServerFrame_Reconnect)(nil),
 		(*ServerFrame_Pong)(nil),
+		(*ServerFrame_SendAccepted)(nil),
 	}
 	file_parley_v1_parley_proto_msgTypes[2].OneofWrappers = []any{
 		(*Send_Text)(nil),
 		(*Send_Media)(nil),
 	}
-	file_parley_v1_parley_proto_msgTypes[13].OneofWrappers = []any{}
+	file_parley_v1_parley_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
