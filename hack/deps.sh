@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# hack/deps.sh — real backend servers for the conformance tests, on 127.0.0.1 only.
+# hack/deps.sh — real backend servers for the conformance tests, on 127.0.0.1 only
+# (another address with PARLEY_DEPS_HOST, e.g. inside a network namespace: hack/regions.sh).
 #
 #   hack/deps.sh up     [redis] [kafka] [cassandra]   install what is missing, start, wait until ready
 #   hack/deps.sh status [redis] [kafka] [cassandra]   print each server's state (exit 1 if one is not ready)
@@ -12,6 +13,9 @@ set -euo pipefail
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$HACK_DIR/.." && pwd)
 STATE=${PARLEY_DEPS_DIR:-$REPO_DIR/.deps}
+# Where the resolved jar classpaths and the cqlsh venv live (the jars themselves stay in ~/.m2);
+# several state dirs can share one (hack/regions.sh points its regions at the default state dir).
+CACHE=${PARLEY_DEPS_CACHE_DIR:-$STATE}
 
 REDIS_PORT=${PARLEY_REDIS_PORT:-6379}
 
@@ -27,6 +31,11 @@ CASSANDRA_PORT=${PARLEY_CASSANDRA_PORT:-9042}
 CASSANDRA_STORAGE_PORT=${PARLEY_CASSANDRA_STORAGE_PORT:-7000}
 CASSANDRA_JMX_PORT=${PARLEY_CASSANDRA_JMX_PORT:-7199}
 CASSANDRA_HEAP=${PARLEY_CASSANDRA_HEAP:-1G}
+# Multi-node / multi-datacenter clusters (hack/regions.sh); unset = one node with SimpleSnitch.
+CASSANDRA_DC=${PARLEY_CASSANDRA_DC:-}
+CASSANDRA_RACK=${PARLEY_CASSANDRA_RACK:-rack1}
+CASSANDRA_SNITCH=${PARLEY_CASSANDRA_SNITCH:-$([[ -n $CASSANDRA_DC ]] && echo GossipingPropertyFileSnitch || echo SimpleSnitch)}
+CASSANDRA_AUTO_BOOTSTRAP=${PARLEY_CASSANDRA_AUTO_BOOTSTRAP:-}
 CQLSH_VERSION=${PARLEY_CQLSH_VERSION:-6.2.2}
 
 REDIS_TIMEOUT=${PARLEY_REDIS_TIMEOUT:-30}
@@ -34,7 +43,8 @@ KAFKA_TIMEOUT=${PARLEY_KAFKA_TIMEOUT:-180}
 CASSANDRA_TIMEOUT=${PARLEY_CASSANDRA_TIMEOUT:-300}
 
 MVN_DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
-HOST=127.0.0.1
+HOST=${PARLEY_DEPS_HOST:-127.0.0.1}
+CASSANDRA_SEEDS=${PARLEY_CASSANDRA_SEEDS:-$HOST:$CASSANDRA_STORAGE_PORT}
 ALL=(redis kafka cassandra)
 
 log() { printf '[deps] %s\n' "$*" >&2; }
@@ -136,13 +146,16 @@ need_mvn() {
 }
 
 # resolve_classpath DIR ID DEPS_XML: writes DIR/classpath-ID.txt (jars stay in ~/.m2) and prints its path.
+classpath_ok() { # classpath_ok FILE: it exists and every jar it names is there
+  [[ -s $1 ]] || return 1
+  local jar
+  while IFS= read -r jar; do [[ -f $jar ]] || return 1; done < <(tr ':' '\n' <"$1")
+}
 resolve_classpath() {
   local id=$2 deps=$3 cp="$1/classpath-$2.txt" pomdir="$1/pom-$2"
-  if [[ -s $cp ]]; then
-    local ok=1 jar
-    while IFS= read -r jar; do [[ -f $jar ]] || { ok=0; break; }; done < <(tr ':' '\n' <"$cp")
-    ((ok)) && { printf '%s\n' "$cp"; return 0; }
-  fi
+  classpath_ok "$cp" && { printf '%s\n' "$cp"; return 0; }
+  cache_lock # (in the caller's $(...) subshell: released when it exits)
+  classpath_ok "$cp" && { printf '%s\n' "$cp"; return 0; }
   need_mvn
   mkdir -p "$pomdir"
   cat >"$pomdir/pom.xml" <<EOF
@@ -174,12 +187,25 @@ dep_xml() { # dep_xml GROUP ARTIFACT VERSION
   printf '    <dependency><groupId>%s</groupId><artifactId>%s</artifactId><version>%s</version></dependency>\n' "$1" "$2" "$3"
 }
 
+# cache_lock / cache_unlock: around writes to a cache dir shared with other state dirs, hold the lock
+# that `up` of the cache dir's own state dir holds (no-op when the cache is this state dir: fd 9 has it).
+cache_lock() {
+  [[ $CACHE == "$STATE" ]] && return 0
+  mkdir -p "$CACHE"
+  exec 8>"$CACHE/.lock"
+  flock -w 900 8 || die "another hack/deps.sh holds $CACHE/.lock"
+}
+cache_unlock() { [[ $CACHE == "$STATE" ]] || exec 8>&-; }
+
 # ---------------------------------------------------------------- redis
 
 redis_ready() { [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" PING 2>/dev/null) == PONG ]]; }
 
 redis_start() {
-  local d="$STATE/redis" pid
+  local d="$STATE/redis" pid protected=yes
+  # Protected mode refuses clients that are not on loopback: on for 127.0.0.1, off on another address
+  # (a private network namespace's, whose clients connect from that same address).
+  [[ $HOST == 127.* ]] || protected=no
   mkdir -p "$d"
   if pid=$(pid_of redis) && redis_ready; then
     log "redis: already running (pid $pid) and ready on $HOST:$REDIS_PORT"
@@ -198,7 +224,7 @@ redis_start() {
     : >"$d/redis.log"
     redis-server --bind "$HOST" --port "$REDIS_PORT" --daemonize yes \
       --pidfile "$d/redis.pid" --logfile "$d/redis.log" --dir "$d" \
-      --save '' --appendonly no --protected-mode yes 9>&- \
+      --save '' --appendonly no --protected-mode "$protected" 9>&- \
       || { tail_log "$d/redis.log"; die "redis-server failed to start"; }
   }
   REDIS_STARTED=1
@@ -237,7 +263,7 @@ kafka_classpath() {
     dep_xml org.apache.logging.log4j log4j-core "$LOG4J_VERSION"
     dep_xml org.apache.logging.log4j log4j-slf4j-impl "$LOG4J_VERSION"
   )
-  cpfile=$(resolve_classpath "$STATE/kafka" "kafka-$KAFKA_VERSION" "$deps")
+  cpfile=$(resolve_classpath "$CACHE/kafka" "kafka-$KAFKA_VERSION" "$deps")
   KAFKA_CP=$(<"$cpfile")
 }
 
@@ -403,7 +429,7 @@ CASSANDRA_CP=""
 cassandra_classpath() {
   [[ -n $CASSANDRA_CP ]] && return 0
   local cpfile
-  cpfile=$(resolve_classpath "$STATE/cassandra" "cassandra-$CASSANDRA_VERSION" \
+  cpfile=$(resolve_classpath "$CACHE/cassandra" "cassandra-$CASSANDRA_VERSION" \
     "$(dep_xml org.apache.cassandra cassandra-all "$CASSANDRA_VERSION")")
   CASSANDRA_CP=$(<"$cpfile")
 }
@@ -411,8 +437,10 @@ cassandra_classpath() {
 CQLSH=""
 need_cqlsh() {
   [[ -n $CQLSH ]] && return 0
-  local venv="$STATE/venv"
-  if [[ ! -x $venv/bin/cqlsh ]] || ! grep -qs "^$CQLSH_VERSION\$" "$venv/.cqlsh-version"; then
+  local venv="$CACHE/venv"
+  cqlsh_ok() { [[ -x $venv/bin/cqlsh ]] && grep -qs "^$CQLSH_VERSION\$" "$venv/.cqlsh-version"; }
+  cqlsh_ok || cache_lock
+  if ! cqlsh_ok; then
     log "cassandra: installing cqlsh $CQLSH_VERSION from PyPI into $venv"
     command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
     python3 -m venv "$venv" >"$STATE/pip.log" 2>&1 || { tail_log "$STATE/pip.log"; die "python3 -m venv failed"; }
@@ -420,6 +448,7 @@ need_cqlsh() {
       || { tail_log "$STATE/pip.log"; die "pip install cqlsh==$CQLSH_VERSION failed"; }
     echo "$CQLSH_VERSION" >"$venv/.cqlsh-version"
   fi
+  cache_unlock
   CQLSH="$venv/bin/cqlsh"
 }
 
@@ -445,11 +474,11 @@ cluster_name: parley-test
 num_tokens: 16
 allocate_tokens_for_local_replication_factor: 1
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
-endpoint_snitch: SimpleSnitch
+endpoint_snitch: $CASSANDRA_SNITCH
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "$HOST:$CASSANDRA_STORAGE_PORT"
+      - seeds: "$CASSANDRA_SEEDS"
 listen_address: $HOST
 rpc_address: $HOST
 storage_port: $CASSANDRA_STORAGE_PORT
@@ -502,6 +531,13 @@ materialized_views_enabled: false
 sasi_indexes_enabled: false
 user_defined_functions_enabled: false
 EOF
+  if [[ -n $CASSANDRA_AUTO_BOOTSTRAP ]]; then
+    printf 'auto_bootstrap: %s\n' "$CASSANDRA_AUTO_BOOTSTRAP" >>"$d/cassandra.yaml"
+  fi
+  if [[ -n $CASSANDRA_DC ]]; then
+    printf '# generated by hack/deps.sh (GossipingPropertyFileSnitch)\ndc=%s\nrack=%s\n' \
+      "$CASSANDRA_DC" "$CASSANDRA_RACK" >"$d/cassandra-rackdc.properties"
+  fi
   cat >"$d/logback.xml" <<'EOF'
 <!-- generated by hack/deps.sh -->
 <configuration scan="false">
@@ -537,7 +573,10 @@ cassandra_start() {
   local jamm
   jamm=$(tr ':' '\n' <<<"$CASSANDRA_CP" | grep -m1 '/jamm-[^/]*\.jar$') || die "cassandra: no jamm jar in the classpath"
   local jmx=()
-  [[ $CASSANDRA_JMX_PORT != 0 ]] && jmx=(-Dcassandra.jmx.local.port="$CASSANDRA_JMX_PORT" -Djava.rmi.server.hostname="$HOST")
+  # JMX listens on loopback only (a local port), so its RMI stubs must name loopback whatever HOST is.
+  [[ $CASSANDRA_JMX_PORT != 0 ]] && jmx=(-Dcassandra.jmx.local.port="$CASSANDRA_JMX_PORT" -Djava.rmi.server.hostname=127.0.0.1)
+  local rackdc=()
+  [[ -n $CASSANDRA_DC ]] && rackdc=(-Dcassandra-rackdc.properties="file://$d/cassandra-rackdc.properties")
   # The --add-exports/--add-opens list and GC settings are those of Cassandra 5.0's conf/jvm17-server.options.
   local opts=(
     -Xms"$CASSANDRA_HEAP" -Xmx"$CASSANDRA_HEAP"
@@ -584,6 +623,7 @@ cassandra_start() {
     -Dcassandra.superuser_setup_delay_ms=0
     -Dcassandra.ring_delay_ms=1000
     "${jmx[@]}"
+    "${rackdc[@]}"
     -Dparley.deps=cassandra
   )
   : >"$d/cassandra.out"

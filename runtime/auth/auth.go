@@ -31,6 +31,10 @@ type Claims struct {
 	// DeviceID is the token's "did" claim, or DefaultDeviceID when the
 	// token has none (identity providers rarely know about devices).
 	DeviceID string
+	// HomeRegion is the token's "home_region" claim ("" when absent): the
+	// user's home region in a multi-region deployment
+	// (docs/multi-region.md); ValidRegion holds for it.
+	HomeRegion string
 	// ExpiresAt is the token's "exp" claim (every accepted token has one).
 	// The gateway closes a connection whose token expires while it is open.
 	ExpiresAt time.Time
@@ -94,6 +98,8 @@ type tokenClaims struct {
 	jwt.RegisteredClaims
 	// DeviceID is Parley's private "did" claim.
 	DeviceID string `json:"did,omitempty"`
+	// HomeRegion is Parley's private "home_region" claim.
+	HomeRegion string `json:"home_region,omitempty"`
 }
 
 // verifier is the part shared by the HMAC and JWKS verifiers: one parser
@@ -148,7 +154,27 @@ func (v *verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	} else if !ValidID(device) {
 		return Claims{}, unauthenticated("token device (did) %.80q is not a valid device id (1..64 bytes of A-Za-z0-9._@-)", device)
 	}
-	return Claims{UserID: tc.Subject, DeviceID: device, ExpiresAt: tc.ExpiresAt.Time}, nil
+	if tc.HomeRegion != "" && !ValidRegion(tc.HomeRegion) {
+		return Claims{}, unauthenticated("token home_region %.80q is not a valid region name (1..63 bytes of a-z0-9-)", tc.HomeRegion)
+	}
+	return Claims{UserID: tc.Subject, DeviceID: device, HomeRegion: tc.HomeRegion, ExpiresAt: tc.ExpiresAt.Time}, nil
+}
+
+// ValidRegion reports whether name is a well-formed region name: 1..63
+// bytes of a-z, 0-9 and '-', starting with a letter (a DNS label, as the
+// ChatCluster's region names are). Whether the region exists is the
+// gateway's question, not the token's.
+func ValidRegion(name string) bool {
+	if len(name) == 0 || len(name) > 63 || name[0] < 'a' || name[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // explain turns a jwt parse error into a *wire.Error naming the problem. t

@@ -128,6 +128,15 @@ func NewDevIssuer(secret []byte) *DevIssuer {
 // iss "parley-dev", aud "parley". Bad ids or a ttl <= 0 give a *wire.Error
 // with wire.CodeInvalid, since ids often come from a dev login request.
 func (i *DevIssuer) Issue(userID, deviceID string, ttl time.Duration) (string, error) {
+	return i.IssueHome(userID, deviceID, "", ttl)
+}
+
+// IssueHome is Issue with a "home_region" claim when homeRegion is not
+// empty (ValidRegion must hold for it).
+func (i *DevIssuer) IssueHome(userID, deviceID, homeRegion string, ttl time.Duration) (string, error) {
+	if homeRegion != "" && !ValidRegion(homeRegion) {
+		return "", wire.Errorf(wire.CodeInvalid, "home region %.80q is not 1..63 bytes of a-z0-9- starting with a letter", homeRegion)
+	}
 	if len(i.secret) < DevSecretBytes {
 		return "", fmt.Errorf("dev issuer: secret is %d bytes, want at least %d", len(i.secret), DevSecretBytes)
 	}
@@ -152,7 +161,8 @@ func (i *DevIssuer) Issue(userID, deviceID string, ttl time.Duration) (string, e
 			NotBefore: jwt.NewNumericDate(now),
 			IssuedAt:  jwt.NewNumericDate(now),
 		},
-		DeviceID: deviceID,
+		DeviceID:   deviceID,
+		HomeRegion: homeRegion,
 	}
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(i.secret)
 	if err != nil {

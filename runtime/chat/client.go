@@ -33,6 +33,7 @@ type Client struct {
 	b       bus.Bus
 	out     *bus.Coalescer // publishes concurrent requests together
 	gateway string
+	region  string // Origin.region of every record ("" = unset)
 	topic   string
 	m       *metrics.Metrics // nil: not observed
 
@@ -70,6 +71,12 @@ func NewClient(b bus.Bus, gatewayID, ingressTopic string) *Client {
 	}
 	return c
 }
+
+// SetRegion makes c stamp every record with region (Origin.region), so the
+// home region of a forwarded request answers it on this region's deliver
+// topic; call it before c is used. Without it records carry no region and
+// are answered where they are sequenced.
+func (c *Client) SetRegion(region string) { c.region = region }
 
 // ObserveWith makes c observe metrics.StageIngressPublish on m; call it
 // before c is used.
@@ -131,6 +138,7 @@ func (c *Client) register(ctx context.Context, rec *parleyv1.IngressRecord, cb f
 	}
 	rec.Origin.GatewayId = c.gateway
 	rec.Origin.RequestId = id
+	rec.Origin.Region = c.region
 	now := time.Now()
 	if rec.SentAt == 0 {
 		rec.SentAt = now.UnixMilli()

@@ -87,10 +87,22 @@ type Config struct {
 	// observes the sequencer's stages (ingress_consume, append,
 	// deliver_publish).
 	Metrics *metrics.Metrics
+	// Regions, when set, is the multi-region mesh: records of conversations
+	// homed in another region are forwarded there (regions.go). Nil means
+	// one region: every conversation is sequenced here.
+	Regions Regions
 }
 
 // IngressTopic returns the ingress topic of region: "parley.<region>.ingress".
 func IngressTopic(region string) string { return "parley." + region + ".ingress" }
+
+// RelayTopic returns the topic on which other regions publish deliveries
+// for region's users: "parley.<region>.relay" (docs/multi-region.md).
+func RelayTopic(region string) string { return "parley." + region + ".relay" }
+
+// OutboxTopic returns region's outbox of records waiting to be forwarded to
+// their home regions: "parley.<region>.outbox".
+func OutboxTopic(region string) string { return "parley." + region + ".outbox" }
 
 // DeliverTopic returns the deliver topic of region: "parley.<region>.deliver".
 func DeliverTopic(region string) string { return "parley." + region + ".deliver" }

@@ -31,6 +31,8 @@ type conversation struct {
 
 	// Owned by the running worker; nil until loaded, reset to reload.
 	state *convState
+	// home is a DM's home region once known (regions.go); "" until then.
+	home string
 }
 
 // convState is what the sequencer knows of a conversation, loaded lazily
@@ -73,6 +75,9 @@ func (c *conversation) process(jobs []*job) {
 	s := c.p.s
 	ctx := c.p.ctx
 	out := &Batch{}
+	if s.cfg.Regions != nil {
+		jobs = c.forward(ctx, jobs, out)
+	}
 	nowMs := time.Now().UnixMilli()
 	// Sends are stored in runs with one append (group commit) and receipts
 	// are applied after the run they arrived in: a receipt only names seqs

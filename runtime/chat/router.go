@@ -56,7 +56,20 @@ type Router struct {
 	// offline, when set, gets the deliveries of users without a live
 	// session (offline.go).
 	offline func(ctx context.Context, users []string, d *parleyv1.Delivery)
+
+	// regions, when set, carries replies to other regions' gateways and
+	// relays every delivery to the other regions (SetRegions).
+	regions Regions
 }
+
+// SetRegions makes r multi-region: a reply whose origin is another region's
+// gateway goes to that region's deliver topic, and Publish relays every
+// delivery once to each other region (RelayTopic), whose chat role routes it
+// through its own registry (PublishLocal). Decision: relayed to every peer,
+// not only to regions with online members — knowing those would take a
+// cross-region registry read on the hot path, and a mesh has at most 8
+// regions (docs/multi-region.md). Call before the first Publish.
+func (r *Router) SetRegions(m Regions) { r.regions = m }
 
 // NewRouter returns a router publishing to deliverTopic.
 func NewRouter(b bus.Bus, reg presence.Registry, deliverTopic string) *Router {
@@ -131,6 +144,7 @@ type Batch struct {
 
 type originReply struct {
 	gateway string
+	region  string // "" = this region
 	rep     *parleyv1.Reply
 }
 
@@ -146,7 +160,7 @@ func (b *Batch) Reply(o *parleyv1.Origin, rep *parleyv1.Reply) {
 		return
 	}
 	rep.RequestId = o.GetRequestId()
-	b.replies = append(b.replies, originReply{gateway: o.GetGatewayId(), rep: rep})
+	b.replies = append(b.replies, originReply{gateway: o.GetGatewayId(), region: o.GetRegion(), rep: rep})
 }
 
 // Deliver adds d for users. Consecutive calls with the same users slice
@@ -195,7 +209,13 @@ func (r *Router) partitions() (int32, error) {
 // exceed 512 KiB), all published together and with the records of
 // concurrent Publish calls (bus.Coalescer). It returns the joined errors of failed publishes; the
 // other partitions are still published.
-func (r *Router) Publish(ctx context.Context, b *Batch) error {
+func (r *Router) Publish(ctx context.Context, b *Batch) error { return r.publish(ctx, b, true) }
+
+// PublishLocal is Publish without relaying the deliveries to other regions:
+// for deliveries that another region relayed here.
+func (r *Router) PublishLocal(ctx context.Context, b *Batch) error { return r.publish(ctx, b, false) }
+
+func (r *Router) publish(ctx context.Context, b *Batch, relay bool) error {
 	if b == nil || b.Len() == 0 {
 		return nil
 	}
@@ -213,7 +233,21 @@ func (r *Router) Publish(ctx context.Context, b *Batch) error {
 		return rb
 	}
 	var errs []error
+	var remote map[string][]bus.Message // region -> replies to its gateways
 	for _, or := range b.replies {
+		if r.regions != nil && or.region != "" && or.region != r.regions.Local() {
+			p, err := GatewayPartition(or.gateway)
+			v, merr := proto.Marshal(&parleyv1.DeliverRecord{Replies: []*parleyv1.Reply{or.rep}})
+			if err = errors.Join(err, merr); err != nil {
+				errs = append(errs, fmt.Errorf("reply to region %s: %w", or.region, err))
+				continue
+			}
+			if remote == nil {
+				remote = make(map[string][]bus.Message)
+			}
+			remote[or.region] = append(remote[or.region], bus.Message{Topic: DeliverTopic(or.region), Partition: p, Value: v})
+			continue
+		}
 		p, err := GatewayPartition(or.gateway)
 		if err == nil && p >= n {
 			err = fmt.Errorf("gateway %s: partition %d of %d", or.gateway, p, n)
@@ -225,7 +259,19 @@ func (r *Router) Publish(ctx context.Context, b *Batch) error {
 		rec(p).addReply(or.rep)
 	}
 	if len(b.groups) > 0 {
-		r.route(ctx, b.groups, n, rec)
+		r.route(ctx, b.groups, n, rec, relay)
+		if relay && r.regions != nil {
+			for _, peer := range r.regions.Peers() {
+				remote = addRelay(remote, peer, r.regions.Local(), b.groups)
+			}
+		}
+	}
+	for region, msgs := range remote {
+		for i, err := range r.regions.Publish(ctx, region, msgs) {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("publish %s[%d] in region %s: %w", msgs[i].Topic, msgs[i].Partition, region, err))
+			}
+		}
 	}
 	var msgs []bus.Message
 	for p, rb := range recs {
@@ -248,7 +294,9 @@ func (r *Router) Publish(ctx context.Context, b *Batch) error {
 
 // route adds every group's deliveries to the records of the gateways that
 // hold its users' sessions.
-func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec func(int32) *recordBuilder) {
+// Offline notifications are left to the home region (offline false for
+// relayed deliveries).
+func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec func(int32) *recordBuilder, offline bool) {
 	var all []string
 	seen := make(map[string]struct{})
 	for _, g := range groups {
@@ -302,7 +350,7 @@ func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec
 				rec(p).addDelivery(withUsers(d, per[p]))
 			}
 		}
-		if r.offline != nil {
+		if offline && r.offline != nil {
 			r.notifyOffline(ctx, g, sessions)
 		}
 	}
@@ -343,3 +391,65 @@ func (rb *recordBuilder) addDelivery(d *parleyv1.Delivery) {
 }
 
 func (rb *recordBuilder) done() []*parleyv1.DeliverRecord { return rb.recs }
+
+// addRelay adds to remote[peer] the RelayRecords carrying groups' deliveries
+// (each addressed to all its users), split past maxRecordBytes, keyed by
+// the first delivery's conversation so one conversation's relays stay in
+// order.
+func addRelay(remote map[string][]bus.Message, peer, from string, groups []deliveryGroup) map[string][]bus.Message {
+	if remote == nil {
+		remote = make(map[string][]bus.Message)
+	}
+	var key []byte
+	rr, size := &parleyv1.RelayRecord{FromRegion: from}, 0
+	emit := func() {
+		if len(rr.Deliveries) == 0 {
+			return
+		}
+		v, err := proto.Marshal(rr)
+		if err == nil {
+			remote[peer] = append(remote[peer], bus.Message{Topic: RelayTopic(peer), Partition: -1, Key: key, Value: v})
+		}
+		rr, size = &parleyv1.RelayRecord{FromRegion: from}, 0
+	}
+	for _, g := range groups {
+		for _, d := range g.ds {
+			c := withUsers(d, g.users)
+			if key == nil {
+				key = []byte(deliveryConversation(c))
+			}
+			n := proto.Size(c) + 4
+			if size > 0 && size+n > maxRecordBytes {
+				emit()
+			}
+			rr.Deliveries = append(rr.Deliveries, c)
+			size += n
+		}
+	}
+	emit()
+	return remote
+}
+
+// deliveryConversation returns the conversation a delivery is about ("" for
+// presence).
+func deliveryConversation(d *parleyv1.Delivery) string {
+	switch b := d.Body.(type) {
+	case *parleyv1.Delivery_Message:
+		return b.Message.GetConversationId()
+	case *parleyv1.Delivery_Receipt:
+		return b.Receipt.GetConversationId()
+	case *parleyv1.Delivery_Typing:
+		return b.Typing.GetConversationId()
+	}
+	return ""
+}
+
+// RelayBatch returns a Batch holding the deliveries of a RelayRecord, each
+// to its own users, for PublishLocal.
+func RelayBatch(rr *parleyv1.RelayRecord) *Batch {
+	b := &Batch{}
+	for _, d := range rr.GetDeliveries() {
+		b.Deliver(d.GetUserIds(), d)
+	}
+	return b
+}

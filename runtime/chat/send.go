@@ -272,6 +272,11 @@ func (c *conversation) answer(ctx context.Context, p *sendPlan, jobs []*job, out
 	for i, j := range jobs {
 		o := p.outcomes[i]
 		session := j.rec.GetOrigin().GetSessionId()
+		if j.rec.GetAccepted() {
+			// The sending session holds it as pending (send_accepted) and
+			// learns its seq from this push.
+			session = ""
+		}
 		switch {
 		case o.err != nil:
 			c.fail(ctx, j, out, o.err)

@@ -126,6 +126,11 @@ type Config struct {
 	// Checked before the upgrade, so concurrent connects of one user may
 	// overshoot by those in flight; a registry that fails lets connects in.
 	MaxSessionsPerUser int
+	// Homes, when set (multi-region), resolves a connecting user's home
+	// region from the token's home_region claim (claim, "" when absent):
+	// it returns the home their requests carry, or an error that refuses
+	// the connection (an unknown region). Nil: no home regions.
+	Homes func(ctx context.Context, user, claim string) (string, error)
 	// MaxPresenceSubs caps the users one connection may subscribe to with
 	// presence_sub (default 100).
 	MaxPresenceSubs int
@@ -429,6 +434,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				"user %s already has %d sessions, the most allowed; close one (the newest connection is the one refused)", claims.UserID, len(ss[claims.UserID])))
 			return
 		}
+	}
+	if g.cfg.Homes != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), sessionCountTimeout)
+		home, err := g.cfg.Homes(ctx, claims.UserID, claims.HomeRegion)
+		cancel()
+		if err != nil {
+			we := wire.AsError(err)
+			g.writeHTTPError(w, wire.HTTPStatus(we.Code), we)
+			return
+		}
+		claims.HomeRegion = home
 	}
 	conn, err := g.upgrader.Upgrade(hijacker{w}, r, nil)
 	if err != nil {

@@ -302,6 +302,8 @@ func (g *Gateway) handleSend(s *session, id uint64, m *parleyv1.Send) {
 	g.do(s, id, rec, func(rep *parleyv1.Reply) {
 		if ok := rep.GetSendOk(); ok != nil {
 			s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_SendOk{SendOk: ok}})
+		} else if acc := rep.GetSendAccepted(); acc != nil {
+			s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_SendAccepted{SendAccepted: acc}})
 		}
 	})
 }
@@ -334,7 +336,7 @@ func (g *Gateway) validReceipt(s *session, id uint64, conv string, seq uint64) b
 func (g *Gateway) record(s *session, conv string) *parleyv1.IngressRecord {
 	now := time.Now()
 	return &parleyv1.IngressRecord{
-		Origin:         &parleyv1.Origin{UserId: s.user, DeviceId: s.device, SessionId: s.id},
+		Origin:         &parleyv1.Origin{UserId: s.user, DeviceId: s.device, SessionId: s.id, HomeRegion: s.home},
 		ConversationId: conv,
 		SentAt:         now.UnixMilli(),
 		Deadline:       now.Add(g.cfg.RequestTimeout).UnixMilli(),

@@ -41,6 +41,7 @@ type session struct {
 	id     string
 	user   string
 	device string
+	home   string // home region ("" without regions)
 	binary bool  // parley.v1.proto (binary frames) or parley.v1.json (text)
 	expiry int64 // unix ns after which the token is expired; 0 = never
 
@@ -78,7 +79,7 @@ type session struct {
 
 func newSession(g *Gateway, conn *websocket.Conn, c auth.Claims, binary bool) *session {
 	now := time.Now()
-	s := &session{g: g, conn: conn, id: newSessionID(), user: c.UserID, device: c.DeviceID, binary: binary}
+	s := &session{g: g, conn: conn, id: newSessionID(), user: c.UserID, device: c.DeviceID, home: c.HomeRegion, binary: binary}
 	if fc, ok := conn.NetConn().(*frameConn); ok {
 		s.fc, s.raw = fc, fc.Conn
 	}

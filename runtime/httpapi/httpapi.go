@@ -208,7 +208,7 @@ func (a *API) call(ctx context.Context, c auth.Claims, rec *parleyv1.IngressReco
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	now := time.Now()
-	rec.Origin = &parleyv1.Origin{UserId: c.UserID, DeviceId: c.DeviceID, SessionId: "rest"}
+	rec.Origin = &parleyv1.Origin{UserId: c.UserID, DeviceId: c.DeviceID, SessionId: "rest", HomeRegion: c.HomeRegion}
 	rec.SentAt = now.UnixMilli()
 	rec.Deadline = now.Add(timeout).UnixMilli()
 	rep, err := a.Chat.Call(ctx, rec)
@@ -266,6 +266,12 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, c auth.Claims) error 
 	rep, err := a.call(r.Context(), c, &parleyv1.IngressRecord{ConversationId: b.ConversationID, Op: &parleyv1.IngressRecord_Send{Send: s}})
 	if err != nil {
 		return err
+	}
+	if acc := rep.GetSendAccepted(); acc != nil {
+		// Taken into this region's outbox; sequenced once the home region
+		// is reachable again (docs/multi-region.md).
+		writeJSON(w, http.StatusAccepted, protoJSON(acc))
+		return nil
 	}
 	writeJSON(w, http.StatusOK, protoJSON(rep.GetSendOk()))
 	return nil

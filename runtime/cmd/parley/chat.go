@@ -43,7 +43,7 @@ func chatCmd() *cobra.Command {
 				// The first call may create the secret and warn; a refresh
 				// (token_expired) finds it and says nothing.
 				source = func(context.Context) (string, error) {
-					return devToken(dataDir, user, device, 24*time.Hour, cmd.ErrOrStderr())
+					return devToken(dataDir, user, device, "", 24*time.Hour, cmd.ErrOrStderr())
 				}
 				t, err := source(ctx)
 				if err != nil {

@@ -51,7 +51,7 @@ func TestWelcomeNamesTheDataDir(t *testing.T) {
 func TestDevTokenWarnsWhenItCreatesTheSecret(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	var warn bytes.Buffer
-	if _, err := devToken(dir, "alice", "cli", time.Hour, &warn); err != nil {
+	if _, err := devToken(dir, "alice", "cli", "", time.Hour, &warn); err != nil {
 		t.Fatal(err)
 	}
 	if w := warn.String(); !strings.Contains(w, "warning") || !strings.Contains(w, "--data-dir "+dir) {
@@ -61,13 +61,13 @@ func TestDevTokenWarnsWhenItCreatesTheSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	warn.Reset()
-	if _, err := devToken(dir, "alice", "cli", time.Hour, &warn); err != nil {
+	if _, err := devToken(dir, "alice", "cli", "", time.Hour, &warn); err != nil {
 		t.Fatal(err)
 	}
 	if warn.Len() != 0 {
 		t.Fatalf("warning with an existing secret: %q", warn.String())
 	}
-	if _, err := devToken(dir, "bob/x", "cli", time.Hour, &warn); err == nil {
+	if _, err := devToken(dir, "bob/x", "cli", "", time.Hour, &warn); err == nil {
 		t.Fatal("devToken accepted user bob/x")
 	}
 }

@@ -16,14 +16,14 @@ import (
 )
 
 func tokenCmd() *cobra.Command {
-	var user, device, dataDir string
+	var user, device, home, dataDir string
 	var ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "token --user NAME",
 		Short: "Print a development JWT signed with the data dir's dev secret",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tok, err := devToken(dataDir, user, device, ttl, cmd.ErrOrStderr())
+			tok, err := devToken(dataDir, user, device, home, ttl, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -34,6 +34,7 @@ func tokenCmd() *cobra.Command {
 	cmd.Flags().StringVar(&user, "user", "", "user id (the token's subject), 1..64 of [A-Za-z0-9._@-]")
 	cmd.Flags().StringVar(&device, "device", "default", "device id")
 	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "token lifetime")
+	cmd.Flags().StringVar(&home, "home-region", "", "the user's home region (home_region claim) in a multi-region deployment; default: the region of their first connection")
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir, "data dir of the server whose dev secret signs the token")
 	_ = cmd.MarkFlagRequired("user")
 	return cmd
@@ -46,7 +47,7 @@ const defaultDataDir = "./parley-data"
 // (and the dir) if the server has not started yet, so both agree later.
 // When it creates the secret it writes a warning to warn: a server already
 // running with another --data-dir will refuse the token.
-func devToken(dataDir, user, device string, ttl time.Duration, warn io.Writer) (string, error) {
+func devToken(dataDir, user, device, home string, ttl time.Duration, warn io.Writer) (string, error) {
 	if !auth.ValidID(user) {
 		return "", fmt.Errorf("user %q is not a valid id: 1..64 characters of A-Z a-z 0-9 . _ @ -", user)
 	}
@@ -67,7 +68,7 @@ func devToken(dataDir, user, device string, ttl time.Duration, warn io.Writer) (
 			"  (if your server is already running, use the --data-dir its banner shows)\n",
 			dataDir, filepath.Join(dataDir, auth.DevSecretFile), shellQuote(dataDir))
 	}
-	return auth.NewDevIssuer(secret).Issue(user, device, ttl)
+	return auth.NewDevIssuer(secret).IssueHome(user, device, home, ttl)
 }
 
 // dataDirFlag is " --data-dir <dir>" for commands printed for the user to

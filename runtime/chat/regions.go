@@ -1,0 +1,212 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/parleychat/parley/runtime/bus"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// Regions is the multi-region mesh as the sequencer and the router use it
+// (implemented by runtime/region.Mesh). Every conversation has one home
+// region whose sequencer alone writes it; the others forward to it
+// (docs/multi-region.md).
+type Regions interface {
+	// Local returns this region's name.
+	Local() string
+	// Known reports whether name is this region or a peer of the mesh.
+	Known(name string) bool
+	// RegionByID returns the name of the region with id 0..7 (the top
+	// three bits of a Snowflake node id, and so of a group id).
+	RegionByID(id int) (string, bool)
+	// Peers returns the other regions' names.
+	Peers() []string
+	// Forward hands recs, all of one conversation and in order, to their
+	// home region. It returns once they are durably queued in this
+	// region's outbox; the outbox sends them on in that order and answers
+	// send_accepted while the home region is unreachable.
+	Forward(ctx context.Context, home string, recs []*parleyv1.IngressRecord) error
+	// Publish publishes msgs on region's bus; it returns one error per
+	// message as bus.Bus.PublishAll does.
+	Publish(ctx context.Context, region string, msgs []bus.Message) []error
+}
+
+// nodeShift is where a Snowflake id's node bits start, and regionShift
+// where the region id starts inside the node (server.FleetConfig.NodeID =
+// region id << 7 | ordinal).
+const (
+	nodeShift   = 12
+	regionShift = 7
+)
+
+// GroupRegionID returns the region id 0..7 of the sequencer that minted
+// group id conv, or false for an id that is not a group id. Groups are
+// minted by their home region, so this is the group's home.
+func GroupRegionID(conv string) (int, bool) {
+	if !IsGroup(conv) || CheckConversationID(conv) != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(conv[len(groupPrefix):], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return int(n>>(nodeShift+regionShift)) & 7, true
+}
+
+// errHomeUnknown answers a record whose home region is not in the mesh.
+func errHomeUnknown(conv, home string) error {
+	return wire.Errorf(wire.CodeUnavailable, "conversation %s is homed in region %q, which this region's mesh does not know", conv, home)
+}
+
+// homeOf returns the home region of c for record rec ("" when it is this
+// region or there is no mesh). A group's home is the region that minted
+// its id; a new group's, its creator's home; a DM's, the one stored with
+// it, or for a DM not stored here yet, dmHome's rule.
+func (c *conversation) homeOf(ctx context.Context, rec *parleyv1.IngressRecord) (string, error) {
+	s := c.p.s
+	m := s.cfg.Regions
+	if m == nil {
+		return "", nil
+	}
+	var home string
+	switch {
+	case rec.GetCreateGroup() != nil:
+		h, err := s.userHome(ctx, rec.GetOrigin())
+		if err != nil {
+			return "", err
+		}
+		home = h
+	case IsGroup(c.id):
+		id, ok := GroupRegionID(c.id)
+		if !ok {
+			return "", nil // malformed: answered here
+		}
+		name, ok := m.RegionByID(id)
+		if !ok {
+			return "", errHomeUnknown(c.id, "id "+strconv.Itoa(id))
+		}
+		home = name
+	default:
+		if c.home == "" {
+			h, err := c.dmHome(ctx, rec)
+			if err != nil {
+				return "", err
+			}
+			c.home = h
+		}
+		home = c.home
+	}
+	if home == "" || home == m.Local() {
+		return "", nil
+	}
+	if !m.Known(home) {
+		return "", errHomeUnknown(c.id, home)
+	}
+	return home, nil
+}
+
+// dmHome is the home of DM c: the region stored with it, else the rule both
+// regions compute alike: the stored home of its lower user id, else of its
+// higher one, else the sender's. A DM is created by its home's sequencer
+// with that home, so the rule and the stored row agree.
+func (c *conversation) dmHome(ctx context.Context, rec *parleyv1.IngressRecord) (string, error) {
+	s := c.p.s
+	conv, err := s.st.Conversation(ctx, c.id)
+	switch {
+	case err == nil:
+		if conv.HomeRegion == "" {
+			return s.cfg.Regions.Local(), nil
+		}
+		return conv.HomeRegion, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return "", storeErr(s.log, "load conversation home", c.id, err)
+	}
+	a, b, ok := ParseDM(c.id)
+	if !ok {
+		return s.cfg.Regions.Local(), nil // malformed: answered here
+	}
+	homes, ok := s.st.(store.UserHomes)
+	if ok {
+		for _, u := range []string{a, b} {
+			h, err := homes.UserHome(ctx, u)
+			if err == nil {
+				return h, nil
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return "", storeErr(s.log, "load user home", c.id, err)
+			}
+		}
+	}
+	return s.userHome(ctx, rec.GetOrigin())
+}
+
+// userHome is the home region of o's user: the one the gateway resolved,
+// else the stored one, else this region.
+func (s *Sequencer) userHome(ctx context.Context, o *parleyv1.Origin) (string, error) {
+	if h := o.GetHomeRegion(); h != "" {
+		return h, nil
+	}
+	if homes, ok := s.st.(store.UserHomes); ok {
+		h, err := homes.UserHome(ctx, o.GetUserId())
+		if err == nil {
+			return h, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return "", storeErr(s.log, "load user home", o.GetUserId(), err)
+		}
+	}
+	return s.cfg.Region, nil
+}
+
+// forward hands the jobs homed elsewhere to their home region and returns
+// the others, in order. A job is finished once the outbox holds it; one
+// that cannot be queued is answered with the error.
+func (c *conversation) forward(ctx context.Context, jobs []*job, out *Batch) []*job {
+	s := c.p.s
+	local := jobs[:0:0]
+	var home string
+	var away []*job
+	flush := func() {
+		if len(away) == 0 {
+			return
+		}
+		recs := make([]*parleyv1.IngressRecord, len(away))
+		for i, j := range away {
+			recs[i] = j.rec
+		}
+		if err := s.cfg.Regions.Forward(ctx, home, recs); err != nil {
+			s.log.Warn("forward to home region", "conversation", c.id, "home", home, "records", len(recs), "err", err)
+			for _, j := range away {
+				c.fail(ctx, j, out, &wire.Error{Code: wire.CodeUnavailable, Message: "could not queue the request for the conversation's home region; retry later", RetryAfterMs: storeRetryMs})
+			}
+		} else {
+			for _, j := range away {
+				j.finished = true
+			}
+		}
+		away = nil
+	}
+	for _, j := range jobs {
+		h, err := c.homeOf(ctx, j.rec)
+		if err != nil {
+			flush()
+			c.fail(ctx, j, out, err)
+			continue
+		}
+		if h == "" {
+			local = append(local, j)
+			continue
+		}
+		if h != home {
+			flush()
+			home = h
+		}
+		away = append(away, j)
+	}
+	flush()
+	return local
+}
