@@ -25,6 +25,7 @@ import (
 	"github.com/parleychat/parley/runtime/presence/redis"
 	"github.com/parleychat/parley/runtime/presence/relay"
 	"github.com/parleychat/parley/runtime/push"
+	regionmesh "github.com/parleychat/parley/runtime/region"
 	"github.com/parleychat/parley/runtime/store/cassandra"
 	"github.com/parleychat/parley/runtime/web"
 	"github.com/parleychat/parley/runtime/wire"
@@ -118,6 +119,9 @@ type FleetConfig struct {
 	RequestTimeout time.Duration
 	// Push configures offline push; no Webhook turns it off.
 	Push push.Config
+	// Peers are the other regions of a multi-region deployment
+	// (docs/multi-region.md). Empty: this region runs alone.
+	Peers []regionmesh.Peer
 }
 
 // fleet is the distributed-mode part of a Server.
@@ -129,6 +133,9 @@ type fleet struct {
 	announce  *relay.Announcer
 	pusher    *push.Worker
 	publisher *push.Publisher
+	mesh      *regionmesh.Mesh   // nil without peers
+	outbox    *regionmesh.Outbox // chat role with peers
+	relayIn   *regionmesh.Relay  // chat role with peers
 }
 
 func (f *fleet) has(r Role) bool { return f.roles[r] }
@@ -208,6 +215,13 @@ func (fc *FleetConfig) resolve(cfg Config) (map[Role]bool, error) {
 		}
 		fc.NodeID = int64(fc.RegionID)<<7 | n
 	}
+	if roles[RoleChat] && len(fc.Peers) > 0 && fc.NodeID>>7 != int64(fc.RegionID) {
+		// Group ids carry their home region in these bits (chat.GroupRegionID).
+		errs = append(errs, fmt.Errorf("--node-id %d: with --peer-region its top bits must be the region id %d (node = region id << 7 | ordinal)", fc.NodeID, fc.RegionID))
+	}
+	if len(fc.Peers) > 0 && !auth.ValidRegion(cfg.Region) {
+		errs = append(errs, fmt.Errorf("--region %q: with --peer-region a region name is 1..63 bytes of a-z0-9- starting with a letter", cfg.Region))
+	}
 	if roles[RoleChat] && fc.NodeID > 1023 {
 		errs = append(errs, fmt.Errorf("--node-id must be 0..1023, got %d", fc.NodeID))
 	}
@@ -269,6 +283,14 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 		name string
 		want int32
 	}{{ingress, fc.IngressPartitions}, {deliver, fc.DeliverPartitions}, {presenceTopic, 0}}
+	if len(fc.Peers) > 0 && f.has(RoleChat) {
+		for _, t := range []string{chat.RelayTopic(region), chat.OutboxTopic(region)} {
+			topics = append(topics, struct {
+				name string
+				want int32
+			}{t, 0})
+		}
+	}
 	if f.has(RolePush) || fc.Push.Webhook != "" {
 		topics = append(topics, struct {
 			name string
@@ -316,6 +338,13 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	if f.has(RoleGateway) || f.has(RoleChat) {
 		router = chat.NewRouter(s.bus, newRouteRegistry(s.registry, fc.RouteTimeout), deliver)
 	}
+	if len(fc.Peers) > 0 && router != nil {
+		f.mesh, err = s.newMesh(ctx, reg, fc)
+		if err != nil {
+			return fail(err)
+		}
+		router.SetRegions(f.mesh)
+	}
 	if f.has(RoleChat) && fc.Push.Webhook != "" {
 		f.publisher = push.NewPublisher(s.bus, push.Topic(region))
 		router.OnOffline(f.publisher.Offline)
@@ -329,6 +358,11 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 		ccfg.MaxGroupMembers = cfg.MaxGroupMembers
 		ccfg.MaxMessageBytes = cfg.MaxMessageBytes
 		ccfg.Metrics = s.Metrics
+		if f.mesh != nil {
+			ccfg.Regions = f.mesh
+			f.outbox = regionmesh.NewOutbox(f.mesh, s.bus, router.Reply, fc.Member)
+			f.relayIn = regionmesh.NewRelay(f.mesh, s.bus, router, fc.Member)
+		}
 		s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router)
 		if err != nil {
 			return fail(fmt.Errorf("sequencer: %w", err))
@@ -407,6 +441,11 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 	queries := chat.NewQueries(s.store)
 	s.chat = chat.NewClient(s.bus, fc.GatewayID, ingress)
 	s.chat.ObserveWith(s.Metrics)
+	var homes func(context.Context, string, string) (string, error)
+	if s.fleet.mesh != nil {
+		s.chat.SetRegion(cfg.Region)
+		homes = s.userHomes
+	}
 	rep := relay.NewReporter(s.registry, s.bus, presenceTopic, cfg.Presence)
 	s.fleet.reporter = rep
 	s.presence = rep.Reader()
@@ -419,6 +458,7 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 	}
 	userLimits, readLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst), cfg.readLimits()
 	gcfg := cfg.gatewayConfig(fc.GatewayID, fc.RequestTimeout, s.bus, deliver, userLimits, readLimits, mediaSvc)
+	gcfg.Homes = homes
 	s.gateway = gateway.NewWithPresence(gcfg, verifier, s.chat, queries, router, rep, s.store, s.Metrics)
 	api := &httpapi.API{
 		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
@@ -477,6 +517,14 @@ func (s *Server) runFleet(ctx context.Context, ln net.Listener) error {
 	if s.seq != nil {
 		c.start("sequencer", s.seq.Run)
 		waits = append(waits, s.seq.Joined())
+	}
+	if f.mesh != nil {
+		c.start("region mesh", func(ctx context.Context) error { f.mesh.Run(ctx); return nil })
+	}
+	if f.outbox != nil {
+		c.start("outbox", f.outbox.Run)
+		c.start("relay", f.relayIn.Run)
+		waits = append(waits, f.outbox.Joined(), f.relayIn.Joined())
 	}
 	if f.announce != nil {
 		c.start("presence announcer", f.announce.Run)

@@ -404,6 +404,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 func (s *Server) closeAll() error {
 	var errs []error
 	s.stopOnce.Do(func() {
+		if s.fleet != nil && s.fleet.mesh != nil {
+			errs = append(errs, s.fleet.mesh.Close())
+		}
 		if s.bus != nil {
 			errs = append(errs, s.bus.Close())
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/region"
 	"github.com/parleychat/parley/runtime/server"
 )
 
@@ -23,6 +24,7 @@ type fleetFlags struct {
 	deliverParts   int
 	cassandraHosts []string
 	kafkaBrokers   []string
+	peers          []string
 }
 
 // addFleetFlags adds the distributed mode's flags to serve, and makes every
@@ -56,6 +58,8 @@ func addFleetFlags(cmd *cobra.Command, ff *fleetFlags) {
 	f.IntVar(&ff.fc.Push.MaxAttempts, "push-attempts", 6, "POST attempts per push notification")
 	f.DurationVar(&ff.fc.Push.BackoffMin, "push-backoff-min", 200*time.Millisecond, "first retry delay of a push (doubles up to --push-backoff-max, jittered)")
 	f.DurationVar(&ff.fc.Push.BackoffMax, "push-backoff-max", 10*time.Second, "largest retry delay of a push")
+	f.StringArrayVar(&ff.peers, "peer-region", nil, "another region of a multi-region deployment, repeated once per peer: "+
+		"name=NAME,id=N,kafka=HOST:PORT[;HOST:PORT] (its region id and Kafka seed brokers; docs/multi-region.md)")
 	addConfigFlag(cmd)
 
 	prev := cmd.PreRunE
@@ -113,5 +117,12 @@ func newServer(ctx context.Context, cfg server.Config, ff *fleetFlags) (*server.
 	fc.Kafka.Brokers = ff.kafkaBrokers
 	fc.NodeID = ff.nodeID
 	fc.IngressPartitions, fc.DeliverPartitions = int32(ff.ingressParts), int32(ff.deliverParts)
+	for _, v := range ff.peers {
+		p, err := region.ParsePeer(v)
+		if err != nil {
+			return nil, fmt.Errorf("--peer-region: %w", err)
+		}
+		fc.Peers = append(fc.Peers, p)
+	}
 	return server.NewFleet(ctx, cfg, fc)
 }

@@ -87,6 +87,12 @@ func migrateCmd() *cobra.Command {
 					{Name: chat.DeliverTopic(region), Partitions: int32(deliver)},
 					{Name: relay.Topic(region), Partitions: int32(presenceP)},
 					{Name: push.Topic(region), Partitions: int32(pushP)},
+					// Multi-region (docs/multi-region.md): deliveries other
+					// regions relay here, and requests waiting for their
+					// home region; created in every region, used with
+					// --peer-region.
+					{Name: chat.RelayTopic(region), Partitions: int32(ingress)},
+					{Name: chat.OutboxTopic(region), Partitions: int32(ingress)},
 				}
 				for _, t := range topics {
 					if err := b.CreateTopic(ctx, t); err != nil {
@@ -105,7 +111,7 @@ func migrateCmd() *cobra.Command {
 	f.IntVar(&rf, "replication-factor", 0, "SimpleStrategy replication factor (one-datacenter development clusters)")
 	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka seed brokers, host:port")
 	f.IntVar(&kafkaRF, "kafka-replication-factor", 1, "replication factor of new topics (3 in production)")
-	f.StringVar(&region, "region", chat.DefaultRegion, "region whose topics to create: parley.<region>.{ingress,deliver,presence,push}")
+	f.StringVar(&region, "region", chat.DefaultRegion, "region whose topics to create: parley.<region>.{ingress,deliver,presence,push,relay,outbox}")
 	f.IntVar(&ingress, "ingress-partitions", chat.DefaultIngressPartitions, "ingress partitions (the unit of chat-role parallelism; never changed on a live topic)")
 	f.IntVar(&deliver, "deliver-partitions", 64, "deliver partitions = the most gateways the region can run (gateway -N reads partition N)")
 	f.IntVar(&presenceP, "presence-partitions", relay.DefaultPartitions, "presence partitions (the unit of presence-role parallelism)")

@@ -744,6 +744,61 @@ func (x *RelayRecord) GetDeliveries() []*Delivery {
 	return nil
 }
 
+// OutboxRecord is one request waiting in a region's outbox
+// (parley.<region>.outbox, key = conversation_id) to be forwarded to its
+// conversation's home region.
+type OutboxRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HomeRegion    string                 `protobuf:"bytes,1,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	Record        *IngressRecord         `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxRecord) Reset() {
+	*x = OutboxRecord{}
+	mi := &file_parley_v1_bus_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxRecord) ProtoMessage() {}
+
+func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_bus_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
+func (*OutboxRecord) Descriptor() ([]byte, []int) {
+	return file_parley_v1_bus_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *OutboxRecord) GetHomeRegion() string {
+	if x != nil {
+		return x.HomeRegion
+	}
+	return ""
+}
+
+func (x *OutboxRecord) GetRecord() *IngressRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
 var File_parley_v1_bus_proto protoreflect.FileDescriptor
 
 const file_parley_v1_bus_proto_rawDesc = "" +
@@ -808,7 +863,11 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"fromRegion\x123\n" +
 	"\n" +
 	"deliveries\x18\x02 \x03(\v2\x13.parley.v1.DeliveryR\n" +
-	"deliveriesB?Z=github.com/parleychat/parley/runtime/proto/parley/v1;parleyv1b\x06proto3"
+	"deliveries\"a\n" +
+	"\fOutboxRecord\x12\x1f\n" +
+	"\vhome_region\x18\x01 \x01(\tR\n" +
+	"homeRegion\x120\n" +
+	"\x06record\x18\x02 \x01(\v2\x18.parley.v1.IngressRecordR\x06recordB?Z=github.com/parleychat/parley/runtime/proto/parley/v1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_bus_proto_rawDescOnce sync.Once
@@ -822,7 +881,7 @@ func file_parley_v1_bus_proto_rawDescGZIP() []byte {
 	return file_parley_v1_bus_proto_rawDescData
 }
 
-var file_parley_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_parley_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_parley_v1_bus_proto_goTypes = []any{
 	(*Origin)(nil),        // 0: parley.v1.Origin
 	(*IngressRecord)(nil), // 1: parley.v1.IngressRecord
@@ -832,42 +891,44 @@ var file_parley_v1_bus_proto_goTypes = []any{
 	(*Delivery)(nil),      // 5: parley.v1.Delivery
 	(*DeliverRecord)(nil), // 6: parley.v1.DeliverRecord
 	(*RelayRecord)(nil),   // 7: parley.v1.RelayRecord
-	(*Send)(nil),          // 8: parley.v1.Send
-	(*Ack)(nil),           // 9: parley.v1.Ack
-	(*Read)(nil),          // 10: parley.v1.Read
-	(*SendOk)(nil),        // 11: parley.v1.SendOk
-	(*Error)(nil),         // 12: parley.v1.Error
-	(*Message)(nil),       // 13: parley.v1.Message
-	(*Receipt)(nil),       // 14: parley.v1.Receipt
-	(*SendAccepted)(nil),  // 15: parley.v1.SendAccepted
-	(*Typing)(nil),        // 16: parley.v1.Typing
-	(*Presence)(nil),      // 17: parley.v1.Presence
+	(*OutboxRecord)(nil),  // 8: parley.v1.OutboxRecord
+	(*Send)(nil),          // 9: parley.v1.Send
+	(*Ack)(nil),           // 10: parley.v1.Ack
+	(*Read)(nil),          // 11: parley.v1.Read
+	(*SendOk)(nil),        // 12: parley.v1.SendOk
+	(*Error)(nil),         // 13: parley.v1.Error
+	(*Message)(nil),       // 14: parley.v1.Message
+	(*Receipt)(nil),       // 15: parley.v1.Receipt
+	(*SendAccepted)(nil),  // 16: parley.v1.SendAccepted
+	(*Typing)(nil),        // 17: parley.v1.Typing
+	(*Presence)(nil),      // 18: parley.v1.Presence
 }
 var file_parley_v1_bus_proto_depIdxs = []int32{
 	0,  // 0: parley.v1.IngressRecord.origin:type_name -> parley.v1.Origin
-	8,  // 1: parley.v1.IngressRecord.send:type_name -> parley.v1.Send
-	9,  // 2: parley.v1.IngressRecord.ack:type_name -> parley.v1.Ack
-	10, // 3: parley.v1.IngressRecord.read:type_name -> parley.v1.Read
+	9,  // 1: parley.v1.IngressRecord.send:type_name -> parley.v1.Send
+	10, // 2: parley.v1.IngressRecord.ack:type_name -> parley.v1.Ack
+	11, // 3: parley.v1.IngressRecord.read:type_name -> parley.v1.Read
 	2,  // 4: parley.v1.IngressRecord.create_group:type_name -> parley.v1.CreateGroup
 	3,  // 5: parley.v1.IngressRecord.add_members:type_name -> parley.v1.ChangeMembers
 	3,  // 6: parley.v1.IngressRecord.remove_members:type_name -> parley.v1.ChangeMembers
-	11, // 7: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
-	12, // 8: parley.v1.Reply.error:type_name -> parley.v1.Error
-	13, // 9: parley.v1.Reply.event:type_name -> parley.v1.Message
-	14, // 10: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
-	15, // 11: parley.v1.Reply.send_accepted:type_name -> parley.v1.SendAccepted
-	13, // 12: parley.v1.Delivery.message:type_name -> parley.v1.Message
-	14, // 13: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
-	16, // 14: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
-	17, // 15: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
+	12, // 7: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
+	13, // 8: parley.v1.Reply.error:type_name -> parley.v1.Error
+	14, // 9: parley.v1.Reply.event:type_name -> parley.v1.Message
+	15, // 10: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
+	16, // 11: parley.v1.Reply.send_accepted:type_name -> parley.v1.SendAccepted
+	14, // 12: parley.v1.Delivery.message:type_name -> parley.v1.Message
+	15, // 13: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
+	17, // 14: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
+	18, // 15: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
 	4,  // 16: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
 	5,  // 17: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
 	5,  // 18: parley.v1.RelayRecord.deliveries:type_name -> parley.v1.Delivery
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	1,  // 19: parley.v1.OutboxRecord.record:type_name -> parley.v1.IngressRecord
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_bus_proto_init() }
@@ -896,7 +957,7 @@ func file_parley_v1_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_bus_proto_rawDesc), len(file_parley_v1_bus_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

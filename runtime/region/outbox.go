@@ -1,0 +1,341 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/chat"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+)
+
+// OutboxGroup is the consumer group of the outbox forwarders (scoped per
+// region by the fleet's bus, like chat.GroupName).
+const OutboxGroup = "parley.outbox"
+
+// Outbox tuning.
+const (
+	// maxRun is the most records forwarded in one produce.
+	maxRun = 256
+	// maxQueued bounds the records one partition holds in memory; Handle
+	// blocks beyond it (the rest stays in Kafka).
+	maxQueued = 65536
+	// retryMin and retryMax bound the wait between forwards to a region
+	// that failed.
+	retryMin = 200 * time.Millisecond
+	retryMax = 5 * time.Second
+)
+
+// Outbox forwards the records of this region's outbox to their home regions,
+// in order per conversation (the outbox is keyed by conversation, and each
+// owned partition is forwarded by one goroutine, oldest first). A record's
+// offset is committed only after the home region's Kafka acknowledged it, so
+// a forwarder killed mid-drain leaves the rest to the next owner; records
+// forwarded twice are absorbed by the home's dedupe of (sender,
+// client_msg_id).
+//
+// While a home region is unreachable, every send waiting for it is answered
+// send_accepted (once per forwarder) and marked accepted: the home then
+// sequences it whatever its deadline, and pushes it to the sending session
+// too. Every forwarded record has its deadline cleared, because a record
+// that waited in the outbox may have been accepted by an earlier owner
+// (the acceptance itself is not stored).
+type Outbox struct {
+	m      *Mesh
+	b      bus.Bus
+	reply  func(ctx context.Context, o *parleyv1.Origin, rep *parleyv1.Reply) error
+	member string
+	log    *slog.Logger
+
+	mu         sync.Mutex
+	base       context.Context
+	membership bus.Membership
+	parts      map[int32]*drain
+	joined     chan struct{}
+}
+
+// NewOutbox returns the forwarder of m's outbox on b (this region's bus),
+// answering send_accepted through reply (chat.Router.Reply), as consumer
+// group member member.
+func NewOutbox(m *Mesh, b bus.Bus, reply func(context.Context, *parleyv1.Origin, *parleyv1.Reply) error, member string) *Outbox {
+	return &Outbox{m: m, b: b, reply: reply, member: member, parts: map[int32]*drain{}, joined: make(chan struct{}),
+		base: context.Background(), log: m.log.With("component", "region.outbox")}
+}
+
+// Joined is closed once Run has joined the group.
+func (o *Outbox) Joined() <-chan struct{} { return o.joined }
+
+// Run forwards until ctx ends, then stops its partitions and leaves.
+func (o *Outbox) Run(ctx context.Context) error {
+	o.mu.Lock()
+	o.base = ctx
+	o.mu.Unlock()
+	mb, err := o.b.Join(context.WithoutCancel(ctx), OutboxGroup, chat.OutboxTopic(o.m.Local()), o.member, o)
+	if err != nil {
+		return fmt.Errorf("join %s: %w", OutboxGroup, err)
+	}
+	o.mu.Lock()
+	o.membership = mb
+	o.mu.Unlock()
+	close(o.joined)
+	<-ctx.Done()
+	if err := mb.Leave(); err != nil && !errors.Is(err, bus.ErrClosed) {
+		o.log.Warn("leave group", "err", err)
+	}
+	o.stop(o.owned())
+	return nil
+}
+
+func (o *Outbox) owned() []int32 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ids := make([]int32, 0, len(o.parts))
+	for id := range o.parts {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// Assigned implements bus.GroupHandler.
+func (o *Outbox) Assigned(partitions []int32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, id := range partitions {
+		if o.parts[id] != nil {
+			continue
+		}
+		ctx, cancel := context.WithCancel(o.base)
+		d := &drain{o: o, id: id, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		o.parts[id] = d
+		go d.run()
+	}
+}
+
+// Revoked implements bus.GroupHandler.
+func (o *Outbox) Revoked(partitions []int32) { o.stop(partitions) }
+
+func (o *Outbox) stop(partitions []int32) {
+	o.mu.Lock()
+	var ds []*drain
+	for _, id := range partitions {
+		if d := o.parts[id]; d != nil {
+			ds = append(ds, d)
+			delete(o.parts, id)
+		}
+	}
+	o.mu.Unlock()
+	for _, d := range ds {
+		d.cancel()
+		<-d.done
+		o.m.cfg.Metrics.outbox(d.id, 0, time.Time{})
+	}
+}
+
+// Handle implements bus.GroupHandler: it queues rec for its partition's
+// forwarder, answering a send at once when its home is known to be down.
+func (o *Outbox) Handle(ctx context.Context, rec bus.Record) {
+	o.mu.Lock()
+	d := o.parts[rec.Partition]
+	o.mu.Unlock()
+	if d == nil {
+		return
+	}
+	or := &parleyv1.OutboxRecord{}
+	if err := proto.Unmarshal(rec.Value, or); err != nil || or.GetRecord() == nil {
+		o.log.Warn("dropping undecodable outbox record", "partition", rec.Partition, "offset", rec.Offset, "err", err)
+		or = nil
+	}
+	it := &item{off: rec.Offset, or: or, at: rec.Time}
+	if or != nil {
+		if down, _ := o.m.Down(or.GetHomeRegion()); down {
+			o.accept(ctx, it)
+		}
+	}
+	for {
+		d.mu.Lock()
+		if len(d.queue) < maxQueued {
+			d.queue = append(d.queue, it)
+			d.mu.Unlock()
+			break
+		}
+		d.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// accept answers it's send send_accepted, once, and marks it accepted.
+func (o *Outbox) accept(ctx context.Context, it *item) {
+	rec := it.or.GetRecord()
+	send := rec.GetSend()
+	if send == nil || rec.GetAccepted() {
+		return
+	}
+	rec.Accepted = true
+	home := it.or.GetHomeRegion()
+	o.m.cfg.Metrics.acceptedOne(home)
+	rep := &parleyv1.Reply{SendAccepted: &parleyv1.SendAccepted{
+		ConversationId: rec.GetConversationId(), ClientMsgId: send.GetClientMsgId(), HomeRegion: home,
+	}}
+	rctx, cancel := context.WithTimeout(ctx, o.m.cfg.PublishTimeout)
+	defer cancel()
+	if err := o.reply(rctx, rec.GetOrigin(), rep); err != nil {
+		o.log.Warn("answer send_accepted", "conversation", rec.GetConversationId(), "err", err)
+	}
+}
+
+// item is one outbox record in a partition's queue; or is nil for an
+// undecodable record (committed past).
+type item struct {
+	off int64
+	or  *parleyv1.OutboxRecord
+	at  time.Time
+}
+
+// drain forwards one owned outbox partition.
+type drain struct {
+	o      *Outbox
+	id     int32
+	ctx    context.Context
+	cancel context.CancelFunc
+	wake   chan struct{}
+	done   chan struct{}
+
+	mu    sync.Mutex
+	queue []*item
+}
+
+func (d *drain) run() {
+	defer close(d.done)
+	wait := retryMin
+	for {
+		run := d.next()
+		if run == nil {
+			select {
+			case <-d.ctx.Done():
+				return
+			case <-d.wake:
+				continue
+			}
+		}
+		if err := d.forward(run); err != nil {
+			d.o.log.Debug("forward failed; retrying", "partition", d.id, "home", run[0].or.GetHomeRegion(), "records", len(run), "err", err, "wait", wait)
+			d.acceptQueued(run[0].or.GetHomeRegion())
+			select {
+			case <-d.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, retryMax)
+			continue
+		}
+		wait = retryMin
+		d.pop(len(run))
+	}
+}
+
+// next returns the oldest queued records that share a home (at most
+// maxRun), committing past undecodable ones; nil when the queue is empty.
+func (d *drain) next() []*item {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for len(d.queue) > 0 && d.queue[0].or == nil {
+		d.commit(d.queue[0].off)
+		d.queue = d.queue[1:]
+	}
+	var oldest time.Time
+	if len(d.queue) > 0 {
+		oldest = d.queue[0].at
+	}
+	d.o.m.cfg.Metrics.outbox(d.id, len(d.queue), oldest)
+	if len(d.queue) == 0 {
+		return nil
+	}
+	home := d.queue[0].or.GetHomeRegion()
+	n := 1
+	for n < len(d.queue) && n < maxRun && d.queue[n].or != nil && d.queue[n].or.GetHomeRegion() == home {
+		n++
+	}
+	return d.queue[:n:n]
+}
+
+// forward produces run to its home region's ingress topic.
+func (d *drain) forward(run []*item) error {
+	home := run[0].or.GetHomeRegion()
+	p := d.o.m.peers[home]
+	if p == nil {
+		// The region left the mesh while records for it waited: keep
+		// them (uncommitted) and say so; an operator re-adds the region
+		// or drains it first (docs/multi-region.md).
+		return fmt.Errorf("home region %q is not in this region's mesh", home)
+	}
+	msgs := make([]bus.Message, len(run))
+	for i, it := range run {
+		rec := it.or.GetRecord()
+		rec.Deadline = 0
+		v, err := proto.Marshal(rec)
+		if err != nil {
+			return fmt.Errorf("encode: %w", err)
+		}
+		msgs[i] = bus.Message{Topic: chat.IngressTopic(home), Partition: -1, Key: []byte(rec.GetConversationId()), Value: v}
+	}
+	errs := d.o.m.publishPeer(d.ctx, p, msgs)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, it := range run {
+		d.o.m.cfg.Metrics.forwardedOne(home, it.or.GetRecord().GetSentAt())
+	}
+	return nil
+}
+
+// acceptQueued accepts every queued send waiting for home.
+func (d *drain) acceptQueued(home string) {
+	d.mu.Lock()
+	var its []*item
+	for _, it := range d.queue {
+		if it.or != nil && it.or.GetHomeRegion() == home {
+			its = append(its, it)
+		}
+	}
+	d.mu.Unlock()
+	for _, it := range its {
+		d.o.accept(d.ctx, it)
+	}
+}
+
+// pop drops the first n records, forwarded, and commits past them.
+func (d *drain) pop(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.commit(d.queue[n-1].off)
+	d.queue = d.queue[n:]
+}
+
+// commit commits past off (under d.mu).
+func (d *drain) commit(off int64) {
+	d.o.mu.Lock()
+	mb := d.o.membership
+	d.o.mu.Unlock()
+	if mb == nil {
+		return
+	}
+	if err := mb.Commit(d.id, off+1); err != nil {
+		d.o.log.Warn("commit outbox offset", "partition", d.id, "offset", off+1, "err", err)
+	}
+}

@@ -1,0 +1,326 @@
+// Package region connects one region's fleet to the other regions of a
+// multi-region deployment (docs/multi-region.md): the mesh of peer regions
+// and their Kafka clusters (Mesh), the outbox that forwards requests to
+// their conversations' home regions (Outbox), and the consumer that routes
+// deliveries other regions relayed here (Relay).
+//
+// Transport decision: the chat role produces to the peer region's own Kafka
+// with a franz-go client (one per peer) instead of running Kafka's
+// MirrorMaker 2. A forward must reach the home's ingress topic in order per
+// conversation and be acknowledged before its outbox offset is committed,
+// and a reply must reach one gateway's deliver partition of the origin
+// region: both are single produce requests that a mirror would only delay
+// and make harder to observe.
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parleychat/parley/runtime/auth"
+	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/chat"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// MaxRegionID is the largest region id: 3 bits of a Snowflake node id.
+const MaxRegionID = 7
+
+// Peer is another region of the mesh.
+type Peer struct {
+	// Name is the region's name (auth.ValidRegion), as in its topics
+	// parley.<name>.*.
+	Name string
+	// ID is its region id 0..MaxRegionID: the top bits of the Snowflake
+	// node ids of its chat role, and so of the group ids it mints.
+	ID int
+	// Brokers are seed brokers of its Kafka cluster, host:port.
+	Brokers []string
+}
+
+// ParsePeer parses the --peer-region syntax "name=us,id=2,kafka=h:p;h:p".
+// Every key is required once; errors name the problem.
+func ParsePeer(s string) (Peer, error) {
+	var p Peer
+	seen := map[string]bool{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || v == "" {
+			return Peer{}, fmt.Errorf("peer region %q: want name=NAME,id=N,kafka=HOST:PORT[;HOST:PORT], got item %q", s, kv)
+		}
+		if seen[k] {
+			return Peer{}, fmt.Errorf("peer region %q: %s given twice", s, k)
+		}
+		seen[k] = true
+		switch k {
+		case "name":
+			if !auth.ValidRegion(v) {
+				return Peer{}, fmt.Errorf("peer region %q: name %q is not 1..63 bytes of a-z0-9- starting with a letter", s, v)
+			}
+			p.Name = v
+		case "id":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > MaxRegionID {
+				return Peer{}, fmt.Errorf("peer region %q: id %q is not 0..%d", s, v, MaxRegionID)
+			}
+			p.ID = n
+		case "kafka":
+			for _, b := range strings.Split(v, ";") {
+				if _, _, ok := strings.Cut(b, ":"); !ok || strings.HasPrefix(b, ":") {
+					return Peer{}, fmt.Errorf("peer region %q: broker %q is not host:port", s, b)
+				}
+				p.Brokers = append(p.Brokers, b)
+			}
+		default:
+			return Peer{}, fmt.Errorf("peer region %q: unknown key %q (want name, id, kafka)", s, k)
+		}
+	}
+	for _, k := range []string{"name", "id", "kafka"} {
+		if !seen[k] {
+			return Peer{}, fmt.Errorf("peer region %q: %s is missing", s, k)
+		}
+	}
+	return p, nil
+}
+
+// Config describes this region and its peers.
+type Config struct {
+	// Local and LocalID are this region's name and id.
+	Local   string
+	LocalID int
+	// Own is this region's bus (the outbox is on it).
+	Own bus.Bus
+	// Peers are the other regions; each gets the bus Dial returns.
+	Peers []Peer
+	Dial  func(Peer) (bus.Bus, error)
+	// PublishTimeout bounds one produce to a peer region (default 4 s).
+	PublishTimeout time.Duration
+	// Metrics, when set, observes cross-region traffic.
+	Metrics *Metrics
+	Logger  *slog.Logger
+}
+
+// Mesh is the set of regions one region talks to. It implements
+// chat.Regions. Publishes to a peer are asynchronous (Run owns one sender
+// per peer), so a slow or unreachable region never holds up a sequencer.
+type Mesh struct {
+	cfg   Config
+	out   *bus.Coalescer // this region's outbox publishes
+	peers map[string]*peer
+	names []string
+	byID  map[int]string
+	log   *slog.Logger
+}
+
+// peerQueue bounds the publishes waiting for one peer; past it they are
+// dropped (counted): deliveries and replies are best effort, the store is
+// the truth and clients repair by pull or retry.
+const peerQueue = 4096
+
+type peer struct {
+	Peer
+	b    bus.Bus
+	q    chan []bus.Message
+	down atomic.Bool
+	// downSince is the unix ns of the failure that marked it down.
+	downSince atomic.Int64
+}
+
+// NewMesh validates cfg and dials every peer. It fails on a peer named like
+// this region, two peers with one name or id, or a peer with this region's
+// id.
+func NewMesh(cfg Config) (*Mesh, error) {
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 4 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := &Mesh{cfg: cfg, out: bus.NewCoalescer(cfg.Own), peers: map[string]*peer{}, byID: map[int]string{cfg.LocalID: cfg.Local},
+		log: cfg.Logger.With("component", "region.mesh", "region", cfg.Local)}
+	for _, p := range cfg.Peers {
+		switch {
+		case p.Name == cfg.Local:
+			return nil, fmt.Errorf("peer region %s is this region", p.Name)
+		case m.peers[p.Name] != nil:
+			return nil, fmt.Errorf("peer region %s given twice", p.Name)
+		case m.byID[p.ID] != "":
+			return nil, fmt.Errorf("peer region %s has id %d, already the id of %s", p.Name, p.ID, m.byID[p.ID])
+		}
+		b, err := cfg.Dial(p)
+		if err != nil {
+			_ = m.Close()
+			return nil, fmt.Errorf("peer region %s: %w", p.Name, err)
+		}
+		m.peers[p.Name] = &peer{Peer: p, b: b, q: make(chan []bus.Message, peerQueue)}
+		m.names = append(m.names, p.Name)
+		m.byID[p.ID] = p.Name
+	}
+	slices.Sort(m.names)
+	return m, nil
+}
+
+// Local implements chat.Regions.
+func (m *Mesh) Local() string { return m.cfg.Local }
+
+// Known implements chat.Regions.
+func (m *Mesh) Known(name string) bool { return name == m.cfg.Local || m.peers[name] != nil }
+
+// RegionByID implements chat.Regions.
+func (m *Mesh) RegionByID(id int) (string, bool) {
+	n, ok := m.byID[id]
+	return n, ok
+}
+
+// Peers implements chat.Regions.
+func (m *Mesh) Peers() []string { return m.names }
+
+// Down reports whether the last publish to peer failed (and since when).
+func (m *Mesh) Down(name string) (bool, time.Time) {
+	p := m.peers[name]
+	if p == nil || !p.down.Load() {
+		return false, time.Time{}
+	}
+	return true, time.Unix(0, p.downSince.Load())
+}
+
+// Forward implements chat.Regions: recs go into this region's outbox, keyed
+// by conversation, in order.
+func (m *Mesh) Forward(ctx context.Context, home string, recs []*parleyv1.IngressRecord) error {
+	if m.peers[home] == nil {
+		return fmt.Errorf("forward to region %q: not a peer of %s", home, m.cfg.Local)
+	}
+	msgs := make([]bus.Message, 0, len(recs))
+	for _, r := range recs {
+		v, err := proto.Marshal(&parleyv1.OutboxRecord{HomeRegion: home, Record: r})
+		if err != nil {
+			return fmt.Errorf("forward to region %s: encode: %w", home, err)
+		}
+		msgs = append(msgs, bus.Message{Topic: chat.OutboxTopic(m.cfg.Local), Partition: -1, Key: []byte(r.GetConversationId()), Value: v})
+	}
+	var errs []error
+	for i, err := range m.out.Publish(ctx, msgs) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("outbox record %d: %w", i, err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("forward to region %s: %w", home, errors.Join(errs...))
+	}
+	m.cfg.Metrics.outboxed(home, len(recs))
+	return nil
+}
+
+// Publish implements chat.Regions asynchronously: msgs are queued for the
+// region's sender (Run) and the result is always nil errors; a full queue
+// drops them (counted in parley_region_dropped_total).
+func (m *Mesh) Publish(_ context.Context, region string, msgs []bus.Message) []error {
+	p := m.peers[region]
+	if p == nil {
+		err := fmt.Errorf("region %q is not a peer of %s", region, m.cfg.Local)
+		errs := make([]error, len(msgs))
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	select {
+	case p.q <- msgs:
+	default:
+		m.cfg.Metrics.dropped(region, len(msgs))
+	}
+	return nil
+}
+
+// publishPeer produces msgs to p now, marking p down or up by the outcome.
+func (m *Mesh) publishPeer(ctx context.Context, p *peer, msgs []bus.Message) []error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.PublishTimeout)
+	defer cancel()
+	errs := p.b.PublishAll(ctx, msgs)
+	failed := slices.ContainsFunc(errs, func(e error) bool { return e != nil })
+	m.mark(p, failed, errs)
+	return errs
+}
+
+func (m *Mesh) mark(p *peer, failed bool, errs []error) {
+	if failed {
+		if p.down.CompareAndSwap(false, true) {
+			p.downSince.Store(time.Now().UnixNano())
+			m.log.Warn("link to region down: its Kafka does not accept records", "peer", p.Name,
+				"err", errors.Join(errs...))
+		}
+		m.cfg.Metrics.linkUp(p.Name, false)
+		return
+	}
+	if p.down.CompareAndSwap(true, false) {
+		m.log.Info("link to region up again", "peer", p.Name,
+			"down_for", time.Since(time.Unix(0, p.downSince.Load())).Round(time.Millisecond))
+	}
+	m.cfg.Metrics.linkUp(p.Name, true)
+}
+
+// Run sends the queued publishes of every peer until ctx ends.
+func (m *Mesh) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range m.peers {
+		m.cfg.Metrics.linkUp(p.Name, true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.send(ctx, p)
+		}()
+	}
+	wg.Wait()
+}
+
+// send drains p's queue, publishing what has gathered in one PublishAll.
+func (m *Mesh) send(ctx context.Context, p *peer) {
+	for {
+		var msgs []bus.Message
+		select {
+		case <-ctx.Done():
+			return
+		case msgs = <-p.q:
+		}
+	gather:
+		for len(msgs) < 1024 {
+			select {
+			case more := <-p.q:
+				msgs = append(msgs, more...)
+			default:
+				break gather
+			}
+		}
+		errs := m.publishPeer(ctx, p, msgs)
+		n := 0
+		for _, e := range errs {
+			if e == nil {
+				n++
+			}
+		}
+		if errs == nil {
+			n = len(msgs)
+		}
+		m.cfg.Metrics.sent(p.Name, n, len(msgs)-n)
+	}
+}
+
+// Close closes the peers' buses (not Own).
+func (m *Mesh) Close() error {
+	var errs []error
+	for _, p := range m.peers {
+		if err := p.b.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("peer region %s: %w", p.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,112 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/chat"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+)
+
+// RelayGroup is the consumer group that routes relayed deliveries.
+const RelayGroup = "parley.relay"
+
+// relayCommitEvery spaces the relay group's offset commits: relayed
+// deliveries are best effort (a replay after a failover pushes some twice,
+// which clients drop by seq).
+const relayCommitEvery = time.Second
+
+// Relay routes the deliveries other regions relay to this one
+// (chat.RelayTopic) to this region's gateways through its own session
+// registry (chat.Router.PublishLocal), so every region pushes to the
+// sessions it holds.
+type Relay struct {
+	m      *Mesh
+	b      bus.Bus
+	r      *chat.Router
+	member string
+	log    *slog.Logger
+	joined chan struct{}
+
+	mu         sync.Mutex
+	membership bus.Membership
+	next       map[int32]int64 // offset to commit per partition
+	last       map[int32]time.Time
+}
+
+// NewRelay returns the relay consumer of m's region on b, routing with r.
+func NewRelay(m *Mesh, b bus.Bus, r *chat.Router, member string) *Relay {
+	return &Relay{m: m, b: b, r: r, member: member, joined: make(chan struct{}),
+		next: map[int32]int64{}, last: map[int32]time.Time{}, log: m.log.With("component", "region.relay")}
+}
+
+// Joined is closed once Run has joined the group.
+func (rl *Relay) Joined() <-chan struct{} { return rl.joined }
+
+// Run consumes until ctx ends, then commits and leaves.
+func (rl *Relay) Run(ctx context.Context) error {
+	mb, err := rl.b.Join(context.WithoutCancel(ctx), RelayGroup, chat.RelayTopic(rl.m.Local()), rl.member, rl)
+	if err != nil {
+		return fmt.Errorf("join %s: %w", RelayGroup, err)
+	}
+	rl.mu.Lock()
+	rl.membership = mb
+	rl.mu.Unlock()
+	close(rl.joined)
+	<-ctx.Done()
+	if err := mb.Leave(); err != nil && !errors.Is(err, bus.ErrClosed) {
+		rl.log.Warn("leave group", "err", err)
+	}
+	return nil
+}
+
+// Assigned implements bus.GroupHandler.
+func (rl *Relay) Assigned([]int32) {}
+
+// Revoked implements bus.GroupHandler: it commits what was routed.
+func (rl *Relay) Revoked(partitions []int32) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	for _, p := range partitions {
+		rl.commitLocked(p)
+		delete(rl.next, p)
+		delete(rl.last, p)
+	}
+}
+
+func (rl *Relay) commitLocked(p int32) {
+	off, ok := rl.next[p]
+	if !ok || rl.membership == nil {
+		return
+	}
+	if err := rl.membership.Commit(p, off); err != nil {
+		rl.log.Warn("commit relay offset", "partition", p, "offset", off, "err", err)
+	}
+	rl.last[p] = time.Now()
+}
+
+// Handle implements bus.GroupHandler.
+func (rl *Relay) Handle(ctx context.Context, rec bus.Record) {
+	rr := &parleyv1.RelayRecord{}
+	if err := proto.Unmarshal(rec.Value, rr); err != nil {
+		rl.log.Warn("dropping undecodable relay record", "partition", rec.Partition, "offset", rec.Offset, "err", err)
+	} else {
+		rl.m.cfg.Metrics.relayedIn(rr.GetFromRegion(), len(rr.GetDeliveries()))
+		if err := rl.r.PublishLocal(ctx, chat.RelayBatch(rr)); err != nil {
+			rl.log.Warn("route relayed deliveries", "from", rr.GetFromRegion(), "err", err)
+		}
+	}
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	rl.next[rec.Partition] = rec.Offset + 1
+	if time.Since(rl.last[rec.Partition]) >= relayCommitEvery {
+		rl.commitLocked(rec.Partition)
+	}
+}

@@ -1,0 +1,67 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/bus/kafka"
+	"github.com/parleychat/parley/runtime/region"
+	"github.com/parleychat/parley/runtime/store"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// newMesh connects this region to its peers: one Kafka client per peer
+// region (producer only), with this region's publish timeout.
+func (s *Server) newMesh(ctx context.Context, reg prometheus.Registerer, fc FleetConfig) (*region.Mesh, error) {
+	return region.NewMesh(region.Config{
+		Local: s.cfg.Region, LocalID: fc.RegionID, Own: s.bus, Peers: fc.Peers,
+		PublishTimeout: fc.Kafka.PublishTimeout,
+		Metrics:        region.NewMetrics(reg),
+		Logger:         slog.Default(),
+		Dial: func(p region.Peer) (bus.Bus, error) {
+			kcfg := fc.Kafka
+			kcfg.Brokers = p.Brokers
+			kcfg.ClientID = fmt.Sprintf("parley-%s-%s-to-%s", fc.Role, s.cfg.Region, p.Name)
+			kcfg.OnRequest = func(api string) { s.Metrics.KafkaRequests.WithLabelValues(api).Inc() }
+			return kafka.New(ctx, kcfg)
+		},
+	})
+}
+
+// userHomes is the gateway's Homes hook with peers: a token's home_region
+// claim must name a region of the mesh, and is stored as the user's home;
+// without a claim the stored home holds, else this region becomes it (the
+// region of the user's first connection).
+func (s *Server) userHomes(ctx context.Context, user, claim string) (string, error) {
+	homes, ok := s.store.(store.UserHomes)
+	if !ok {
+		return claim, nil
+	}
+	if claim != "" {
+		if !s.fleet.mesh.Known(claim) {
+			return "", wire.Errorf(wire.CodeUnauthenticated, "token home_region %q is not a region of this deployment (regions: %s and %v)",
+				claim, s.cfg.Region, s.fleet.mesh.Peers())
+		}
+		if _, err := homes.SetUserHome(ctx, user, claim, false); err != nil {
+			slog.Warn("store user home", "user", user, "err", err)
+		}
+		return claim, nil
+	}
+	h, err := homes.UserHome(ctx, user)
+	if err == nil {
+		return h, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return "", wire.Errorf(wire.CodeUnavailable, "cannot read the home region of %s; retry later", user)
+	}
+	h, err = homes.SetUserHome(ctx, user, s.cfg.Region, true)
+	if err != nil {
+		return "", wire.Errorf(wire.CodeUnavailable, "cannot store the home region of %s; retry later", user)
+	}
+	return h, nil
+}
