@@ -42,8 +42,8 @@ type session struct {
 	user   string
 	device string
 	home   string // home region ("" without regions)
-	binary bool  // parley.v1.proto (binary frames) or parley.v1.json (text)
-	expiry int64 // unix ns after which the token is expired; 0 = never
+	binary bool   // parley.v1.proto (binary frames) or parley.v1.json (text)
+	expiry int64  // unix ns after which the token is expired; 0 = never
 
 	// lastRead is the unix ns of the last frame, ping or pong read.
 	lastRead atomic.Int64
