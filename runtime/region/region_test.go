@@ -1,0 +1,354 @@
+package region_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parleychat/parley/runtime/bus"
+	busmem "github.com/parleychat/parley/runtime/bus/memory"
+	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/presence"
+	presmem "github.com/parleychat/parley/runtime/presence/memory"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/region"
+	"github.com/parleychat/parley/runtime/store"
+	"github.com/parleychat/parley/runtime/store/pebble"
+)
+
+// These tests run two regions in one process on the embedded parts (the
+// memory bus per region, one Pebble store standing in for the shared
+// Cassandra cluster) to check the routing rules quickly; test/multiregion
+// runs the same scenarios on real Kafka, Cassandra and Redis in network
+// namespaces.
+
+// link is a peer region's bus as seen across a WAN link that can be cut.
+type link struct {
+	bus.Bus
+	cut atomic.Bool
+}
+
+var errCut = errors.New("link cut")
+
+func (l *link) PublishAll(ctx context.Context, msgs []bus.Message) []error {
+	if l.cut.Load() {
+		errs := make([]error, len(msgs))
+		for i := range errs {
+			errs[i] = fmt.Errorf("%w: %w", bus.ErrNotSent, errCut)
+		}
+		return errs
+	}
+	return l.Bus.PublishAll(ctx, msgs)
+}
+
+func (l *link) Close() error { return nil } // the peer closes its own bus
+
+// testRegion is one region: its bus, registry, chat role (sequencer,
+// outbox, relay) and one gateway ("gateway-0") that records what it would
+// push.
+type testRegion struct {
+	name   string
+	id     int
+	b      *busmem.Bus
+	reg    presence.Registry
+	router *chat.Router
+	mesh   *region.Mesh
+	client *chat.Client
+
+	mu     sync.Mutex
+	pushed []*parleyv1.Delivery
+}
+
+type world struct {
+	ctx   context.Context
+	st    store.MessageStore
+	rs    map[string]*testRegion
+	links map[string]*link // by the region they lead to
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := pebble.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{ctx: ctx, st: st, rs: map[string]*testRegion{}, links: map[string]*link{}}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		_ = st.Close()
+	})
+	for _, r := range []struct {
+		name string
+		id   int
+	}{{"eu", 1}, {"us", 2}} {
+		b := busmem.New()
+		cfg := chat.DefaultConfig()
+		cfg.Region = r.name
+		cfg.IngressTopic, cfg.DeliverTopic = chat.IngressTopic(r.name), chat.DeliverTopic(r.name)
+		cfg.ReceiptFlush = 20 * time.Millisecond
+		if err := chat.EnsureTopics(ctx, b, cfg, 4, 1); err != nil {
+			t.Fatal(err)
+		}
+		for _, topic := range []string{chat.RelayTopic(r.name), chat.OutboxTopic(r.name)} {
+			if err := b.CreateTopic(ctx, bus.Topic{Name: topic, Partitions: 4}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w.rs[r.name] = &testRegion{name: r.name, id: r.id, b: b, reg: presmem.New()}
+		w.links[r.name] = &link{Bus: b}
+	}
+	for _, tr := range w.rs {
+		var peers []region.Peer
+		for _, o := range w.rs {
+			if o != tr {
+				peers = append(peers, region.Peer{Name: o.name, ID: o.id, Brokers: []string{"x:1"}})
+			}
+		}
+		m, err := region.NewMesh(region.Config{
+			Local: tr.name, LocalID: tr.id, Own: tr.b, Peers: peers, PublishTimeout: time.Second,
+			Dial: func(p region.Peer) (bus.Bus, error) { return w.links[p.Name], nil },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.mesh = m
+		tr.router = chat.NewRouter(tr.b, tr.reg, chat.DeliverTopic(tr.name))
+		tr.router.SetRegions(m)
+		cfg := chat.DefaultConfig()
+		cfg.Region, cfg.Member, cfg.NodeID = tr.name, "chat-0", int64(tr.id)<<7
+		cfg.IngressTopic, cfg.DeliverTopic = chat.IngressTopic(tr.name), chat.DeliverTopic(tr.name)
+		cfg.Regions = m
+		seq, err := chat.NewSequencer(cfg, st, tr.b, tr.router)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ob := region.NewOutbox(m, tr.b, tr.router.Reply, "chat-0")
+		rl := region.NewRelay(m, tr.b, tr.router, "chat-0")
+		tr.client = chat.NewClient(tr.b, "gateway-0", chat.IngressTopic(tr.name))
+		tr.client.SetRegion(tr.name)
+		if err := tr.b.Subscribe(ctx, chat.DeliverTopic(tr.name), 0, tr.handle); err != nil {
+			t.Fatal(err)
+		}
+		run := func(f func(context.Context) error) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := f(ctx); err != nil {
+					t.Errorf("region %s: %v", tr.name, err)
+				}
+			}()
+		}
+		run(seq.Run)
+		run(ob.Run)
+		run(rl.Run)
+		run(func(ctx context.Context) error { m.Run(ctx); return nil })
+		run(func(ctx context.Context) error { tr.client.Run(ctx); return nil })
+		for _, ch := range []<-chan struct{}{seq.Joined(), ob.Joined(), rl.Joined()} {
+			<-ch
+		}
+	}
+	return w
+}
+
+func (tr *testRegion) handle(rec bus.Record) {
+	dr := &parleyv1.DeliverRecord{}
+	if err := proto.Unmarshal(rec.Value, dr); err != nil {
+		panic(err)
+	}
+	tr.mu.Lock()
+	tr.pushed = append(tr.pushed, dr.GetDeliveries()...)
+	tr.mu.Unlock()
+	for _, rep := range dr.GetReplies() {
+		tr.client.HandleReply(rep)
+	}
+}
+
+// connect registers a session of user on r's gateway and stores its home.
+func (w *world) connect(t *testing.T, r, user, home string) string {
+	t.Helper()
+	sid := "s-" + user + "-" + r
+	if err := w.rs[r].reg.Touch(w.ctx, presence.Session{UserID: user, DeviceID: "d", SessionID: sid, GatewayID: "gateway-0", Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.st.(store.UserHomes).SetUserHome(w.ctx, user, home, false); err != nil {
+		t.Fatal(err)
+	}
+	return sid
+}
+
+// send sends text from user's session in region r and returns the reply.
+func (w *world) send(t *testing.T, r, user, home, conv, cmid, text string) *parleyv1.Reply {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
+	defer cancel()
+	rec := &parleyv1.IngressRecord{
+		Origin:         &parleyv1.Origin{UserId: user, DeviceId: "d", SessionId: "s-" + user + "-" + r, HomeRegion: home},
+		ConversationId: conv,
+		Op:             &parleyv1.IngressRecord_Send{Send: &parleyv1.Send{ConversationId: conv, ClientMsgId: cmid, Content: &parleyv1.Send_Text{Text: text}}},
+	}
+	rep, err := w.rs[r].client.Call(ctx, rec)
+	if err != nil {
+		t.Fatalf("send %q from %s in %s: %v", text, user, r, err)
+	}
+	if rep.GetError() != nil {
+		t.Fatalf("send %q from %s in %s: %v", text, user, r, rep.GetError())
+	}
+	return rep
+}
+
+// waitPushed waits until region r pushed a message with text to user.
+func (w *world) waitPushed(t *testing.T, r, user, text string) *parleyv1.Message {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		tr := w.rs[r]
+		tr.mu.Lock()
+		for _, d := range tr.pushed {
+			m := d.GetMessage()
+			if m.GetText() == text && contains(d.GetUserIds(), user) {
+				tr.mu.Unlock()
+				return m
+			}
+		}
+		tr.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+	}
+	tr := w.rs[r]
+	tr.mu.Lock()
+	for _, d := range tr.pushed {
+		t.Logf("region %s pushed %v", r, d)
+	}
+	tr.mu.Unlock()
+	t.Fatalf("region %s never pushed %q to %s", r, text, user)
+	return nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCrossRegionDM: a DM between alice (home eu) and bob (home us) is
+// homed in eu (the home of its lower user id); bob's send from us is
+// sequenced by eu, answered in us, and each side gets the other's messages
+// live through its own region.
+func TestCrossRegionDM(t *testing.T) {
+	w := newWorld(t)
+	w.connect(t, "eu", "alice", "eu")
+	w.connect(t, "us", "bob", "us")
+	conv := chat.DMID("alice", "bob")
+
+	rep := w.send(t, "us", "bob", "us", conv, "b1", "hello from us")
+	if rep.GetSendOk().GetSeq() == 0 {
+		t.Fatalf("bob's send got %v, want send_ok with a seq", rep)
+	}
+	w.waitPushed(t, "eu", "alice", "hello from us")
+	rep = w.send(t, "eu", "alice", "eu", conv, "a1", "hello from eu")
+	w.waitPushed(t, "us", "bob", "hello from eu")
+
+	c, err := w.st.Conversation(w.ctx, conv)
+	if err != nil || c.HomeRegion != "eu" {
+		t.Fatalf("conversation = %+v, %v; want home region eu", c, err)
+	}
+	msgs, _, err := w.st.Messages(w.ctx, conv, store.Page{Forward: true, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for i, m := range msgs {
+		if m.GetSeq() != uint64(i+1) {
+			t.Errorf("message %d has seq %d: seqs not dense", i, m.GetSeq())
+		}
+		if m.GetText() != "" {
+			texts = append(texts, m.GetText())
+		}
+	}
+	if fmt.Sprint(texts) != "[hello from us hello from eu]" {
+		t.Errorf("stored texts = %q", texts)
+	}
+	if rep.GetSendOk().GetSeq() != msgs[len(msgs)-1].GetSeq() {
+		t.Errorf("alice's send_ok seq %d, stored head %d", rep.GetSendOk().GetSeq(), msgs[len(msgs)-1].GetSeq())
+	}
+}
+
+// TestGroupHomedByCreator: a group created by bob (home us) while roaming in
+// eu is minted by us; members in both regions get its messages.
+func TestGroupHomedByCreator(t *testing.T) {
+	w := newWorld(t)
+	w.connect(t, "eu", "alice", "eu")
+	w.connect(t, "eu", "bob", "us") // roaming
+	w.connect(t, "us", "carol", "us")
+	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
+	defer cancel()
+	rep, err := w.rs["eu"].client.Call(ctx, &parleyv1.IngressRecord{
+		Origin: &parleyv1.Origin{UserId: "bob", DeviceId: "d", SessionId: "s-bob-eu", HomeRegion: "us"},
+		Op:     &parleyv1.IngressRecord_CreateGroup{CreateGroup: &parleyv1.CreateGroup{Title: "t", Members: []string{"alice", "carol"}}},
+	})
+	if err != nil || rep.GetError() != nil {
+		t.Fatalf("create group: %v %v", err, rep.GetError())
+	}
+	g := rep.GetEvent().GetConversationId()
+	if id, ok := chat.GroupRegionID(g); !ok || id != 2 {
+		t.Fatalf("group %s has region id %d, %v; want 2 (us)", g, id, ok)
+	}
+	w.send(t, "eu", "alice", "eu", g, "a1", "hi group")
+	w.waitPushed(t, "us", "carol", "hi group")
+	w.waitPushed(t, "eu", "bob", "hi group")
+}
+
+// TestPartitionAccepted: with the link to the home region cut, sends are
+// answered send_accepted, and after the heal they are sequenced once each,
+// in order, and pushed to the sending session too.
+func TestPartitionAccepted(t *testing.T) {
+	w := newWorld(t)
+	w.connect(t, "eu", "alice", "eu")
+	w.connect(t, "us", "bob", "us")
+	conv := chat.DMID("alice", "bob")
+	w.send(t, "us", "bob", "us", conv, "b0", "before")
+
+	w.links["eu"].cut.Store(true)
+	for i := 1; i <= 5; i++ {
+		rep := w.send(t, "us", "bob", "us", conv, fmt.Sprintf("b%d", i), fmt.Sprintf("during %d", i))
+		acc := rep.GetSendAccepted()
+		if acc == nil || acc.GetHomeRegion() != "eu" || acc.GetClientMsgId() != fmt.Sprintf("b%d", i) {
+			t.Fatalf("send %d during the partition got %v, want send_accepted for eu", i, rep)
+		}
+	}
+	// A retry of an accepted send under the same client_msg_id.
+	w.send(t, "us", "bob", "us", conv, "b3", "during 3")
+	w.links["eu"].cut.Store(false)
+
+	for i := 1; i <= 5; i++ {
+		w.waitPushed(t, "us", "bob", fmt.Sprintf("during %d", i)) // the sender's own session
+		w.waitPushed(t, "eu", "alice", fmt.Sprintf("during %d", i))
+	}
+	msgs, _, err := w.st.Messages(w.ctx, conv, store.Page{Forward: true, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for i, m := range msgs {
+		if m.GetSeq() != uint64(i+1) {
+			t.Errorf("message %d has seq %d: seqs not dense", i, m.GetSeq())
+		}
+		if m.GetText() != "" {
+			texts = append(texts, m.GetText())
+		}
+	}
+	if want := "[before during 1 during 2 during 3 during 4 during 5]"; fmt.Sprint(texts) != want {
+		t.Errorf("stored texts = %q, want %s (each once, in order)", texts, want)
+	}
+}
