@@ -125,6 +125,13 @@ func (c *Client) SendMedia(ctx context.Context, conv string, m *parleyv1.Media) 
 // group_full, unauthenticated, token_expired. When ctx ends first, the error
 // wraps ctx's error and the last timeout, if any. The message is also
 // emitted as a MessageEvent (once, like any other).
+//
+// When the conversation's home region is unreachable from the region this
+// client is connected to, the server takes the send into a durable outbox:
+// SendMessage then returns a nil SendOk and an *AcceptedError (errors.Is
+// ErrAccepted). The message is pending: it has no seq yet, and arrives later
+// as a MessageEvent with the same client_msg_id once its home sequenced it
+// (docs/multi-region.md). Do not resend it under a new client_msg_id.
 func (c *Client) SendMessage(ctx context.Context, s *parleyv1.Send) (*parleyv1.SendOk, error) {
 	if s.GetClientMsgId() == "" {
 		s = proto.CloneOf(s)
@@ -134,6 +141,9 @@ func (c *Client) SendMessage(ctx context.Context, s *parleyv1.Send) (*parleyv1.S
 	for retries := 0; ; retries++ {
 		rep, err := c.request(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Send{Send: s}})
 		if err == nil {
+			if acc := rep.GetSendAccepted(); acc != nil {
+				return nil, &AcceptedError{Accepted: acc}
+			}
 			ok := rep.GetSendOk()
 			if ok == nil {
 				return nil, fmt.Errorf("send to %s: reply without send_ok", s.GetConversationId())
@@ -165,6 +175,23 @@ func (c *Client) SendMessage(ctx context.Context, s *parleyv1.Send) (*parleyv1.S
 		}
 	}
 }
+
+// ErrAccepted is what an *AcceptedError matches with errors.Is: the send
+// is pending in the server's outbox, not failed.
+var ErrAccepted = errors.New("send accepted, pending: its home region is unreachable; it is sequenced when the link heals")
+
+// AcceptedError is SendMessage's outcome for a send answered send_accepted.
+type AcceptedError struct {
+	Accepted *parleyv1.SendAccepted
+}
+
+func (e *AcceptedError) Error() string {
+	return fmt.Sprintf("send to %s (client_msg_id %s): %v (home region %s)",
+		e.Accepted.GetConversationId(), e.Accepted.GetClientMsgId(), ErrAccepted, e.Accepted.GetHomeRegion())
+}
+
+// Is reports whether target is ErrAccepted.
+func (e *AcceptedError) Is(target error) bool { return target == ErrAccepted }
 
 // ownMessage emits a message this client sent, so the application sees its
 // own messages in the log like everyone else's (and no gap is pulled for

@@ -176,6 +176,13 @@ func (r *REST) Send(ctx context.Context, conv, clientMsgID, text string) (*parle
 	if err := decodeProto(raw, ok); err != nil {
 		return nil, fmt.Errorf("POST /v1/messages: decode send_ok: %w", err)
 	}
+	if ok.GetSeq() == 0 {
+		// 202 send_accepted (docs/multi-region.md): the same fields but no seq.
+		acc := &parleyv1.SendAccepted{}
+		if err := decodeProto(raw, acc); err == nil && acc.GetClientMsgId() != "" {
+			return nil, &AcceptedError{Accepted: acc}
+		}
+	}
 	return ok, nil
 }
 

@@ -347,7 +347,13 @@ func (s *session) say(text string) {
 	}
 	ctx, cancel := s.callCtx()
 	defer cancel()
-	if _, err := s.c.Send(ctx, s.conv, text); err != nil {
+	_, err := s.c.Send(ctx, s.conv, text)
+	var acc *client.AcceptedError
+	switch {
+	case errors.As(err, &acc):
+		s.printf("pending: %q waits in this region's outbox until %s is reachable; it appears here once sequenced",
+			text, acc.Accepted.GetHomeRegion())
+	case err != nil:
 		s.printf("not sent: %s", errText(err))
 	}
 	// The message itself is printed when its event arrives.

@@ -36,7 +36,8 @@ const ICONS = {
   sending: '<svg viewBox="0 0 16 16" aria-hidden="true"><circle cx="8" cy="8" r="5.5" /><path d="M8 5v3.2l2 1.3" /></svg>',
   failed: '<svg viewBox="0 0 16 16" aria-hidden="true"><circle cx="8" cy="8" r="6" /><path d="M8 4.5v4.2M8 10.8v.4" /></svg>',
 };
-const STATUS_LABEL = { sending: 'Sending', failed: 'Not sent', sent: 'Sent', delivered: 'Delivered', read: 'Read' };
+ICONS.accepted = ICONS.sending; // pending in a region's outbox (send_accepted)
+const STATUS_LABEL = { sending: 'Sending', accepted: 'Pending', failed: 'Not sent', sent: 'Sent', delivered: 'Delivered', read: 'Read' };
 
 // ---- state ----
 
@@ -651,6 +652,15 @@ async function sendPending(p) {
   const c = conv(p.conv);
   try {
     const r = await S.conn.request({ send: { conversation_id: p.conv, client_msg_id: p.cmid, ...p.content } });
+    if (r.send_accepted) {
+      // Its home region is unreachable: held in the server's outbox and
+      // shown as pending until the message itself arrives (same cmid).
+      p.status = 'accepted';
+      p.home = r.send_accepted.home_region;
+      renderList();
+      if (p.conv === S.openId) renderMessages(c, 'auto');
+      return;
+    }
     const ok = r.send_ok;
     if (S.outbox.has(p.cmid)) {
       addMessages(c, [{
@@ -1041,7 +1051,7 @@ function pendingEl(c, p) {
   const status = p.status === 'uploading' ? 'sending' : p.status;
   const li = el('li', { class: 'msg mine pending', 'data-cmid': p.cmid, 'data-status': status });
   const item = { sender: me(), text: p.content && p.content.text, media: p.content && p.content.media && !p.preview ? p.content.media : null, previewUrl: p.preview };
-  const meta = el('span', { class: 'meta' }, el('span', { class: 'note', text: p.status === 'uploading' ? 'Uploading…' : p.status === 'failed' ? `Not sent: ${p.error}` : '' }), tickEl(status));
+  const meta = el('span', { class: 'meta' }, el('span', { class: 'note', text: p.status === 'uploading' ? 'Uploading…' : p.status === 'failed' ? `Not sent: ${p.error}` : p.status === 'accepted' ? `Pending: waiting for region ${p.home}` : '' }), tickEl(status));
   const bubble = el('div', { class: 'bubble' }, el('span', { class: 'sr-only', text: 'You:' }), ...bodyOf(item, c), meta);
   if (p.status === 'failed') bubble.append(el('button', { type: 'button', class: 'link', text: 'Retry', onclick: () => retry(p) }));
   li.append(bubble);
