@@ -1,0 +1,429 @@
+// Package multiregion checks Parley across two regions, each in its own
+// Linux network namespace with its own Kafka and Redis, one Cassandra
+// cluster with a datacenter per region, and an 80 ms round trip between
+// them: the bed `hack/regions.sh up` builds. `make test-multiregion` starts
+// it and runs this package with its environment (`hack/regions.sh env`).
+//
+// Without that environment the tests skip, unless CI is set: then they fail.
+package multiregion
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/runtime/auth"
+	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/client"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+)
+
+// region is one region of the bed, from hack/regions.sh env.
+type region struct {
+	name string
+	http string // http://addr:port
+	data string // data dir holding the dev secret
+}
+
+func regions(t *testing.T) map[string]region {
+	t.Helper()
+	names := os.Getenv("PARLEY_MR_REGIONS")
+	if names == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("PARLEY_MR_REGIONS is not set: run through `make test-multiregion` (hack/regions.sh up, then its env)")
+		}
+		t.Skip("no two-region bed: run `make test-multiregion`")
+	}
+	out := map[string]region{}
+	for _, n := range strings.Split(names, ",") {
+		up := strings.ToUpper(n)
+		r := region{name: n, http: os.Getenv("PARLEY_MR_" + up + "_HTTP"), data: os.Getenv("PARLEY_MR_" + up + "_DATA")}
+		if r.http == "" || r.data == "" {
+			t.Fatalf("PARLEY_MR_%s_HTTP or _DATA is not set", up)
+		}
+		out[n] = r
+	}
+	if _, ok := out["eu"]; !ok {
+		t.Fatalf("regions %q: want eu and us", names)
+	}
+	if _, ok := out["us"]; !ok {
+		t.Fatalf("regions %q: want eu and us", names)
+	}
+	return out
+}
+
+// regionsScript runs hack/regions.sh with args.
+func regionsScript(t *testing.T, args ...string) {
+	t.Helper()
+	script, err := filepath.Abs("../../hack/regions.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, script, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("hack/regions.sh %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	t.Logf("hack/regions.sh %s: done", strings.Join(args, " "))
+}
+
+// runID keeps users of different runs apart (the bed's store outlives a run).
+var runID = func() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}()
+
+// user returns a fresh user id with name in it; ids sort by name, so tests
+// choose which user of a DM is its lower id (its home's deciding user).
+func user(name string) string { return name + "-" + runID }
+
+func token(t *testing.T, r region, user, home string) string {
+	t.Helper()
+	secret, err := os.ReadFile(filepath.Join(r.data, auth.DevSecretFile))
+	if err != nil {
+		t.Fatalf("dev secret of region %s: %v", r.name, err)
+	}
+	tok, err := auth.NewDevIssuer(secret).IssueHome(user, "d1", home, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// person is an SDK client of one user connected to one region, recording
+// every message event.
+type person struct {
+	user   string
+	region region
+	c      *client.Client
+	rest   *client.REST
+
+	mu   sync.Mutex
+	msgs map[string][]*parleyv1.Message // by conversation, in emitted order
+	live map[string]time.Time           // client_msg_id -> when pushed live
+}
+
+func connect(t *testing.T, r region, u, home string) *person {
+	t.Helper()
+	p := &person{user: u, region: r, msgs: map[string][]*parleyv1.Message{}, live: map[string]time.Time{}}
+	tok := token(t, r, u, home)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Options{URL: r.http, Token: tok, OnEvent: p.event})
+	if err != nil {
+		t.Fatalf("%s dials region %s: %v", u, r.name, err)
+	}
+	p.c = c
+	p.rest = client.NewREST(r.http, tok)
+	t.Cleanup(func() { _ = c.Close() })
+	return p
+}
+
+func (p *person) event(ev client.Event) {
+	me, ok := ev.(client.MessageEvent)
+	if !ok {
+		return
+	}
+	m := me.Message
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.msgs[m.GetConversationId()] = append(p.msgs[m.GetConversationId()], m)
+	if !me.Pulled {
+		p.live[m.GetClientMsgId()] = time.Now()
+	}
+}
+
+// texts returns the texts p has seen in conv, in order.
+func (p *person) texts(conv string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, m := range p.msgs[conv] {
+		if m.GetText() != "" {
+			out = append(out, m.GetText())
+		}
+	}
+	return out
+}
+
+// waitTexts waits until p has seen every text of want in conv.
+func (p *person) waitTexts(t *testing.T, conv string, want []string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got := p.texts(conv)
+		missing := 0
+		for _, w := range want {
+			if !slices.Contains(got, w) {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (in %s) saw %d of %d messages of %s within %s; missing e.g. from %q; saw %q",
+				p.user, p.region.name, len(want)-missing, len(want), conv, within, want, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (p *person) send(t *testing.T, conv, text string) (*parleyv1.SendOk, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return p.c.SendMessage(ctx, &parleyv1.Send{ConversationId: conv, ClientMsgId: text, Content: &parleyv1.Send_Text{Text: text}})
+}
+
+func (p *person) mustSend(t *testing.T, conv, text string) *parleyv1.SendOk {
+	t.Helper()
+	ok, err := p.send(t, conv, text)
+	if err != nil {
+		t.Fatalf("%s (in %s) sends %q: %v", p.user, p.region.name, text, err)
+	}
+	return ok
+}
+
+// history returns conv's whole log as r's REST API serves it (r's
+// datacenter, which may lag behind the home's).
+func history(t *testing.T, p *person, conv string) []*parleyv1.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []*parleyv1.Message
+	var after uint64
+	for {
+		h, err := p.rest.HistoryAfter(ctx, conv, after, 200)
+		if err != nil {
+			t.Fatalf("history of %s from %s: %v", conv, p.region.name, err)
+		}
+		out = append(out, h.GetMessages()...)
+		if !h.GetHasMore() || len(h.GetMessages()) == 0 {
+			return out
+		}
+		after = h.GetMessages()[len(h.GetMessages())-1].GetSeq()
+	}
+}
+
+// checkLog asserts the log is dense from 1 and holds every text of sent
+// exactly once, each sender's texts in the order they were sent.
+func checkLog(t *testing.T, log []*parleyv1.Message, sent map[string][]string) {
+	t.Helper()
+	count := map[string]int{}
+	bySender := map[string][]string{}
+	for i, m := range log {
+		if m.GetSeq() != uint64(i+1) {
+			t.Fatalf("log entry %d has seq %d: seqs are not dense", i, m.GetSeq())
+		}
+		if m.GetText() != "" {
+			count[m.GetText()]++
+			bySender[m.GetSenderId()] = append(bySender[m.GetSenderId()], m.GetText())
+		}
+	}
+	for sender, texts := range sent {
+		for _, x := range texts {
+			if count[x] != 1 {
+				t.Errorf("%q from %s is stored %d times, want exactly once", x, sender, count[x])
+			}
+		}
+		if got := bySender[sender]; !slices.Equal(got, texts) {
+			t.Errorf("%s's messages in the log: %q, want %q (each once, in send order)", sender, got, texts)
+		}
+	}
+}
+
+// TestCrossRegionDM: alice (home eu, connected to eu) and bob (home us,
+// connected to us) talk live in both directions; the DM is homed in eu
+// (alice has the lower id), so bob's sends cross the link twice.
+func TestCrossRegionDM(t *testing.T) {
+	rs := regions(t)
+	alice := connect(t, rs["eu"], user("alice"), "eu")
+	bob := connect(t, rs["us"], user("bob"), "us")
+	conv := chat.DMID(alice.user, bob.user)
+
+	var fromA, fromB []string
+	for i := range 5 {
+		a, b := fmt.Sprintf("a->b %d %s", i, runID), fmt.Sprintf("b->a %d %s", i, runID)
+		alice.mustSend(t, conv, a)
+		bob.mustSend(t, conv, b)
+		fromA, fromB = append(fromA, a), append(fromB, b)
+	}
+	bob.waitTexts(t, conv, fromA, 10*time.Second)
+	alice.waitTexts(t, conv, fromB, 10*time.Second)
+	for _, x := range fromB {
+		alice.mu.Lock()
+		_, live := alice.live[x]
+		alice.mu.Unlock()
+		if !live {
+			t.Errorf("alice got %q by pull, not by a live push across regions", x)
+		}
+	}
+	checkLog(t, history(t, alice, conv), map[string][]string{alice.user: fromA, bob.user: fromB})
+}
+
+// TestGroupAcrossRegions: a group created by carol (home us) with members in
+// both regions; every member sees every message live.
+func TestGroupAcrossRegions(t *testing.T) {
+	rs := regions(t)
+	carol := connect(t, rs["us"], user("carol"), "us")
+	dave := connect(t, rs["eu"], user("dave"), "eu")
+	erin := connect(t, rs["us"], user("erin"), "us")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g, err := carol.rest.CreateGroup(ctx, "across "+runID, []string{dave.user, erin.user})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []string
+	sent := map[string][]string{}
+	for i, p := range []*person{carol, dave, erin, dave} {
+		x := fmt.Sprintf("group %d from %s", i, p.user)
+		p.mustSend(t, g, x)
+		all = append(all, x)
+		sent[p.user] = append(sent[p.user], x)
+	}
+	for _, p := range []*person{carol, dave, erin} {
+		p.waitTexts(t, g, all, 10*time.Second)
+	}
+	checkLog(t, history(t, carol, g), sent)
+}
+
+// TestRoaming: frank (home us) talks to alice from us, then from eu's
+// gateway (roaming), then from us again; the conversation keeps one order.
+func TestRoaming(t *testing.T) {
+	rs := regions(t)
+	alice := connect(t, rs["eu"], user("alice2"), "eu")
+	frankUS := connect(t, rs["us"], user("frank"), "us")
+	conv := chat.DMID(alice.user, frankUS.user)
+	var sent []string
+	x := "from us " + runID
+	frankUS.mustSend(t, conv, x)
+	sent = append(sent, x)
+	frankEU := connect(t, rs["eu"], frankUS.user, "us")
+	x = "roaming in eu " + runID
+	frankEU.mustSend(t, conv, x)
+	sent = append(sent, x)
+	x = "back in us " + runID
+	frankUS.mustSend(t, conv, x)
+	sent = append(sent, x)
+	alice.waitTexts(t, conv, sent, 10*time.Second)
+	frankEU.waitTexts(t, conv, sent[2:], 10*time.Second)
+	frankUS.waitTexts(t, conv, sent[1:2], 10*time.Second)
+	checkLog(t, history(t, alice, conv), map[string][]string{frankUS.user: sent})
+}
+
+// partitionFor is how long TestPartition keeps the link cut
+// (PARLEY_MR_PARTITION, default 60s).
+func partitionFor(t *testing.T) time.Duration {
+	if v := os.Getenv("PARLEY_MR_PARTITION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("PARLEY_MR_PARTITION: %v", err)
+		}
+		return d
+	}
+	return 60 * time.Second
+}
+
+// TestPartition cuts the link while both sides of a DM homed in eu keep
+// sending. eu's user is answered send_ok (its home is reachable); us's user
+// is answered send_accepted (taken into us's outbox). Then the process that
+// holds us's outbox is killed with SIGKILL before the heal, started again,
+// and the link healed: every send answered either way is stored exactly
+// once, the log is dense, and each sender's order is kept.
+func TestPartition(t *testing.T) {
+	rs := regions(t)
+	alice := connect(t, rs["eu"], user("alice3"), "eu")
+	bob := connect(t, rs["us"], user("bob3"), "us")
+	conv := chat.DMID(alice.user, bob.user)
+	sent := map[string][]string{}
+	x := "before " + runID
+	bob.mustSend(t, conv, x)
+	sent[bob.user] = append(sent[bob.user], x)
+	alice.waitTexts(t, conv, []string{x}, 10*time.Second)
+
+	regionsScript(t, "partition")
+	healed := false
+	t.Cleanup(func() {
+		if !healed {
+			regionsScript(t, "heal")
+		}
+	})
+	d := partitionFor(t)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	accepted, oks := 0, 0
+	stop := time.Now().Add(d)
+	for _, p := range []*person{alice, bob} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(stop); i++ {
+				x := fmt.Sprintf("partition %s %d %s", p.user, i, runID)
+				_, err := p.send(t, conv, x)
+				var acc *client.AcceptedError
+				switch {
+				case err == nil:
+					mu.Lock()
+					oks++
+					sent[p.user] = append(sent[p.user], x)
+					mu.Unlock()
+				case errors.As(err, &acc):
+					mu.Lock()
+					accepted++
+					sent[p.user] = append(sent[p.user], x)
+					mu.Unlock()
+				default:
+					t.Errorf("%s's send %q during the partition: %v (want send_ok or send_accepted)", p.user, x, err)
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("during a %s partition: %d sends answered send_ok, %d send_accepted", d, oks, accepted)
+	if accepted == 0 {
+		t.Fatal("no send was answered send_accepted while the home region was cut off")
+	}
+	// The process holding us's outbox dies before it could forward it.
+	regionsScript(t, "restart-parley", "us", "--kill9")
+	regionsScript(t, "heal")
+	healed = true
+
+	var all []string
+	for _, xs := range sent {
+		all = append(all, xs...)
+	}
+	sort.Strings(all)
+	alice.waitTexts(t, conv, sent[bob.user], 2*time.Minute)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		log := history(t, alice, conv)
+		n := 0
+		for _, m := range log {
+			if m.GetText() != "" {
+				n++
+			}
+		}
+		if n >= len(all) || time.Now().After(deadline) {
+			checkLog(t, log, sent)
+			break
+		}
+		time.Sleep(time.Second)
+	}
+}
