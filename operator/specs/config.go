@@ -44,6 +44,7 @@ const (
 	EnvPodName         = "PARLEY_POD_NAME" // gateway: its id; the ordinal suffix is its partition
 	EnvCassandraUser   = "PARLEY_CASSANDRA_USERNAME"
 	EnvCassandraPass   = "PARLEY_CASSANDRA_PASSWORD"
+	EnvPeerRegion      = "PARLEY_PEER_REGION" // gateway, chat: the other regions (PeerRegions)
 )
 
 // flagEnv maps a runtime flag to the config key it reads, in the order args list them.
@@ -71,6 +72,7 @@ var flagEnv = []struct{ flag, env string }{
 	{"--s3-bucket", EnvS3Bucket},
 	{"--s3-region", EnvS3Region},
 	{"--s3-public-url", EnvS3PublicURL},
+	{"--peer-region", EnvPeerRegion},
 }
 
 // DrainWindow is how long a draining gateway spreads its clients' reconnects: half of
@@ -93,6 +95,9 @@ func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Ro
 		EnvRedisAddr:       region.Redis.Address,
 		EnvMaxGroupMembers: strconv.Itoa(int(s.Limits.MaxGroupMembers)),
 		EnvMaxMessageBytes: strconv.Itoa(int(s.Limits.MaxMessageBytes)),
+	}
+	if peers := PeerRegions(cc, region); peers != "" && (role == chatv1.RoleGateway || role == chatv1.RoleChat) {
+		c[EnvPeerRegion] = peers
 	}
 	if role == chatv1.RoleGateway {
 		c[EnvSendRate] = strconv.Itoa(int(s.Limits.SendRatePerSecond))
@@ -125,6 +130,23 @@ func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Ro
 		set(EnvS3PublicURL, s.Media.PublicURL)
 	}
 	return c
+}
+
+// PeerRegions is the runtime's --peer-region value for region: every other
+// region of the cluster as "name=N,id=I,kafka=B1;B2", separated by spaces,
+// in spec order ("" for a cluster of one region). A region added to the spec
+// changes every region's value, so the gateway and chat fleets roll and join
+// it to their mesh (docs/multi-region.md).
+func PeerRegions(cc *chatv1.ChatCluster, region *chatv1.Region) string {
+	var peers []string
+	for i := range cc.Spec.Regions {
+		r := &cc.Spec.Regions[i]
+		if r.Name == region.Name {
+			continue
+		}
+		peers = append(peers, fmt.Sprintf("name=%s,id=%d,kafka=%s", r.Name, r.ID, strings.Join(r.Kafka.Brokers, ";")))
+	}
+	return strings.Join(peers, " ")
 }
 
 // ConfigMap holds RuntimeConfig for one region and role, "<cluster>-<region>-<role>".

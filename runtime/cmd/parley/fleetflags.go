@@ -59,7 +59,7 @@ func addFleetFlags(cmd *cobra.Command, ff *fleetFlags) {
 	f.DurationVar(&ff.fc.Push.BackoffMin, "push-backoff-min", 200*time.Millisecond, "first retry delay of a push (doubles up to --push-backoff-max, jittered)")
 	f.DurationVar(&ff.fc.Push.BackoffMax, "push-backoff-max", 10*time.Second, "largest retry delay of a push")
 	f.StringArrayVar(&ff.peers, "peer-region", nil, "another region of a multi-region deployment, repeated once per peer: "+
-		"name=NAME,id=N,kafka=HOST:PORT[;HOST:PORT] (its region id and Kafka seed brokers; docs/multi-region.md)")
+		"name=NAME,id=N,kafka=HOST:PORT[;HOST:PORT] (its region id and Kafka seed brokers; several may be given in one value separated by spaces; docs/multi-region.md)")
 	addConfigFlag(cmd)
 
 	prev := cmd.PreRunE
@@ -118,11 +118,15 @@ func newServer(ctx context.Context, cfg server.Config, ff *fleetFlags) (*server.
 	fc.NodeID = ff.nodeID
 	fc.IngressPartitions, fc.DeliverPartitions = int32(ff.ingressParts), int32(ff.deliverParts)
 	for _, v := range ff.peers {
-		p, err := region.ParsePeer(v)
-		if err != nil {
-			return nil, fmt.Errorf("--peer-region: %w", err)
+		// One value may list several peers separated by spaces, so one
+		// environment variable (PARLEY_PEER_REGION) can carry them all.
+		for _, item := range strings.Fields(v) {
+			p, err := region.ParsePeer(item)
+			if err != nil {
+				return nil, fmt.Errorf("--peer-region: %w", err)
+			}
+			fc.Peers = append(fc.Peers, p)
 		}
-		fc.Peers = append(fc.Peers, p)
 	}
 	return server.NewFleet(ctx, cfg, fc)
 }
