@@ -234,7 +234,11 @@ func (d *drain) run() {
 			}
 		}
 		if err := d.forward(run); err != nil {
-			d.o.log.Debug("forward failed; retrying", "partition", d.id, "home", run[0].or.GetHomeRegion(), "records", len(run), "err", err, "wait", wait)
+			level := slog.LevelDebug // a link that is down is logged by the mesh
+			if d.o.m.peers[run[0].or.GetHomeRegion()] == nil {
+				level = slog.LevelWarn
+			}
+			d.o.log.Log(d.ctx, level, "forward failed; retrying", "partition", d.id, "home", run[0].or.GetHomeRegion(), "records", len(run), "err", err, "wait", wait)
 			d.acceptQueued(run[0].or.GetHomeRegion())
 			select {
 			case <-d.ctx.Done():
