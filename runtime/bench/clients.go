@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/gorilla/websocket"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -67,7 +69,16 @@ func dialEach(ctx context.Context, t *Target, ids []string, self []atomic.Pointe
 func dial(ctx context.Context, t *Target, ids []string, self []atomic.Pointer[string], onEvent func(i int, ev client.Event), opt func(*client.Options), connected *atomic.Int64, stop bool) ([]*user, map[string]int64, error) {
 	users := make([]*user, len(ids))
 	failures := map[string]int64{}
-	ds := dialers(urlHost(t.URL), 16, 15*time.Second)
+	// Users alternate over the gateways when there are several (user i on
+	// URLs[i % n]): a dm pair then spans two gateways, or two regions.
+	urls := t.URLs
+	if len(urls) == 0 {
+		urls = []string{t.URL}
+	}
+	dss := make([][]*websocket.Dialer, len(urls))
+	for k, u := range urls {
+		dss[k] = dialers(urlHost(u), 16, 15*time.Second)
+	}
 	var (
 		wg     sync.WaitGroup
 		next   atomic.Int64
@@ -84,7 +95,8 @@ func dial(ctx context.Context, t *Target, ids []string, self []atomic.Pointer[st
 				}
 				tok, err := t.Token(ids[i], tokenTTL)
 				if err == nil {
-					o := client.Options{URL: t.URL, Token: tok, Dialer: ds[i%len(ds)], EventBuffer: 4096}
+					ds := dss[i%len(urls)]
+					o := client.Options{URL: urls[i%len(urls)], Token: tok, Dialer: ds[i%len(ds)], EventBuffer: 4096}
 					if onEvent != nil {
 						o.OnEvent = func(ev client.Event) { onEvent(i, ev) }
 					}

@@ -48,7 +48,7 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 --token-file (one a line).`,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&bf.url, "url", "", "server root, e.g. ws://127.0.0.1:8080 (default: start an embedded server); idle takes a comma-separated list of gateways, one per child process in turn")
+	pf.StringVar(&bf.url, "url", "", "server root, e.g. ws://127.0.0.1:8080 (default: start an embedded server); a comma-separated list of gateways: idle puts one per child process in turn; dm and fanout put user i on gateway i mod n (a dm pair then spans two gateways, or two regions)")
 	pf.StringVar(&bf.secretDir, "secret-dir", "", "data dir of the target server (dev-secret) to mint tokens from")
 	pf.StringVar(&bf.tokenFile, "token-file", "", "file of bearer tokens, one a line, used in order")
 	pf.StringVar(&bf.jsonFile, "json", "", "write the result as JSON to this file")
