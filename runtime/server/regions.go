@@ -42,22 +42,25 @@ func (s *Server) userHomes(ctx context.Context, user, claim string) (string, err
 	if !ok {
 		return claim, nil
 	}
-	if claim != "" {
-		if !s.fleet.mesh.Known(claim) {
-			return "", wire.Errorf(wire.CodeUnauthenticated, "token home_region %q is not a region of this deployment (regions: %s and %v)",
-				claim, s.cfg.Region, s.fleet.mesh.Peers())
+	if claim != "" && !s.fleet.mesh.Known(claim) {
+		return "", wire.Errorf(wire.CodeUnauthenticated, "token home_region %q is not a region of this deployment (regions: %s and %v)",
+			claim, s.cfg.Region, s.fleet.mesh.Peers())
+	}
+	// One read per connection; a write only when the home changes.
+	h, err := homes.UserHome(ctx, user)
+	switch {
+	case err == nil && (claim == "" || claim == h):
+		return h, nil
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		if claim != "" {
+			return claim, nil // the claim is the truth; storing it can wait for the next connection
 		}
+		return "", wire.Errorf(wire.CodeUnavailable, "cannot read the home region of %s; retry later", user)
+	case claim != "":
 		if _, err := homes.SetUserHome(ctx, user, claim, false); err != nil {
-			slog.Warn("store user home", "user", user, "err", err)
+			slog.Warn("store user home", "user", user, "home", claim, "err", err)
 		}
 		return claim, nil
-	}
-	h, err := homes.UserHome(ctx, user)
-	if err == nil {
-		return h, nil
-	}
-	if !errors.Is(err, store.ErrNotFound) {
-		return "", wire.Errorf(wire.CodeUnavailable, "cannot read the home region of %s; retry later", user)
 	}
 	h, err = homes.SetUserHome(ctx, user, s.cfg.Region, true)
 	if err != nil {
