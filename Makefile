@@ -7,7 +7,7 @@ GO ?= go
 # 60,000 executions take ~10 s here.
 FUZZTIME ?= 60000x
 
-.PHONY: build operator test deps envtest test-go test-unit check fuzz test-browser generate manifests vet fmt bench
+.PHONY: build operator test deps envtest test-go test-unit check fuzz test-browser test-multiregion generate manifests vet fmt bench
 
 build:
 	$(GO) build -o bin/parley ./runtime/cmd/parley
@@ -53,6 +53,14 @@ fuzz:
 
 test-browser:
 	hack/timed.sh "browser tests" npm --prefix test/browser test
+
+# Two regions (eu, us) on this machine in network namespaces, 80 ms RTT between
+# them, each with its own Redis, Kafka, Cassandra node (one cluster) and Parley
+# (hack/regions.sh; left running, stop them with `hack/regions.sh down`), then
+# the multi-region tests against them. Needs root.
+test-multiregion:
+	hack/timed.sh "start two regions" hack/regions.sh up
+	eval "$$(hack/regions.sh env)" && $(GO) test -count=1 -timeout 20m ./test/multiregion/...
 
 vet:
 	hack/timed.sh "go vet" $(GO) vet ./...

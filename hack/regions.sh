@@ -91,6 +91,7 @@ resolve_link_mode() {
         LINK_MODE=netem
       else
         LINK_MODE=userspace
+        [[ -z ${QUIET_PROBE:-} ]] || return 0
         log "net: this kernel has no netem qdisc (sch_netem); the inter-region link is a TUN pair with a userspace delay"
       fi
       ;;
@@ -198,23 +199,26 @@ EOF
 fwd_ensure() {
   local ms want i
   ms=$(delay_ms)
-  want="$ms ${NS[eu]} ${PEER_IF[eu]} ${NS[us]} ${PEER_IF[us]}"
+  want=("$ms" "${NS[eu]}" "${PEER_IF[eu]}" "${NS[us]}" "${PEER_IF[us]}")
   fwd_write
   if fwd_alive; then
-    [[ $FWD_ARGS == "$want" ]] && return 0
-    log "net: the link forwarder runs with '$FWD_ARGS', want '$want'; restarting it"
+    [[ $FWD_ARGS == "${want[*]}" ]] && return 0
+    log "net: the link forwarder runs with '$FWD_ARGS', want '${want[*]}'; restarting it"
     fwd_stop
   fi
   command -v python3 >/dev/null 2>&1 || die "python3 is needed for the userspace link"
-  # shellcheck disable=SC2086 # $want is the argument list
-  (exec setsid python3 "$FWD_PY" $want </dev/null >>"$FWD_LOG" 2>&1 7>&-) &
+  : >"$FWD_LOG"
+  (exec setsid python3 "$FWD_PY" "${want[@]}" </dev/null >>"$FWD_LOG" 2>&1 7>&-) &
   echo $! >"$FWD_PID"
-  for ((i = 0; i < 50; i++)); do
-    grep -q "^linkdelay: .*$ms ms each way" <(tail -n1 "$FWD_LOG" 2>/dev/null) && break
+  for ((i = 0; i < 50; i++)); do # it prints its "linkdelay:" line once both TUN devices are open
+    fwd_alive && grep -q '^linkdelay: ' "$FWD_LOG" && break
     kill -0 "$(<"$FWD_PID")" 2>/dev/null || break
     sleep 0.1
   done
-  fwd_alive || { tail_log "$FWD_LOG"; die "net: the link forwarder failed to start (log: $FWD_LOG)"; }
+  if ! fwd_alive || ! grep -q '^linkdelay: ' "$FWD_LOG"; then
+    tail_log "$FWD_LOG"
+    die "net: the link forwarder failed to start (log: $FWD_LOG)"
+  fi
   log "net: link forwarder started (pid $FWD_RUNNING, ${ms} ms each way; log: $FWD_LOG)"
 }
 
@@ -340,7 +344,17 @@ nodetool() {
   cp="$DEPS_CACHE/cassandra/classpath-cassandra-$CASSANDRA_VERSION.txt"
   [[ -s $cp ]] || die "no $cp (hack/regions.sh up resolves it)"
   find_java
+  # --add-exports/--add-opens: those of Cassandra 5.0's conf/jvm17-clients.options.
   ip netns exec "${NS[$r]}" "$JAVA" -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+    -Djdk.attach.allowAttachSelf=true \
+    --add-exports java.base/jdk.internal.misc=ALL-UNNAMED --add-exports java.base/jdk.internal.ref=ALL-UNNAMED \
+    --add-exports java.base/sun.nio.ch=ALL-UNNAMED --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED \
+    --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED \
+    --add-exports java.sql/java.sql=ALL-UNNAMED --add-opens java.base/java.lang.module=ALL-UNNAMED \
+    --add-opens java.base/jdk.internal.loader=ALL-UNNAMED --add-opens java.base/jdk.internal.ref=ALL-UNNAMED \
+    --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED --add-opens java.base/jdk.internal.math=ALL-UNNAMED \
+    --add-opens java.base/jdk.internal.module=ALL-UNNAMED --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED \
+    --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED \
     -Dlogback.configurationFile="file://$(rdir "$r")/cassandra/logback-nodetool.xml" \
     -cp "$(<"$cp")" org.apache.cassandra.tools.NodeTool -h 127.0.0.1 -p "${PARLEY_CASSANDRA_JMX_PORT:-7199}" "$@" 7>&-
 }
@@ -425,7 +439,9 @@ build_parley() {
     mv -f "$BIN.new" "$BIN" # a rename: a running parley keeps its old binary
     local r
     for r in "${REGIONS[@]}"; do
-      parley_pid "$r" >/dev/null && log "parley: binary changed; region $r still runs the previous one (hack/regions.sh restart-parley $r)"
+      if parley_pid "$r" >/dev/null; then
+        log "parley: binary changed; region $r still runs the previous one (hack/regions.sh restart-parley $r)"
+      fi
     done
   fi
   log "parley: $BIN ($((SECONDS - t0))s)"
@@ -443,7 +459,9 @@ dev_secret() {
     mkdir -p "$d" && chmod 700 "$d"
     cmp -s "$s" "$d/dev-secret" && continue
     install -m 600 "$s" "$d/dev-secret"
-    parley_pid "$r" >/dev/null && log "parley: region $r runs with another dev secret; restart it (hack/regions.sh restart-parley $r)"
+    if parley_pid "$r" >/dev/null; then
+      log "parley: region $r runs with another dev secret; restart it (hack/regions.sh restart-parley $r)"
+    fi
   done
 }
 
@@ -470,7 +488,12 @@ serve_args() {
     --cassandra-hosts "${LINK_ADDR[$r]}:9042" --cassandra-keyspace parley --cassandra-local-dc "$r" \
     --kafka-brokers "${LINK_ADDR[$r]}:9092" --redis-addr "${LINK_ADDR[$r]}:6379" \
     --addr "0.0.0.0:$PORT" --data-dir "$(datadir "$r")"
-  if "$BIN" serve --help 2>/dev/null | grep -q -- '--peer-regions'; then
+  # The other region's Kafka: --peer-region name=,id=,kafka= (today's flag) or --peer-regions name=host:port.
+  local help
+  help=$("$BIN" serve --help 2>/dev/null || true)
+  if grep -qE -- '--peer-region[[:space:]]' <<<"$help"; then
+    printf '%s\n' --peer-region "name=$o,id=${REGION_ID[$o]},kafka=${LINK_ADDR[$o]}:9092"
+  elif grep -qE -- '--peer-regions[[:space:]]' <<<"$help"; then
     printf '%s\n' --peer-regions "$o=${LINK_ADDR[$o]}:9092"
   fi
   read -r -a extra <<<"$SERVE_ARGS"
@@ -497,7 +520,7 @@ start_parley() {
     sleep 0.1
   done
   parley_pid "$r" >/dev/null || { tail_log "$log"; die "parley $r: failed to launch (log: $log)"; }
-  log "parley $r: started (pid $pid) in ${NS[$r]}$(grep -q -- '^--peer-regions$' "$f" && echo ", peer regions $(grep -A1 -- '^--peer-regions$' "$f" | tail -n1)")"
+  log "parley $r: started (pid $pid) in ${NS[$r]}$(grep -qE -- '^--peer-regions?$' "$f" && echo ", peer $(grep -A1 -E -- '^--peer-regions?$' "$f" | tail -n1)")"
 }
 
 wait_parley() {
@@ -577,8 +600,8 @@ cmd_up() {
     fi
   done
   for r in "${REGIONS[@]}"; do wait_parley "$r"; done
-  if ! grep -q -- '^--peer-regions$' "$(rdir eu)/parley.args"; then
-    log "note: this parley has no --peer-regions flag (not in 'parley serve --help'); started without it"
+  if ! grep -qE -- '^--peer-regions?$' "$(rdir eu)/parley.args"; then
+    log "note: this parley has neither --peer-region nor --peer-regions (parley serve --help); started without peers"
   fi
   log "up: two regions ready in $((SECONDS - t0))s (state dir: $STATE)"
   summary
@@ -606,6 +629,7 @@ cmd_partition() {
 }
 
 cmd_heal() {
+  QUIET_PROBE=1
   lock
   need_up
   local r deadline=$((SECONDS + 10))
@@ -628,13 +652,19 @@ cmd_status() {
     out=$(ip netns exec "${NS[eu]}" ping -c3 -i0.2 -W2 -q "${LINK_ADDR[us]}" 2>&1 | awk -F/ '/^rtt/ {print $5 " ms avg RTT"}') || true
     local how
     if [[ $(link_kind "${NS[eu]}" "${PEER_IF[eu]}") == tun ]]; then
-      if fwd_alive; then how="userspace delay ${FWD_ARGS%% *} ms, forwarder pid $FWD_RUNNING"; else how="userspace delay, forwarder NOT running"; rc=1; fi
+      if fwd_alive; then how="userspace delay ${FWD_ARGS%% *} ms each way (forwarder pid $FWD_RUNNING)"; else how="userspace delay, forwarder NOT running"; rc=1; fi
     else
-      how="netem $(tc -n "${NS[eu]}" qdisc show dev "${PEER_IF[eu]}" | grep -o 'delay [^ ]*' || echo 'no delay')"
+      how="netem $(tc -n "${NS[eu]}" qdisc show dev "${PEER_IF[eu]}" | grep -o 'delay [^ ]*' || echo 'no delay') each way"
     fi
-    echo "link eu<->us: up ($how each way), ${out:-no ping answer}"
+    echo "link eu<->us: up, $how, ${out:-no ping answer}"
   else
     echo "link eu<->us: PARTITIONED (down; hack/regions.sh heal)"
+  fi
+  nodetool_logback eu
+  if out=$(nodetool eu status 2>/dev/null); then
+    echo "cassandra cluster (nodetool status on eu): $(awk '/^Datacenter:/ {dc=$2} /^[UD][NLJM] / {printf "%s%s %s %s", sep, dc, $2, $1; sep=", "}' <<<"$out")"
+  else
+    echo "cassandra cluster: nodetool status on eu failed"; rc=1
   fi
   for r in "${REGIONS[@]}"; do
     echo "-- region $r (${NS[$r]}, ${LINK_ADDR[$r]}, state $(rdir "$r"))"

@@ -92,7 +92,10 @@ func user(name string) string { return name + "-" + runID }
 
 func token(t *testing.T, r region, user, home string) string {
 	t.Helper()
-	secret, err := os.ReadFile(filepath.Join(r.data, auth.DevSecretFile))
+	if _, err := os.Stat(filepath.Join(r.data, auth.DevSecretFile)); err != nil {
+		t.Fatalf("dev secret of region %s: %v", r.name, err)
+	}
+	secret, err := auth.LoadOrCreateDevSecret(r.data)
 	if err != nil {
 		t.Fatalf("dev secret of region %s: %v", r.name, err)
 	}
