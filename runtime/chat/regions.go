@@ -113,9 +113,24 @@ func (c *conversation) homeOf(ctx context.Context, rec *parleyv1.IngressRecord) 
 // regions compute alike: the stored home of its lower user id, else of its
 // higher one, else the sender's. A DM is created by its home's sequencer
 // with that home, so the rule and the stored row agree.
+//
+// Replication between datacenters lags, so what this datacenter lacks is
+// asked of every datacenter (store.CrossRegionReads) before the rule falls
+// back to the sender: a DM created or a user homed in another region
+// moments ago is seen, and two regions do not both take the DM. When the
+// other regions are unreachable the rule runs on what is known here
+// (docs/multi-region.md: a brand-new DM during a partition).
 func (c *conversation) dmHome(ctx context.Context, rec *parleyv1.IngressRecord) (string, error) {
 	s := c.p.s
+	cross, _ := s.st.(store.CrossRegionReads)
 	conv, err := s.st.Conversation(ctx, c.id)
+	if errors.Is(err, store.ErrNotFound) && cross != nil {
+		conv, err = cross.ConversationAnyRegion(ctx, c.id)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.log.Debug("cross-region read of a DM failed; using this region's view", "conversation", c.id, "err", err)
+			err = store.ErrNotFound
+		}
+	}
 	switch {
 	case err == nil:
 		if conv.HomeRegion == "" {
@@ -129,19 +144,43 @@ func (c *conversation) dmHome(ctx context.Context, rec *parleyv1.IngressRecord) 
 	if !ok {
 		return s.cfg.Regions.Local(), nil // malformed: answered here
 	}
-	homes, ok := s.st.(store.UserHomes)
-	if ok {
-		for _, u := range []string{a, b} {
-			h, err := homes.UserHome(ctx, u)
-			if err == nil {
-				return h, nil
-			}
-			if !errors.Is(err, store.ErrNotFound) {
-				return "", storeErr(s.log, "load user home", c.id, err)
-			}
+	for _, u := range []string{a, b} {
+		h, err := s.storedHome(ctx, u, cross)
+		if err != nil {
+			return "", storeErr(s.log, "load user home", c.id, err)
+		}
+		if h != "" {
+			return h, nil
 		}
 	}
 	return s.userHome(ctx, rec.GetOrigin())
+}
+
+// storedHome is user's stored home, asked of every datacenter when this one
+// has none; "" when none is known.
+func (s *Sequencer) storedHome(ctx context.Context, user string, cross store.CrossRegionReads) (string, error) {
+	homes, ok := s.st.(store.UserHomes)
+	if !ok {
+		return "", nil
+	}
+	h, err := homes.UserHome(ctx, user)
+	if err == nil {
+		return h, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return "", err
+	}
+	if cross == nil {
+		return "", nil
+	}
+	h, err = cross.UserHomeAnyRegion(ctx, user)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.log.Debug("cross-region read of a user home failed; using this region's view", "user", user, "err", err)
+		}
+		return "", nil
+	}
+	return h, nil
 }
 
 // userHome is the home region of o's user: the one the gateway resolved,

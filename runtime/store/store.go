@@ -151,3 +151,19 @@ type UserHomes interface {
 	// It returns the home stored afterwards.
 	SetUserHome(ctx context.Context, user, region string, onlyIfAbsent bool) (string, error)
 }
+
+// CrossRegionReads are reads at a quorum of every datacenter's replicas
+// instead of the local one: for the rare lookups where a row another region
+// wrote moments ago must be seen (is this DM already homed elsewhere? where
+// is that user homed?). They cost a round trip to another region and fail
+// when it is unreachable; callers fall back to what the local datacenter
+// knows. With one replica per datacenter a quorum read sees every write
+// acknowledged anywhere; with more it narrows, not closes, the window of
+// replication lag. Only the Cassandra backend implements it (one region
+// has nothing to cross).
+type CrossRegionReads interface {
+	// ConversationAnyRegion is Conversation at a cross-region quorum.
+	ConversationAnyRegion(ctx context.Context, id string) (Conversation, error)
+	// UserHomeAnyRegion is UserHomes.UserHome at a cross-region quorum.
+	UserHomeAnyRegion(ctx context.Context, user string) (string, error)
+}

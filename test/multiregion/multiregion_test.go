@@ -155,7 +155,7 @@ func (p *person) texts(conv string) []string {
 	defer p.mu.Unlock()
 	var out []string
 	for _, m := range p.msgs[conv] {
-		if m.GetText() != "" {
+		if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_TEXT {
 			out = append(out, m.GetText())
 		}
 	}
@@ -232,7 +232,7 @@ func checkLog(t *testing.T, log []*parleyv1.Message, sent map[string][]string) {
 		if m.GetSeq() != uint64(i+1) {
 			t.Fatalf("log entry %d has seq %d: seqs are not dense", i, m.GetSeq())
 		}
-		if m.GetText() != "" {
+		if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_TEXT {
 			count[m.GetText()]++
 			bySender[m.GetSenderId()] = append(bySender[m.GetSenderId()], m.GetText())
 		}
@@ -419,7 +419,7 @@ func TestPartition(t *testing.T) {
 		log := history(t, alice, conv)
 		n := 0
 		for _, m := range log {
-			if m.GetText() != "" {
+			if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_TEXT {
 				n++
 			}
 		}

@@ -14,6 +14,31 @@ import (
 // store.ErrNotFound. It reads the local datacenter (LOCAL_QUORUM): a home
 // stored moments ago in another region may not be visible yet.
 func (s *Store) UserHome(ctx context.Context, user string) (string, error) {
+	return s.userHome(ctx, user, gocql.LocalQuorum)
+}
+
+// UserHomeAnyRegion implements store.CrossRegionReads (QUORUM of every
+// datacenter's replicas).
+func (s *Store) UserHomeAnyRegion(ctx context.Context, user string) (string, error) {
+	return s.userHome(ctx, user, gocql.Quorum)
+}
+
+// ConversationAnyRegion implements store.CrossRegionReads.
+func (s *Store) ConversationAnyRegion(ctx context.Context, id string) (store.Conversation, error) {
+	if err := checkID("conversation", id); err != nil {
+		return store.Conversation{}, fmt.Errorf("conversation %s: %w", id, err)
+	}
+	if err := s.begin(ctx); err != nil {
+		return store.Conversation{}, fmt.Errorf("conversation %s: %w", id, err)
+	}
+	c, err := s.conversation(ctx, id, gocql.Quorum)
+	if err != nil {
+		return store.Conversation{}, fmt.Errorf("conversation %s (any region): %w", id, err)
+	}
+	return c, nil
+}
+
+func (s *Store) userHome(ctx context.Context, user string, cl gocql.Consistency) (string, error) {
 	if err := checkID("user", user); err != nil {
 		return "", fmt.Errorf("user home %s: %w", user, err)
 	}
@@ -21,7 +46,7 @@ func (s *Store) UserHome(ctx context.Context, user string) (string, error) {
 		return "", fmt.Errorf("user home %s: %w", user, err)
 	}
 	var region string
-	err := s.query(ctx, true, s.stmt.userHome, user).Scan(&region)
+	err := s.query(ctx, true, s.stmt.userHome, user).Consistency(cl).Scan(&region)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return "", fmt.Errorf("user home %s: %w", user, store.ErrNotFound)
 	}
