@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,7 +29,12 @@ func (s *Server) newMesh(ctx context.Context, reg prometheus.Registerer, fc Flee
 			kcfg.Brokers = p.Brokers
 			kcfg.ClientID = fmt.Sprintf("parley-%s-%s-to-%s", fc.Role, s.cfg.Region, p.Name)
 			kcfg.OnRequest = func(api string) { s.Metrics.KafkaRequests.WithLabelValues(api).Inc() }
-			return kafka.New(ctx, kcfg)
+			// A region starts while a peer is unreachable: its forwards wait
+			// in the outbox and its relays are dropped until the link is up.
+			kcfg.NoPing = true
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			return kafka.New(pctx, kcfg)
 		},
 	})
 }
