@@ -425,6 +425,7 @@ parley_pid() {
 
 parley_ready() { curl -fsS --max-time 2 -o /dev/null "http://${GW_ADDR[$1]}:$PORT/readyz" 2>/dev/null; }
 
+BIN_CHANGED=0
 build_parley() {
   local t0=$SECONDS
   mkdir -p "$STATE"
@@ -437,12 +438,7 @@ build_parley() {
     rm -f "$BIN.new"
   else
     mv -f "$BIN.new" "$BIN" # a rename: a running parley keeps its old binary
-    local r
-    for r in "${REGIONS[@]}"; do
-      if parley_pid "$r" >/dev/null; then
-        log "parley: binary changed; region $r still runs the previous one (hack/regions.sh restart-parley $r)"
-      fi
-    done
+    BIN_CHANGED=1 # cmd_up restarts running regions on it
   fi
   log "parley: $BIN ($((SECONDS - t0))s)"
 }
@@ -592,7 +588,12 @@ cmd_up() {
   dev_secret
   migrate
   for r in "${REGIONS[@]}"; do
-    if parley_pid "$r" >/dev/null; then
+    if parley_pid "$r" >/dev/null && ((BIN_CHANGED)); then
+      log "parley $r: binary changed; restarting it"
+      stop_parley "$r" TERM
+      serve_args "$r" >"$(rdir "$r")/parley.args"
+      start_parley "$r"
+    elif parley_pid "$r" >/dev/null; then
       log "parley $r: already running (pid $(parley_pid "$r"))"
     else
       serve_args "$r" >"$(rdir "$r")/parley.args"
