@@ -207,6 +207,12 @@ type item struct {
 	at  time.Time
 }
 
+// maxRunsInFlight bounds the runs one partition has in flight to home
+// regions when the peer's bus keeps publishes in order (asyncPublisher):
+// waiting for each run's acknowledgement, one round trip, before sending
+// the next would make every record that arrives meanwhile wait for it.
+const maxRunsInFlight = 8
+
 // drain forwards one owned outbox partition.
 type drain struct {
 	o      *Outbox
@@ -217,48 +223,119 @@ type drain struct {
 	done   chan struct{}
 
 	mu    sync.Mutex
-	queue []*item
+	queue []*item // read, not yet acknowledged by the home; oldest first
+
+	lastFailed string // home of the last failed run (owned by run)
+
+	// Owned by run: queue[:sent] are in runs in flight.
+	sent    int
+	flights []*flight
+	results chan *flight
+}
+
+// flight is one run handed to a home region's Kafka.
+type flight struct {
+	n    int
+	home string
+	done bool
+	err  error
 }
 
 func (d *drain) run() {
 	defer close(d.done)
+	d.results = make(chan *flight, maxRunsInFlight)
 	wait := retryMin
+	failed := false
 	for {
-		run := d.next()
-		if run == nil {
-			select {
-			case <-d.ctx.Done():
-				return
-			case <-d.wake:
-				continue
-			}
+		if !failed {
+			d.launch()
 		}
-		if err := d.forward(run); err != nil {
-			level := slog.LevelDebug // a link that is down is logged by the mesh
-			if d.o.m.peers[run[0].or.GetHomeRegion()] == nil {
-				level = slog.LevelWarn
-			}
-			d.o.log.Log(d.ctx, level, "forward failed; retrying", "partition", d.id, "home", run[0].or.GetHomeRegion(), "records", len(run), "err", err, "wait", wait)
-			d.acceptQueued(run[0].or.GetHomeRegion())
+		if len(d.flights) == 0 && failed {
+			// Every run in flight has settled after a failure: accept what
+			// waits, back off, then send everything unacknowledged again,
+			// in order (a run after the failed one that got through is
+			// sent twice; the home's dedupe absorbs it).
+			d.acceptQueued(d.lastFailed)
 			select {
 			case <-d.ctx.Done():
 				return
 			case <-time.After(wait):
 			}
 			wait = min(2*wait, retryMax)
+			failed = false
+			d.sent = 0
 			continue
 		}
-		wait = retryMin
-		d.pop(len(run))
+		select {
+		case <-d.ctx.Done():
+			for _, f := range d.flights { // let what is in flight settle; commit nothing more
+				if !f.done {
+					(<-d.results).done = true
+				}
+			}
+			return
+		case <-d.wake:
+		case f := <-d.results:
+			f.done = true
+			for len(d.flights) > 0 && d.flights[0].done {
+				f := d.flights[0]
+				d.flights = d.flights[1:]
+				if failed || f.err != nil {
+					if !failed {
+						level := slog.LevelDebug // a link that is down is logged by the mesh
+						if d.o.m.peers[f.home] == nil {
+							level = slog.LevelWarn
+						}
+						d.o.log.Log(d.ctx, level, "forward failed; retrying", "partition", d.id, "home", f.home, "records", f.n, "err", f.err, "wait", wait)
+						d.lastFailed = f.home
+					}
+					failed = true
+					continue
+				}
+				wait = retryMin
+				d.pop(f.n)
+				d.sent -= f.n
+			}
+		}
 	}
 }
 
-// next returns the oldest queued records that share a home (at most
-// maxRun), committing past undecodable ones; nil when the queue is empty.
+// launch hands runs of unsent records to their home regions while the
+// window allows: maxRunsInFlight for a peer bus that keeps order, else one.
+func (d *drain) launch() {
+	for {
+		run := d.next()
+		if run == nil {
+			return
+		}
+		home := run[0].or.GetHomeRegion()
+		p := d.o.m.peers[home]
+		window := 1
+		if p != nil {
+			if _, ok := p.b.(asyncPublisher); ok {
+				window = maxRunsInFlight
+			}
+		}
+		if len(d.flights) >= window {
+			return
+		}
+		f := &flight{n: len(run), home: home}
+		d.flights = append(d.flights, f)
+		d.sent += len(run)
+		d.forward(run, func(err error) {
+			f.err = err
+			d.results <- f
+		})
+	}
+}
+
+// next returns the oldest unsent records that share a home (at most
+// maxRun), committing past undecodable ones at the head; nil when none
+// waits.
 func (d *drain) next() []*item {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for len(d.queue) > 0 && d.queue[0].or == nil {
+	for d.sent == 0 && len(d.queue) > 0 && d.queue[0].or == nil {
 		d.commit(d.queue[0].off)
 		d.queue = d.queue[1:]
 	}
@@ -267,45 +344,65 @@ func (d *drain) next() []*item {
 		oldest = d.queue[0].at
 	}
 	d.o.m.cfg.Metrics.outbox(d.id, len(d.queue), oldest)
-	if len(d.queue) == 0 {
-		return nil
+	rest := d.queue[d.sent:]
+	if len(rest) == 0 || rest[0].or == nil {
+		return nil // an undecodable record waits until the runs before it are acknowledged
 	}
-	home := d.queue[0].or.GetHomeRegion()
+	home := rest[0].or.GetHomeRegion()
 	n := 1
-	for n < len(d.queue) && n < maxRun && d.queue[n].or != nil && d.queue[n].or.GetHomeRegion() == home {
+	for n < len(rest) && n < maxRun && rest[n].or != nil && rest[n].or.GetHomeRegion() == home {
 		n++
 	}
-	return d.queue[:n:n]
+	return rest[:n:n]
 }
 
-// forward produces run to its home region's ingress topic.
-func (d *drain) forward(run []*item) error {
+// forward produces run to its home region's ingress topic and calls done
+// with the outcome (from another goroutine when the peer's bus is
+// asynchronous).
+func (d *drain) forward(run []*item, done func(error)) {
 	home := run[0].or.GetHomeRegion()
 	p := d.o.m.peers[home]
 	if p == nil {
 		// The region left the mesh while records for it waited: keep
 		// them (uncommitted) and say so; an operator re-adds the region
 		// or drains it first (docs/multi-region.md).
-		return fmt.Errorf("home region %q is not in this region's mesh", home)
+		done(fmt.Errorf("home region %q is not in this region's mesh", home))
+		return
 	}
 	msgs := make([]bus.Message, len(run))
+	sentAt := make([]int64, len(run))
 	for i, it := range run {
 		rec := it.or.GetRecord()
 		rec.Deadline = 0
 		v, err := proto.Marshal(rec)
 		if err != nil {
-			return fmt.Errorf("encode: %w", err)
+			done(fmt.Errorf("encode: %w", err))
+			return
 		}
 		msgs[i] = bus.Message{Topic: chat.IngressTopic(home), Partition: -1, Key: []byte(rec.GetConversationId()), Value: v}
+		sentAt[i] = rec.GetSentAt()
 	}
-	errs := d.o.m.publishPeer(d.ctx, p, msgs)
-	if err := errors.Join(errs...); err != nil {
-		return err
+	finish := func(errs []error) {
+		err := errors.Join(errs...)
+		d.o.m.mark(p, err != nil, errs)
+		if err == nil {
+			for _, at := range sentAt {
+				d.o.m.cfg.Metrics.forwardedOne(home, at)
+			}
+		}
+		done(err)
 	}
-	for _, it := range run {
-		d.o.m.cfg.Metrics.forwardedOne(home, it.or.GetRecord().GetSentAt())
+	if a, ok := p.b.(asyncPublisher); ok {
+		pctx, cancel := context.WithTimeout(d.ctx, d.o.m.cfg.PublishTimeout)
+		a.PublishAllAsync(pctx, msgs, func(errs []error) {
+			cancel()
+			finish(errs)
+		})
+		return
 	}
-	return nil
+	pctx, cancel := context.WithTimeout(d.ctx, d.o.m.cfg.PublishTimeout)
+	defer cancel()
+	finish(p.b.PublishAll(pctx, msgs))
 }
 
 // acceptQueued accepts every queued send waiting for home.

@@ -246,8 +246,7 @@ func (m *Mesh) publishPeer(ctx context.Context, p *peer, msgs []bus.Message) []e
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.PublishTimeout)
 	defer cancel()
 	errs := p.b.PublishAll(ctx, msgs)
-	failed := slices.ContainsFunc(errs, func(e error) bool { return e != nil })
-	m.mark(p, failed, errs)
+	m.mark(p, slices.ContainsFunc(errs, func(e error) bool { return e != nil }), errs)
 	return errs
 }
 
@@ -282,8 +281,27 @@ func (m *Mesh) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// send drains p's queue, publishing what has gathered in one PublishAll.
+// asyncPublisher is a bus that keeps several publishes in flight in call
+// order (bus/kafka.Bus.PublishAllAsync).
+type asyncPublisher interface {
+	PublishAllAsync(ctx context.Context, msgs []bus.Message, done func([]error))
+}
+
+// maxInFlight bounds the batches in flight to one peer: across an 80 ms
+// round trip, waiting for each batch's acknowledgement before sending the
+// next would hold every reply and relay for up to a round trip.
+const maxInFlight = 32
+
+// send drains p's queue, publishing what has gathered since the last batch
+// was handed to the client, with up to maxInFlight batches unacknowledged.
 func (m *Mesh) send(ctx context.Context, p *peer) {
+	async, _ := p.b.(asyncPublisher)
+	slots := make(chan struct{}, maxInFlight)
+	defer func() { // wait for the batches in flight
+		for range maxInFlight {
+			slots <- struct{}{}
+		}
+	}()
 	for {
 		var msgs []bus.Message
 		select {
@@ -300,18 +318,32 @@ func (m *Mesh) send(ctx context.Context, p *peer) {
 				break gather
 			}
 		}
-		errs := m.publishPeer(ctx, p, msgs)
-		n := 0
-		for _, e := range errs {
-			if e == nil {
-				n++
-			}
+		if async == nil {
+			m.sentBatch(p, msgs, m.publishPeer(ctx, p, msgs))
+			continue
 		}
-		if errs == nil {
-			n = len(msgs)
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
 		}
-		m.cfg.Metrics.sent(p.Name, n, len(msgs)-n)
+		async.PublishAllAsync(ctx, msgs, func(errs []error) {
+			m.sentBatch(p, msgs, errs)
+			<-slots
+		})
 	}
+}
+
+// sentBatch records the outcome of a batch sent to p.
+func (m *Mesh) sentBatch(p *peer, msgs []bus.Message, errs []error) {
+	failed := 0
+	for _, e := range errs {
+		if e != nil {
+			failed++
+		}
+	}
+	m.mark(p, failed > 0, errs)
+	m.cfg.Metrics.sent(p.Name, len(msgs)-failed, failed)
 }
 
 // Close closes the peers' buses (not Own).

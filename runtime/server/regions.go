@@ -61,6 +61,7 @@ func (s *Server) userHomes(ctx context.Context, user, claim string) (string, err
 		if claim != "" {
 			return claim, nil // the claim is the truth; storing it can wait for the next connection
 		}
+		slog.Warn("read a user's home region", "user", user, "err", err)
 		return "", wire.Errorf(wire.CodeUnavailable, "cannot read the home region of %s; retry later", user)
 	case claim != "":
 		if _, err := homes.SetUserHome(ctx, user, claim, false); err != nil {
@@ -70,6 +71,7 @@ func (s *Server) userHomes(ctx context.Context, user, claim string) (string, err
 	}
 	h, err = homes.SetUserHome(ctx, user, s.cfg.Region, true)
 	if err != nil {
+		slog.Warn("store the home region of a first connection", "user", user, "region", s.cfg.Region, "err", err)
 		return "", wire.Errorf(wire.CodeUnavailable, "cannot store the home region of %s; retry later", user)
 	}
 	return h, nil

@@ -397,34 +397,7 @@ func (b *Bus) Publish(ctx context.Context, topic string, partition int32, key, v
 // partitions it buffered at once instead of lingering). Errors are as
 // Publish's.
 func (b *Bus) PublishAll(ctx context.Context, msgs []bus.Message) []error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	var errs []error
-	fail := func(i int, err error) {
-		if errs == nil {
-			errs = make([]error, len(msgs))
-		}
-		errs[i] = err
-	}
-	if b.isClosed() {
-		for i := range msgs {
-			fail(i, fmt.Errorf("%w: %w", bus.ErrNotSent, bus.ErrClosed))
-		}
-		return errs
-	}
-	recs := make([]*kgo.Record, 0, len(msgs))
-	index := make(map[*kgo.Record]int, len(msgs))
-	for i, m := range msgs {
-		p, err := b.partitionOf(m.Topic, m.Partition, m.Key)
-		if err != nil {
-			fail(i, fmt.Errorf("publish: %w: %w", bus.ErrNotSent, err))
-			continue
-		}
-		r := &kgo.Record{Topic: m.Topic, Partition: p, Key: m.Key, Value: m.Value}
-		recs = append(recs, r)
-		index[r] = i
-	}
+	recs, index, errs := b.records(msgs)
 	if len(recs) == 0 {
 		return errs
 	}
@@ -435,9 +408,84 @@ func (b *Bus) PublishAll(ctx context.Context, msgs []bus.Message) []error {
 	writes := b.produceWrites.Load()
 	for _, res := range b.cl.ProduceSync(ctx, recs...) {
 		if res.Err != nil {
-			fail(index[res.Record], b.closedOr(b.sent(writes, fmt.Errorf("publish to %s/%d: %w", res.Record.Topic, res.Record.Partition, res.Err))))
+			errs = setErr(errs, len(msgs), index[res.Record], b.produceErr(writes, res.Record, res.Err))
 		}
 	}
+	return errs
+}
+
+// PublishAllAsync is PublishAll without waiting: it hands msgs to the
+// client in order and returns; done gets PublishAll's result once every
+// record is acknowledged or failed (on a client goroutine; it must not
+// block). Records of successive calls keep their call order within a
+// partition, so a caller can keep several batches in flight across a slow
+// link (the mesh's publishes to another region) without reordering them.
+func (b *Bus) PublishAllAsync(ctx context.Context, msgs []bus.Message, done func([]error)) {
+	recs, index, errs := b.records(msgs)
+	if len(recs) == 0 {
+		done(errs)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	writes := b.produceWrites.Load()
+	var mu sync.Mutex
+	var left atomic.Int64
+	left.Store(int64(len(recs)))
+	promise := func(r *kgo.Record, err error) {
+		if err != nil {
+			mu.Lock()
+			errs = setErr(errs, len(msgs), index[r], b.produceErr(writes, r, err))
+			mu.Unlock()
+		}
+		if left.Add(-1) == 0 {
+			cancel()
+			mu.Lock()
+			out := errs
+			mu.Unlock()
+			done(out)
+		}
+	}
+	for _, r := range recs {
+		b.cl.Produce(ctx, r, promise)
+	}
+}
+
+// records turns msgs into kgo records with their partitions, and the
+// errors of those that cannot be sent (nil when none).
+func (b *Bus) records(msgs []bus.Message) (recs []*kgo.Record, index map[*kgo.Record]int, errs []error) {
+	if b.isClosed() {
+		for i := range msgs {
+			errs = setErr(errs, len(msgs), i, fmt.Errorf("%w: %w", bus.ErrNotSent, bus.ErrClosed))
+		}
+		return nil, nil, errs
+	}
+	recs = make([]*kgo.Record, 0, len(msgs))
+	index = make(map[*kgo.Record]int, len(msgs))
+	for i, m := range msgs {
+		p, err := b.partitionOf(m.Topic, m.Partition, m.Key)
+		if err != nil {
+			errs = setErr(errs, len(msgs), i, fmt.Errorf("publish: %w: %w", bus.ErrNotSent, err))
+			continue
+		}
+		r := &kgo.Record{Topic: m.Topic, Partition: p, Key: m.Key, Value: m.Value}
+		recs = append(recs, r)
+		index[r] = i
+	}
+	return recs, index, errs
+}
+
+// produceErr is the error of a record kgo failed: not sent when no produce
+// request was written meanwhile (b.sent), closed when the bus closed.
+func (b *Bus) produceErr(writes uint64, r *kgo.Record, err error) error {
+	return b.closedOr(b.sent(writes, fmt.Errorf("publish to %s/%d: %w", r.Topic, r.Partition, err)))
+}
+
+// setErr sets errs[i] = err, making errs (of length n) on the first error.
+func setErr(errs []error, n, i int, err error) []error {
+	if errs == nil {
+		errs = make([]error, n)
+	}
+	errs[i] = err
 	return errs
 }
 

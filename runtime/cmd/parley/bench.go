@@ -264,8 +264,8 @@ func benchTarget(ctx context.Context, bf *benchFlags) (*bench.Target, func(), er
 		}, nil
 	}
 	urls := strings.Split(bf.url, ",")
-	if len(urls) > 1 && bf.scenario != "idle" {
-		return nil, nil, fmt.Errorf("--url: only idle takes several gateways, got %d", len(urls))
+	if len(urls) > 1 && bf.scenario != "idle" && bf.scenario != "dm" && bf.scenario != "fanout" {
+		return nil, nil, fmt.Errorf("--url: only idle, dm and fanout take several gateways, got %d", len(urls))
 	}
 	t := &bench.Target{URL: urls[0], URLs: urls, ServerPIDs: bf.serverPIDs}
 	switch {
