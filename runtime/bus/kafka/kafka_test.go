@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -610,5 +612,62 @@ func TestNewFailsWithoutBroker(t *testing.T) {
 	if err == nil {
 		_ = b.Close()
 		t.Fatal("New with no broker listening succeeded")
+	}
+}
+
+// TestPublishAllAsyncKeepsOrder keeps many batches in flight to one
+// partition and reads them back: every record acknowledged, in call order;
+// a closed bus answers every record not sent.
+func TestPublishAllAsyncKeepsOrder(t *testing.T) {
+	b := newBus(t)
+	topic := name(t, "topic")
+	ctx := context.Background()
+	if err := b.CreateTopic(ctx, bus.Topic{Name: topic, Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	const batches, per = 50, 4
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range batches {
+		var msgs []bus.Message
+		for j := range per {
+			msgs = append(msgs, bus.Message{Topic: topic, Partition: 1, Value: []byte(strconv.Itoa(i*per + j))})
+		}
+		wg.Add(1)
+		b.PublishAllAsync(ctx, msgs, func(errs []error) {
+			defer wg.Done()
+			for _, err := range errs {
+				if err != nil {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d records failed", n)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker()), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {1: kgo.NewOffset().AtStart()}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var got []string
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for len(got) < batches*per && rctx.Err() == nil {
+		cl.PollFetches(rctx).EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	}
+	for i := range batches * per {
+		if i >= len(got) || got[i] != strconv.Itoa(i) {
+			t.Fatalf("record %d read back as %v (of %d): order not kept", i, got[min(i, len(got)-1)], len(got))
+		}
+	}
+
+	_ = b.Close()
+	done := make(chan []error, 1)
+	b.PublishAllAsync(ctx, []bus.Message{{Topic: topic, Partition: 0, Value: []byte("x")}}, func(errs []error) { done <- errs })
+	if errs := <-done; len(errs) != 1 || !errors.Is(errs[0], bus.ErrNotSent) {
+		t.Fatalf("PublishAllAsync on a closed bus = %v, want ErrNotSent", errs)
 	}
 }
