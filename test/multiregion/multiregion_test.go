@@ -36,7 +36,7 @@ type region struct {
 	data string // data dir holding the dev secret
 }
 
-func regions(t *testing.T) map[string]region {
+func regions(t testing.TB) map[string]region {
 	t.Helper()
 	names := os.Getenv("PARLEY_MR_REGIONS")
 	if names == "" {
@@ -64,7 +64,7 @@ func regions(t *testing.T) map[string]region {
 }
 
 // regionsScript runs hack/regions.sh with args.
-func regionsScript(t *testing.T, args ...string) {
+func regionsScript(t testing.TB, args ...string) {
 	t.Helper()
 	script, err := filepath.Abs("../../hack/regions.sh")
 	if err != nil {
@@ -90,7 +90,7 @@ var runID = func() string {
 // choose which user of a DM is its lower id (its home's deciding user).
 func user(name string) string { return name + "-" + runID }
 
-func token(t *testing.T, r region, user, home string) string {
+func token(t testing.TB, r region, user, home string) string {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(r.data, auth.DevSecretFile)); err != nil {
 		t.Fatalf("dev secret of region %s: %v", r.name, err)
@@ -119,7 +119,7 @@ type person struct {
 	live map[string]time.Time           // client_msg_id -> when pushed live
 }
 
-func connect(t *testing.T, r region, u, home string) *person {
+func connect(t testing.TB, r region, u, home string) *person {
 	t.Helper()
 	p := &person{user: u, region: r, msgs: map[string][]*parleyv1.Message{}, live: map[string]time.Time{}}
 	tok := token(t, r, u, home)
@@ -203,7 +203,7 @@ func (p *person) mustSend(t *testing.T, conv, text string) *parleyv1.SendOk {
 
 // history returns conv's whole log as r's REST API serves it (r's
 // datacenter, which may lag behind the home's).
-func history(t *testing.T, p *person, conv string) []*parleyv1.Message {
+func history(t testing.TB, p *person, conv string) []*parleyv1.Message {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
