@@ -75,6 +75,7 @@ from the dev secret in --secret-dir (the server's data dir) or read from
 	}
 	dmCmd.Flags().IntVar(&dm.Pairs, "pairs", 100, "pairs of users (one DM each)")
 	dmCmd.Flags().Float64Var(&dm.Rate, "rate", 1000, "total sends per second")
+	dmCmd.Flags().BoolVar(&dm.WarmDMs, "warm-dms", false, "send each DM's first message (which creates it) before the measured phase")
 
 	var fo bench.FanoutOptions
 	foCmd := &cobra.Command{
