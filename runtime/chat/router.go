@@ -127,6 +127,34 @@ func (r *Router) Deliver(ctx context.Context, userIDs []string, d *parleyv1.Deli
 	return r.Publish(ctx, &b)
 }
 
+// Broadcast publishes ds, in one DeliverRecord, to every gateway of this
+// region (every deliver partition): for presence changes, which each
+// gateway pushes to its own subscribers (deliveries without user ids).
+func (r *Router) Broadcast(ctx context.Context, ds []*parleyv1.Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	n, err := r.partitions()
+	if err != nil {
+		return err
+	}
+	v, err := proto.Marshal(&parleyv1.DeliverRecord{Deliveries: ds})
+	if err != nil {
+		return fmt.Errorf("encode broadcast: %w", err)
+	}
+	msgs := make([]bus.Message, n)
+	for p := range n {
+		msgs[p] = bus.Message{Topic: r.topic, Partition: p, Value: v}
+	}
+	var errs []error
+	for i, err := range r.out.Publish(ctx, msgs) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("publish %s[%d]: %w", r.topic, msgs[i].Partition, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Reply sends rep to the gateway of o (its deliver partition).
 func (r *Router) Reply(ctx context.Context, o *parleyv1.Origin, rep *parleyv1.Reply) error {
 	var b Batch

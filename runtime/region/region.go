@@ -241,6 +241,23 @@ func (m *Mesh) Publish(_ context.Context, region string, msgs []bus.Message) []e
 	return nil
 }
 
+// RelayBroadcast carries deliveries meant for every gateway (presence
+// changes, which have no user ids) to every peer region, whose relay
+// consumer broadcasts them to its own gateways. Asynchronous like Publish.
+func (m *Mesh) RelayBroadcast(ctx context.Context, ds []*parleyv1.Delivery) {
+	if len(ds) == 0 || len(m.names) == 0 {
+		return
+	}
+	v, err := proto.Marshal(&parleyv1.RelayRecord{FromRegion: m.cfg.Local, Deliveries: ds})
+	if err != nil {
+		m.log.Warn("encode relayed broadcast", "err", err)
+		return
+	}
+	for _, name := range m.names {
+		m.Publish(ctx, name, []bus.Message{{Topic: chat.RelayTopic(name), Partition: -1, Value: v}})
+	}
+}
+
 // publishPeer produces msgs to p now, marking p down or up by the outcome.
 func (m *Mesh) publishPeer(ctx context.Context, p *peer, msgs []bus.Message) []error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.PublishTimeout)

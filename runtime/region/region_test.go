@@ -352,3 +352,26 @@ func TestPartitionAccepted(t *testing.T) {
 		t.Errorf("stored texts = %q, want %s (each once, in order)", texts, want)
 	}
 }
+
+// TestPresenceRelayed: a presence change broadcast in eu reaches us's
+// gateways as a broadcast (no user ids), through us's relay consumer.
+func TestPresenceRelayed(t *testing.T) {
+	w := newWorld(t)
+	w.rs["eu"].mesh.RelayBroadcast(w.ctx, []*parleyv1.Delivery{{Body: &parleyv1.Delivery_Presence{Presence: &parleyv1.Presence{
+		UserId: "alice", Status: parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE,
+	}}}})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		tr := w.rs["us"]
+		tr.mu.Lock()
+		for _, d := range tr.pushed {
+			if d.GetPresence().GetUserId() == "alice" && len(d.GetUserIds()) == 0 {
+				tr.mu.Unlock()
+				return
+			}
+		}
+		tr.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("us's gateway never got eu's presence broadcast")
+}

@@ -99,7 +99,21 @@ func (rl *Relay) Handle(ctx context.Context, rec bus.Record) {
 		rl.log.Warn("dropping undecodable relay record", "partition", rec.Partition, "offset", rec.Offset, "err", err)
 	} else {
 		rl.m.cfg.Metrics.relayedIn(rr.GetFromRegion(), len(rr.GetDeliveries()))
-		if err := rl.r.PublishLocal(ctx, chat.RelayBatch(rr)); err != nil {
+		// Deliveries without users are broadcasts (presence changes) for
+		// every gateway; the others are routed to their users' sessions.
+		var bcast []*parleyv1.Delivery
+		routed := &parleyv1.RelayRecord{FromRegion: rr.GetFromRegion()}
+		for _, d := range rr.GetDeliveries() {
+			if len(d.GetUserIds()) == 0 {
+				bcast = append(bcast, d)
+			} else {
+				routed.Deliveries = append(routed.Deliveries, d)
+			}
+		}
+		if err := rl.r.Broadcast(ctx, bcast); err != nil {
+			rl.log.Warn("broadcast relayed deliveries", "from", rr.GetFromRegion(), "err", err)
+		}
+		if err := rl.r.PublishLocal(ctx, chat.RelayBatch(routed)); err != nil {
 			rl.log.Warn("route relayed deliveries", "from", rr.GetFromRegion(), "err", err)
 		}
 	}

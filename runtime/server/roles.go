@@ -338,12 +338,14 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	if f.has(RoleGateway) || f.has(RoleChat) {
 		router = chat.NewRouter(s.bus, newRouteRegistry(s.registry, fc.RouteTimeout), deliver)
 	}
-	if len(fc.Peers) > 0 && router != nil {
+	if len(fc.Peers) > 0 && (router != nil || f.has(RolePresence)) {
 		f.mesh, err = s.newMesh(ctx, reg, fc)
 		if err != nil {
 			return fail(err)
 		}
-		router.SetRegions(f.mesh)
+		if router != nil {
+			router.SetRegions(f.mesh)
+		}
 	}
 	if f.has(RoleChat) && fc.Push.Webhook != "" {
 		f.publisher = push.NewPublisher(s.bus, push.Topic(region))
@@ -369,9 +371,13 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 		}
 	}
 	if f.has(RolePresence) {
-		f.announce = relay.NewAnnouncer(s.registry, s.bus, relay.AnnouncerConfig{
+		acfg := relay.AnnouncerConfig{
 			Topic: presenceTopic, DeliverTopic: deliver, Member: fc.Member, Presence: cfg.Presence,
-		})
+		}
+		if f.mesh != nil {
+			acfg.Relay = f.mesh.RelayBroadcast // presence changes reach the other regions' gateways
+		}
+		f.announce = relay.NewAnnouncer(s.registry, s.bus, acfg)
 	}
 	if f.has(RolePush) {
 		pcfg := fc.Push

@@ -114,14 +114,17 @@ type person struct {
 	c      *client.Client
 	rest   *client.REST
 
-	mu   sync.Mutex
-	msgs map[string][]*parleyv1.Message // by conversation, in emitted order
-	live map[string]time.Time           // client_msg_id -> when pushed live
+	mu       sync.Mutex
+	msgs     map[string][]*parleyv1.Message // by conversation, in emitted order
+	live     map[string]time.Time           // client_msg_id -> when pushed live
+	presence map[string]parleyv1.PresenceStatus
+	typing   map[string]bool // "conversation/user" seen typing
 }
 
 func connect(t testing.TB, r region, u, home string) *person {
 	t.Helper()
-	p := &person{user: u, region: r, msgs: map[string][]*parleyv1.Message{}, live: map[string]time.Time{}}
+	p := &person{user: u, region: r, msgs: map[string][]*parleyv1.Message{}, live: map[string]time.Time{},
+		presence: map[string]parleyv1.PresenceStatus{}, typing: map[string]bool{}}
 	tok := token(t, r, u, home)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -136,6 +139,18 @@ func connect(t testing.TB, r region, u, home string) *person {
 }
 
 func (p *person) event(ev client.Event) {
+	switch e := ev.(type) {
+	case client.PresenceEvent:
+		p.mu.Lock()
+		p.presence[e.Presence.GetUserId()] = e.Presence.GetStatus()
+		p.mu.Unlock()
+		return
+	case client.TypingEvent:
+		p.mu.Lock()
+		p.typing[e.Typing.GetConversationId()+"/"+e.Typing.GetUserId()] = true
+		p.mu.Unlock()
+		return
+	}
 	me, ok := ev.(client.MessageEvent)
 	if !ok {
 		return
@@ -429,4 +444,54 @@ func TestPartition(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// waitFor polls cond for up to within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPresenceAndTypingAcrossRegions: alice (eu) sees bob come online in us
+// and sees him typing; bob sees alice typing. Presence changes travel as
+// relayed broadcasts, typing as relayed deliveries.
+func TestPresenceAndTypingAcrossRegions(t *testing.T) {
+	rs := regions(t)
+	alice := connect(t, rs["eu"], user("alice4"), "eu")
+	bobID := user("bob4")
+	conv := chat.DMID(alice.user, bobID)
+	alice.mustSend(t, conv, "are you there? "+runID) // a shared conversation makes presence visible
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := alice.c.SubscribePresence(ctx, []string{bobID}); err != nil {
+		t.Fatal(err)
+	}
+	bob := connect(t, rs["us"], bobID, "us")
+	waitFor(t, 15*time.Second, "alice in eu sees bob online in us", func() bool {
+		alice.mu.Lock()
+		defer alice.mu.Unlock()
+		return alice.presence[bobID] == parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE
+	})
+	if err := bob.c.Typing(ctx, conv); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.c.Typing(ctx, conv); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "alice sees bob typing", func() bool {
+		alice.mu.Lock()
+		defer alice.mu.Unlock()
+		return alice.typing[conv+"/"+bobID]
+	})
+	waitFor(t, 10*time.Second, "bob sees alice typing", func() bool {
+		bob.mu.Lock()
+		defer bob.mu.Unlock()
+		return bob.typing[conv+"/"+alice.user]
+	})
 }

@@ -33,6 +33,10 @@ type AnnouncerConfig struct {
 	Presence presence.Config
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Relay, when set (multi-region), also gets every broadcast's
+	// deliveries, to carry them to the other regions' gateways
+	// (region.Mesh.RelayBroadcast). It must not block.
+	Relay func(ctx context.Context, ds []*parleyv1.Delivery)
 }
 
 // Announcer is the presence role: it consumes the session events gateways
@@ -234,6 +238,9 @@ func (a *Announcer) broadcast(ctx context.Context, ps []*parleyv1.Presence, n in
 	dr := &parleyv1.DeliverRecord{}
 	for _, p := range ps {
 		dr.Deliveries = append(dr.Deliveries, &parleyv1.Delivery{Body: &parleyv1.Delivery_Presence{Presence: p}})
+	}
+	if a.cfg.Relay != nil {
+		a.cfg.Relay(ctx, dr.Deliveries)
 	}
 	v, err := proto.Marshal(dr)
 	if err != nil {
