@@ -116,16 +116,21 @@ func (r *Reconciler) randomSecret(ctx context.Context, p *pass, name, key string
 	return value, nil
 }
 
-// ensureConfig writes each region's and role's ConfigMap (the runtime's config).
+// ensureConfig writes each region's and role's ConfigMap (the runtime's config), and each
+// region's peers ConfigMap (the other regions, re-read by the runtime).
 func (r *Reconciler) ensureConfig(ctx context.Context, p *pass) error {
+	update := func(e, d *corev1.ConfigMap) {
+		e.Data = d.Data
+		e.BinaryData = nil
+	}
 	for _, region := range p.regions {
 		for _, role := range chatv1.Roles {
-			if _, err := ensure(ctx, r, p.orig, specs.ConfigMap(p.cc, region, role), func(e, d *corev1.ConfigMap) {
-				e.Data = d.Data
-				e.BinaryData = nil
-			}); err != nil {
+			if _, err := ensure(ctx, r, p.orig, specs.ConfigMap(p.cc, region, role), update); err != nil {
 				return err
 			}
+		}
+		if _, err := ensure(ctx, r, p.orig, specs.PeersConfigMap(p.cc, region), update); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -44,7 +44,6 @@ const (
 	EnvPodName         = "PARLEY_POD_NAME" // gateway: its id; the ordinal suffix is its partition
 	EnvCassandraUser   = "PARLEY_CASSANDRA_USERNAME"
 	EnvCassandraPass   = "PARLEY_CASSANDRA_PASSWORD"
-	EnvPeerRegion      = "PARLEY_PEER_REGION" // gateway, chat: the other regions (PeerRegions)
 )
 
 // flagEnv maps a runtime flag to the config key it reads, in the order args list them.
@@ -72,7 +71,6 @@ var flagEnv = []struct{ flag, env string }{
 	{"--s3-bucket", EnvS3Bucket},
 	{"--s3-region", EnvS3Region},
 	{"--s3-public-url", EnvS3PublicURL},
-	{"--peer-region", EnvPeerRegion},
 }
 
 // DrainWindow is how long a draining gateway spreads its clients' reconnects: half of
@@ -95,9 +93,6 @@ func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Ro
 		EnvRedisAddr:       region.Redis.Address,
 		EnvMaxGroupMembers: strconv.Itoa(int(s.Limits.MaxGroupMembers)),
 		EnvMaxMessageBytes: strconv.Itoa(int(s.Limits.MaxMessageBytes)),
-	}
-	if peers := PeerRegions(cc, region); peers != "" && (role == chatv1.RoleGateway || role == chatv1.RoleChat) {
-		c[EnvPeerRegion] = peers
 	}
 	if role == chatv1.RoleGateway {
 		c[EnvSendRate] = strconv.Itoa(int(s.Limits.SendRatePerSecond))
@@ -132,11 +127,9 @@ func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Ro
 	return c
 }
 
-// PeerRegions is the runtime's --peer-region value for region: every other
-// region of the cluster as "name=N,id=I,kafka=B1;B2", separated by spaces,
-// in spec order ("" for a cluster of one region). A region added to the spec
-// changes every region's value, so the gateway and chat fleets roll and join
-// it to their mesh (docs/multi-region.md).
+// PeerRegions is what the runtime's --peer-region-file holds for region:
+// every other region of the cluster as "name=N,id=I,kafka=B1;B2", separated
+// by spaces, in spec order ("" for a cluster of one region).
 func PeerRegions(cc *chatv1.ChatCluster, region *chatv1.Region) string {
 	var peers []string
 	for i := range cc.Spec.Regions {
@@ -147,6 +140,28 @@ func PeerRegions(cc *chatv1.ChatCluster, region *chatv1.Region) string {
 		peers = append(peers, fmt.Sprintf("name=%s,id=%d,kafka=%s", r.Name, r.ID, strings.Join(r.Kafka.Brokers, ";")))
 	}
 	return strings.Join(peers, " ")
+}
+
+// PeersConfigMap holds region's peer regions (PeerRegions) under PeersKey,
+// "<cluster>-<region>-peers". The gateway and chat pods mount it and the
+// runtime re-reads it, so a region added to or removed from the spec joins
+// or leaves every other region's mesh without rolling their fleets: the
+// file is not part of the pod template or its config hash
+// (docs/multi-region.md).
+func PeersConfigMap(cc *chatv1.ChatCluster, region *chatv1.Region) *corev1.ConfigMap {
+	labels := ClusterLabels(cc)
+	labels[LabelRegion] = region.Name
+	data := map[string]string{PeersKey: PeerRegions(cc, region)}
+	return &corev1.ConfigMap{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        PeersConfigMapName(cc, region.Name),
+			Namespace:   cc.Namespace,
+			Labels:      labels,
+			Annotations: stamp(labels, nil, data),
+		},
+		Data: data,
+	}
 }
 
 // ConfigMap holds RuntimeConfig for one region and role, "<cluster>-<region>-<role>".

@@ -48,6 +48,11 @@ const (
 	HTTPPort       = 8080
 	DataDir        = "/var/lib/parley"
 	AdminTokenDir  = "/etc/parley/admin"
+	// PeersDir holds the region's PeersConfigMap; the runtime reads
+	// PeersFile (--peer-region-file) and follows its changes.
+	PeersDir  = "/etc/parley/peers"
+	PeersKey  = "peer-regions"
+	PeersFile = PeersDir + "/" + PeersKey
 	AdminTokenFile = AdminTokenDir + "/token"
 	AdminTokenKey  = "token"
 	DevSecretKey   = "dev-secret"
@@ -60,6 +65,11 @@ const (
 // (cluster ≤ 30, region ≤ 15) it stays within 55 characters, so pod names fit 63.
 func ObjectName(cc *chatv1.ChatCluster, region string, role chatv1.Role) string {
 	return cc.Name + "-" + region + "-" + string(role)
+}
+
+// PeersConfigMapName is the region's PeersConfigMap, "<cluster>-<region>-peers".
+func PeersConfigMapName(cc *chatv1.ChatCluster, region string) string {
+	return cc.Name + "-" + region + "-peers"
 }
 
 // ClientServiceName is the region's client-facing gateway Service, "<cluster>-<region>".

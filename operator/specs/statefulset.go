@@ -98,6 +98,16 @@ func podSpec(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Role, co
 	}
 	grace := int64(PresenceGraceSeconds)
 	var lifecycle *corev1.Lifecycle
+	if role == chatv1.RoleChat || role == chatv1.RoleGateway {
+		// The other regions, from a ConfigMap the runtime re-reads: the
+		// template does not change when a region is added or removed.
+		args = append(args, "--peer-region-file="+PeersFile)
+		mounts = append(mounts, corev1.VolumeMount{Name: "peers", MountPath: PeersDir, ReadOnly: true})
+		volumes = append(volumes, corev1.Volume{Name: "peers", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: PeersConfigMapName(cc, region.Name)},
+			Optional:             ptr.To(true),
+		}}})
+	}
 
 	switch role {
 	case chatv1.RoleChat:

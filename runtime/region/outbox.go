@@ -283,7 +283,7 @@ func (d *drain) run() {
 				if failed || f.err != nil {
 					if !failed {
 						level := slog.LevelDebug // a link that is down is logged by the mesh
-						if d.o.m.peers[f.home] == nil {
+						if d.o.m.peer(f.home) == nil {
 							level = slog.LevelWarn
 						}
 						d.o.log.Log(d.ctx, level, "forward failed; retrying", "partition", d.id, "home", f.home, "records", f.n, "err", f.err, "wait", wait)
@@ -309,7 +309,7 @@ func (d *drain) launch() {
 			return
 		}
 		home := run[0].or.GetHomeRegion()
-		p := d.o.m.peers[home]
+		p := d.o.m.peer(home)
 		window := 1
 		if p != nil {
 			if _, ok := p.b.(asyncPublisher); ok {
@@ -361,7 +361,7 @@ func (d *drain) next() []*item {
 // asynchronous).
 func (d *drain) forward(run []*item, done func(error)) {
 	home := run[0].or.GetHomeRegion()
-	p := d.o.m.peers[home]
+	p := d.o.m.peer(home)
 	if p == nil {
 		// The region left the mesh while records for it waited: keep
 		// them (uncommitted) and say so; an operator re-adds the region

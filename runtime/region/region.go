@@ -92,6 +92,21 @@ func ParsePeer(s string) (Peer, error) {
 	return p, nil
 }
 
+// ParsePeers parses a list of peers separated by white space (the
+// --peer-region value, or the content of --peer-region-file); empty text is
+// no peers.
+func ParsePeers(text string) ([]Peer, error) {
+	var out []Peer
+	for _, item := range strings.Fields(text) {
+		p, err := ParsePeer(item)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 // Config describes this region and its peers.
 type Config struct {
 	// Local and LocalID are this region's name and id.
@@ -115,10 +130,15 @@ type Config struct {
 type Mesh struct {
 	cfg   Config
 	out   *bus.Coalescer // this region's outbox publishes
+	log   *slog.Logger
+
+	// The peers change at run time (SetPeers, from --peer-region-file).
+	mu    sync.RWMutex
 	peers map[string]*peer
 	names []string
 	byID  map[int]string
-	log   *slog.Logger
+	run   context.Context // Run's context once it runs; senders start under it
+	wg    sync.WaitGroup  // senders
 }
 
 // peerQueue bounds the publishes waiting for one peer; past it they are
@@ -133,11 +153,13 @@ type peer struct {
 	down atomic.Bool
 	// downSince is the unix ns of the failure that marked it down.
 	downSince atomic.Int64
+	// stop ends its sender (set when the sender starts); done is closed
+	// when the sender has returned.
+	stop context.CancelFunc
+	done chan struct{}
 }
 
-// NewMesh validates cfg and dials every peer. It fails on a peer named like
-// this region, two peers with one name or id, or a peer with this region's
-// id.
+// NewMesh validates cfg and dials every peer (see SetPeers for the errors).
 func NewMesh(cfg Config) (*Mesh, error) {
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = 4 * time.Second
@@ -147,46 +169,150 @@ func NewMesh(cfg Config) (*Mesh, error) {
 	}
 	m := &Mesh{cfg: cfg, out: bus.NewCoalescer(cfg.Own), peers: map[string]*peer{}, byID: map[int]string{cfg.LocalID: cfg.Local},
 		log: cfg.Logger.With("component", "region.mesh", "region", cfg.Local)}
-	for _, p := range cfg.Peers {
+	if err := m.SetPeers(cfg.Peers); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// CheckPeers validates a peer list for a region named local with id
+// localID: no peer named like it or with its id, no name or id twice.
+func CheckPeers(local string, localID int, ps []Peer) error {
+	names := map[string]bool{}
+	ids := map[int]string{localID: local}
+	for _, p := range ps {
 		switch {
-		case p.Name == cfg.Local:
-			return nil, fmt.Errorf("peer region %s is this region", p.Name)
-		case m.peers[p.Name] != nil:
-			return nil, fmt.Errorf("peer region %s given twice", p.Name)
-		case m.byID[p.ID] != "":
-			return nil, fmt.Errorf("peer region %s has id %d, already the id of %s", p.Name, p.ID, m.byID[p.ID])
+		case p.Name == local:
+			return fmt.Errorf("peer region %s is this region", p.Name)
+		case names[p.Name]:
+			return fmt.Errorf("peer region %s given twice", p.Name)
+		case ids[p.ID] != "":
+			return fmt.Errorf("peer region %s has id %d, already the id of %s", p.Name, p.ID, ids[p.ID])
 		}
-		b, err := cfg.Dial(p)
+		names[p.Name] = true
+		ids[p.ID] = p.Name
+	}
+	return nil
+}
+
+// SetPeers makes ps the mesh's peers: new ones are dialled (and their
+// senders started once Run runs), removed ones stopped and closed, and one
+// whose id or brokers changed is replaced. Publishes queued for a removed
+// peer are dropped; outbox records for it wait (docs/multi-region.md). It
+// fails, changing nothing, on a list CheckPeers refuses or a peer that
+// cannot be dialled.
+func (m *Mesh) SetPeers(ps []Peer) error {
+	if err := CheckPeers(m.cfg.Local, m.cfg.LocalID, ps); err != nil {
+		return err
+	}
+	m.mu.RLock()
+	var add []Peer
+	keep := map[string]bool{}
+	for _, p := range ps {
+		if old := m.peers[p.Name]; old != nil && old.ID == p.ID && slices.Equal(old.Brokers, p.Brokers) {
+			keep[p.Name] = true
+			continue
+		}
+		add = append(add, p)
+	}
+	m.mu.RUnlock()
+	dialled := make([]*peer, 0, len(add))
+	for _, p := range add {
+		b, err := m.cfg.Dial(p)
 		if err != nil {
-			_ = m.Close()
-			return nil, fmt.Errorf("peer region %s: %w", p.Name, err)
+			for _, d := range dialled {
+				_ = d.b.Close()
+			}
+			return fmt.Errorf("peer region %s: %w", p.Name, err)
 		}
-		m.peers[p.Name] = &peer{Peer: p, b: b, q: make(chan []bus.Message, peerQueue)}
-		m.names = append(m.names, p.Name)
-		m.byID[p.ID] = p.Name
+		dialled = append(dialled, &peer{Peer: p, b: b, q: make(chan []bus.Message, peerQueue)})
+	}
+	m.mu.Lock()
+	var gone []*peer
+	for name, p := range m.peers {
+		if !keep[name] {
+			gone = append(gone, p)
+			delete(m.peers, name)
+		}
+	}
+	for _, p := range dialled {
+		m.peers[p.Name] = p
+		if m.run != nil {
+			m.startLocked(p)
+		}
+	}
+	m.names = m.names[:0:0]
+	m.byID = map[int]string{m.cfg.LocalID: m.cfg.Local}
+	for name, p := range m.peers {
+		m.names = append(m.names, name)
+		m.byID[p.ID] = name
 	}
 	slices.Sort(m.names)
-	return m, nil
+	m.mu.Unlock()
+	for _, p := range gone {
+		m.stopPeer(p)
+	}
+	if len(dialled) > 0 || len(gone) > 0 {
+		m.log.Info("peer regions", "peers", m.Peers(), "added", len(dialled), "removed", len(gone))
+	}
+	return nil
+}
+
+// peer returns the peer named name, or nil.
+func (m *Mesh) peer(name string) *peer {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.peers[name]
+}
+
+// startLocked starts p's sender under Run's context (m.mu held).
+func (m *Mesh) startLocked(p *peer) {
+	ctx, cancel := context.WithCancel(m.run)
+	p.stop, p.done = cancel, make(chan struct{})
+	m.cfg.Metrics.linkUp(p.Name, true)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer close(p.done)
+		m.send(ctx, p)
+	}()
+}
+
+// stopPeer stops p's sender, if it runs, and closes its bus.
+func (m *Mesh) stopPeer(p *peer) {
+	if p.stop != nil {
+		p.stop()
+		<-p.done
+	}
+	if err := p.b.Close(); err != nil {
+		m.log.Warn("close peer region", "peer", p.Name, "err", err)
+	}
 }
 
 // Local implements chat.Regions.
 func (m *Mesh) Local() string { return m.cfg.Local }
 
 // Known implements chat.Regions.
-func (m *Mesh) Known(name string) bool { return name == m.cfg.Local || m.peers[name] != nil }
+func (m *Mesh) Known(name string) bool { return name == m.cfg.Local || m.peer(name) != nil }
 
 // RegionByID implements chat.Regions.
 func (m *Mesh) RegionByID(id int) (string, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	n, ok := m.byID[id]
 	return n, ok
 }
 
-// Peers implements chat.Regions.
-func (m *Mesh) Peers() []string { return m.names }
+// Peers implements chat.Regions: the peers' names, sorted (a copy).
+func (m *Mesh) Peers() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return slices.Clone(m.names)
+}
 
 // Down reports whether the last publish to peer failed (and since when).
 func (m *Mesh) Down(name string) (bool, time.Time) {
-	p := m.peers[name]
+	p := m.peer(name)
 	if p == nil || !p.down.Load() {
 		return false, time.Time{}
 	}
@@ -196,7 +322,7 @@ func (m *Mesh) Down(name string) (bool, time.Time) {
 // Forward implements chat.Regions: recs go into this region's outbox, keyed
 // by conversation, in order.
 func (m *Mesh) Forward(ctx context.Context, home string, recs []*parleyv1.IngressRecord) error {
-	if m.peers[home] == nil {
+	if m.peer(home) == nil {
 		return fmt.Errorf("forward to region %q: not a peer of %s", home, m.cfg.Local)
 	}
 	msgs := make([]bus.Message, 0, len(recs))
@@ -224,7 +350,7 @@ func (m *Mesh) Forward(ctx context.Context, home string, recs []*parleyv1.Ingres
 // region's sender (Run) and the result is always nil errors; a full queue
 // drops them (counted in parley_region_dropped_total).
 func (m *Mesh) Publish(_ context.Context, region string, msgs []bus.Message) []error {
-	p := m.peers[region]
+	p := m.peer(region)
 	if p == nil {
 		err := fmt.Errorf("region %q is not a peer of %s", region, m.cfg.Local)
 		errs := make([]error, len(msgs))
@@ -245,7 +371,8 @@ func (m *Mesh) Publish(_ context.Context, region string, msgs []bus.Message) []e
 // changes, which have no user ids) to every peer region, whose relay
 // consumer broadcasts them to its own gateways. Asynchronous like Publish.
 func (m *Mesh) RelayBroadcast(ctx context.Context, ds []*parleyv1.Delivery) {
-	if len(ds) == 0 || len(m.names) == 0 {
+	names := m.Peers()
+	if len(ds) == 0 || len(names) == 0 {
 		return
 	}
 	v, err := proto.Marshal(&parleyv1.RelayRecord{FromRegion: m.cfg.Local, Deliveries: ds})
@@ -253,7 +380,7 @@ func (m *Mesh) RelayBroadcast(ctx context.Context, ds []*parleyv1.Delivery) {
 		m.log.Warn("encode relayed broadcast", "err", err)
 		return
 	}
-	for _, name := range m.names {
+	for _, name := range names {
 		m.Publish(ctx, name, []bus.Message{{Topic: chat.RelayTopic(name), Partition: -1, Value: v}})
 	}
 }
@@ -284,18 +411,17 @@ func (m *Mesh) mark(p *peer, failed bool, errs []error) {
 	m.cfg.Metrics.linkUp(p.Name, true)
 }
 
-// Run sends the queued publishes of every peer until ctx ends.
+// Run sends the queued publishes of every peer, with one sender per peer
+// (peers added later get theirs), until ctx ends.
 func (m *Mesh) Run(ctx context.Context) {
-	var wg sync.WaitGroup
+	m.mu.Lock()
+	m.run = ctx
 	for _, p := range m.peers {
-		m.cfg.Metrics.linkUp(p.Name, true)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.send(ctx, p)
-		}()
+		m.startLocked(p)
 	}
-	wg.Wait()
+	m.mu.Unlock()
+	<-ctx.Done()
+	m.wg.Wait()
 }
 
 // asyncPublisher is a bus that keeps several publishes in flight in call
@@ -363,8 +489,10 @@ func (m *Mesh) sentBatch(p *peer, msgs []bus.Message, errs []error) {
 	m.cfg.Metrics.sent(p.Name, len(msgs)-failed, failed)
 }
 
-// Close closes the peers' buses (not Own).
+// Close closes the peers' buses (not Own); call it after Run returned.
 func (m *Mesh) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var errs []error
 	for _, p := range m.peers {
 		if err := p.b.Close(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/parleychat/parley/runtime/region"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/store/pebble"
+	"github.com/parleychat/parley/runtime/wire"
 )
 
 // These tests run two regions in one process on the embedded parts (the
@@ -374,4 +376,45 @@ func TestPresenceRelayed(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("us's gateway never got eu's presence broadcast")
+}
+
+// TestSetPeersLive: a region that drops its peer answers sends homed there
+// with a clear error naming the region, and works again once the peer is
+// back — without a restart (the operator's peers ConfigMap).
+func TestSetPeersLive(t *testing.T) {
+	w := newWorld(t)
+	w.connect(t, "eu", "alice", "eu")
+	w.connect(t, "us", "bob", "us")
+	conv := chat.DMID("alice", "bob")
+	w.send(t, "us", "bob", "us", conv, "b1", "before")
+
+	us := w.rs["us"].mesh
+	if err := us.SetPeers(nil); err != nil {
+		t.Fatal(err)
+	}
+	if us.Known("eu") || len(us.Peers()) != 0 {
+		t.Fatalf("after SetPeers(nil): Known(eu)=%v, peers %v", us.Known("eu"), us.Peers())
+	}
+	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
+	defer cancel()
+	rep, err := w.rs["us"].client.Call(ctx, &parleyv1.IngressRecord{
+		Origin:         &parleyv1.Origin{UserId: "bob", DeviceId: "d", SessionId: "s-bob-us", HomeRegion: "us"},
+		ConversationId: conv,
+		Op:             &parleyv1.IngressRecord_Send{Send: &parleyv1.Send{ConversationId: conv, ClientMsgId: "b2", Content: &parleyv1.Send_Text{Text: "while eu is unknown"}}},
+	})
+	if we := wire.AsError(err); err == nil || we.Code != wire.CodeUnavailable || !strings.Contains(we.Message, `"eu"`) {
+		t.Fatalf("send with eu out of the mesh = %v, %v; want unavailable naming eu", rep, err)
+	}
+	if err := us.SetPeers([]region.Peer{{Name: "eu", ID: 1, Brokers: []string{"x:1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	w.send(t, "us", "bob", "us", conv, "b3", "after")
+	w.waitPushed(t, "eu", "alice", "after")
+
+	if err := us.SetPeers([]region.Peer{{Name: "eu", ID: 1}, {Name: "ap", ID: 1}}); err == nil {
+		t.Error("SetPeers with two peers of one id succeeded")
+	}
+	if !us.Known("eu") {
+		t.Error("a refused SetPeers changed the peers")
+	}
 }

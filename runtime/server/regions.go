@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,8 +22,16 @@ import (
 // newMesh connects this region to its peers: one Kafka client per peer
 // region (producer only), with this region's publish timeout.
 func (s *Server) newMesh(ctx context.Context, reg prometheus.Registerer, fc FleetConfig) (*region.Mesh, error) {
+	peers := fc.Peers
+	if fc.PeerFile != "" {
+		fromFile, _, err := readPeerFile(fc.PeerFile)
+		if err != nil {
+			return nil, err
+		}
+		peers = append(slices.Clone(peers), fromFile...)
+	}
 	return region.NewMesh(region.Config{
-		Local: s.cfg.Region, LocalID: fc.RegionID, Own: s.bus, Peers: fc.Peers,
+		Local: s.cfg.Region, LocalID: fc.RegionID, Own: s.bus, Peers: peers,
 		PublishTimeout: fc.Kafka.PublishTimeout,
 		Metrics:        region.NewMetrics(reg),
 		Logger:         slog.Default(),
@@ -75,4 +86,51 @@ func (s *Server) userHomes(ctx context.Context, user, claim string) (string, err
 		return "", wire.Errorf(wire.CodeUnavailable, "cannot store the home region of %s; retry later", user)
 	}
 	return h, nil
+}
+
+// readPeerFile parses the peers listed in path; a missing file lists none.
+func readPeerFile(path string) ([]region.Peer, string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("--peer-region-file: %w", err)
+	}
+	ps, err := region.ParsePeers(string(b))
+	if err != nil {
+		return nil, "", fmt.Errorf("--peer-region-file %s: %w", path, err)
+	}
+	return ps, string(b), nil
+}
+
+// watchPeers re-reads the peer file every PeerFileEvery until ctx ends and
+// applies a changed list to the mesh (with the --peer-region flags' peers).
+// A file that does not parse, or a list the mesh refuses, is logged and the
+// mesh keeps its peers.
+func (s *Server) watchPeers(ctx context.Context) {
+	f := s.fleet
+	_, last, _ := readPeerFile(f.fc.PeerFile)
+	t := time.NewTicker(PeerFileEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ps, text, err := readPeerFile(f.fc.PeerFile)
+		if err != nil {
+			slog.Warn("peer region file", "err", err)
+			continue
+		}
+		if text == last {
+			continue
+		}
+		if err := f.mesh.SetPeers(append(slices.Clone(f.fc.Peers), ps...)); err != nil {
+			slog.Warn("peer region file: keeping the current peers", "file", f.fc.PeerFile, "err", err)
+			continue
+		}
+		last = text
+	}
 }

@@ -122,7 +122,18 @@ type FleetConfig struct {
 	// Peers are the other regions of a multi-region deployment
 	// (docs/multi-region.md). Empty: this region runs alone.
 	Peers []regionmesh.Peer
+	// PeerFile, when set, lists more peers (regionmesh.ParsePeers) and is
+	// re-read every PeerFileEvery: regions join and leave the mesh
+	// without a restart. A missing file lists none.
+	PeerFile string
 }
+
+// PeerFileEvery is how often FleetConfig.PeerFile is re-read. The kubelet
+// itself updates a mounted ConfigMap within about a minute.
+const PeerFileEvery = 10 * time.Second
+
+// multiRegion reports whether this process is part of a mesh of regions.
+func (fc *FleetConfig) multiRegion() bool { return len(fc.Peers) > 0 || fc.PeerFile != "" }
 
 // fleet is the distributed-mode part of a Server.
 type fleet struct {
@@ -215,11 +226,11 @@ func (fc *FleetConfig) resolve(cfg Config) (map[Role]bool, error) {
 		}
 		fc.NodeID = int64(fc.RegionID)<<7 | n
 	}
-	if roles[RoleChat] && len(fc.Peers) > 0 && fc.NodeID>>7 != int64(fc.RegionID) {
+	if roles[RoleChat] && fc.multiRegion() && fc.NodeID>>7 != int64(fc.RegionID) {
 		// Group ids carry their home region in these bits (chat.GroupRegionID).
 		errs = append(errs, fmt.Errorf("--node-id %d: with --peer-region its top bits must be the region id %d (node = region id << 7 | ordinal)", fc.NodeID, fc.RegionID))
 	}
-	if len(fc.Peers) > 0 && !auth.ValidRegion(cfg.Region) {
+	if fc.multiRegion() && !auth.ValidRegion(cfg.Region) {
 		errs = append(errs, fmt.Errorf("--region %q: with --peer-region a region name is 1..63 bytes of a-z0-9- starting with a letter", cfg.Region))
 	}
 	if roles[RoleChat] && fc.NodeID > 1023 {
@@ -283,7 +294,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 		name string
 		want int32
 	}{{ingress, fc.IngressPartitions}, {deliver, fc.DeliverPartitions}, {presenceTopic, 0}}
-	if len(fc.Peers) > 0 && f.has(RoleChat) {
+	if fc.multiRegion() && f.has(RoleChat) {
 		for _, t := range []string{chat.RelayTopic(region), chat.OutboxTopic(region)} {
 			topics = append(topics, struct {
 				name string
@@ -338,7 +349,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	if f.has(RoleGateway) || f.has(RoleChat) {
 		router = chat.NewRouter(s.bus, newRouteRegistry(s.registry, fc.RouteTimeout), deliver)
 	}
-	if len(fc.Peers) > 0 && (router != nil || f.has(RolePresence)) {
+	if fc.multiRegion() && (router != nil || f.has(RolePresence)) {
 		f.mesh, err = s.newMesh(ctx, reg, fc)
 		if err != nil {
 			return fail(err)
@@ -526,6 +537,9 @@ func (s *Server) runFleet(ctx context.Context, ln net.Listener) error {
 	}
 	if f.mesh != nil {
 		c.start("region mesh", func(ctx context.Context) error { f.mesh.Run(ctx); return nil })
+		if f.fc.PeerFile != "" {
+			c.start("peer region file", func(ctx context.Context) error { s.watchPeers(ctx); return nil })
+		}
 	}
 	if f.outbox != nil {
 		c.start("outbox", f.outbox.Run)

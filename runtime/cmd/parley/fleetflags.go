@@ -60,6 +60,8 @@ func addFleetFlags(cmd *cobra.Command, ff *fleetFlags) {
 	f.DurationVar(&ff.fc.Push.BackoffMax, "push-backoff-max", 10*time.Second, "largest retry delay of a push")
 	f.StringArrayVar(&ff.peers, "peer-region", nil, "another region of a multi-region deployment, repeated once per peer: "+
 		"name=NAME,id=N,kafka=HOST:PORT[;HOST:PORT] (its region id and Kafka seed brokers; several may be given in one value separated by spaces; docs/multi-region.md)")
+	f.StringVar(&ff.fc.PeerFile, "peer-region-file", "", "file listing other regions as --peer-region does (space or newline separated), "+
+		"re-read every 10s so regions join and leave the mesh without a restart (the operator mounts it from a ConfigMap)")
 	addConfigFlag(cmd)
 
 	prev := cmd.PreRunE
@@ -120,13 +122,11 @@ func newServer(ctx context.Context, cfg server.Config, ff *fleetFlags) (*server.
 	for _, v := range ff.peers {
 		// One value may list several peers separated by spaces, so one
 		// environment variable (PARLEY_PEER_REGION) can carry them all.
-		for _, item := range strings.Fields(v) {
-			p, err := region.ParsePeer(item)
-			if err != nil {
-				return nil, fmt.Errorf("--peer-region: %w", err)
-			}
-			fc.Peers = append(fc.Peers, p)
+		ps, err := region.ParsePeers(v)
+		if err != nil {
+			return nil, fmt.Errorf("--peer-region: %w", err)
 		}
+		fc.Peers = append(fc.Peers, ps...)
 	}
 	return server.NewFleet(ctx, cfg, fc)
 }
