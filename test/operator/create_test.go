@@ -188,8 +188,19 @@ func TestCreate(t *testing.T) {
 			want["ConfigMap"] = append(want["ConfigMap"], n)
 		}
 		want["Service"] = append(want["Service"], "chat-"+region)
+		want["ConfigMap"] = append(want["ConfigMap"], "chat-"+region+"-peers")
 	}
 	want["Secret"] = []string{"chat-admin-token", "chat-dev-secret"}
+	// Each region's peers ConfigMap lists the other region (the runtime's --peer-region-file).
+	for region, other := range map[string]string{"eu": "us", "us": "eu"} {
+		var cm corev1.ConfigMap
+		if err := h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: "chat-" + region + "-peers"}, &cm); err != nil {
+			t.Fatal(err)
+		}
+		if got := cm.Data[specs.PeersKey]; !strings.HasPrefix(got, "name="+other+",") || strings.Contains(got, "name="+region+",") {
+			t.Errorf("peers of %s = %q, want only %s", region, got, other)
+		}
+	}
 	lists := map[string]client.ObjectList{
 		"StatefulSet": &appsv1.StatefulSetList{}, "Service": &corev1.ServiceList{}, "PodDisruptionBudget": &policyv1.PodDisruptionBudgetList{},
 		"ConfigMap": &corev1.ConfigMapList{}, "Secret": &corev1.SecretList{},
