@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
@@ -180,6 +181,9 @@ func TestHMACVerifier(t *testing.T) {
 		{name: "exp carried into claims", token: hs(set("exp", expiresAt.Unix())), want: Claims{UserID: "alice", DeviceID: "phone", ExpiresAt: expiresAt}},
 		{name: "aud as a single string", token: hs(set("aud", DevAudience)), want: Claims{UserID: "alice", DeviceID: "phone"}},
 		{name: "expired within leeway", token: hs(set("exp", time.Now().Add(-Leeway/3).Unix())), want: Claims{UserID: "alice", DeviceID: "phone"}},
+		{name: "home region claim", token: hs(set("home_region", "eu-west")), want: Claims{UserID: "alice", DeviceID: "phone", HomeRegion: "eu-west"}},
+		{name: "home region malformed", token: hs(set("home_region", "EU/1")), wantCode: wire.CodeUnauthenticated, wantMsg: `home_region "EU/1" is not a valid region name`},
+		{name: "home region too long", token: hs(set("home_region", strings.Repeat("a", 64))), wantCode: wire.CodeUnauthenticated, wantMsg: "not a valid region name"},
 		{name: "empty token", token: "", wantCode: wire.CodeUnauthenticated, wantMsg: "no token"},
 		{name: "garbage", token: "not-a-jwt", wantCode: wire.CodeUnauthenticated, wantMsg: "malformed"},
 		{name: "bad base64", token: "!!!.???.***", wantCode: wire.CodeUnauthenticated, wantMsg: "malformed"},
@@ -213,5 +217,32 @@ func TestHMACVerifierRejectsShortSecret(t *testing.T) {
 		runVerifyCases(t, NewHMACVerifier(secret), []verifyCase{
 			{name: "signed with the short secret", token: tok, wantCode: wire.CodeUnauthenticated, wantMsg: "misconfigured"},
 		})
+	}
+}
+
+func TestValidRegion(t *testing.T) {
+	for name, want := range map[string]bool{
+		"eu": true, "us-east-1": true, "a": true, strings.Repeat("a", 63): true,
+		"": false, strings.Repeat("a", 64): false, "1eu": false, "-eu": false, "EU": false, "eu.west": false, "eu west": false, "eu/1": false,
+	} {
+		if got := ValidRegion(name); got != want {
+			t.Errorf("ValidRegion(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestIssueHome(t *testing.T) {
+	secret := bytes.Repeat([]byte{7}, DevSecretBytes)
+	i := NewDevIssuer(secret)
+	tok, err := i.IssueHome("alice", "", "us", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewHMACVerifier(secret).Verify(context.Background(), tok)
+	if err != nil || c.HomeRegion != "us" {
+		t.Fatalf("Verify = %+v, %v; want home region us", c, err)
+	}
+	if _, err := i.IssueHome("alice", "", "U S", time.Hour); wire.AsError(err).Code != wire.CodeInvalid {
+		t.Errorf("IssueHome with a bad region = %v, want invalid", err)
 	}
 }

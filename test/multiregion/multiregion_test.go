@@ -495,3 +495,20 @@ func TestPresenceAndTypingAcrossRegions(t *testing.T) {
 		return bob.typing[conv+"/"+alice.user]
 	})
 }
+
+// TestUnknownHomeRegion: a token whose home_region names no region of the
+// deployment is refused at connect with a message naming it.
+func TestUnknownHomeRegion(t *testing.T) {
+	rs := regions(t)
+	tok := token(t, rs["eu"], user("mars"), "mars")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Options{URL: rs["eu"].http, Token: tok, NoReconnect: true})
+	if err == nil {
+		_ = c.Close()
+		t.Fatal("a token homed in region mars connected")
+	}
+	if !strings.Contains(err.Error(), "unauthenticated") || !strings.Contains(err.Error(), `"mars"`) {
+		t.Fatalf("dial error = %v, want unauthenticated naming mars", err)
+	}
+}
