@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -204,6 +205,8 @@ func ValidateSend(send *parleyv1.Send, maxTextBytes int) error {
 		switch {
 		case ct.Text == "":
 			return errInvalid("text is empty")
+		case strings.TrimSpace(ct.Text) == "":
+			return errInvalid("text is only white space")
 		case len(ct.Text) > maxTextBytes:
 			return wire.Errorf(wire.CodeTooLarge, "text is %d bytes, over the limit of %d", len(ct.Text), maxTextBytes)
 		}

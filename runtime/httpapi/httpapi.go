@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -136,7 +137,34 @@ func WriteError(w http.ResponseWriter, we *wire.Error) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // "<b>" stays "<b>" in a JSON body; it is no HTML page
+	_ = enc.Encode(v)
+}
+
+// NoRoute answers a request no route of mux took: 405 method_not_allowed
+// with an Allow header when the path exists under other methods, else 404
+// not_found naming the request (suffix, when set, explains more).
+func NoRoute(mux *http.ServeMux, suffix string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			if m == r.Method {
+				continue
+			}
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			WriteError(w, wire.Errorf(wire.CodeMethodNotAllowed, "%s %s: this path takes %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+			return
+		}
+		WriteError(w, wire.Errorf(wire.CodeNotFound, "no route for %s %s%s", r.Method, r.URL.Path, suffix))
+	}
 }
 
 var pj = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false}

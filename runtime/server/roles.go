@@ -28,7 +28,6 @@ import (
 	regionmesh "github.com/parleychat/parley/runtime/region"
 	"github.com/parleychat/parley/runtime/store/cassandra"
 	"github.com/parleychat/parley/runtime/web"
-	"github.com/parleychat/parley/runtime/wire"
 )
 
 // Role is one process kind of the distributed mode (docs/design.md §2).
@@ -422,9 +421,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	mux.Handle("GET /metrics", s.metricsHandler(reg))
 	if !f.has(RoleGateway) {
 		(&admin{s: s, token: cfg.AdminToken}).registerProfiles(mux)
-		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-			httpapi.WriteError(w, wire.Errorf(wire.CodeNotFound, "no route for %s %s: this process runs the %s role", r.Method, r.URL.Path, fc.Role))
-		})
+		mux.HandleFunc("/", httpapi.NoRoute(mux, fmt.Sprintf(": this process runs the %s role", fc.Role)))
 	}
 	s.handler = mux
 	log.Info("distributed mode", "region", region, "region_id", fc.RegionID, "gateway", fc.GatewayID,
@@ -491,9 +488,7 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 	mux.Handle("GET /v1/ws", s.gateway)
 	s.admin = &admin{s: s, token: cfg.AdminToken}
 	s.admin.register(mux)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteError(w, wire.Errorf(wire.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", httpapi.NoRoute(mux, ""))
 	return nil
 }
 

@@ -310,9 +310,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", s.metricsHandler(reg))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteError(w, wire.Errorf(wire.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", httpapi.NoRoute(mux, ""))
 	s.handler = mux
 	return s, nil
 }

@@ -52,6 +52,9 @@ const (
 	// sessions allowed (--max-sessions-per-user); the newest connection is
 	// refused, the older ones are kept. Close one, then reconnect.
 	CodeTooManySessions = "too_many_sessions"
+	// CodeMethodNotAllowed: a REST path that exists, asked with a method it
+	// does not take (HTTP 405 with an Allow header).
+	CodeMethodNotAllowed = "method_not_allowed"
 )
 
 // WebSocket close codes (RFC 6455 §7.4.2: 4000–4999 are for applications).

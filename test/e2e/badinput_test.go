@@ -197,6 +197,16 @@ func TestBadInput(t *testing.T) {
 		{name: "empty text is invalid", sub: wire.SubprotocolJSON, run: func(t *testing.T, c *rawConn) {
 			c.wantError(c.write(sendFrame(dm, "empty", "")), false, wire.CodeInvalid)
 		}},
+		{name: "white-space-only text is invalid", sub: wire.SubprotocolProto, run: func(t *testing.T, c *rawConn) {
+			if e := c.wantError(c.write(sendFrame(dm, "blank", " \n\t\u3000 ")), false, wire.CodeInvalid); !strings.Contains(e.GetMessage(), "white space") {
+				t.Errorf("message %q does not say white space", e.GetMessage())
+			}
+		}},
+		{name: "text with white space around a character is accepted", sub: wire.SubprotocolJSON, stored: map[string]uint64{dm: 1}, run: func(t *testing.T, c *rawConn) {
+			if f := c.reply(c.write(sendFrame(dm, "spaced", "  .  "))); f.GetSendOk() == nil {
+				t.Fatalf("send of \"  .  \": %v, want send_ok", f)
+			}
+		}},
 		{name: "client_msg_id over 64 bytes is invalid", sub: wire.SubprotocolJSON, run: func(t *testing.T, c *rawConn) {
 			c.wantError(c.write(sendFrame(dm, strings.Repeat("c", wire.MaxClientMsgIDBytes+1), "hi")), false, wire.CodeInvalid)
 		}},
