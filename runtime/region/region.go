@@ -128,9 +128,9 @@ type Config struct {
 // chat.Regions. Publishes to a peer are asynchronous (Run owns one sender
 // per peer), so a slow or unreachable region never holds up a sequencer.
 type Mesh struct {
-	cfg   Config
-	out   *bus.Coalescer // this region's outbox publishes
-	log   *slog.Logger
+	cfg Config
+	out *bus.Coalescer // this region's outbox publishes
+	log *slog.Logger
 
 	// The peers change at run time (SetPeers, from --peer-region-file).
 	mu    sync.RWMutex
