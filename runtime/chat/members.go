@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
@@ -153,7 +154,10 @@ func (c *conversation) removeMembers(ctx context.Context, j *job, out *Batch) {
 			removed = append(removed, u)
 		}
 		if len(removed) == 0 {
-			return nil, nil
+			// Decision: removing only non-members is an error a person can
+			// act on, not a silent success (a DELETE retried after its
+			// success gets it too, which REST clients expect of DELETE).
+			return nil, wire.Errorf(wire.CodeNotFound, "%s is not a member of %s; nobody was removed", strings.Join(users, ", "), c.id)
 		}
 		return c.event(st.head+1, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, caller, removed), nil
 	})

@@ -163,6 +163,14 @@ func TestGroupOf500(t *testing.T) {
 	if rmEv.GetKind() != parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED || !slices.Equal(rmEv.GetMembers(), []string{user(removed)}) {
 		t.Fatalf("remove event %v, want MEMBER_REMOVED of %s", rmEv, user(removed))
 	}
+	// Removing them again (or anyone who is not a member) removes nobody
+	// and says so, and stores nothing.
+	headAfterRemove := headSeq(t, ctx, aliceREST, conv)
+	_, err = aliceREST.RemoveMember(ctx, conv, user(removed))
+	wantCode(t, "removing a member a second time", err, wire.CodeNotFound)
+	if h := headSeq(t, ctx, aliceREST, conv); h != headAfterRemove {
+		t.Fatalf("head moved from %d to %d after removing a non-member", headAfterRemove, h)
+	}
 	waitFor(t, 60*time.Second, user(removed)+" to see its removal", func() bool {
 		return recs[removed].times(conv, rmEv.GetSeq()) == 1
 	})
