@@ -145,6 +145,8 @@ type IngressRecord struct {
 	//	*IngressRecord_CreateGroup
 	//	*IngressRecord_AddMembers
 	//	*IngressRecord_RemoveMembers
+	//	*IngressRecord_Edit
+	//	*IngressRecord_Delete
 	Op            isIngressRecord_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -276,6 +278,24 @@ func (x *IngressRecord) GetRemoveMembers() *ChangeMembers {
 	return nil
 }
 
+func (x *IngressRecord) GetEdit() *Edit {
+	if x != nil {
+		if x, ok := x.Op.(*IngressRecord_Edit); ok {
+			return x.Edit
+		}
+	}
+	return nil
+}
+
+func (x *IngressRecord) GetDelete() *Delete {
+	if x != nil {
+		if x, ok := x.Op.(*IngressRecord_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
 type isIngressRecord_Op interface {
 	isIngressRecord_Op()
 }
@@ -304,6 +324,14 @@ type IngressRecord_RemoveMembers struct {
 	RemoveMembers *ChangeMembers `protobuf:"bytes,15,opt,name=remove_members,json=removeMembers,proto3,oneof"`
 }
 
+type IngressRecord_Edit struct {
+	Edit *Edit `protobuf:"bytes,16,opt,name=edit,proto3,oneof"`
+}
+
+type IngressRecord_Delete struct {
+	Delete *Delete `protobuf:"bytes,17,opt,name=delete,proto3,oneof"`
+}
+
 func (*IngressRecord_Send) isIngressRecord_Op() {}
 
 func (*IngressRecord_Ack) isIngressRecord_Op() {}
@@ -315,6 +343,10 @@ func (*IngressRecord_CreateGroup) isIngressRecord_Op() {}
 func (*IngressRecord_AddMembers) isIngressRecord_Op() {}
 
 func (*IngressRecord_RemoveMembers) isIngressRecord_Op() {}
+
+func (*IngressRecord_Edit) isIngressRecord_Op() {}
+
+func (*IngressRecord_Delete) isIngressRecord_Op() {}
 
 type CreateGroup struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -418,7 +450,8 @@ type Reply struct {
 	RequestId uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	SendOk    *SendOk                `protobuf:"bytes,2,opt,name=send_ok,json=sendOk,proto3" json:"send_ok,omitempty"`
 	Error     *Error                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	// For membership operations: the event that was sequenced.
+	// For membership operations, edits and deletes: the event that was
+	// sequenced (for a retried edit or delete, the earlier event).
 	Event *Message `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
 	// For reads and acks: the user's pointer of that kind after applying them
 	// (the stored value, which may be above the seq that was sent).
@@ -815,7 +848,7 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"session_id\x18\x05 \x01(\tR\tsessionId\x12\x16\n" +
 	"\x06region\x18\x06 \x01(\tR\x06region\x12\x1f\n" +
 	"\vhome_region\x18\a \x01(\tR\n" +
-	"homeRegion\"\xe9\x03\n" +
+	"homeRegion\"\xbd\x04\n" +
 	"\rIngressRecord\x12)\n" +
 	"\x06origin\x18\x01 \x01(\v2\x11.parley.v1.OriginR\x06origin\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x17\n" +
@@ -829,7 +862,9 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"\fcreate_group\x18\r \x01(\v2\x16.parley.v1.CreateGroupH\x00R\vcreateGroup\x12;\n" +
 	"\vadd_members\x18\x0e \x01(\v2\x18.parley.v1.ChangeMembersH\x00R\n" +
 	"addMembers\x12A\n" +
-	"\x0eremove_members\x18\x0f \x01(\v2\x18.parley.v1.ChangeMembersH\x00R\rremoveMembersB\x04\n" +
+	"\x0eremove_members\x18\x0f \x01(\v2\x18.parley.v1.ChangeMembersH\x00R\rremoveMembers\x12%\n" +
+	"\x04edit\x18\x10 \x01(\v2\x0f.parley.v1.EditH\x00R\x04edit\x12+\n" +
+	"\x06delete\x18\x11 \x01(\v2\x11.parley.v1.DeleteH\x00R\x06deleteB\x04\n" +
 	"\x02op\"=\n" +
 	"\vCreateGroup\x12\x14\n" +
 	"\x05title\x18\x01 \x01(\tR\x05title\x12\x18\n" +
@@ -895,13 +930,15 @@ var file_parley_v1_bus_proto_goTypes = []any{
 	(*Send)(nil),          // 9: parley.v1.Send
 	(*Ack)(nil),           // 10: parley.v1.Ack
 	(*Read)(nil),          // 11: parley.v1.Read
-	(*SendOk)(nil),        // 12: parley.v1.SendOk
-	(*Error)(nil),         // 13: parley.v1.Error
-	(*Message)(nil),       // 14: parley.v1.Message
-	(*Receipt)(nil),       // 15: parley.v1.Receipt
-	(*SendAccepted)(nil),  // 16: parley.v1.SendAccepted
-	(*Typing)(nil),        // 17: parley.v1.Typing
-	(*Presence)(nil),      // 18: parley.v1.Presence
+	(*Edit)(nil),          // 12: parley.v1.Edit
+	(*Delete)(nil),        // 13: parley.v1.Delete
+	(*SendOk)(nil),        // 14: parley.v1.SendOk
+	(*Error)(nil),         // 15: parley.v1.Error
+	(*Message)(nil),       // 16: parley.v1.Message
+	(*Receipt)(nil),       // 17: parley.v1.Receipt
+	(*SendAccepted)(nil),  // 18: parley.v1.SendAccepted
+	(*Typing)(nil),        // 19: parley.v1.Typing
+	(*Presence)(nil),      // 20: parley.v1.Presence
 }
 var file_parley_v1_bus_proto_depIdxs = []int32{
 	0,  // 0: parley.v1.IngressRecord.origin:type_name -> parley.v1.Origin
@@ -911,24 +948,26 @@ var file_parley_v1_bus_proto_depIdxs = []int32{
 	2,  // 4: parley.v1.IngressRecord.create_group:type_name -> parley.v1.CreateGroup
 	3,  // 5: parley.v1.IngressRecord.add_members:type_name -> parley.v1.ChangeMembers
 	3,  // 6: parley.v1.IngressRecord.remove_members:type_name -> parley.v1.ChangeMembers
-	12, // 7: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
-	13, // 8: parley.v1.Reply.error:type_name -> parley.v1.Error
-	14, // 9: parley.v1.Reply.event:type_name -> parley.v1.Message
-	15, // 10: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
-	16, // 11: parley.v1.Reply.send_accepted:type_name -> parley.v1.SendAccepted
-	14, // 12: parley.v1.Delivery.message:type_name -> parley.v1.Message
-	15, // 13: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
-	17, // 14: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
-	18, // 15: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
-	4,  // 16: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
-	5,  // 17: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
-	5,  // 18: parley.v1.RelayRecord.deliveries:type_name -> parley.v1.Delivery
-	1,  // 19: parley.v1.OutboxRecord.record:type_name -> parley.v1.IngressRecord
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	12, // 7: parley.v1.IngressRecord.edit:type_name -> parley.v1.Edit
+	13, // 8: parley.v1.IngressRecord.delete:type_name -> parley.v1.Delete
+	14, // 9: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
+	15, // 10: parley.v1.Reply.error:type_name -> parley.v1.Error
+	16, // 11: parley.v1.Reply.event:type_name -> parley.v1.Message
+	17, // 12: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
+	18, // 13: parley.v1.Reply.send_accepted:type_name -> parley.v1.SendAccepted
+	16, // 14: parley.v1.Delivery.message:type_name -> parley.v1.Message
+	17, // 15: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
+	19, // 16: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
+	20, // 17: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
+	4,  // 18: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
+	5,  // 19: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
+	5,  // 20: parley.v1.RelayRecord.deliveries:type_name -> parley.v1.Delivery
+	1,  // 21: parley.v1.OutboxRecord.record:type_name -> parley.v1.IngressRecord
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_bus_proto_init() }
@@ -944,6 +983,8 @@ func file_parley_v1_bus_proto_init() {
 		(*IngressRecord_CreateGroup)(nil),
 		(*IngressRecord_AddMembers)(nil),
 		(*IngressRecord_RemoveMembers)(nil),
+		(*IngressRecord_Edit)(nil),
+		(*IngressRecord_Delete)(nil),
 	}
 	file_parley_v1_bus_proto_msgTypes[5].OneofWrappers = []any{
 		(*Delivery_Message)(nil),

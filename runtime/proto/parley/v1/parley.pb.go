@@ -38,6 +38,12 @@ const (
 	MessageKind_MESSAGE_KIND_CONVERSATION_CREATED MessageKind = 10
 	MessageKind_MESSAGE_KIND_MEMBER_ADDED         MessageKind = 11
 	MessageKind_MESSAGE_KIND_MEMBER_REMOVED       MessageKind = 12
+	// Changes to an earlier message of the log (target_seq), sequenced like
+	// any message so that every device converges: EDITED carries the new
+	// text, DELETED makes the target a tombstone. A client that does not know
+	// them may ignore them; history shows the target as changed anyway.
+	MessageKind_MESSAGE_KIND_EDITED  MessageKind = 20
+	MessageKind_MESSAGE_KIND_DELETED MessageKind = 21
 )
 
 // Enum value maps for MessageKind.
@@ -49,6 +55,8 @@ var (
 		10: "MESSAGE_KIND_CONVERSATION_CREATED",
 		11: "MESSAGE_KIND_MEMBER_ADDED",
 		12: "MESSAGE_KIND_MEMBER_REMOVED",
+		20: "MESSAGE_KIND_EDITED",
+		21: "MESSAGE_KIND_DELETED",
 	}
 	MessageKind_value = map[string]int32{
 		"MESSAGE_KIND_UNSPECIFIED":          0,
@@ -57,6 +65,8 @@ var (
 		"MESSAGE_KIND_CONVERSATION_CREATED": 10,
 		"MESSAGE_KIND_MEMBER_ADDED":         11,
 		"MESSAGE_KIND_MEMBER_REMOVED":       12,
+		"MESSAGE_KIND_EDITED":               20,
+		"MESSAGE_KIND_DELETED":              21,
 	}
 )
 
@@ -203,6 +213,8 @@ type ClientFrame struct {
 	//	*ClientFrame_Typing
 	//	*ClientFrame_PresenceSub
 	//	*ClientFrame_Ping
+	//	*ClientFrame_Edit
+	//	*ClientFrame_Delete
 	Body          isClientFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -324,6 +336,24 @@ func (x *ClientFrame) GetPing() *Ping {
 	return nil
 }
 
+func (x *ClientFrame) GetEdit() *Edit {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Edit); ok {
+			return x.Edit
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetDelete() *Delete {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Body interface {
 	isClientFrame_Body()
 }
@@ -360,6 +390,15 @@ type ClientFrame_Ping struct {
 	Ping *Ping `protobuf:"bytes,9,opt,name=ping,proto3,oneof"`
 }
 
+type ClientFrame_Edit struct {
+	// Added in issue 13; servers without them answer invalid.
+	Edit *Edit `protobuf:"bytes,10,opt,name=edit,proto3,oneof"`
+}
+
+type ClientFrame_Delete struct {
+	Delete *Delete `protobuf:"bytes,11,opt,name=delete,proto3,oneof"`
+}
+
 func (*ClientFrame_Send) isClientFrame_Body() {}
 
 func (*ClientFrame_Ack) isClientFrame_Body() {}
@@ -375,6 +414,10 @@ func (*ClientFrame_Typing) isClientFrame_Body() {}
 func (*ClientFrame_PresenceSub) isClientFrame_Body() {}
 
 func (*ClientFrame_Ping) isClientFrame_Body() {}
+
+func (*ClientFrame_Edit) isClientFrame_Body() {}
+
+func (*ClientFrame_Delete) isClientFrame_Body() {}
 
 // ServerFrame is everything the server may send.
 type ServerFrame struct {
@@ -875,6 +918,133 @@ func (x *SendAccepted) GetHomeRegion() string {
 	return ""
 }
 
+// Edit replaces the text of one of the caller's own text messages with
+// text, which is validated like a Send's text. It is answered with a
+// `message` frame carrying the request's id: the MESSAGE_KIND_EDITED event
+// that was sequenced (pushed to the other devices of every member too), or,
+// when the message already has exactly this text from an earlier edit (a
+// retry), that earlier event and no new one. Errors: forbidden (not the
+// sender), edit_window_closed, not_found (no message at seq, or it was
+// deleted), invalid (a system event, a media message, text unchanged or not
+// allowed), too_large, not_member.
+type Edit struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Seq            uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Text           string                 `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Edit) Reset() {
+	*x = Edit{}
+	mi := &file_parley_v1_parley_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Edit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Edit) ProtoMessage() {}
+
+func (x *Edit) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Edit.ProtoReflect.Descriptor instead.
+func (*Edit) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Edit) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Edit) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Edit) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// Delete turns a message into a tombstone (text and media removed from
+// storage). The sender may delete its own messages within the edit window;
+// a group's owner may delete any message at any time. It is answered with
+// a `message` frame carrying the request's id: the MESSAGE_KIND_DELETED
+// event, or for a message already deleted, the event that deleted it.
+// Errors as for Edit.
+type Delete struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Seq            uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Delete) Reset() {
+	*x = Delete{}
+	mi := &file_parley_v1_parley_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delete) ProtoMessage() {}
+
+func (x *Delete) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delete.ProtoReflect.Descriptor instead.
+func (*Delete) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Delete) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Delete) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // Media references an uploaded object.
 type Media struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -888,7 +1058,7 @@ type Media struct {
 
 func (x *Media) Reset() {
 	*x = Media{}
-	mi := &file_parley_v1_parley_proto_msgTypes[5]
+	mi := &file_parley_v1_parley_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1070,7 @@ func (x *Media) String() string {
 func (*Media) ProtoMessage() {}
 
 func (x *Media) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[5]
+	mi := &file_parley_v1_parley_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1083,7 @@ func (x *Media) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Media.ProtoReflect.Descriptor instead.
 func (*Media) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Media) GetUrl() string {
@@ -951,14 +1121,23 @@ type Message struct {
 	// Unix milliseconds.
 	CreatedAt int64 `protobuf:"varint,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// For member events: the users added or removed.
-	Members       []string `protobuf:"bytes,10,rep,name=members,proto3" json:"members,omitempty"`
+	Members []string `protobuf:"bytes,10,rep,name=members,proto3" json:"members,omitempty"`
+	// For EDITED and DELETED events: the seq of the message they change.
+	TargetSeq uint64 `protobuf:"varint,11,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
+	// Unix milliseconds of the message's latest edit; 0 when never edited.
+	EditedAt int64 `protobuf:"varint,12,opt,name=edited_at,json=editedAt,proto3" json:"edited_at,omitempty"`
+	// The message was deleted: a tombstone, with no text and no media.
+	Deleted bool `protobuf:"varint,13,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// The seq of the latest EDITED or DELETED event applied to this message
+	// (0: none): a device that has applied that event has this version.
+	ChangeSeq     uint64 `protobuf:"varint,14,opt,name=change_seq,json=changeSeq,proto3" json:"change_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_parley_v1_parley_proto_msgTypes[6]
+	mi := &file_parley_v1_parley_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1149,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[6]
+	mi := &file_parley_v1_parley_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1162,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Message) GetConversationId() string {
@@ -1056,6 +1235,34 @@ func (x *Message) GetMembers() []string {
 	return nil
 }
 
+func (x *Message) GetTargetSeq() uint64 {
+	if x != nil {
+		return x.TargetSeq
+	}
+	return 0
+}
+
+func (x *Message) GetEditedAt() int64 {
+	if x != nil {
+		return x.EditedAt
+	}
+	return 0
+}
+
+func (x *Message) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *Message) GetChangeSeq() uint64 {
+	if x != nil {
+		return x.ChangeSeq
+	}
+	return 0
+}
+
 // Ack moves the caller's delivered pointer: every message up to seq arrived.
 type Ack struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1067,7 +1274,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_parley_v1_parley_proto_msgTypes[7]
+	mi := &file_parley_v1_parley_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1286,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[7]
+	mi := &file_parley_v1_parley_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1299,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Ack) GetConversationId() string {
@@ -1120,7 +1327,7 @@ type Read struct {
 
 func (x *Read) Reset() {
 	*x = Read{}
-	mi := &file_parley_v1_parley_proto_msgTypes[8]
+	mi := &file_parley_v1_parley_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1339,7 @@ func (x *Read) String() string {
 func (*Read) ProtoMessage() {}
 
 func (x *Read) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[8]
+	mi := &file_parley_v1_parley_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1352,7 @@ func (x *Read) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Read.ProtoReflect.Descriptor instead.
 func (*Read) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Read) GetConversationId() string {
@@ -1174,7 +1381,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1393,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1406,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -1241,7 +1448,7 @@ type Cursor struct {
 
 func (x *Cursor) Reset() {
 	*x = Cursor{}
-	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1460,7 @@ func (x *Cursor) String() string {
 func (*Cursor) ProtoMessage() {}
 
 func (x *Cursor) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1473,7 @@ func (x *Cursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cursor.ProtoReflect.Descriptor instead.
 func (*Cursor) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Cursor) GetConversationId() string {
@@ -1296,7 +1503,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1515,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1528,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Sync) GetCursors() []*Cursor {
@@ -1361,7 +1568,7 @@ type ConversationState struct {
 
 func (x *ConversationState) Reset() {
 	*x = ConversationState{}
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1580,7 @@ func (x *ConversationState) String() string {
 func (*ConversationState) ProtoMessage() {}
 
 func (x *ConversationState) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1593,7 @@ func (x *ConversationState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationState.ProtoReflect.Descriptor instead.
 func (*ConversationState) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ConversationState) GetConversationId() string {
@@ -1475,7 +1682,7 @@ type SyncResult struct {
 
 func (x *SyncResult) Reset() {
 	*x = SyncResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1694,7 @@ func (x *SyncResult) String() string {
 func (*SyncResult) ProtoMessage() {}
 
 func (x *SyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1707,7 @@ func (x *SyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResult.ProtoReflect.Descriptor instead.
 func (*SyncResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SyncResult) GetConversations() []*ConversationState {
@@ -1532,7 +1739,7 @@ type History struct {
 
 func (x *History) Reset() {
 	*x = History{}
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1751,7 @@ func (x *History) String() string {
 func (*History) ProtoMessage() {}
 
 func (x *History) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1764,7 @@ func (x *History) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use History.ProtoReflect.Descriptor instead.
 func (*History) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *History) GetConversationId() string {
@@ -1599,7 +1806,7 @@ type HistoryResult struct {
 
 func (x *HistoryResult) Reset() {
 	*x = HistoryResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1818,7 @@ func (x *HistoryResult) String() string {
 func (*HistoryResult) ProtoMessage() {}
 
 func (x *HistoryResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1831,7 @@ func (x *HistoryResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResult.ProtoReflect.Descriptor instead.
 func (*HistoryResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HistoryResult) GetConversationId() string {
@@ -1660,7 +1867,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1879,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1892,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -1713,7 +1920,7 @@ type PresenceSub struct {
 
 func (x *PresenceSub) Reset() {
 	*x = PresenceSub{}
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +1932,7 @@ func (x *PresenceSub) String() string {
 func (*PresenceSub) ProtoMessage() {}
 
 func (x *PresenceSub) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +1945,7 @@ func (x *PresenceSub) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSub.ProtoReflect.Descriptor instead.
 func (*PresenceSub) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PresenceSub) GetUserIds() []string {
@@ -1760,7 +1967,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1979,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1992,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Presence) GetUserId() string {
@@ -1817,7 +2024,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +2036,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +2049,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
 }
 
 type Pong struct {
@@ -1853,7 +2060,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +2072,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +2085,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
 }
 
 type Welcome struct {
@@ -1897,7 +2104,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2116,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2129,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Welcome) GetUserId() string {
@@ -1979,7 +2186,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2198,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2211,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Error) GetCode() string {
@@ -2039,7 +2246,7 @@ type Reconnect struct {
 
 func (x *Reconnect) Reset() {
 	*x = Reconnect{}
-	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2258,7 @@ func (x *Reconnect) String() string {
 func (*Reconnect) ProtoMessage() {}
 
 func (x *Reconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2271,7 @@ func (x *Reconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reconnect.ProtoReflect.Descriptor instead.
 func (*Reconnect) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Reconnect) GetAfterMs() uint32 {
@@ -2085,7 +2292,7 @@ var File_parley_v1_parley_proto protoreflect.FileDescriptor
 
 const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xff\x02\n" +
+	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xd3\x03\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12%\n" +
 	"\x04send\x18\x02 \x01(\v2\x0f.parley.v1.SendH\x00R\x04send\x12\"\n" +
@@ -2095,7 +2302,10 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\ahistory\x18\x06 \x01(\v2\x12.parley.v1.HistoryH\x00R\ahistory\x12+\n" +
 	"\x06typing\x18\a \x01(\v2\x11.parley.v1.TypingH\x00R\x06typing\x12;\n" +
 	"\fpresence_sub\x18\b \x01(\v2\x16.parley.v1.PresenceSubH\x00R\vpresenceSub\x12%\n" +
-	"\x04ping\x18\t \x01(\v2\x0f.parley.v1.PingH\x00R\x04pingB\x06\n" +
+	"\x04ping\x18\t \x01(\v2\x0f.parley.v1.PingH\x00R\x04ping\x12%\n" +
+	"\x04edit\x18\n" +
+	" \x01(\v2\x0f.parley.v1.EditH\x00R\x04edit\x12+\n" +
+	"\x06delete\x18\v \x01(\v2\x11.parley.v1.DeleteH\x00R\x06deleteB\x06\n" +
 	"\x04body\"\x87\x05\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
@@ -2132,11 +2342,18 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x1f\n" +
 	"\vhome_region\x18\x03 \x01(\tR\n" +
-	"homeRegion\"A\n" +
+	"homeRegion\"U\n" +
+	"\x04Edit\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"C\n" +
+	"\x06Delete\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"A\n" +
 	"\x05Media\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x12\n" +
 	"\x04mime\x18\x02 \x01(\tR\x04mime\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"\xc5\x02\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"\xba\x03\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1d\n" +
@@ -2150,7 +2367,13 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\t \x01(\x03R\tcreatedAt\x12\x18\n" +
 	"\amembers\x18\n" +
-	" \x03(\tR\amembers\"@\n" +
+	" \x03(\tR\amembers\x12\x1d\n" +
+	"\n" +
+	"target_seq\x18\v \x01(\x04R\ttargetSeq\x12\x1b\n" +
+	"\tedited_at\x18\f \x01(\x03R\beditedAt\x12\x18\n" +
+	"\adeleted\x18\r \x01(\bR\adeleted\x12\x1d\n" +
+	"\n" +
+	"change_seq\x18\x0e \x01(\x04R\tchangeSeq\"@\n" +
 	"\x03Ack\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"A\n" +
@@ -2223,7 +2446,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x0eretry_after_ms\x18\x03 \x01(\rR\fretryAfterMs\">\n" +
 	"\tReconnect\x12\x19\n" +
 	"\bafter_ms\x18\x01 \x01(\rR\aafterMs\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason*\xc1\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason*\xf4\x01\n" +
 	"\vMessageKind\x12\x1c\n" +
 	"\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11MESSAGE_KIND_TEXT\x10\x01\x12\x16\n" +
@@ -2231,7 +2454,9 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"!MESSAGE_KIND_CONVERSATION_CREATED\x10\n" +
 	"\x12\x1d\n" +
 	"\x19MESSAGE_KIND_MEMBER_ADDED\x10\v\x12\x1f\n" +
-	"\x1bMESSAGE_KIND_MEMBER_REMOVED\x10\f*|\n" +
+	"\x1bMESSAGE_KIND_MEMBER_REMOVED\x10\f\x12\x17\n" +
+	"\x13MESSAGE_KIND_EDITED\x10\x14\x12\x18\n" +
+	"\x14MESSAGE_KIND_DELETED\x10\x15*|\n" +
 	"\vReceiptKind\x12\x1c\n" +
 	"\x18RECEIPT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16RECEIPT_KIND_DELIVERED\x10\x01\x12\x15\n" +
@@ -2255,7 +2480,7 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_parley_v1_parley_proto_goTypes = []any{
 	(MessageKind)(0),          // 0: parley.v1.MessageKind
 	(ReceiptKind)(0),          // 1: parley.v1.ReceiptKind
@@ -2265,62 +2490,66 @@ var file_parley_v1_parley_proto_goTypes = []any{
 	(*Send)(nil),              // 5: parley.v1.Send
 	(*SendOk)(nil),            // 6: parley.v1.SendOk
 	(*SendAccepted)(nil),      // 7: parley.v1.SendAccepted
-	(*Media)(nil),             // 8: parley.v1.Media
-	(*Message)(nil),           // 9: parley.v1.Message
-	(*Ack)(nil),               // 10: parley.v1.Ack
-	(*Read)(nil),              // 11: parley.v1.Read
-	(*Receipt)(nil),           // 12: parley.v1.Receipt
-	(*Cursor)(nil),            // 13: parley.v1.Cursor
-	(*Sync)(nil),              // 14: parley.v1.Sync
-	(*ConversationState)(nil), // 15: parley.v1.ConversationState
-	(*SyncResult)(nil),        // 16: parley.v1.SyncResult
-	(*History)(nil),           // 17: parley.v1.History
-	(*HistoryResult)(nil),     // 18: parley.v1.HistoryResult
-	(*Typing)(nil),            // 19: parley.v1.Typing
-	(*PresenceSub)(nil),       // 20: parley.v1.PresenceSub
-	(*Presence)(nil),          // 21: parley.v1.Presence
-	(*Ping)(nil),              // 22: parley.v1.Ping
-	(*Pong)(nil),              // 23: parley.v1.Pong
-	(*Welcome)(nil),           // 24: parley.v1.Welcome
-	(*Error)(nil),             // 25: parley.v1.Error
-	(*Reconnect)(nil),         // 26: parley.v1.Reconnect
+	(*Edit)(nil),              // 8: parley.v1.Edit
+	(*Delete)(nil),            // 9: parley.v1.Delete
+	(*Media)(nil),             // 10: parley.v1.Media
+	(*Message)(nil),           // 11: parley.v1.Message
+	(*Ack)(nil),               // 12: parley.v1.Ack
+	(*Read)(nil),              // 13: parley.v1.Read
+	(*Receipt)(nil),           // 14: parley.v1.Receipt
+	(*Cursor)(nil),            // 15: parley.v1.Cursor
+	(*Sync)(nil),              // 16: parley.v1.Sync
+	(*ConversationState)(nil), // 17: parley.v1.ConversationState
+	(*SyncResult)(nil),        // 18: parley.v1.SyncResult
+	(*History)(nil),           // 19: parley.v1.History
+	(*HistoryResult)(nil),     // 20: parley.v1.HistoryResult
+	(*Typing)(nil),            // 21: parley.v1.Typing
+	(*PresenceSub)(nil),       // 22: parley.v1.PresenceSub
+	(*Presence)(nil),          // 23: parley.v1.Presence
+	(*Ping)(nil),              // 24: parley.v1.Ping
+	(*Pong)(nil),              // 25: parley.v1.Pong
+	(*Welcome)(nil),           // 26: parley.v1.Welcome
+	(*Error)(nil),             // 27: parley.v1.Error
+	(*Reconnect)(nil),         // 28: parley.v1.Reconnect
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
 	5,  // 0: parley.v1.ClientFrame.send:type_name -> parley.v1.Send
-	10, // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
-	11, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
-	14, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
-	17, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
-	19, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
-	20, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
-	22, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
-	24, // 8: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
-	6,  // 9: parley.v1.ServerFrame.send_ok:type_name -> parley.v1.SendOk
-	9,  // 10: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
-	12, // 11: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
-	21, // 12: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
-	16, // 13: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
-	18, // 14: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
-	19, // 15: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
-	25, // 16: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
-	26, // 17: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
-	23, // 18: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
-	7,  // 19: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
-	8,  // 20: parley.v1.Send.media:type_name -> parley.v1.Media
-	0,  // 21: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
-	8,  // 22: parley.v1.Message.media:type_name -> parley.v1.Media
-	1,  // 23: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
-	13, // 24: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
-	9,  // 25: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
-	9,  // 26: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
-	15, // 27: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
-	9,  // 28: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
-	2,  // 29: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	12, // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
+	13, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
+	16, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
+	19, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
+	21, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
+	22, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
+	24, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
+	8,  // 8: parley.v1.ClientFrame.edit:type_name -> parley.v1.Edit
+	9,  // 9: parley.v1.ClientFrame.delete:type_name -> parley.v1.Delete
+	26, // 10: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
+	6,  // 11: parley.v1.ServerFrame.send_ok:type_name -> parley.v1.SendOk
+	11, // 12: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
+	14, // 13: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
+	23, // 14: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
+	18, // 15: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
+	20, // 16: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
+	21, // 17: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
+	27, // 18: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
+	28, // 19: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
+	25, // 20: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
+	7,  // 21: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
+	10, // 22: parley.v1.Send.media:type_name -> parley.v1.Media
+	0,  // 23: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
+	10, // 24: parley.v1.Message.media:type_name -> parley.v1.Media
+	1,  // 25: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
+	15, // 26: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
+	11, // 27: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
+	11, // 28: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
+	17, // 29: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
+	11, // 30: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
+	2,  // 31: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -2337,6 +2566,8 @@ func file_parley_v1_parley_proto_init() {
 		(*ClientFrame_Typing)(nil),
 		(*ClientFrame_PresenceSub)(nil),
 		(*ClientFrame_Ping)(nil),
+		(*ClientFrame_Edit)(nil),
+		(*ClientFrame_Delete)(nil),
 	}
 	file_parley_v1_parley_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Welcome)(nil),
@@ -2356,14 +2587,14 @@ func file_parley_v1_parley_proto_init() {
 		(*Send_Text)(nil),
 		(*Send_Media)(nil),
 	}
-	file_parley_v1_parley_proto_msgTypes[14].OneofWrappers = []any{}
+	file_parley_v1_parley_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
