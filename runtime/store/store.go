@@ -10,6 +10,8 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
 
@@ -97,7 +99,22 @@ type MessageStore interface {
 	// the creator of a group becomes owner) and add conv to their inboxes;
 	// MEMBER_REMOVED removes them (the inbox entry is kept, so a removed user
 	// still sees the conversation it left, but no longer has access).
+	// EDITED and DELETED events apply too, as ApplyChange describes; their
+	// target must be stored (ErrNotFound otherwise). Pebble applies every
+	// effect in the append's one batch; Cassandra after the conditional
+	// write that stores the messages (the commit point), so a failure
+	// between the two leaves an effect for ApplyChange to repair.
 	Append(ctx context.Context, conv string, msgs []*parleyv1.Message) error
+	// ApplyChange applies the stored EDITED or DELETED event ev to its
+	// target message (seq ev.TargetSeq) as Changed describes, and keeps the
+	// text of the target's versions in one place: the text of the EDITED
+	// event ev supersedes (the target's previous change_seq), or of ev
+	// itself when a later change already applied, is cleared. It is
+	// idempotent: an event already applied changes nothing. A missing
+	// target wraps ErrNotFound. Append calls it for the change events it
+	// stores; the chat role calls it to repair an effect an earlier Append
+	// could not apply.
+	ApplyChange(ctx context.Context, conv string, ev *parleyv1.Message) error
 	// Head returns the highest stored seq of conv, 0 when it has none.
 	Head(ctx context.Context, conv string) (uint64, error)
 	// Messages returns a page of conv's log and whether more messages exist
@@ -166,4 +183,41 @@ type CrossRegionReads interface {
 	ConversationAnyRegion(ctx context.Context, id string) (Conversation, error)
 	// UserHomeAnyRegion is UserHomes.UserHome at a cross-region quorum.
 	UserHomeAnyRegion(ctx context.Context, user string) (string, error)
+}
+
+// IsChange reports whether k is a change to an earlier message (EDITED or
+// DELETED), whose effect Append and ApplyChange apply to its target.
+func IsChange(k parleyv1.MessageKind) bool {
+	return k == parleyv1.MessageKind_MESSAGE_KIND_EDITED || k == parleyv1.MessageKind_MESSAGE_KIND_DELETED
+}
+
+// Changed returns target as change event ev leaves it, or nil when ev
+// changes nothing: target is not a text or media message, ev is not a
+// change of it, or a change at ev's seq or later already applied
+// (target.ChangeSeq >= ev.Seq, so a replay never undoes a later change).
+// EDITED sets the text and edited_at (ev's created_at) of a text message
+// that is not deleted; DELETED clears text and media and sets deleted.
+// Both set change_seq to ev's seq. target is not modified.
+func Changed(target, ev *parleyv1.Message) *parleyv1.Message {
+	k := target.GetKind()
+	if k != parleyv1.MessageKind_MESSAGE_KIND_TEXT && k != parleyv1.MessageKind_MESSAGE_KIND_MEDIA {
+		return nil
+	}
+	if ev.GetTargetSeq() != target.GetSeq() || target.GetChangeSeq() >= ev.GetSeq() {
+		return nil
+	}
+	out := proto.CloneOf(target)
+	switch ev.GetKind() {
+	case parleyv1.MessageKind_MESSAGE_KIND_EDITED:
+		if target.GetDeleted() || k != parleyv1.MessageKind_MESSAGE_KIND_TEXT {
+			return nil
+		}
+		out.Text, out.EditedAt = ev.GetText(), ev.GetCreatedAt()
+	case parleyv1.MessageKind_MESSAGE_KIND_DELETED:
+		out.Text, out.Media, out.Deleted = "", nil, true
+	default:
+		return nil
+	}
+	out.ChangeSeq = ev.GetSeq()
+	return out
 }

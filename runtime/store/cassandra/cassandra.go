@@ -15,7 +15,10 @@
 //     so a new Media field needs no migration and "present but empty" stays
 //     distinguishable from "absent" (null). Members is frozen: one cell, so
 //     writing it leaves no collection tombstone. Absent values are bound as
-//     unset, never as null, so a message row has no tombstones at all.
+//     unset, never as null, so a message row has no tombstones at all
+//     (until it is deleted: its media cell becomes one). Since schema
+//     version 3 also target_seq (EDITED and DELETED events), edited_at,
+//     deleted and change_seq (a changed message).
 //   - messages.head_bucket, a static column read only in bucket 0: the hint
 //     that makes Head O(1) (see below).
 //   - conversations (id) → kind, title, home_region, created_by, created_at.
@@ -67,6 +70,22 @@
 // pointer value: the highest value wins on every replica without
 // read-before-write, so pointers only move forward. They are never deleted (a
 // delete would shadow every later write below its timestamp).
+//
+// # Edits and deletes
+//
+// An EDITED or DELETED event is stored like any message (its conditional
+// batch is the commit point, and it carries the new text), then afterCommit
+// applies its effect with conditional updates: the target row's text,
+// media, edited_at, deleted and change_seq (a compare-and-set on
+// change_seq, so changes apply in seq order and a replay never undoes a
+// later one), then the clearing of the text of the EDITED event it
+// supersedes. A crash or failure between the event and its effect leaves
+// the event in the log with its text and the target unchanged; Append
+// returns an error, the chat role reloads the conversation and, on loading
+// it, applies the newest changes whose effect is missing (ApplyChange), so
+// the next request to the conversation heals it (docs/design.md §2). The
+// old values stay in SSTables until compaction drops them, as with any
+// overwrite.
 //
 // # Head
 //

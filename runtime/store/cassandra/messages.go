@@ -94,15 +94,27 @@ func encodeRow(conv string, m *parleyv1.Message) (row, error) {
 		}
 		members = m.GetMembers()
 	}
-	var created any = gocql.UnsetValue
-	if m.GetCreatedAt() != 0 {
-		created = m.GetCreatedAt()
-	}
 	seq := m.GetSeq()
+	if m.GetTargetSeq() > maxSeq || m.GetChangeSeq() > maxSeq {
+		return row{}, fmt.Errorf("target_seq or change_seq above %d", uint64(maxSeq))
+	}
+	var deleted any = gocql.UnsetValue
+	if m.GetDeleted() {
+		deleted = true
+	}
 	return row{m: m, size: size, args: []any{
 		conv, bucketOf(seq), int64(seq), m.GetMessageId(), unsetIfEmpty(m.GetSenderId()),
-		unsetIfEmpty(m.GetClientMsgId()), int32(m.GetKind()), unsetIfEmpty(m.GetText()), media, members, created,
+		unsetIfEmpty(m.GetClientMsgId()), int32(m.GetKind()), unsetIfEmpty(m.GetText()), media, members, unsetIfZero(m.GetCreatedAt()),
+		unsetIfZero(int64(m.GetTargetSeq())), unsetIfZero(m.GetEditedAt()), deleted, unsetIfZero(int64(m.GetChangeSeq())),
 	}}, nil
+}
+
+// unsetIfZero binds 0 as unset: no cell and no tombstone.
+func unsetIfZero(v int64) any {
+	if v == 0 {
+		return gocql.UnsetValue
+	}
+	return v
 }
 
 // scanMessage decodes one row of messageColumns.
@@ -114,8 +126,11 @@ func scanMessage(sc gocql.Scanner, conv string) (*parleyv1.Message, error) {
 		kind             int32
 		media            []byte
 		members          []string
+		target, change   int64
+		edited           int64
+		deleted          bool
 	)
-	if err := sc.Scan(&seq, &id, &sender, &cmid, &kind, &body, &media, &members, &created); err != nil {
+	if err := sc.Scan(&seq, &id, &sender, &cmid, &kind, &body, &media, &members, &created, &target, &edited, &deleted, &change); err != nil {
 		return nil, err
 	}
 	m := &parleyv1.Message{
@@ -128,6 +143,10 @@ func scanMessage(sc gocql.Scanner, conv string) (*parleyv1.Message, error) {
 		Text:           body,
 		CreatedAt:      created,
 		Members:        members,
+		TargetSeq:      uint64(target),
+		EditedAt:       edited,
+		Deleted:        deleted,
+		ChangeSeq:      uint64(change),
 	}
 	if media != nil {
 		if len(media) == 0 || media[0] != mediaFormatProto {
@@ -395,7 +414,130 @@ func (s *Store) afterCommit(ctx context.Context, conv string, msgs []*parleyv1.M
 		return fmt.Errorf("append %s seq %d: stored, but membership effects failed (they apply again when the event is replayed): %w",
 			conv, msgs[0].GetSeq(), err)
 	}
+	for _, m := range msgs {
+		if !store.IsChange(m.GetKind()) {
+			continue
+		}
+		if err := s.applyChange(ctx, conv, m); err != nil {
+			return fmt.Errorf("append %s seq %d: stored, but its effect on seq %d failed (ApplyChange repairs it): %w",
+				conv, m.GetSeq(), m.GetTargetSeq(), err)
+		}
+	}
 	return nil
+}
+
+// ApplyChange implements store.MessageStore. Each write is a conditional
+// update of one row, so it is ordered after the conditional insert that
+// stored the row (Paxos), and the target's update is a compare-and-set on
+// its change_seq, so two appliers of changes to one message cannot
+// interleave.
+func (s *Store) ApplyChange(ctx context.Context, conv string, ev *parleyv1.Message) error {
+	if err := checkID("conversation", conv); err != nil {
+		return fmt.Errorf("apply change %s: %w", conv, err)
+	}
+	if !store.IsChange(ev.GetKind()) {
+		return fmt.Errorf("apply change %s seq %d: kind %v is not a change", conv, ev.GetSeq(), ev.GetKind())
+	}
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("apply change %s seq %d: %w", conv, ev.GetSeq(), err)
+	}
+	if err := s.applyChange(ctx, conv, ev); err != nil {
+		return fmt.Errorf("apply change %s seq %d: %w", conv, ev.GetSeq(), err)
+	}
+	return nil
+}
+
+// applyChange applies ev's effect: the target row first (the version the
+// log's readers see), then the text of the EDITED event ev supersedes is
+// cleared. A failure between the two leaves that text for the next
+// ApplyChange of ev to clear.
+func (s *Store) applyChange(ctx context.Context, conv string, ev *parleyv1.Message) error {
+	for attempt := 1; ; attempt++ {
+		target, err := s.serialMessage(ctx, conv, ev.GetTargetSeq())
+		if err != nil {
+			return fmt.Errorf("target seq %d: %w", ev.GetTargetSeq(), err)
+		}
+		upd := store.Changed(target, ev)
+		if upd == nil {
+			if target.GetChangeSeq() > ev.GetSeq() {
+				return s.clearText(ctx, conv, ev.GetSeq())
+			}
+			return nil
+		}
+		var media any // null: the tombstone of a deleted media message
+		if upd.GetMedia() != nil {
+			b, err := proto.Marshal(upd.GetMedia())
+			if err != nil {
+				return fmt.Errorf("marshal media: %w", err)
+			}
+			media = append([]byte{mediaFormatProto}, b...)
+		}
+		var prev any // null: no change applied yet
+		if p := target.GetChangeSeq(); p != 0 {
+			prev = int64(p)
+		}
+		seq := upd.GetSeq()
+		q := s.sess.Query(s.stmt.changeMessage, upd.GetText(), media, unsetIfZero(upd.GetEditedAt()), upd.GetDeleted(),
+			int64(upd.GetChangeSeq()), conv, bucketOf(seq), int64(seq), prev).
+			WithContext(ctx).Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial)
+		applied, err := q.MapScanCAS(map[string]any{})
+		if err != nil {
+			// Unknown outcome; the next read (serial) settles it.
+			return fmt.Errorf("update seq %d: %w", seq, err)
+		}
+		if !applied {
+			if attempt < casAttempts {
+				continue // another applier moved change_seq: decide again
+			}
+			return fmt.Errorf("update seq %d: change_seq kept moving", seq)
+		}
+		if p := target.GetChangeSeq(); p != 0 {
+			return s.clearText(ctx, conv, p)
+		}
+		return nil
+	}
+}
+
+// clearText clears the text of the EDITED event at seq, if it is one and
+// has text: a message's text lives in its row and its newest EDITED event
+// only, so a delete leaves none of it in the log.
+func (s *Store) clearText(ctx context.Context, conv string, seq uint64) error {
+	m, err := s.serialMessage(ctx, conv, seq)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil || m.GetKind() != parleyv1.MessageKind_MESSAGE_KIND_EDITED || m.GetText() == "" {
+		return err
+	}
+	q := s.sess.Query(s.stmt.clearBody, conv, bucketOf(seq), int64(seq)).
+		WithContext(ctx).Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial)
+	if _, err := q.MapScanCAS(map[string]any{}); err != nil {
+		return fmt.Errorf("clear text of seq %d: %w", seq, err)
+	}
+	return nil
+}
+
+// serialMessage reads the message at seq at LOCAL_SERIAL, which completes
+// any conditional write in flight on it; a missing one is store.ErrNotFound.
+func (s *Store) serialMessage(ctx context.Context, conv string, seq uint64) (*parleyv1.Message, error) {
+	if seq == 0 || seq > maxSeq {
+		return nil, store.ErrNotFound
+	}
+	iter := s.sess.Query(s.stmt.message, conv, bucketOf(seq), int64(seq)).
+		WithContext(ctx).Consistency(gocql.LocalSerial).Idempotent(true).Iter()
+	var m *parleyv1.Message
+	err := scanAll(iter, func(sc gocql.Scanner) error {
+		var err error
+		m, err = scanMessage(sc, conv)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, store.ErrNotFound
+	}
+	return m, nil
 }
 
 func (s *Store) setHeadBucket(ctx context.Context, conv string, b int64) error {

@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the schema version this build reads and writes; Open
 // refuses a keyspace below it.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // migration is one schema version: statements that are each idempotent (IF
 // NOT EXISTS), so a migration interrupted half way is simply run again.
@@ -86,6 +86,15 @@ var migrations = []migration{{
 			user_id text PRIMARY KEY,
 			region text
 		)`,
+	},
+}, {
+	version:     3,
+	description: "messages: target_seq, edited_at, deleted, change_seq (edit and delete)",
+	stmts: []string{
+		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS target_seq bigint`,
+		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS edited_at timestamp`,
+		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS deleted boolean`,
+		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS change_seq bigint`,
 	},
 }}
 
@@ -298,18 +307,21 @@ type statements struct {
 	receipts       string
 	receipt        string
 	messagesSerial string // rows of a seq range, for resolving a conditional write
+	changeMessage  string // an edit or delete's effect on its target (conditional)
+	clearBody      string // the text of a superseded EDITED event (conditional)
 	userHome       string
 	setUserHome    string
 	addUserHome    string // IF NOT EXISTS
 }
 
-const messageColumns = "seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at"
+const messageColumns = "seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at, target_seq, edited_at, deleted, change_seq"
 
 func newStatements(ks string) statements {
 	f := func(format string) string { return strings.ReplaceAll(format, "$ks", ks) }
 	return statements{
-		insertMessage: f(`INSERT INTO $ks.messages (conversation_id, bucket, seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
+		insertMessage: f(`INSERT INTO $ks.messages (conversation_id, bucket, seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at,
+			target_seq, edited_at, deleted, change_seq)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
 		messagesDesc: f(`SELECT ` + messageColumns + ` FROM $ks.messages
 			WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ? ORDER BY seq DESC LIMIT ?`),
 		messagesAsc: f(`SELECT ` + messageColumns + ` FROM $ks.messages
@@ -331,8 +343,11 @@ func newStatements(ks string) statements {
 		receipts:       f(`SELECT user_id, delivered_seq, read_seq FROM $ks.receipts WHERE conversation_id = ?`),
 		receipt:        f(`SELECT delivered_seq, read_seq FROM $ks.receipts WHERE conversation_id = ? AND user_id = ?`),
 		messagesSerial: f(`SELECT ` + messageColumns + ` FROM $ks.messages WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ?`),
-		userHome:       f(`SELECT region FROM $ks.user_homes WHERE user_id = ?`),
-		setUserHome:    f(`INSERT INTO $ks.user_homes (user_id, region) VALUES (?, ?)`),
-		addUserHome:    f(`INSERT INTO $ks.user_homes (user_id, region) VALUES (?, ?) IF NOT EXISTS`),
+		changeMessage: f(`UPDATE $ks.messages SET body = ?, media = ?, edited_at = ?, deleted = ?, change_seq = ?
+			WHERE conversation_id = ? AND bucket = ? AND seq = ? IF change_seq = ?`),
+		clearBody:   f(`UPDATE $ks.messages SET body = '' WHERE conversation_id = ? AND bucket = ? AND seq = ? IF EXISTS`),
+		userHome:    f(`SELECT region FROM $ks.user_homes WHERE user_id = ?`),
+		setUserHome: f(`INSERT INTO $ks.user_homes (user_id, region) VALUES (?, ?)`),
+		addUserHome: f(`INSERT INTO $ks.user_homes (user_id, region) VALUES (?, ?) IF NOT EXISTS`),
 	}
 }

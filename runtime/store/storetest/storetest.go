@@ -53,6 +53,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.MessageStore) {
 		{"BucketBoundary", testBucketBoundary},
 		{"CanceledContext", testCanceledContext},
 		{"UserHomes", testUserHomes},
+		{"ChangeEdit", testChangeEdit},
+		{"ChangeDelete", testChangeDelete},
+		{"ChangeSameAppend", testChangeSameAppend},
+		{"ApplyChange", testApplyChange},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
