@@ -30,6 +30,9 @@ const (
 	DefaultMaxGroupMembers   = 500
 	DefaultMaxMessageBytes   = wire.DefaultMaxMessageBytes
 	DefaultReceiptFlush      = time.Second
+	// DefaultEditWindow is how long after sending a sender may edit or
+	// delete a message (Config.EditWindow).
+	DefaultEditWindow = 48 * time.Hour
 
 	// DefaultMaxBatch bounds how many queued records of one conversation are
 	// handled together (sends among them share one store.Append).
@@ -75,6 +78,10 @@ type Config struct {
 	// each member+conversation pointer is written at most once per interval
 	// (default 1s).
 	ReceiptFlush time.Duration
+	// EditWindow is how long after a message was sent its sender may edit
+	// or delete it (default 48h); past it the answer is
+	// edit_window_closed. A group's owner deletes any message at any time.
+	EditWindow time.Duration
 
 	// MaxBatch, MaxInflight, StateIdle, MaxStates: see the Default* constants.
 	MaxBatch    int
@@ -119,6 +126,7 @@ func DefaultConfig() Config {
 		MaxGroupMembers: DefaultMaxGroupMembers,
 		MaxMessageBytes: DefaultMaxMessageBytes,
 		ReceiptFlush:    DefaultReceiptFlush,
+		EditWindow:      DefaultEditWindow,
 		MaxBatch:        DefaultMaxBatch,
 		MaxInflight:     DefaultMaxInflight,
 		StateIdle:       DefaultStateIdle,
@@ -145,6 +153,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ReceiptFlush <= 0 {
 		c.ReceiptFlush = DefaultReceiptFlush
+	}
+	if c.EditWindow <= 0 {
+		c.EditWindow = DefaultEditWindow
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch

@@ -140,6 +140,9 @@ func (c *conversation) process(jobs []*job) {
 		case *parleyv1.IngressRecord_RemoveMembers:
 			flush()
 			c.removeMembers(ctx, j, out)
+		case *parleyv1.IngressRecord_Edit, *parleyv1.IngressRecord_Delete:
+			flush()
+			c.change(ctx, j, out)
 		}
 	}
 	flush()
@@ -218,7 +221,9 @@ func (c *conversation) load(ctx context.Context) (*convState, error) {
 }
 
 // rebuildDedupe fills state's dedupe cache from the newest DedupeWindow
-// messages of the log, so a new owner recognises replayed sends.
+// messages of the log, so a new owner recognises replayed sends, and
+// repairs the edits and deletes among them whose effect is missing
+// (healChanges).
 func (c *conversation) rebuildDedupe(ctx context.Context, state *convState) error {
 	var all []*parleyv1.Message // newest first
 	var before uint64
@@ -243,7 +248,7 @@ func (c *conversation) rebuildDedupe(ctx context.Context, state *convState) erro
 			state.remember(c.p.s.dedupeKey(m.GetSenderId(), m.GetClientMsgId()), m.GetSeq())
 		}
 	}
-	return nil
+	return c.healChanges(ctx, all)
 }
 
 func (s *Sequencer) dedupeKey(sender, clientMsgID string) uint64 {

@@ -262,8 +262,9 @@ func (q *Queries) states(ctx context.Context, userID string, ids []string, curso
 // or messages, since nothing sequenced after its removal is its business.
 //
 // unread counts the text and media messages of other members above
-// max(read, joined_seq-1): not system events, not the member's own
-// messages (issue 13, honest inbox). It reads at most unreadScan messages
+// max(read, joined_seq-1): not system events, not edits or deletes, not
+// deleted messages, not the member's own messages (issue 13, honest
+// inbox). It reads at most unreadScan messages
 // below the head; when more seqs than that are unread, those beyond are
 // counted as unread messages (an upper bound, where clients show "99+").
 //
@@ -347,7 +348,7 @@ func (q *Queries) unread(ctx context.Context, conv, userID string, seen, head ui
 	}
 	count := span - n
 	for _, m := range msgs {
-		if m.GetSenderId() != userID && countsAsUnread(m.GetKind()) {
+		if m.GetSenderId() != userID && countsAsUnread(m.GetKind()) && !m.GetDeleted() {
 			count++
 		}
 	}

@@ -192,25 +192,16 @@ func (c *conversation) validateSend(conv string, send *parleyv1.Send) error {
 // rule every entry point applies (the gateway and REST before a send costs
 // anything, the sequencer as the authority; issue 15). It returns nil or a
 // *wire.Error: client_msg_id 1..wire.MaxClientMsgIDBytes bytes (invalid);
-// text non-empty, at most maxTextBytes (too_large) and allowed by CheckText
-// (invalid); or media with a url of 1..MaxMediaURLBytes bytes (too_large
-// past it), a mime of 1..MaxMimeBytes bytes, a positive size, both strings
-// valid UTF-8 (invalid); exactly one of text and media.
+// text as ValidateText has it; or media with a url of 1..MaxMediaURLBytes
+// bytes (too_large past it), a mime of 1..MaxMimeBytes bytes, a positive
+// size, both strings valid UTF-8 (invalid); exactly one of text and media.
 func ValidateSend(send *parleyv1.Send, maxTextBytes int) error {
 	if n := len(send.GetClientMsgId()); n == 0 || n > wire.MaxClientMsgIDBytes {
 		return wire.Errorf(wire.CodeInvalid, "client_msg_id must be 1..%d bytes, got %d (retries reuse it)", wire.MaxClientMsgIDBytes, n)
 	}
 	switch ct := send.Content.(type) {
 	case *parleyv1.Send_Text:
-		switch {
-		case ct.Text == "":
-			return errInvalid("text is empty")
-		case strings.TrimSpace(ct.Text) == "":
-			return errInvalid("text is only white space")
-		case len(ct.Text) > maxTextBytes:
-			return wire.Errorf(wire.CodeTooLarge, "text is %d bytes, over the limit of %d", len(ct.Text), maxTextBytes)
-		}
-		return CheckText(ct.Text)
+		return ValidateText(ct.Text, maxTextBytes)
 	case *parleyv1.Send_Media:
 		m := ct.Media
 		switch {
@@ -228,6 +219,21 @@ func ValidateSend(send *parleyv1.Send, maxTextBytes int) error {
 		return nil
 	}
 	return errInvalid("send has no content: set text or media")
+}
+
+// ValidateText checks the text of a send or of an edit, the same rule for
+// both: non-empty and not only white space (invalid), at most maxTextBytes
+// bytes (too_large), and allowed by CheckText (invalid).
+func ValidateText(text string, maxTextBytes int) error {
+	switch {
+	case text == "":
+		return errInvalid("text is empty")
+	case strings.TrimSpace(text) == "":
+		return errInvalid("text is only white space")
+	case len(text) > maxTextBytes:
+		return wire.Errorf(wire.CodeTooLarge, "text is %d bytes, over the limit of %d", len(text), maxTextBytes)
+	}
+	return CheckText(text)
 }
 
 // applied brings the state in step with a stored plan.

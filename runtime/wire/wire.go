@@ -55,6 +55,10 @@ const (
 	// CodeMethodNotAllowed: a REST path that exists, asked with a method it
 	// does not take (HTTP 405 with an Allow header).
 	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeEditWindowClosed: the message is older than the server's edit
+	// window (--edit-window, default 48h), so its sender may no longer
+	// edit or delete it (a group's owner may still delete it). HTTP 403.
+	CodeEditWindowClosed = "edit_window_closed"
 )
 
 // WebSocket close codes (RFC 6455 §7.4.2: 4000–4999 are for applications).
