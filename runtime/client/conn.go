@@ -358,6 +358,19 @@ func (c *Client) handle(cn *conn, f *parleyv1.ServerFrame) {
 		}
 		// A late reply (its request gave up) or a pong of a heartbeat.
 	case *parleyv1.ServerFrame_Message:
+		if f.GetId() != 0 {
+			// The answer to an edit or delete: its request emits it.
+			c.mu.Lock()
+			call := c.pending[f.GetId()]
+			c.mu.Unlock()
+			if call != nil && call.conn == cn {
+				select {
+				case call.ch <- f:
+					return
+				default:
+				}
+			}
+		}
 		c.onMessage(b.Message)
 	case *parleyv1.ServerFrame_Receipt:
 		c.emit(ReceiptEvent{Receipt: b.Receipt})

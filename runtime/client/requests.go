@@ -176,6 +176,67 @@ func (c *Client) SendMessage(ctx context.Context, s *parleyv1.Send) (*parleyv1.S
 	}
 }
 
+// Edit replaces the text of the user's own message at seq of conv and
+// returns the MESSAGE_KIND_EDITED event (target_seq = seq), which is also
+// emitted as a MessageEvent like any message; other devices and members get
+// it pushed. Like SendMessage it retries while ctx lasts after timeout, a
+// lost connection and unavailable: safe, since a retry of an edit already
+// applied is answered with the same event. Other failures are returned as
+// *wire.Error: forbidden (not the sender), edit_window_closed, not_found
+// (no such message, or deleted), invalid (an event or media message, text
+// unchanged or not allowed), too_large, not_member.
+func (c *Client) Edit(ctx context.Context, conv string, seq uint64, text string) (*parleyv1.Message, error) {
+	f := &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Edit{Edit: &parleyv1.Edit{ConversationId: conv, Seq: seq, Text: text}}}
+	return c.change(ctx, f, fmt.Sprintf("edit %s seq %d", conv, seq))
+}
+
+// Delete deletes the message at seq of conv (the user's own within the
+// edit window, any message of a group the user owns) and returns the
+// MESSAGE_KIND_DELETED event, emitted as a MessageEvent too. Retries and
+// errors as Edit; deleting a message already deleted returns the event
+// that deleted it.
+func (c *Client) Delete(ctx context.Context, conv string, seq uint64) (*parleyv1.Message, error) {
+	f := &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Delete{Delete: &parleyv1.Delete{ConversationId: conv, Seq: seq}}}
+	return c.change(ctx, f, fmt.Sprintf("delete %s seq %d", conv, seq))
+}
+
+// change sends an edit or delete frame, retrying as SendMessage does.
+func (c *Client) change(ctx context.Context, f *parleyv1.ClientFrame, what string) (*parleyv1.Message, error) {
+	var last error
+	for retries := 0; ; retries++ {
+		rep, err := c.request(ctx, proto.CloneOf(f))
+		if err == nil {
+			ev := rep.GetMessage()
+			if ev == nil {
+				return nil, fmt.Errorf("%s: reply without the event", what)
+			}
+			c.onMessage(ev)
+			return ev, nil
+		}
+		var we *wire.Error
+		var delay time.Duration
+		switch {
+		case errors.Is(err, ErrConnectionLost):
+		case errors.As(err, &we) && we.Code == wire.CodeTimeout:
+			delay = c.bo.Delay(retries) / 2
+		case errors.As(err, &we) && we.Code == wire.CodeUnavailable:
+			delay = time.Duration(we.RetryAfterMs) * time.Millisecond
+			if delay <= 0 {
+				delay = c.bo.Delay(retries + 1)
+			}
+		default:
+			if last != nil && ctx.Err() != nil {
+				err = errors.Join(err, last)
+			}
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		last = err
+		if !sleepCtx(ctx, delay) {
+			return nil, fmt.Errorf("%s: %w", what, errors.Join(ctx.Err(), last))
+		}
+	}
+}
+
 // ErrAccepted is what an *AcceptedError matches with errors.Is: the send
 // is pending in the server's outbox, not failed.
 var ErrAccepted = errors.New("send accepted, pending: its home region is unreachable; it is sequenced when the link heals")

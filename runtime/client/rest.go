@@ -221,6 +221,26 @@ func (r *REST) RemoveMember(ctx context.Context, conv, user string) (*parleyv1.M
 	return r.memberEvent(ctx, http.MethodDelete, "/v1/conversations/"+url.PathEscape(conv)+"/members/"+url.PathEscape(user), nil)
 }
 
+// Edit replaces the text of the user's message at seq of conv (PATCH
+// /v1/messages/{conv}/{seq}) and returns the EDITED event; a retry of an
+// edit already applied returns the same event. One attempt; errors as
+// Client.Edit.
+func (r *REST) Edit(ctx context.Context, conv string, seq uint64, text string) (*parleyv1.Message, error) {
+	return r.memberEvent(ctx, http.MethodPatch, messagePath(conv, seq), map[string]string{"text": text})
+}
+
+// Delete deletes the message at seq of conv (DELETE
+// /v1/messages/{conv}/{seq}) and returns the DELETED event; for a message
+// already deleted, the event that deleted it. One attempt; errors as
+// Client.Delete.
+func (r *REST) Delete(ctx context.Context, conv string, seq uint64) (*parleyv1.Message, error) {
+	return r.memberEvent(ctx, http.MethodDelete, messagePath(conv, seq), nil)
+}
+
+func messagePath(conv string, seq uint64) string {
+	return "/v1/messages/" + url.PathEscape(conv) + "/" + strconv.FormatUint(seq, 10)
+}
+
 func (r *REST) memberEvent(ctx context.Context, method, path string, body any) (*parleyv1.Message, error) {
 	var out struct {
 		Event json.RawMessage `json:"event"`

@@ -113,6 +113,12 @@ func (g *Gateway) handleFrame(s *session, mt int, data []byte) {
 			rec.Op = &parleyv1.IngressRecord_Read{Read: b.Read}
 			g.cc.Receipt(rec, g.replyError(s, id))
 		}
+	case *parleyv1.ClientFrame_Edit:
+		g.handleChange(s, id, b.Edit.GetConversationId(), chat.ValidateEdit(b.Edit, g.cfg.MaxMessageBytes),
+			func(rec *parleyv1.IngressRecord) { rec.Op = &parleyv1.IngressRecord_Edit{Edit: b.Edit} })
+	case *parleyv1.ClientFrame_Delete:
+		g.handleChange(s, id, b.Delete.GetConversationId(), chat.ValidateDelete(b.Delete),
+			func(rec *parleyv1.IngressRecord) { rec.Op = &parleyv1.IngressRecord_Delete{Delete: b.Delete} })
 	case *parleyv1.ClientFrame_Sync:
 		g.handleSync(s, id, b.Sync)
 	case *parleyv1.ClientFrame_History:
@@ -304,6 +310,33 @@ func (g *Gateway) handleSend(s *session, id uint64, m *parleyv1.Send) {
 			s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_SendOk{SendOk: ok}})
 		} else if acc := rep.GetSendAccepted(); acc != nil {
 			s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_SendAccepted{SendAccepted: acc}})
+		}
+	})
+}
+
+// handleChange sends an edit or delete (setOp sets it) of conv to the chat role after
+// the checks chat.ValidateEdit or chat.ValidateDelete made (invalid, the
+// error of those), spending a send token like a send. The reply is a
+// `message` frame with the request's id carrying the event (or an error
+// frame).
+func (g *Gateway) handleChange(s *session, id uint64, conv string, invalid error, setOp func(*parleyv1.IngressRecord)) {
+	if err := validConversationID(conv); err != nil {
+		s.sendError(id, err)
+		return
+	}
+	if invalid != nil {
+		s.sendError(id, wire.AsError(invalid))
+		return
+	}
+	if ok, wait := g.sendRate.Allow(s.user); !ok {
+		s.sendError(id, wire.RateLimited(fmt.Sprintf("over %g sends per second (edits and deletes count as sends)", g.cfg.SendRate), wait))
+		return
+	}
+	rec := g.record(s, conv)
+	setOp(rec)
+	g.do(s, id, rec, func(rep *parleyv1.Reply) {
+		if ev := rep.GetEvent(); ev != nil {
+			s.send(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Message{Message: ev}})
 		}
 	})
 }

@@ -67,6 +67,8 @@ type API struct {
 // Register adds the REST routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/messages", a.authed(a.send))
+	mux.HandleFunc("PATCH /v1/messages/{conv}/{seq}", a.authed(a.editMessage))
+	mux.HandleFunc("DELETE /v1/messages/{conv}/{seq}", a.authed(a.deleteMessage))
 	mux.HandleFunc("GET /v1/history/{conv}", a.authed(a.limitReads(a.history)))
 	mux.HandleFunc("POST /v1/conversations", a.authed(a.createGroup))
 	mux.HandleFunc("GET /v1/conversations", a.authed(a.limitReads(a.inbox)))
@@ -302,6 +304,66 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, c auth.Claims) error 
 		return nil
 	}
 	writeJSON(w, http.StatusOK, protoJSON(rep.GetSendOk()))
+	return nil
+}
+
+// seqPath parses the {seq} path value: a positive integer.
+func seqPath(r *http.Request) (uint64, error) {
+	v, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil || v == 0 {
+		return 0, wire.Errorf(wire.CodeInvalid, "seq must be a positive integer, got %q", r.PathValue("seq"))
+	}
+	return v, nil
+}
+
+// editMessage is PATCH /v1/messages/{conv}/{seq} {"text": "…"}: the
+// WebSocket edit, answered 200 {"event": the EDITED event} (for a retry of
+// an edit already applied, the earlier event).
+func (a *API) editMessage(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	seq, err := seqPath(r)
+	if err != nil {
+		return err
+	}
+	var b struct {
+		Text string `json:"text"`
+	}
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	conv := r.PathValue("conv")
+	e := &parleyv1.Edit{ConversationId: conv, Seq: seq, Text: b.Text}
+	if err := chat.ValidateEdit(e, a.maxMessageBytes()); err != nil {
+		return err
+	}
+	return a.change(w, r, c, &parleyv1.IngressRecord{ConversationId: conv, Op: &parleyv1.IngressRecord_Edit{Edit: e}})
+}
+
+// deleteMessage is DELETE /v1/messages/{conv}/{seq}: the WebSocket delete,
+// answered 200 {"event": the DELETED event} (again for a message already
+// deleted).
+func (a *API) deleteMessage(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	seq, err := seqPath(r)
+	if err != nil {
+		return err
+	}
+	conv := r.PathValue("conv")
+	return a.change(w, r, c, &parleyv1.IngressRecord{ConversationId: conv,
+		Op: &parleyv1.IngressRecord_Delete{Delete: &parleyv1.Delete{ConversationId: conv, Seq: seq}}})
+}
+
+// change sends an edit or delete like a send (it spends a send token).
+func (a *API) change(w http.ResponseWriter, r *http.Request, c auth.Claims, rec *parleyv1.IngressRecord) error {
+	if err := chat.CheckConversationID(rec.GetConversationId()); err != nil {
+		return err
+	}
+	if ok, retry := a.Limits.Allow(c.UserID); !ok {
+		return wire.RateLimited("send rate exceeded (edits and deletes count as sends)", retry)
+	}
+	rep, err := a.call(r.Context(), c, rec)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"event": protoJSON(rep.GetEvent())})
 	return nil
 }
 

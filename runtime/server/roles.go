@@ -369,6 +369,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 		ccfg.Member = fc.Member
 		ccfg.MaxGroupMembers = cfg.MaxGroupMembers
 		ccfg.MaxMessageBytes = cfg.MaxMessageBytes
+		ccfg.EditWindow = cfg.EditWindow
 		ccfg.Metrics = s.Metrics
 		if f.mesh != nil {
 			ccfg.Regions = f.mesh

@@ -56,6 +56,9 @@ type Config struct {
 	MaxGroupMembers int
 	// MaxMessageBytes caps message text in bytes, default 4096.
 	MaxMessageBytes int
+	// EditWindow is how long after sending a sender may edit or delete a
+	// message, default 48h (chat.Config.EditWindow).
+	EditWindow time.Duration
 	// SendRate and SendBurst are the per-user token bucket, default 20/s and 40.
 	SendRate  float64
 	SendBurst int
@@ -113,6 +116,7 @@ func DefaultConfig() Config {
 		Presence:           presence.DefaultConfig(),
 		MaxGroupMembers:    chat.DefaultMaxGroupMembers,
 		MaxMessageBytes:    wire.DefaultMaxMessageBytes,
+		EditWindow:         chat.DefaultEditWindow,
 		SendRate:           limits.DefaultRate,
 		SendBurst:          limits.DefaultBurst,
 		SendQueue:          gateway.DefaultSendQueue,
@@ -262,6 +266,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	ccfg.Member = "chat-0"
 	ccfg.MaxGroupMembers = cfg.MaxGroupMembers
 	ccfg.MaxMessageBytes = cfg.MaxMessageBytes
+	ccfg.EditWindow = cfg.EditWindow
 	ccfg.Metrics = s.Metrics
 	s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router)
 	if err != nil {

@@ -61,6 +61,7 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Presence.Grace, "presence-grace", cfg.Presence.Grace, "grace period before announcing offline")
 	f.IntVar(&cfg.MaxGroupMembers, "max-group-members", cfg.MaxGroupMembers, "largest group, members")
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", cfg.MaxMessageBytes, "largest message text, bytes")
+	f.DurationVar(&cfg.EditWindow, "edit-window", cfg.EditWindow, "how long after sending a sender may edit or delete a message (a group's owner deletes any message at any time)")
 	f.Float64Var(&cfg.SendRate, "send-rate", cfg.SendRate, "per-user sends per second (token bucket rate)")
 	f.IntVar(&cfg.SendBurst, "send-burst", cfg.SendBurst, "per-user send burst (token bucket size)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "most WebSocket connections this gateway holds; past it upgrades get 503 (0: no cap)")
