@@ -7,7 +7,7 @@ GO ?= go
 # 60,000 executions take ~10 s here.
 FUZZTIME ?= 60000x
 
-.PHONY: build operator test deps envtest test-go test-unit check fuzz test-browser test-multiregion generate manifests vet fmt bench
+.PHONY: build operator test deps envtest test-go test-unit check fuzz test-browser test-multiregion test-rollout generate manifests vet fmt bench
 
 build:
 	$(GO) build -o bin/parley ./runtime/cmd/parley
@@ -21,9 +21,10 @@ operator:
 # from Go module source once, ~15-20 min on 2 cores, then caches them), a
 # check that generated operator files are current, every Go test under the
 # race detector (the project is concurrency-heavy; it costs ~1 minute), a short
-# fuzz run of the frame decoder, the two-region suite (test-multiregion), and
-# the browser tests.
-test: deps test-go test-multiregion fuzz test-browser
+# fuzz run of the frame decoder, the two-region suite (test-multiregion), a
+# region on Kubernetes' own controllers with a virtual-kubelet node (test-rollout),
+# and the browser tests.
+test: deps test-go test-multiregion test-rollout fuzz test-browser
 
 deps:
 	hack/timed.sh "start Redis, Kafka, Cassandra" hack/deps.sh up redis kafka cassandra
@@ -63,6 +64,16 @@ test-browser:
 test-multiregion:
 	hack/timed.sh "start two regions" hack/regions.sh up
 	eval "$$(hack/regions.sh env)" && hack/timed.sh "go test multi-region" $(GO) test -race -count=1 -timeout 20m ./test/multiregion/...
+
+# A ChatCluster region on Kubernetes' own controllers (kube-apiserver, etcd, kube-controller-manager,
+# kube-scheduler from hack/envtest.sh) with a virtual-kubelet node that runs its pods as local
+# parley processes, against the Redis, Kafka and Cassandra of hack/deps.sh (started here if they
+# are not running; `deps.sh up` reuses running servers and leaves them running). test/rollout is a
+# module of its own (it needs github.com/virtual-kubelet/virtual-kubelet), so it is tested from its
+# directory and `go test ./...` at the root does not include it.
+test-rollout:
+	hack/timed.sh "start Redis, Kafka, Cassandra" hack/deps.sh up redis kafka cassandra
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" && cd test/rollout && $(GO) vet ./... && KUBEBUILDER_ASSETS="$$KUBEBUILDER_ASSETS" ../../hack/timed.sh "go test rollout" $(GO) test -count=1 -timeout 30m ./...
 
 vet:
 	hack/timed.sh "go vet" $(GO) vet ./...
