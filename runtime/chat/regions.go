@@ -240,6 +240,19 @@ func (c *conversation) forward(ctx context.Context, jobs []*job, out *Batch) []*
 			local = append(local, j)
 			continue
 		}
+		if from := j.rec.GetOrigin().GetRegion(); from != "" && from != s.cfg.Regions.Local() {
+			// Forwarded here by a region that took this one for the home,
+			// while this one takes h for it: the regions disagree (a home
+			// rule applied to data one of them had not yet replicated).
+			// Forwarding again could bounce it between them for ever, and
+			// sequencing it here could make two writers: the client is
+			// told to retry, by when the views have converged.
+			flush()
+			s.log.Warn("record forwarded here for a conversation this region homes elsewhere",
+				"conversation", c.id, "from", from, "home", h)
+			c.fail(ctx, j, out, wire.Errorf(wire.CodeUnavailable, "regions %s and %s disagree on the home of %s; retry", from, s.cfg.Regions.Local(), c.id))
+			continue
+		}
 		if h != home {
 			flush()
 			home = h

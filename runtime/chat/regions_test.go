@@ -1,0 +1,68 @@
+package chat
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/parleychat/parley/runtime/bus"
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// elsewhere is a mesh in which every conversation is homed in region "far"
+// (a unit-test stand-in; runtime/region tests the real mesh).
+type elsewhere struct {
+	mu       sync.Mutex
+	forwards int
+}
+
+func (*elsewhere) Local() string                    { return DefaultRegion }
+func (*elsewhere) Known(name string) bool           { return name == DefaultRegion || name == "far" }
+func (*elsewhere) RegionByID(id int) (string, bool) { return "far", true }
+func (*elsewhere) Peers() []string                  { return []string{"far"} }
+func (*elsewhere) Publish(context.Context, string, []bus.Message) []error {
+	return nil
+}
+func (e *elsewhere) Forward(_ context.Context, _ string, recs []*parleyv1.IngressRecord) error {
+	e.mu.Lock()
+	e.forwards += len(recs)
+	e.mu.Unlock()
+	return nil
+}
+
+// TestForwardedRecordNotForwardedAgain: a record another region forwarded
+// here, for a conversation this region homes elsewhere, is answered
+// unavailable instead of being forwarded again (two regions that disagree
+// on a home must not bounce a record between them) or sequenced here.
+func TestForwardedRecordNotForwardedAgain(t *testing.T) {
+	m := &elsewhere{}
+	e := newEnv(t, func(c *Config) { c.Regions = m })
+	e.startSequencer(t, "chat-0", 0)
+	g := "g:" + "4194304" // any group id: the stub homes it in "far"
+
+	// Stamped as coming from a gateway of "far", which took this region for
+	// the home (the router here has no mesh, so the reply still reaches
+	// the test's gateway).
+	e.gws[0].client.SetRegion("far")
+	_, err := e.call(&parleyv1.IngressRecord{Origin: origin("alice"), ConversationId: g,
+		Op: &parleyv1.IngressRecord_Send{Send: &parleyv1.Send{ConversationId: g, ClientMsgId: "c1", Content: &parleyv1.Send_Text{Text: "hi"}}}})
+	if we := wire.AsError(err); err == nil || we.Code != wire.CodeUnavailable || !strings.Contains(we.Message, "disagree") {
+		t.Fatalf("forwarded record for a conversation homed elsewhere = %v, want unavailable (disagree)", err)
+	}
+	// A record from this region's own gateway is forwarded as usual (and
+	// not answered here: the home answers it).
+	e.gws[0].client.SetRegion(DefaultRegion)
+	e.gws[0].client.Do(context.Background(), &parleyv1.IngressRecord{Origin: origin("alice"), ConversationId: g,
+		Op: &parleyv1.IngressRecord_Send{Send: &parleyv1.Send{ConversationId: g, ClientMsgId: "c2", Content: &parleyv1.Send_Text{Text: "hi"}}}},
+		func(*parleyv1.Reply) {})
+	waitFor(t, "the local record forwarded", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.forwards == 1
+	})
+	if log := e.log(t, g); len(log) != 0 {
+		t.Fatalf("conversation homed elsewhere got %d messages stored here", len(log))
+	}
+}
