@@ -122,6 +122,29 @@ describe('web client', () => {
     await waitFor('badge cleared', async () => (await item.locator('.badge').count()) === 0);
   });
 
+  step('an edit and a delete made on another device show in place', async () => {
+    // Alice edits and deletes from another device (REST); bob's open
+    // conversation updates the message itself: new text with an "edited"
+    // mark, then a tombstone. The events are not rows of their own.
+    const tok = await server.token('alice');
+    await alice.getByLabel('Message', { exact: true }).fill('Typo hre');
+    await alice.keyboard.press('Enter');
+    await message(bob, 'Typo hre').waitFor();
+    const hist = await server.rest('GET', '/v1/history/dm:alice:bob?limit=50', { token: tok });
+    const typo = hist.messages.find((m) => m.text === 'Typo hre');
+    await server.rest('PATCH', `/v1/messages/dm:alice:bob/${typo.seq}`, { token: tok, body: { text: 'Typo here' } });
+    const edited = message(bob, 'Typo here');
+    await edited.waitFor();
+    await edited.locator('.note', { hasText: 'edited' }).waitFor();
+    assert.equal(await message(bob, 'Typo hre').count(), 0);
+    await shot(bob, 'phone-edited');
+    await server.rest('DELETE', `/v1/messages/dm:alice:bob/${typo.seq}`, { token: tok });
+    await bob.locator(`#msg-list li.msg.deleted[data-seq="${typo.seq}"] .tombstone`, { hasText: 'This message was deleted' }).waitFor();
+    await alice.locator(`#msg-list li.msg.deleted[data-seq="${typo.seq}"]`).waitFor();
+    assert.equal(await message(bob, 'Typo here').count(), 0);
+    assert.equal(await bob.locator('#msg-list li.event', { hasText: 'edited a message' }).count(), 0);
+  });
+
   step('typing shows on the other side', async () => {
     await bob.getByLabel('Message', { exact: true }).pressSequentially('typing something a little longer', { delay: 100 });
     await alice.locator('#typing', { hasText: 'bob is typing…' }).waitFor();

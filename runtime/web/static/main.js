@@ -106,11 +106,40 @@ function normMsg(m) {
     media: m.media ? { url: m.media.url, mime: m.media.mime, size: num(m.media.size) } : null,
     at: num(m.created_at),
     members: m.members || [],
+    target: num(m.target_seq), // EDITED and DELETED events: the message they change
+    editedAt: num(m.edited_at),
+    deleted: !!m.deleted,
   };
 }
 
 function isChat(m) {
   return m.kind === 'MESSAGE_KIND_TEXT' || m.kind === 'MESSAGE_KIND_MEDIA';
+}
+
+// isChange: an edit or delete of an earlier message; applied to its target,
+// not shown as a row of its own.
+function isChange(m) {
+  return m.kind === 'MESSAGE_KIND_EDITED' || m.kind === 'MESSAGE_KIND_DELETED';
+}
+
+// applyChange brings the target of an edit or delete up to date (the
+// server's history already has it so; a live event arrives first).
+function applyChange(c, m) {
+  const t = c.msgs.get(m.target);
+  if (!t) return;
+  if (m.kind === 'MESSAGE_KIND_DELETED') {
+    t.deleted = true;
+    t.text = '';
+    t.media = null;
+  } else if (!t.deleted) {
+    t.text = m.text;
+    t.editedAt = m.at;
+  }
+  const e = msgEls.get(`s${t.seq}`);
+  if (e) {
+    e.remove();
+    msgEls.delete(`s${t.seq}`);
+  }
 }
 
 function maxSeq(c) {
@@ -133,6 +162,7 @@ function addMessages(c, list) {
     if (!m.seq || c.msgs.has(m.seq)) continue;
     c.msgs.set(m.seq, m);
     added.push(m);
+    if (isChange(m)) applyChange(c, m);
     if (m.seq > c.head) c.head = m.seq;
     if (!c.last || m.seq >= c.last.seq) c.last = m;
     if (m.sender === me() && m.cmid && S.outbox.has(m.cmid)) {
@@ -927,8 +957,12 @@ function describe(m) {
       return `${m.sender} added ${m.members.join(', ')}`;
     case 'MESSAGE_KIND_MEMBER_REMOVED':
       return m.members.length === 1 && m.members[0] === m.sender ? `${m.sender} left` : `${m.sender} removed ${m.members.join(', ')}`;
+    case 'MESSAGE_KIND_EDITED':
+      return `${m.sender} edited a message`;
+    case 'MESSAGE_KIND_DELETED':
+      return 'A message was deleted';
     default:
-      return m.text;
+      return m.deleted ? 'Message deleted' : m.text;
   }
 }
 
@@ -1039,10 +1073,13 @@ function messageEl(c, m) {
   }
   const mine = m.sender === me();
   const status = statusOf(c, m);
-  const li = el('li', { class: `msg${mine ? ' mine' : ''}`, 'data-seq': m.seq, 'data-status': status || null });
+  const li = el('li', { class: `msg${mine ? ' mine' : ''}${m.deleted ? ' deleted' : ''}`, 'data-seq': m.seq, 'data-status': status || null });
   const who = el('span', { class: 'sr-only', text: mine ? 'You:' : `${m.sender}:` });
-  const meta = el('span', { class: 'meta' }, el('time', { datetime: new Date(m.at).toISOString(), text: clock(m.at) }), mine ? tickEl(status) : null);
-  li.append(el('div', { class: 'bubble' }, who, ...bodyOf(m, c), meta));
+  const meta = el('span', { class: 'meta' },
+    m.editedAt && !m.deleted ? el('span', { class: 'note', text: 'edited', title: `edited ${clock(m.editedAt)}` }) : null,
+    el('time', { datetime: new Date(m.at).toISOString(), text: clock(m.at) }), mine ? tickEl(status) : null);
+  const body = m.deleted ? [el('p', { class: 'text tombstone', text: 'This message was deleted' })] : bodyOf(m, c);
+  li.append(el('div', { class: 'bubble' }, who, ...body, meta));
   li._status = status;
   return li;
 }
@@ -1072,6 +1109,7 @@ function renderMessages(c, scroll = 'auto') {
   const items = [...c.msgs.values()].sort((a, b) => a.seq - b.seq);
   const want = [];
   for (const m of items) {
+    if (isChange(m)) continue; // shown on its target
     const key = `s${m.seq}`;
     let e = msgEls.get(key);
     const st = isChat(m) ? statusOf(c, m) : '';
