@@ -398,12 +398,86 @@ func (cl *cluster) pods(selector map[string]string) []corev1.Pod {
 // dialer does the rest.)
 type serviceDialer struct {
 	cl *cluster
+	// TTL, when positive, caches a Service's ready endpoints that long (kube-proxy and the
+	// EndpointSlice controller lag the pods too), so thousands of clients reconnecting at once
+	// do not each list the pods.
+	TTL time.Duration
 
 	mu    sync.Mutex
 	dials map[string]int // pod name@IP:port → dials
+	log   []dialRecord   // every dial, in order
+	cache map[string]cachedTargets
+	fill  sync.Mutex // one endpoint refresh at a time
+}
+
+type dialTarget struct{ name, addr string }
+
+type dialRecord struct {
+	at     time.Time
+	target string // pod name
+}
+
+type cachedTargets struct {
+	at      time.Time
+	targets []dialTarget
+	err     error
 }
 
 func (d *serviceDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	tg, err := d.resolve(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, network, tg)
+}
+
+// resolve picks a Ready, not terminating endpoint of the Service "<service>:<port>" at random
+// and counts a dial to it; it returns the endpoint's IP:targetPort.
+func (d *serviceDialer) resolve(ctx context.Context, addr string) (string, error) {
+	targets, err := d.targets(ctx, addr)
+	if err != nil {
+		return "", err
+	}
+	if len(targets) == 0 {
+		host, _, _ := net.SplitHostPort(addr)
+		return "", fmt.Errorf("service %s has no ready endpoints", host)
+	}
+	tg := targets[rand.IntN(len(targets))]
+	d.mu.Lock()
+	if d.dials == nil {
+		d.dials = map[string]int{}
+	}
+	d.dials[tg.name+"@"+tg.addr]++
+	d.log = append(d.log, dialRecord{at: time.Now(), target: tg.name})
+	d.mu.Unlock()
+	return tg.addr, nil
+}
+
+func (d *serviceDialer) targets(ctx context.Context, addr string) ([]dialTarget, error) {
+	if d.TTL <= 0 {
+		return d.lookup(ctx, addr)
+	}
+	d.fill.Lock()
+	defer d.fill.Unlock()
+	d.mu.Lock()
+	c, ok := d.cache[addr]
+	d.mu.Unlock()
+	if ok && time.Since(c.at) < d.TTL {
+		return c.targets, c.err
+	}
+	targets, err := d.lookup(ctx, addr)
+	d.mu.Lock()
+	if d.cache == nil {
+		d.cache = map[string]cachedTargets{}
+	}
+	d.cache[addr] = cachedTargets{at: time.Now(), targets: targets, err: err}
+	d.mu.Unlock()
+	return targets, err
+}
+
+// lookup lists the Service's ready endpoints from its selector and the pods' readiness.
+func (d *serviceDialer) lookup(ctx context.Context, addr string) ([]dialTarget, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
@@ -425,8 +499,7 @@ func (d *serviceDialer) DialContext(ctx context.Context, network, addr string) (
 	if err := d.cl.c.List(ctx, &pods, client.InNamespace(d.cl.ns), client.MatchingLabels(svc.Spec.Selector)); err != nil {
 		return nil, err
 	}
-	type target struct{ name, addr string }
-	var targets []target
+	var targets []dialTarget
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		if p.DeletionTimestamp != nil || !podReady(p) || p.Status.PodIP == "" {
@@ -436,20 +509,9 @@ func (d *serviceDialer) DialContext(ctx context.Context, network, addr string) (
 		if err != nil {
 			continue
 		}
-		targets = append(targets, target{p.Name, net.JoinHostPort(p.Status.PodIP, fmt.Sprint(port))})
+		targets = append(targets, dialTarget{p.Name, net.JoinHostPort(p.Status.PodIP, fmt.Sprint(port))})
 	}
-	if len(targets) == 0 {
-		return nil, fmt.Errorf("service %s has no ready endpoints", host)
-	}
-	tg := targets[rand.IntN(len(targets))]
-	d.mu.Lock()
-	if d.dials == nil {
-		d.dials = map[string]int{}
-	}
-	d.dials[tg.name+"@"+tg.addr]++
-	d.mu.Unlock()
-	var nd net.Dialer
-	return nd.DialContext(ctx, network, tg.addr)
+	return targets, nil
 }
 
 // devSecret reads the operator-generated dev secret, as `parley serve` reads it from its data dir.
