@@ -36,6 +36,8 @@ const Help = `commands:
   /inbox                              list your conversations
   /who <user...>                      watch users' presence
   /read                               mark the current conversation read
+  /edit <new text>                    replace the text of your last message here
+  /delete                             delete your last message here
   /help                               this text
   /quit                               exit
 any other line is sent to the current conversation (start it with // to send a leading /)
@@ -56,7 +58,8 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, c *client.Client, res
 	if events == nil {
 		return errors.New("cli: the client was dialed with Options.OnEvent; the CLI needs its Events channel")
 	}
-	s := &session{ctx: ctx, out: out, c: c, rest: rest, user: user, watch: map[string]bool{}, left: map[string]time.Time{}}
+	s := &session{ctx: ctx, out: out, c: c, rest: rest, user: user, watch: map[string]bool{}, left: map[string]time.Time{},
+		mine: map[string]uint64{}, gone: map[string]map[uint64]bool{}}
 	done := make(chan struct{})
 	defer close(done)
 	lines := make(chan string)
@@ -124,6 +127,11 @@ type session struct {
 	// still answer an ack or read of such a group, sent before the leave
 	// took effect, with not_member, which says nothing new.
 	left map[string]time.Time
+	// mine is the seq of the user's newest text message per conversation
+	// seen in this session (what /edit and /delete act on), and gone the
+	// seqs deleted since.
+	mine map[string]uint64
+	gone map[string]map[uint64]bool
 }
 
 // printf prints one line (or several, for /help). Every string from the
@@ -185,6 +193,10 @@ func (s *session) line(line string) bool {
 		if s.needConv() {
 			s.markRead(true)
 		}
+	case "edit":
+		s.change(cmd.text, false)
+	case "delete":
+		s.change("", true)
 	}
 	return false
 }
@@ -211,6 +223,13 @@ func parse(line string) (command, error) {
 		return command{name: "say", text: strings.TrimPrefix(strings.TrimLeft(line, " \t"), "/")}, nil
 	case !strings.HasPrefix(trimmed, "/"):
 		return command{name: "say", text: line}, nil
+	case trimmed == "/edit" || strings.HasPrefix(trimmed, "/edit "):
+		// The rest of the line is the new text, as typed (no quoting).
+		text := strings.TrimSpace(strings.TrimPrefix(trimmed, "/edit"))
+		if text == "" {
+			return command{}, errors.New("usage: /edit <new text>")
+		}
+		return command{name: "edit", text: text}, nil
 	}
 	fields, err := splitArgs(trimmed[1:])
 	if err != nil {
@@ -260,7 +279,7 @@ func parse(line string) (command, error) {
 		if err := checkUserIDs(args); err != nil {
 			return command{}, err
 		}
-	case "leave", "history", "inbox", "read", "help", "quit":
+	case "leave", "history", "inbox", "read", "help", "quit", "delete":
 		if err := want(0, 0, "/"+name); err != nil {
 			return command{}, err
 		}
@@ -393,6 +412,7 @@ func (s *session) open(conv string, dm bool) bool {
 	}
 	for _, m := range msgs {
 		s.printf("%s", FormatMessage(m))
+		s.noteMine(m)
 	}
 	s.oldest, s.newest = msgs[0].GetSeq(), msgs[len(msgs)-1].GetSeq()
 	s.markRead(false)
@@ -419,6 +439,7 @@ func (s *session) history() {
 	s.printf("--- earlier in %s ---", Sanitize(s.conv))
 	for _, m := range msgs {
 		s.printf("%s", FormatMessage(m))
+		s.noteMine(m)
 	}
 	if len(msgs) > 0 {
 		s.oldest = msgs[0].GetSeq()
@@ -558,6 +579,7 @@ func (s *session) event(ev client.Event) {
 			}
 		}
 		s.printf("%s", FormatMessage(m))
+		s.noteMine(m)
 		if m.GetConversationId() == s.conv {
 			if m.GetSenderId() == s.user {
 				s.read = max(s.read, m.GetSeq()) // sending advances the sender's read pointer
@@ -591,6 +613,55 @@ func (s *session) event(ev client.Event) {
 			s.printf("connection closed: %s", errText(e.Err))
 		}
 	}
+}
+
+// noteMine keeps the seq of the user's newest text message per
+// conversation, and forgets a deleted one.
+func (s *session) noteMine(m *parleyv1.Message) {
+	conv := m.GetConversationId()
+	switch m.GetKind() {
+	case parleyv1.MessageKind_MESSAGE_KIND_TEXT:
+		if m.GetSenderId() == s.user && !m.GetDeleted() && !s.gone[conv][m.GetSeq()] && m.GetSeq() > s.mine[conv] {
+			s.mine[conv] = m.GetSeq()
+		}
+	case parleyv1.MessageKind_MESSAGE_KIND_DELETED:
+		if s.gone[conv] == nil {
+			s.gone[conv] = map[uint64]bool{}
+		}
+		s.gone[conv][m.GetTargetSeq()] = true
+		if s.mine[conv] == m.GetTargetSeq() {
+			delete(s.mine, conv)
+		}
+	}
+}
+
+// change edits (text) or deletes the user's newest text message in the
+// current conversation.
+func (s *session) change(text string, del bool) {
+	if !s.needConv() {
+		return
+	}
+	seq := s.mine[s.conv]
+	if seq == 0 {
+		s.printf("no message of yours in %s to change in this session", Sanitize(s.conv))
+		return
+	}
+	ctx, cancel := s.callCtx()
+	defer cancel()
+	var err error
+	if del {
+		_, err = s.c.Delete(ctx, s.conv, seq)
+	} else {
+		_, err = s.c.Edit(ctx, s.conv, seq, text)
+	}
+	if err != nil {
+		what := "edit"
+		if del {
+			what = "delete"
+		}
+		s.printf("cannot %s your message %d: %s", what, seq, errText(err))
+	}
+	// Success is shown when the event arrives, like a send.
 }
 
 // leftQuiet is how long after /leave a not_member error that names no
@@ -670,6 +741,16 @@ func FormatMessage(m *parleyv1.Message) string {
 			return fmt.Sprintf("[%s] * %s left", conv, who)
 		}
 		return fmt.Sprintf("[%s] * %s removed %s", conv, who, joinClean(m.GetMembers()))
+	case parleyv1.MessageKind_MESSAGE_KIND_EDITED:
+		return fmt.Sprintf("[%s] * %s edited a message: %s", conv, who, SanitizeText(m.GetText()))
+	case parleyv1.MessageKind_MESSAGE_KIND_DELETED:
+		return fmt.Sprintf("[%s] * %s deleted a message", conv, who)
+	}
+	if m.GetDeleted() {
+		return fmt.Sprintf("[%s] %s: (message deleted)", conv, who)
+	}
+	if m.GetEditedAt() != 0 {
+		return fmt.Sprintf("[%s] %s: %s (edited)", conv, who, SanitizeText(m.GetText()))
 	}
 	return fmt.Sprintf("[%s] %s: %s", conv, who, SanitizeText(m.GetText()))
 }

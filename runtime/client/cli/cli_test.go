@@ -51,6 +51,11 @@ func TestParse(t *testing.T) {
 		{"/history", command{name: "history"}, ""},
 		{"/inbox", command{name: "inbox"}, ""},
 		{"/read", command{name: "read"}, ""},
+		{"/edit  fixed  text ", command{name: "edit", text: "fixed  text"}, ""},
+		{"/edit", command{}, "usage: /edit <new text>"},
+		{"/edit   ", command{}, "usage: /edit <new text>"},
+		{"/delete", command{name: "delete"}, ""},
+		{"/delete 3", command{}, "usage: /delete"},
 		{"/help", command{name: "help"}, ""},
 		{"/quit\r", command{name: "quit"}, ""},
 		{"/", command{}, "empty command"},
@@ -190,8 +195,16 @@ func TestRunChat(t *testing.T) {
 	alice.expect("no conversation selected")
 	alice.send("/dm bob")
 	alice.expect("--- dm:alice:bob ---\n(no messages yet)")
-	alice.send("hello bob")
-	alice.expect("[dm:alice:bob] alice: hello bob")
+	alice.send("/edit nothing yet")
+	alice.expect("no message of yours in dm:alice:bob to change")
+	alice.send("helo bob")
+	alice.expect("[dm:alice:bob] alice: helo bob")
+	alice.send("/edit hello bob")
+	alice.expect("[dm:alice:bob] * alice edited a message: hello bob")
+	alice.send("oops")
+	alice.expect("[dm:alice:bob] alice: oops")
+	alice.send("/delete")
+	alice.expect("[dm:alice:bob] * alice deleted a message")
 
 	// Bob answers; alice sees it and, since it is her current
 	// conversation, marks it read.
@@ -199,7 +212,7 @@ func TestRunChat(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice.expect("[dm:alice:bob] bob: hi alice")
-	waitRead(t, srv, "alice", "dm:alice:bob", 2)
+	waitRead(t, srv, "alice", "dm:alice:bob", 5) // after hello, its edit, oops and its delete
 	// Bob reads; alice gets the receipt.
 	if err := bob.Read(ctx, "dm:alice:bob", 1); err != nil {
 		t.Fatal(err)
@@ -227,11 +240,12 @@ func TestRunChat(t *testing.T) {
 	alice.expect("no conversation selected")
 
 	alice.send("/join dm:alice:bob")
-	alice.expect("--- dm:alice:bob ---\n[dm:alice:bob] alice: hello bob\n[dm:alice:bob] bob: hi alice\n")
+	alice.expect("--- dm:alice:bob ---\n[dm:alice:bob] alice: hello bob (edited)\n[dm:alice:bob] * alice edited a message: hello bob\n" +
+		"[dm:alice:bob] alice: (message deleted)\n[dm:alice:bob] * alice deleted a message\n[dm:alice:bob] bob: hi alice\n")
 	alice.send("/history")
 	alice.expect("(beginning of dm:alice:bob)")
 	alice.send("/read")
-	alice.expect("dm:alice:bob is read up to #2")
+	alice.expect("dm:alice:bob is read up to #5")
 
 	alice.send("/nonsense")
 	alice.expect("unknown command /nonsense")

@@ -7,6 +7,7 @@ package fakegw
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -407,7 +408,50 @@ func (s *Server) handle(c *Conn, f *parleyv1.ClientFrame) {
 		}
 	case *parleyv1.ClientFrame_Ack:
 		// Recorded in frames.
+	case *parleyv1.ClientFrame_Edit:
+		s.change(c, id, b.Edit.GetConversationId(), b.Edit.GetSeq(), b.Edit.GetText(), false)
+	case *parleyv1.ClientFrame_Delete:
+		s.change(c, id, b.Delete.GetConversationId(), b.Delete.GetSeq(), "", true)
 	}
+}
+
+// change edits or deletes the sender's own message seq of conv like the
+// server: an EDITED or DELETED event pushed to every member and answered
+// to the request; forbidden for another's message, not_found for a seq
+// the log does not hold.
+func (s *Server) change(c *Conn, id uint64, conv string, seq uint64, text string, del bool) {
+	s.mu.Lock()
+	log := s.logs[conv]
+	if _, ok := s.memberLocked(conv, c.User); !ok {
+		s.mu.Unlock()
+		c.Write(wire.ErrorFrame(id, wire.CodeNotMember, "not a member", 0))
+		return
+	}
+	if seq == 0 || seq > uint64(len(log)) {
+		s.mu.Unlock()
+		c.Write(wire.ErrorFrame(id, wire.CodeNotFound, fmt.Sprintf("%s has no message at seq %d", conv, seq), 0))
+		return
+	}
+	target := log[seq-1]
+	if target.GetSenderId() != c.User {
+		s.mu.Unlock()
+		c.Write(wire.ErrorFrame(id, wire.CodeForbidden, "only the sender may change a message", 0))
+		return
+	}
+	ev := &parleyv1.Message{Kind: parleyv1.MessageKind_MESSAGE_KIND_EDITED, TargetSeq: seq, Text: text}
+	if del {
+		ev.Kind = parleyv1.MessageKind_MESSAGE_KIND_DELETED
+		target.Deleted, target.Text = true, ""
+	} else {
+		target.Text = text
+	}
+	ev = s.appendLocked(conv, c.User, ev)
+	if !del {
+		target.EditedAt = ev.CreatedAt
+	}
+	s.mu.Unlock()
+	s.push(ev, c)
+	c.Write(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Message{Message: ev}})
 }
 
 func (s *Server) send(c *Conn, id uint64, snd *parleyv1.Send) {
