@@ -145,6 +145,35 @@ describe('web client', () => {
     assert.equal(await bob.locator('#msg-list li.event', { hasText: 'edited a message' }).count(), 0);
   });
 
+  step("alice edits and deletes her own message from the page", async () => {
+    await alice.getByLabel('Message', { exact: true }).fill('See you at 1');
+    await alice.keyboard.press('Enter');
+    const mine = message(alice, 'See you at 1');
+    await mine.waitFor();
+    await message(bob, 'See you at 1').waitFor();
+    await mine.hover();
+    await mine.getByRole('button', { name: 'Edit this message' }).click();
+    await alice.locator('#editing').waitFor();
+    assert.equal(await alice.getByLabel('Message', { exact: true }).inputValue(), 'See you at 1');
+    await alice.getByLabel('Message', { exact: true }).fill('See you at 12');
+    await alice.keyboard.press('Enter');
+    await message(alice, 'See you at 12').locator('.note', { hasText: 'edited' }).waitFor();
+    await message(bob, 'See you at 12').locator('.note', { hasText: 'edited' }).waitFor();
+    assert.equal(await alice.locator('#editing').isHidden(), true);
+    assert.equal(await message(alice, 'See you at 1').count(), 0);
+    await shot(alice, 'desktop-edited');
+
+    alice.once('dialog', (d) => d.accept());
+    const edited = message(alice, 'See you at 12');
+    const seq = await edited.getAttribute('data-seq');
+    await edited.hover();
+    await edited.getByRole('button', { name: 'Delete this message' }).click();
+    await alice.locator(`#msg-list li.msg.deleted[data-seq="${seq}"]`).waitFor();
+    await bob.locator(`#msg-list li.msg.deleted[data-seq="${seq}"] .tombstone`).waitFor();
+    // Only one's own messages offer the actions.
+    assert.equal(await message(alice, 'Sure, noon works').getByRole('button', { name: 'Edit this message' }).count(), 0);
+  });
+
   step('typing shows on the other side', async () => {
     await bob.getByLabel('Message', { exact: true }).pressSequentially('typing something a little longer', { delay: 100 });
     await alice.locator('#typing', { hasText: 'bob is typing…' }).waitFor();

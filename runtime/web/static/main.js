@@ -44,6 +44,7 @@ const STATUS_LABEL = { sending: 'Sending', accepted: 'Pending', failed: 'Not sen
 const S = {
   config: { dev_sign_in: false, media: { types: [], max_bytes: 0 } },
   session: null, // {user, token, device, dev}
+  editing: null, // {conv, seq} while the composer edits one of our messages
   api: null,
   conn: null,
   convs: new Map(),
@@ -727,12 +728,63 @@ function sendText(ev) {
     return;
   }
   $('composer-error').textContent = '';
+  if (S.editing && S.editing.conv === c.id) {
+    submitEdit(c, S.editing.seq, text);
+    return;
+  }
   box.value = '';
   autoGrow();
   S.lastTypingSent = 0; // typing again right after a send shows at once
   const p = newPending(c, { text });
   renderMessages(c, 'bottom');
   sendPending(p);
+}
+
+// ---- editing and deleting one's own messages ----
+
+function startEdit(c, m) {
+  S.editing = { conv: c.id, seq: m.seq };
+  $('editing').hidden = false;
+  const box = $('text');
+  box.value = m.text;
+  autoGrow();
+  box.focus();
+}
+
+function stopEdit() {
+  S.editing = null;
+  $('editing').hidden = true;
+  $('text').value = '';
+  autoGrow();
+}
+
+// applyOwnChange shows the event that answered our edit or delete: the
+// server pushes it to our other devices, not to this one.
+function applyOwnChange(c, r) {
+  if (r && r.message) addMessages(c, [r.message]);
+  renderList();
+  renderMessages(c, 'none');
+}
+
+async function submitEdit(c, seq, text) {
+  try {
+    const r = await S.conn.request({ edit: { conversation_id: c.id, seq, text } });
+    stopEdit();
+    applyOwnChange(c, r);
+  } catch (err) {
+    $('composer-error').textContent = `Not edited: ${err.message}`;
+  }
+}
+
+async function deleteMessage(c, m) {
+  if (!window.confirm('Delete this message for everyone?')) return;
+  try {
+    const r = await S.conn.request({ delete: { conversation_id: c.id, seq: m.seq } });
+    if (S.editing && S.editing.seq === m.seq) stopEdit();
+    applyOwnChange(c, r);
+  } catch (err) {
+    $('composer-error').textContent = `Not deleted: ${err.message}`;
+  }
 }
 
 async function sendImage() {
@@ -800,6 +852,7 @@ function autoGrow() {
 // ---- conversations ----
 
 function openConv(id, { focus = true } = {}) {
+  if (S.editing && S.editing.conv !== id) stopEdit();
   const c = conv(id);
   if (S.openId !== id) {
     S.openId = id;
@@ -1079,7 +1132,16 @@ function messageEl(c, m) {
     m.editedAt && !m.deleted ? el('span', { class: 'note', text: 'edited', title: `edited ${clock(m.editedAt)}` }) : null,
     el('time', { datetime: new Date(m.at).toISOString(), text: clock(m.at) }), mine ? tickEl(status) : null);
   const body = m.deleted ? [el('p', { class: 'text tombstone', text: 'This message was deleted' })] : bodyOf(m, c);
-  li.append(el('div', { class: 'bubble' }, who, ...body, meta));
+  const bubble = el('div', { class: 'bubble' }, who, ...body, meta);
+  if (mine && !m.deleted && !c.left) {
+    const actions = el('span', { class: 'msg-actions' });
+    if (m.kind === 'MESSAGE_KIND_TEXT') {
+      actions.append(el('button', { type: 'button', class: 'link', text: 'Edit', 'aria-label': 'Edit this message', onclick: () => startEdit(c, m) }));
+    }
+    actions.append(el('button', { type: 'button', class: 'link', text: 'Delete', 'aria-label': 'Delete this message', onclick: () => deleteMessage(c, m) }));
+    bubble.append(actions);
+  }
+  li.append(bubble);
   li._status = status;
   return li;
 }
@@ -1177,6 +1239,10 @@ function onScroll() {
 }
 
 function onKey(ev) {
+  if (ev.key === 'Escape' && S.editing) {
+    stopEdit();
+    return;
+  }
   if (ev.key === 'Escape' && document.body.classList.contains('conv-open')) {
     if (!$('add-form').hidden) {
       $('add-form').hidden = true;
@@ -1204,6 +1270,7 @@ async function main() {
     if (!f.hidden) $('add-users').focus();
   });
   $('composer').addEventListener('submit', sendText);
+  $('edit-cancel').addEventListener('click', stopEdit);
   $('text').addEventListener('input', onComposerInput);
   $('text').addEventListener('keydown', (ev) => {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
