@@ -179,7 +179,12 @@ func (f *loadFleet) stop(timeout time.Duration) (reports []clientReport, settled
 		case l := <-ch.done:
 			settled = settled && l.Settled
 		case <-ch.exited:
-			f.t.Fatalf("load child %d exited without its report: %v", i, ch.err)
+			select {
+			case l := <-ch.done: // it reported, then exited
+				settled = settled && l.Settled
+			default:
+				f.t.Fatalf("load child %d exited without its report: %v", i, ch.err)
+			}
 		case <-time.After(time.Until(deadline)):
 			f.t.Fatalf("load child %d: no report within %s", i, timeout)
 		}
@@ -320,6 +325,33 @@ func (d *serviceDialer) dialRates(from, to time.Time) (peak int, peakAt string, 
 	return peak, peakAt, mean, per
 }
 
+// startClients connects n load clients (in children of perChild) to region's client Service
+// through a caching serviceDialer.
+func startClients(t *testing.T, cl *cluster, cc *chatv1.ChatCluster, region string, n, perChild int) (*loadFleet, *auth.DevIssuer, *serviceDialer, string) {
+	t.Helper()
+	secretDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(secretDir, specs.DevSecretKey), cl.devSecret(cc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret, err := auth.LoadOrCreateDevSecret(secretDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := auth.NewDevIssuer(secret)
+	dialer := &serviceDialer{cl: cl, TTL: 250 * time.Millisecond}
+	service := specs.ClientServiceName(cc, region) + ":80"
+	fleet := startLoad(t, cl, loadConfig{
+		Resolver:  resolverServer(t, dialer),
+		Service:   service,
+		SecretDir: secretDir,
+		Prefix:    "u" + region + "-",
+		SendMin:   2 * time.Second,
+		SendMax:   5 * time.Second,
+		Settle:    90 * time.Second,
+	}, n, perChild)
+	return fleet, issuer, dialer, service
+}
+
 // TestRolloutUnderLoad: one region of 3 gateways, 2 chat and 1 presence on the real controllers;
 // PARLEY_ROLLOUT_CLIENTS SDK clients (default 2,000) in child processes, spread over the client
 // Service's Ready endpoints, exchange DMs in pairs every 2–5 s while a new image tag rolls every
@@ -357,26 +389,7 @@ func TestRolloutUnderLoad(t *testing.T) {
 	cl.waitCondition(cc, chatv1.ConditionReady, metav1.ConditionTrue, 5*time.Minute)
 	t.Logf("ChatCluster Ready %s after create (%d gateways, %d chat, %d presence)", time.Since(start).Round(time.Millisecond), gateways, chats, presences)
 
-	secretDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(secretDir, specs.DevSecretKey), cl.devSecret(cc), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	secret, err := auth.LoadOrCreateDevSecret(secretDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer := auth.NewDevIssuer(secret)
-	dialer := &serviceDialer{cl: cl, TTL: 250 * time.Millisecond}
-	service := specs.ClientServiceName(cc, region) + ":80"
-	fleet := startLoad(t, cl, loadConfig{
-		Resolver:  resolverServer(t, dialer),
-		Service:   service,
-		SecretDir: secretDir,
-		Prefix:    "u" + run + "-",
-		SendMin:   2 * time.Second,
-		SendMax:   5 * time.Second,
-		Settle:    90 * time.Second,
-	}, nClients, perChild)
+	fleet, issuer, dialer, service := startClients(t, cl, cc, region, nClients, perChild)
 	t.Logf("initial connections per gateway: %v", dialer.dialsSnapshot())
 
 	time.Sleep(10 * time.Second) // traffic before the rollout
