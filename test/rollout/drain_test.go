@@ -23,6 +23,8 @@ import (
 // the budget allows one disruption again, and no acknowledged message is lost or shown twice.
 // PARLEY_ROLLOUT_DRAIN_CLIENTS sets the clients (default 300).
 func TestNodeDrainEvictsWithinBudget(t *testing.T) {
+	// Light (one cluster, few clients): runs alongside the other light test after the heavy ones.
+	t.Parallel()
 	assets := needCluster(t)
 	nClients := envInt(t, "PARLEY_ROLLOUT_DRAIN_CLIENTS", 300)
 	nClients += nClients % 2
