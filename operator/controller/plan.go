@@ -64,6 +64,11 @@ type Plan struct {
 	Delete []string
 	// Drain lists gateway pods to take out of the Service and drain.
 	Drain []string
+	// SetAccepting sets the accepting label of gateway pods without draining them: old
+	// gateways stop taking new connections once new ones can (their clients stay until their
+	// own drain), surge gateways once a gateway that stays can, and a gateway at the desired
+	// revision is put back (acceptingChanges).
+	SetAccepting map[string]bool
 	// Regions reports each region.
 	Regions map[string]RegionPlan
 	// Blocked names the first region that is not done (the rollout waits on it), or "".
@@ -89,7 +94,7 @@ type RegionPlan struct {
 // presence → gateway. Only the first region and role that is not done may act; everything
 // after it waits, so a region that does not become Ready stops the rollout there.
 func PlanRollout(in RolloutInput) Plan {
-	plan := Plan{GatewayReplicas: map[string]int32{}, Regions: map[string]RegionPlan{}}
+	plan := Plan{GatewayReplicas: map[string]int32{}, Regions: map[string]RegionPlan{}, SetAccepting: map[string]bool{}}
 	for _, region := range in.Regions {
 		active := plan.Blocked == "" && region.Migrated && !in.Paused
 		rp := RegionPlan{Done: true}
@@ -104,6 +109,9 @@ func PlanRollout(in RolloutInput) Plan {
 			}
 			plan.Delete = append(plan.Delete, st.delete...)
 			plan.Drain = append(plan.Drain, st.drain...)
+			for name, v := range st.accepting {
+				plan.SetAccepting[name] = v
+			}
 			rp.Unready += st.unready
 			rp.Old += st.old
 			rp.Draining = rp.Draining || st.draining
@@ -130,6 +138,7 @@ func PlanRollout(in RolloutInput) Plan {
 // roleStep is the planner's decision for one role of one region.
 type roleStep struct {
 	delete, drain []string
+	accepting     map[string]bool // gateways: label changes without a drain
 	done          bool
 	unready, old  int32
 	draining      bool
@@ -262,6 +271,9 @@ func planGateway(v RoleView, surge, batch int32, active bool) (int32, roleStep) 
 	}
 	replicas = max(replicas, keep+1)
 
+	if active && v.Revision != "" {
+		st.accepting = acceptingChanges(v, surge, rolling)
+	}
 	excess := len(staleExcess) + len(freshExcess)
 	st.done = v.Revision != "" && !rolling && st.unready == 0 && excess == 0 && !st.draining
 	if st.done {
@@ -302,8 +314,10 @@ func planGateway(v RoleView, surge, batch int32, active bool) (int32, roleStep) 
 			return replicas, st
 		}
 		for o := n; o < n+surge; o++ {
+			// Not Accepting: once a gateway that stays serves, the surge ones stop taking
+			// new connections (acceptingChanges) and still count as up.
 			p, ok := present[o]
-			if !ok || p.Revision != v.Revision || !p.Ready || !p.Accepting {
+			if !ok || p.Revision != v.Revision || !p.Ready {
 				st.waiting = fmt.Sprintf("waiting for %d surge gateways at the new revision to be Ready", surge)
 				return replicas, st
 			}
@@ -331,6 +345,56 @@ func planGateway(v RoleView, surge, batch int32, active bool) (int32, roleStep) 
 	st.drain = names(append(staleExcess, freshExcess...))
 	st.waiting = fmt.Sprintf("draining %d extra gateways", len(st.drain))
 	return replicas, st
+}
+
+// acceptingChanges steers new connections during a gateway rollout so that a client
+// reconnects as few times as the StatefulSet's ordinals allow (issue 12: the rollout test
+// under load saw 14 % of clients reconnect three times or more when old gateways kept
+// accepting until their own drain, and surge gateways until theirs):
+//
+//   - once every surge gateway at the new revision is Ready and accepting, old gateways stop
+//     accepting (their connected clients stay until their own drain), so a drained client
+//     lands on a gateway at the new revision;
+//   - once a gateway that stays (ordinal below the spec's replicas) is Ready at the new
+//     revision and accepting, the surge gateways stop accepting too: they are drained at the
+//     end, and a client placed there would move again;
+//   - a gateway at the desired revision that stays, is Ready and not draining, accepts (after
+//     a rollout is reverted, or an operator restart between two steps).
+//
+// Draining gateways are left alone: their drain owns the label.
+func acceptingChanges(v RoleView, surge int32, rolling bool) map[string]bool {
+	n := v.Replicas
+	surgeReady := rolling
+	for o := n; o < n+surge && surgeReady; o++ {
+		found := false
+		for _, p := range v.Pods {
+			if p.Ordinal == o && p.Revision == v.Revision && p.Ready && !p.Draining {
+				found = true
+			}
+		}
+		surgeReady = found
+	}
+	stayServing := false
+	for _, p := range v.Pods {
+		if p.Ordinal < n && p.Revision == v.Revision && p.Ready && p.Accepting && !p.Draining {
+			stayServing = true
+		}
+	}
+	out := map[string]bool{}
+	for _, p := range v.Pods {
+		if p.Draining {
+			continue
+		}
+		switch {
+		case p.Ordinal < n && p.Revision == v.Revision && p.Ready && !p.Accepting:
+			out[p.Name] = true
+		case rolling && surgeReady && p.Ordinal < n && p.Revision != v.Revision && p.Accepting:
+			out[p.Name] = false
+		case rolling && stayServing && p.Ordinal >= n && p.Accepting:
+			out[p.Name] = false
+		}
+	}
+	return out
 }
 
 func byOrdinalDesc(pods []PodView) {

@@ -198,3 +198,38 @@ func TestPlanRolloutOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestAcceptingChanges: which gateways stop taking new connections during a rollout (issue 12:
+// clients reconnect as few times as the ordinals allow), and that this never stalls it.
+func TestAcceptingChanges(t *testing.T) {
+	tests := []struct {
+		name  string
+		view  RoleView
+		want  map[string]bool
+		drain []string
+	}{
+		{"settled: nothing", RoleView{Replicas: 2, Revision: "b", Pods: pods("g", 0, "b", "b")}, map[string]bool{}, nil},
+		{"surge not ready: old keep accepting", RoleView{Replicas: 2, Revision: "b", Pods: pods("g", 0, "a", "a", "b!")}, map[string]bool{}, nil},
+		{"surge ready: every old gateway stops accepting", RoleView{Replicas: 2, Revision: "b", Pods: pods("g", 0, "a", "a", "b")},
+			map[string]bool{"g-0": false, "g-1": false}, []string{"g-1"}},
+		{"a staying gateway is new: the surge stops accepting", RoleView{Replicas: 2, Revision: "b", Pods: pods("g", 0, "ax", "b", "b")},
+			map[string]bool{"g-2": false}, []string{"g-0"}},
+		{"a quiesced surge does not stall the rollout", RoleView{Replicas: 2, Revision: "b", Pods: pods("g", 0, "ax", "b", "bx")},
+			map[string]bool{}, []string{"g-0"}},
+		{"a desired gateway left out is put back", RoleView{Replicas: 2, Revision: "b", Pods: pods("g", 0, "bx", "b")}, map[string]bool{"g-0": true}, nil},
+		{"draining gateways are left to their drain", RoleView{Replicas: 2, Revision: "b", Pods: pods("g", 0, "a~", "b", "b")},
+			map[string]bool{"g-2": false}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, st := planGateway(tt.view, 1, 1, true)
+			got := st.accepting
+			if got == nil {
+				got = map[string]bool{}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) || !slices.Equal(st.drain, tt.drain) {
+				t.Errorf("accepting %v drain %v (waiting %q); want accepting %v drain %v", got, st.drain, st.waiting, tt.want, tt.drain)
+			}
+		})
+	}
+}

@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -153,6 +155,13 @@ func (r *Reconciler) rollOut(ctx context.Context, p *pass) error {
 			}
 		}
 	}
+	for name, accepting := range p.plan.SetAccepting {
+		if pod := byName[name]; pod != nil && !slices.Contains(p.plan.Drain, name) {
+			if err := r.setAccepting(ctx, pod, accepting); err != nil {
+				return err
+			}
+		}
+	}
 	for _, rp := range p.plan.Regions {
 		if rp.Draining || len(p.plan.Drain) > 0 {
 			p.requeueAfter(r.drainPoll())
@@ -170,6 +179,22 @@ func (r *Reconciler) deletePod(ctx context.Context, p *pass, pod *corev1.Pod) er
 	log.FromContext(ctx).Info("deleted pod", "pod", pod.Name, "revision", pod.Labels[specs.LabelRevision])
 	r.event(p.orig, corev1.EventTypeNormal, EventPodReplaced, "Delete",
 		"deleted %s pod %s of revision %s", pod.Labels[specs.LabelRole], pod.Name, pod.Labels[specs.LabelRevision])
+	return nil
+}
+
+// setAccepting puts a gateway into the client-facing Service or takes it out
+// (parley.io/accepting) without draining it: its connected clients stay.
+func (r *Reconciler) setAccepting(ctx context.Context, pod *corev1.Pod, accepting bool) error {
+	v := strconv.FormatBool(accepting)
+	if pod.Labels[specs.LabelAccepting] == v {
+		return nil
+	}
+	patch := client.MergeFrom(pod.DeepCopy())
+	pod.Labels[specs.LabelAccepting] = v
+	if err := r.Client.Patch(ctx, pod, patch); err != nil {
+		return fmt.Errorf("mark pod %s accepting=%s: %w", pod.Name, v, err)
+	}
+	log.FromContext(ctx).Info("gateway accepting", "pod", pod.Name, "accepting", v)
 	return nil
 }
 
