@@ -34,6 +34,10 @@ CASSANDRA_HEAP=${PARLEY_CASSANDRA_HEAP:-1G}
 # Multi-node / multi-datacenter clusters (hack/regions.sh); unset = one node with SimpleSnitch.
 CASSANDRA_DC=${PARLEY_CASSANDRA_DC:-}
 CASSANDRA_RACK=${PARLEY_CASSANDRA_RACK:-rack1}
+# Hinted handoff: off for the one-node test server (nothing to hand off to), on when the node is
+# one datacenter of several (hack/regions.sh): a write made while the other datacenter was cut
+# off reaches it after the heal, as in production (docs/multi-region.md).
+CASSANDRA_HINTS=${PARLEY_CASSANDRA_HINTS:-$([[ -n ${PARLEY_CASSANDRA_DC:-} ]] && echo true || echo false)}
 CASSANDRA_SNITCH=${PARLEY_CASSANDRA_SNITCH:-$([[ -n $CASSANDRA_DC ]] && echo GossipingPropertyFileSnitch || echo SimpleSnitch)}
 CASSANDRA_AUTO_BOOTSTRAP=${PARLEY_CASSANDRA_AUTO_BOOTSTRAP:-}
 CQLSH_VERSION=${PARLEY_CQLSH_VERSION:-6.2.2}
@@ -499,7 +503,7 @@ commitlog_sync_period: 10000ms
 commitlog_segment_size: 32MiB
 disk_failure_policy: stop
 commit_failure_policy: stop
-hinted_handoff_enabled: false
+hinted_handoff_enabled: $CASSANDRA_HINTS
 auto_snapshot: false
 snapshot_on_duplicate_row_detection: false
 concurrent_reads: 8
@@ -571,7 +575,17 @@ cassandra_start() {
   need_cqlsh
   cassandra_write_config
   local jamm
-  jamm=$(tr ':' '\n' <<<"$CASSANDRA_CP" | grep -m1 '/jamm-[^/]*\.jar$') || die "cassandra: no jamm jar in the classpath"
+  # A loop, not `tr | grep -m1`: under pipefail grep's early exit can fail the pipeline (SIGPIPE).
+  local entry entries
+  jamm=""
+  IFS=: read -ra entries <<<"$CASSANDRA_CP"
+  for entry in "${entries[@]}"; do
+    if [[ $entry =~ /jamm-[^/]*\.jar$ ]]; then
+      jamm=$entry
+      break
+    fi
+  done
+  [[ -n $jamm ]] || die "cassandra: no jamm jar in the classpath"
   local jmx=()
   # JMX listens on loopback only (a local port), so its RMI stubs must name loopback whatever HOST is.
   [[ $CASSANDRA_JMX_PORT != 0 ]] && jmx=(-Dcassandra.jmx.local.port="$CASSANDRA_JMX_PORT" -Djava.rmi.server.hostname=127.0.0.1)

@@ -444,6 +444,19 @@ func TestPartition(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+	// The non-home region reads its own datacenter: what eu stored while
+	// the link was cut (alice's sends) reaches us's replicas after the heal
+	// (hinted handoff), so bob's history there catches up too.
+	waitFor(t, 2*time.Minute, "us's datacenter holds every message after the heal", func() bool {
+		n := 0
+		for _, m := range history(t, bob, conv) {
+			if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_TEXT {
+				n++
+			}
+		}
+		return n >= len(all)
+	})
+	checkLog(t, history(t, bob, conv), sent)
 }
 
 // waitFor polls cond for up to within.
