@@ -58,6 +58,12 @@ type API struct {
 	// ReadLimits, when set, is the per-user budget of history, inbox and
 	// receipts requests (shared with the gateway's sync and history).
 	ReadLimits *limits.Users
+	// Homes, when set (multi-region), resolves the caller's home region
+	// from the token's home_region claim as the gateway does at connect
+	// (gateway.Config.Homes): an unknown region refuses the request, and a
+	// claim is stored as the user's home even for a user who only ever
+	// uses REST.
+	Homes func(ctx context.Context, user, claim string) (string, error)
 	// PresencePublic answers GET /v1/presence for any user; by default a
 	// user who shares no conversation with the caller reads "unknown"
 	// (chat.Queries.PresenceVisible).
@@ -98,6 +104,14 @@ func (a *API) authed(h handler) http.HandlerFunc {
 		if err != nil {
 			a.writeError(w, err)
 			return
+		}
+		if a.Homes != nil {
+			home, err := a.Homes(r.Context(), c.UserID, c.HomeRegion)
+			if err != nil {
+				a.writeError(w, err)
+				return
+			}
+			c.HomeRegion = home
 		}
 		if r.ContentLength > MaxBodyBytes {
 			// Declared too large: answered at once, not after reading

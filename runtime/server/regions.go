@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,9 +62,22 @@ func (s *Server) userHomes(ctx context.Context, user, claim string) (string, err
 		return claim, nil
 	}
 	if claim != "" && !s.fleet.mesh.Known(claim) {
-		return "", wire.Errorf(wire.CodeUnauthenticated, "token home_region %q is not a region of this deployment (regions: %s and %v)",
-			claim, s.cfg.Region, s.fleet.mesh.Peers())
+		return "", wire.Errorf(wire.CodeUnauthenticated, "token home_region %q is not a region of this deployment (regions: %s)",
+			claim, strings.Join(append([]string{s.cfg.Region}, s.fleet.mesh.Peers()...), ", "))
 	}
+	key := user + "\x00" + claim
+	if h, ok := s.fleet.homeCache.get(key); ok {
+		return h, nil
+	}
+	h, err := s.resolveHome(ctx, homes, user, claim)
+	if err == nil {
+		s.fleet.homeCache.put(key, h)
+	}
+	return h, err
+}
+
+// resolveHome is userHomes without the cache.
+func (s *Server) resolveHome(ctx context.Context, homes store.UserHomes, user, claim string) (string, error) {
 	// One read per connection; a write only when the home changes.
 	h, err := homes.UserHome(ctx, user)
 	switch {
@@ -133,4 +148,41 @@ func (s *Server) watchPeers(ctx context.Context) {
 		}
 		last = text
 	}
+}
+
+// homeCache remembers resolved homes (user and claim → home) for a while, so
+// REST requests and reconnects do not read Cassandra each time. Bounded: when
+// full it starts over.
+type homeCache struct {
+	mu sync.Mutex
+	m  map[string]cachedHome
+}
+
+type cachedHome struct {
+	home string
+	at   time.Time
+}
+
+const (
+	homeCacheMax = 100_000
+	homeCacheTTL = 10 * time.Minute
+)
+
+func (c *homeCache) get(key string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok || time.Since(e.at) > homeCacheTTL {
+		return "", false
+	}
+	return e.home, true
+}
+
+func (c *homeCache) put(key, home string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= homeCacheMax {
+		c.m = make(map[string]cachedHome)
+	}
+	c.m[key] = cachedHome{home: home, at: time.Now()}
 }

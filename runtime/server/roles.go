@@ -144,6 +144,7 @@ type fleet struct {
 	pusher    *push.Worker
 	publisher *push.Publisher
 	mesh      *regionmesh.Mesh   // nil without peers
+	homeCache homeCache          // gateway: resolved user homes (regions.go)
 	outbox    *regionmesh.Outbox // chat role with peers
 	relayIn   *regionmesh.Relay  // chat role with peers
 }
@@ -479,7 +480,7 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
 		Limits: userLimits, ReadLimits: readLimits, Metrics: s.Metrics, GatewayID: fc.GatewayID,
 		RequestTimeout: gcfg.RequestTimeout, MaxMessageBytes: cfg.MaxMessageBytes,
-		Media: mediaSvc, DevIssuer: s.DevIssuer, PresencePublic: cfg.PresencePublic,
+		Media: mediaSvc, DevIssuer: s.DevIssuer, PresencePublic: cfg.PresencePublic, Homes: homes,
 	}
 	api.Register(mux)
 	if s.mediaStore != nil {
