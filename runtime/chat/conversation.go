@@ -33,6 +33,8 @@ type conversation struct {
 	state *convState
 	// home is a DM's home region once known (regions.go); "" until then.
 	home string
+	// groupSeen: a group homed elsewhere was found stored (regions.go).
+	groupSeen bool
 }
 
 // convState is what the sequencer knows of a conversation, loaded lazily

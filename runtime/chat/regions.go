@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/parleychat/parley/runtime/bus"
@@ -85,8 +86,21 @@ func (c *conversation) homeOf(ctx context.Context, rec *parleyv1.IngressRecord) 
 		if !ok {
 			return "", nil // malformed: answered here
 		}
-		name, ok := m.RegionByID(id)
-		if !ok {
+		name, known := m.RegionByID(id)
+		if name == m.Local() {
+			return "", nil
+		}
+		// Homed elsewhere (or in a region the mesh does not know): make sure
+		// the group exists before forwarding, so that a made-up id is
+		// not_found here rather than waiting in the outbox for a region
+		// that will refuse it (a new-user trial).
+		if !c.groupSeen {
+			if err := c.groupExists(ctx, name); err != nil {
+				return "", err
+			}
+			c.groupSeen = true
+		}
+		if !known {
 			return "", errHomeUnknown(c.id, "id "+strconv.Itoa(id))
 		}
 		home = name
@@ -154,6 +168,35 @@ func (c *conversation) dmHome(ctx context.Context, rec *parleyv1.IngressRecord) 
 		}
 	}
 	return s.userHome(ctx, rec.GetOrigin())
+}
+
+// groupExists returns nil when group c is stored in this datacenter or, if
+// not yet, in any (a group created moments ago in its home); not_found when
+// it is nowhere; unavailable when only its home region could tell and it
+// cannot be reached.
+func (c *conversation) groupExists(ctx context.Context, home string) error {
+	s := c.p.s
+	_, err := s.st.Conversation(ctx, c.id)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return storeErr(s.log, "load group", c.id, err)
+	}
+	cross, ok := s.st.(store.CrossRegionReads)
+	if !ok {
+		return wire.Errorf(wire.CodeNotFound, "group %s does not exist", c.id)
+	}
+	_, err = cross.ConversationAnyRegion(ctx, c.id)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotFound):
+		return wire.Errorf(wire.CodeNotFound, "group %s does not exist", c.id)
+	}
+	s.log.Debug("cross-region read of a group failed", "conversation", c.id, "err", err)
+	return &wire.Error{Code: wire.CodeUnavailable, RetryAfterMs: storeRetryMs,
+		Message: fmt.Sprintf("group %s is not known here yet and its home region %s cannot be asked; retry later", c.id, home)}
 }
 
 // storedHome is user's stored home, asked of every datacenter when this one

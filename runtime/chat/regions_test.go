@@ -8,6 +8,7 @@ import (
 
 	"github.com/parleychat/parley/runtime/bus"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
 )
 
@@ -41,6 +42,9 @@ func TestForwardedRecordNotForwardedAgain(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.Regions = m })
 	e.startSequencer(t, "chat-0", 0)
 	g := "g:" + "4194304" // any group id: the stub homes it in "far"
+	if err := e.st.CreateConversation(context.Background(), store.Conversation{ID: g, Kind: store.KindGroup, HomeRegion: "far"}); err != nil {
+		t.Fatal(err)
+	}
 
 	// Stamped as coming from a gateway of "far", which took this region for
 	// the home (the router here has no mesh, so the reply still reaches
@@ -64,5 +68,17 @@ func TestForwardedRecordNotForwardedAgain(t *testing.T) {
 	})
 	if log := e.log(t, g); len(log) != 0 {
 		t.Fatalf("conversation homed elsewhere got %d messages stored here", len(log))
+	}
+	// A group id homed elsewhere that is stored nowhere is not_found here,
+	// not forwarded to wait in the outbox.
+	_, err = e.call(&parleyv1.IngressRecord{Origin: origin("alice"), ConversationId: "g:8388608",
+		Op: &parleyv1.IngressRecord_Send{Send: &parleyv1.Send{ConversationId: "g:8388608", ClientMsgId: "c3", Content: &parleyv1.Send_Text{Text: "hi"}}}})
+	if we := wire.AsError(err); err == nil || we.Code != wire.CodeNotFound {
+		t.Fatalf("send to a made-up group homed elsewhere = %v, want not_found", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.forwards != 1 {
+		t.Errorf("%d records forwarded, want only the one of the existing group", m.forwards)
 	}
 }
