@@ -301,5 +301,5 @@ func (c *Client) take(id uint64) (func(*parleyv1.Reply), bool) {
 
 func timeoutReply(id uint64) *parleyv1.Reply {
 	return &parleyv1.Reply{RequestId: id, Error: &parleyv1.Error{
-		Code: wire.CodeTimeout, Message: "the outcome is unknown; retry with the same client_msg_id"}}
+		Code: wire.CodeTimeout, Message: "the outcome is unknown; retrying is safe (a send with the same client_msg_id, any other request as it was)"}}
 }

@@ -533,24 +533,27 @@ func (a *API) receipts(w http.ResponseWriter, r *http.Request, c auth.Claims) er
 
 func (a *API) read(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
 	var b struct {
-		Seq uint64 `json:"seq"`
+		// A number or, as every seq in the API's own answers is spelled
+		// (protojson writes 64-bit integers as strings), a string.
+		Seq json.Number `json:"seq"`
 	}
 	if err := decode(r, &b); err != nil {
 		return err
 	}
-	if b.Seq == 0 {
-		return wire.Errorf(wire.CodeInvalid, "seq is required: read up to this seq")
+	seq, err := strconv.ParseUint(string(b.Seq), 10, 64)
+	if b.Seq == "" || err != nil || seq == 0 {
+		return wire.Errorf(wire.CodeInvalid, "seq is required: read up to this seq (a positive integer, as a number or a string)")
 	}
 	conv := r.PathValue("conv")
 	rep, err := a.call(r.Context(), c, &parleyv1.IngressRecord{ConversationId: conv,
-		Op: &parleyv1.IngressRecord_Read{Read: &parleyv1.Read{ConversationId: conv, Seq: b.Seq}}})
+		Op: &parleyv1.IngressRecord_Read{Read: &parleyv1.Read{ConversationId: conv, Seq: seq}}})
 	if err != nil {
 		return err
 	}
 	// The stored pointer, stored before the answer (read-your-writes): it
-	// may be above b.Seq (an earlier read went further) or below it (a seq
+	// may be above seq (an earlier read went further) or below it (a seq
 	// beyond the head is clamped to the head).
-	readSeq := b.Seq
+	readSeq := seq
 	if rc := rep.GetReceipt(); rc != nil {
 		readSeq = rc.GetSeq()
 	}

@@ -45,6 +45,10 @@ func (s *Server) newMesh(ctx context.Context, reg prometheus.Registerer, fc Flee
 			// A region starts while a peer is unreachable: its forwards wait
 			// in the outbox and its relays are dropped until the link is up.
 			kcfg.NoPing = true
+			// While the link is down the client warns at every dial attempt;
+			// the mesh says it once ("link to region down"), so only the
+			// client's errors are logged.
+			kcfg.Logger = slog.New(errorsOnly{slog.Default().Handler()})
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
 			return kafka.New(pctx, kcfg)
@@ -186,3 +190,15 @@ func (c *homeCache) put(key, home string) {
 	}
 	c.m[key] = cachedHome{home: home, at: time.Now()}
 }
+
+// errorsOnly passes a handler only records at error level and above.
+type errorsOnly struct{ slog.Handler }
+
+func (h errorsOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelError && h.Handler.Enabled(ctx, l)
+}
+
+func (h errorsOnly) WithAttrs(as []slog.Attr) slog.Handler {
+	return errorsOnly{h.Handler.WithAttrs(as)}
+}
+func (h errorsOnly) WithGroup(name string) slog.Handler { return errorsOnly{h.Handler.WithGroup(name)} }

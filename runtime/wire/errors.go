@@ -32,7 +32,7 @@ func AsError(err error) *Error {
 		return we
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &Error{Code: CodeTimeout, Message: "the outcome is unknown; retry with the same client_msg_id"}
+		return &Error{Code: CodeTimeout, Message: "the outcome is unknown; retrying is safe (a send with the same client_msg_id, any other request as it was)"}
 	}
 	return &Error{Code: CodeInternal, Message: "internal error"}
 }

@@ -29,7 +29,12 @@ func TestReadYourWrites(t *testing.T) {
 	phone, laptop := p.token("bob", "phone", time.Hour), client.NewREST(p.HTTP(), p.token("bob", "laptop", time.Hour))
 	read := func(seq int) uint64 {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.HTTP()+"/v1/conversations/"+conv+"/read", strings.NewReader(fmt.Sprintf(`{"seq":%d}`, seq)))
+		// Odd steps spell the seq as a string, as the API's own answers do.
+		body := fmt.Sprintf(`{"seq":%d}`, seq)
+		if seq%2 == 1 {
+			body = fmt.Sprintf(`{"seq":"%d"}`, seq)
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.HTTP()+"/v1/conversations/"+conv+"/read", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+phone)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
