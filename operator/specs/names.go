@@ -44,15 +44,15 @@ const (
 
 // Paths and ports inside parley containers.
 const (
-	Binary         = "/usr/local/bin/parley" // where the runtime image installs parley
-	HTTPPort       = 8080
-	DataDir        = "/var/lib/parley"
-	AdminTokenDir  = "/etc/parley/admin"
+	Binary        = "/usr/local/bin/parley" // where the runtime image installs parley
+	HTTPPort      = 8080
+	DataDir       = "/var/lib/parley"
+	AdminTokenDir = "/etc/parley/admin"
 	// PeersDir holds the region's PeersConfigMap; the runtime reads
 	// PeersFile (--peer-region-file) and follows its changes.
-	PeersDir  = "/etc/parley/peers"
-	PeersKey  = "peer-regions"
-	PeersFile = PeersDir + "/" + PeersKey
+	PeersDir       = "/etc/parley/peers"
+	PeersKey       = "peer-regions"
+	PeersFile      = PeersDir + "/" + PeersKey
 	AdminTokenFile = AdminTokenDir + "/token"
 	AdminTokenKey  = "token"
 	DevSecretKey   = "dev-secret"
