@@ -297,3 +297,30 @@ func TestChangeEffectHeals(t *testing.T) {
 		t.Fatalf("ApplyChange called %d times, want 1", n)
 	}
 }
+
+// TestInboxIgnoresChanges: editing or deleting an old message is not new
+// activity — the inbox's last message stays the newest real one, so the
+// conversation does not jump to the top of the list.
+func TestInboxIgnoresChanges(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	old := e.mustSend(t, "alice", "dm:alice:bob", "a1", "first").GetSeq()
+	e.mustSend(t, "alice", "dm:alice:carol", "a2", "later, to carol")
+	if _, err := e.call(editRec("alice", "dm:alice:bob", old, "first (fixed)")); err != nil {
+		t.Fatal(err)
+	}
+	states, err := e.q.Inbox(e.ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(states) != 2 || states[0].GetConversationId() != "dm:alice:carol" {
+		t.Fatalf("inbox order %v, want the carol DM first (the bob DM only had an edit)", states)
+	}
+	last := states[1].GetLastMessage()
+	if last.GetKind() != parleyv1.MessageKind_MESSAGE_KIND_TEXT || last.GetText() != "first (fixed)" {
+		t.Errorf("bob DM's last message = %v, want the edited text message, not the edit event", last)
+	}
+	if states[1].GetHeadSeq() <= last.GetSeq() {
+		t.Errorf("head %d should stay the edit event's seq, above the last message %d", states[1].GetHeadSeq(), last.GetSeq())
+	}
+}

@@ -306,6 +306,15 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return nil, storeErr(q.log, "last message", id, err)
 		}
+		if store.IsChange(last.GetKind()) {
+			// An edit or delete of an earlier message is not new activity:
+			// the inbox shows (and sorts by) the newest message before it.
+			if prev, err := q.lastBefore(ctx, id, head, m.JoinedSeq); err != nil {
+				return nil, err
+			} else if prev != nil {
+				last = prev
+			}
+		}
 		cs.LastMessage = last
 	}
 	if withPage && head > cursor {
@@ -460,4 +469,24 @@ func (q *Queries) DMPeers(ctx context.Context, userID string) ([]string, error) 
 		}
 	}
 	return peers, nil
+}
+
+// lastChangeLookback bounds how far back the inbox looks past edit and
+// delete events for a conversation's last message.
+const lastChangeLookback = 20
+
+// lastBefore returns the newest message of conv below seq (and at or above
+// minSeq) that is not an edit or delete event, looking back at most
+// lastChangeLookback messages; nil when there is none.
+func (q *Queries) lastBefore(ctx context.Context, conv string, seq, minSeq uint64) (*parleyv1.Message, error) {
+	msgs, _, err := q.st.Messages(ctx, conv, store.Page{Before: seq, Limit: lastChangeLookback, MinSeq: minSeq})
+	if err != nil {
+		return nil, storeErr(q.log, "last message", conv, err)
+	}
+	for _, m := range msgs {
+		if !store.IsChange(m.GetKind()) {
+			return m, nil
+		}
+	}
+	return nil, nil
 }

@@ -123,11 +123,8 @@ function isChange(m) {
   return m.kind === 'MESSAGE_KIND_EDITED' || m.kind === 'MESSAGE_KIND_DELETED';
 }
 
-// applyChange brings the target of an edit or delete up to date (the
-// server's history already has it so; a live event arrives first).
-function applyChange(c, m) {
-  const t = c.msgs.get(m.target);
-  if (!t) return;
+// applyChangeTo changes message t as edit or delete event m says.
+function applyChangeTo(t, m) {
   if (m.kind === 'MESSAGE_KIND_DELETED') {
     t.deleted = true;
     t.text = '';
@@ -136,6 +133,15 @@ function applyChange(c, m) {
     t.text = m.text;
     t.editedAt = m.at;
   }
+}
+
+// applyChange brings the target of an edit or delete up to date (the
+// server's history already has it so; a live event arrives first).
+function applyChange(c, m) {
+  if (c.last && c.last.seq === m.target && c.last !== c.msgs.get(m.target)) applyChangeTo(c.last, m); // the list's preview
+  const t = c.msgs.get(m.target);
+  if (!t) return;
+  applyChangeTo(t, m);
   const e = msgEls.get(`s${t.seq}`);
   if (e) {
     e.remove();
@@ -165,7 +171,8 @@ function addMessages(c, list) {
     added.push(m);
     if (isChange(m)) applyChange(c, m);
     if (m.seq > c.head) c.head = m.seq;
-    if (!c.last || m.seq >= c.last.seq) c.last = m;
+    // An edit or delete is not new activity: the list keeps the message it changed.
+    if (!isChange(m) && (!c.last || m.seq >= c.last.seq)) c.last = m;
     if (m.sender === me() && m.cmid && S.outbox.has(m.cmid)) {
       const p = S.outbox.get(m.cmid);
       if (p.preview) URL.revokeObjectURL(p.preview);
@@ -447,7 +454,9 @@ function onMessage(raw) {
     // Not loaded yet: keep the list's data; the page loads when opened.
     fresh = m.seq > c.head;
     if (fresh) c.head = m.seq;
-    if (!c.last || m.seq >= c.last.seq) c.last = m;
+    if (isChange(m)) {
+      if (c.last && c.last.seq === m.target) applyChangeTo(c.last, m);
+    } else if (!c.last || m.seq >= c.last.seq) c.last = m;
     if (m.sender === me() && m.cmid) S.outbox.delete(m.cmid);
   }
   // The server shows presence only to users who share a conversation: a
