@@ -152,7 +152,7 @@ func (q *Queries) History(ctx context.Context, userID string, h *parleyv1.Histor
 		clear(msgs[len(kept):])
 		msgs, more = kept, true
 	}
-	return &parleyv1.HistoryResult{ConversationId: h.GetConversationId(), Messages: msgs, HasMore: more}, nil
+	return &parleyv1.HistoryResult{ConversationId: h.GetConversationId(), Messages: msgs, HasMore: more, JoinedSeq: m.JoinedSeq}, nil
 }
 
 // Inbox returns the state of every conversation userID belongs or belonged

@@ -80,8 +80,11 @@ const (
 	maxServerFrame = 32 << 20
 	// maxFillStalls is how many pulls in a row may show nothing above a
 	// conversation's cursor before the client stops waiting for the missing
-	// seqs (see tracker.skip).
-	maxFillStalls = 3
+	// seqs (see tracker.skip). With the backoff between them (250 ms
+	// doubling) that is about a minute: long enough for a lagging
+	// datacenter of a multi-region deployment to receive what its home
+	// stored during a partition (docs/multi-region.md).
+	maxFillStalls = 8
 	// eventsChanCap is the buffer of the Events channel, on top of the queue.
 	eventsChanCap = 64
 	// tokenSourceTimeout bounds one call of Options.TokenSource.

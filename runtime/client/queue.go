@@ -187,7 +187,7 @@ func (c *Client) fill(grace bool) {
 			continue
 		}
 		limit := min(uint64(room), wire.MaxPageSize, head-after)
-		msgs, hasMore, err := c.pull(c.runCtx, conv, after, uint32(limit))
+		msgs, hasMore, joined, err := c.pull(c.runCtx, conv, after, uint32(limit))
 		if err != nil {
 			var we *wire.Error
 			switch {
@@ -218,7 +218,7 @@ func (c *Client) fill(grace bool) {
 		failures = 0
 		c.mu.Lock()
 		room = c.roomLocked()
-		out, dups := c.tr.page(conv, after, msgs, hasMore, room)
+		out, dups := c.tr.page(conv, after, msgs, hasMore, joined, room)
 		c.stats.Duplicates += uint64(dups)
 		c.emitMessagesLocked(out, true)
 		// A stall: nothing moved the cursor since the pull started, although
@@ -430,7 +430,7 @@ func (c *Client) applySync(sent []*parleyv1.Cursor, res *parleyv1.SyncResult) {
 			continue
 		}
 		c.tr.observeHead(id, st.GetHeadSeq())
-		out, dups := c.tr.page(id, a, st.GetMessages(), st.GetHasMore(), c.roomLocked())
+		out, dups := c.tr.page(id, a, st.GetMessages(), st.GetHasMore(), st.GetJoinedSeq(), c.roomLocked())
 		c.stats.Duplicates += uint64(dups)
 		c.emitMessagesLocked(out, true)
 	}

@@ -377,27 +377,28 @@ func (c *Client) history(ctx context.Context, h *parleyv1.History) (*parleyv1.Hi
 // than HistoryAfter(0): servers before History.after became optional read
 // after = 0 as "not set" (the newest page, newest first), and Sync means
 // the same on every server.
-func (c *Client) pull(ctx context.Context, conv string, after uint64, limit uint32) ([]*parleyv1.Message, bool, error) {
+// It also returns the seq the user joined at (0 when the server does not say).
+func (c *Client) pull(ctx context.Context, conv string, after uint64, limit uint32) ([]*parleyv1.Message, bool, uint64, error) {
 	if after > 0 {
 		res, err := c.History(ctx, conv, 0, after, limit)
 		if err != nil {
-			return nil, false, err
+			return nil, false, 0, err
 		}
-		return res.GetMessages(), res.GetHasMore(), nil
+		return res.GetMessages(), res.GetHasMore(), res.GetJoinedSeq(), nil
 	}
 	res, err := c.sync(ctx, []*parleyv1.Cursor{{ConversationId: conv}}, limit)
 	if err != nil {
-		return nil, false, err
+		return nil, false, 0, err
 	}
 	for _, st := range res.GetConversations() {
 		if st.GetConversationId() == conv {
 			if st.GetJoinedSeq() == 0 && st.GetHeadSeq() == 0 && len(st.GetMessages()) == 0 {
 				break // a former member: nothing to see
 			}
-			return st.GetMessages(), st.GetHasMore(), nil
+			return st.GetMessages(), st.GetHasMore(), st.GetJoinedSeq(), nil
 		}
 	}
-	return nil, false, wire.Errorf(wire.CodeNotMember, "%s is not in the user's inbox", conv)
+	return nil, false, 0, wire.Errorf(wire.CodeNotMember, "%s is not in the user's inbox", conv)
 }
 
 // Ping round-trips a ping frame.

@@ -129,7 +129,12 @@ func (t *tracker) push(m *parleyv1.Message, room int) (out []*parleyv1.Message, 
 // A page that ends below a head announced earlier does not move the cursor
 // to the head: the page may have been read just before a pushed message was
 // committed, and the next pull shows it (see skip for the last resort).
-func (t *tracker) page(conv string, after uint64, msgs []*parleyv1.Message, hasMore bool, room int) (out []*parleyv1.Message, dups int) {
+//
+// joined is the seq the user joined at, when the server says (0 otherwise):
+// every seq from it on is visible, so a hole at or above it is not skipped:
+// the page came from a datacenter that has not received those messages yet
+// (a multi-region read lags its home), and a later pull shows them.
+func (t *tracker) page(conv string, after uint64, msgs []*parleyv1.Message, hasMore bool, joined uint64, room int) (out []*parleyv1.Message, dups int) {
 	s := t.state(conv)
 	if n := len(msgs); n > 0 {
 		// Everything in the page exists, taken now or not (no room); with
@@ -150,7 +155,7 @@ func (t *tracker) page(conv string, after uint64, msgs []*parleyv1.Message, hasM
 		if room <= 0 {
 			break
 		}
-		if m.GetSeq() > s.cursor+1 && prev >= s.cursor {
+		if m.GetSeq() > s.cursor+1 && prev >= s.cursor && (joined == 0 || m.GetSeq() <= joined) {
 			// Nothing the user can see lies between prev and m: skip the
 			// hole. (prev < cursor cannot happen here: a page message above
 			// the cursor that was not handed over stops the loop.)

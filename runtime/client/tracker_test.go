@@ -56,7 +56,7 @@ func TestTrackerGapIsPulledAndEarlyMessagesWait(t *testing.T) {
 	if !ok || conv != "c" || after != 0 || head != 3 || len(rel) != 0 {
 		t.Fatalf("fillWork = %v %q after %d head %d ok %v; want c after 0 head 3", seqs(rel), conv, after, head, ok)
 	}
-	out, dups := tr.page("c", 0, msgs("c", 1, 2, 3), false, 10)
+	out, dups := tr.page("c", 0, msgs("c", 1, 2, 3), false, 0, 10)
 	// 3 was released from the buffer when 2 arrived; the page's copy is a duplicate.
 	if got := seqs(out); !slices.Equal(got, []uint64{1, 2, 3}) || dups != 1 {
 		t.Fatalf("page emitted %v (dups %d), want [1 2 3] and 1 duplicate", got, dups)
@@ -87,7 +87,7 @@ func TestTrackerRoom(t *testing.T) {
 		t.Fatalf("fillWork(1) released %v ok %v, want [5] and no pull", got, ok)
 	}
 	// A page stops at the room it is given; the rest is pulled again.
-	out, _ := tr.page("c", 5, msgs("c", 6, 7, 8, 9), false, 2)
+	out, _ := tr.page("c", 5, msgs("c", 6, 7, 8, 9), false, 0, 2)
 	if got := seqs(out); !slices.Equal(got, []uint64{6, 7}) {
 		t.Fatalf("page with room 2 emitted %v, want [6 7]", got)
 	}
@@ -101,16 +101,41 @@ func TestTrackerPageSkipsWhatTheUserCannotSee(t *testing.T) {
 	tr := newTracker(8)
 	// A conversation joined at seq 5: the first visible message is 5.
 	tr.observeHead("g", 7)
-	out, _ := tr.page("g", 0, msgs("g", 5, 6, 7), false, 10)
+	out, _ := tr.page("g", 0, msgs("g", 5, 6, 7), false, 5, 10)
 	if got := seqs(out); !slices.Equal(got, []uint64{5, 6, 7}) {
 		t.Fatalf("emitted %v, want [5 6 7]", got)
 	}
 	// Duplicates in a page (pushed meanwhile) are counted, not emitted.
 	tr2 := newTracker(8)
 	tr2.setCursor("c", 5)
-	out, dups := tr2.page("c", 2, msgs("c", 3, 4, 5, 6), false, 10)
+	out, dups := tr2.page("c", 2, msgs("c", 3, 4, 5, 6), false, 1, 10)
 	if got := seqs(out); !slices.Equal(got, []uint64{6}) || dups != 3 {
 		t.Fatalf("emitted %v dups %d, want [6] and 3", got, dups)
+	}
+}
+
+// TestTrackerWaitsForHolesAboveJoined: a page from a datacenter that lags
+// its home (multi-region) can miss a seq above the one the user joined at;
+// the tracker waits for it instead of skipping it for good, while a hole
+// below joined (messages from before the user joined) is skipped.
+func TestTrackerWaitsForHolesAboveJoined(t *testing.T) {
+	tr := newTracker(8)
+	tr.setCursor("c", 6)
+	tr.observeHead("c", 9)
+	out, _ := tr.page("c", 6, msgs("c", 8, 9), false, 1, 10) // 7 not replicated here yet
+	if len(out) != 0 || tr.state("c").cursor != 6 {
+		t.Fatalf("emitted %v, cursor %d; want nothing and cursor 6 (7 is visible: joined at 1)", seqs(out), tr.state("c").cursor)
+	}
+	out, _ = tr.page("c", 6, msgs("c", 7, 8, 9), false, 1, 10) // later: it arrived
+	if got := seqs(out); !slices.Equal(got, []uint64{7, 8, 9}) {
+		t.Fatalf("emitted %v, want [7 8 9]", got)
+	}
+	// Within one page too: 3 and 5 here, 4 not yet.
+	tr2 := newTracker(8)
+	tr2.setCursor("d", 2)
+	out, _ = tr2.page("d", 2, msgs("d", 3, 5), false, 1, 10)
+	if got := seqs(out); !slices.Equal(got, []uint64{3}) {
+		t.Fatalf("emitted %v, want [3] (then wait for 4)", got)
 	}
 }
 
@@ -126,7 +151,7 @@ func TestTrackerPendingIsBounded(t *testing.T) {
 		t.Fatalf("head %d, want 8: dropped messages must still be known", tr.convs["c"].head)
 	}
 	// The pull brings everything, the buffered ones included, exactly once.
-	out, _ := tr.page("c", 0, msgs("c", 1, 2, 3, 4, 5, 6, 7, 8), false, 100)
+	out, _ := tr.page("c", 0, msgs("c", 1, 2, 3, 4, 5, 6, 7, 8), false, 0, 100)
 	if got := seqs(out); !slices.Equal(got, []uint64{1, 2, 3, 4, 5, 6, 7, 8}) {
 		t.Fatalf("emitted %v", got)
 	}
@@ -241,7 +266,7 @@ func TestTrackerExactlyOnceUnderChaos(t *testing.T) {
 				}
 				page = append(page, msg(conv, s))
 			}
-			out, _ := tr.page(conv, after, page, more, rng.IntN(6))
+			out, _ := tr.page(conv, after, page, more, joined, rng.IntN(6))
 			got = append(got, seqs(out)...)
 			if next > n && !tr.behind() {
 				break
@@ -261,7 +286,7 @@ func TestTrackerExactlyOnceUnderChaos(t *testing.T) {
 			for s := max(after+1, joined); s <= n; s++ {
 				page = append(page, msg(conv, s))
 			}
-			out, _ := tr.page(conv, after, page, false, 1000)
+			out, _ := tr.page(conv, after, page, false, joined, 1000)
 			got = append(got, seqs(out)...)
 		}
 		var want []uint64

@@ -1800,8 +1800,13 @@ type HistoryResult struct {
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	Messages       []*Message             `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
 	HasMore        bool                   `protobuf:"varint,3,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The seq the caller joined at: seqs below it are not visible to them, and
+	// every seq from it on is (tombstones included). A gap above it in a page
+	// means the serving datacenter has not received those messages yet (a
+	// multi-region read), so a client waits for them rather than skipping.
+	JoinedSeq     uint64 `protobuf:"varint,4,opt,name=joined_seq,json=joinedSeq,proto3" json:"joined_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HistoryResult) Reset() {
@@ -1853,6 +1858,13 @@ func (x *HistoryResult) GetHasMore() bool {
 		return x.HasMore
 	}
 	return false
+}
+
+func (x *HistoryResult) GetJoinedSeq() uint64 {
+	if x != nil {
+		return x.JoinedSeq
+	}
+	return 0
 }
 
 // Typing is ephemeral: never stored, dropped first under backpressure.
@@ -2414,11 +2426,13 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x05after\x18\x03 \x01(\x04H\x01R\x05after\x88\x01\x01\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\rR\x05limitB\t\n" +
 	"\a_beforeB\b\n" +
-	"\x06_after\"\x83\x01\n" +
+	"\x06_after\"\xa2\x01\n" +
 	"\rHistoryResult\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12.\n" +
 	"\bmessages\x18\x02 \x03(\v2\x12.parley.v1.MessageR\bmessages\x12\x19\n" +
-	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"J\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\x12\x1d\n" +
+	"\n" +
+	"joined_seq\x18\x04 \x01(\x04R\tjoinedSeq\"J\n" +
 	"\x06Typing\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\"(\n" +
