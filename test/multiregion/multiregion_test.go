@@ -457,6 +457,11 @@ func TestPartition(t *testing.T) {
 		return n >= len(all)
 	})
 	checkLog(t, history(t, bob, conv), sent)
+	// And bob's SDK in us shows every one of them: the next live message
+	// reveals the gap, and the pull from us's datacenter fills it.
+	x = "after the heal " + runID
+	alice.mustSend(t, conv, x)
+	bob.waitTexts(t, conv, append(slices.Clone(sent[alice.user]), x), 2*time.Minute)
 }
 
 // waitFor polls cond for up to within.
