@@ -305,6 +305,7 @@ func TestInboxIgnoresChanges(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
 	old := e.mustSend(t, "alice", "dm:alice:bob", "a1", "first").GetSeq()
+	time.Sleep(5 * time.Millisecond) // created_at has millisecond precision: keep the two apart
 	e.mustSend(t, "alice", "dm:alice:carol", "a2", "later, to carol")
 	if _, err := e.call(editRec("alice", "dm:alice:bob", old, "first (fixed)")); err != nil {
 		t.Fatal(err)

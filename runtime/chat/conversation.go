@@ -78,6 +78,10 @@ func (c *conversation) process(jobs []*job) {
 	ctx := c.p.ctx
 	out := &Batch{}
 	if s.cfg.Regions != nil {
+		// Even with no peers (an operator-managed cluster of one region, or
+		// one whose peers file is momentarily empty) the homes are checked:
+		// a region must never sequence a conversation homed elsewhere
+		// (TestSetPeersLive), whatever that costs a lone region.
 		jobs = c.forward(ctx, jobs, out)
 	}
 	nowMs := time.Now().UnixMilli()
