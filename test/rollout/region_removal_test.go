@@ -154,17 +154,27 @@ func TestRegionRemovalGarbageCollected(t *testing.T) {
 			t.Errorf("non-gateway pod %s was drained", p.Name)
 		}
 	}
-	// Nothing else of the region is left.
+	// Nothing else of the region is left. The operator deletes Services one
+	// by one after the StatefulSets, in the same pass: give that pass time
+	// to finish (a CI run saw one Service still listed 0.4 s after the pods
+	// went).
 	var svcs corev1.ServiceList
-	if err := cl.c.List(ctx, &svcs, client.InNamespace(cl.ns), regionSel(remove)); err != nil {
-		t.Fatal(err)
-	}
 	var cms corev1.ConfigMapList
-	if err := cl.c.List(ctx, &cms, client.InNamespace(cl.ns), regionSel(remove)); err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := cl.c.List(ctx, &svcs, client.InNamespace(cl.ns), regionSel(remove)); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.c.List(ctx, &cms, client.InNamespace(cl.ns), regionSel(remove)); err != nil {
+			t.Fatal(err)
+		}
+		if len(svcs.Items)+len(cms.Items) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if len(svcs.Items)+len(cms.Items) != 0 {
-		t.Errorf("region %s left %d Services and %d ConfigMaps", remove, len(svcs.Items), len(cms.Items))
+		t.Errorf("region %s left %d Services and %d ConfigMaps 30 s after its removal", remove, len(svcs.Items), len(cms.Items))
 	}
 
 	// The other region is untouched and the ChatCluster Ready with one region.
