@@ -137,19 +137,37 @@ func (c *Client) SendMessage(ctx context.Context, s *parleyv1.Send) (*parleyv1.S
 		s = proto.CloneOf(s)
 		s.ClientMsgId = NewClientMsgID()
 	}
+	what := fmt.Sprintf("send to %s (client_msg_id %s)", s.GetConversationId(), s.GetClientMsgId())
+	rep, err := c.retrying(ctx, what, func() *parleyv1.ClientFrame {
+		return &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Send{Send: s}}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if acc := rep.GetSendAccepted(); acc != nil {
+		return nil, &AcceptedError{Accepted: acc}
+	}
+	ok := rep.GetSendOk()
+	if ok == nil {
+		return nil, fmt.Errorf("send to %s: reply without send_ok", s.GetConversationId())
+	}
+	c.ownMessage(s, ok)
+	return ok, nil
+}
+
+// retrying sends the frame that frame makes, again while ctx lasts after
+// a lost connection (once reconnected), timeout (half the backoff) and
+// unavailable (retry_after_ms, else the backoff), and returns the first
+// reply. Other errors, and ctx ending, are returned wrapped as "what: err"
+// (with the last retried error when ctx ended). Only requests whose retry
+// is safe use it: sends (client_msg_id), edits and deletes (answered with
+// the first outcome).
+func (c *Client) retrying(ctx context.Context, what string, frame func() *parleyv1.ClientFrame) (*parleyv1.ServerFrame, error) {
 	var last error
 	for retries := 0; ; retries++ {
-		rep, err := c.request(ctx, &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Send{Send: s}})
+		rep, err := c.request(ctx, frame())
 		if err == nil {
-			if acc := rep.GetSendAccepted(); acc != nil {
-				return nil, &AcceptedError{Accepted: acc}
-			}
-			ok := rep.GetSendOk()
-			if ok == nil {
-				return nil, fmt.Errorf("send to %s: reply without send_ok", s.GetConversationId())
-			}
-			c.ownMessage(s, ok)
-			return ok, nil
+			return rep, nil
 		}
 		var we *wire.Error
 		var delay time.Duration
@@ -167,11 +185,11 @@ func (c *Client) SendMessage(ctx context.Context, s *parleyv1.Send) (*parleyv1.S
 			if last != nil && ctx.Err() != nil {
 				err = errors.Join(err, last)
 			}
-			return nil, fmt.Errorf("send to %s (client_msg_id %s): %w", s.GetConversationId(), s.GetClientMsgId(), err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		last = err
 		if !sleepCtx(ctx, delay) {
-			return nil, fmt.Errorf("send to %s (client_msg_id %s): %w", s.GetConversationId(), s.GetClientMsgId(), errors.Join(ctx.Err(), last))
+			return nil, fmt.Errorf("%s: %w", what, errors.Join(ctx.Err(), last))
 		}
 	}
 }
@@ -202,39 +220,16 @@ func (c *Client) Delete(ctx context.Context, conv string, seq uint64) (*parleyv1
 
 // change sends an edit or delete frame, retrying as SendMessage does.
 func (c *Client) change(ctx context.Context, f *parleyv1.ClientFrame, what string) (*parleyv1.Message, error) {
-	var last error
-	for retries := 0; ; retries++ {
-		rep, err := c.request(ctx, proto.CloneOf(f))
-		if err == nil {
-			ev := rep.GetMessage()
-			if ev == nil {
-				return nil, fmt.Errorf("%s: reply without the event", what)
-			}
-			c.onMessage(ev)
-			return ev, nil
-		}
-		var we *wire.Error
-		var delay time.Duration
-		switch {
-		case errors.Is(err, ErrConnectionLost):
-		case errors.As(err, &we) && we.Code == wire.CodeTimeout:
-			delay = c.bo.Delay(retries) / 2
-		case errors.As(err, &we) && we.Code == wire.CodeUnavailable:
-			delay = time.Duration(we.RetryAfterMs) * time.Millisecond
-			if delay <= 0 {
-				delay = c.bo.Delay(retries + 1)
-			}
-		default:
-			if last != nil && ctx.Err() != nil {
-				err = errors.Join(err, last)
-			}
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		last = err
-		if !sleepCtx(ctx, delay) {
-			return nil, fmt.Errorf("%s: %w", what, errors.Join(ctx.Err(), last))
-		}
+	rep, err := c.retrying(ctx, what, func() *parleyv1.ClientFrame { return proto.CloneOf(f) })
+	if err != nil {
+		return nil, err
 	}
+	ev := rep.GetMessage()
+	if ev == nil {
+		return nil, fmt.Errorf("%s: reply without the event", what)
+	}
+	c.onMessage(ev)
+	return ev, nil
 }
 
 // ErrAccepted is what an *AcceptedError matches with errors.Is: the send
