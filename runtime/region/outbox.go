@@ -382,27 +382,15 @@ func (d *drain) forward(run []*item, done func(error)) {
 		msgs[i] = bus.Message{Topic: chat.IngressTopic(home), Partition: -1, Key: []byte(rec.GetConversationId()), Value: v}
 		sentAt[i] = rec.GetSentAt()
 	}
-	finish := func(errs []error) {
+	d.o.m.publishTo(d.ctx, p, msgs, func(errs []error) {
 		err := errors.Join(errs...)
-		d.o.m.mark(p, err != nil, errs)
 		if err == nil {
 			for _, at := range sentAt {
 				d.o.m.cfg.Metrics.forwardedOne(home, at)
 			}
 		}
 		done(err)
-	}
-	if a, ok := p.b.(asyncPublisher); ok {
-		pctx, cancel := context.WithTimeout(d.ctx, d.o.m.cfg.PublishTimeout)
-		a.PublishAllAsync(pctx, msgs, func(errs []error) {
-			cancel()
-			finish(errs)
-		})
-		return
-	}
-	pctx, cancel := context.WithTimeout(d.ctx, d.o.m.cfg.PublishTimeout)
-	defer cancel()
-	finish(p.b.PublishAll(pctx, msgs))
+	})
 }
 
 // acceptQueued accepts every queued send waiting for home.

@@ -385,13 +385,23 @@ func (m *Mesh) RelayBroadcast(ctx context.Context, ds []*parleyv1.Delivery) {
 	}
 }
 
-// publishPeer produces msgs to p now, marking p down or up by the outcome.
-func (m *Mesh) publishPeer(ctx context.Context, p *peer, msgs []bus.Message) []error {
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.PublishTimeout)
-	defer cancel()
-	errs := p.b.PublishAll(ctx, msgs)
-	m.mark(p, slices.ContainsFunc(errs, func(e error) bool { return e != nil }), errs)
-	return errs
+// publishTo produces msgs to p within PublishTimeout, marks p up or down by
+// the outcome and calls done with it (PublishAll's errors): from the bus's
+// goroutine once acknowledged when p's bus keeps publishes in flight in
+// order (asyncPublisher), else before it returns. Relays, replies (Mesh.send)
+// and outbox runs (drain.forward) all go through it.
+func (m *Mesh) publishTo(ctx context.Context, p *peer, msgs []bus.Message, done func([]error)) {
+	pctx, cancel := context.WithTimeout(ctx, m.cfg.PublishTimeout)
+	finish := func(errs []error) {
+		cancel()
+		m.mark(p, slices.ContainsFunc(errs, func(e error) bool { return e != nil }), errs)
+		done(errs)
+	}
+	if a, ok := p.b.(asyncPublisher); ok {
+		a.PublishAllAsync(pctx, msgs, finish)
+		return
+	}
+	finish(p.b.PublishAll(pctx, msgs))
 }
 
 func (m *Mesh) mark(p *peer, failed bool, errs []error) {
@@ -436,9 +446,9 @@ type asyncPublisher interface {
 const maxInFlight = 32
 
 // send drains p's queue, publishing what has gathered since the last batch
-// was handed to the client, with up to maxInFlight batches unacknowledged.
+// was handed to the client, with up to maxInFlight batches unacknowledged
+// (one at a time on a bus that publishes synchronously).
 func (m *Mesh) send(ctx context.Context, p *peer) {
-	async, _ := p.b.(asyncPublisher)
 	slots := make(chan struct{}, maxInFlight)
 	defer func() { // wait for the batches in flight
 		for range maxInFlight {
@@ -461,23 +471,19 @@ func (m *Mesh) send(ctx context.Context, p *peer) {
 				break gather
 			}
 		}
-		if async == nil {
-			m.sentBatch(p, msgs, m.publishPeer(ctx, p, msgs))
-			continue
-		}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
 			return
 		}
-		async.PublishAllAsync(ctx, msgs, func(errs []error) {
+		m.publishTo(ctx, p, msgs, func(errs []error) {
 			m.sentBatch(p, msgs, errs)
 			<-slots
 		})
 	}
 }
 
-// sentBatch records the outcome of a batch sent to p.
+// sentBatch counts the outcome of a batch sent to p.
 func (m *Mesh) sentBatch(p *peer, msgs []bus.Message, errs []error) {
 	failed := 0
 	for _, e := range errs {
@@ -485,7 +491,6 @@ func (m *Mesh) sentBatch(p *peer, msgs []bus.Message, errs []error) {
 			failed++
 		}
 	}
-	m.mark(p, failed > 0, errs)
 	m.cfg.Metrics.sent(p.Name, len(msgs)-failed, failed)
 }
 
