@@ -232,16 +232,14 @@ func (s *Sequencer) userHome(ctx context.Context, o *parleyv1.Origin) (string, e
 	if h := o.GetHomeRegion(); h != "" {
 		return h, nil
 	}
-	if homes, ok := s.st.(store.UserHomes); ok {
-		h, err := homes.UserHome(ctx, o.GetUserId())
-		if err == nil {
-			return h, nil
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return "", storeErr(s.log, "load user home", o.GetUserId(), err)
-		}
+	h, err := s.storedHome(ctx, o.GetUserId(), nil) // this datacenter's view
+	if err != nil {
+		return "", storeErr(s.log, "load user home", o.GetUserId(), err)
 	}
-	return s.cfg.Region, nil
+	if h == "" {
+		return s.cfg.Region, nil
+	}
+	return h, nil
 }
 
 // forward hands the jobs homed elsewhere to their home region and returns
