@@ -447,7 +447,9 @@ func TestPartition(t *testing.T) {
 	// The non-home region reads its own datacenter: what eu stored while
 	// the link was cut (alice's sends) reaches us's replicas after the heal
 	// (hinted handoff), so bob's history there catches up too.
-	waitFor(t, 2*time.Minute, "us's datacenter holds every message after the heal", func() bool {
+	// Polled once a second: each poll pages the whole log (a few history
+	// requests), and the user's read budget is 20 a second.
+	waitForEvery(t, 2*time.Minute, time.Second, "us's datacenter holds every message after the heal", func() bool {
 		n := 0
 		for _, m := range history(t, bob, conv) {
 			if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_TEXT {
@@ -464,15 +466,21 @@ func TestPartition(t *testing.T) {
 	bob.waitTexts(t, conv, append(slices.Clone(sent[alice.user]), x), 2*time.Minute)
 }
 
-// waitFor polls cond for up to within.
+// waitFor polls cond every 20 ms for up to within.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	waitForEvery(t, within, 20*time.Millisecond, what, cond)
+}
+
+// waitForEvery polls cond every every for up to within.
+func waitForEvery(t *testing.T, within, every time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %s", what, within)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 
