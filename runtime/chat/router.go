@@ -30,7 +30,8 @@ const maxRecordBytes = 512 << 10
 // recipient. It is safe for concurrent use.
 //
 // Users without a live session get nothing pushed: they catch up by pull.
-// The registry is asked on every publish (no cache): a gateway registers a
+// Groups of BroadcastMinUsers or more go to every gateway without a lookup.
+// For the others the registry is asked on every publish (no cache): a gateway registers a
 // session before it serves sync, and a cache could hide that session from a
 // message sequenced right after the sync (docs/design.md §2, repair by pull).
 type Router struct {
@@ -286,8 +287,9 @@ func (r *Router) publish(ctx context.Context, b *Batch, relay bool) error {
 		}
 		rec(p).addReply(or.rep)
 	}
+	var later []deliveryGroup
 	if len(b.groups) > 0 {
-		r.route(ctx, b.groups, n, rec, relay)
+		later = r.route(ctx, b.groups, n, rec, relay)
 		if relay && r.regions != nil {
 			for _, peer := range r.regions.Peers() {
 				remote = addRelay(remote, peer, r.regions.Local(), b.groups)
@@ -317,14 +319,71 @@ func (r *Router) publish(ctx context.Context, b *Batch, relay bool) error {
 			errs = append(errs, fmt.Errorf("publish %s[%d]: %w", r.topic, msgs[i].Partition, err))
 		}
 	}
+	r.lookupOffline(ctx, later)
 	return errors.Join(errs...)
 }
 
+// lookupOffline passes the users of broadcast groups that have no live
+// session to the offline hook, with one registry lookup for all of them,
+// after their live records were published. While the registry fails nobody
+// is notified (as in OnOffline).
+func (r *Router) lookupOffline(ctx context.Context, groups []deliveryGroup) {
+	if len(groups) == 0 {
+		return
+	}
+	var all []string
+	for _, g := range groups {
+		all = append(all, g.users...)
+	}
+	sessions, err := r.Sessions(ctx, all)
+	if err != nil {
+		return
+	}
+	for _, g := range groups {
+		r.notifyOffline(ctx, g, sessions)
+	}
+}
+
+// BroadcastMinUsers is the smallest delivery group the router broadcasts
+// instead of looking up: a group of at least this many users, and at least
+// as many as there are gateway partitions, is published to every gateway
+// partition with all its users, and each gateway pushes to the ones it holds
+// (the degraded path's shape, by choice). With m users spread over n
+// gateways, m ≥ n already reaches ~63 % of the gateways or more, so at most
+// ~1.6x the records go out, and the per-user registry lookup (two Redis
+// commands per member, 1,000 per message of a 500-member group) leaves the
+// path before delivery. It also cannot miss a session registered just before
+// its sync. Smaller groups (DMs) are looked up, so an offline recipient
+// costs no record. Issue 11, docs/benchmarks.md.
+const BroadcastMinUsers = 32
+
+// broadcasts reports whether a group of m users is broadcast to n partitions.
+func broadcasts(m int, n int32) bool { return m >= BroadcastMinUsers && m >= int(n) }
+
 // route adds every group's deliveries to the records of the gateways that
-// hold its users' sessions.
+// hold its users' sessions: large groups to every gateway (broadcasts), the
+// others after one registry lookup for all of them. It returns the large
+// groups when offline notifications are due for them: who of their users is
+// offline is only known after a lookup, which publish makes after the live
+// records are out (lookupOffline), off the delivery's path.
 // Offline notifications are left to the home region (offline false for
 // relayed deliveries).
-func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec func(int32) *recordBuilder, offline bool) {
+func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec func(int32) *recordBuilder, offline bool) (later []deliveryGroup) {
+	looked := groups[:0:0]
+	for _, g := range groups {
+		if !broadcasts(len(g.users), n) {
+			looked = append(looked, g)
+			continue
+		}
+		r.toEvery(g, n, rec)
+		if offline && r.offline != nil {
+			later = append(later, g)
+		}
+	}
+	if len(looked) == 0 {
+		return later
+	}
+	groups = looked
 	var all []string
 	seen := make(map[string]struct{})
 	for _, g := range groups {
@@ -343,13 +402,9 @@ func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec
 			r.log.Warn("session registry failed; routing to every gateway", "err", err, "users", len(all))
 		}
 		for _, g := range groups {
-			for p := int32(0); p < n; p++ {
-				for _, d := range g.ds {
-					rec(p).addDelivery(withUsers(d, g.users))
-				}
-			}
+			r.toEvery(g, n, rec)
 		}
-		return
+		return later
 	}
 	for _, g := range groups {
 		per := make(map[int32][]string)
@@ -380,6 +435,17 @@ func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec
 		}
 		if offline && r.offline != nil {
 			r.notifyOffline(ctx, g, sessions)
+		}
+	}
+	return later
+}
+
+// toEvery adds g's deliveries, addressed to all its users, to every
+// partition's record.
+func (r *Router) toEvery(g deliveryGroup, n int32, rec func(int32) *recordBuilder) {
+	for p := int32(0); p < n; p++ {
+		for _, d := range g.ds {
+			rec(p).addDelivery(withUsers(d, g.users))
 		}
 	}
 }

@@ -193,3 +193,117 @@ func TestRouterSplitsLargeBatches(t *testing.T) {
 		}
 	}
 }
+
+// countingRegistry counts Sessions calls and the users asked.
+type countingRegistry struct {
+	presence.Registry
+	mu    sync.Mutex
+	calls int
+	users int
+}
+
+func (c *countingRegistry) Sessions(ctx context.Context, users []string) (map[string][]presence.Session, error) {
+	c.mu.Lock()
+	c.calls++
+	c.users += len(users)
+	c.mu.Unlock()
+	return c.Registry.Sessions(ctx, users)
+}
+
+func (c *countingRegistry) asked() (calls, users int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls, c.users
+}
+
+// A group of BroadcastMinUsers users goes to every gateway partition with
+// all its users and no registry lookup; one user fewer is looked up and goes
+// only where its online users are. With offline push on, the broadcast
+// group's offline users are still found (after publishing).
+func TestRouterBroadcastsLargeGroups(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := busmem.New()
+	defer b.Close()
+	const topic = "parley.test.deliver"
+	if err := b.CreateTopic(ctx, bus.Topic{Name: topic, Partitions: 3}); err != nil {
+		t.Fatal(err)
+	}
+	mem := presmem.New()
+	defer mem.Close()
+	reg := &countingRegistry{Registry: mem}
+	users := make([]string, BroadcastMinUsers)
+	for i := range users {
+		users[i] = "u" + string(rune('A'+i/26)) + string(rune('a'+i%26))
+	}
+	// Only the first user is online, on gateway-1.
+	if err := mem.Touch(ctx, presence.Session{UserID: users[0], SessionID: "s", GatewayID: "gateway-1", Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	tap := tapDeliver(t, ctx, b, topic, 3)
+	r := NewRouter(b, reg, topic)
+	d := &parleyv1.Delivery{Body: &parleyv1.Delivery_Message{Message: &parleyv1.Message{ConversationId: "g:1", Seq: 1}}}
+
+	if err := r.Deliver(ctx, users, d); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "broadcast", func() bool { return len(tap.get(0)) == 1 && len(tap.get(1)) == 1 && len(tap.get(2)) == 1 })
+	for p := range int32(3) {
+		if got := tap.get(p)[0].GetDeliveries()[0].GetUserIds(); !slices.Equal(got, users) {
+			t.Fatalf("partition %d: users %v, want all %d", p, got, len(users))
+		}
+	}
+	if calls, _ := reg.asked(); calls != 0 {
+		t.Fatalf("%d registry lookups for a broadcast group, want 0", calls)
+	}
+
+	// One user fewer: looked up, only gateway-1 gets it.
+	if err := r.Deliver(ctx, users[:BroadcastMinUsers-1], d); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "looked-up delivery", func() bool { return len(tap.get(1)) == 2 })
+	if got := tap.get(1)[1].GetDeliveries()[0].GetUserIds(); !slices.Equal(got, users[:1]) {
+		t.Fatalf("looked-up delivery to %v, want only %v", got, users[:1])
+	}
+	if calls, n := reg.asked(); calls != 1 || n != BroadcastMinUsers-1 {
+		t.Fatalf("registry asked %d times for %d users, want once for %d", calls, n, BroadcastMinUsers-1)
+	}
+	if n := len(tap.get(0)) + len(tap.get(2)); n != 2 {
+		t.Fatalf("partitions 0 and 2 got %d records, want only the broadcast's", n)
+	}
+
+	// Offline push on: the broadcast group's offline users are notified.
+	var mu sync.Mutex
+	var offline []string
+	r.OnOffline(func(_ context.Context, us []string, _ *parleyv1.Delivery) {
+		mu.Lock()
+		offline = append(offline, us...)
+		mu.Unlock()
+	})
+	if err := r.Deliver(ctx, users, d); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(offline, users[1:]) {
+		t.Fatalf("offline users %v, want %v", offline, users[1:])
+	}
+}
+
+func TestBroadcastsNeedsAsManyUsersAsPartitions(t *testing.T) {
+	for _, c := range []struct {
+		m    int
+		n    int32
+		want bool
+	}{
+		{BroadcastMinUsers, 1, true},
+		{BroadcastMinUsers - 1, 1, false},
+		{BroadcastMinUsers, BroadcastMinUsers + 1, false},
+		{500, 500, true},
+		{2, 1, false},
+	} {
+		if got := broadcasts(c.m, c.n); got != c.want {
+			t.Errorf("broadcasts(%d users, %d partitions) = %v, want %v", c.m, c.n, got, c.want)
+		}
+	}
+}
