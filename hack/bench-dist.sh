@@ -13,7 +13,7 @@
 # compiled the hot paths: cold Kafka and Cassandra answer 10-20x slower for
 # their first minutes; default 30s, 0 skips it), OUT
 # (results dir, default a temp dir, kept and printed), INGRESS_PARTITIONS
-# (8). The backends are left running (hack/deps.sh down stops them); the
+# (8), PARLEY_BIN (a prebuilt binary instead of building). The backends are left running (hack/deps.sh down stops them); the
 # Parley processes stop at exit.
 set -euo pipefail
 

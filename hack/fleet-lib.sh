@@ -16,9 +16,16 @@ fleet_cleanup() {
 }
 trap fleet_cleanup EXIT
 
-# fleet_build: the backends up (hack/deps.sh), parley built into $OUT.
+# fleet_build: the backends up (hack/deps.sh), parley built into $OUT, or
+# the binary $PARLEY_BIN copied there (to compare two builds on one set of
+# warm backends).
 fleet_build() {
 	"$root/hack/deps.sh" up redis kafka cassandra
+	if [[ -n ${PARLEY_BIN:-} ]]; then
+		log "using $PARLEY_BIN"
+		cp "$PARLEY_BIN" "$OUT/parley"
+		return
+	fi
 	log "building parley"
 	(cd "$root" && go build -o "$OUT/parley" ./runtime/cmd/parley)
 }
