@@ -436,6 +436,13 @@ func TestRolloutUnderLoad(t *testing.T) {
 	}
 	fmt.Printf("rollout: clients=%d lost=%d duplicates=%d reconnects: 0x=%d 1x=%d 2x=%d >2x=%d peak_reconnects_per_s=%d duration=%ds\n",
 		v.clients, v.lost, v.duplicates, hist[0], hist[1], hist[2], hist[3], peak, int(rollTook.Round(time.Second)/time.Second))
+	if path := os.Getenv("PARLEY_ROLLOUT_PLOT"); path != "" {
+		if err := plotRollout(path, hist, v.clients, dialer.dialSeries(rollStart, stopAt)); err != nil {
+			t.Errorf("plot: %v", err)
+		} else {
+			t.Logf("reconnect plot written to %s", path)
+		}
+	}
 
 	if v.lost != 0 {
 		t.Errorf("%d acknowledged messages lost (not in History %d, not shown to the peer %d)", v.lost, v.notStored, v.notShown)
