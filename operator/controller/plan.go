@@ -30,8 +30,11 @@ type PodView struct {
 // RoleView is one role of one region.
 type RoleView struct {
 	Role     chatv1.Role
-	Start    int32  // first ordinal (chat: region id × 128)
-	Replicas int32  // desired, from the spec
+	Start    int32 // first ordinal (chat: region id × 128; gateways: the StatefulSet's, as observed)
+	Replicas int32 // desired, from the spec
+	// Window is the gateway StatefulSet's replicas as observed (read around the cache): its
+	// pods are at [Start, Start+Window). Pods outside it are on their way out; 0 = unknown.
+	Window   int32
 	Revision string // desired pod-template hash; "" when no StatefulSet exists yet
 	Pods     []PodView
 }
@@ -60,6 +63,9 @@ type Plan struct {
 	// plus maxSurge while that region's gateways roll, and never below a pod that still has to
 	// be drained (so the StatefulSet controller does not remove it undrained).
 	GatewayReplicas map[string]int32
+	// GatewayStart is the first ordinal of each region's gateway StatefulSet
+	// (spec.ordinals.start): a rollout slides the window of ordinals (planGateway).
+	GatewayStart map[string]int32
 	// Delete lists pods to delete now: old revisions whose turn came, drained gateways.
 	Delete []string
 	// Drain lists gateway pods to take out of the Service and drain.
@@ -94,15 +100,16 @@ type RegionPlan struct {
 // presence → gateway. Only the first region and role that is not done may act; everything
 // after it waits, so a region that does not become Ready stops the rollout there.
 func PlanRollout(in RolloutInput) Plan {
-	plan := Plan{GatewayReplicas: map[string]int32{}, Regions: map[string]RegionPlan{}, SetAccepting: map[string]bool{}}
+	plan := Plan{GatewayStart: map[string]int32{}, GatewayReplicas: map[string]int32{}, Regions: map[string]RegionPlan{}, SetAccepting: map[string]bool{}}
 	for _, region := range in.Regions {
 		active := plan.Blocked == "" && region.Migrated && !in.Paused
 		rp := RegionPlan{Done: true}
 		for _, v := range region.Roles {
 			var st roleStep
 			if v.Role == chatv1.RoleGateway {
-				var replicas int32
-				replicas, st = planGateway(v, in.MaxSurge, in.MaxUnavailable, active)
+				var start, replicas int32
+				start, replicas, st = planGateway(v, in.MaxSurge, in.MaxUnavailable, active)
+				plan.GatewayStart[region.Name] = start
 				plan.GatewayReplicas[region.Name] = replicas
 			} else {
 				st = planSimple(v, in.MaxUnavailable, active)
@@ -201,87 +208,148 @@ func planSimple(v RoleView, batch int32, active bool) roleStep {
 	return st
 }
 
-// planGateway rolls gateways surge-then-drain, and drains before any gateway goes away:
+// planGateway rolls gateways surge-then-drain by sliding the StatefulSet's ordinal window
+// (`spec.ordinals.start`, `spec.replicas`), and drains before any gateway goes away. Gateway
+// pods live at ordinals [start, start+replicas); a rollout moves that window up by N (from
+// start 0) or back down to 0 (from start > 0), one batch at a time:
 //
-//  1. start maxSurge extra gateways (ordinals N…N+surge-1) at the new revision and wait until
-//     they are Ready and accepting;
-//  2. take `accepting` off a batch of maxUnavailable old gateways and drain them (the executor
-//     asks each pod's admin endpoint, then waits for zero connections or drainTimeout);
-//  3. delete drained gateways; their StatefulSet recreates them at the new revision; wait until
-//     the replacements are Ready;
-//  4. repeat from 2; when no old gateway is left, drain the surge pods and scale back to N.
+//  1. widen the window by maxSurge on the side it moves to: the StatefulSet controller starts
+//     those gateways at the new revision; wait until every gateway at the new revision is Ready;
+//  2. take `accepting` off the old gateways (acceptingChanges) and drain a batch of
+//     maxUnavailable of them from the side the window leaves (the executor asks each pod's admin
+//     endpoint, then waits for zero connections or drainTimeout);
+//  3. move the window's trailing edge past the drained gateways: the StatefulSet controller
+//     deletes them and, while old gateways remain, starts the next new ones on the leading edge;
+//  4. repeat from 2; once the last old gateway is drained the window is N wide again.
 //
-// Scale-down is step 4 alone: gateways beyond the spec's replicas are drained, then removed.
-func planGateway(v RoleView, surge, batch int32, active bool) (int32, roleStep) {
+// A drained client therefore always reconnects to a gateway at the new revision that stays,
+// so it moves once. The earlier planner surged at ordinal N and drained that surge gateway at
+// the end, so the first drained cohort moved twice (issue 12, test/rollout: 1x 65.9 %).
+// Sliding keeps ordinals below 2N + maxSurge, so the deliver topic has a partition for each
+// (specs.DeliverPartitions); the direction comes from the observed pods and start, so an
+// operator restart resumes where the rollout was.
+//
+// An old gateway drained in the middle of the window (an old pod recreated out of order) is
+// deleted instead and comes back at the new revision. Scale-down drains the gateways above
+// start+N, then the window shrinks. It returns the window's start and replicas.
+func planGateway(v RoleView, surge, batch int32, active bool) (int32, int32, roleStep) {
 	var st roleStep
-	n := v.Replicas
+	n, s := v.Replicas, v.Start
 	present := map[int32]PodView{}
-	var old, staleExcess, freshExcess, drained []PodView
+	var old, pods []PodView
 	var drainingUndone int
-	unreadyNew := int32(0)
-	keep := int32(-1) // highest ordinal that must not be removed undrained
+	leaving := 0 // pods outside the observed window: the StatefulSet controller removes them
+	lowOld, highOld, lowNew, highNew, highAll := int32(-1), int32(-1), int32(-1), int32(-1), s-1
 	for _, p := range v.Pods {
+		if v.Window > 0 && (p.Ordinal < s || p.Ordinal >= s+v.Window) {
+			// A cached pod the window already left must not pull the window back.
+			leaving++
+			continue
+		}
+		pods = append(pods, p)
 		present[p.Ordinal] = p
+		highAll = max(highAll, p.Ordinal)
 		if p.Draining {
 			st.draining = true
-			if p.Drained {
-				drained = append(drained, p)
-			} else {
+			if !p.Drained {
 				drainingUndone++
 			}
 		}
-		if p.Ordinal >= n {
-			if !p.Drained {
-				keep = max(keep, p.Ordinal)
-			}
-			if !p.Draining {
-				if p.Revision != v.Revision || p.Ordinal >= n+surge {
-					staleExcess = append(staleExcess, p)
-				} else {
-					freshExcess = append(freshExcess, p)
-				}
-			}
-			continue
-		}
-		if !p.Ready {
-			st.unready++
-		}
 		if p.Revision != v.Revision {
 			st.old++
-			if !p.Draining {
-				old = append(old, p)
+			old = append(old, p)
+			if lowOld < 0 || p.Ordinal < lowOld {
+				lowOld = p.Ordinal
 			}
-		} else if !p.Ready {
-			unreadyNew++
+			highOld = max(highOld, p.Ordinal)
+		} else {
+			if lowNew < 0 || p.Ordinal < lowNew {
+				lowNew = p.Ordinal
+			}
+			highNew = max(highNew, p.Ordinal)
 		}
 	}
-	missing := int32(0)
-	for o := int32(0); o < n; o++ {
-		if _, ok := present[o]; !ok {
-			missing++
-		}
-	}
-	st.unready += missing
-	unreadyNew += missing
 	rolling := st.old > 0
-
-	replicas := n
-	if rolling && active {
-		replicas = n + surge
-	}
-	replicas = max(replicas, keep+1)
-
-	if active && v.Revision != "" {
-		st.accepting = acceptingChanges(v, surge, rolling)
-	}
-	excess := len(staleExcess) + len(freshExcess)
-	st.done = v.Revision != "" && !rolling && st.unready == 0 && excess == 0 && !st.draining
-	if st.done {
-		return replicas, st
-	}
 	if v.Revision == "" {
 		st.waiting = "waiting for its StatefulSet"
-		return replicas, st
+		return s, max(n, highAll-s+1), st
+	}
+
+	// The direction of a rollout: up from start 0, else down to 0; once new gateways exist,
+	// they are on the side the window moves to.
+	up := s == 0
+	switch {
+	case highNew > highOld:
+		up = true
+	case lowNew >= 0 && lowNew < lowOld:
+		up = false
+	}
+	// The window this pass asks for.
+	start, top := s, s+n-1
+	if rolling && active {
+		if up {
+			k := int32(0) // drained old gateways at the trailing (low) edge
+			for p, ok := present[s]; ok && p.Revision != v.Revision && p.Drained; p, ok = present[s+k] {
+				k++
+			}
+			start = s + k
+			// Widened by the surge, but by no more than the old gateways left: a new
+			// gateway beyond that would be extra at the end and drained again.
+			top = start + n - 1 + min(surge, oldLeft(old, start, highAll))
+		} else {
+			k := int32(0) // drained old gateways at the trailing (high) edge
+			for p, ok := present[highAll]; ok && p.Revision != v.Revision && p.Drained; p, ok = present[highAll-k] {
+				k++
+			}
+			top = highAll - k
+			start = max(0, top-(n+min(surge, oldLeft(old, 0, top)))+1)
+		}
+	}
+	// Never drop a gateway that still has to be drained: the window covers every undrained pod.
+	for _, p := range pods {
+		if !p.Drained {
+			start, top = min(start, p.Ordinal), max(top, p.Ordinal)
+		}
+	}
+	if !rolling || !active {
+		start = min(start, s) // only a rollout moves the window's start
+	}
+	replicas := top - start + 1
+
+	// What is in the window: not Ready, missing, extra (above start+n when settled).
+	var excess, drainedInside []PodView
+	unreadyNew := int32(0)
+	for o := start; o <= top; o++ {
+		p, ok := present[o]
+		switch {
+		case !ok:
+			st.unready++
+			unreadyNew++
+		case !p.Ready:
+			st.unready++
+			if p.Revision == v.Revision {
+				unreadyNew++
+			}
+		}
+		if ok && p.Drained {
+			drainedInside = append(drainedInside, p)
+		}
+		if ok && !rolling && o >= start+n && !p.Draining {
+			excess = append(excess, p)
+		}
+	}
+	removing := leaving // drained gateways the moved window leaves behind, and those it left
+	for _, p := range pods {
+		if p.Drained && (p.Ordinal < start || p.Ordinal > top) {
+			removing++
+		}
+	}
+	if active {
+		st.accepting = acceptingChanges(v, rolling)
+	}
+	st.done = !rolling && st.unready == 0 && !st.draining && replicas == n && start == s && removing == 0
+	if st.done {
+		return start, replicas, st
 	}
 	if !active {
 		switch {
@@ -290,94 +358,87 @@ func planGateway(v RoleView, surge, batch int32, active bool) (int32, roleStep) 
 		case st.unready > 0:
 			st.waiting = fmt.Sprintf("%d of %d gateways not Ready", st.unready, n)
 		default:
-			st.waiting = fmt.Sprintf("%d extra gateways wait to be drained", excess)
+			st.waiting = fmt.Sprintf("%d extra gateways wait to be drained", replicas-n)
 		}
-		return replicas, st
+		return start, replicas, st
 	}
-
-	for _, p := range drained {
-		st.delete = append(st.delete, p.Name)
+	for _, p := range drainedInside {
+		if !rolling && p.Ordinal >= start+n {
+			continue // an extra gateway: the window shrinks past it once it is the last
+		}
+		st.delete = append(st.delete, p.Name) // recreated at the new revision
 	}
 	switch {
 	case drainingUndone > 0:
 		st.waiting = fmt.Sprintf("draining %d gateways", drainingUndone)
-		return replicas, st
-	case len(drained) > 0:
-		st.waiting = fmt.Sprintf("deleting %d drained gateways", len(drained))
-		return replicas, st
+		return start, replicas, st
+	case removing > 0 || len(st.delete) > 0:
+		st.waiting = fmt.Sprintf("removing %d drained gateways", removing+len(st.delete))
+		return start, replicas, st
 	}
 
 	if rolling {
-		if len(staleExcess) > 0 { // left over from an interrupted rollout or a scale-down
-			st.drain = names(staleExcess)
-			st.waiting = fmt.Sprintf("draining %d extra gateways", len(staleExcess))
-			return replicas, st
+		if start != s || unreadyNew > 0 {
+			st.waiting = "waiting for the gateways at the new revision to be Ready"
+			return start, replicas, st
 		}
-		for o := n; o < n+surge; o++ {
-			// Not Accepting: once a gateway that stays serves, the surge ones stop taking
-			// new connections (acceptingChanges) and still count as up.
-			p, ok := present[o]
-			if !ok || p.Revision != v.Revision || !p.Ready {
-				st.waiting = fmt.Sprintf("waiting for %d surge gateways at the new revision to be Ready", surge)
-				return replicas, st
-			}
-		}
-		if unreadyNew > 0 {
-			st.waiting = fmt.Sprintf("waiting for %d new gateways to be Ready", unreadyNew)
-			return replicas, st
-		}
-		// Unready old gateways first (they serve nobody), then from the highest ordinal.
+		// Unready old gateways first (they serve nobody), then from the trailing edge.
 		sort.SliceStable(old, func(i, j int) bool {
 			if old[i].Ready != old[j].Ready {
 				return !old[i].Ready
+			}
+			if up {
+				return old[i].Ordinal < old[j].Ordinal
 			}
 			return old[i].Ordinal > old[j].Ordinal
 		})
 		st.drain = names(old[:min(int(batch), len(old))])
 		st.waiting = fmt.Sprintf("draining %d of %d old gateways", len(st.drain), len(old))
-		return replicas, st
+		return start, replicas, st
 	}
 
 	if st.unready > 0 {
 		st.waiting = fmt.Sprintf("%d of %d gateways not Ready", st.unready, n)
-		return replicas, st
+		return start, replicas, st
 	}
-	st.drain = names(append(staleExcess, freshExcess...))
-	st.waiting = fmt.Sprintf("draining %d extra gateways", len(st.drain))
-	return replicas, st
+	if len(excess) > 0 {
+		st.drain = names(excess)
+		st.waiting = fmt.Sprintf("draining %d extra gateways", len(st.drain))
+		return start, replicas, st
+	}
+	// Every extra gateway is drained: shrink the window to N.
+	st.waiting = "scaling the gateways down"
+	return s, n, st
 }
 
-// acceptingChanges steers new connections during a gateway rollout so that a client
-// reconnects as few times as the StatefulSet's ordinals allow (issue 12: the rollout test
-// under load saw 14 % of clients reconnect three times or more when old gateways kept
-// accepting until their own drain, and surge gateways until theirs):
+// oldLeft counts the gateways at an old revision, not yet drained, in [lo, hi].
+func oldLeft(old []PodView, lo, hi int32) int32 {
+	n := int32(0)
+	for _, p := range old {
+		if p.Ordinal >= lo && p.Ordinal <= hi && !p.Drained {
+			n++
+		}
+	}
+	return n
+}
+
+// acceptingChanges steers new connections during a gateway rollout so that a drained client
+// lands on a gateway it will not have to leave (issue 12: the rollout test under load saw
+// 14 % of clients reconnect three times or more when old gateways kept accepting until their
+// own drain):
 //
-//   - once every surge gateway at the new revision is Ready and accepting, old gateways stop
-//     accepting (their connected clients stay until their own drain), so a drained client
-//     lands on a gateway at the new revision;
-//   - once a gateway that stays (ordinal below the spec's replicas) is Ready at the new
-//     revision and accepting, the surge gateways stop accepting too: they are drained at the
-//     end, and a client placed there would move again;
-//   - a gateway at the desired revision that stays, is Ready and not draining, accepts (after
-//     a rollout is reverted, or an operator restart between two steps).
+//   - once a gateway at the new revision is Ready, old gateways stop accepting (their
+//     connected clients stay until their own drain), so a drained client lands on a gateway
+//     at the new revision; with the sliding window every such gateway stays;
+//   - a gateway at the desired revision that is Ready and not draining accepts (after a
+//     rollout is reverted, or an operator restart between two steps).
 //
 // Draining gateways are left alone: their drain owns the label.
-func acceptingChanges(v RoleView, surge int32, rolling bool) map[string]bool {
-	n := v.Replicas
-	surgeReady := rolling
-	for o := n; o < n+surge && surgeReady; o++ {
-		found := false
-		for _, p := range v.Pods {
-			if p.Ordinal == o && p.Revision == v.Revision && p.Ready && !p.Draining {
-				found = true
-			}
-		}
-		surgeReady = found
-	}
-	stayServing := false
+func acceptingChanges(v RoleView, rolling bool) map[string]bool {
+	newServing := false
 	for _, p := range v.Pods {
-		if p.Ordinal < n && p.Revision == v.Revision && p.Ready && p.Accepting && !p.Draining {
-			stayServing = true
+		if p.Revision == v.Revision && p.Ready && !p.Draining {
+			newServing = true
 		}
 	}
 	out := map[string]bool{}
@@ -386,11 +447,9 @@ func acceptingChanges(v RoleView, surge int32, rolling bool) map[string]bool {
 			continue
 		}
 		switch {
-		case p.Ordinal < n && p.Revision == v.Revision && p.Ready && !p.Accepting:
+		case p.Revision == v.Revision && p.Ready && !p.Accepting:
 			out[p.Name] = true
-		case rolling && surgeReady && p.Ordinal < n && p.Revision != v.Revision && p.Accepting:
-			out[p.Name] = false
-		case rolling && stayServing && p.Ordinal >= n && p.Accepting:
+		case rolling && newServing && p.Revision != v.Revision && p.Accepting:
 			out[p.Name] = false
 		}
 	}

@@ -190,15 +190,16 @@ func (r *Reconciler) ensureStatefulSets(ctx context.Context, p *pass) error {
 			continue
 		}
 		for _, role := range chatv1.Roles {
-			replicas := specs.Replicas(region, role)
+			want := specs.StatefulSet(p.cc, region, role, specs.Replicas(region, role))
 			if role == chatv1.RoleGateway {
 				if n, ok := p.plan.GatewayReplicas[region.Name]; ok {
-					replicas = n
+					want = specs.GatewayStatefulSet(p.cc, region, p.plan.GatewayStart[region.Name], n)
 				}
 			}
-			sts, err := ensure(ctx, r, p.orig, specs.StatefulSet(p.cc, region, role, replicas), func(e, d *appsv1.StatefulSet) {
-				// Selector, serviceName, podManagementPolicy and ordinals never change for a
-				// given region and role, so only the mutable fields are copied.
+			sts, err := ensure(ctx, r, p.orig, want, func(e, d *appsv1.StatefulSet) {
+				// Selector, serviceName and podManagementPolicy never change for a given
+				// region and role, so only the mutable fields are copied (gateway ordinals
+				// slide during a rollout).
 				e.Spec.Replicas = d.Spec.Replicas
 				e.Spec.Template = d.Spec.Template
 				e.Spec.UpdateStrategy = d.Spec.UpdateStrategy

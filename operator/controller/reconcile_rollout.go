@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -91,6 +92,23 @@ func (r *Reconciler) planRollout(ctx context.Context, p *pass) error {
 				}
 				if err == nil {
 					v.Revision = specs.Revision(sts)
+				}
+			}
+			if role == chatv1.RoleGateway {
+				// The window of gateway ordinals as it stands (planGateway slides it), read
+				// around the cache: a cached StatefulSet older than the cached pods would move
+				// the window back and drain a gateway at the new revision (seen in
+				// test/operator TestRollout).
+				sts := &appsv1.StatefulSet{}
+				err := r.reader().Get(ctx, client.ObjectKey{Namespace: p.cc.Namespace, Name: specs.ObjectName(p.cc, region.Name, role)}, sts)
+				if client.IgnoreNotFound(err) != nil {
+					return fmt.Errorf("get statefulset: %w", err)
+				}
+				if err == nil {
+					if sts.Spec.Ordinals != nil {
+						v.Start = sts.Spec.Ordinals.Start
+					}
+					v.Window = ptr.Deref(sts.Spec.Replicas, 0)
 				}
 			}
 			v.Pods = p.podViews(region.Name, role)
@@ -227,4 +245,12 @@ func (r *Reconciler) event(obj runtime.Object, eventType, reason, action, note s
 	if r.Recorder != nil {
 		r.Recorder.Eventf(obj, nil, eventType, reason, action, note, args...)
 	}
+}
+
+// reader is APIReader, or Client when it is unset.
+func (r *Reconciler) reader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
 }

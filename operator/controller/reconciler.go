@@ -67,9 +67,14 @@ type Options struct {
 
 // Reconciler reconciles ChatClusters.
 type Reconciler struct {
-	Client   client.Client
-	Scheme   *runtime.Scheme
-	Recorder events.EventRecorder
+	Client client.Client
+	// APIReader reads around the cache (manager.GetAPIReader()) where a stale read would
+	// undo the operator's own last write: the gateway StatefulSet's ordinal window, which
+	// the rollout slides while the pods it removes and creates arrive through another
+	// informer. Nil uses Client.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
 	Options
 }
 

@@ -13,14 +13,15 @@ import (
 )
 
 // MinDeliverPartitions is the smallest deliver topic. Gateway k consumes partition k, so the
-// topic needs one partition per gateway ordinal, surge pods included; partitions can only grow,
+// topic needs one partition per gateway ordinal a rollout can use (below 2 × replicas + maxSurge:
+// the planner slides the ordinal window up by replicas and back); partitions can only grow,
 // so migrate creates a power of two with headroom and a scale-up rarely needs a new migration.
 const MinDeliverPartitions = 64
 
 // DeliverPartitions is the deliver topic size for a region: the next power of two ≥ the
-// highest gateway ordinal during a surge, at least MinDeliverPartitions.
+// gateway ordinals a rollout can use (2 × replicas + maxSurge), at least MinDeliverPartitions.
 func DeliverPartitions(cc *chatv1.ChatCluster, region *chatv1.Region) int32 {
-	need := region.Gateway.Replicas + cc.Spec.Rollout.Surge()
+	need := 2*region.Gateway.Replicas + cc.Spec.Rollout.Surge()
 	n := int32(MinDeliverPartitions)
 	for n < need {
 		n *= 2

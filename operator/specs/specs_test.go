@@ -163,8 +163,12 @@ func TestNodeIDsAndPartitions(t *testing.T) {
 	}
 	big := sample()
 	big.Spec.Regions[0].Gateway.Replicas = 200
-	if n := DeliverPartitions(big, &big.Spec.Regions[0]); n != 256 {
-		t.Errorf("deliver partitions for 200 gateways + surge = %d, want 256", n)
+	if n := DeliverPartitions(big, &big.Spec.Regions[0]); n != 512 {
+		t.Errorf("deliver partitions for 200 gateways (ordinals below 2 x 200 + surge) = %d, want 512", n)
+	}
+	big.Spec.Regions[0].Gateway.Replicas = 31
+	if n := DeliverPartitions(big, &big.Spec.Regions[0]); n != 64 {
+		t.Errorf("deliver partitions for 31 gateways (ordinals below 63) = %d, want 64", n)
 	}
 }
 

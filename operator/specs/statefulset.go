@@ -29,6 +29,18 @@ const (
 // parley.io/revision label (and the StatefulSet as an annotation), which is how the operator
 // tells revisions apart.
 func StatefulSet(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Role, replicas int32) *appsv1.StatefulSet {
+	return statefulSet(cc, region, role, OrdinalStart(region, role), replicas)
+}
+
+// GatewayStatefulSet is the region's gateway StatefulSet with its pods at ordinals
+// [start, start+replicas): a gateway rollout slides that window (the operator's planner), so a
+// drained client reconnects to a gateway that stays. Every ordinal stays below
+// DeliverPartitions.
+func GatewayStatefulSet(cc *chatv1.ChatCluster, region *chatv1.Region, start, replicas int32) *appsv1.StatefulSet {
+	return statefulSet(cc, region, chatv1.RoleGateway, start, replicas)
+}
+
+func statefulSet(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Role, start, replicas int32) *appsv1.StatefulSet {
 	name := ObjectName(cc, region.Name, role)
 	labels := Labels(cc, region.Name, role)
 	tmpl := PodTemplate(cc, region, role)
@@ -51,7 +63,7 @@ func StatefulSet(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Role
 			Template:             tmpl,
 		},
 	}
-	if start := OrdinalStart(region, role); start > 0 {
+	if start > 0 {
 		sts.Spec.Ordinals = &appsv1.StatefulSetOrdinals{Start: start}
 	}
 	sts.Annotations = stamp(labels, map[string]string{LabelRevision: rev}, sts.Spec)

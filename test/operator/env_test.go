@@ -264,9 +264,10 @@ func (h *harness) startOperator(opts harnessOpts) {
 		t.Fatal(err)
 	}
 	r := &controller.Reconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("parley-operator"),
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("parley-operator"),
 		Options: controller.Options{
 			Region:    opts.region,
 			Admin:     &controller.HTTPAdmin{BaseURL: h.gw.baseURL},

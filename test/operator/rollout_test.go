@@ -33,8 +33,9 @@ func (h *harness) revisionsOf(cc *chatv1.ChatCluster, region string, role chatv1
 
 // TestRollout: a new image runs the migrate Job before any pod of it exists, then rolls region
 // by region in regionOrder, chat → presence → gateway within a region; gateways surge first,
-// then are drained batch by batch (out of the client Service before the drain call, deleted
-// only after it), and the surge pods are drained away at the end.
+// then are drained batch by batch (out of the client Service before the drain call, removed
+// only after it) while the StatefulSet's ordinal window slides up; a second rollout slides it
+// back down.
 func TestRollout(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	cc := h.newCluster("chat", "parley:1", testRegion("eu", 0, 2, 2, 1), testRegion("us", 1, 2, 2, 1))
@@ -106,54 +107,29 @@ func TestRollout(t *testing.T) {
 	}
 	t.Logf("old pods deleted in order: %v", order)
 
-	// 2. Gateways: each drain call came after accepting=false; each old gateway was deleted
-	// only after its drain; the surge pod existed before the first drain of its region and was
-	// itself drained and removed at the end.
-	for _, region := range []string{"us", "eu"} {
-		surge := "chat-" + region + "-gateway-2"
-		var surgeAdded, firstDrain, surgeDrain, surgeDeleted = -1, -1, -1, -1
-		drained := map[string]int{}
-		for _, e := range entries {
-			if e.Labels[specs.LabelRegion] != region || e.Labels[specs.LabelRole] != "gateway" {
-				continue
-			}
-			switch {
-			case e.Kind == "pod-added" && e.Name == surge && surgeAdded < 0:
-				surgeAdded = e.Seq
-			case e.Kind == "drain":
-				if e.Extra["accepting"] != "false" {
-					t.Errorf("drain of %s called while parley.io/accepting=%q; want false", e.Name, e.Extra["accepting"])
-				}
-				if e.Extra["window"] == "" {
-					t.Errorf("drain of %s without a window", e.Name)
-				}
-				if _, seen := drained[e.Name]; !seen {
-					drained[e.Name] = e.Seq
-				}
-				if e.Name == surge {
-					surgeDrain = e.Seq
-				} else if firstDrain < 0 {
-					firstDrain = e.Seq
-				}
-			case e.Kind == "pod-deleted":
-				if e.Name == surge {
-					surgeDeleted = e.Seq
-					continue
-				}
-				d, ok := drained[e.Name]
-				if !ok || d > e.Seq {
-					t.Errorf("gateway %s deleted before it was drained", e.Name)
-				}
-				delete(drained, e.Name) // its replacement is a new pod with the same name
-			}
-		}
-		if surgeAdded < 0 || firstDrain < 0 || surgeAdded > firstDrain {
-			t.Errorf("%s: surge pod added at %d, first drain at %d: want the surge before any drain", region, surgeAdded, firstDrain)
-		}
-		if surgeDrain < 0 || surgeDeleted < 0 || surgeDrain > surgeDeleted || surgeDrain < firstDrain {
-			t.Errorf("%s: surge drained at %d and deleted at %d (first drain %d): want it drained last, then deleted", region, surgeDrain, surgeDeleted, firstDrain)
-		}
+	// 2. Gateways slide their ordinal window: a gateway at the new revision (ordinal 2) was
+	// added before the region's first drain; every drain came after accepting=false and went to
+	// a gateway at the old revision (a drained client lands on a gateway that stays); each old
+	// gateway was removed only after its drain; the window ends at ordinals 2 and 3.
+	h.checkGatewaySlide(cc, entries, oldRev, 2)
+
+	// A second rollout slides the window back down to ordinal 0.
+	for _, region := range []string{"eu", "us"} {
+		oldRev[region+"/gateway"] = h.revisionsOf(cc, region, chatv1.RoleGateway)[0]
 	}
+	mark2 := h.log.mark()
+	h.update(cc, func(cc *chatv1.ChatCluster) { cc.Spec.Image = "parley:3" })
+	h.eventually("migrate job for parley:3", 20*time.Second, func() (bool, error) {
+		for _, j := range h.jobs() {
+			if j.Annotations["parley.io/image"] == "parley:3" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	h.migrateThrough(2)
+	h.waitCondition(cc, chatv1.ConditionReady, metav1.ConditionTrue, "AllRegionsReady", 120*time.Second)
+	h.checkGatewaySlide(cc, h.log.since(mark2), oldRev, 0)
 
 	// 3. The migrate Jobs of parley:2 finished before any pod of the new revision was added.
 	firstNew, lastJob := -1, -1
@@ -186,7 +162,7 @@ func TestRollout(t *testing.T) {
 
 	// The old migrate Jobs were cleaned up; the new ones remain for their logs.
 	for _, j := range h.jobs() {
-		if j.Annotations["parley.io/image"] != "parley:2" {
+		if j.Annotations["parley.io/image"] != "parley:3" {
 			t.Errorf("old migrate job %s still exists", j.Name)
 		}
 	}
@@ -308,5 +284,61 @@ func TestPaused(t *testing.T) {
 	h.waitCondition(cc, chatv1.ConditionReady, metav1.ConditionTrue, "AllRegionsReady", 60*time.Second)
 	if img := h.pods(specs.Selector(cc, "eu", chatv1.RoleChat))[0].Spec.Containers[0].Image; img != "parley:2" {
 		t.Errorf("after unpausing, chat runs %s", img)
+	}
+}
+
+// checkGatewaySlide checks the gateway part of one rollout in entries (see TestRollout, step 2):
+// the window of each region ends at start, with 2 replicas.
+func (h *harness) checkGatewaySlide(cc *chatv1.ChatCluster, entries []logEntry, oldRev map[string]string, start int32) {
+	h.t.Helper()
+	for _, region := range []string{"us", "eu"} {
+		old := oldRev[region+"/gateway"]
+		firstNew, firstDrain := -1, -1
+		drained := map[string]int{}
+		for _, e := range entries {
+			if e.Labels[specs.LabelRegion] != region || e.Labels[specs.LabelRole] != "gateway" {
+				continue
+			}
+			switch e.Kind {
+			case "pod-added":
+				if e.Labels[specs.LabelRevision] != old && firstNew < 0 {
+					firstNew = e.Seq
+				}
+			case "drain":
+				if e.Extra["accepting"] != "false" {
+					h.t.Errorf("drain of %s called while parley.io/accepting=%q; want false", e.Name, e.Extra["accepting"])
+				}
+				if e.Extra["window"] == "" {
+					h.t.Errorf("drain of %s without a window", e.Name)
+				}
+				if e.Labels[specs.LabelRevision] != old {
+					h.t.Errorf("%s drained: a gateway at the new revision (its clients would move twice)", e.Name)
+				}
+				if _, seen := drained[e.Name]; !seen {
+					drained[e.Name] = e.Seq
+				}
+				if firstDrain < 0 {
+					firstDrain = e.Seq
+				}
+			case "pod-deleted":
+				if e.Labels[specs.LabelRevision] != old {
+					continue
+				}
+				if d, ok := drained[e.Name]; !ok || d > e.Seq {
+					h.t.Errorf("gateway %s removed before it was drained", e.Name)
+				}
+			}
+		}
+		if firstNew < 0 || firstDrain < 0 || firstNew > firstDrain {
+			h.t.Errorf("%s: first new gateway added at %d, first drain at %d: want a new gateway before any drain", region, firstNew, firstDrain)
+		}
+		sts := h.sts("chat-" + region + "-gateway")
+		got := int32(0)
+		if sts.Spec.Ordinals != nil {
+			got = sts.Spec.Ordinals.Start
+		}
+		if got != start || ptr.Deref(sts.Spec.Replicas, 0) != 2 {
+			h.t.Errorf("%s gateway window after the rollout: start %d, %d replicas; want start %d, 2 replicas", region, got, ptr.Deref(sts.Spec.Replicas, 0), start)
+		}
 	}
 }

@@ -273,10 +273,11 @@ func (cl *cluster) startOperator() {
 		t.Fatal(err)
 	}
 	r := &controller.Reconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("parley-operator"),
-		Options:  controller.Options{Admin: &controller.HTTPAdmin{}, DrainPoll: 500 * time.Millisecond},
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("parley-operator"),
+		Options:   controller.Options{Admin: &controller.HTTPAdmin{}, DrainPoll: 500 * time.Millisecond},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)

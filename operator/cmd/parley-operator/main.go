@@ -75,10 +75,11 @@ func run() error {
 		return fmt.Errorf("manager: %w", err)
 	}
 	r := &controller.Reconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("parley-operator"),
-		Options:  controller.Options{Region: region, DrainPoll: drainPoll},
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("parley-operator"),
+		Options:   controller.Options{Region: region, DrainPoll: drainPoll},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("controller: %w", err)
