@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	chatv1 "github.com/parleychat/parley/api/v1alpha1"
 )
@@ -335,5 +336,29 @@ func TestAcceptingChanges(t *testing.T) {
 				t.Errorf("accepting %v drain %v (waiting %q); want accepting %v drain %v", got, st.drain, st.waiting, tt.want, tt.drain)
 			}
 		})
+	}
+}
+
+// TestDrainSpread: the first batch of a rollout, taken by the surge alone, spreads its
+// reconnects over most of drainTimeout; later batches, taken by more new gateways, over
+// proportionally less, so each gateway sees about the same rate.
+func TestDrainSpread(t *testing.T) {
+	const T = 20 * time.Second
+	for _, c := range []struct {
+		surge  int32
+		taking int
+		want   time.Duration
+	}{
+		{1, 1, 18 * time.Second},
+		{1, 2, 9 * time.Second},
+		{1, 3, 6 * time.Second},
+		{1, 20, 2 * time.Second}, // never below T/10
+		{2, 2, 18 * time.Second},
+		{1, 0, 10 * time.Second}, // nobody new takes them: the default
+		{0, 3, 10 * time.Second},
+	} {
+		if got := drainSpread(T, c.surge, c.taking); got != c.want {
+			t.Errorf("drainSpread(%s, surge %d, %d taking) = %s, want %s", T, c.surge, c.taking, got, c.want)
+		}
 	}
 }

@@ -60,7 +60,7 @@ func (r *Reconciler) pollDrain(ctx context.Context, p *pass, pod *corev1.Pod) bo
 		return false
 	}
 	if !st.Draining {
-		if st, err = r.admin().Drain(callCtx, pod, p.token, drainWindow(p)); err != nil {
+		if st, err = r.admin().Drain(callCtx, pod, p.token, drainWindow(p, pod)); err != nil {
 			logger.Info("re-sending drain failed", "error", err.Error())
 			return false
 		}
@@ -69,7 +69,38 @@ func (r *Reconciler) pollDrain(ctx context.Context, p *pass, pod *corev1.Pod) bo
 	return st.Draining && st.Connections == 0
 }
 
-func drainWindow(p *pass) time.Duration { return p.cc.Spec.Rollout.DrainTimeout.Duration / 2 }
+// drainWindow is how long the gateway spreads its clients' reconnect frames over, chosen so
+// that every gateway taking drained clients sees about the same reconnect rate in every batch
+// (issue 12: no gateway above 2× the mean reconnect rate): the first batch of a rollout lands
+// on the maxSurge new gateways alone and gets 0.9 × drainTimeout; a later batch, taken by more
+// new gateways, a proportionally shorter window. Windows depend only on what the pass observed,
+// so a re-sent drain asks for the same spread as the first request.
+func drainWindow(p *pass, pod *corev1.Pod) time.Duration {
+	timeout := p.cc.Spec.Rollout.DrainTimeout.Duration
+	region := p.region(pod.Labels[specs.LabelRegion])
+	if region == nil {
+		return timeout / 2
+	}
+	rev := specs.PodTemplate(p.cc, region, chatv1.RoleGateway).Labels[specs.LabelRevision]
+	taking := 0
+	for _, g := range p.pods[roleKey(region.Name, chatv1.RoleGateway)] {
+		if g.Labels[specs.LabelRevision] == rev && g.Labels[specs.LabelAccepting] == "true" && podReady(g) {
+			taking++
+		}
+	}
+	return drainSpread(timeout, p.cc.Spec.Rollout.Surge(), taking)
+}
+
+// drainSpread is drainWindow's rule: 0.9 × timeout × surge/taking, at least timeout/10;
+// timeout/2 when no new gateway takes the clients (maxSurge 0: they go to old ones).
+func drainSpread(timeout time.Duration, surge int32, taking int) time.Duration {
+	if taking == 0 || surge <= 0 {
+		return timeout / 2
+	}
+	w := timeout * 9 / 10 * time.Duration(min(int(surge), taking)) / time.Duration(taking)
+	return max(w, timeout/10)
+}
+
 
 // planRollout turns what was observed into the planner's input and keeps its plan.
 func (r *Reconciler) planRollout(ctx context.Context, p *pass) error {
@@ -231,12 +262,12 @@ func (r *Reconciler) startDrain(ctx context.Context, p *pass, pod *corev1.Pod) e
 	}
 	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	st, err := r.admin().Drain(callCtx, pod, p.token, drainWindow(p))
+	st, err := r.admin().Drain(callCtx, pod, p.token, drainWindow(p, pod))
 	if err != nil {
 		log.FromContext(ctx).Info("drain request failed; will retry", "pod", pod.Name, "error", err.Error())
 	}
 	r.event(p.orig, corev1.EventTypeNormal, EventDrainStarted, "Drain",
-		"draining gateway %s (%d connections, window %s, timeout %s)", pod.Name, st.Connections, drainWindow(p), p.cc.Spec.Rollout.DrainTimeout.Duration)
+		"draining gateway %s (%d connections, window %s, timeout %s)", pod.Name, st.Connections, drainWindow(p, pod), p.cc.Spec.Rollout.DrainTimeout.Duration)
 	return nil
 }
 
@@ -253,4 +284,14 @@ func (r *Reconciler) reader() client.Reader {
 		return r.APIReader
 	}
 	return r.Client
+}
+
+// region returns the reconciled region called name, or nil.
+func (p *pass) region(name string) *chatv1.Region {
+	for _, r := range p.regions {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
 }
