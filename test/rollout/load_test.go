@@ -456,21 +456,24 @@ func TestRolloutUnderLoad(t *testing.T) {
 	// The targets.
 	once := float64(hist[1]) / float64(v.clients)
 	limit := time.Duration(gateways)*drainTimeout + 2*time.Minute
+	// The reconnect counts are asserted always (the sliding window gives 99 %+ once, far from
+	// the bound); the rate and duration depend on the machine's load and are asserted with
+	// PARLEY_ROLLOUT_STRICT=1.
 	targets := []struct {
-		ok   bool
-		what string
+		ok, always bool
+		what       string
 	}{
-		{once >= 0.9, fmt.Sprintf("≥90%% of clients reconnect exactly once: %.1f%% (%d of %d)", 100*once, hist[1], v.clients)},
-		{hist[3] == 0, fmt.Sprintf("no client reconnects more than twice: %d did", hist[3])},
-		{mean == 0 || float64(peak) <= 2*mean, fmt.Sprintf("no gateway above 2× the mean reconnect rate: peak %d/s vs mean %.1f/s", peak, mean)},
-		{rollTook <= limit, fmt.Sprintf("rollout within drainTimeout × gateways + 2m = %s: took %s", limit, rollTook.Round(time.Second))},
+		{once >= 0.9, true, fmt.Sprintf("≥90%% of clients reconnect exactly once: %.1f%% (%d of %d)", 100*once, hist[1], v.clients)},
+		{hist[3] == 0, true, fmt.Sprintf("no client reconnects more than twice: %d did", hist[3])},
+		{mean == 0 || float64(peak) <= 2*mean, false, fmt.Sprintf("no gateway above 2× the mean reconnect rate: peak %d/s vs mean %.1f/s", peak, mean)},
+		{rollTook <= limit, false, fmt.Sprintf("rollout within drainTimeout × gateways + 2m = %s: took %s", limit, rollTook.Round(time.Second))},
 	}
 	strict := os.Getenv("PARLEY_ROLLOUT_STRICT") != ""
 	for _, tg := range targets {
 		switch {
 		case tg.ok:
 			t.Logf("target met: %s", tg.what)
-		case strict:
+		case strict || tg.always:
 			t.Errorf("target missed: %s", tg.what)
 		default:
 			t.Logf("TARGET MISSED (asserted with PARLEY_ROLLOUT_STRICT=1): %s", tg.what)
