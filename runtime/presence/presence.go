@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,7 @@ type Service struct {
 	reg      Registry
 	cfg      Config
 	onChange func(*parleyv1.Presence)
+	remote   func() []string // SetRemoteRegions
 	running  atomic.Bool
 	kick     chan struct{} // wakes Run when a change is queued
 
@@ -87,6 +89,20 @@ func NewService(reg Registry, cfg Config, onChange func(*parleyv1.Presence)) *Se
 		offlining: make(map[string]pendingOffline),
 	}
 }
+
+// RemoteStatusID is the registry key of userID's status as region announced it
+// (a presence change relayed from another region, runtime/region.Relay). "/"
+// is outside the id grammar (wire.ValidID), so it names no user.
+func RemoteStatusID(userID, region string) string { return userID + "/" + region }
+
+// SetRemoteRegions makes Get merge into each user's status the statuses that
+// the regions named by regions() announced (RemoteStatusID): online if online
+// here or in any of them, with the latest last activity. A remote status is
+// trusted as stored: regions announce changes, not heartbeats, so the TTL
+// rule of local statuses does not apply, and a change lost while the link was
+// down leaves it stale until the user's next change there
+// (docs/multi-region.md). Call before the service is used.
+func (s *Service) SetRemoteRegions(regions func() []string) { s.remote = regions }
 
 // Registry returns the registry the service writes to.
 func (s *Service) Registry() Registry { return s.reg }
@@ -266,7 +282,19 @@ func (s *Service) Get(ctx context.Context, userIDs []string) (map[string]*parley
 	if len(ask) == 0 {
 		return out, nil
 	}
-	sts, err := s.reg.Statuses(ctx, ask)
+	var peers []string
+	keys := ask
+	if s.remote != nil {
+		if peers = s.remote(); len(peers) > 0 {
+			keys = slices.Clone(ask)
+			for _, id := range ask {
+				for _, r := range peers {
+					keys = append(keys, RemoteStatusID(id, r))
+				}
+			}
+		}
+	}
+	sts, err := s.reg.Statuses(ctx, keys)
 	if err != nil {
 		slog.Warn("presence: read statuses", "users", len(ask), "err", err)
 	}
@@ -283,6 +311,22 @@ func (s *Service) Get(ctx context.Context, userIDs []string) (map[string]*parley
 			// its last activity is older than TTL.
 			st.Online = s.online(st, now)
 			out[id] = toProto(id, st)
+		}
+		if err != nil {
+			continue
+		}
+		for _, r := range peers {
+			rst, ok := sts[RemoteStatusID(id, r)]
+			if !ok {
+				continue
+			}
+			p := out[id]
+			if rst.Online {
+				p.Status = parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE
+			}
+			if la := rst.LastActive.UnixMilli(); !rst.LastActive.IsZero() && la > p.LastActive {
+				p.LastActive = la
+			}
 		}
 	}
 	return out, nil

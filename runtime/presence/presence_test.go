@@ -358,3 +358,38 @@ func TestInvalidSession(t *testing.T) {
 		t.Errorf("Connected without a session id succeeded")
 	}
 }
+
+// TestRemoteRegionStatuses: with remote regions set, Get merges the statuses
+// other regions announced (RemoteStatusID): online there is online here, and
+// the latest last activity wins; without them, a user seen only elsewhere is
+// offline here.
+func TestRemoteRegionStatuses(t *testing.T) {
+	reg := memory.New()
+	t.Cleanup(func() { _ = reg.Close() })
+	ctx := context.Background()
+	past := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	later := past.Add(10 * time.Minute)
+	for key, st := range map[string]presence.Status{
+		presence.RemoteStatusID("jack", "us"): {Online: true, LastActive: past}, // online in us for an hour: no TTL rule
+		presence.RemoteStatusID("kate", "us"): {LastActive: later},              // left us after she left here
+		"kate":                                {LastActive: past},
+	} {
+		if err := reg.SetStatus(ctx, key, st, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := newFixture(t, reg)
+	if p := f.get(t, "jack"); p.GetStatus() != offline {
+		t.Errorf("jack without remote regions = %v, want offline (never seen here)", p)
+	}
+	f.s.SetRemoteRegions(func() []string { return []string{"us", "ap"} })
+	if p := f.get(t, "jack"); p.GetStatus() != online || p.GetLastActive() != past.UnixMilli() {
+		t.Errorf("jack = %v, want online (announced by us) with last_active %d", p, past.UnixMilli())
+	}
+	if p := f.get(t, "kate"); p.GetStatus() != offline || p.GetLastActive() != later.UnixMilli() {
+		t.Errorf("kate = %v, want offline with the later last_active %d", p, later.UnixMilli())
+	}
+	if p := f.get(t, "liam"); p.GetStatus() != offline || p.GetLastActive() != 0 {
+		t.Errorf("liam = %v, want offline, never seen", p)
+	}
+}

@@ -135,6 +135,7 @@ func newWorld(t *testing.T) *world {
 		}
 		ob := region.NewOutbox(m, tr.b, tr.router.Reply, "chat-0")
 		rl := region.NewRelay(m, tr.b, tr.router, "chat-0")
+		rl.StorePresence(tr.reg)
 		tr.client = chat.NewClient(tr.b, "gateway-0", chat.IngressTopic(tr.name))
 		tr.client.SetRegion(tr.name)
 		if err := tr.b.Subscribe(ctx, chat.DeliverTopic(tr.name), 0, tr.handle); err != nil {
@@ -356,12 +357,30 @@ func TestPartitionAccepted(t *testing.T) {
 }
 
 // TestPresenceRelayed: a presence change broadcast in eu reaches us's
-// gateways as a broadcast (no user ids), through us's relay consumer.
+// gateways as a broadcast (no user ids), through us's relay consumer, and us
+// keeps it (presence.RemoteStatusID), so a presence read in us that merges
+// eu's statuses says online.
 func TestPresenceRelayed(t *testing.T) {
 	w := newWorld(t)
 	w.rs["eu"].mesh.RelayBroadcast(w.ctx, []*parleyv1.Delivery{{Body: &parleyv1.Delivery_Presence{Presence: &parleyv1.Presence{
-		UserId: "alice", Status: parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE,
+		UserId: "alice", Status: parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE, LastActive: 1_700_000_000_000,
 	}}}})
+	reader := presence.NewService(w.rs["us"].reg, presence.Config{}, nil)
+	reader.SetRemoteRegions(w.rs["us"].mesh.Peers)
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("us to read alice online", func() bool {
+		got, err := reader.Get(w.ctx, []string{"alice"})
+		return err == nil && got["alice"].GetStatus() == parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE && got["alice"].GetLastActive() == 1_700_000_000_000
+	})
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		tr := w.rs["us"]

@@ -12,6 +12,7 @@ import (
 
 	"github.com/parleychat/parley/runtime/bus"
 	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/presence"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
 
@@ -34,6 +35,9 @@ type Relay struct {
 	member string
 	log    *slog.Logger
 	joined chan struct{}
+	// statuses, when set, keeps the presence other regions announce
+	// (StorePresence).
+	statuses presence.Registry
 
 	mu         sync.Mutex
 	membership bus.Membership
@@ -45,6 +49,37 @@ type Relay struct {
 func NewRelay(m *Mesh, b bus.Bus, r *chat.Router, member string) *Relay {
 	return &Relay{m: m, b: b, r: r, member: member, joined: make(chan struct{}),
 		next: map[int32]int64{}, last: map[int32]time.Time{}, log: m.log.With("component", "region.relay")}
+}
+
+// StorePresence makes the relay write every presence change another region
+// announces into reg under presence.RemoteStatusID, so this region's presence
+// reads (presence.Service.SetRemoteRegions) see users online elsewhere, not
+// only the changes pushed live. Call before Run.
+func (rl *Relay) StorePresence(reg presence.Registry) { rl.statuses = reg }
+
+// remoteStatusTTL keeps a remote status as long as a local one (last seen).
+const remoteStatusTTL = 30 * 24 * time.Hour
+
+// storePresence writes the presence changes among ds, announced by region from.
+func (rl *Relay) storePresence(ctx context.Context, from string, ds []*parleyv1.Delivery) {
+	if rl.statuses == nil {
+		return
+	}
+	for _, d := range ds {
+		p := d.GetPresence()
+		if p == nil || p.GetUserId() == "" {
+			continue
+		}
+		st := presence.Status{Online: p.GetStatus() == parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE}
+		if p.GetLastActive() > 0 {
+			st.LastActive = time.UnixMilli(p.GetLastActive())
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := rl.statuses.SetStatus(wctx, presence.RemoteStatusID(p.GetUserId(), from), st, remoteStatusTTL); err != nil {
+			rl.log.Warn("store relayed presence", "from", from, "user", p.GetUserId(), "err", err)
+		}
+		cancel()
+	}
 }
 
 // Joined is closed once Run has joined the group.
@@ -110,6 +145,7 @@ func (rl *Relay) Handle(ctx context.Context, rec bus.Record) {
 				routed.Deliveries = append(routed.Deliveries, d)
 			}
 		}
+		rl.storePresence(ctx, rr.GetFromRegion(), bcast)
 		if err := rl.r.Broadcast(ctx, bcast); err != nil {
 			rl.log.Warn("broadcast relayed deliveries", "from", rr.GetFromRegion(), "err", err)
 		}

@@ -376,6 +376,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 			ccfg.Regions = f.mesh
 			f.outbox = regionmesh.NewOutbox(f.mesh, s.bus, router.Reply, fc.Member)
 			f.relayIn = regionmesh.NewRelay(f.mesh, s.bus, router, fc.Member)
+			f.relayIn.StorePresence(s.registry)
 		}
 		s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router)
 		if err != nil {
@@ -465,6 +466,9 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 	rep := relay.NewReporter(s.registry, s.bus, presenceTopic, cfg.Presence)
 	s.fleet.reporter = rep
 	s.presence = rep.Reader()
+	if s.fleet.mesh != nil {
+		s.presence.SetRemoteRegions(s.fleet.mesh.Peers)
+	}
 
 	// Media: an S3-compatible service shared by the fleet; without one,
 	// each gateway serves its own embedded store (one gateway only).

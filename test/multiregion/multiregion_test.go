@@ -484,9 +484,11 @@ func waitForEvery(t *testing.T, within, every time.Duration, what string, cond f
 	}
 }
 
-// TestPresenceAndTypingAcrossRegions: alice (eu) sees bob come online in us
-// and sees him typing; bob sees alice typing. Presence changes travel as
-// relayed broadcasts, typing as relayed deliveries.
+// TestPresenceAndTypingAcrossRegions: alice (eu) sees bob come online in us,
+// reads him online afterwards (REST, a new subscription), and sees him
+// typing; bob sees alice typing. Presence changes travel as relayed
+// broadcasts (and are kept by the receiving region), typing as relayed
+// deliveries.
 func TestPresenceAndTypingAcrossRegions(t *testing.T) {
 	rs := regions(t)
 	alice := connect(t, rs["eu"], user("alice4"), "eu")
@@ -503,6 +505,21 @@ func TestPresenceAndTypingAcrossRegions(t *testing.T) {
 		alice.mu.Lock()
 		defer alice.mu.Unlock()
 		return alice.presence[bobID] == parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE
+	})
+	// A read after the change (REST, and a new subscription's snapshot) comes
+	// from eu's store of what us announced, not from eu's own sessions.
+	waitFor(t, 10*time.Second, "GET /v1/presence in eu says bob (in us) is online", func() bool {
+		ps, err := alice.rest.Presence(ctx, []string{bobID})
+		return err == nil && len(ps) == 1 && ps[0].GetStatus() == parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE
+	})
+	alice2 := connect(t, rs["eu"], alice.user, "eu")
+	if err := alice2.c.SubscribePresence(ctx, []string{bobID}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a new subscription in eu starts with bob online", func() bool {
+		alice2.mu.Lock()
+		defer alice2.mu.Unlock()
+		return alice2.presence[bobID] == parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE
 	})
 	if err := bob.c.Typing(ctx, conv); err != nil {
 		t.Fatal(err)
