@@ -681,7 +681,13 @@ type Send struct {
 	//
 	//	*Send_Text
 	//	*Send_Media
-	Content       isSend_Content `protobuf_oneof:"content"`
+	Content isSend_Content `protobuf_oneof:"content"`
+	// The seq of the message this one replies to, in the same conversation
+	// (0: not a reply). It must be a text or media message at or below the
+	// conversation's last seq: a future seq, a system event or an edit/delete
+	// event is invalid_argument, a seq with no message not_found. The stored
+	// message carries a quote of it (Message.reply_to).
+	ReplyTo       uint64 `protobuf:"varint,5,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -755,6 +761,13 @@ func (x *Send) GetMedia() *Media {
 	return nil
 }
 
+func (x *Send) GetReplyTo() uint64 {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return 0
+}
+
 type isSend_Content interface {
 	isSend_Content()
 }
@@ -771,6 +784,89 @@ func (*Send_Text) isSend_Content() {}
 
 func (*Send_Media) isSend_Content() {}
 
+// Quote is what a reply shows of the message it answers, taken when the
+// reply is sequenced (a later edit or delete of the original does not change
+// it; the client may look the original up by seq).
+type Quote struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Seq      uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	SenderId string                 `protobuf:"bytes,2,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	// The original's text, cut to at most 100 characters (runes); empty for
+	// media and for a deleted message.
+	Text string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	// The original carries media (an attachment).
+	Media bool `protobuf:"varint,4,opt,name=media,proto3" json:"media,omitempty"`
+	// The original was deleted before the reply was sequenced.
+	Deleted       bool `protobuf:"varint,5,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quote) Reset() {
+	*x = Quote{}
+	mi := &file_parley_v1_parley_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quote) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quote) ProtoMessage() {}
+
+func (x *Quote) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quote.ProtoReflect.Descriptor instead.
+func (*Quote) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Quote) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Quote) GetSenderId() string {
+	if x != nil {
+		return x.SenderId
+	}
+	return ""
+}
+
+func (x *Quote) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *Quote) GetMedia() bool {
+	if x != nil {
+		return x.Media
+	}
+	return false
+}
+
+func (x *Quote) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
 // SendOk is the reply to Send, sent only once the message is durably stored.
 type SendOk struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -786,7 +882,7 @@ type SendOk struct {
 
 func (x *SendOk) Reset() {
 	*x = SendOk{}
-	mi := &file_parley_v1_parley_proto_msgTypes[3]
+	mi := &file_parley_v1_parley_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +894,7 @@ func (x *SendOk) String() string {
 func (*SendOk) ProtoMessage() {}
 
 func (x *SendOk) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[3]
+	mi := &file_parley_v1_parley_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +907,7 @@ func (x *SendOk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendOk.ProtoReflect.Descriptor instead.
 func (*SendOk) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{3}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SendOk) GetConversationId() string {
@@ -869,7 +965,7 @@ type SendAccepted struct {
 
 func (x *SendAccepted) Reset() {
 	*x = SendAccepted{}
-	mi := &file_parley_v1_parley_proto_msgTypes[4]
+	mi := &file_parley_v1_parley_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +977,7 @@ func (x *SendAccepted) String() string {
 func (*SendAccepted) ProtoMessage() {}
 
 func (x *SendAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[4]
+	mi := &file_parley_v1_parley_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +990,7 @@ func (x *SendAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAccepted.ProtoReflect.Descriptor instead.
 func (*SendAccepted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SendAccepted) GetConversationId() string {
@@ -938,7 +1034,7 @@ type Edit struct {
 
 func (x *Edit) Reset() {
 	*x = Edit{}
-	mi := &file_parley_v1_parley_proto_msgTypes[5]
+	mi := &file_parley_v1_parley_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1046,7 @@ func (x *Edit) String() string {
 func (*Edit) ProtoMessage() {}
 
 func (x *Edit) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[5]
+	mi := &file_parley_v1_parley_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1059,7 @@ func (x *Edit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edit.ProtoReflect.Descriptor instead.
 func (*Edit) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Edit) GetConversationId() string {
@@ -1003,7 +1099,7 @@ type Delete struct {
 
 func (x *Delete) Reset() {
 	*x = Delete{}
-	mi := &file_parley_v1_parley_proto_msgTypes[6]
+	mi := &file_parley_v1_parley_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1111,7 @@ func (x *Delete) String() string {
 func (*Delete) ProtoMessage() {}
 
 func (x *Delete) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[6]
+	mi := &file_parley_v1_parley_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1124,7 @@ func (x *Delete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delete.ProtoReflect.Descriptor instead.
 func (*Delete) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Delete) GetConversationId() string {
@@ -1058,7 +1154,7 @@ type Media struct {
 
 func (x *Media) Reset() {
 	*x = Media{}
-	mi := &file_parley_v1_parley_proto_msgTypes[7]
+	mi := &file_parley_v1_parley_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1166,7 @@ func (x *Media) String() string {
 func (*Media) ProtoMessage() {}
 
 func (x *Media) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[7]
+	mi := &file_parley_v1_parley_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1179,7 @@ func (x *Media) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Media.ProtoReflect.Descriptor instead.
 func (*Media) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Media) GetUrl() string {
@@ -1130,14 +1226,16 @@ type Message struct {
 	Deleted bool `protobuf:"varint,13,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	// The seq of the latest EDITED or DELETED event applied to this message
 	// (0: none): a device that has applied that event has this version.
-	ChangeSeq     uint64 `protobuf:"varint,14,opt,name=change_seq,json=changeSeq,proto3" json:"change_seq,omitempty"`
+	ChangeSeq uint64 `protobuf:"varint,14,opt,name=change_seq,json=changeSeq,proto3" json:"change_seq,omitempty"`
+	// For a reply: a quote of the message it answers (Send.reply_to).
+	ReplyTo       *Quote `protobuf:"bytes,15,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_parley_v1_parley_proto_msgTypes[8]
+	mi := &file_parley_v1_parley_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1247,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[8]
+	mi := &file_parley_v1_parley_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1260,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Message) GetConversationId() string {
@@ -1263,6 +1361,13 @@ func (x *Message) GetChangeSeq() uint64 {
 	return 0
 }
 
+func (x *Message) GetReplyTo() *Quote {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return nil
+}
+
 // Ack moves the caller's delivered pointer: every message up to seq arrived.
 type Ack struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1274,7 +1379,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	mi := &file_parley_v1_parley_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1391,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	mi := &file_parley_v1_parley_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1404,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Ack) GetConversationId() string {
@@ -1327,7 +1432,7 @@ type Read struct {
 
 func (x *Read) Reset() {
 	*x = Read{}
-	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1444,7 @@ func (x *Read) String() string {
 func (*Read) ProtoMessage() {}
 
 func (x *Read) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1457,7 @@ func (x *Read) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Read.ProtoReflect.Descriptor instead.
 func (*Read) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Read) GetConversationId() string {
@@ -1381,7 +1486,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1498,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1511,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -1448,7 +1553,7 @@ type Cursor struct {
 
 func (x *Cursor) Reset() {
 	*x = Cursor{}
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1565,7 @@ func (x *Cursor) String() string {
 func (*Cursor) ProtoMessage() {}
 
 func (x *Cursor) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1578,7 @@ func (x *Cursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cursor.ProtoReflect.Descriptor instead.
 func (*Cursor) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Cursor) GetConversationId() string {
@@ -1503,7 +1608,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1620,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1633,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Sync) GetCursors() []*Cursor {
@@ -1568,7 +1673,7 @@ type ConversationState struct {
 
 func (x *ConversationState) Reset() {
 	*x = ConversationState{}
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1685,7 @@ func (x *ConversationState) String() string {
 func (*ConversationState) ProtoMessage() {}
 
 func (x *ConversationState) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1698,7 @@ func (x *ConversationState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationState.ProtoReflect.Descriptor instead.
 func (*ConversationState) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ConversationState) GetConversationId() string {
@@ -1682,7 +1787,7 @@ type SyncResult struct {
 
 func (x *SyncResult) Reset() {
 	*x = SyncResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1799,7 @@ func (x *SyncResult) String() string {
 func (*SyncResult) ProtoMessage() {}
 
 func (x *SyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1812,7 @@ func (x *SyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResult.ProtoReflect.Descriptor instead.
 func (*SyncResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SyncResult) GetConversations() []*ConversationState {
@@ -1739,7 +1844,7 @@ type History struct {
 
 func (x *History) Reset() {
 	*x = History{}
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +1856,7 @@ func (x *History) String() string {
 func (*History) ProtoMessage() {}
 
 func (x *History) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +1869,7 @@ func (x *History) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use History.ProtoReflect.Descriptor instead.
 func (*History) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *History) GetConversationId() string {
@@ -1811,7 +1916,7 @@ type HistoryResult struct {
 
 func (x *HistoryResult) Reset() {
 	*x = HistoryResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +1928,7 @@ func (x *HistoryResult) String() string {
 func (*HistoryResult) ProtoMessage() {}
 
 func (x *HistoryResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +1941,7 @@ func (x *HistoryResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResult.ProtoReflect.Descriptor instead.
 func (*HistoryResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HistoryResult) GetConversationId() string {
@@ -1879,7 +1984,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +1996,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +2009,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -1932,7 +2037,7 @@ type PresenceSub struct {
 
 func (x *PresenceSub) Reset() {
 	*x = PresenceSub{}
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +2049,7 @@ func (x *PresenceSub) String() string {
 func (*PresenceSub) ProtoMessage() {}
 
 func (x *PresenceSub) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +2062,7 @@ func (x *PresenceSub) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSub.ProtoReflect.Descriptor instead.
 func (*PresenceSub) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PresenceSub) GetUserIds() []string {
@@ -1979,7 +2084,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2096,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2109,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Presence) GetUserId() string {
@@ -2036,7 +2141,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2153,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2166,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
 }
 
 type Pong struct {
@@ -2072,7 +2177,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2189,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2202,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
 }
 
 type Welcome struct {
@@ -2116,7 +2221,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2233,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2246,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Welcome) GetUserId() string {
@@ -2198,7 +2303,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_v1_parley_proto_msgTypes[24]
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2315,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[24]
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2328,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{24}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Error) GetCode() string {
@@ -2258,7 +2363,7 @@ type Reconnect struct {
 
 func (x *Reconnect) Reset() {
 	*x = Reconnect{}
-	mi := &file_parley_v1_parley_proto_msgTypes[25]
+	mi := &file_parley_v1_parley_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2375,7 @@ func (x *Reconnect) String() string {
 func (*Reconnect) ProtoMessage() {}
 
 func (x *Reconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[25]
+	mi := &file_parley_v1_parley_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2388,7 @@ func (x *Reconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reconnect.ProtoReflect.Descriptor instead.
 func (*Reconnect) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{25}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Reconnect) GetAfterMs() uint32 {
@@ -2335,13 +2440,20 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\treconnect\x18\v \x01(\v2\x14.parley.v1.ReconnectH\x00R\treconnect\x12%\n" +
 	"\x04pong\x18\f \x01(\v2\x0f.parley.v1.PongH\x00R\x04pong\x12>\n" +
 	"\rsend_accepted\x18\r \x01(\v2\x17.parley.v1.SendAcceptedH\x00R\fsendAcceptedB\x06\n" +
-	"\x04body\"\x9e\x01\n" +
+	"\x04body\"\xb9\x01\n" +
 	"\x04Send\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x14\n" +
 	"\x04text\x18\x03 \x01(\tH\x00R\x04text\x12(\n" +
-	"\x05media\x18\x04 \x01(\v2\x10.parley.v1.MediaH\x00R\x05mediaB\t\n" +
-	"\acontent\"\xa5\x01\n" +
+	"\x05media\x18\x04 \x01(\v2\x10.parley.v1.MediaH\x00R\x05media\x12\x19\n" +
+	"\breply_to\x18\x05 \x01(\x04R\areplyToB\t\n" +
+	"\acontent\"z\n" +
+	"\x05Quote\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1b\n" +
+	"\tsender_id\x18\x02 \x01(\tR\bsenderId\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12\x14\n" +
+	"\x05media\x18\x04 \x01(\bR\x05media\x12\x18\n" +
+	"\adeleted\x18\x05 \x01(\bR\adeleted\"\xa5\x01\n" +
 	"\x06SendOk\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1d\n" +
@@ -2365,7 +2477,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x05Media\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x12\n" +
 	"\x04mime\x18\x02 \x01(\tR\x04mime\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"\xba\x03\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"\xe7\x03\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1d\n" +
@@ -2385,7 +2497,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\tedited_at\x18\f \x01(\x03R\beditedAt\x12\x18\n" +
 	"\adeleted\x18\r \x01(\bR\adeleted\x12\x1d\n" +
 	"\n" +
-	"change_seq\x18\x0e \x01(\x04R\tchangeSeq\"@\n" +
+	"change_seq\x18\x0e \x01(\x04R\tchangeSeq\x12+\n" +
+	"\breply_to\x18\x0f \x01(\v2\x10.parley.v1.QuoteR\areplyTo\"@\n" +
 	"\x03Ack\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"A\n" +
@@ -2494,7 +2607,7 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_parley_v1_parley_proto_goTypes = []any{
 	(MessageKind)(0),          // 0: parley.v1.MessageKind
 	(ReceiptKind)(0),          // 1: parley.v1.ReceiptKind
@@ -2502,68 +2615,70 @@ var file_parley_v1_parley_proto_goTypes = []any{
 	(*ClientFrame)(nil),       // 3: parley.v1.ClientFrame
 	(*ServerFrame)(nil),       // 4: parley.v1.ServerFrame
 	(*Send)(nil),              // 5: parley.v1.Send
-	(*SendOk)(nil),            // 6: parley.v1.SendOk
-	(*SendAccepted)(nil),      // 7: parley.v1.SendAccepted
-	(*Edit)(nil),              // 8: parley.v1.Edit
-	(*Delete)(nil),            // 9: parley.v1.Delete
-	(*Media)(nil),             // 10: parley.v1.Media
-	(*Message)(nil),           // 11: parley.v1.Message
-	(*Ack)(nil),               // 12: parley.v1.Ack
-	(*Read)(nil),              // 13: parley.v1.Read
-	(*Receipt)(nil),           // 14: parley.v1.Receipt
-	(*Cursor)(nil),            // 15: parley.v1.Cursor
-	(*Sync)(nil),              // 16: parley.v1.Sync
-	(*ConversationState)(nil), // 17: parley.v1.ConversationState
-	(*SyncResult)(nil),        // 18: parley.v1.SyncResult
-	(*History)(nil),           // 19: parley.v1.History
-	(*HistoryResult)(nil),     // 20: parley.v1.HistoryResult
-	(*Typing)(nil),            // 21: parley.v1.Typing
-	(*PresenceSub)(nil),       // 22: parley.v1.PresenceSub
-	(*Presence)(nil),          // 23: parley.v1.Presence
-	(*Ping)(nil),              // 24: parley.v1.Ping
-	(*Pong)(nil),              // 25: parley.v1.Pong
-	(*Welcome)(nil),           // 26: parley.v1.Welcome
-	(*Error)(nil),             // 27: parley.v1.Error
-	(*Reconnect)(nil),         // 28: parley.v1.Reconnect
+	(*Quote)(nil),             // 6: parley.v1.Quote
+	(*SendOk)(nil),            // 7: parley.v1.SendOk
+	(*SendAccepted)(nil),      // 8: parley.v1.SendAccepted
+	(*Edit)(nil),              // 9: parley.v1.Edit
+	(*Delete)(nil),            // 10: parley.v1.Delete
+	(*Media)(nil),             // 11: parley.v1.Media
+	(*Message)(nil),           // 12: parley.v1.Message
+	(*Ack)(nil),               // 13: parley.v1.Ack
+	(*Read)(nil),              // 14: parley.v1.Read
+	(*Receipt)(nil),           // 15: parley.v1.Receipt
+	(*Cursor)(nil),            // 16: parley.v1.Cursor
+	(*Sync)(nil),              // 17: parley.v1.Sync
+	(*ConversationState)(nil), // 18: parley.v1.ConversationState
+	(*SyncResult)(nil),        // 19: parley.v1.SyncResult
+	(*History)(nil),           // 20: parley.v1.History
+	(*HistoryResult)(nil),     // 21: parley.v1.HistoryResult
+	(*Typing)(nil),            // 22: parley.v1.Typing
+	(*PresenceSub)(nil),       // 23: parley.v1.PresenceSub
+	(*Presence)(nil),          // 24: parley.v1.Presence
+	(*Ping)(nil),              // 25: parley.v1.Ping
+	(*Pong)(nil),              // 26: parley.v1.Pong
+	(*Welcome)(nil),           // 27: parley.v1.Welcome
+	(*Error)(nil),             // 28: parley.v1.Error
+	(*Reconnect)(nil),         // 29: parley.v1.Reconnect
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
 	5,  // 0: parley.v1.ClientFrame.send:type_name -> parley.v1.Send
-	12, // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
-	13, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
-	16, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
-	19, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
-	21, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
-	22, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
-	24, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
-	8,  // 8: parley.v1.ClientFrame.edit:type_name -> parley.v1.Edit
-	9,  // 9: parley.v1.ClientFrame.delete:type_name -> parley.v1.Delete
-	26, // 10: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
-	6,  // 11: parley.v1.ServerFrame.send_ok:type_name -> parley.v1.SendOk
-	11, // 12: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
-	14, // 13: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
-	23, // 14: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
-	18, // 15: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
-	20, // 16: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
-	21, // 17: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
-	27, // 18: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
-	28, // 19: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
-	25, // 20: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
-	7,  // 21: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
-	10, // 22: parley.v1.Send.media:type_name -> parley.v1.Media
+	13, // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
+	14, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
+	17, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
+	20, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
+	22, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
+	23, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
+	25, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
+	9,  // 8: parley.v1.ClientFrame.edit:type_name -> parley.v1.Edit
+	10, // 9: parley.v1.ClientFrame.delete:type_name -> parley.v1.Delete
+	27, // 10: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
+	7,  // 11: parley.v1.ServerFrame.send_ok:type_name -> parley.v1.SendOk
+	12, // 12: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
+	15, // 13: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
+	24, // 14: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
+	19, // 15: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
+	21, // 16: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
+	22, // 17: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
+	28, // 18: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
+	29, // 19: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
+	26, // 20: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
+	8,  // 21: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
+	11, // 22: parley.v1.Send.media:type_name -> parley.v1.Media
 	0,  // 23: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
-	10, // 24: parley.v1.Message.media:type_name -> parley.v1.Media
-	1,  // 25: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
-	15, // 26: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
-	11, // 27: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
-	11, // 28: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
-	17, // 29: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
-	11, // 30: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
-	2,  // 31: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	11, // 24: parley.v1.Message.media:type_name -> parley.v1.Media
+	6,  // 25: parley.v1.Message.reply_to:type_name -> parley.v1.Quote
+	1,  // 26: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
+	16, // 27: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
+	12, // 28: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
+	12, // 29: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
+	18, // 30: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
+	12, // 31: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
+	2,  // 32: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -2601,14 +2716,14 @@ func file_parley_v1_parley_proto_init() {
 		(*Send_Text)(nil),
 		(*Send_Media)(nil),
 	}
-	file_parley_v1_parley_proto_msgTypes[16].OneofWrappers = []any{}
+	file_parley_v1_parley_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
