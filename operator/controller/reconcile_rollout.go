@@ -101,7 +101,6 @@ func drainSpread(timeout time.Duration, surge int32, taking int) time.Duration {
 	return max(w, timeout/10)
 }
 
-
 // planRollout turns what was observed into the planner's input and keeps its plan.
 func (r *Reconciler) planRollout(ctx context.Context, p *pass) error {
 	in := RolloutInput{
