@@ -49,7 +49,7 @@ func (c *conversation) sends(ctx context.Context, jobs []*job, out *Batch) {
 			}
 			return
 		}
-		plan = c.plan(state, jobs)
+		plan = c.plan(state, jobs, c.loadQuoted(ctx, state, jobs))
 		if len(plan.msgs) == 0 {
 			break
 		}
@@ -96,8 +96,96 @@ func (c *conversation) sends(ctx context.Context, jobs []*job, out *Batch) {
 	c.answer(ctx, plan, jobs, out)
 }
 
-// plan validates and sequences jobs against state without changing it.
-func (c *conversation) plan(state *convState, jobs []*job) *sendPlan {
+// quoted is what loadQuoted read: the stored messages replies answer, by
+// seq, or the error reading one (store.ErrNotFound when there is none).
+type quoted map[uint64]quotedMsg
+
+type quotedMsg struct {
+	m   *parleyv1.Message
+	err error
+}
+
+// loadQuoted reads the stored messages that jobs' sends reply to (at most
+// state's head; later ones are in the same batch or invalid), one store read
+// per distinct seq.
+func (c *conversation) loadQuoted(ctx context.Context, state *convState, jobs []*job) quoted {
+	var q quoted
+	for _, j := range jobs {
+		rt := j.rec.GetSend().GetReplyTo()
+		if rt == 0 || rt > state.head {
+			continue
+		}
+		if _, ok := q[rt]; ok {
+			continue
+		}
+		if q == nil {
+			q = quoted{}
+		}
+		m, err := c.p.s.st.Message(ctx, c.id, rt)
+		q[rt] = quotedMsg{m: m, err: err}
+	}
+	return q
+}
+
+// MaxQuoteRunes bounds the text a reply quotes of the message it answers.
+const MaxQuoteRunes = 100
+
+// quote returns the Quote a reply to seq rt carries, from the stored messages
+// (q) or the ones planned before it in this batch (planned, consecutive from
+// head+1), or the error the send is answered with: invalid when rt is after
+// the last seq (head, batch included) or names a system, edit or delete
+// event; not_found when there is no message at rt.
+func (c *conversation) quote(rt, head uint64, stored uint64, planned []*parleyv1.Message, q quoted) (*parleyv1.Quote, error) {
+	var m *parleyv1.Message
+	switch {
+	case rt > head:
+		return nil, wire.Errorf(wire.CodeInvalid, "reply_to %d is after the conversation's last message (seq %d)", rt, head)
+	case rt > stored:
+		for _, pm := range planned {
+			if pm.GetSeq() == rt {
+				m = pm
+			}
+		}
+	default:
+		got := q[rt]
+		if errors.Is(got.err, store.ErrNotFound) || (got.err == nil && got.m == nil) {
+			return nil, wire.Errorf(wire.CodeNotFound, "reply_to %d: no message at that seq in %s", rt, c.id)
+		}
+		if got.err != nil {
+			return nil, storeErr(c.p.s.log, "read the message a reply quotes", c.id, got.err)
+		}
+		m = got.m
+	}
+	if m == nil {
+		return nil, wire.Errorf(wire.CodeNotFound, "reply_to %d: no message at that seq in %s", rt, c.id)
+	}
+	switch m.GetKind() {
+	case parleyv1.MessageKind_MESSAGE_KIND_TEXT, parleyv1.MessageKind_MESSAGE_KIND_MEDIA:
+	default:
+		return nil, wire.Errorf(wire.CodeInvalid, "reply_to %d is a %s event, not a message", rt, strings.ToLower(strings.TrimPrefix(m.GetKind().String(), "MESSAGE_KIND_")))
+	}
+	qt := &parleyv1.Quote{Seq: rt, SenderId: m.GetSenderId(), Media: m.GetMedia() != nil, Deleted: m.GetDeleted()}
+	if !m.GetDeleted() {
+		qt.Text = cutRunes(m.GetText(), MaxQuoteRunes)
+	}
+	return qt, nil
+}
+
+// cutRunes returns s cut to at most n runes.
+func cutRunes(s string, n int) string {
+	i := 0
+	for pos := range s {
+		if i == n {
+			return s[:pos]
+		}
+		i++
+	}
+	return s
+}
+
+// plan validates and sequences jobs against state without changing it;
+// quotes holds the stored messages replies answer (loadQuoted).
+func (c *conversation) plan(state *convState, jobs []*job, quotes quoted) *sendPlan {
 	s := c.p.s
 	p := &sendPlan{state: state, outcomes: make([]sendOutcome, len(jobs))}
 	seq := state.head
@@ -125,6 +213,12 @@ func (c *conversation) plan(state *convState, jobs []*job) *sendPlan {
 				o.err = c.notMember(state)
 				continue
 			}
+			if !p.createDM && send.GetReplyTo() > 0 {
+				// Nothing to answer in a DM this send would create; refused
+				// before the creation is planned, so no empty DM is left.
+				o.err = wire.Errorf(wire.CodeInvalid, "reply_to %d is after the conversation's last message (seq 0)", send.GetReplyTo())
+				continue
+			}
 			if !p.createDM {
 				a, b, _ := ParseDM(c.id)
 				p.createDM, p.dmUsers = true, []string{a, b}
@@ -135,9 +229,18 @@ func (c *conversation) plan(state *convState, jobs []*job) *sendPlan {
 				})
 			}
 		}
+		var qt *parleyv1.Quote
+		if rt := send.GetReplyTo(); rt > 0 {
+			var err error
+			if qt, err = c.quote(rt, seq, state.head, p.msgs, quotes); err != nil {
+				o.err = err
+				continue
+			}
+		}
 		seq++
 		m := &parleyv1.Message{
 			ConversationId: c.id,
+			ReplyTo:        qt,
 			Seq:            seq,
 			MessageId:      s.node.Generate().Int64(),
 			SenderId:       user,
@@ -332,5 +435,6 @@ func sendOk(m *parleyv1.Message) *parleyv1.SendOk {
 		MessageId:      m.GetMessageId(),
 		CreatedAt:      m.GetCreatedAt(),
 		ClientMsgId:    m.GetClientMsgId(),
+		ReplyTo:        m.GetReplyTo(),
 	}
 }

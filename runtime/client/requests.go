@@ -109,6 +109,14 @@ func (c *Client) Send(ctx context.Context, conv, text string) (*parleyv1.SendOk,
 	return c.SendMessage(ctx, &parleyv1.Send{ConversationId: conv, Content: &parleyv1.Send_Text{Text: text}})
 }
 
+// SendReply sends text to conv as a reply to the message at seq replyTo (the
+// stored message and the pushes carry a quote of it, Message.reply_to). See
+// SendMessage; a replyTo after the conversation's last message or naming a
+// system event is invalid, one with no message not_found.
+func (c *Client) SendReply(ctx context.Context, conv, text string, replyTo uint64) (*parleyv1.SendOk, error) {
+	return c.SendMessage(ctx, &parleyv1.Send{ConversationId: conv, Content: &parleyv1.Send_Text{Text: text}, ReplyTo: replyTo})
+}
+
 // SendMedia sends a media message (an uploaded object) to conv. See
 // SendMessage.
 func (c *Client) SendMedia(ctx context.Context, conv string, m *parleyv1.Media) (*parleyv1.SendOk, error) {
@@ -264,6 +272,7 @@ func (c *Client) ownMessage(s *parleyv1.Send, ok *parleyv1.SendOk) {
 		SenderId:       c.UserID(),
 		ClientMsgId:    s.GetClientMsgId(),
 		CreatedAt:      ok.GetCreatedAt(),
+		ReplyTo:        ok.GetReplyTo(),
 	}
 	switch ct := s.GetContent().(type) {
 	case *parleyv1.Send_Text:

@@ -164,11 +164,20 @@ func decodeProto(raw json.RawMessage, m proto.Message) error {
 // returns the first outcome. An empty clientMsgID gets a fresh one. It makes
 // one attempt; errors as Client.SendMessage.
 func (r *REST) Send(ctx context.Context, conv, clientMsgID, text string) (*parleyv1.SendOk, error) {
+	return r.SendReply(ctx, conv, clientMsgID, text, 0)
+}
+
+// SendReply is Send as a reply to the message at seq replyTo (0: not a
+// reply); the answer carries the stored quote (SendOk.reply_to).
+func (r *REST) SendReply(ctx context.Context, conv, clientMsgID, text string, replyTo uint64) (*parleyv1.SendOk, error) {
 	if clientMsgID == "" {
 		clientMsgID = NewClientMsgID()
 	}
 	var raw json.RawMessage
-	body := map[string]string{"conversation_id": conv, "client_msg_id": clientMsgID, "text": text}
+	body := map[string]any{"conversation_id": conv, "client_msg_id": clientMsgID, "text": text}
+	if replyTo > 0 {
+		body["reply_to"] = replyTo
+	}
 	if err := r.do(ctx, http.MethodPost, "/v1/messages", nil, body, &raw); err != nil {
 		return nil, err
 	}

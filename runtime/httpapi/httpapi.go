@@ -275,6 +275,9 @@ type sendBody struct {
 		Mime string `json:"mime"`
 		Size int64  `json:"size"`
 	} `json:"media"`
+	// ReplyTo is the seq of the message this one answers (optional), a
+	// number or a string like every seq the API answers with.
+	ReplyTo json.Number `json:"reply_to"`
 }
 
 func (a *API) send(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
@@ -286,6 +289,13 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, c auth.Claims) error 
 		return wire.Errorf(wire.CodeInvalid, "conversation_id is required")
 	}
 	s := &parleyv1.Send{ConversationId: b.ConversationID, ClientMsgId: b.ClientMsgID}
+	if b.ReplyTo != "" {
+		rt, err := strconv.ParseUint(string(b.ReplyTo), 10, 64)
+		if err != nil {
+			return wire.Errorf(wire.CodeInvalid, "reply_to must be the seq of a message (a positive integer, as a number or a string), got %q", string(b.ReplyTo))
+		}
+		s.ReplyTo = rt
+	}
 	if b.Media != nil {
 		s.Content = &parleyv1.Send_Media{Media: &parleyv1.Media{Url: b.Media.URL, Mime: b.Media.Mime, Size: b.Media.Size}}
 	} else {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -62,5 +63,87 @@ func TestRESTMethodsAndBodies(t *testing.T) {
 	_, body := do(http.MethodGet, "/v1/history/dm:alice:bob", "")
 	if !strings.Contains(body, `a <b> & \"c\" > d`) {
 		t.Errorf("history body %s does not carry the text as written", body)
+	}
+}
+
+// TestReplies (issue 13): a reply sent over REST (reply_to as a string, as
+// the API spells seqs) and over the WebSocket SDK is stored with a quote of
+// the original, which the answer, the push and history all carry; bad
+// reply_to values get stable codes.
+func TestReplies(t *testing.T) {
+	p := startServer(t, "")
+	ctx := ctxT(t, time.Minute)
+	aliceTok, bobTok := p.token("alice", "laptop", time.Hour), p.token("bob", "phone", time.Hour)
+	aliceREST, bobREST := client.NewREST(p.HTTP(), aliceTok), client.NewREST(p.HTTP(), bobTok)
+	conv := "dm:alice:bob"
+	orig, err := aliceREST.Send(ctx, conv, "", "lunch at noon?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, err := client.Dial(ctx, client.Options{URL: p.HTTP(), Token: aliceTok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	aliceEvents := recordEvents(alice)
+
+	// Over REST, reply_to spelled as a string.
+	do := func(body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.HTTP()+"/v1/messages", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+bobTok)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	status, body := do(`{"conversation_id":"dm:alice:bob","client_msg_id":"r1","text":"yes!","reply_to":"` + fmt.Sprint(orig.GetSeq()) + `"}`)
+	if status != http.StatusOK || !strings.Contains(body, `"reply_to":{"seq":"`+fmt.Sprint(orig.GetSeq())+`","sender_id":"alice","text":"lunch at noon?"}`) {
+		t.Fatalf("REST reply = %d %s, want 200 with the quote", status, body)
+	}
+	// Alice's device gets the push with the quote.
+	waitFor(t, 10*time.Second, "alice's device gets the reply with its quote", func() bool {
+		aliceEvents.mu.Lock()
+		defer aliceEvents.mu.Unlock()
+		for _, m := range aliceEvents.msgs[conv] {
+			if m.GetText() == "yes!" && m.GetReplyTo().GetText() == "lunch at noon?" && m.GetReplyTo().GetSenderId() == "alice" {
+				return true
+			}
+		}
+		return false
+	})
+	// Over the WebSocket SDK: the answer carries the quote.
+	ok, err := alice.SendReply(ctx, conv, "great", orig.GetSeq())
+	if err != nil || ok.GetReplyTo().GetSeq() != orig.GetSeq() || ok.GetReplyTo().GetText() != "lunch at noon?" {
+		t.Fatalf("SDK reply = %v, %v; want send_ok with the quote", ok, err)
+	}
+	hist, err := bobREST.History(ctx, conv, 0, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replies := 0
+	for _, m := range hist.GetMessages() {
+		if m.GetReplyTo().GetSeq() == orig.GetSeq() {
+			replies++
+		}
+	}
+	if replies != 2 {
+		t.Fatalf("history has %d replies quoting seq %d, want 2: %v", replies, orig.GetSeq(), hist.GetMessages())
+	}
+
+	for _, tc := range []struct{ body, code string }{
+		{`{"conversation_id":"dm:alice:bob","client_msg_id":"r2","text":"x","reply_to":"soon"}`, wire.CodeInvalid},
+		{`{"conversation_id":"dm:alice:bob","client_msg_id":"r3","text":"x","reply_to":-1}`, wire.CodeInvalid},
+		{`{"conversation_id":"dm:alice:bob","client_msg_id":"r4","text":"x","reply_to":999}`, wire.CodeInvalid},
+	} {
+		if status, body := do(tc.body); status != http.StatusBadRequest || !strings.Contains(body, tc.code) {
+			t.Errorf("%s = %d %s, want 400 %s", tc.body, status, body, tc.code)
+		}
+	}
+	if _, err := alice.SendReply(ctx, conv, "to the creation", 1); wire.AsError(err).Code != wire.CodeInvalid {
+		t.Errorf("reply to the DM's creation event: %v, want %s", err, wire.CodeInvalid)
 	}
 }

@@ -102,10 +102,19 @@ func encodeRow(conv string, m *parleyv1.Message) (row, error) {
 	if m.GetDeleted() {
 		deleted = true
 	}
+	var reply any = gocql.UnsetValue
+	if m.GetReplyTo() != nil {
+		b, err := proto.Marshal(m.GetReplyTo())
+		if err != nil {
+			return row{}, fmt.Errorf("marshal reply quote: %w", err)
+		}
+		reply = b
+		size += len(b)
+	}
 	return row{m: m, size: size, args: []any{
 		conv, bucketOf(seq), int64(seq), m.GetMessageId(), unsetIfEmpty(m.GetSenderId()),
 		unsetIfEmpty(m.GetClientMsgId()), int32(m.GetKind()), unsetIfEmpty(m.GetText()), media, members, unsetIfZero(m.GetCreatedAt()),
-		unsetIfZero(int64(m.GetTargetSeq())), unsetIfZero(m.GetEditedAt()), deleted, unsetIfZero(int64(m.GetChangeSeq())),
+		unsetIfZero(int64(m.GetTargetSeq())), unsetIfZero(m.GetEditedAt()), deleted, unsetIfZero(int64(m.GetChangeSeq())), reply,
 	}}, nil
 }
 
@@ -129,8 +138,9 @@ func scanMessage(sc gocql.Scanner, conv string) (*parleyv1.Message, error) {
 		target, change   int64
 		edited           int64
 		deleted          bool
+		reply            []byte
 	)
-	if err := sc.Scan(&seq, &id, &sender, &cmid, &kind, &body, &media, &members, &created, &target, &edited, &deleted, &change); err != nil {
+	if err := sc.Scan(&seq, &id, &sender, &cmid, &kind, &body, &media, &members, &created, &target, &edited, &deleted, &change, &reply); err != nil {
 		return nil, err
 	}
 	m := &parleyv1.Message{
@@ -147,6 +157,12 @@ func scanMessage(sc gocql.Scanner, conv string) (*parleyv1.Message, error) {
 		EditedAt:       edited,
 		Deleted:        deleted,
 		ChangeSeq:      uint64(change),
+	}
+	if reply != nil {
+		m.ReplyTo = new(parleyv1.Quote)
+		if err := proto.Unmarshal(reply, m.ReplyTo); err != nil {
+			return nil, fmt.Errorf("seq %d: unmarshal reply quote: %w", seq, err)
+		}
 	}
 	if media != nil {
 		if len(media) == 0 || media[0] != mediaFormatProto {

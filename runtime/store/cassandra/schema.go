@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the schema version this build reads and writes; Open
 // refuses a keyspace below it.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // migration is one schema version: statements that are each idempotent (IF
 // NOT EXISTS), so a migration interrupted half way is simply run again.
@@ -95,6 +95,12 @@ var migrations = []migration{{
 		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS edited_at timestamp`,
 		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS deleted boolean`,
 		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS change_seq bigint`,
+	},
+}, {
+	version:     4,
+	description: "messages: reply (the quote a reply carries, a parley.v1.Quote)",
+	stmts: []string{
+		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS reply blob`,
 	},
 }}
 
@@ -314,14 +320,14 @@ type statements struct {
 	addUserHome    string // IF NOT EXISTS
 }
 
-const messageColumns = "seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at, target_seq, edited_at, deleted, change_seq"
+const messageColumns = "seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at, target_seq, edited_at, deleted, change_seq, reply"
 
 func newStatements(ks string) statements {
 	f := func(format string) string { return strings.ReplaceAll(format, "$ks", ks) }
 	return statements{
 		insertMessage: f(`INSERT INTO $ks.messages (conversation_id, bucket, seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at,
-			target_seq, edited_at, deleted, change_seq)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
+			target_seq, edited_at, deleted, change_seq, reply)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
 		messagesDesc: f(`SELECT ` + messageColumns + ` FROM $ks.messages
 			WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ? ORDER BY seq DESC LIMIT ?`),
 		messagesAsc: f(`SELECT ` + messageColumns + ` FROM $ks.messages

@@ -232,9 +232,14 @@ func testRoundTrip(t *testing.T, s store.MessageStore) {
 	}
 	text := textMsg(conv, 1)
 	text.Text = "héllo, wörld \u2603"
-	mustAppend(t, s, conv, text, media)
+	// A reply carries a quote of the message it answers (Send.reply_to).
+	reply := textMsg(conv, 3)
+	reply.ReplyTo = &parleyv1.Quote{Seq: 1, SenderId: text.GetSenderId(), Text: "héllo", Media: false}
+	mediaReply := textMsg(conv, 4)
+	mediaReply.ReplyTo = &parleyv1.Quote{Seq: 2, SenderId: "bob", Media: true}
+	mustAppend(t, s, conv, text, media, reply, mediaReply)
 
-	for _, want := range []*parleyv1.Message{text, media} {
+	for _, want := range []*parleyv1.Message{text, media, reply, mediaReply} {
 		got, err := s.Message(ctxFor(t), conv, want.Seq)
 		if err != nil {
 			t.Fatalf("Message(%d): %v", want.Seq, err)
@@ -244,14 +249,14 @@ func testRoundTrip(t *testing.T, s store.MessageStore) {
 		}
 	}
 	msgs, _ := messages(t, s, conv, store.Page{Limit: 10})
-	if len(msgs) != 2 || !proto.Equal(msgs[0], media) || !proto.Equal(msgs[1], text) {
-		t.Errorf("newest page = %v, want [media, text]", msgs)
+	if len(msgs) != 4 || !proto.Equal(msgs[0], mediaReply) || !proto.Equal(msgs[1], reply) || !proto.Equal(msgs[2], media) || !proto.Equal(msgs[3], text) {
+		t.Errorf("newest page = %v, want [media reply, reply, media, text]", msgs)
 	}
-	if _, err := s.Message(ctxFor(t), conv, 3); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("Message(3) error = %v, want ErrNotFound", err)
+	if _, err := s.Message(ctxFor(t), conv, 5); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Message(5) error = %v, want ErrNotFound", err)
 	}
-	if h := head(t, s, conv); h != 2 {
-		t.Errorf("Head = %d, want 2", h)
+	if h := head(t, s, conv); h != 4 {
+		t.Errorf("Head = %d, want 4", h)
 	}
 }
 

@@ -874,8 +874,11 @@ type SendOk struct {
 	Seq            uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	MessageId      int64                  `protobuf:"varint,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	// Unix milliseconds.
-	CreatedAt     int64  `protobuf:"varint,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	ClientMsgId   string `protobuf:"bytes,5,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	CreatedAt   int64  `protobuf:"varint,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ClientMsgId string `protobuf:"bytes,5,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	// For a reply: the quote stored with it (Message.reply_to), so the
+	// sending device shows it without reading history.
+	ReplyTo       *Quote `protobuf:"bytes,6,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -943,6 +946,13 @@ func (x *SendOk) GetClientMsgId() string {
 		return x.ClientMsgId
 	}
 	return ""
+}
+
+func (x *SendOk) GetReplyTo() *Quote {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return nil
 }
 
 // SendAccepted answers a Send instead of SendOk when the conversation's home
@@ -2453,7 +2463,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\tsender_id\x18\x02 \x01(\tR\bsenderId\x12\x12\n" +
 	"\x04text\x18\x03 \x01(\tR\x04text\x12\x14\n" +
 	"\x05media\x18\x04 \x01(\bR\x05media\x12\x18\n" +
-	"\adeleted\x18\x05 \x01(\bR\adeleted\"\xa5\x01\n" +
+	"\adeleted\x18\x05 \x01(\bR\adeleted\"\xd2\x01\n" +
 	"\x06SendOk\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1d\n" +
@@ -2461,7 +2471,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"message_id\x18\x03 \x01(\x03R\tmessageId\x12\x1d\n" +
 	"\n" +
 	"created_at\x18\x04 \x01(\x03R\tcreatedAt\x12\"\n" +
-	"\rclient_msg_id\x18\x05 \x01(\tR\vclientMsgId\"|\n" +
+	"\rclient_msg_id\x18\x05 \x01(\tR\vclientMsgId\x12+\n" +
+	"\breply_to\x18\x06 \x01(\v2\x10.parley.v1.QuoteR\areplyTo\"|\n" +
 	"\fSendAccepted\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x1f\n" +
@@ -2664,21 +2675,22 @@ var file_parley_v1_parley_proto_depIdxs = []int32{
 	26, // 20: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
 	8,  // 21: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
 	11, // 22: parley.v1.Send.media:type_name -> parley.v1.Media
-	0,  // 23: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
-	11, // 24: parley.v1.Message.media:type_name -> parley.v1.Media
-	6,  // 25: parley.v1.Message.reply_to:type_name -> parley.v1.Quote
-	1,  // 26: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
-	16, // 27: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
-	12, // 28: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
-	12, // 29: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
-	18, // 30: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
-	12, // 31: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
-	2,  // 32: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	6,  // 23: parley.v1.SendOk.reply_to:type_name -> parley.v1.Quote
+	0,  // 24: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
+	11, // 25: parley.v1.Message.media:type_name -> parley.v1.Media
+	6,  // 26: parley.v1.Message.reply_to:type_name -> parley.v1.Quote
+	1,  // 27: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
+	16, // 28: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
+	12, // 29: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
+	12, // 30: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
+	18, // 31: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
+	12, // 32: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
+	2,  // 33: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }

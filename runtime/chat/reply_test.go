@@ -1,0 +1,95 @@
+package chat
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+func replyRec(user, conv, cmid, text string, replyTo uint64) *parleyv1.IngressRecord {
+	return &parleyv1.IngressRecord{Origin: origin(user), ConversationId: conv, Op: &parleyv1.IngressRecord_Send{
+		Send: &parleyv1.Send{ConversationId: conv, ClientMsgId: cmid, Content: &parleyv1.Send_Text{Text: text}, ReplyTo: replyTo}}}
+}
+
+// TestReplies (issue 13): a reply stores and pushes a quote of the message it
+// answers (cut to MaxQuoteRunes, taken when sequenced), also of a message
+// earlier in the same batch; bad reply_to values get their codes and store
+// nothing.
+func TestReplies(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	for _, u := range []string{"alice", "bob"} {
+		e.online(t, u, 0)
+	}
+	conv := e.createGroup(t, "alice", "crew", "bob")
+	long := strings.Repeat("é", MaxQuoteRunes+20)
+	orig := e.mustSend(t, "alice", conv, "a1", long).GetSeq()
+
+	rep, err := e.call(replyRec("bob", conv, "b1", "agreed", orig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := rep.GetSendOk().GetSeq()
+	want := &parleyv1.Quote{Seq: orig, SenderId: "alice", Text: strings.Repeat("é", MaxQuoteRunes)}
+	if m := e.message(t, conv, seq); !proto.Equal(m.GetReplyTo(), want) || m.GetText() != "agreed" {
+		t.Fatalf("stored reply %v, want quote %v", m, want)
+	}
+	waitFor(t, "alice gets the reply with its quote", func() bool {
+		for _, d := range e.pushes(0, "alice", isMessage(seq)) {
+			if proto.Equal(d.GetMessage().GetReplyTo(), want) {
+				return true
+			}
+		}
+		return false
+	})
+
+	// A retry answers the stored message and sequences nothing new.
+	if rep, err := e.call(replyRec("bob", conv, "b1", "agreed", orig)); err != nil || rep.GetSendOk().GetSeq() != seq {
+		t.Fatalf("retried reply: %v %v", rep, err)
+	}
+	// A deleted original is quoted as deleted, without text.
+	if _, err := e.call(deleteRec("alice", conv, orig)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = e.call(replyRec("bob", conv, "b2", "what did it say?", orig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := e.message(t, conv, rep.GetSendOk().GetSeq()).GetReplyTo(); !q.GetDeleted() || q.GetText() != "" || q.GetSeq() != orig {
+		t.Fatalf("quote of a deleted message %v", q)
+	}
+
+	head := e.head(t, conv)
+	for _, tc := range []struct {
+		name    string
+		replyTo uint64
+		code    string
+	}{
+		{"a future seq", head + 1, wire.CodeInvalid},
+		{"far in the future", 1 << 62, wire.CodeInvalid},
+		{"a system event", 1, wire.CodeInvalid},
+		{"a delete event", head - 1, wire.CodeInvalid},
+	} {
+		if _, err := e.call(replyRec("bob", conv, "bad-"+tc.name, "x", tc.replyTo)); code(err) != tc.code {
+			t.Errorf("reply to %s (%d): %v, want %s", tc.name, tc.replyTo, err, tc.code)
+		}
+	}
+	if _, err := e.call(replyRec("carol", conv, "c1", "x", orig)); code(err) != wire.CodeNotMember {
+		t.Errorf("a non-member's reply: %v, want %s", err, wire.CodeNotMember)
+	}
+	// A DM that does not exist yet has nothing to answer: refused, and not created.
+	dm := DMID("alice", "dave")
+	if _, err := e.call(replyRec("dave", dm, "d1", "x", 1)); code(err) != wire.CodeInvalid {
+		t.Errorf("a reply creating a DM: %v, want %s", err, wire.CodeInvalid)
+	}
+	if h := e.head(t, dm); h != 0 {
+		t.Errorf("a refused reply created the DM (head %d)", h)
+	}
+	if h := e.head(t, conv); h != head {
+		t.Fatalf("bad replies moved the head from %d to %d", head, h)
+	}
+}
