@@ -7,7 +7,7 @@ GO ?= go
 # 60,000 executions take ~10 s here.
 FUZZTIME ?= 60000x
 
-.PHONY: build operator test deps envtest test-go test-unit check fuzz test-browser test-multiregion test-rollout generate manifests vet fmt bench
+.PHONY: build operator test deps envtest test-go test-unit check fuzz test-browser test-multiregion test-rollout generate manifests vet fmt fmt-check bench
 
 build:
 	$(GO) build -o bin/parley ./runtime/cmd/parley
@@ -34,16 +34,19 @@ deps:
 envtest:
 	@hack/envtest.sh
 
-test-go: vet
+test-go: vet fmt-check
 	hack/timed.sh "generated operator files current" hack/codegen.sh --check
 	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" hack/timed.sh "go test -race" $(GO) test -race -count=1 -timeout 40m $$($(GO) list ./... | grep -v /test/multiregion)
 
 # The fast lane before a commit: formatting, vet and the runtime's and the
 # operator's unit tests under the race detector (backend suites skip when
 # their server is absent). A few minutes.
-check: vet
-	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo "gofmt: the files above need formatting (make fmt)"; exit 1; }
+check: vet fmt-check
 	$(GO) test -race ./runtime/... ./operator/... ./api/...
+
+# Every Go file gofmt-formatted (generated protobuf code aside).
+fmt-check:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo "gofmt: the files above need formatting (make fmt)"; exit 1; }
 
 # Go tests only, with nothing installed: backend suites skip when their
 # server is absent (they never skip under CI=true).
