@@ -298,7 +298,7 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 	}
 	cs.HeadSeq = head
 	seen := max(r.ReadSeq, m.JoinedSeq-min(m.JoinedSeq, 1))
-	if cs.Unread, err = q.unread(ctx, id, userID, seen, head); err != nil {
+	if cs.Unread, cs.Mentions, err = q.unread(ctx, id, userID, seen, head); err != nil {
 		return nil, err
 	}
 	if head >= m.JoinedSeq && head > 0 {
@@ -344,24 +344,28 @@ const unreadScan = 200
 
 // unread counts userID's unread messages in conv: text and media from other
 // senders with seq in (seen, head], reading at most the newest unreadScan;
-// seqs below those count as unread messages (see state).
-func (q *Queries) unread(ctx context.Context, conv, userID string, seen, head uint64) (uint64, error) {
+// seqs below those count as unread messages (see state). mentions counts
+// those of the messages read that mention userID (Message.mentions).
+func (q *Queries) unread(ctx context.Context, conv, userID string, seen, head uint64) (count, mentions uint64, err error) {
 	if head <= seen {
-		return 0, nil
+		return 0, 0, nil
 	}
 	span := head - seen
 	n := min(span, unreadScan)
 	msgs, _, err := q.st.Messages(ctx, conv, store.Page{After: head - n, Forward: true, Limit: int(n)})
 	if err != nil {
-		return 0, storeErr(q.log, "unread messages", conv, err)
+		return 0, 0, storeErr(q.log, "unread messages", conv, err)
 	}
-	count := span - n
+	count = span - n
 	for _, m := range msgs {
 		if m.GetSenderId() != userID && countsAsUnread(m.GetKind()) && !m.GetDeleted() {
 			count++
+			if slices.Contains(m.GetMentions(), userID) {
+				mentions++
+			}
 		}
 	}
-	return count, nil
+	return count, mentions, nil
 }
 
 // countsAsUnread reports whether a message of kind k is one a person wrote

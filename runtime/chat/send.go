@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -250,6 +251,12 @@ func (c *conversation) plan(state *convState, jobs []*job, quotes quoted) *sendP
 		switch ct := send.Content.(type) {
 		case *parleyv1.Send_Text:
 			m.Kind, m.Text = parleyv1.MessageKind_MESSAGE_KIND_TEXT, ct.Text
+			if strings.IndexByte(ct.Text, '@') >= 0 {
+				m.Mentions = Mentions(ct.Text, func(u string) bool {
+					_, ok := state.members[u]
+					return ok || (p.createDM && slices.Contains(p.dmUsers, u))
+				})
+			}
 		case *parleyv1.Send_Media:
 			m.Kind, m.Media = parleyv1.MessageKind_MESSAGE_KIND_MEDIA, ct.Media
 		}

@@ -196,7 +196,8 @@ func IsChange(k parleyv1.MessageKind) bool {
 // change of it, or a change at ev's seq or later already applied
 // (target.ChangeSeq >= ev.Seq, so a replay never undoes a later change).
 // EDITED sets the text and edited_at (ev's created_at) of a text message
-// that is not deleted; DELETED clears text and media and sets deleted.
+// that is not deleted; DELETED clears text, media, a reply's quote and the
+// mentions and sets deleted.
 // Both set change_seq to ev's seq. target is not modified.
 func Changed(target, ev *parleyv1.Message) *parleyv1.Message {
 	k := target.GetKind()
@@ -214,7 +215,7 @@ func Changed(target, ev *parleyv1.Message) *parleyv1.Message {
 		}
 		out.Text, out.EditedAt = ev.GetText(), ev.GetCreatedAt()
 	case parleyv1.MessageKind_MESSAGE_KIND_DELETED:
-		out.Text, out.Media, out.Deleted = "", nil, true
+		out.Text, out.Media, out.ReplyTo, out.Mentions, out.Deleted = "", nil, nil, nil, true
 	default:
 		return nil
 	}

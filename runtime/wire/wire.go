@@ -200,13 +200,20 @@ func ValidID(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.', c == '_', c == '@', c == '-':
-		default:
+		if !IDByte(s[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// IDByte reports whether c may appear in a user or device id (ValidID).
+func IDByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	case c == '.', c == '_', c == '@', c == '-':
+		return true
+	}
+	return false
 }

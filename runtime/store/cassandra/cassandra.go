@@ -19,7 +19,8 @@
 //     (until it is deleted: its media cell becomes one). Since schema
 //     version 3 also target_seq (EDITED and DELETED events), edited_at,
 //     deleted and change_seq (a changed message); since version 4 reply,
-//     the marshaled parley.v1.Quote of a reply.
+//     the marshaled parley.v1.Quote of a reply; since version 5 mentions
+//     (frozen, like members).
 //   - messages.head_bucket, a static column read only in bucket 0: the hint
 //     that makes Head O(1) (see below).
 //   - conversations (id) → kind, title, home_region, created_by, created_at.

@@ -111,10 +111,20 @@ func encodeRow(conv string, m *parleyv1.Message) (row, error) {
 		reply = b
 		size += len(b)
 	}
+	var mentions any = gocql.UnsetValue
+	if len(m.GetMentions()) > 0 {
+		for _, u := range m.GetMentions() {
+			if err := checkID("mention", u); err != nil {
+				return row{}, err
+			}
+			size += 4 + len(u)
+		}
+		mentions = m.GetMentions()
+	}
 	return row{m: m, size: size, args: []any{
 		conv, bucketOf(seq), int64(seq), m.GetMessageId(), unsetIfEmpty(m.GetSenderId()),
 		unsetIfEmpty(m.GetClientMsgId()), int32(m.GetKind()), unsetIfEmpty(m.GetText()), media, members, unsetIfZero(m.GetCreatedAt()),
-		unsetIfZero(int64(m.GetTargetSeq())), unsetIfZero(m.GetEditedAt()), deleted, unsetIfZero(int64(m.GetChangeSeq())), reply,
+		unsetIfZero(int64(m.GetTargetSeq())), unsetIfZero(m.GetEditedAt()), deleted, unsetIfZero(int64(m.GetChangeSeq())), reply, mentions,
 	}}, nil
 }
 
@@ -139,8 +149,9 @@ func scanMessage(sc gocql.Scanner, conv string) (*parleyv1.Message, error) {
 		edited           int64
 		deleted          bool
 		reply            []byte
+		mentions         []string
 	)
-	if err := sc.Scan(&seq, &id, &sender, &cmid, &kind, &body, &media, &members, &created, &target, &edited, &deleted, &change, &reply); err != nil {
+	if err := sc.Scan(&seq, &id, &sender, &cmid, &kind, &body, &media, &members, &created, &target, &edited, &deleted, &change, &reply, &mentions); err != nil {
 		return nil, err
 	}
 	m := &parleyv1.Message{
@@ -157,6 +168,7 @@ func scanMessage(sc gocql.Scanner, conv string) (*parleyv1.Message, error) {
 		EditedAt:       edited,
 		Deleted:        deleted,
 		ChangeSeq:      uint64(change),
+		Mentions:       mentions,
 	}
 	if reply != nil {
 		m.ReplyTo = new(parleyv1.Quote)
@@ -492,9 +504,20 @@ func (s *Store) applyChange(ctx context.Context, conv string, ev *parleyv1.Messa
 		if p := target.GetChangeSeq(); p != 0 {
 			prev = int64(p)
 		}
+		// A delete clears a reply's quote and the mentions (null cells);
+		// an edit leaves them (unset).
+		var reply, mentions any = gocql.UnsetValue, gocql.UnsetValue
+		if upd.GetDeleted() {
+			if target.GetReplyTo() != nil {
+				reply = nil
+			}
+			if len(target.GetMentions()) > 0 {
+				mentions = nil
+			}
+		}
 		seq := upd.GetSeq()
 		q := s.sess.Query(s.stmt.changeMessage, upd.GetText(), media, unsetIfZero(upd.GetEditedAt()), upd.GetDeleted(),
-			int64(upd.GetChangeSeq()), conv, bucketOf(seq), int64(seq), prev).
+			int64(upd.GetChangeSeq()), reply, mentions, conv, bucketOf(seq), int64(seq), prev).
 			WithContext(ctx).Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial)
 		applied, err := q.MapScanCAS(map[string]any{})
 		if err != nil {

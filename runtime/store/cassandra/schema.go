@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the schema version this build reads and writes; Open
 // refuses a keyspace below it.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // migration is one schema version: statements that are each idempotent (IF
 // NOT EXISTS), so a migration interrupted half way is simply run again.
@@ -101,6 +101,12 @@ var migrations = []migration{{
 	description: "messages: reply (the quote a reply carries, a parley.v1.Quote)",
 	stmts: []string{
 		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS reply blob`,
+	},
+}, {
+	version:     5,
+	description: "messages: mentions (the members a text mentions)",
+	stmts: []string{
+		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS mentions frozen<list<text>>`,
 	},
 }}
 
@@ -320,14 +326,14 @@ type statements struct {
 	addUserHome    string // IF NOT EXISTS
 }
 
-const messageColumns = "seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at, target_seq, edited_at, deleted, change_seq, reply"
+const messageColumns = "seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at, target_seq, edited_at, deleted, change_seq, reply, mentions"
 
 func newStatements(ks string) statements {
 	f := func(format string) string { return strings.ReplaceAll(format, "$ks", ks) }
 	return statements{
 		insertMessage: f(`INSERT INTO $ks.messages (conversation_id, bucket, seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at,
-			target_seq, edited_at, deleted, change_seq, reply)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
+			target_seq, edited_at, deleted, change_seq, reply, mentions)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
 		messagesDesc: f(`SELECT ` + messageColumns + ` FROM $ks.messages
 			WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ? ORDER BY seq DESC LIMIT ?`),
 		messagesAsc: f(`SELECT ` + messageColumns + ` FROM $ks.messages
@@ -349,7 +355,7 @@ func newStatements(ks string) statements {
 		receipts:       f(`SELECT user_id, delivered_seq, read_seq FROM $ks.receipts WHERE conversation_id = ?`),
 		receipt:        f(`SELECT delivered_seq, read_seq FROM $ks.receipts WHERE conversation_id = ? AND user_id = ?`),
 		messagesSerial: f(`SELECT ` + messageColumns + ` FROM $ks.messages WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ?`),
-		changeMessage: f(`UPDATE $ks.messages SET body = ?, media = ?, edited_at = ?, deleted = ?, change_seq = ?
+		changeMessage: f(`UPDATE $ks.messages SET body = ?, media = ?, edited_at = ?, deleted = ?, change_seq = ?, reply = ?, mentions = ?
 			WHERE conversation_id = ? AND bucket = ? AND seq = ? IF change_seq = ?`),
 		clearBody:   f(`UPDATE $ks.messages SET body = '' WHERE conversation_id = ? AND bucket = ? AND seq = ? IF EXISTS`),
 		userHome:    f(`SELECT region FROM $ks.user_homes WHERE user_id = ?`),

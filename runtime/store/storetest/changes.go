@@ -72,11 +72,15 @@ func testChangeEdit(t *testing.T, s store.MessageStore) {
 }
 
 // testChangeDelete: a DELETED event makes its target a tombstone, and no
-// row of the log keeps any version of its text or its media.
+// row of the log keeps any version of its text, its media, its quote or its
+// mentions.
 func testChangeDelete(t *testing.T, s store.MessageStore) {
 	conv := newConv()
 	m1 := textMsg(conv, 1)
-	m1.Text = "secret original"
+	m1.Text = "secret original @bob"
+	// A reply with mentions: the delete takes the quote and the mentions too.
+	m1.ReplyTo = &parleyv1.Quote{Seq: 1, SenderId: "carol", Text: "secret quoted"}
+	m1.Mentions = []string{"bob"}
 	m2 := textMsg(conv, 2)
 	m2.Kind, m2.Text, m2.Media = parleyv1.MessageKind_MESSAGE_KIND_MEDIA, "", &parleyv1.Media{Url: "https://x/secret.png", Mime: "image/png", Size: 9}
 	mustAppend(t, s, conv, m1, m2)
@@ -86,7 +90,7 @@ func testChangeDelete(t *testing.T, s store.MessageStore) {
 	mustAppend(t, s, conv, d4, d5)
 
 	want1 := proto.CloneOf(m1)
-	want1.Text, want1.Deleted, want1.ChangeSeq = "", true, 4
+	want1.Text, want1.Deleted, want1.ChangeSeq, want1.ReplyTo, want1.Mentions = "", true, 4, nil, nil
 	want1.EditedAt = 1_700_000_000_003 // the edit happened; the delete keeps its time
 	wantMessage(t, s, conv, want1)
 	want2 := proto.CloneOf(m2)
@@ -97,7 +101,7 @@ func testChangeDelete(t *testing.T, s store.MessageStore) {
 		t.Fatalf("log has %d messages, want 5", len(all))
 	}
 	for _, m := range all {
-		if strings.Contains(m.GetText(), "secret") || m.GetMedia() != nil {
+		if strings.Contains(m.GetText(), "secret") || m.GetMedia() != nil || m.GetReplyTo() != nil || len(m.GetMentions()) > 0 {
 			t.Errorf("seq %d keeps deleted content: %v", m.GetSeq(), m)
 		}
 	}

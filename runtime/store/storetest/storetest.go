@@ -237,6 +237,7 @@ func testRoundTrip(t *testing.T, s store.MessageStore) {
 	reply.ReplyTo = &parleyv1.Quote{Seq: 1, SenderId: text.GetSenderId(), Text: "héllo", Media: false}
 	mediaReply := textMsg(conv, 4)
 	mediaReply.ReplyTo = &parleyv1.Quote{Seq: 2, SenderId: "bob", Media: true}
+	mediaReply.Mentions = []string{"bob", "carol.d"}
 	mustAppend(t, s, conv, text, media, reply, mediaReply)
 
 	for _, want := range []*parleyv1.Message{text, media, reply, mediaReply} {

@@ -1238,7 +1238,13 @@ type Message struct {
 	// (0: none): a device that has applied that event has this version.
 	ChangeSeq uint64 `protobuf:"varint,14,opt,name=change_seq,json=changeSeq,proto3" json:"change_seq,omitempty"`
 	// For a reply: a quote of the message it answers (Send.reply_to).
-	ReplyTo       *Quote `protobuf:"bytes,15,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	ReplyTo *Quote `protobuf:"bytes,15,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	// The members the text mentions: each "@<user id>" at the start of the
+	// text or after white space that names a member of the conversation when
+	// the message was sequenced, once each, in order of first mention (at most
+	// 50). "@" followed by anything else (a non-member, an e-mail address) is
+	// plain text. Set by the server; a client's value is ignored.
+	Mentions      []string `protobuf:"bytes,16,rep,name=mentions,proto3" json:"mentions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1374,6 +1380,13 @@ func (x *Message) GetChangeSeq() uint64 {
 func (x *Message) GetReplyTo() *Quote {
 	if x != nil {
 		return x.ReplyTo
+	}
+	return nil
+}
+
+func (x *Message) GetMentions() []string {
+	if x != nil {
+		return x.Mentions
 	}
 	return nil
 }
@@ -1675,8 +1688,11 @@ type ConversationState struct {
 	// may end early, or be empty, with has_more set.
 	Messages []*Message `protobuf:"bytes,9,rep,name=messages,proto3" json:"messages,omitempty"`
 	// More messages after the page: pull them with History{after}.
-	HasMore       bool   `protobuf:"varint,10,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
-	JoinedSeq     uint64 `protobuf:"varint,11,opt,name=joined_seq,json=joinedSeq,proto3" json:"joined_seq,omitempty"`
+	HasMore   bool   `protobuf:"varint,10,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
+	JoinedSeq uint64 `protobuf:"varint,11,opt,name=joined_seq,json=joinedSeq,proto3" json:"joined_seq,omitempty"`
+	// Of the unread messages (see unread), those that mention this user
+	// (Message.mentions).
+	Mentions      uint64 `protobuf:"varint,12,opt,name=mentions,proto3" json:"mentions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1784,6 +1800,13 @@ func (x *ConversationState) GetHasMore() bool {
 func (x *ConversationState) GetJoinedSeq() uint64 {
 	if x != nil {
 		return x.JoinedSeq
+	}
+	return 0
+}
+
+func (x *ConversationState) GetMentions() uint64 {
+	if x != nil {
+		return x.Mentions
 	}
 	return 0
 }
@@ -2488,7 +2511,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x05Media\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x12\n" +
 	"\x04mime\x18\x02 \x01(\tR\x04mime\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"\xe7\x03\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"\x83\x04\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1d\n" +
@@ -2509,7 +2532,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\adeleted\x18\r \x01(\bR\adeleted\x12\x1d\n" +
 	"\n" +
 	"change_seq\x18\x0e \x01(\x04R\tchangeSeq\x12+\n" +
-	"\breply_to\x18\x0f \x01(\v2\x10.parley.v1.QuoteR\areplyTo\"@\n" +
+	"\breply_to\x18\x0f \x01(\v2\x10.parley.v1.QuoteR\areplyTo\x12\x1a\n" +
+	"\bmentions\x18\x10 \x03(\tR\bmentions\"@\n" +
 	"\x03Ack\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"A\n" +
@@ -2526,7 +2550,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"I\n" +
 	"\x04Sync\x12+\n" +
 	"\acursors\x18\x01 \x03(\v2\x11.parley.v1.CursorR\acursors\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xfa\x02\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x96\x03\n" +
 	"\x11ConversationState\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
@@ -2540,7 +2564,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\bhas_more\x18\n" +
 	" \x01(\bR\ahasMore\x12\x1d\n" +
 	"\n" +
-	"joined_seq\x18\v \x01(\x04R\tjoinedSeq\"P\n" +
+	"joined_seq\x18\v \x01(\x04R\tjoinedSeq\x12\x1a\n" +
+	"\bmentions\x18\f \x01(\x04R\bmentions\"P\n" +
 	"\n" +
 	"SyncResult\x12B\n" +
 	"\rconversations\x18\x01 \x03(\v2\x1c.parley.v1.ConversationStateR\rconversations\"\x95\x01\n" +
