@@ -18,12 +18,12 @@ func TestMentions(t *testing.T) {
 		{"hi @bob, @carol and @bob again", []string{"bob", "carol"}},
 		{"thanks @carol.", []string{"carol"}},
 		{"ping @d.e.", []string{"d.e"}},
-		{"@nobody here", nil},                  // not a member: plain text
-		{"mail bob@example.com", nil},          // no space before the @
-		{"@", nil},                             // nothing after it
-		{"@@bob", nil},                         // "@bob" is not a member
-		{"line\n@carol", []string{"carol"}},    // after any white space
-		{"\u00a0@bob", []string{"bob"}},        // a non-breaking space too
+		{"@nobody here", nil},               // not a member: plain text
+		{"mail bob@example.com", nil},       // no space before the @
+		{"@", nil},                          // nothing after it
+		{"@@bob", nil},                      // "@bob" is not a member
+		{"line\n@carol", []string{"carol"}}, // after any white space
+		{"\u00a0@bob", []string{"bob"}},     // a non-breaking space too
 		{"write to @x@y.com", []string{"x@y.com"}},
 		{"é@bob", nil},
 	} {
