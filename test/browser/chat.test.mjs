@@ -174,6 +174,54 @@ describe('web client', () => {
     assert.equal(await message(alice, 'Sure, noon works').getByRole('button', { name: 'Edit this message' }).count(), 0);
   });
 
+  step('bob replies to a message of alice and both see the quote', async () => {
+    await alice.getByLabel('Message', { exact: true }).fill('original message');
+    await alice.keyboard.press('Enter');
+    const original = message(bob, 'original message');
+    await original.waitFor();
+    const seq = await original.getAttribute('data-seq');
+    const bar = bob.locator('#replying');
+    // Reply puts the composer in reply mode, with the original above it;
+    // Escape leaves it.
+    await original.getByRole('button', { name: 'Reply to this message' }).click();
+    await bar.waitFor();
+    assert.equal(await bar.locator('#reply-sender').textContent(), 'alice');
+    assert.equal(await bar.locator('#reply-text').textContent(), 'original message');
+    await bob.keyboard.press('Escape');
+    await bar.waitFor({ state: 'hidden' });
+    assert.equal(await bob.locator('#conv-view').isVisible(), true, 'Escape in reply mode closed the conversation');
+    await original.getByRole('button', { name: 'Reply to this message' }).click();
+    await bar.waitFor();
+    await bob.getByLabel('Message', { exact: true }).fill('my reply');
+    await shot(bob, 'phone-replying');
+    await bob.getByRole('button', { name: 'Send' }).click();
+    await bar.waitFor({ state: 'hidden' });
+
+    // Both see the reply with a quote of the original above its text.
+    for (const page of [bob, alice]) {
+      const reply = message(page, 'my reply');
+      await reply.waitFor();
+      await waitFor('the reply stored', async () => (await reply.getAttribute('data-seq')) !== null);
+      const quote = reply.locator('.quote');
+      await quote.waitFor();
+      assert.equal(await quote.getAttribute('data-seq'), seq);
+      assert.equal(await quote.locator('.q-sender').textContent(), 'alice');
+      assert.equal(await quote.locator('.q-text').textContent(), 'original message');
+    }
+    // The server stored the quote (what every other device gets).
+    const hist = await server.rest('GET', '/v1/history/dm:alice:bob?limit=50', { token: await server.token('alice') });
+    const stored = hist.messages.find((m) => m.text === 'my reply');
+    assert.ok(stored && stored.reply_to, `the reply has no reply_to: ${JSON.stringify(stored)}`);
+    assert.equal(String(stored.reply_to.seq), seq);
+    assert.equal(stored.reply_to.sender_id, 'alice');
+    assert.equal(stored.reply_to.text, 'original message');
+    // Clicking the quote shows and highlights the original.
+    await message(alice, 'my reply').locator('.quote').click();
+    await alice.locator(`#msg-list li.msg.flash[data-seq="${seq}"]`).waitFor();
+    await shot(alice, 'desktop-reply');
+    await shot(bob, 'phone-reply');
+  });
+
   step('typing shows on the other side', async () => {
     await bob.getByLabel('Message', { exact: true }).pressSequentially('typing something a little longer', { delay: 100 });
     await alice.locator('#typing', { hasText: 'bob is typing…' }).waitFor();

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,6 +37,7 @@ const Help = `commands:
   /inbox                              list your conversations
   /who <user...>                      watch users' presence
   /read                               mark the current conversation read
+  /reply <seq> <text>                 reply to message #<seq> here (the number a message line starts with)
   /edit <new text>                    replace the text of your last message here
   /delete                             delete your last message here
   /help                               this text
@@ -166,7 +168,9 @@ func (s *session) line(line string) bool {
 	case "help":
 		s.printf("%s", Help)
 	case "say":
-		s.say(cmd.text)
+		s.say(cmd.text, 0)
+	case "reply":
+		s.say(cmd.text, cmd.seq)
 	case "dm":
 		if cmd.args[0] == s.user {
 			s.printf("you can't DM yourself")
@@ -207,8 +211,10 @@ type command struct {
 	// "group-create".
 	name string
 	args []string
-	// text is the message of "say".
+	// text is the message of "say" and "reply", the new text of "edit".
 	text string
+	// seq is the message "reply" answers.
+	seq uint64
 }
 
 // parse reads one input line. Lines not starting with "/" are messages;
@@ -230,6 +236,22 @@ func parse(line string) (command, error) {
 			return command{}, errors.New("usage: /edit <new text>")
 		}
 		return command{name: "edit", text: text}, nil
+	case trimmed == "/reply" || strings.HasPrefix(trimmed, "/reply "):
+		// "/reply <seq> <text>": the rest of the line after the seq is the
+		// text, as typed (no quoting); the seq may be written "#7".
+		rest := strings.TrimSpace(strings.TrimPrefix(trimmed, "/reply"))
+		num, text := rest, ""
+		if i := strings.IndexAny(rest, " \t"); i >= 0 {
+			num, text = rest[:i], strings.TrimSpace(rest[i+1:])
+		}
+		if text == "" {
+			return command{}, errors.New("usage: /reply <seq> <text>")
+		}
+		seq, err := strconv.ParseUint(strings.TrimPrefix(num, "#"), 10, 64)
+		if err != nil || seq == 0 {
+			return command{}, fmt.Errorf("%s is not a message number; usage: /reply <seq> <text>", Sanitize(num))
+		}
+		return command{name: "reply", text: text, seq: seq}, nil
 	}
 	fields, err := splitArgs(trimmed[1:])
 	if err != nil {
@@ -360,13 +382,20 @@ func (s *session) needREST() bool {
 	return true
 }
 
-func (s *session) say(text string) {
+// say sends text to the current conversation, as a reply to the message at
+// seq replyTo unless it is 0.
+func (s *session) say(text string, replyTo uint64) {
 	if !s.needConv() {
 		return
 	}
 	ctx, cancel := s.callCtx()
 	defer cancel()
-	_, err := s.c.Send(ctx, s.conv, text)
+	var err error
+	if replyTo != 0 {
+		_, err = s.c.SendReply(ctx, s.conv, text, replyTo)
+	} else {
+		_, err = s.c.Send(ctx, s.conv, text)
+	}
 	var acc *client.AcceptedError
 	switch {
 	case errors.As(err, &acc):
@@ -411,8 +440,7 @@ func (s *session) open(conv string, dm bool) bool {
 		return true
 	}
 	for _, m := range msgs {
-		s.printf("%s", FormatMessage(m))
-		s.noteMine(m)
+		s.show(m)
 	}
 	s.oldest, s.newest = msgs[0].GetSeq(), msgs[len(msgs)-1].GetSeq()
 	s.markRead(false)
@@ -438,8 +466,7 @@ func (s *session) history() {
 	slices.Reverse(msgs)
 	s.printf("--- earlier in %s ---", Sanitize(s.conv))
 	for _, m := range msgs {
-		s.printf("%s", FormatMessage(m))
-		s.noteMine(m)
+		s.show(m)
 	}
 	if len(msgs) > 0 {
 		s.oldest = msgs[0].GetSeq()
@@ -578,8 +605,7 @@ func (s *session) event(ev client.Event) {
 				s.oldest = m.GetSeq()
 			}
 		}
-		s.printf("%s", FormatMessage(m))
-		s.noteMine(m)
+		s.show(m)
 		if m.GetConversationId() == s.conv {
 			if m.GetSenderId() == s.user {
 				s.read = max(s.read, m.GetSeq()) // sending advances the sender's read pointer
@@ -613,6 +639,17 @@ func (s *session) event(ev client.Event) {
 			s.printf("connection closed: %s", errText(e.Err))
 		}
 	}
+}
+
+// show prints message m: for a reply, first the line quoting the message it
+// answers (FormatQuote), then m's line (FormatMessage) numbered with its seq,
+// the number /reply takes.
+func (s *session) show(m *parleyv1.Message) {
+	if q := FormatQuote(m); q != "" {
+		s.printf("%s", q)
+	}
+	s.printf("#%d %s", m.GetSeq(), FormatMessage(m))
+	s.noteMine(m)
 }
 
 // noteMine keeps the seq of the user's newest text message per
@@ -753,6 +790,31 @@ func FormatMessage(m *parleyv1.Message) string {
 		return fmt.Sprintf("[%s] %s: %s (edited)", conv, who, SanitizeText(m.GetText()))
 	}
 	return fmt.Sprintf("[%s] %s: %s", conv, who, SanitizeText(m.GetText()))
+}
+
+// quoteNewlines flattens a quote's text to one line.
+var quoteNewlines = strings.NewReplacer("\r\n", " ", "\n", " ")
+
+// FormatQuote renders what a reply answers as the line printed before it:
+// "  ↳ reply to #7 alice: the original text" ("(attachment)" for media,
+// "(deleted)" for a message deleted before the reply), sanitised and on one
+// line. It is "" for a message that is not a reply, or is deleted.
+func FormatQuote(m *parleyv1.Message) string {
+	q := m.GetReplyTo()
+	if q == nil || m.GetDeleted() {
+		return ""
+	}
+	line := fmt.Sprintf("  ↳ reply to #%d", q.GetSeq())
+	if q.GetSenderId() != "" {
+		line += " " + Sanitize(q.GetSenderId())
+	}
+	switch {
+	case q.GetDeleted():
+		return line + ": (deleted)"
+	case q.GetMedia():
+		return line + ": (attachment)"
+	}
+	return line + ": " + Sanitize(quoteNewlines.Replace(q.GetText()))
 }
 
 // FormatReceipt renders another member's receipt ("" for the user's own,

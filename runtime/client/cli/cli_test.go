@@ -55,6 +55,14 @@ func TestParse(t *testing.T) {
 		{"/edit", command{}, "usage: /edit <new text>"},
 		{"/edit   ", command{}, "usage: /edit <new text>"},
 		{"/delete", command{name: "delete"}, ""},
+		{"/reply 7 sounds  good ", command{name: "reply", seq: 7, text: "sounds  good"}, ""},
+		{"/reply #12\tme too", command{name: "reply", seq: 12, text: "me too"}, ""},
+		{"/reply", command{}, "usage: /reply <seq> <text>"},
+		{"/reply 7", command{}, "usage: /reply <seq> <text>"},
+		{"/reply 7   ", command{}, "usage: /reply <seq> <text>"},
+		{"/reply seven hi", command{}, "seven is not a message number"},
+		{"/reply 0 hi", command{}, "0 is not a message number"},
+		{"/reply -3 hi", command{}, "-3 is not a message number"},
 		{"/delete 3", command{}, "usage: /delete"},
 		{"/help", command{name: "help"}, ""},
 		{"/quit\r", command{name: "quit"}, ""},
@@ -91,6 +99,12 @@ func TestFormat(t *testing.T) {
 		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "bob", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, Members: []string{"bob"}}), "[g:1] * bob left"},
 		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, Members: []string{"bob"}}), "[g:1] * alice removed bob"},
 		{FormatMessage(&parleyv1.Message{ConversationId: "c", SenderId: "a", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEDIA, Media: &parleyv1.Media{Url: "https://x/y.png", Mime: "image/png", Size: 10}}), "[c] a sent https://x/y.png (image/png, 10 bytes)"},
+		{FormatQuote(&parleyv1.Message{ConversationId: "c", SenderId: "bob", Text: "yes", ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Text: "lunch?\nat noon"}}), "  ↳ reply to #7 alice: lunch? at noon"},
+		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Media: true}}), "  ↳ reply to #7 alice: (attachment)"},
+		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Deleted: true}}), "  ↳ reply to #7 alice: (deleted)"},
+		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "a\x1b[2Jb", Text: "x\x1b]0;t\x07\u202E"}}), `  ↳ reply to #7 a\x1b[2Jb: x\x1b]0;t\x07<U+202E>`},
+		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Text: "hi"}, Deleted: true}), ""},
+		{FormatQuote(&parleyv1.Message{Text: "not a reply"}), ""},
 		{FormatReceipt(&parleyv1.Receipt{ConversationId: "c", UserId: "bob", Kind: parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED, Seq: 3}, "alice"), "[c] ✓ delivered to bob up to #3"},
 		{FormatReceipt(&parleyv1.Receipt{ConversationId: "c", UserId: "bob", Kind: parleyv1.ReceiptKind_RECEIPT_KIND_READ, Seq: 12}, "alice"), "[c] ✓✓ read by bob up to #12"},
 		{FormatReceipt(&parleyv1.Receipt{ConversationId: "c", UserId: "alice", Kind: parleyv1.ReceiptKind_RECEIPT_KIND_READ, Seq: 12}, "alice"), ""},
@@ -240,8 +254,8 @@ func TestRunChat(t *testing.T) {
 	alice.expect("no conversation selected")
 
 	alice.send("/join dm:alice:bob")
-	alice.expect("--- dm:alice:bob ---\n[dm:alice:bob] alice: hello bob (edited)\n[dm:alice:bob] * alice edited a message: hello bob\n" +
-		"[dm:alice:bob] alice: (message deleted)\n[dm:alice:bob] * alice deleted a message\n[dm:alice:bob] bob: hi alice\n")
+	alice.expect("--- dm:alice:bob ---\n#1 [dm:alice:bob] alice: hello bob (edited)\n#2 [dm:alice:bob] * alice edited a message: hello bob\n" +
+		"#3 [dm:alice:bob] alice: (message deleted)\n#4 [dm:alice:bob] * alice deleted a message\n#5 [dm:alice:bob] bob: hi alice\n")
 	alice.send("/history")
 	alice.expect("(beginning of dm:alice:bob)")
 	alice.send("/read")
@@ -262,6 +276,80 @@ func TestRunChat(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after /quit")
 	}
+}
+
+func TestRunReply(t *testing.T) {
+	srv := fakegw.New(t)
+	srv.AddToken("ta", "alice")
+	srv.AddToken("tb", "bob")
+	// The fake stores no quotes: as the server does, a reply gets a quote of
+	// the message it answers (set on the stored message as it is first
+	// pushed), and a reply_to past the last message is invalid.
+	var mu sync.Mutex
+	replyTo := map[string]uint64{}           // client_msg_id -> reply_to
+	stored := map[uint64]*parleyv1.Message{} // seq -> message (one conversation)
+	srv.OnSend = func(user string, snd *parleyv1.Send) *wire.Error {
+		mu.Lock()
+		defer mu.Unlock()
+		if r := snd.GetReplyTo(); r != 0 {
+			if stored[r] == nil {
+				return &wire.Error{Code: wire.CodeInvalid, Message: "reply_to is after the last message"}
+			}
+			replyTo[snd.GetClientMsgId()] = r
+		}
+		return nil
+	}
+	srv.DropPush = func(m *parleyv1.Message, user string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		stored[m.GetSeq()] = m
+		if r := replyTo[m.GetClientMsgId()]; r != 0 && m.ReplyTo == nil {
+			o := stored[r]
+			m.ReplyTo = &parleyv1.Quote{Seq: r, SenderId: o.GetSenderId(), Text: o.GetText()}
+		}
+		return false
+	}
+	alice := start(t, srv, "ta", "alice")
+	alice.expect("connected as alice")
+	bob := dial(t, srv, "tb")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	alice.send("/dm bob")
+	alice.expect("--- dm:alice:bob ---")
+	if _, err := bob.Send(ctx, "dm:alice:bob", "lunch?\nnoon or one"); err != nil {
+		t.Fatal(err)
+	}
+	alice.expect("#1 [dm:alice:bob] bob: lunch?\n    │ noon or one\n")
+	alice.send("/reply 1 noon works")
+	alice.expect("#1 [dm:alice:bob] bob: lunch?\n    │ noon or one\n  ↳ reply to #1 bob: lunch? noon or one\n#2 [dm:alice:bob] alice: noon works\n")
+	var sent *parleyv1.Send
+	for _, f := range srv.Frames("alice") {
+		if snd := f.GetSend(); snd != nil && snd.GetText() == "noon works" {
+			sent = snd
+		}
+	}
+	if sent.GetReplyTo() != 1 {
+		t.Fatalf("alice's reply went as %v, want reply_to 1", sent)
+	}
+
+	// Bob answers alice's reply; alice sees his reply quote hers.
+	if _, err := bob.SendReply(ctx, "dm:alice:bob", "see you", 2); err != nil {
+		t.Fatal(err)
+	}
+	alice.expect("  ↳ reply to #2 alice: noon works\n#3 [dm:alice:bob] bob: see you\n")
+
+	alice.send("/reply #9 too far")
+	alice.expect("not sent: invalid: reply_to is after the last message")
+	alice.send("/reply x")
+	alice.expect("usage: /reply <seq> <text>")
+
+	// History shows the quotes too.
+	alice.send("/join dm:alice:bob")
+	alice.expect("--- dm:alice:bob ---\n#1 [dm:alice:bob] bob: lunch?\n    │ noon or one\n  ↳ reply to #1 bob: lunch? noon or one\n" +
+		"#2 [dm:alice:bob] alice: noon works\n  ↳ reply to #2 alice: noon works\n#3 [dm:alice:bob] bob: see you\n")
+	alice.send("/help")
+	alice.expect("/reply <seq> <text>")
 }
 
 // waitRead waits until user has sent a read frame for conv up to seq.

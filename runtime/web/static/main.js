@@ -45,6 +45,7 @@ const S = {
   config: { dev_sign_in: false, media: { types: [], max_bytes: 0 } },
   session: null, // {user, token, device, dev}
   editing: null, // {conv, seq} while the composer edits one of our messages
+  replying: null, // {conv, seq} while the composer writes a reply to a message
   api: null,
   conn: null,
   convs: new Map(),
@@ -110,7 +111,26 @@ function normMsg(m) {
     target: num(m.target_seq), // EDITED and DELETED events: the message they change
     editedAt: num(m.edited_at),
     deleted: !!m.deleted,
+    replyTo: normQuote(m.reply_to), // for a reply: the quote of the message it answers
   };
+}
+
+// normQuote reads a Quote (Message.reply_to); null when there is none.
+function normQuote(q) {
+  if (!q || !num(q.seq)) return null;
+  return { seq: num(q.seq), sender: q.sender_id || '', text: q.text || '', media: !!q.media, deleted: !!q.deleted };
+}
+
+const QUOTE_RUNES = 100; // the server cuts a quote's text to this many characters
+
+// quoteOf is the Quote (protojson form) a reply to m carries, as the server
+// makes it: the text cut to QUOTE_RUNES characters, empty for media and
+// deleted messages. A pending reply shows it until send_ok brings the
+// server's.
+function quoteOf(m) {
+  const media = !!m.media || m.kind === 'MESSAGE_KIND_MEDIA';
+  const text = media || m.deleted ? '' : [...m.text].slice(0, QUOTE_RUNES).join('');
+  return { seq: m.seq, sender_id: m.sender, text, media, deleted: !!m.deleted };
 }
 
 function isChat(m) {
@@ -142,6 +162,7 @@ function applyChange(c, m) {
   const t = c.msgs.get(m.target);
   if (!t) return;
   applyChangeTo(t, m);
+  if (S.replying && S.replying.conv === c.id && S.replying.seq === t.seq) renderReplyBar();
   const e = msgEls.get(`s${t.seq}`);
   if (e) {
     e.remove();
@@ -270,6 +291,8 @@ function signOut() {
   S.outbox.clear();
   S.presence.clear();
   S.openId = '';
+  if (S.editing) stopEdit();
+  if (S.replying) stopReply();
   $('msg-list').replaceChildren();
   msgEls.clear();
   hideBanner();
@@ -706,6 +729,7 @@ async function sendPending(p) {
       addMessages(c, [{
         conversation_id: p.conv, seq: ok.seq, sender_id: me(), client_msg_id: p.cmid, created_at: ok.created_at,
         kind: p.content.media ? 'MESSAGE_KIND_MEDIA' : 'MESSAGE_KIND_TEXT', text: p.content.text, media: p.content.media,
+        reply_to: ok.reply_to || p.quote, // the server's quote; ours if it has none
       }]);
     }
     if (!c.loaded) c.head = Math.max(c.head, num(ok.seq));
@@ -744,7 +768,9 @@ function sendText(ev) {
   box.value = '';
   autoGrow();
   S.lastTypingSent = 0; // typing again right after a send shows at once
-  const p = newPending(c, { text });
+  const reply = takeReply(c);
+  const p = newPending(c, reply ? { text, reply_to: reply.seq } : { text });
+  if (reply) p.quote = reply;
   renderMessages(c, 'bottom');
   sendPending(p);
 }
@@ -752,6 +778,7 @@ function sendText(ev) {
 // ---- editing and deleting one's own messages ----
 
 function startEdit(c, m) {
+  if (S.replying) stopReply();
   S.editing = { conv: c.id, seq: m.seq };
   $('editing').hidden = false;
   const box = $('text');
@@ -789,14 +816,89 @@ async function deleteMessage(c, m) {
   if (!window.confirm('Delete this message for everyone?')) return;
   try {
     const r = await S.conn.request({ delete: { conversation_id: c.id, seq: m.seq } });
-    if (S.editing && S.editing.seq === m.seq) stopEdit();
+    if (S.editing && S.editing.conv === c.id && S.editing.seq === m.seq) stopEdit();
+    if (S.replying && S.replying.conv === c.id && S.replying.seq === m.seq) stopReply();
     applyOwnChange(c, r);
   } catch (err) {
     $('composer-error').textContent = `Not deleted: ${err.message}`;
   }
 }
 
-async function sendImage() {
+// ---- replying to a message ----
+
+// startReply puts the composer in "replying to m" mode (it ends editing:
+// the two modes exclude each other); the next text or image sent answers m.
+function startReply(c, m) {
+  if (S.editing) stopEdit();
+  S.replying = { conv: c.id, seq: m.seq };
+  renderReplyBar();
+  $('text').focus();
+}
+
+// stopReply leaves reply mode; what was typed stays in the composer.
+function stopReply() {
+  S.replying = null;
+  renderReplyBar();
+}
+
+// takeReply returns the Quote (protojson form) of the message the composer
+// replies to in c, or null, and leaves reply mode.
+function takeReply(c) {
+  const r = S.replying;
+  if (!r || r.conv !== c.id) return null;
+  stopReply();
+  const m = c.msgs.get(r.seq);
+  return m ? quoteOf(m) : { seq: r.seq, sender_id: '', text: '', media: false, deleted: false };
+}
+
+function quoteLine(q) {
+  if (q.deleted) return '(deleted)';
+  if (q.media) return '(attachment)';
+  return q.text;
+}
+
+// renderReplyBar shows, above the composer, what the reply being written
+// answers (the original as it is now: an edit or delete shows).
+function renderReplyBar() {
+  const r = S.replying;
+  const c = r && S.convs.get(r.conv);
+  const bar = $('replying');
+  bar.hidden = !c || c.id !== S.openId || !!c.left;
+  if (bar.hidden) return;
+  const m = c.msgs.get(r.seq);
+  const q = normQuote(m ? quoteOf(m) : { seq: r.seq });
+  $('reply-sender').textContent = q.sender || `message #${q.seq}`;
+  $('reply-text').textContent = quoteLine(q);
+}
+
+// quoteEl is the quote block of a reply; clicking it shows the original
+// when it is loaded.
+function quoteEl(c, q) {
+  const what = quoteLine(q);
+  return el('button', {
+    type: 'button', class: `quote${q.deleted || q.media ? ' q-note' : ''}`, 'data-seq': q.seq,
+    'aria-label': `In reply to ${q.sender || 'a message'}: ${what}. Show the original.`,
+    onclick: () => showOriginal(c, q.seq),
+  }, el('span', { class: 'q-sender', text: q.sender }), el('span', { class: 'q-text', text: what }));
+}
+
+// showOriginal scrolls the original of a reply into view and highlights it
+// briefly, if it is loaded (older history is not fetched for it).
+function showOriginal(c, seq) {
+  if (c.id !== S.openId) return;
+  const e = msgEls.get(`s${seq}`);
+  if (!e || !e.isConnected) return;
+  e.scrollIntoView({ block: 'center', behavior: 'smooth' });
+  e.classList.remove('flash');
+  void e.offsetWidth; // restart the animation
+  e.classList.add('flash');
+  e.tabIndex = -1;
+  e.focus({ preventScroll: true });
+  clearTimeout(e._flashTimer);
+  e._flashTimer = setTimeout(() => e.classList.remove('flash'), 2000);
+}
+
+async function sendImage(reply) {
   const input = $('file');
   const file = input.files && input.files[0];
   input.value = '';
@@ -812,12 +914,14 @@ async function sendImage() {
     return;
   }
   $('composer-error').textContent = '';
+  if (reply === undefined) reply = takeReply(c);
   const p = newPending(c, null, URL.createObjectURL(file));
   p.status = 'uploading';
+  p.quote = reply;
   renderMessages(c, 'bottom');
   try {
     const media = await S.api.upload(file);
-    p.content = { media };
+    p.content = reply ? { media, reply_to: reply.seq } : { media };
     p.status = 'sending';
     await sendPending(p);
   } catch (err) {
@@ -834,7 +938,7 @@ function retry(p) {
     const dt = new DataTransfer();
     dt.items.add(p.retryUpload);
     $('file').files = dt.files;
-    sendImage();
+    sendImage(p.quote);
     return;
   }
   p.status = 'sending';
@@ -862,6 +966,7 @@ function autoGrow() {
 
 function openConv(id, { focus = true } = {}) {
   if (S.editing && S.editing.conv !== id) stopEdit();
+  if (S.replying && S.replying.conv !== id) stopReply();
   const c = conv(id);
   if (S.openId !== id) {
     S.openId = id;
@@ -1089,6 +1194,7 @@ function renderConvHeader() {
   if (c.left) $('add-form').hidden = true;
   $('composer').hidden = !!c.left;
   $('left-note').hidden = !c.left;
+  renderReplyBar();
 }
 
 // msgEls maps a message key ("s<seq>" or "p<client_msg_id>") to its element
@@ -1115,6 +1221,7 @@ function bodyOf(item, c) {
   const mine = item.sender === me();
   const parts = [];
   if (c.kind === 'group' && !mine) parts.push(el('span', { class: 'sender', text: item.sender }));
+  if (item.replyTo) parts.push(quoteEl(c, item.replyTo));
   if (item.media || item.previewUrl) {
     const src = item.previewUrl || item.media.url;
     const img = el('img', { src, alt: `Image from ${mine ? 'you' : item.sender}`, loading: 'lazy', decoding: 'async' });
@@ -1142,12 +1249,15 @@ function messageEl(c, m) {
     el('time', { datetime: new Date(m.at).toISOString(), text: clock(m.at) }), mine ? tickEl(status) : null);
   const body = m.deleted ? [el('p', { class: 'text tombstone', text: 'This message was deleted' })] : bodyOf(m, c);
   const bubble = el('div', { class: 'bubble' }, who, ...body, meta);
-  if (mine && !m.deleted && !c.left) {
+  if (!m.deleted && !c.left) {
     const actions = el('span', { class: 'msg-actions' });
-    if (m.kind === 'MESSAGE_KIND_TEXT') {
+    actions.append(el('button', { type: 'button', class: 'link', text: 'Reply', 'aria-label': 'Reply to this message', onclick: () => startReply(c, m) }));
+    if (mine && m.kind === 'MESSAGE_KIND_TEXT') {
       actions.append(el('button', { type: 'button', class: 'link', text: 'Edit', 'aria-label': 'Edit this message', onclick: () => startEdit(c, m) }));
     }
-    actions.append(el('button', { type: 'button', class: 'link', text: 'Delete', 'aria-label': 'Delete this message', onclick: () => deleteMessage(c, m) }));
+    if (mine) {
+      actions.append(el('button', { type: 'button', class: 'link', text: 'Delete', 'aria-label': 'Delete this message', onclick: () => deleteMessage(c, m) }));
+    }
     bubble.append(actions);
   }
   li.append(bubble);
@@ -1158,7 +1268,10 @@ function messageEl(c, m) {
 function pendingEl(c, p) {
   const status = p.status === 'uploading' ? 'sending' : p.status;
   const li = el('li', { class: 'msg mine pending', 'data-cmid': p.cmid, 'data-status': status });
-  const item = { sender: me(), text: p.content && p.content.text, media: p.content && p.content.media && !p.preview ? p.content.media : null, previewUrl: p.preview };
+  const item = {
+    sender: me(), text: p.content && p.content.text, media: p.content && p.content.media && !p.preview ? p.content.media : null,
+    previewUrl: p.preview, replyTo: normQuote(p.quote),
+  };
   const meta = el('span', { class: 'meta' }, el('span', { class: 'note', text: p.status === 'uploading' ? 'Uploading…' : p.status === 'failed' ? `Not sent: ${p.error}` : p.status === 'accepted' ? `Pending: waiting for region ${p.home}` : '' }), tickEl(status));
   const bubble = el('div', { class: 'bubble' }, el('span', { class: 'sr-only', text: 'You:' }), ...bodyOf(item, c), meta);
   if (p.status === 'failed') bubble.append(el('button', { type: 'button', class: 'link', text: 'Retry', onclick: () => retry(p) }));
@@ -1252,6 +1365,11 @@ function onKey(ev) {
     stopEdit();
     return;
   }
+  if (ev.key === 'Escape' && S.replying && S.replying.conv === S.openId) {
+    stopReply();
+    $('text').focus();
+    return;
+  }
   if (ev.key === 'Escape' && document.body.classList.contains('conv-open')) {
     if (!$('add-form').hidden) {
       $('add-form').hidden = true;
@@ -1280,6 +1398,10 @@ async function main() {
   });
   $('composer').addEventListener('submit', sendText);
   $('edit-cancel').addEventListener('click', stopEdit);
+  $('reply-cancel').addEventListener('click', () => {
+    stopReply();
+    $('text').focus();
+  });
   $('text').addEventListener('input', onComposerInput);
   $('text').addEventListener('keydown', (ev) => {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
@@ -1287,7 +1409,7 @@ async function main() {
       $('composer').requestSubmit();
     }
   });
-  $('file').addEventListener('change', sendImage);
+  $('file').addEventListener('change', () => sendImage());
   $('back').addEventListener('click', closeConv);
   $('load-older').addEventListener('click', () => {
     const c = S.convs.get(S.openId);
