@@ -443,5 +443,6 @@ func sendOk(m *parleyv1.Message) *parleyv1.SendOk {
 		CreatedAt:      m.GetCreatedAt(),
 		ClientMsgId:    m.GetClientMsgId(),
 		ReplyTo:        m.GetReplyTo(),
+		Mentions:       m.GetMentions(),
 	}
 }

@@ -273,6 +273,7 @@ func (c *Client) ownMessage(s *parleyv1.Send, ok *parleyv1.SendOk) {
 		ClientMsgId:    s.GetClientMsgId(),
 		CreatedAt:      ok.GetCreatedAt(),
 		ReplyTo:        ok.GetReplyTo(),
+		Mentions:       ok.GetMentions(),
 	}
 	switch ct := s.GetContent().(type) {
 	case *parleyv1.Send_Text:

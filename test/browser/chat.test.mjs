@@ -222,6 +222,22 @@ describe('web client', () => {
     await shot(bob, 'phone-reply');
   });
 
+  step('a mention of bob is marked in his list and in the text', async () => {
+    await bob.getByRole('button', { name: 'Back to conversations' }).click();
+    await alice.getByLabel('Message', { exact: true }).fill('@bob are you there');
+    await alice.keyboard.press('Enter');
+    const item = bob.locator('.conv-item[data-conv="dm:alice:bob"]');
+    await item.locator('.badge.mention').waitFor();
+    assert.match(await item.getAttribute('aria-label'), /1 mentioning you/);
+    await shot(bob, 'phone-mentioned');
+    await item.click();
+    await message(bob, '@bob are you there').locator('mark.mention.me', { hasText: '@bob' }).waitFor();
+    // Alice sees the mention marked too, not as her own name.
+    const hers = message(alice, '@bob are you there').locator('mark.mention');
+    await hers.waitFor();
+    assert.equal(await hers.getAttribute('class'), 'mention');
+  });
+
   step('typing shows on the other side', async () => {
     await bob.getByLabel('Message', { exact: true }).pressSequentially('typing something a little longer', { delay: 100 });
     await alice.locator('#typing', { hasText: 'bob is typing…' }).waitFor();

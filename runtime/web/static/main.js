@@ -112,7 +112,31 @@ function normMsg(m) {
     editedAt: num(m.edited_at),
     deleted: !!m.deleted,
     replyTo: normQuote(m.reply_to), // for a reply: the quote of the message it answers
+    mentions: m.mentions || [], // the members the text mentions (set by the server)
   };
+}
+
+// withMentions splits text into text nodes and <mark class="mention"> spans
+// for the "@user" of each mentioned member (the server decided which "@"
+// are mentions: Message.mentions); the user's own name is marked "me".
+function withMentions(text, mentions) {
+  if (!mentions.length || !text.includes('@')) return [text];
+  const out = [];
+  let rest = text;
+  for (;;) {
+    let at = -1;
+    let who = '';
+    for (const u of mentions) {
+      const i = rest.indexOf(`@${u}`);
+      if (i >= 0 && (at < 0 || i < at || (i === at && u.length > who.length))) { at = i; who = u; }
+    }
+    if (at < 0) break;
+    if (at > 0) out.push(rest.slice(0, at));
+    out.push(el('mark', { class: `mention${who === me() ? ' me' : ''}`, text: `@${who}` }));
+    rest = rest.slice(at + who.length + 1);
+  }
+  if (rest) out.push(rest);
+  return out;
 }
 
 // normQuote reads a Quote (Message.reply_to); null when there is none.
@@ -213,6 +237,7 @@ function applyState(cs) {
   c.head = Math.max(c.head, num(cs.head_seq));
   c.readSeq = Math.max(c.readSeq, num(cs.read_seq));
   c.unread = num(cs.unread);
+  c.mentions = num(cs.mentions);
   if (cs.last_message) {
     const last = normMsg(cs.last_message);
     if (!c.last || last.seq >= c.last.seq) c.last = last;
@@ -489,7 +514,10 @@ function onMessage(raw) {
   if (fresh && c.kind === 'dm' && peerStatus !== 'online' && peerStatus !== 'offline') subscribePresence();
   if (fresh && m.sender !== me() && isChat(m)) {
     clearTyping(c.id, m.sender);
-    if (!isReading(c)) c.unread += 1;
+    if (!isReading(c)) {
+      c.unread += 1;
+      if (m.mentions.includes(me())) c.mentions = (c.mentions || 0) + 1;
+    }
     announce(c, m);
   }
   scheduleAck(c, m.seq);
@@ -530,7 +558,7 @@ function onReceipt(r) {
   if (r.user_id === me()) {
     if (kind === 'RECEIPT_KIND_READ' && seq > c.readSeq) {
       c.readSeq = seq;
-      if (seq >= c.head) c.unread = 0;
+      if (seq >= c.head) c.unread = c.mentions = 0;
       renderList();
     }
     return;
@@ -694,7 +722,7 @@ function markRead(c) {
   if (seq > c.readSeq || c.unread) {
     if (seq > 0 && S.conn && S.conn.sendFrame({ read: { conversation_id: c.id, seq } })) {
       c.readSeq = Math.max(c.readSeq, seq);
-      c.unread = 0;
+      c.unread = c.mentions = 0;
       renderList();
     }
   }
@@ -730,6 +758,7 @@ async function sendPending(p) {
         conversation_id: p.conv, seq: ok.seq, sender_id: me(), client_msg_id: p.cmid, created_at: ok.created_at,
         kind: p.content.media ? 'MESSAGE_KIND_MEDIA' : 'MESSAGE_KIND_TEXT', text: p.content.text, media: p.content.media,
         reply_to: ok.reply_to || p.quote, // the server's quote; ours if it has none
+        mentions: ok.mentions, // decided by the server
       }]);
     }
     if (!c.loaded) c.head = Math.max(c.head, num(ok.seq));
@@ -1139,8 +1168,9 @@ function renderList() {
   const convs = [...S.convs.values()].sort((a, b) => convActivity(b) - convActivity(a) || a.title.localeCompare(b.title));
   list.replaceChildren(...convs.map((c) => {
     const unread = c.id === S.openId && isReading(c) ? 0 : c.unread;
+    const mentioned = unread && c.mentions ? c.mentions : 0;
     const presence = c.kind === 'dm' ? lastSeen(presenceOf(c.peer)) : 'group';
-    const label = [c.title, presence, unread ? `${unread} unread` : '', preview(c)].filter(Boolean).join(', ');
+    const label = [c.title, presence, unread ? `${unread} unread` : '', mentioned ? `${mentioned} mentioning you` : '', preview(c)].filter(Boolean).join(', ');
     const avatar = el('span', { class: `avatar${c.kind === 'group' ? ' group' : ''}`, 'aria-hidden': 'true', text: c.title.slice(0, 1).toUpperCase() });
     const btn = el('button', {
       type: 'button', class: 'conv-item', 'data-conv': c.id, 'aria-current': c.id === S.openId ? 'true' : null,
@@ -1150,6 +1180,7 @@ function renderList() {
     el('span', { class: 'ci-main' }, el('span', { class: 'ci-title', text: c.title }), el('span', { class: 'ci-last', text: preview(c) })),
     el('span', { class: 'ci-meta' },
       el('time', { text: shortWhen(convActivity(c)) }),
+      mentioned ? el('span', { class: 'badge mention', title: `${mentioned} mentioning you`, text: '@' }) : null,
       unread ? el('span', { class: 'badge', text: unread > 99 ? '99+' : String(unread) }) : null));
     return el('li', {}, btn);
   }));
@@ -1231,7 +1262,7 @@ function bodyOf(item, c) {
     img.dataset.stick = nearBottom() ? '1' : '0';
     parts.push(item.media ? el('a', { href: item.media.url, target: '_blank', rel: 'noopener', class: 'media' }, img) : el('span', { class: 'media' }, img));
   } else {
-    parts.push(el('p', { class: 'text', text: item.text }));
+    parts.push(el('p', { class: 'text' }, ...withMentions(item.text, item.mentions || [])));
   }
   return parts;
 }

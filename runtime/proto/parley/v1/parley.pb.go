@@ -878,7 +878,9 @@ type SendOk struct {
 	ClientMsgId string `protobuf:"bytes,5,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
 	// For a reply: the quote stored with it (Message.reply_to), so the
 	// sending device shows it without reading history.
-	ReplyTo       *Quote `protobuf:"bytes,6,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	ReplyTo *Quote `protobuf:"bytes,6,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	// The members the text mentions, as stored (Message.mentions).
+	Mentions      []string `protobuf:"bytes,7,rep,name=mentions,proto3" json:"mentions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -951,6 +953,13 @@ func (x *SendOk) GetClientMsgId() string {
 func (x *SendOk) GetReplyTo() *Quote {
 	if x != nil {
 		return x.ReplyTo
+	}
+	return nil
+}
+
+func (x *SendOk) GetMentions() []string {
+	if x != nil {
+		return x.Mentions
 	}
 	return nil
 }
@@ -2486,7 +2495,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\tsender_id\x18\x02 \x01(\tR\bsenderId\x12\x12\n" +
 	"\x04text\x18\x03 \x01(\tR\x04text\x12\x14\n" +
 	"\x05media\x18\x04 \x01(\bR\x05media\x12\x18\n" +
-	"\adeleted\x18\x05 \x01(\bR\adeleted\"\xd2\x01\n" +
+	"\adeleted\x18\x05 \x01(\bR\adeleted\"\xee\x01\n" +
 	"\x06SendOk\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1d\n" +
@@ -2495,7 +2504,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\x03R\tcreatedAt\x12\"\n" +
 	"\rclient_msg_id\x18\x05 \x01(\tR\vclientMsgId\x12+\n" +
-	"\breply_to\x18\x06 \x01(\v2\x10.parley.v1.QuoteR\areplyTo\"|\n" +
+	"\breply_to\x18\x06 \x01(\v2\x10.parley.v1.QuoteR\areplyTo\x12\x1a\n" +
+	"\bmentions\x18\a \x03(\tR\bmentions\"|\n" +
 	"\fSendAccepted\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
 	"\rclient_msg_id\x18\x02 \x01(\tR\vclientMsgId\x12\x1f\n" +
