@@ -104,6 +104,39 @@ func RemoteStatusID(userID, region string) string { return userID + "/" + region
 // (docs/multi-region.md). Call before the service is used.
 func (s *Service) SetRemoteRegions(regions func() []string) { s.remote = regions }
 
+// OnlineElsewhere returns which of users another region announced online
+// (the statuses SetRemoteRegions merges; this region's own are not read):
+// for the offline push of a multi-region deployment, whose home region sees
+// only its own sessions. Without remote regions it is empty.
+func (s *Service) OnlineElsewhere(ctx context.Context, users []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if s.remote == nil {
+		return out, nil
+	}
+	peers := s.remote()
+	if len(peers) == 0 || len(users) == 0 {
+		return out, nil
+	}
+	keys := make([]string, 0, len(users)*len(peers))
+	for _, u := range users {
+		for _, r := range peers {
+			keys = append(keys, RemoteStatusID(u, r))
+		}
+	}
+	sts, err := s.reg.Statuses(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("presence: statuses in other regions: %w", err)
+	}
+	for _, u := range users {
+		for _, r := range peers {
+			if sts[RemoteStatusID(u, r)].Online {
+				out[u] = true
+			}
+		}
+	}
+	return out, nil
+}
+
 // Registry returns the registry the service writes to.
 func (s *Service) Registry() Registry { return s.reg }
 

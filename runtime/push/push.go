@@ -31,6 +31,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -129,6 +130,35 @@ type Publisher struct {
 	mu      sync.Mutex
 	queue   []*Notification
 	wake    chan struct{}
+
+	// skip, when set, names the users of a notification not to push
+	// (SkipUsers).
+	skip func(ctx context.Context, users []string) (map[string]bool, error)
+}
+
+// SkipUsers makes the publisher ask skip, off the routing path and before
+// each notification is published, which of its users not to push: in a
+// multi-region deployment, those online in another region
+// (presence.Service.OnlineElsewhere), since the home region's router sees
+// only its own sessions. A notification left without users is not
+// published; when skip fails, everyone is pushed (a push too many rather
+// than one missing). Call before Run.
+func (p *Publisher) SkipUsers(skip func(ctx context.Context, users []string) (map[string]bool, error)) {
+	p.skip = skip
+}
+
+// without removes from n the users skip names; it reports whether any are left.
+func (p *Publisher) without(ctx context.Context, n *Notification) bool {
+	if p.skip == nil {
+		return true
+	}
+	skip, err := p.skip(ctx, n.Users)
+	if err != nil {
+		p.log.Warn("push: who to skip is unknown; pushing to everyone", "id", n.ID(), "err", err)
+		return true
+	}
+	n.Users = slices.DeleteFunc(n.Users, func(u string) bool { return skip[u] })
+	return len(n.Users) > 0
 }
 
 // NewPublisher returns a publisher to topic (Topic of the region).
@@ -191,6 +221,9 @@ func (p *Publisher) flush(ctx context.Context) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
+			if !p.without(ctx, n) {
+				return
+			}
 			v, err := json.Marshal(n)
 			if err == nil {
 				err = p.b.Publish(ctx, p.topic, -1, []byte(n.Message.ConversationID), v)

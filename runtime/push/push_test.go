@@ -13,6 +13,8 @@ import (
 
 	"github.com/parleychat/parley/runtime/bus"
 	"github.com/parleychat/parley/runtime/bus/memory"
+	"github.com/parleychat/parley/runtime/presence"
+	presmem "github.com/parleychat/parley/runtime/presence/memory"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
 
@@ -183,5 +185,68 @@ func TestConfigChecks(t *testing.T) {
 		if _, err := NewWorker(memory.New(), c); err == nil {
 			t.Errorf("NewWorker(%+v) accepted", c)
 		}
+	}
+}
+
+// In a multi-region deployment the publisher skips users another region
+// announced online (presence.Service.OnlineElsewhere on the relayed
+// statuses): bob, online in us, gets no push from eu; carol, offline
+// everywhere, does; a notification left with nobody is not published.
+func TestSkipUsersOnlineElsewhere(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := memory.New()
+	defer b.Close()
+	const top = "parley.eu.push"
+	if err := b.CreateTopic(ctx, bus.Topic{Name: top, Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	reg := presmem.New()
+	defer reg.Close()
+	if err := reg.SetStatus(ctx, presence.RemoteStatusID("bob", "us"), presence.Status{Online: true, LastActive: time.Now()}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.SetStatus(ctx, presence.RemoteStatusID("carol", "us"), presence.Status{LastActive: time.Now()}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := presence.NewService(reg, presence.Config{}, nil)
+	elsewhere.SetRemoteRegions(func() []string { return []string{"us"} })
+
+	var mu sync.Mutex
+	var got []Notification
+	if err := b.Subscribe(ctx, top, 0, func(r bus.Record) {
+		var n Notification
+		if err := json.Unmarshal(r.Value, &n); err != nil {
+			t.Errorf("notification %s: %v", r.Value, err)
+		}
+		mu.Lock()
+		got = append(got, n)
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pub := NewPublisher(b, top)
+	pub.SkipUsers(elsewhere.OnlineElsewhere)
+	var wg sync.WaitGroup
+	wg.Go(func() { pub.Run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+
+	pub.Offline(ctx, []string{"bob"}, text("dm:alice:bob", 2, "alice", "only bob"))
+	pub.Offline(ctx, []string{"bob", "carol"}, text("g:1", 5, "alice", "both"))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // a wrongly published "only bob" would be here by now
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].Message.Text != "both" || !slices.Equal(got[0].Users, []string{"carol"}) {
+		t.Fatalf("published %+v, want only \"both\" to [carol]", got)
 	}
 }

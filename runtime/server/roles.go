@@ -22,6 +22,7 @@ import (
 	"github.com/parleychat/parley/runtime/limits"
 	"github.com/parleychat/parley/runtime/media"
 	"github.com/parleychat/parley/runtime/metrics"
+	"github.com/parleychat/parley/runtime/presence"
 	"github.com/parleychat/parley/runtime/presence/redis"
 	"github.com/parleychat/parley/runtime/presence/relay"
 	"github.com/parleychat/parley/runtime/push"
@@ -361,6 +362,13 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	if f.has(RoleChat) && fc.Push.Webhook != "" {
 		f.publisher = push.NewPublisher(s.bus, push.Topic(region))
 		router.OnOffline(f.publisher.Offline)
+		if f.mesh != nil {
+			// The router sees this region's sessions only: a user online in
+			// another region (its relayed presence) is not pushed.
+			elsewhere := presence.NewService(s.registry, cfg.Presence, nil)
+			elsewhere.SetRemoteRegions(f.mesh.Peers)
+			f.publisher.SkipUsers(elsewhere.OnlineElsewhere)
+		}
 	}
 	if f.has(RoleChat) {
 		ccfg := chat.DefaultConfig()
