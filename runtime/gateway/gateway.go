@@ -118,7 +118,7 @@ type Config struct {
 	// ReadLimits, when set, is the per-user budget of sync and history
 	// requests (one token each; REST's inbox, history and receipts share
 	// it). Over it a request is answered rate_limited (issue 14).
-	ReadLimits *limits.Users
+	ReadLimits limits.Limiter
 	// MaxSessionsPerUser caps one user's live WebSocket sessions over the
 	// region (the session registry's count; 0: no cap). Past it the newest
 	// connection is refused with too_many_sessions (HTTP 429) and the older
@@ -145,8 +145,9 @@ type Config struct {
 	SendBurst int
 	// Limits, when set, is the per-user bucket to use instead of one built
 	// from SendRate and SendBurst, so the REST API and the gateway of one
-	// process share a user's budget.
-	Limits *limits.Users
+	// process share a user's budget (in the distributed mode a
+	// limits.Shared: every gateway of the region shares it).
+	Limits limits.Limiter
 	// MaxMessageBytes caps a message's text, bytes of UTF-8 (default
 	// wire.DefaultMaxMessageBytes); larger sends get too_large.
 	MaxMessageBytes int
@@ -281,7 +282,7 @@ type Gateway struct {
 	ps       presenceService
 	st       memberLister
 	m        *metrics.Metrics
-	sendRate *limits.Users
+	sendRate limits.Limiter
 
 	upgrader websocket.Upgrader
 	hub      hub

@@ -42,7 +42,7 @@ type API struct {
 	Chat           *chat.Client
 	Queries        *chat.Queries
 	Presence       *presence.Service
-	Limits         *limits.Users
+	Limits         limits.Limiter
 	Metrics        *metrics.Metrics
 	GatewayID      string
 	RequestTimeout time.Duration
@@ -57,7 +57,7 @@ type API struct {
 	DevTokenTTL time.Duration
 	// ReadLimits, when set, is the per-user budget of history, inbox and
 	// receipts requests (shared with the gateway's sync and history).
-	ReadLimits *limits.Users
+	ReadLimits limits.Limiter
 	// Homes, when set (multi-region), resolves the caller's home region
 	// from the token's home_region claim as the gateway does at connect
 	// (gateway.Config.Homes): an unknown region refuses the request, and a

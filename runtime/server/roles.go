@@ -484,7 +484,7 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 	if err != nil {
 		return err
 	}
-	userLimits, readLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst), cfg.readLimits()
+	userLimits, readLimits := s.sharedLimits(cfg)
 	gcfg := cfg.gatewayConfig(fc.GatewayID, fc.RequestTimeout, s.bus, deliver, userLimits, readLimits, mediaSvc)
 	gcfg.Homes = homes
 	s.gateway = gateway.NewWithPresence(gcfg, verifier, s.chat, queries, router, rep, s.store, s.Metrics)
@@ -599,4 +599,20 @@ func (s *Server) runFleet(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	return s.shutdown(hs, c, runErr)
+}
+
+// sharedLimits are the send and read budgets of the distributed gateway:
+// kept in the region's Redis (limits.Shared), so a user's budget holds
+// across every gateway (issue 14), under "<key prefix>limits:send:" and
+// "...read:". Without a Redis registry they are per process.
+func (s *Server) sharedLimits(cfg Config) (send, read limits.Limiter) {
+	reg, ok := s.registry.(*redis.Registry)
+	if !ok {
+		return limits.NewUsers(cfg.SendRate, cfg.SendBurst), cfg.readLimits()
+	}
+	send = limits.NewShared(reg.Client(), reg.Prefix()+"limits:send:", cfg.SendRate, cfg.SendBurst)
+	if cfg.ReadRate >= 0 {
+		read = limits.NewShared(reg.Client(), reg.Prefix()+"limits:read:", cfg.ReadRate, cfg.ReadBurst)
+	}
+	return send, read
 }

@@ -431,7 +431,7 @@ func (s *Server) closeAll() error {
 // gatewayConfig is the gateway's configuration from the server's, shared by
 // the embedded server and the gateway role of the distributed mode.
 func (c Config) gatewayConfig(id string, requestTimeout time.Duration, b bus.Bus, deliverTopic string,
-	userLimits, readLimits *limits.Users, mediaSvc *media.Service) gateway.Config {
+	userLimits, readLimits limits.Limiter, mediaSvc *media.Service) gateway.Config {
 	return gateway.Config{
 		ID:                 id,
 		Heartbeat:          c.Presence.Heartbeat,
@@ -464,7 +464,7 @@ func (s *Server) metricsHandler(reg *prometheus.Registry) http.Handler {
 }
 
 // readLimits is the per-user read budget of cfg, nil when disabled.
-func (c Config) readLimits() *limits.Users {
+func (c Config) readLimits() limits.Limiter {
 	if c.ReadRate < 0 {
 		return nil
 	}

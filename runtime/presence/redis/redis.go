@@ -390,6 +390,13 @@ func (r *Registry) Statuses(ctx context.Context, userIDs []string) (map[string]p
 }
 
 // Close closes the connections; later calls return ErrClosed. Idempotent.
+// Client is the registry's Redis client, for other region-wide state on the
+// same server (limits.Shared).
+func (r *Registry) Client() goredis.UniversalClient { return r.c }
+
+// Prefix is the registry's key prefix (Config.KeyPrefix).
+func (r *Registry) Prefix() string { return r.prefix }
+
 func (r *Registry) Close() error {
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)

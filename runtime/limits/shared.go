@@ -1,0 +1,80 @@
+package limits
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Limiter is a per-user budget: Allow spends one of user's tokens, or says
+// how long until one is there. *Users (one process) and *Shared (every
+// gateway of a region) implement it.
+type Limiter interface {
+	Allow(user string) (ok bool, retryAfter time.Duration)
+}
+
+// sharedTimeout bounds one budget check in Redis; past it the local bucket
+// decides (a send must not wait on a slow Redis).
+const sharedTimeout = 50 * time.Millisecond
+
+// Shared is a per-user budget kept in Redis, so that it holds across every
+// gateway of a region (issue 14: a user connected to two gateways had twice
+// the budget). It is GCRA by github.com/go-redis/redis_rate, one Lua call
+// per Allow, under keys "rate:<prefix><user>". A local *Users bucket of the
+// same rate and burst answers first — a refusal costs no round trip, and a
+// user within budget on this gateway is checked region-wide — and decides
+// alone while Redis fails (each failure logged at most every 10 s), so an
+// outage loosens the budget to per gateway, as before, rather than refusing
+// everyone. It is safe for concurrent use.
+type Shared struct {
+	lim    *redis_rate.Limiter
+	limit  redis_rate.Limit
+	prefix string
+	local  *Users
+	off    bool // perSecond <= 0: no limit
+	log    *slog.Logger
+	warned atomic.Int64 // unix ns of the last failure logged
+}
+
+// NewShared returns a budget of perSecond tokens per second and burst at
+// most per user, kept in c under prefix (the region's Redis key prefix
+// plus what the budget is for, e.g. "parley:eu:send:"). perSecond <= 0
+// disables limiting.
+func NewShared(c goredis.UniversalClient, prefix string, perSecond float64, burst int) *Shared {
+	burst = max(burst, 1)
+	s := &Shared{lim: redis_rate.NewLimiter(c), prefix: prefix, local: NewUsers(perSecond, burst), off: perSecond <= 0,
+		log: slog.Default().With("component", "limits.shared", "prefix", prefix)}
+	if !s.off {
+		// One token every 1/perSecond: a Rate of 1 per that Period keeps
+		// fractional rates exact.
+		s.limit = redis_rate.Limit{Rate: 1, Period: time.Duration(float64(time.Second) / perSecond), Burst: burst}
+	}
+	return s
+}
+
+// Allow implements Limiter.
+func (s *Shared) Allow(user string) (bool, time.Duration) {
+	if s.off {
+		return true, 0
+	}
+	if ok, wait := s.local.Allow(user); !ok {
+		return false, wait
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+	defer cancel()
+	res, err := s.lim.Allow(ctx, s.prefix+user, s.limit)
+	if err != nil {
+		if now, last := time.Now().UnixNano(), s.warned.Load(); now-last >= int64(10*time.Second) && s.warned.CompareAndSwap(last, now) {
+			s.log.Warn("shared budget unavailable; this gateway's budget decides", "err", err)
+		}
+		return true, 0 // the local bucket already allowed it
+	}
+	if res.Allowed == 0 {
+		return false, max(res.RetryAfter, time.Millisecond)
+	}
+	return true, 0
+}

@@ -1,0 +1,95 @@
+package limits_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/parleychat/parley/runtime/limits"
+)
+
+// redisClient is a client of the shared test server (hack/deps.sh up redis,
+// or PARLEY_TEST_REDIS); the test skips when none answers, except under CI.
+func redisClient(t *testing.T) *goredis.Client {
+	t.Helper()
+	addr := os.Getenv("PARLEY_TEST_REDIS")
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	c := goredis.NewClient(&goredis.Options{Addr: addr, DialTimeout: time.Second, MaxRetries: -1})
+	t.Cleanup(func() { _ = c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("Redis not reachable at %s: %v (CI never skips)", addr, err)
+		}
+		t.Skipf("Redis not reachable at %s: %v; run hack/deps.sh up redis", addr, err)
+	}
+	return c
+}
+
+func randomPrefix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "test:" + hex.EncodeToString(b) + ":"
+}
+
+// TestSharedAcrossGateways: two gateways (two Shared on one Redis) share a
+// user's burst: together they allow it once, not once each; another user
+// has a budget of its own; the refusal says when to retry.
+func TestSharedAcrossGateways(t *testing.T) {
+	c := redisClient(t)
+	prefix := randomPrefix()
+	const burst = 6
+	gw1 := limits.NewShared(c, prefix, 0.01, burst) // one token per 100 s: the burst is all there is
+	gw2 := limits.NewShared(c, prefix, 0.01, burst)
+	allowed := 0
+	var wait time.Duration
+	for i := range 2 * burst {
+		gw := gw1
+		if i%2 == 1 {
+			gw = gw2
+		}
+		ok, w := gw.Allow("alice")
+		if ok {
+			allowed++
+		} else {
+			wait = w
+		}
+	}
+	if allowed != burst {
+		t.Fatalf("two gateways allowed alice %d sends, want the one burst of %d", allowed, burst)
+	}
+	if wait <= 0 || wait > 100*time.Second {
+		t.Errorf("retry after %s, want within the 100 s a token takes", wait)
+	}
+	if ok, _ := gw2.Allow("bob"); !ok {
+		t.Error("bob was refused: budgets are per user")
+	}
+	if ok, _ := limits.NewShared(c, prefix, 0, 1).Allow("alice"); !ok {
+		t.Error("a zero rate must not limit")
+	}
+}
+
+// TestSharedFallsBackToLocal: with Redis unreachable the gateway's own
+// bucket decides: the burst is allowed, then refused.
+func TestSharedFallsBackToLocal(t *testing.T) {
+	c := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1", DialTimeout: 20 * time.Millisecond, MaxRetries: -1})
+	defer c.Close()
+	s := limits.NewShared(c, randomPrefix(), 0.01, 3)
+	allowed := 0
+	for range 5 {
+		if ok, _ := s.Allow("alice"); ok {
+			allowed++
+		}
+	}
+	if allowed != 3 {
+		t.Fatalf("allowed %d with Redis down, want the local burst of 3", allowed)
+	}
+}
