@@ -233,182 +233,222 @@ func planSimple(v RoleView, batch int32, active bool) roleStep {
 // deleted instead and comes back at the new revision. Scale-down drains the gateways above
 // start+N, then the window shrinks. It returns the window's start and replicas.
 func planGateway(v RoleView, surge, batch int32, active bool) (int32, int32, roleStep) {
-	var st roleStep
+	o := observeGateways(v)
+	st := roleStep{old: int32(len(o.old)), draining: o.draining}
 	n, s := v.Replicas, v.Start
-	present := map[int32]PodView{}
-	var old, pods []PodView
-	var drainingUndone int
-	leaving := 0 // pods outside the observed window: the StatefulSet controller removes them
-	lowOld, highOld, lowNew, highNew, highAll := int32(-1), int32(-1), int32(-1), int32(-1), s-1
-	for _, p := range v.Pods {
-		if v.Window > 0 && (p.Ordinal < s || p.Ordinal >= s+v.Window) {
-			// A cached pod the window already left must not pull the window back.
-			leaving++
-			continue
-		}
-		pods = append(pods, p)
-		present[p.Ordinal] = p
-		highAll = max(highAll, p.Ordinal)
-		if p.Draining {
-			st.draining = true
-			if !p.Drained {
-				drainingUndone++
-			}
-		}
-		if p.Revision != v.Revision {
-			st.old++
-			old = append(old, p)
-			if lowOld < 0 || p.Ordinal < lowOld {
-				lowOld = p.Ordinal
-			}
-			highOld = max(highOld, p.Ordinal)
-		} else {
-			if lowNew < 0 || p.Ordinal < lowNew {
-				lowNew = p.Ordinal
-			}
-			highNew = max(highNew, p.Ordinal)
-		}
-	}
-	rolling := st.old > 0
+	rolling := len(o.old) > 0
 	if v.Revision == "" {
 		st.waiting = "waiting for its StatefulSet"
-		return s, max(n, highAll-s+1), st
+		return s, max(n, o.highAll-s+1), st
 	}
-
-	// The direction of a rollout: up from start 0, else down to 0; once new gateways exist,
-	// they are on the side the window moves to.
-	up := s == 0
-	switch {
-	case highNew > highOld:
-		up = true
-	case lowNew >= 0 && lowNew < lowOld:
-		up = false
-	}
-	// The window this pass asks for.
-	start, top := s, s+n-1
-	if rolling && active {
-		if up {
-			k := int32(0) // drained old gateways at the trailing (low) edge
-			for p, ok := present[s]; ok && p.Revision != v.Revision && p.Drained; p, ok = present[s+k] {
-				k++
-			}
-			start = s + k
-			// Widened by the surge, but by no more than the old gateways left: a new
-			// gateway beyond that would be extra at the end and drained again.
-			top = start + n - 1 + min(surge, oldLeft(old, start, highAll))
-		} else {
-			k := int32(0) // drained old gateways at the trailing (high) edge
-			for p, ok := present[highAll]; ok && p.Revision != v.Revision && p.Drained; p, ok = present[highAll-k] {
-				k++
-			}
-			top = highAll - k
-			start = max(0, top-(n+min(surge, oldLeft(old, 0, top)))+1)
-		}
-	}
-	// Never drop a gateway that still has to be drained: the window covers every undrained pod.
-	for _, p := range pods {
-		if !p.Drained {
-			start, top = min(start, p.Ordinal), max(top, p.Ordinal)
-		}
-	}
-	if !rolling || !active {
-		start = min(start, s) // only a rollout moves the window's start
-	}
+	up := o.up(s)
+	start, top := o.window(v, surge, up, rolling && active)
 	replicas := top - start + 1
-
-	// What is in the window: not Ready, missing, extra (above start+n when settled).
-	var excess, drainedInside []PodView
-	unreadyNew := int32(0)
-	for o := start; o <= top; o++ {
-		p, ok := present[o]
-		switch {
-		case !ok:
-			st.unready++
-			unreadyNew++
-		case !p.Ready:
-			st.unready++
-			if p.Revision == v.Revision {
-				unreadyNew++
-			}
-		}
-		if ok && p.Drained {
-			drainedInside = append(drainedInside, p)
-		}
-		if ok && !rolling && o >= start+n && !p.Draining {
-			excess = append(excess, p)
-		}
-	}
-	removing := leaving // drained gateways the moved window leaves behind, and those it left
-	for _, p := range pods {
-		if p.Drained && (p.Ordinal < start || p.Ordinal > top) {
-			removing++
-		}
-	}
+	w := o.inWindow(v, start, top, rolling)
+	st.unready = w.unready
 	if active {
 		st.accepting = acceptingChanges(v, rolling)
 	}
-	st.done = !rolling && st.unready == 0 && !st.draining && replicas == n && start == s && removing == 0
+	st.done = !rolling && st.unready == 0 && !st.draining && replicas == n && start == s && w.removing == 0
 	if st.done {
 		return start, replicas, st
 	}
 	if !active {
-		switch {
-		case rolling:
-			st.waiting = fmt.Sprintf("%d gateways at an old revision wait their turn", st.old)
-		case st.unready > 0:
-			st.waiting = fmt.Sprintf("%d of %d gateways not Ready", st.unready, n)
-		default:
-			st.waiting = fmt.Sprintf("%d extra gateways wait to be drained", replicas-n)
-		}
+		st.waiting = waitingTurn(rolling, st, n, replicas)
 		return start, replicas, st
 	}
-	for _, p := range drainedInside {
+	for _, p := range w.drainedInside {
 		if !rolling && p.Ordinal >= start+n {
 			continue // an extra gateway: the window shrinks past it once it is the last
 		}
 		st.delete = append(st.delete, p.Name) // recreated at the new revision
 	}
 	switch {
-	case drainingUndone > 0:
-		st.waiting = fmt.Sprintf("draining %d gateways", drainingUndone)
-		return start, replicas, st
-	case removing > 0 || len(st.delete) > 0:
-		st.waiting = fmt.Sprintf("removing %d drained gateways", removing+len(st.delete))
-		return start, replicas, st
-	}
-
-	if rolling {
-		if start != s || unreadyNew > 0 {
-			st.waiting = "waiting for the gateways at the new revision to be Ready"
-			return start, replicas, st
-		}
-		// Unready old gateways first (they serve nobody), then from the trailing edge.
-		sort.SliceStable(old, func(i, j int) bool {
-			if old[i].Ready != old[j].Ready {
-				return !old[i].Ready
-			}
-			if up {
-				return old[i].Ordinal < old[j].Ordinal
-			}
-			return old[i].Ordinal > old[j].Ordinal
-		})
-		st.drain = names(old[:min(int(batch), len(old))])
-		st.waiting = fmt.Sprintf("draining %d of %d old gateways", len(st.drain), len(old))
-		return start, replicas, st
-	}
-
-	if st.unready > 0 {
+	case o.drainingUndone > 0:
+		st.waiting = fmt.Sprintf("draining %d gateways", o.drainingUndone)
+	case w.removing > 0 || len(st.delete) > 0:
+		st.waiting = fmt.Sprintf("removing %d drained gateways", w.removing+len(st.delete))
+	case rolling && (start != s || w.unreadyNew > 0):
+		st.waiting = "waiting for the gateways at the new revision to be Ready"
+	case rolling:
+		st.drain = names(drainOrder(o.old, up)[:min(int(batch), len(o.old))])
+		st.waiting = fmt.Sprintf("draining %d of %d old gateways", len(st.drain), len(o.old))
+	case st.unready > 0:
 		st.waiting = fmt.Sprintf("%d of %d gateways not Ready", st.unready, n)
-		return start, replicas, st
-	}
-	if len(excess) > 0 {
-		st.drain = names(excess)
+	case len(w.excess) > 0:
+		st.drain = names(w.excess)
 		st.waiting = fmt.Sprintf("draining %d extra gateways", len(st.drain))
-		return start, replicas, st
+	default:
+		// Every extra gateway is drained: shrink the window to N.
+		st.waiting = "scaling the gateways down"
+		return s, n, st
 	}
-	// Every extra gateway is drained: shrink the window to N.
-	st.waiting = "scaling the gateways down"
-	return s, n, st
+	return start, replicas, st
+}
+
+// gatewayObs is what planGateway reads off the gateway pods.
+type gatewayObs struct {
+	pods           []PodView // inside the observed window
+	present        map[int32]PodView
+	old            []PodView // at another revision than the desired one
+	leaving        int       // outside the observed window: the StatefulSet controller removes them
+	draining       bool
+	drainingUndone int
+	revision       string
+	// Ordinal bounds (-1: none) of the old and new gateways, and the highest of all.
+	lowOld, highOld, lowNew, highNew, highAll int32
+}
+
+func observeGateways(v RoleView) gatewayObs {
+	s := v.Start
+	o := gatewayObs{present: map[int32]PodView{}, revision: v.Revision, lowOld: -1, highOld: -1, lowNew: -1, highNew: -1, highAll: s - 1}
+	for _, p := range v.Pods {
+		if v.Window > 0 && (p.Ordinal < s || p.Ordinal >= s+v.Window) {
+			// A cached pod the window already left must not pull the window back.
+			o.leaving++
+			continue
+		}
+		o.pods = append(o.pods, p)
+		o.present[p.Ordinal] = p
+		o.highAll = max(o.highAll, p.Ordinal)
+		if p.Draining {
+			o.draining = true
+			if !p.Drained {
+				o.drainingUndone++
+			}
+		}
+		if p.Revision != v.Revision {
+			o.old = append(o.old, p)
+			o.lowOld, o.highOld = lowest(o.lowOld, p.Ordinal), max(o.highOld, p.Ordinal)
+		} else {
+			o.lowNew, o.highNew = lowest(o.lowNew, p.Ordinal), max(o.highNew, p.Ordinal)
+		}
+	}
+	return o
+}
+
+// lowest is min(a, b) where a -1 means none yet.
+func lowest(a, b int32) int32 {
+	if a < 0 {
+		return b
+	}
+	return min(a, b)
+}
+
+// up is the direction of a rollout: up from start 0, else down to 0; once new gateways
+// exist, they are on the side the window moves to.
+func (o gatewayObs) up(start int32) bool {
+	switch {
+	case o.highNew > o.highOld:
+		return true
+	case o.lowNew >= 0 && o.lowNew < o.lowOld:
+		return false
+	}
+	return start == 0
+}
+
+// window is the ordinal window [start, top] this pass asks for: while rolling (and the
+// region's turn), moved past the drained old gateways at its trailing edge and widened by the
+// surge on its leading edge; always covering every undrained gateway.
+func (o gatewayObs) window(v RoleView, surge int32, up, moving bool) (start, top int32) {
+	n, s := v.Replicas, v.Start
+	start, top = s, s+n-1
+	if moving {
+		drainedOld := func(ord int32) bool {
+			p, ok := o.present[ord]
+			return ok && p.Revision != v.Revision && p.Drained
+		}
+		if up {
+			k := int32(0) // drained old gateways at the trailing (low) edge
+			for drainedOld(s + k) {
+				k++
+			}
+			start = s + k
+			// Widened by the surge, but by no more than the old gateways left: a new
+			// gateway beyond that would be extra at the end and drained again.
+			top = start + n - 1 + min(surge, oldLeft(o.old, start, o.highAll))
+		} else {
+			k := int32(0) // drained old gateways at the trailing (high) edge
+			for drainedOld(o.highAll - k) {
+				k++
+			}
+			top = o.highAll - k
+			start = max(0, top-(n+min(surge, oldLeft(o.old, 0, top)))+1)
+		}
+	}
+	// Never drop a gateway that still has to be drained: the window covers every undrained pod.
+	for _, p := range o.pods {
+		if !p.Drained {
+			start, top = min(start, p.Ordinal), max(top, p.Ordinal)
+		}
+	}
+	if !moving {
+		start = min(start, s) // only a rollout moves the window's start
+	}
+	return start, top
+}
+
+// windowState is what the window [start, top] holds.
+type windowState struct {
+	unready, unreadyNew int32 // not Ready or missing; of those, at the new revision
+	excess              []PodView
+	drainedInside       []PodView
+	removing            int // drained gateways outside it (and those the observed window left)
+}
+
+func (o gatewayObs) inWindow(v RoleView, start, top int32, rolling bool) windowState {
+	w := windowState{removing: o.leaving}
+	for ord := start; ord <= top; ord++ {
+		p, ok := o.present[ord]
+		switch {
+		case !ok:
+			w.unready++
+			w.unreadyNew++
+		case !p.Ready:
+			w.unready++
+			if p.Revision == v.Revision {
+				w.unreadyNew++
+			}
+		}
+		if ok && p.Drained {
+			w.drainedInside = append(w.drainedInside, p)
+		}
+		if ok && !rolling && ord >= start+v.Replicas && !p.Draining {
+			w.excess = append(w.excess, p)
+		}
+	}
+	for _, p := range o.pods {
+		if p.Drained && (p.Ordinal < start || p.Ordinal > top) {
+			w.removing++
+		}
+	}
+	return w
+}
+
+// waitingTurn says what a region's gateways wait for while another region or role rolls.
+func waitingTurn(rolling bool, st roleStep, n, replicas int32) string {
+	switch {
+	case rolling:
+		return fmt.Sprintf("%d gateways at an old revision wait their turn", st.old)
+	case st.unready > 0:
+		return fmt.Sprintf("%d of %d gateways not Ready", st.unready, n)
+	}
+	return fmt.Sprintf("%d extra gateways wait to be drained", replicas-n)
+}
+
+// drainOrder sorts old gateways for draining: unready ones first (they serve nobody), then
+// from the edge the window leaves (the lowest ordinals going up, the highest going down).
+func drainOrder(old []PodView, up bool) []PodView {
+	sort.SliceStable(old, func(i, j int) bool {
+		if old[i].Ready != old[j].Ready {
+			return !old[i].Ready
+		}
+		if up {
+			return old[i].Ordinal < old[j].Ordinal
+		}
+		return old[i].Ordinal > old[j].Ordinal
+	})
+	return old
 }
 
 // oldLeft counts the gateways at an old revision, not yet drained, in [lo, hi].
