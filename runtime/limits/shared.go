@@ -21,13 +21,19 @@ type Limiter interface {
 // decides (a send must not wait on a slow Redis).
 const sharedTimeout = 50 * time.Millisecond
 
+// sharedBackoff is how long after a failed check the local bucket decides
+// alone, so a Redis that drops packets costs one timeout per second, not one
+// per request (like the session registry's, server.routeRegistry).
+const sharedBackoff = time.Second
+
 // Shared is a per-user budget kept in Redis, so that it holds across every
 // gateway of a region (issue 14: a user connected to two gateways had twice
 // the budget). It is GCRA by github.com/go-redis/redis_rate, one Lua call
 // per Allow, under keys "rate:<prefix><user>". A local *Users bucket of the
 // same rate and burst answers first — a refusal costs no round trip, and a
 // user within budget on this gateway is checked region-wide — and decides
-// alone while Redis fails (each failure logged at most every 10 s), so an
+// alone while Redis fails (for a second after each failure, logged at most
+// every 10 s), so an
 // outage loosens the budget to per gateway, as before, rather than refusing
 // everyone. It is safe for concurrent use.
 type Shared struct {
@@ -38,6 +44,7 @@ type Shared struct {
 	off    bool // perSecond <= 0: no limit
 	log    *slog.Logger
 	warned atomic.Int64 // unix ns of the last failure logged
+	failed atomic.Int64 // unix ns of the last failed check (sharedBackoff)
 }
 
 // NewShared returns a budget of perSecond tokens per second and burst at
@@ -64,12 +71,17 @@ func (s *Shared) Allow(user string) (bool, time.Duration) {
 	if ok, wait := s.local.Allow(user); !ok {
 		return false, wait
 	}
+	if time.Now().UnixNano()-s.failed.Load() < int64(sharedBackoff) {
+		return true, 0 // Redis failed just now: the local bucket decides
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
 	defer cancel()
 	res, err := s.lim.Allow(ctx, s.prefix+user, s.limit)
 	if err != nil {
-		if now, last := time.Now().UnixNano(), s.warned.Load(); now-last >= int64(10*time.Second) && s.warned.CompareAndSwap(last, now) {
-			s.log.Warn("shared budget unavailable; this gateway's budget decides", "err", err)
+		now := time.Now().UnixNano()
+		s.failed.Store(now)
+		if last := s.warned.Load(); now-last >= int64(10*time.Second) && s.warned.CompareAndSwap(last, now) {
+			s.log.Warn("shared budget unavailable; this gateway's budget decides for a second", "err", err)
 		}
 		return true, 0 // the local bucket already allowed it
 	}

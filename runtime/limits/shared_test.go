@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,4 +93,31 @@ func TestSharedFallsBackToLocal(t *testing.T) {
 	if allowed != 3 {
 		t.Fatalf("allowed %d with Redis down, want the local burst of 3", allowed)
 	}
+	// After a failure Redis is not asked for a second: a Redis that drops
+	// packets costs one timeout, not one per request.
+	var asked atomic.Int64
+	c.AddHook(countHook{&asked})
+	s2 := limits.NewShared(c, randomPrefix(), 1000, 1000)
+	for range 100 {
+		if ok, _ := s2.Allow("carol"); !ok {
+			t.Fatal("refused within the local budget while Redis is down")
+		}
+	}
+	if n := asked.Load(); n != 1 {
+		t.Errorf("Redis was asked %d times for 100 checks within a second of a failure, want 1", n)
+	}
+}
+
+// countHook counts the commands (scripts included) a client sends.
+type countHook struct{ n *atomic.Int64 }
+
+func (countHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (h countHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (countHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return next
 }
