@@ -152,6 +152,9 @@ func (q *Queries) History(ctx context.Context, userID string, h *parleyv1.Histor
 		clear(msgs[len(kept):])
 		msgs, more = kept, true
 	}
+	if err := q.fillQuotes(ctx, h.GetConversationId(), msgs, m.JoinedSeq); err != nil {
+		return nil, err
+	}
 	return &parleyv1.HistoryResult{ConversationId: h.GetConversationId(), Messages: msgs, HasMore: more, JoinedSeq: m.JoinedSeq}, nil
 }
 
@@ -315,6 +318,9 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 				last = prev
 			}
 		}
+		if err := q.fillQuotes(ctx, id, []*parleyv1.Message{last}, m.JoinedSeq); err != nil {
+			return nil, err
+		}
 		cs.LastMessage = last
 	}
 	if withPage && head > cursor {
@@ -334,9 +340,57 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 			clear(msgs[len(kept):])
 			msgs, more = kept, true
 		}
+		if err := q.fillQuotes(ctx, id, msgs, m.JoinedSeq); err != nil {
+			return nil, err
+		}
 		cs.Messages, cs.HasMore = msgs, more
 	}
 	return cs, nil
+}
+
+// fillQuotes gives each reply among msgs (nil entries are skipped) the text
+// of the message it quotes as that message is now: a stored reply keeps only
+// the seq, sender and media flag of its original (chat.StoredQuote), so an
+// edit of the original shows in its quotes and a delete leaves no copy of
+// the text anywhere. Cut to MaxQuoteRunes; deleted set for a deleted
+// original; no text for an original from before the reader joined (joined:
+// the reader's joined_seq; it never saw it). Originals among msgs are used
+// as they are, the others read once each.
+func (q *Queries) fillQuotes(ctx context.Context, conv string, msgs []*parleyv1.Message, joined uint64) error {
+	var bySeq, read map[uint64]*parleyv1.Message
+	for _, m := range msgs {
+		qt := m.GetReplyTo()
+		if qt == nil || qt.GetText() != "" {
+			continue
+		}
+		if qt.GetSeq() < joined {
+			continue
+		}
+		if bySeq == nil {
+			bySeq, read = make(map[uint64]*parleyv1.Message, len(msgs)), map[uint64]*parleyv1.Message{}
+			for _, o := range msgs {
+				if o != nil {
+					bySeq[o.GetSeq()] = o
+				}
+			}
+		}
+		orig := bySeq[qt.GetSeq()]
+		if orig == nil {
+			orig = read[qt.GetSeq()]
+		}
+		if orig == nil {
+			o, err := q.st.Message(ctx, conv, qt.GetSeq())
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return storeErr(q.log, "quoted message", conv, err)
+			}
+			orig, read[qt.GetSeq()] = o, o
+		}
+		FillQuote(qt, orig)
+	}
+	return nil
 }
 
 // unreadScan bounds the messages one conversation's unread count reads.

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -15,10 +16,11 @@ func replyRec(user, conv, cmid, text string, replyTo uint64) *parleyv1.IngressRe
 		Send: &parleyv1.Send{ConversationId: conv, ClientMsgId: cmid, Content: &parleyv1.Send_Text{Text: text}, ReplyTo: replyTo}}}
 }
 
-// TestReplies (issue 13): a reply stores and pushes a quote of the message it
-// answers (cut to MaxQuoteRunes, taken when sequenced), also of a message
-// earlier in the same batch; bad reply_to values get their codes and store
-// nothing.
+// TestReplies (issue 13): a reply pushes and answers a quote of the message
+// it answers (cut to MaxQuoteRunes); the stored reply keeps no copy of the
+// text — history fills it from the original as it is now, so an edit shows
+// and a delete leaves nothing behind; a member cannot quote what was sent
+// before it joined; bad reply_to values get their codes and store nothing.
 func TestReplies(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
@@ -35,8 +37,28 @@ func TestReplies(t *testing.T) {
 	}
 	seq := rep.GetSendOk().GetSeq()
 	want := &parleyv1.Quote{Seq: orig, SenderId: "alice", Text: strings.Repeat("é", MaxQuoteRunes)}
-	if m := e.message(t, conv, seq); !proto.Equal(m.GetReplyTo(), want) || m.GetText() != "agreed" {
-		t.Fatalf("stored reply %v, want quote %v", m, want)
+	if q := rep.GetSendOk().GetReplyTo(); !proto.Equal(q, want) {
+		t.Fatalf("send_ok quote %v, want %v", q, want)
+	}
+	if m := e.message(t, conv, seq); !proto.Equal(m.GetReplyTo(), &parleyv1.Quote{Seq: orig, SenderId: "alice"}) || m.GetText() != "agreed" {
+		t.Fatalf("stored reply %v, want a quote of seq and sender only", m)
+	}
+	quoteInHistory := func(user string, seq uint64) *parleyv1.Quote {
+		t.Helper()
+		h, err := e.q.History(e.ctx, user, &parleyv1.History{ConversationId: conv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range h.GetMessages() {
+			if m.GetSeq() == seq {
+				return m.GetReplyTo()
+			}
+		}
+		t.Fatalf("seq %d not in %s's history", seq, user)
+		return nil
+	}
+	if q := quoteInHistory("alice", seq); !proto.Equal(q, want) {
+		t.Fatalf("history quote %v, want %v", q, want)
 	}
 	waitFor(t, "alice gets the reply with its quote", func() bool {
 		for _, d := range e.pushes(0, "alice", isMessage(seq)) {
@@ -51,9 +73,18 @@ func TestReplies(t *testing.T) {
 	if rep, err := e.call(replyRec("bob", conv, "b1", "agreed", orig)); err != nil || rep.GetSendOk().GetSeq() != seq {
 		t.Fatalf("retried reply: %v %v", rep, err)
 	}
-	// A deleted original is quoted as deleted, without text.
+	// An edit of the original shows in the quote; a delete leaves no copy.
+	if _, err := e.call(editRec("alice", conv, orig, "lunch at one")); err != nil {
+		t.Fatal(err)
+	}
+	if q := quoteInHistory("bob", seq); q.GetText() != "lunch at one" {
+		t.Fatalf("quote after the edit %v, want the edited text", q)
+	}
 	if _, err := e.call(deleteRec("alice", conv, orig)); err != nil {
 		t.Fatal(err)
+	}
+	if q := quoteInHistory("bob", seq); !q.GetDeleted() || q.GetText() != "" {
+		t.Fatalf("quote after the delete %v, want deleted without text", q)
 	}
 	rep, err = e.call(replyRec("bob", conv, "b2", "what did it say?", orig))
 	if err != nil {
@@ -81,6 +112,17 @@ func TestReplies(t *testing.T) {
 	if _, err := e.call(replyRec("carol", conv, "c1", "x", orig)); code(err) != wire.CodeNotMember {
 		t.Errorf("a non-member's reply: %v, want %s", err, wire.CodeNotMember)
 	}
+	// Carol joins now: what came before is not hers to quote (not even
+	// whether a seq holds a message or an event).
+	if _, err := e.call(addRec("alice", conv, "carol")); err != nil {
+		t.Fatal(err)
+	}
+	for _, rt := range []uint64{1, orig, seq} {
+		if _, err := e.call(replyRec("carol", conv, fmt.Sprintf("c-%d", rt), "x", rt)); code(err) != wire.CodeNotFound {
+			t.Errorf("carol (joined after) replying to %d: %v, want %s", rt, err, wire.CodeNotFound)
+		}
+	}
+	head = e.head(t, conv)
 	// A DM that does not exist yet has nothing to answer: refused, and not created.
 	dm := DMID("alice", "dave")
 	if _, err := e.call(replyRec("dave", dm, "d1", "x", 1)); code(err) != wire.CodeInvalid {

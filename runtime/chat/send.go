@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
@@ -69,7 +71,7 @@ func (c *conversation) sends(ctx context.Context, jobs []*job, out *Batch) {
 			}
 		}
 		began := time.Now()
-		err = s.st.Append(ctx, c.id, plan.msgs)
+		err = s.st.Append(ctx, c.id, forStorage(plan.msgs))
 		s.cfg.Metrics.ObserveStage(metrics.StageAppend, time.Since(began))
 		if errors.Is(err, store.ErrSeqTaken) && attempt+1 < maxAppendAttempts {
 			s.log.Info("seq taken; reloading conversation", "conversation", c.id, "seq", plan.msgs[0].GetSeq())
@@ -135,12 +137,19 @@ const MaxQuoteRunes = 100
 // (q) or the ones planned before it in this batch (planned, consecutive from
 // head+1), or the error the send is answered with: invalid when rt is after
 // the last seq (head, batch included) or names a system, edit or delete
-// event; not_found when there is no message at rt.
-func (c *conversation) quote(rt, head uint64, stored uint64, planned []*parleyv1.Message, q quoted) (*parleyv1.Quote, error) {
+// event; not_found when there is no message at rt or it is before the
+// sender joined (joined: a member sees nothing from before it joined, not
+// even through a quote). The quote's text is for the push and the answer
+// only: the stored reply keeps none (StoredQuote), readers get the
+// original's current text (Queries.fillQuotes), so an edit shows and a
+// delete leaves no copy behind.
+func (c *conversation) quote(rt, head, stored, joined uint64, planned []*parleyv1.Message, q quoted) (*parleyv1.Quote, error) {
 	var m *parleyv1.Message
 	switch {
 	case rt > head:
 		return nil, wire.Errorf(wire.CodeInvalid, "reply_to %d is after the conversation's last message (seq %d)", rt, head)
+	case rt < joined:
+		return nil, wire.Errorf(wire.CodeNotFound, "reply_to %d: no message at that seq in %s", rt, c.id)
 	case rt > stored:
 		for _, pm := range planned {
 			if pm.GetSeq() == rt {
@@ -163,13 +172,48 @@ func (c *conversation) quote(rt, head uint64, stored uint64, planned []*parleyv1
 	switch m.GetKind() {
 	case parleyv1.MessageKind_MESSAGE_KIND_TEXT, parleyv1.MessageKind_MESSAGE_KIND_MEDIA:
 	default:
-		return nil, wire.Errorf(wire.CodeInvalid, "reply_to %d is a %s event, not a message", rt, strings.ToLower(strings.TrimPrefix(m.GetKind().String(), "MESSAGE_KIND_")))
+		return nil, wire.Errorf(wire.CodeInvalid, "reply_to %d is a system event (%s), not a message", rt, strings.ToLower(strings.TrimPrefix(m.GetKind().String(), "MESSAGE_KIND_")))
 	}
-	qt := &parleyv1.Quote{Seq: rt, SenderId: m.GetSenderId(), Media: m.GetMedia() != nil, Deleted: m.GetDeleted()}
-	if !m.GetDeleted() {
-		qt.Text = cutRunes(m.GetText(), MaxQuoteRunes)
-	}
+	qt := &parleyv1.Quote{Seq: rt, SenderId: m.GetSenderId()}
+	FillQuote(qt, m)
 	return qt, nil
+}
+
+// FillQuote sets qt's text and flags from orig, the message it quotes as it
+// is now: media, deleted (then no text), else the text cut to MaxQuoteRunes.
+func FillQuote(qt *parleyv1.Quote, orig *parleyv1.Message) {
+	qt.Media, qt.Deleted = orig.GetMedia() != nil, orig.GetDeleted()
+	qt.Text = ""
+	if !orig.GetDeleted() {
+		qt.Text = cutRunes(orig.GetText(), MaxQuoteRunes)
+	}
+}
+
+// forStorage returns msgs as they are stored: a reply's quote without its
+// text (readers fill it from the original, Queries.fillQuotes), so no copy
+// of a message's text outlives its delete. msgs are not modified; when no
+// quote carries text, msgs itself is returned.
+func forStorage(msgs []*parleyv1.Message) []*parleyv1.Message {
+	var out []*parleyv1.Message
+	for i, m := range msgs {
+		if m.GetReplyTo().GetText() == "" {
+			if out != nil {
+				out[i] = m
+			}
+			continue
+		}
+		if out == nil {
+			out = make([]*parleyv1.Message, len(msgs))
+			copy(out, msgs[:i])
+		}
+		c := proto.CloneOf(m)
+		c.ReplyTo.Text = ""
+		out[i] = c
+	}
+	if out == nil {
+		return msgs
+	}
+	return out
 }
 
 // cutRunes returns s cut to at most n runes.
@@ -233,7 +277,11 @@ func (c *conversation) plan(state *convState, jobs []*job, quotes quoted) *sendP
 		var qt *parleyv1.Quote
 		if rt := send.GetReplyTo(); rt > 0 {
 			var err error
-			if qt, err = c.quote(rt, seq, state.head, p.msgs, quotes); err != nil {
+			joined := uint64(1) // the sender of a DM this batch creates
+			if mb, ok := state.members[user]; ok {
+				joined = mb.JoinedSeq
+			}
+			if qt, err = c.quote(rt, seq, state.head, joined, p.msgs, quotes); err != nil {
 				o.err = err
 				continue
 			}

@@ -685,7 +685,8 @@ type Send struct {
 	// The seq of the message this one replies to, in the same conversation
 	// (0: not a reply). It must be a text or media message at or below the
 	// conversation's last seq: a future seq, a system event or an edit/delete
-	// event is invalid_argument, a seq with no message not_found. The stored
+	// event is invalid_argument, a seq with no message (or from before the
+	// sender joined) not_found. The stored
 	// message carries a quote of it (Message.reply_to).
 	ReplyTo       uint64 `protobuf:"varint,5,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -784,9 +785,11 @@ func (*Send_Text) isSend_Content() {}
 
 func (*Send_Media) isSend_Content() {}
 
-// Quote is what a reply shows of the message it answers, taken when the
-// reply is sequenced (a later edit or delete of the original does not change
-// it; the client may look the original up by seq).
+// Quote is what a reply shows of the message it answers. The stored reply
+// keeps only seq, sender_id and media; text and deleted are the original's
+// as it is when the reply is pushed or read, so an edit of the original shows
+// in its quotes and a delete leaves no copy of its text. A reader who joined
+// after the original gets no text.
 type Quote struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Seq      uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
