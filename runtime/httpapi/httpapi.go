@@ -292,7 +292,11 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, c auth.Claims) error 
 	if b.ReplyTo != "" {
 		rt, err := strconv.ParseUint(string(b.ReplyTo), 10, 64)
 		if err != nil {
-			return wire.Errorf(wire.CodeInvalid, "reply_to must be the seq of a message (a positive integer, as a number or a string), got %q", string(b.ReplyTo))
+			got := string(b.ReplyTo)
+			if len(got) > 32 {
+				got = got[:32] + "…"
+			}
+			return wire.Errorf(wire.CodeInvalid, "reply_to must be the seq of a message (an integer, as a number or a string), got %q", got)
 		}
 		s.ReplyTo = rt
 	}

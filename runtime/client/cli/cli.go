@@ -645,10 +645,10 @@ func (s *session) event(ev client.Event) {
 // answers (FormatQuote), then m's line (FormatMessage) numbered with its seq,
 // the number /reply takes.
 func (s *session) show(m *parleyv1.Message) {
-	if q := FormatQuote(m); q != "" {
-		s.printf("%s", q)
-	}
 	s.printf("#%d %s", m.GetSeq(), FormatMessage(m))
+	if q := FormatQuote(m); q != "" {
+		s.printf("%s", q) // under the reply it belongs to
+	}
 	s.noteMine(m)
 }
 
@@ -796,7 +796,7 @@ func FormatMessage(m *parleyv1.Message) string {
 var quoteNewlines = strings.NewReplacer("\r\n", " ", "\n", " ")
 
 // FormatQuote renders what a reply answers as the line printed before it:
-// "  ↳ reply to #7 alice: the original text" ("(attachment)" for media,
+// "  ↳ in reply to #7 alice: the original text" ("(attachment)" for media,
 // "(deleted)" for a message deleted before the reply), sanitised and on one
 // line. It is "" for a message that is not a reply, or is deleted.
 func FormatQuote(m *parleyv1.Message) string {
@@ -804,7 +804,7 @@ func FormatQuote(m *parleyv1.Message) string {
 	if q == nil || m.GetDeleted() {
 		return ""
 	}
-	line := fmt.Sprintf("  ↳ reply to #%d", q.GetSeq())
+	line := fmt.Sprintf("  ↳ in reply to #%d", q.GetSeq())
 	if q.GetSenderId() != "" {
 		line += " " + Sanitize(q.GetSenderId())
 	}

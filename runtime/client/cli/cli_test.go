@@ -99,10 +99,10 @@ func TestFormat(t *testing.T) {
 		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "bob", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, Members: []string{"bob"}}), "[g:1] * bob left"},
 		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, Members: []string{"bob"}}), "[g:1] * alice removed bob"},
 		{FormatMessage(&parleyv1.Message{ConversationId: "c", SenderId: "a", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEDIA, Media: &parleyv1.Media{Url: "https://x/y.png", Mime: "image/png", Size: 10}}), "[c] a sent https://x/y.png (image/png, 10 bytes)"},
-		{FormatQuote(&parleyv1.Message{ConversationId: "c", SenderId: "bob", Text: "yes", ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Text: "lunch?\nat noon"}}), "  ↳ reply to #7 alice: lunch? at noon"},
-		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Media: true}}), "  ↳ reply to #7 alice: (attachment)"},
-		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Deleted: true}}), "  ↳ reply to #7 alice: (deleted)"},
-		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "a\x1b[2Jb", Text: "x\x1b]0;t\x07\u202E"}}), `  ↳ reply to #7 a\x1b[2Jb: x\x1b]0;t\x07<U+202E>`},
+		{FormatQuote(&parleyv1.Message{ConversationId: "c", SenderId: "bob", Text: "yes", ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Text: "lunch?\nat noon"}}), "  ↳ in reply to #7 alice: lunch? at noon"},
+		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Media: true}}), "  ↳ in reply to #7 alice: (attachment)"},
+		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Deleted: true}}), "  ↳ in reply to #7 alice: (deleted)"},
+		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "a\x1b[2Jb", Text: "x\x1b]0;t\x07\u202E"}}), `  ↳ in reply to #7 a\x1b[2Jb: x\x1b]0;t\x07<U+202E>`},
 		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Text: "hi"}, Deleted: true}), ""},
 		{FormatQuote(&parleyv1.Message{Text: "not a reply"}), ""},
 		{FormatReceipt(&parleyv1.Receipt{ConversationId: "c", UserId: "bob", Kind: parleyv1.ReceiptKind_RECEIPT_KIND_DELIVERED, Seq: 3}, "alice"), "[c] ✓ delivered to bob up to #3"},
@@ -322,7 +322,7 @@ func TestRunReply(t *testing.T) {
 	}
 	alice.expect("#1 [dm:alice:bob] bob: lunch?\n    │ noon or one\n")
 	alice.send("/reply 1 noon works")
-	alice.expect("#1 [dm:alice:bob] bob: lunch?\n    │ noon or one\n  ↳ reply to #1 bob: lunch? noon or one\n#2 [dm:alice:bob] alice: noon works\n")
+	alice.expect("#1 [dm:alice:bob] bob: lunch?\n    │ noon or one\n#2 [dm:alice:bob] alice: noon works\n  ↳ in reply to #1 bob: lunch? noon or one\n")
 	var sent *parleyv1.Send
 	for _, f := range srv.Frames("alice") {
 		if snd := f.GetSend(); snd != nil && snd.GetText() == "noon works" {
@@ -337,7 +337,7 @@ func TestRunReply(t *testing.T) {
 	if _, err := bob.SendReply(ctx, "dm:alice:bob", "see you", 2); err != nil {
 		t.Fatal(err)
 	}
-	alice.expect("  ↳ reply to #2 alice: noon works\n#3 [dm:alice:bob] bob: see you\n")
+	alice.expect("#3 [dm:alice:bob] bob: see you\n  ↳ in reply to #2 alice: noon works\n")
 
 	alice.send("/reply #9 too far")
 	alice.expect("not sent: invalid: reply_to is after the last message")
@@ -346,8 +346,8 @@ func TestRunReply(t *testing.T) {
 
 	// History shows the quotes too.
 	alice.send("/join dm:alice:bob")
-	alice.expect("--- dm:alice:bob ---\n#1 [dm:alice:bob] bob: lunch?\n    │ noon or one\n  ↳ reply to #1 bob: lunch? noon or one\n" +
-		"#2 [dm:alice:bob] alice: noon works\n  ↳ reply to #2 alice: noon works\n#3 [dm:alice:bob] bob: see you\n")
+	alice.expect("--- dm:alice:bob ---\n#1 [dm:alice:bob] bob: lunch?\n    │ noon or one\n" +
+		"#2 [dm:alice:bob] alice: noon works\n  ↳ in reply to #1 bob: lunch? noon or one\n#3 [dm:alice:bob] bob: see you\n  ↳ in reply to #2 alice: noon works\n")
 	alice.send("/help")
 	alice.expect("/reply <seq> <text>")
 }

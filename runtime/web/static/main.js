@@ -117,25 +117,28 @@ function normMsg(m) {
 }
 
 // withMentions splits text into text nodes and <mark class="mention"> spans
-// for the "@user" of each mentioned member (the server decided which "@"
-// are mentions: Message.mentions); the user's own name is marked "me".
+// for the mentions the server found (Message.mentions), by the server's rule
+// (chat.Mentions): "@" at the start or after white space, the longest run of
+// id characters after it, less trailing ".", "-" or "_" until it names a
+// mentioned member. The user's own name is marked "me".
+const ID_CHAR = /[A-Za-z0-9._@-]/;
 function withMentions(text, mentions) {
   if (!mentions.length || !text.includes('@')) return [text];
   const out = [];
-  let rest = text;
-  for (;;) {
-    let at = -1;
-    let who = '';
-    for (const u of mentions) {
-      const i = rest.indexOf(`@${u}`);
-      if (i >= 0 && (at < 0 || i < at || (i === at && u.length > who.length))) { at = i; who = u; }
-    }
-    if (at < 0) break;
-    if (at > 0) out.push(rest.slice(0, at));
-    out.push(el('mark', { class: `mention${who === me() ? ' me' : ''}`, text: `@${who}` }));
-    rest = rest.slice(at + who.length + 1);
+  let from = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] !== '@' || (i > 0 && !/\s/.test(text[i - 1]))) continue;
+    let j = i + 1;
+    while (j < text.length && ID_CHAR.test(text[j])) j++;
+    let id = text.slice(i + 1, j);
+    while (id && !mentions.includes(id) && '.-_'.includes(id[id.length - 1])) id = id.slice(0, -1);
+    if (!id || !mentions.includes(id)) { i = j - 1; continue; }
+    if (i > from) out.push(text.slice(from, i));
+    out.push(el('mark', { class: `mention${id === me() ? ' me' : ''}`, text: `@${id}` }));
+    from = i + 1 + id.length;
+    i = from - 1;
   }
-  if (rest) out.push(rest);
+  if (from < text.length) out.push(text.slice(from));
   return out;
 }
 
