@@ -151,6 +151,8 @@ func (c *conversation) planChange(ctx context.Context, st *convState, rec *parle
 	ev.TargetSeq = seq
 	if edit != nil {
 		ev.Text = edit.GetText()
+		// The edited text's mentions replace the message's (members now).
+		ev.Mentions = Mentions(ev.Text, func(u string) bool { _, ok := st.members[u]; return ok })
 	}
 	return ev, nil, nil
 }

@@ -77,6 +77,22 @@ func TestMentionsStoredAndCounted(t *testing.T) {
 	if u, m := state("bob"); u != 3 || m != 2 {
 		t.Errorf("bob: unread %d mentions %d, want 3 and 2", u, m)
 	}
+	// An edit that drops @bob drops the mention; one that adds it adds it.
+	if _, err := e.call(editRec("carol", conv, last, "anyone?")); err != nil {
+		t.Fatal(err)
+	}
+	if u, m := state("bob"); u != 3 || m != 1 {
+		t.Errorf("bob after carol's edit: unread %d mentions %d, want 3 and 1", u, m)
+	}
+	if got := e.message(t, conv, last).GetMentions(); len(got) != 0 {
+		t.Errorf("edited message keeps mentions %q", got)
+	}
+	if _, err := e.call(editRec("carol", conv, last, "anyone? @bob")); err != nil {
+		t.Fatal(err)
+	}
+	if u, m := state("bob"); u != 3 || m != 2 {
+		t.Errorf("bob after carol's second edit: unread %d mentions %d, want 3 and 2", u, m)
+	}
 	if u, m := state("carol"); u != 2 || m != 1 {
 		t.Errorf("carol: unread %d mentions %d, want 2 and 1 (her own message is not unread)", u, m)
 	}

@@ -195,9 +195,9 @@ func IsChange(k parleyv1.MessageKind) bool {
 // changes nothing: target is not a text or media message, ev is not a
 // change of it, or a change at ev's seq or later already applied
 // (target.ChangeSeq >= ev.Seq, so a replay never undoes a later change).
-// EDITED sets the text and edited_at (ev's created_at) of a text message
-// that is not deleted; DELETED clears text, media, a reply's quote and the
-// mentions and sets deleted.
+// EDITED sets the text, the mentions and edited_at (ev's created_at) of a
+// text message that is not deleted; DELETED clears text, media, a reply's
+// quote and the mentions and sets deleted.
 // Both set change_seq to ev's seq. target is not modified.
 func Changed(target, ev *parleyv1.Message) *parleyv1.Message {
 	k := target.GetKind()
@@ -213,7 +213,7 @@ func Changed(target, ev *parleyv1.Message) *parleyv1.Message {
 		if target.GetDeleted() || k != parleyv1.MessageKind_MESSAGE_KIND_TEXT {
 			return nil
 		}
-		out.Text, out.EditedAt = ev.GetText(), ev.GetCreatedAt()
+		out.Text, out.EditedAt, out.Mentions = ev.GetText(), ev.GetCreatedAt(), ev.GetMentions()
 	case parleyv1.MessageKind_MESSAGE_KIND_DELETED:
 		out.Text, out.Media, out.ReplyTo, out.Mentions, out.Deleted = "", nil, nil, nil, true
 	default:

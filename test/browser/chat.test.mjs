@@ -220,6 +220,17 @@ describe('web client', () => {
     await alice.locator(`#msg-list li.msg.flash[data-seq="${seq}"]`).waitFor();
     await shot(alice, 'desktop-reply');
     await shot(bob, 'phone-reply');
+    // Alice edits the original: the quote on bob's side follows it.
+    const orig = message(alice, 'original message');
+    await orig.hover();
+    await orig.getByRole('button', { name: 'Edit this message' }).click();
+    await alice.getByLabel('Message', { exact: true }).fill('original message, edited');
+    await alice.keyboard.press('Enter');
+    await message(bob, 'my reply').locator('.quote .q-text', { hasText: 'original message, edited' }).waitFor();
+    // After a reload the server fills the quote from the original as it is now.
+    const stored2 = (await server.rest('GET', '/v1/history/dm:alice:bob?limit=50', { token: await server.token('bob') }))
+      .messages.find((m) => m.text === 'my reply');
+    assert.equal(stored2.reply_to.text, 'original message, edited');
   });
 
   step('a mention of bob is marked in his list and in the text', async () => {

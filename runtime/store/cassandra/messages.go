@@ -504,16 +504,18 @@ func (s *Store) applyChange(ctx context.Context, conv string, ev *parleyv1.Messa
 		if p := target.GetChangeSeq(); p != 0 {
 			prev = int64(p)
 		}
-		// A delete clears a reply's quote and the mentions (null cells);
-		// an edit leaves them (unset).
+		// A delete clears a reply's quote (a null cell); an edit leaves it
+		// (unset). Mentions become the updated message's: the edited
+		// text's, none after a delete.
 		var reply, mentions any = gocql.UnsetValue, gocql.UnsetValue
-		if upd.GetDeleted() {
-			if target.GetReplyTo() != nil {
-				reply = nil
-			}
-			if len(target.GetMentions()) > 0 {
-				mentions = nil
-			}
+		if upd.GetDeleted() && target.GetReplyTo() != nil {
+			reply = nil
+		}
+		switch {
+		case len(upd.GetMentions()) > 0:
+			mentions = upd.GetMentions()
+		case len(target.GetMentions()) > 0:
+			mentions = nil
 		}
 		seq := upd.GetSeq()
 		q := s.sess.Query(s.stmt.changeMessage, upd.GetText(), media, unsetIfZero(upd.GetEditedAt()), upd.GetDeleted(),

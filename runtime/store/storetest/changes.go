@@ -43,16 +43,18 @@ func wantMessage(t *testing.T, s store.MessageStore, conv string, want *parleyv1
 	}
 }
 
-// testChangeEdit: an EDITED event rewrites its target's text, sets
-// edited_at and change_seq, and keeps the text only in the newest version.
+// testChangeEdit: an EDITED event rewrites its target's text and mentions,
+// sets edited_at and change_seq, and keeps the text only in the newest
+// version.
 func testChangeEdit(t *testing.T, s store.MessageStore) {
 	conv := newConv()
 	appendRange(t, s, conv, 1, 3, 3)
 	e4 := changeMsg(conv, 4, 2, "second, edited")
+	e4.Mentions = []string{"bob"} // the edited text's mentions replace the message's
 	mustAppend(t, s, conv, e4)
 
 	want := textMsg(conv, 2)
-	want.Text, want.EditedAt, want.ChangeSeq = "second, edited", e4.GetCreatedAt(), 4
+	want.Text, want.EditedAt, want.ChangeSeq, want.Mentions = "second, edited", e4.GetCreatedAt(), 4, []string{"bob"}
 	wantMessage(t, s, conv, want)
 	wantMessage(t, s, conv, e4) // the newest edit keeps its text
 	wantMessage(t, s, conv, textMsg(conv, 1))
@@ -60,7 +62,7 @@ func testChangeEdit(t *testing.T, s store.MessageStore) {
 
 	e5 := changeMsg(conv, 5, 2, "second, edited twice")
 	mustAppend(t, s, conv, e5)
-	want.Text, want.EditedAt, want.ChangeSeq = "second, edited twice", e5.GetCreatedAt(), 5
+	want.Text, want.EditedAt, want.ChangeSeq, want.Mentions = "second, edited twice", e5.GetCreatedAt(), 5, nil
 	wantMessage(t, s, conv, want)
 	wantMessage(t, s, conv, e5)
 	old := proto.CloneOf(e4)

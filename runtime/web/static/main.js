@@ -176,9 +176,12 @@ function applyChangeTo(t, m) {
     t.deleted = true;
     t.text = '';
     t.media = null;
+    t.mentions = [];
+    t.replyTo = null;
   } else if (!t.deleted) {
     t.text = m.text;
     t.editedAt = m.at;
+    t.mentions = m.mentions; // the edited text's
   }
 }
 
@@ -186,6 +189,18 @@ function applyChangeTo(t, m) {
 // server's history already has it so; a live event arrives first).
 function applyChange(c, m) {
   if (c.last && c.last.seq === m.target && c.last !== c.msgs.get(m.target)) applyChangeTo(c.last, m); // the list's preview
+  // Quotes show the original as it is now (the server fills them so on
+  // every read): loaded replies to it follow the edit or delete.
+  for (const r of c.msgs.values()) {
+    if (!r.replyTo || r.replyTo.seq !== m.target) continue;
+    if (m.kind === 'MESSAGE_KIND_DELETED') Object.assign(r.replyTo, { deleted: true, text: '' });
+    else if (!r.replyTo.deleted) r.replyTo.text = [...m.text].slice(0, QUOTE_RUNES).join('');
+    const re = msgEls.get(`s${r.seq}`);
+    if (re) {
+      re.remove();
+      msgEls.delete(`s${r.seq}`);
+    }
+  }
   const t = c.msgs.get(m.target);
   if (!t) return;
   applyChangeTo(t, m);
