@@ -290,15 +290,18 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, c auth.Claims) error 
 	}
 	s := &parleyv1.Send{ConversationId: b.ConversationID, ClientMsgId: b.ClientMsgID}
 	if b.ReplyTo != "" {
-		rt, err := strconv.ParseUint(string(b.ReplyTo), 10, 64)
-		if err != nil {
+		// Parsed as the WebSocket's JSON subprotocol parses it (protojson:
+		// a number or a string; 3, "3" and 3.0 are the same seq), so both
+		// entry points take the same values.
+		var rt parleyv1.Send
+		if err := protojson.Unmarshal([]byte(`{"reply_to":`+string(b.ReplyTo)+`}`), &rt); err != nil {
 			got := string(b.ReplyTo)
 			if len(got) > 32 {
 				got = got[:32] + "…"
 			}
-			return wire.Errorf(wire.CodeInvalid, "reply_to must be the seq of a message (an integer, as a number or a string), got %q", got)
+			return wire.Errorf(wire.CodeInvalid, "reply_to must be the seq of a message (a non-negative integer, as a number or a string), got %s", got)
 		}
-		s.ReplyTo = rt
+		s.ReplyTo = rt.GetReplyTo()
 	}
 	if b.Media != nil {
 		s.Content = &parleyv1.Send_Media{Media: &parleyv1.Media{Url: b.Media.URL, Mime: b.Media.Mime, Size: b.Media.Size}}

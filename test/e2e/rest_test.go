@@ -134,6 +134,11 @@ func TestReplies(t *testing.T) {
 		t.Fatalf("history has %d replies quoting seq %d, want 2: %v", replies, orig.GetSeq(), hist.GetMessages())
 	}
 
+	// The same values as the WebSocket's JSON: 1.0 is seq 1 (here, the DM's
+	// creation event: invalid, not a parse error).
+	if status, body := do(`{"conversation_id":"dm:alice:bob","client_msg_id":"r5","text":"x","reply_to":1.0}`); status != http.StatusBadRequest || !strings.Contains(body, "system event") {
+		t.Errorf("reply_to 1.0 = %d %s, want 400 naming the system event at seq 1", status, body)
+	}
 	for _, tc := range []struct{ body, code string }{
 		{`{"conversation_id":"dm:alice:bob","client_msg_id":"r2","text":"x","reply_to":"soon"}`, wire.CodeInvalid},
 		{`{"conversation_id":"dm:alice:bob","client_msg_id":"r3","text":"x","reply_to":-1}`, wire.CodeInvalid},
