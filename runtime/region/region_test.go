@@ -338,22 +338,7 @@ func TestPartitionAccepted(t *testing.T) {
 		w.waitPushed(t, "us", "bob", fmt.Sprintf("during %d", i)) // the sender's own session
 		w.waitPushed(t, "eu", "alice", fmt.Sprintf("during %d", i))
 	}
-	msgs, _, err := w.st.Messages(w.ctx, conv, store.Page{Forward: true, Limit: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var texts []string
-	for i, m := range msgs {
-		if m.GetSeq() != uint64(i+1) {
-			t.Errorf("message %d has seq %d: seqs not dense", i, m.GetSeq())
-		}
-		if m.GetText() != "" {
-			texts = append(texts, m.GetText())
-		}
-	}
-	if want := "[before during 1 during 2 during 3 during 4 during 5]"; fmt.Sprint(texts) != want {
-		t.Errorf("stored texts = %q, want %s (each once, in order)", texts, want)
-	}
+	w.wantStoredTexts(t, conv, "[before during 1 during 2 during 3 during 4 during 5]")
 }
 
 // TestPresenceRelayed: a presence change broadcast in eu reaches us's
@@ -479,7 +464,14 @@ func TestRegionRemovedWithOutbox(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		w.waitPushed(t, "eu", "alice", fmt.Sprintf("queued %d", i))
 	}
-	msgs, _, err = w.st.Messages(w.ctx, conv, store.Page{Forward: true, Limit: 100})
+	w.wantStoredTexts(t, conv, "[before queued 1 queued 2 queued 3]")
+}
+
+// wantStoredTexts checks conv's stored log: seqs dense from 1, and the texts
+// of its messages, each once and in order, printed as want.
+func (w *world) wantStoredTexts(t *testing.T, conv, want string) {
+	t.Helper()
+	msgs, _, err := w.st.Messages(w.ctx, conv, store.Page{Forward: true, Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,7 +484,7 @@ func TestRegionRemovedWithOutbox(t *testing.T) {
 			texts = append(texts, m.GetText())
 		}
 	}
-	if want := "[before queued 1 queued 2 queued 3]"; fmt.Sprint(texts) != want {
+	if fmt.Sprint(texts) != want {
 		t.Errorf("stored texts = %q, want %s (each once, in order)", texts, want)
 	}
 }

@@ -84,16 +84,11 @@ func encodeRow(conv string, m *parleyv1.Message) (row, error) {
 		media = append([]byte{mediaFormatProto}, b...)
 		size += 1 + len(b)
 	}
-	var members any = gocql.UnsetValue
-	if len(m.GetMembers()) > 0 {
-		for _, u := range m.GetMembers() {
-			if err := checkID("member", u); err != nil {
-				return row{}, err
-			}
-			size += 4 + len(u)
-		}
-		members = m.GetMembers()
+	members, n, err := idList("member", m.GetMembers())
+	if err != nil {
+		return row{}, err
 	}
+	size += n
 	seq := m.GetSeq()
 	if m.GetTargetSeq() > maxSeq || m.GetChangeSeq() > maxSeq {
 		return row{}, fmt.Errorf("target_seq or change_seq above %d", uint64(maxSeq))
@@ -111,21 +106,32 @@ func encodeRow(conv string, m *parleyv1.Message) (row, error) {
 		reply = b
 		size += len(b)
 	}
-	var mentions any = gocql.UnsetValue
-	if len(m.GetMentions()) > 0 {
-		for _, u := range m.GetMentions() {
-			if err := checkID("mention", u); err != nil {
-				return row{}, err
-			}
-			size += 4 + len(u)
-		}
-		mentions = m.GetMentions()
+	mentions, n, err := idList("mention", m.GetMentions())
+	if err != nil {
+		return row{}, err
 	}
+	size += n
 	return row{m: m, size: size, args: []any{
 		conv, bucketOf(seq), int64(seq), m.GetMessageId(), unsetIfEmpty(m.GetSenderId()),
 		unsetIfEmpty(m.GetClientMsgId()), int32(m.GetKind()), unsetIfEmpty(m.GetText()), media, members, unsetIfZero(m.GetCreatedAt()),
 		unsetIfZero(int64(m.GetTargetSeq())), unsetIfZero(m.GetEditedAt()), deleted, unsetIfZero(int64(m.GetChangeSeq())), reply, mentions,
 	}}, nil
+}
+
+// idList binds a frozen list of user ids (members, mentions), unset when
+// empty, after checking each (what names them in an error); n is its rough
+// encoded size.
+func idList(what string, ids []string) (v any, n int, err error) {
+	if len(ids) == 0 {
+		return gocql.UnsetValue, 0, nil
+	}
+	for _, u := range ids {
+		if err := checkID(what, u); err != nil {
+			return nil, 0, err
+		}
+		n += 4 + len(u)
+	}
+	return ids, n, nil
 }
 
 // unsetIfZero binds 0 as unset: no cell and no tombstone.
