@@ -225,14 +225,21 @@ func (st *convState) isOwner(user string) bool {
 	if _, ok := st.members[user]; !ok {
 		return false
 	}
+	return ownerOf(st.members) == user
+}
+
+// ownerOf is the owner of a group with members (isOwner's rule): the member
+// stored with store.RoleOwner, else the longest-standing one; "" without
+// members.
+func ownerOf(members map[string]store.Member) string {
 	var oldest string
-	for id, m := range st.members {
+	for id, m := range members {
 		if m.Role == store.RoleOwner {
-			return id == user
+			return id
 		}
-		if o, ok := st.members[oldest]; oldest == "" || !ok || m.JoinedSeq < o.JoinedSeq || m.JoinedSeq == o.JoinedSeq && id < oldest {
+		if o, ok := members[oldest]; oldest == "" || !ok || m.JoinedSeq < o.JoinedSeq || m.JoinedSeq == o.JoinedSeq && id < oldest {
 			oldest = id
 		}
 	}
-	return oldest == user
+	return oldest
 }

@@ -1,10 +1,12 @@
 package chat
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -55,6 +57,47 @@ func (q *Queries) CheckMember(ctx context.Context, userID, conv string) (store.M
 		return store.Member{}, wire.Errorf(wire.CodeNotMember, "not a member of %s", conv)
 	}
 	return m, nil
+}
+
+// Members returns conv's current members for userID, who must be one: the
+// owner first (store.RoleOwner, with ownership passed on by isOwner's rule
+// once the creator left), then by joined_seq; every other member has
+// store.RoleMember.
+func (q *Queries) Members(ctx context.Context, userID, conv string) ([]store.Member, error) {
+	if _, err := q.CheckMember(ctx, userID, conv); err != nil {
+		return nil, err
+	}
+	ms, err := q.st.Members(ctx, conv)
+	if err != nil {
+		return nil, storeErr(q.log, "members", conv, err)
+	}
+	byID := make(map[string]store.Member, len(ms))
+	for _, m := range ms {
+		byID[m.UserID] = m
+	}
+	owner := ""
+	if IsGroup(conv) {
+		owner = ownerOf(byID)
+	}
+	for i := range ms {
+		ms[i].Role = store.RoleMember
+		if ms[i].UserID == owner {
+			ms[i].Role = store.RoleOwner
+		}
+	}
+	slices.SortFunc(ms, func(a, b store.Member) int {
+		switch {
+		case a.Role != b.Role:
+			if a.Role == store.RoleOwner {
+				return -1
+			}
+			return 1
+		case a.JoinedSeq != b.JoinedSeq:
+			return cmp.Compare(a.JoinedSeq, b.JoinedSeq)
+		}
+		return strings.Compare(a.UserID, b.UserID)
+	})
+	return ms, nil
 }
 
 // pageLimit maps a requested page size: 0 means 50, above 200 is invalid.

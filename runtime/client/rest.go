@@ -332,6 +332,26 @@ func (r *REST) ReadBy(ctx context.Context, conv string, seq uint64) ([]Receipt, 
 	return out.Receipts, nil
 }
 
+// Member is one member of a conversation as GET
+// /v1/conversations/{id}/members answers: role "owner" or "member".
+type Member struct {
+	UserID    string `json:"user_id"`
+	Role      string `json:"role"`
+	JoinedSeq uint64 `json:"joined_seq"`
+}
+
+// Members returns conv's current members, the owner first. Errors:
+// not_member, not_found.
+func (r *REST) Members(ctx context.Context, conv string) ([]Member, error) {
+	var out struct {
+		Members []Member `json:"members"`
+	}
+	if err := r.do(ctx, http.MethodGet, "/v1/conversations/"+url.PathEscape(conv)+"/members", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Members, nil
+}
+
 // Read moves the user's read pointer in conv up to seq.
 func (r *REST) Read(ctx context.Context, conv string, seq uint64) error {
 	return r.do(ctx, http.MethodPost, "/v1/conversations/"+url.PathEscape(conv)+"/read", nil, map[string]uint64{"seq": seq}, nil)

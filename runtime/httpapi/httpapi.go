@@ -78,6 +78,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/history/{conv}", a.authed(a.limitReads(a.history)))
 	mux.HandleFunc("POST /v1/conversations", a.authed(a.createGroup))
 	mux.HandleFunc("GET /v1/conversations", a.authed(a.limitReads(a.inbox)))
+	mux.HandleFunc("GET /v1/conversations/{conv}/members", a.authed(a.limitReads(a.members)))
 	mux.HandleFunc("POST /v1/conversations/{conv}/members", a.authed(a.addMembers))
 	mux.HandleFunc("DELETE /v1/conversations/{conv}/members/{user}", a.authed(a.removeMember))
 	mux.HandleFunc("GET /v1/conversations/{conv}/receipts", a.authed(a.limitReads(a.receipts)))
@@ -545,6 +546,27 @@ func (a *API) receipts(w http.ResponseWriter, r *http.Request, c auth.Claims) er
 		out = append(out, receipt{x.UserID, x.DeliveredSeq, x.ReadSeq})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"conversation_id": r.PathValue("conv"), "seq": seq, "receipts": out})
+	return nil
+}
+
+// members answers GET /v1/conversations/{conv}/members for a member:
+// {"conversation_id", "members": [{"user_id", "role" ("owner"|"member"),
+// "joined_seq"}]}, the owner first (chat.Queries.Members).
+func (a *API) members(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	ms, err := a.Queries.Members(r.Context(), c.UserID, r.PathValue("conv"))
+	if err != nil {
+		return err
+	}
+	type member struct {
+		UserID    string `json:"user_id"`
+		Role      string `json:"role"`
+		JoinedSeq uint64 `json:"joined_seq"`
+	}
+	out := make([]member, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, member{m.UserID, m.Role, m.JoinedSeq})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conversation_id": r.PathValue("conv"), "members": out})
 	return nil
 }
 

@@ -376,6 +376,18 @@ describe('web client', () => {
     await alice.locator('#msg-list li.event', { hasText: 'alice added carol' }).waitFor();
     await bob.locator('#msg-list li.event', { hasText: 'alice added carol' }).waitFor();
     await shot(alice, 'desktop-group');
+    // The members panel: the owner first, roles, and Remove for the owner only.
+    await alice.getByRole('button', { name: 'Members' }).click();
+    const rows = alice.locator('#members-list li.member');
+    await waitFor('three members listed', async () => (await rows.count()) === 3);
+    assert.deepEqual(await rows.locator('.m-name').allTextContents(), ['alice (you)', 'bob', 'carol']);
+    assert.deepEqual(await rows.locator('.m-role').allTextContents(), ['owner', 'member', 'member']);
+    assert.equal(await alice.getByRole('button', { name: 'Remove carol from the group' }).count(), 1);
+    await shot(alice, 'desktop-members');
+    await bob.getByRole('button', { name: 'Members' }).click();
+    await waitFor('bob sees the members', async () => (await bob.locator('#members-list li.member').count()) === 3);
+    assert.equal(await bob.getByRole('button', { name: /^Remove / }).count(), 0, 'a member who is not the owner gets no Remove');
+    await bob.getByRole('button', { name: 'Members' }).click();
   });
 
   step('a member who leaves a group can no longer write in it', async () => {

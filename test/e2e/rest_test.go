@@ -152,3 +152,46 @@ func TestReplies(t *testing.T) {
 		t.Errorf("reply to the DM's creation event: %v, want %s", err, wire.CodeInvalid)
 	}
 }
+
+// TestMembersList (issue 13): a member lists a group's members, the owner
+// first with role owner; once the owner leaves, ownership shows passed to
+// the longest-standing member; a non-member gets not_member.
+func TestMembersList(t *testing.T) {
+	p := startServer(t, "")
+	ctx := ctxT(t, time.Minute)
+	rest := func(u string) *client.REST { return client.NewREST(p.HTTP(), p.token(u, "laptop", time.Hour)) }
+	g, err := rest("alice").CreateGroup(ctx, "crew", []string{"bob", "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rest("alice").AddMembers(ctx, g, []string{"dave"}); err != nil {
+		t.Fatal(err)
+	}
+	names := func(ms []client.Member) string {
+		var out []string
+		for _, m := range ms {
+			out = append(out, m.UserID+":"+m.Role)
+		}
+		return strings.Join(out, " ")
+	}
+	ms, err := rest("dave").Members(ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(ms); got != "alice:owner bob:member carol:member dave:member" {
+		t.Fatalf("members = %s", got)
+	}
+	if _, err := rest("alice").RemoveMember(ctx, g, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	ms, err = rest("carol").Members(ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(ms); got != "bob:owner carol:member dave:member" {
+		t.Fatalf("members after the owner left = %s, want bob (longest-standing) as owner", got)
+	}
+	if _, err := rest("alice").Members(ctx, g); wire.AsError(err).Code != wire.CodeNotMember {
+		t.Fatalf("a former member lists members: %v, want %s", err, wire.CodeNotMember)
+	}
+}

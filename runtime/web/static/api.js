@@ -69,6 +69,16 @@ export class Api {
     return this.call('DELETE', `/v1/conversations/${encodeURIComponent(conv)}/members/${encodeURIComponent(self)}`);
   }
 
+  // members lists a conversation's members, the owner first ({user_id, role, joined_seq}).
+  members(conv) {
+    return this.call('GET', `/v1/conversations/${encodeURIComponent(conv)}/members`);
+  }
+
+  // remove takes a member out of a group (the owner's right).
+  remove(conv, user) {
+    return this.call('DELETE', `/v1/conversations/${encodeURIComponent(conv)}/members/${encodeURIComponent(user)}`);
+  }
+
   readBy(conv, seq) {
     return this.call('GET', `/v1/conversations/${encodeURIComponent(conv)}/receipts?seq=${seq}`);
   }

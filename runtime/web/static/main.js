@@ -1221,6 +1221,49 @@ function renderConv() {
   renderTyping();
 }
 
+// ---- members panel ----
+
+function hideMembers() {
+  $('members-panel').hidden = true;
+  $('members-toggle').setAttribute('aria-expanded', 'false');
+}
+
+// showMembers lists the open group's members with their roles (the owner
+// first); the owner gets a Remove button beside the others.
+async function showMembers() {
+  const c = S.convs.get(S.openId);
+  if (!c || c.kind !== 'group') return;
+  $('members-panel').hidden = false;
+  $('members-toggle').setAttribute('aria-expanded', 'true');
+  $('members-status').textContent = 'Loading…';
+  try {
+    const r = await S.api.members(c.id);
+    if (S.openId !== c.id) return;
+    const ms = r.members || [];
+    const owner = ms.some((m) => m.role === 'owner' && m.user_id === me());
+    $('members-list').replaceChildren(...ms.map((m) => el('li', { class: 'member', 'data-user': m.user_id },
+      el('span', { class: 'm-name', text: m.user_id === me() ? `${m.user_id} (you)` : m.user_id }),
+      el('span', { class: 'm-role', text: m.role }),
+      owner && m.user_id !== me() ? el('button', {
+        type: 'button', class: 'link', text: 'Remove', 'aria-label': `Remove ${m.user_id} from the group`,
+        onclick: () => removeMember(c, m.user_id),
+      }) : null)));
+    $('members-status').textContent = `${ms.length} member${ms.length === 1 ? '' : 's'}`;
+  } catch (err) {
+    $('members-status').textContent = `Could not list members: ${err.message}`;
+  }
+}
+
+async function removeMember(c, user) {
+  if (!window.confirm(`Remove ${user} from ${c.title}?`)) return;
+  try {
+    await S.api.remove(c.id, user);
+    if (S.openId === c.id && !$('members-panel').hidden) showMembers();
+  } catch (err) {
+    $('members-status').textContent = `Not removed: ${err.message}`;
+  }
+}
+
 function renderConvHeader() {
   const c = S.convs.get(S.openId);
   if (!c) return;
@@ -1239,6 +1282,8 @@ function renderConvHeader() {
   // Once the user is no longer a member, nothing can be sent or added:
   // the composer gives way to a line that says why.
   $('add-toggle').hidden = c.kind !== 'group' || !!c.left;
+  $('members-toggle').hidden = c.kind !== 'group' || !!c.left;
+  if (c.kind !== 'group' || c.left) hideMembers();
   $('leave').hidden = c.kind !== 'group' || !!c.left;
   if (c.left) $('add-form').hidden = true;
   $('composer').hidden = !!c.left;
@@ -1438,6 +1483,9 @@ async function main() {
   $('group-form').addEventListener('submit', createGroup);
   $('add-form').addEventListener('submit', addMembers);
   $('leave').addEventListener('click', leaveGroup);
+  $('members-toggle').addEventListener('click', () => {
+    if ($('members-panel').hidden) showMembers(); else hideMembers();
+  });
   $('add-toggle').addEventListener('click', () => {
     const f = $('add-form');
     f.hidden = !f.hidden;
