@@ -387,7 +387,14 @@ describe('web client', () => {
     await bob.getByRole('button', { name: 'Members' }).click();
     await waitFor('bob sees the members', async () => (await bob.locator('#members-list li.member').count()) === 3);
     assert.equal(await bob.getByRole('button', { name: /^Remove / }).count(), 0, 'a member who is not the owner gets no Remove');
+    // Alice removes carol from her panel; bob's open panel follows the event.
+    alice.once('dialog', (d) => d.accept());
+    await alice.getByRole('button', { name: 'Remove carol from the group' }).click();
+    await waitFor("carol gone from bob's panel", async () =>
+      (await bob.locator('#members-list li.member .m-name').allTextContents()).join() === 'alice,bob (you)');
+    await waitFor("carol gone from alice's panel", async () => (await rows.count()) === 2);
     await bob.getByRole('button', { name: 'Members' }).click();
+    await alice.getByRole('button', { name: 'Members' }).click();
   });
 
   step('a member who leaves a group can no longer write in it', async () => {

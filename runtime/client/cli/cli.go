@@ -37,6 +37,7 @@ const Help = `commands:
   /inbox                              list your conversations
   /who <user...>                      watch users' presence
   /read                               mark the current conversation read
+  /members                            list the current conversation's members
   /reply <seq> <text>                 reply to message #<seq> here (the number a message line starts with)
   /edit <new text>                    replace the text of your last message here
   /delete                             delete your last message here
@@ -191,6 +192,8 @@ func (s *session) line(line string) bool {
 		s.history()
 	case "inbox":
 		s.inbox()
+	case "members":
+		s.members()
 	case "who":
 		s.who(cmd.args)
 	case "read":
@@ -301,7 +304,7 @@ func parse(line string) (command, error) {
 		if err := checkUserIDs(args); err != nil {
 			return command{}, err
 		}
-	case "leave", "history", "inbox", "read", "help", "quit", "delete":
+	case "leave", "history", "inbox", "read", "help", "quit", "delete", "members":
 		if err := want(0, 0, "/"+name); err != nil {
 			return command{}, err
 		}
@@ -518,6 +521,28 @@ func (s *session) leave() {
 	s.printf("left %s", Sanitize(s.conv))
 	s.left[s.conv] = time.Now()
 	s.conv, s.oldest, s.newest, s.read = "", 0, 0, 0
+}
+
+// members prints the current group's members, the owner marked.
+func (s *session) members() {
+	if !s.needConv() || !s.needREST() {
+		return
+	}
+	ctx, cancel := s.callCtx()
+	defer cancel()
+	ms, err := s.rest.Members(ctx, s.conv)
+	if err != nil {
+		s.printf("cannot list members: %s", errText(err))
+		return
+	}
+	names := make([]string, len(ms))
+	for i, m := range ms {
+		names[i] = Sanitize(m.UserID)
+		if m.Role == "owner" {
+			names[i] += " (owner)"
+		}
+	}
+	s.printf("members of %s: %s", Sanitize(s.conv), strings.Join(names, ", "))
 }
 
 func (s *session) inbox() {

@@ -512,6 +512,9 @@ function onMessage(raw) {
     if (m.kind === 'MESSAGE_KIND_MEMBER_ADDED') c.left = false;
     if (c.id === S.openId) renderConvHeader();
   }
+  // A membership change while the members panel is open shows in it.
+  if ((m.kind === 'MESSAGE_KIND_MEMBER_ADDED' || m.kind === 'MESSAGE_KIND_MEMBER_REMOVED') &&
+      c.id === S.openId && !c.left && !$('members-panel').hidden) showMembers();
   let fresh;
   if (c.loaded) {
     if (m.seq > maxSeq(c) + 1) catchUp(c); // a gap: pull the missing range
