@@ -331,17 +331,29 @@ func (r *Router) lookupOffline(ctx context.Context, groups []deliveryGroup) {
 	if len(groups) == 0 {
 		return
 	}
-	var all []string
-	for _, g := range groups {
-		all = append(all, g.users...)
-	}
-	sessions, err := r.Sessions(ctx, all)
+	sessions, err := r.Sessions(ctx, groupUsers(groups))
 	if err != nil {
 		return
 	}
 	for _, g := range groups {
 		r.notifyOffline(ctx, g, sessions)
 	}
+}
+
+// groupUsers returns the users of groups, each once, in order of first
+// appearance: what one registry lookup for them asks.
+func groupUsers(groups []deliveryGroup) []string {
+	var all []string
+	seen := make(map[string]struct{})
+	for _, g := range groups {
+		for _, u := range g.users {
+			if _, ok := seen[u]; !ok {
+				seen[u] = struct{}{}
+				all = append(all, u)
+			}
+		}
+	}
+	return all
 }
 
 // BroadcastMinUsers is the smallest delivery group the router broadcasts
@@ -384,16 +396,7 @@ func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec
 		return later
 	}
 	groups = looked
-	var all []string
-	seen := make(map[string]struct{})
-	for _, g := range groups {
-		for _, u := range g.users {
-			if _, ok := seen[u]; !ok {
-				seen[u] = struct{}{}
-				all = append(all, u)
-			}
-		}
-	}
+	all := groupUsers(groups)
 	sessions, err := r.Sessions(ctx, all)
 	if err != nil {
 		// Degraded routing (docs/design.md §4): every gateway gets every

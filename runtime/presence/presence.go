@@ -110,20 +110,11 @@ func (s *Service) SetRemoteRegions(regions func() []string) { s.remote = regions
 // only its own sessions. Without remote regions it is empty.
 func (s *Service) OnlineElsewhere(ctx context.Context, users []string) (map[string]bool, error) {
 	out := map[string]bool{}
-	if s.remote == nil {
-		return out, nil
-	}
-	peers := s.remote()
+	peers := s.peers()
 	if len(peers) == 0 || len(users) == 0 {
 		return out, nil
 	}
-	keys := make([]string, 0, len(users)*len(peers))
-	for _, u := range users {
-		for _, r := range peers {
-			keys = append(keys, RemoteStatusID(u, r))
-		}
-	}
-	sts, err := s.reg.Statuses(ctx, keys)
+	sts, err := s.reg.Statuses(ctx, appendRemoteIDs(nil, users, peers))
 	if err != nil {
 		return nil, fmt.Errorf("presence: statuses in other regions: %w", err)
 	}
@@ -135,6 +126,25 @@ func (s *Service) OnlineElsewhere(ctx context.Context, users []string) (map[stri
 		}
 	}
 	return out, nil
+}
+
+// peers returns the regions SetRemoteRegions names (nil without).
+func (s *Service) peers() []string {
+	if s.remote == nil {
+		return nil
+	}
+	return s.remote()
+}
+
+// appendRemoteIDs appends to keys the RemoteStatusID of every user in every
+// region.
+func appendRemoteIDs(keys, users, regions []string) []string {
+	for _, u := range users {
+		for _, r := range regions {
+			keys = append(keys, RemoteStatusID(u, r))
+		}
+	}
+	return keys
 }
 
 // Registry returns the registry the service writes to.
@@ -315,17 +325,10 @@ func (s *Service) Get(ctx context.Context, userIDs []string) (map[string]*parley
 	if len(ask) == 0 {
 		return out, nil
 	}
-	var peers []string
 	keys := ask
-	if s.remote != nil {
-		if peers = s.remote(); len(peers) > 0 {
-			keys = slices.Clone(ask)
-			for _, id := range ask {
-				for _, r := range peers {
-					keys = append(keys, RemoteStatusID(id, r))
-				}
-			}
-		}
+	peers := s.peers()
+	if len(peers) > 0 {
+		keys = appendRemoteIDs(slices.Clone(ask), ask, peers)
 	}
 	sts, err := s.reg.Statuses(ctx, keys)
 	if err != nil {
