@@ -30,12 +30,22 @@ type GatewayAdmin interface {
 	Drain(ctx context.Context, pod *corev1.Pod, token string, window time.Duration) (AdminStatus, error)
 	// Status reports whether pod drains and how many connections it still has.
 	Status(ctx context.Context, pod *corev1.Pod, token string) (AdminStatus, error)
+	// Outbox asks a chat pod how many sends its region's outbox holds that were not yet
+	// forwarded to their home regions (the whole region's, not only the pod's).
+	Outbox(ctx context.Context, pod *corev1.Pod, token string) (OutboxStatus, error)
+}
+
+// OutboxStatus is a chat pod's answer on GET /v1/admin/outbox.
+type OutboxStatus struct {
+	Region  string `json:"region"`
+	Pending int64  `json:"pending"`
 }
 
 // HTTPAdmin is the GatewayAdmin of a real cluster:
 //
 //	POST <base>/v1/admin/drain?window=30s → 202 {"draining":true,"connections":N}
 //	GET  <base>/v1/admin/connections      → 200 {"draining":bool,"connections":N}
+//	GET  <base>/v1/admin/outbox           → 200 {"region":"eu","pending":N} (chat pods)
 //
 // with "Authorization: Bearer <token>".
 type HTTPAdmin struct {
@@ -59,23 +69,34 @@ func PodIPBaseURL(pod *corev1.Pod) (string, error) {
 
 // Drain implements GatewayAdmin.
 func (a *HTTPAdmin) Drain(ctx context.Context, pod *corev1.Pod, token string, window time.Duration) (AdminStatus, error) {
-	return a.call(ctx, http.MethodPost, pod, "/v1/admin/drain?window="+url.QueryEscape(window.String()), token)
+	var st AdminStatus
+	err := a.call(ctx, http.MethodPost, pod, "/v1/admin/drain?window="+url.QueryEscape(window.String()), token, &st)
+	return st, err
 }
 
 // Status implements GatewayAdmin.
 func (a *HTTPAdmin) Status(ctx context.Context, pod *corev1.Pod, token string) (AdminStatus, error) {
-	return a.call(ctx, http.MethodGet, pod, "/v1/admin/connections", token)
+	var st AdminStatus
+	err := a.call(ctx, http.MethodGet, pod, "/v1/admin/connections", token, &st)
+	return st, err
 }
 
-func (a *HTTPAdmin) call(ctx context.Context, method string, pod *corev1.Pod, path, token string) (AdminStatus, error) {
-	var st AdminStatus
+// Outbox implements GatewayAdmin.
+func (a *HTTPAdmin) Outbox(ctx context.Context, pod *corev1.Pod, token string) (OutboxStatus, error) {
+	var st OutboxStatus
+	err := a.call(ctx, http.MethodGet, pod, "/v1/admin/outbox", token, &st)
+	return st, err
+}
+
+// call sends one admin request to pod and decodes the JSON answer into out.
+func (a *HTTPAdmin) call(ctx context.Context, method string, pod *corev1.Pod, path, token string, out any) error {
 	baseURL := a.BaseURL
 	if baseURL == nil {
 		baseURL = PodIPBaseURL
 	}
 	base, err := baseURL(pod)
 	if err != nil {
-		return st, err
+		return err
 	}
 	client := a.Client
 	if client == nil {
@@ -83,20 +104,20 @@ func (a *HTTPAdmin) call(ctx context.Context, method string, pod *corev1.Pod, pa
 	}
 	req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
 	if err != nil {
-		return st, fmt.Errorf("admin %s %s: %w", method, pod.Name, err)
+		return fmt.Errorf("admin %s %s: %w", method, pod.Name, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := client.Do(req)
 	if err != nil {
-		return st, fmt.Errorf("admin %s %s: %w", method, pod.Name, err)
+		return fmt.Errorf("admin %s %s: %w", method, pod.Name, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 != 2 {
-		return st, fmt.Errorf("admin %s %s%s: HTTP %d: %s", method, pod.Name, path, resp.StatusCode, strings.TrimSpace(string(body)))
+		return fmt.Errorf("admin %s %s%s: HTTP %d: %s", method, pod.Name, path, resp.StatusCode, strings.TrimSpace(string(body)))
 	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, fmt.Errorf("admin %s %s%s: decode %q: %w", method, pod.Name, path, body, err)
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("admin %s %s%s: decode %q: %w", method, pod.Name, path, body, err)
 	}
-	return st, nil
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -17,8 +18,12 @@ import (
 )
 
 // removeRegions deletes the fleets of regions that left the spec: it drains every gateway of
-// such a region first (clients reconnect elsewhere), and only when all are drained deletes the
-// region's StatefulSets, Services, PodDisruptionBudgets, ConfigMaps and Jobs.
+// such a region first (clients reconnect elsewhere), then waits until the region's outbox is
+// empty (sends it accepted while their home region was unreachable are forwarded by its chat
+// pods, which keep running meanwhile), and only then deletes the region's StatefulSets,
+// Services, PodDisruptionBudgets, ConfigMaps and Jobs. An outbox that cannot be read keeps the
+// region waiting: deleting it would strand accepted sends (issue 10: nothing accepted is lost);
+// the Progressing condition says why.
 func (r *Reconciler) removeRegions(ctx context.Context, p *pass) error {
 	gone, err := r.orphanRegions(ctx, p)
 	if err != nil {
@@ -39,6 +44,13 @@ func (r *Reconciler) removeRegions(ctx context.Context, p *pass) error {
 		}
 		if undrained > 0 {
 			p.removing = append(p.removing, region)
+			p.removingWhy = append(p.removingWhy, fmt.Sprintf("%s: draining %d gateways", region, undrained))
+			p.requeueAfter(r.drainPoll())
+			continue
+		}
+		if wait := r.outboxWait(ctx, p, region); wait != "" {
+			p.removing = append(p.removing, region)
+			p.removingWhy = append(p.removingWhy, region+": "+wait)
 			p.requeueAfter(r.drainPoll())
 			continue
 		}
@@ -55,6 +67,32 @@ func (r *Reconciler) removeRegions(ctx context.Context, p *pass) error {
 			"region %s removed: its gateways were drained and its fleets deleted", region)
 	}
 	return nil
+}
+
+// outboxWait asks the removed region's chat pods for its outbox and says what removal waits
+// for: "" once a pod reports it empty, or when the region has no chat pod (nothing can have
+// been accepted into its outbox, and nothing could forward it).
+func (r *Reconciler) outboxWait(ctx context.Context, p *pass, region string) string {
+	chats := p.pods[roleKey(region, chatv1.RoleChat)]
+	if len(chats) == 0 {
+		return ""
+	}
+	var last error
+	for _, pod := range chats {
+		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := r.admin().Outbox(callCtx, pod, p.token)
+		cancel()
+		if err != nil {
+			last = err
+			continue
+		}
+		if st.Pending > 0 {
+			return fmt.Sprintf("waiting for %d accepted sends in its outbox to reach their home regions", st.Pending)
+		}
+		return ""
+	}
+	log.FromContext(ctx).Info("outbox of a removed region unknown; waiting", "region", region, "error", last.Error())
+	return fmt.Sprintf("waiting to read its outbox (%v)", last)
 }
 
 // orphanRegions lists regions that have objects but are not in the spec (in --region mode,

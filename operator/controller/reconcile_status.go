@@ -127,7 +127,7 @@ func BuildStatus(p *pass, stepErr error) chatv1.ChatClusterStatus {
 	case rolling > 0:
 		reason, msg = ReasonRollingOut, firstWait
 	case len(p.removing) > 0:
-		reason, msg = ReasonRemovingRegion, fmt.Sprintf("draining gateways of removed regions %s", strings.Join(p.removing, ", "))
+		reason, msg = ReasonRemovingRegion, "removing regions: "+strings.Join(p.removingWhy, "; ")
 	default:
 		reason, msg = ReasonWaitingForPods, firstWait
 	}

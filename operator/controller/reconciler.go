@@ -103,6 +103,8 @@ type pass struct {
 	drained   map[string]bool          // draining pods that are done
 	plan      Plan
 	removing  []string // regions no longer in the spec, still being removed
+	// removingWhy says, per region in removing, what its removal waits for.
+	removingWhy []string
 
 	requeue time.Duration
 }

@@ -105,6 +105,18 @@ type Bus interface {
 	Close() error
 }
 
+// Lagger is implemented by the buses that can tell how far a consumer group
+// is behind on a topic (both backends). The operator waits on it, through a
+// chat pod, before it deletes a region whose outbox still holds accepted
+// sends (runtime/region.Outbox.Pending).
+type Lagger interface {
+	// Lag returns how many records of topic group has not committed: over
+	// every partition, the end offset minus the group's committed offset, or
+	// minus the first retained offset where the group never committed. A
+	// topic that does not exist is an error.
+	Lag(ctx context.Context, group, topic string) (int64, error)
+}
+
 // PartitionFor returns the partition of key among n partitions, using
 // murmur2 like Kafka's default partitioner (positive(murmur2(key)) % n), so a
 // conversation maps to the same partition on every backend.

@@ -97,12 +97,36 @@ func RemoteStatusID(userID, region string) string { return userID + "/" + region
 
 // SetRemoteRegions makes Get merge into each user's status the statuses that
 // the regions named by regions() announced (RemoteStatusID): online if online
-// here or in any of them, with the latest last activity. A remote status is
-// trusted as stored: regions announce changes, not heartbeats, so the TTL
-// rule of local statuses does not apply, and a change lost while the link was
-// down leaves it stale until the user's next change there
+// here or fresh online in any of them (Config.RemoteOnline), with the latest
+// last activity. Regions announce changes live and re-announce their online
+// users every heartbeat (runtime/presence/relay.Announcer), so a change lost
+// while the link was down is corrected within Config.RemoteWindow
 // (docs/multi-region.md). Call before the service is used.
 func (s *Service) SetRemoteRegions(regions func() []string) { s.remote = regions }
+
+// RemoteWindow is how long a status another region announced online stays
+// online without being announced again: the session TTL plus two heartbeats
+// (the period of the other region's re-announcements, one of which may be
+// lost). With the defaults, 2m15s.
+func (c Config) RemoteWindow() time.Duration {
+	def := DefaultConfig()
+	hb, ttl := c.Heartbeat, c.TTL
+	if hb <= 0 {
+		hb = def.Heartbeat
+	}
+	if ttl <= 0 {
+		ttl = def.TTL
+	}
+	return ttl + 2*hb
+}
+
+// RemoteOnline reports whether st, a status another region announced
+// (RemoteStatusID), still says online at now: online with a last activity
+// within RemoteWindow. Last activities are the announcing region's clock, so
+// clock skew between regions shifts the window by as much.
+func (c Config) RemoteOnline(st Status, now time.Time) bool {
+	return st.Online && now.Sub(st.LastActive) <= c.RemoteWindow()
+}
 
 // OnlineElsewhere returns which of users another region announced online
 // (the statuses SetRemoteRegions merges; this region's own are not read):
@@ -118,14 +142,29 @@ func (s *Service) OnlineElsewhere(ctx context.Context, users []string) (map[stri
 	if err != nil {
 		return nil, fmt.Errorf("presence: statuses in other regions: %w", err)
 	}
+	now := time.Now()
 	for _, u := range users {
 		for _, r := range peers {
-			if sts[RemoteStatusID(u, r)].Online {
+			if s.cfg.RemoteOnline(sts[RemoteStatusID(u, r)], now) {
 				out[u] = true
 			}
 		}
 	}
 	return out, nil
+}
+
+// Online returns the users online through this service (a live session, or
+// within their grace period), each with its last activity: what another
+// region is re-told every heartbeat (runtime/presence/relay.Announcer) so
+// that it catches up after changes were lost on the way.
+func (s *Service) Online() []*parleyv1.Presence {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*parleyv1.Presence, 0, len(s.users))
+	for id, u := range s.users {
+		out = append(out, toProto(id, Status{Online: true, LastActive: u.lastActive}))
+	}
+	return out
 }
 
 // peers returns the regions SetRemoteRegions names (nil without).
@@ -357,7 +396,7 @@ func (s *Service) Get(ctx context.Context, userIDs []string) (map[string]*parley
 				continue
 			}
 			p := out[id]
-			if rst.Online {
+			if s.cfg.RemoteOnline(rst, now) {
 				p.Status = parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE
 			}
 			if la := rst.LastActive.UnixMilli(); !rst.LastActive.IsZero() && la > p.LastActive {

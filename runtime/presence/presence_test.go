@@ -360,7 +360,8 @@ func TestInvalidSession(t *testing.T) {
 }
 
 // TestRemoteRegionStatuses: with remote regions set, Get merges the statuses
-// other regions announced (RemoteStatusID): online there is online here, and
+// other regions announced (RemoteStatusID): online there is online here while
+// it is fresh (Config.RemoteOnline: re-announced within RemoteWindow), and
 // the latest last activity wins; without them, a user seen only elsewhere is
 // offline here.
 func TestRemoteRegionStatuses(t *testing.T) {
@@ -369,22 +370,34 @@ func TestRemoteRegionStatuses(t *testing.T) {
 	ctx := context.Background()
 	past := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
 	later := past.Add(10 * time.Minute)
+	// The default timings (a remote window of minutes), so that a slow run
+	// does not age "recent" out.
+	cfg := presence.Config{}
+	recent := time.Now().Add(-cfg.RemoteWindow() / 2).Truncate(time.Millisecond)
 	for key, st := range map[string]presence.Status{
-		presence.RemoteStatusID("jack", "us"): {Online: true, LastActive: past}, // online in us for an hour: no TTL rule
-		presence.RemoteStatusID("kate", "us"): {LastActive: later},              // left us after she left here
+		presence.RemoteStatusID("jack", "us"): {Online: true, LastActive: recent}, // re-announced lately
+		presence.RemoteStatusID("jill", "us"): {Online: true, LastActive: past},   // not re-announced for an hour: its offline was lost
+		presence.RemoteStatusID("kate", "us"): {LastActive: later},                // left us after she left here
 		"kate":                                {LastActive: past},
 	} {
 		if err := reg.SetStatus(ctx, key, st, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}
-	f := newFixture(t, reg)
+	f := &fixture{s: presence.NewService(reg, cfg, nil)}
 	if p := f.get(t, "jack"); p.GetStatus() != offline {
 		t.Errorf("jack without remote regions = %v, want offline (never seen here)", p)
 	}
 	f.s.SetRemoteRegions(func() []string { return []string{"us", "ap"} })
-	if p := f.get(t, "jack"); p.GetStatus() != online || p.GetLastActive() != past.UnixMilli() {
-		t.Errorf("jack = %v, want online (announced by us) with last_active %d", p, past.UnixMilli())
+	if p := f.get(t, "jack"); p.GetStatus() != online || p.GetLastActive() != recent.UnixMilli() {
+		t.Errorf("jack = %v, want online (announced by us) with last_active %d", p, recent.UnixMilli())
+	}
+	if p := f.get(t, "jill"); p.GetStatus() != offline || p.GetLastActive() != past.UnixMilli() {
+		t.Errorf("jill = %v, want offline (us's online is older than the remote window) with last_active %d", p, past.UnixMilli())
+	}
+	elsewhere, err := f.s.OnlineElsewhere(ctx, []string{"jack", "jill", "kate"})
+	if err != nil || !elsewhere["jack"] || elsewhere["jill"] || elsewhere["kate"] {
+		t.Errorf("OnlineElsewhere = %v, %v; want only jack", elsewhere, err)
 	}
 	if p := f.get(t, "kate"); p.GetStatus() != offline || p.GetLastActive() != later.UnixMilli() {
 		t.Errorf("kate = %v, want offline with the later last_active %d", p, later.UnixMilli())

@@ -68,6 +68,22 @@ func NewOutbox(m *Mesh, b bus.Bus, reply func(context.Context, *parleyv1.Origin,
 		base: context.Background(), log: m.log.With("component", "region.outbox")}
 }
 
+// Pending returns how many records of this region's outbox are not yet
+// forwarded (acknowledged by their home region's Kafka), counted over every
+// forwarder of the region: the lag of OutboxGroup on the outbox topic. It
+// needs a bus that implements bus.Lagger.
+func (o *Outbox) Pending(ctx context.Context) (int64, error) {
+	lg, ok := o.b.(bus.Lagger)
+	if !ok {
+		return 0, fmt.Errorf("outbox of %s: bus %T cannot report a group's lag", o.m.Local(), o.b)
+	}
+	n, err := lg.Lag(ctx, OutboxGroup, chat.OutboxTopic(o.m.Local()))
+	if err != nil {
+		return 0, fmt.Errorf("outbox of %s: %w", o.m.Local(), err)
+	}
+	return n, nil
+}
+
 // Joined is closed once Run has joined the group.
 func (o *Outbox) Joined() <-chan struct{} { return o.joined }
 

@@ -371,11 +371,25 @@ func (m *Mesh) Publish(_ context.Context, region string, msgs []bus.Message) []e
 // changes, which have no user ids) to every peer region, whose relay
 // consumer broadcasts them to its own gateways. Asynchronous like Publish.
 func (m *Mesh) RelayBroadcast(ctx context.Context, ds []*parleyv1.Delivery) {
+	m.relayBroadcast(ctx, &parleyv1.RelayRecord{FromRegion: m.cfg.Local, Deliveries: ds})
+}
+
+// RelayPresenceRefresh carries the presence of users online in this region
+// (presence.Service.Online, re-announced every heartbeat) to every peer
+// region, whose relay consumer stores them and broadcasts to its gateways
+// only those that change what it shows (Relay). It is how a peer catches up
+// on changes lost while the link was down, and how a region that joins
+// learns who is online. Asynchronous like Publish.
+func (m *Mesh) RelayPresenceRefresh(ctx context.Context, ds []*parleyv1.Delivery) {
+	m.relayBroadcast(ctx, &parleyv1.RelayRecord{FromRegion: m.cfg.Local, Deliveries: ds, PresenceRefresh: true})
+}
+
+func (m *Mesh) relayBroadcast(ctx context.Context, rr *parleyv1.RelayRecord) {
 	names := m.Peers()
-	if len(ds) == 0 || len(names) == 0 {
+	if len(rr.GetDeliveries()) == 0 || len(names) == 0 {
 		return
 	}
-	v, err := proto.Marshal(&parleyv1.RelayRecord{FromRegion: m.cfg.Local, Deliveries: ds})
+	v, err := proto.Marshal(rr)
 	if err != nil {
 		m.log.Warn("encode relayed broadcast", "err", err)
 		return

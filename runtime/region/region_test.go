@@ -61,6 +61,7 @@ type testRegion struct {
 	reg    presence.Registry
 	router *chat.Router
 	mesh   *region.Mesh
+	outbox *region.Outbox
 	client *chat.Client
 
 	mu     sync.Mutex
@@ -134,8 +135,9 @@ func newWorld(t *testing.T) *world {
 			t.Fatal(err)
 		}
 		ob := region.NewOutbox(m, tr.b, tr.router.Reply, "chat-0")
+		tr.outbox = ob
 		rl := region.NewRelay(m, tr.b, tr.router, "chat-0")
-		rl.StorePresence(tr.reg)
+		rl.StorePresence(tr.reg, presence.Config{})
 		tr.client = chat.NewClient(tr.b, "gateway-0", chat.IngressTopic(tr.name))
 		tr.client.SetRegion(tr.name)
 		if err := tr.b.Subscribe(ctx, chat.DeliverTopic(tr.name), 0, tr.handle); err != nil {
@@ -332,6 +334,11 @@ func TestPartitionAccepted(t *testing.T) {
 	}
 	// A retry of an accepted send under the same client_msg_id.
 	w.send(t, "us", "bob", "us", conv, "b3", "during 3")
+	// What the operator asks before it removes a region: us's outbox holds
+	// the accepted sends (and the retry) until eu takes them.
+	if n, err := w.rs["us"].outbox.Pending(w.ctx); err != nil || n < 5 {
+		t.Errorf("us's outbox pending during the partition = %d, %v; want at least the 5 accepted sends", n, err)
+	}
 	w.links["eu"].cut.Store(false)
 
 	for i := 1; i <= 5; i++ {
@@ -339,6 +346,17 @@ func TestPartitionAccepted(t *testing.T) {
 		w.waitPushed(t, "eu", "alice", fmt.Sprintf("during %d", i))
 	}
 	w.wantStoredTexts(t, conv, "[before during 1 during 2 during 3 during 4 during 5]")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := w.rs["us"].outbox.Pending(w.ctx)
+		if err == nil && n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("us's outbox pending after the heal = %d, %v; want 0", n, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // TestPresenceRelayed: a presence change broadcast in eu reaches us's
@@ -347,8 +365,9 @@ func TestPartitionAccepted(t *testing.T) {
 // eu's statuses says online.
 func TestPresenceRelayed(t *testing.T) {
 	w := newWorld(t)
+	at := time.Now().UnixMilli()
 	w.rs["eu"].mesh.RelayBroadcast(w.ctx, []*parleyv1.Delivery{{Body: &parleyv1.Delivery_Presence{Presence: &parleyv1.Presence{
-		UserId: "alice", Status: parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE, LastActive: 1_700_000_000_000,
+		UserId: "alice", Status: parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE, LastActive: at,
 	}}}})
 	reader := presence.NewService(w.rs["us"].reg, presence.Config{}, nil)
 	reader.SetRemoteRegions(w.rs["us"].mesh.Peers)
@@ -364,7 +383,7 @@ func TestPresenceRelayed(t *testing.T) {
 	}
 	waitFor("us to read alice online", func() bool {
 		got, err := reader.Get(w.ctx, []string{"alice"})
-		return err == nil && got["alice"].GetStatus() == parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE && got["alice"].GetLastActive() == 1_700_000_000_000
+		return err == nil && got["alice"].GetStatus() == parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE && got["alice"].GetLastActive() == at
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -380,6 +399,98 @@ func TestPresenceRelayed(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("us's gateway never got eu's presence broadcast")
+}
+
+// presencePushed counts the presence deliveries of user that r's gateway got
+// as broadcasts.
+func (tr *testRegion) presencePushed(user string) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := 0
+	for _, d := range tr.pushed {
+		if d.GetPresence().GetUserId() == user && len(d.GetUserIds()) == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPresenceRefresh: the periodic re-announcement of eu's online users
+// (Mesh.RelayPresenceRefresh) makes us catch up — a user whose online change
+// was lost shows online and is pushed to us's gateways once; one already
+// shown is stored again (fresh) and not pushed again; an online status whose
+// offline was lost ages out of the remote window; and a refresh older than
+// an offline us already has does not bring the user back.
+func TestPresenceRefresh(t *testing.T) {
+	w := newWorld(t)
+	us := w.rs["us"]
+	reader := presence.NewService(us.reg, presence.Config{}, nil)
+	reader.SetRemoteRegions(us.mesh.Peers)
+	refresh := func(user string, at time.Time) {
+		w.rs["eu"].mesh.RelayPresenceRefresh(w.ctx, []*parleyv1.Delivery{{Body: &parleyv1.Delivery_Presence{Presence: &parleyv1.Presence{
+			UserId: user, Status: parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE, LastActive: at.UnixMilli(),
+		}}}})
+	}
+	read := func(user string) *parleyv1.Presence {
+		got, err := reader.Get(w.ctx, []string{user})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got[user]
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	online := parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE
+
+	t1 := time.Now().Truncate(time.Millisecond)
+	refresh("alice", t1)
+	waitFor("alice online in us", func() bool { return read("alice").GetStatus() == online })
+	waitFor("alice pushed to us's gateway", func() bool { return us.presencePushed("alice") == 1 })
+
+	t2 := t1.Add(time.Second)
+	refresh("alice", t2)
+	waitFor("the second refresh stored", func() bool { return read("alice").GetLastActive() == t2.UnixMilli() })
+	time.Sleep(200 * time.Millisecond) // the relay broadcasts right after it stores
+	if n := us.presencePushed("alice"); n != 1 {
+		t.Errorf("alice pushed %d times after a refresh that changed nothing shown, want 1", n)
+	}
+
+	// eu's offline for alice was lost: her online ages out.
+	stale := presence.Status{Online: true, LastActive: time.Now().Add(-time.Hour)}
+	if err := us.reg.SetStatus(w.ctx, presence.RemoteStatusID("alice", "eu"), stale, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if p := read("alice"); p.GetStatus() == online {
+		t.Errorf("alice = %v an hour after eu last re-announced her, want offline", p)
+	}
+	// She is back online there; the next refresh shows and pushes it.
+	refresh("alice", time.Now())
+	waitFor("alice online again", func() bool { return read("alice").GetStatus() == online })
+	waitFor("alice pushed again", func() bool { return us.presencePushed("alice") == 2 })
+
+	// An offline newer than a refresh (they crossed) is kept.
+	left := time.Now().Truncate(time.Millisecond)
+	if err := us.reg.SetStatus(w.ctx, presence.RemoteStatusID("bob", "eu"), presence.Status{LastActive: left}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	refresh("bob", left.Add(-time.Second))
+	refresh("carol", time.Now()) // after bob's, on the same path
+	waitFor("carol online", func() bool { return read("carol").GetStatus() == online })
+	time.Sleep(200 * time.Millisecond)
+	if p := read("bob"); p.GetStatus() == online || p.GetLastActive() != left.UnixMilli() {
+		t.Errorf("bob = %v after a refresh older than his offline, want offline at %d", p, left.UnixMilli())
+	}
+	if n := us.presencePushed("bob"); n != 0 {
+		t.Errorf("bob pushed %d times, want 0", n)
+	}
 }
 
 // TestSetPeersLive: a region that drops its peer answers sends homed there

@@ -36,8 +36,9 @@ type Relay struct {
 	log    *slog.Logger
 	joined chan struct{}
 	// statuses, when set, keeps the presence other regions announce
-	// (StorePresence).
-	statuses presence.Registry
+	// (StorePresence), judged by presenceCfg's remote window.
+	statuses    presence.Registry
+	presenceCfg presence.Config
 
 	mu         sync.Mutex
 	membership bus.Membership
@@ -54,17 +55,45 @@ func NewRelay(m *Mesh, b bus.Bus, r *chat.Router, member string) *Relay {
 // StorePresence makes the relay write every presence change another region
 // announces into reg under presence.RemoteStatusID, so this region's presence
 // reads (presence.Service.SetRemoteRegions) see users online elsewhere, not
-// only the changes pushed live. Call before Run.
-func (rl *Relay) StorePresence(reg presence.Registry) { rl.statuses = reg }
+// only the changes pushed live. cfg is the presence timing of the fleet
+// (presence.Config.RemoteOnline). Call before Run.
+func (rl *Relay) StorePresence(reg presence.Registry, cfg presence.Config) {
+	rl.statuses, rl.presenceCfg = reg, cfg
+}
 
 // remoteStatusTTL keeps a remote status as long as a local one (last seen).
 const remoteStatusTTL = 30 * 24 * time.Hour
 
-// storePresence writes the presence changes among ds, announced by region from.
-func (rl *Relay) storePresence(ctx context.Context, from string, ds []*parleyv1.Delivery) {
+// storePresence writes the presence changes among ds, announced by region
+// from, and returns the ones to broadcast to this region's gateways: all of
+// them for live changes; for a refresh (Mesh.RelayPresenceRefresh), only the
+// users this region did not show online from that region (an online change
+// lost on the way, or a region that just joined), and none whose stored
+// status is newer (an offline that overtook the refresh is kept).
+func (rl *Relay) storePresence(ctx context.Context, from string, ds []*parleyv1.Delivery, refresh bool) []*parleyv1.Delivery {
 	if rl.statuses == nil {
-		return
+		if refresh {
+			return nil
+		}
+		return ds
 	}
+	var prev map[string]presence.Status
+	if refresh {
+		keys := make([]string, 0, len(ds))
+		for _, d := range ds {
+			keys = append(keys, presence.RemoteStatusID(d.GetPresence().GetUserId(), from))
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		var err error
+		prev, err = rl.statuses.Statuses(rctx, keys)
+		cancel()
+		if err != nil {
+			rl.log.Warn("read presence before a refresh", "from", from, "users", len(keys), "err", err)
+			return nil // the next refresh tries again
+		}
+	}
+	now := time.Now()
+	var show []*parleyv1.Delivery
 	for _, d := range ds {
 		p := d.GetPresence()
 		if p == nil || p.GetUserId() == "" {
@@ -74,12 +103,25 @@ func (rl *Relay) storePresence(ctx context.Context, from string, ds []*parleyv1.
 		if p.GetLastActive() > 0 {
 			st.LastActive = time.UnixMilli(p.GetLastActive())
 		}
+		key := presence.RemoteStatusID(p.GetUserId(), from)
+		if refresh {
+			old, known := prev[key]
+			if known && old.LastActive.After(st.LastActive) {
+				continue
+			}
+			if !rl.presenceCfg.RemoteOnline(old, now) {
+				show = append(show, d)
+			}
+		} else {
+			show = append(show, d)
+		}
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if err := rl.statuses.SetStatus(wctx, presence.RemoteStatusID(p.GetUserId(), from), st, remoteStatusTTL); err != nil {
+		if err := rl.statuses.SetStatus(wctx, key, st, remoteStatusTTL); err != nil {
 			rl.log.Warn("store relayed presence", "from", from, "user", p.GetUserId(), "err", err)
 		}
 		cancel()
 	}
+	return show
 }
 
 // Joined is closed once Run has joined the group.
@@ -145,7 +187,7 @@ func (rl *Relay) Handle(ctx context.Context, rec bus.Record) {
 				routed.Deliveries = append(routed.Deliveries, d)
 			}
 		}
-		rl.storePresence(ctx, rr.GetFromRegion(), bcast)
+		bcast = rl.storePresence(ctx, rr.GetFromRegion(), bcast, rr.GetPresenceRefresh())
 		if err := rl.r.Broadcast(ctx, bcast); err != nil {
 			rl.log.Warn("broadcast relayed deliveries", "from", rr.GetFromRegion(), "err", err)
 		}

@@ -22,6 +22,12 @@ const MaxDrainWindow = 30 * time.Minute
 //
 //	POST /v1/admin/drain?window=30s  → 202 {"draining":true,"connections":N}
 //	GET  /v1/admin/connections       → 200 {"draining":bool,"connections":N}
+//	GET  /v1/admin/outbox            → 200 {"region":"eu","pending":N} (chat
+//	                                   role): sends accepted into this
+//	                                   region's outbox and not yet forwarded
+//	                                   to their home region, all forwarders
+//	                                   together; the operator waits for 0
+//	                                   before it deletes a removed region
 //	GET  /debug/pprof/...            → Go runtime profiles (net/http/pprof:
 //	                                   profile?seconds=N, heap, allocs, mutex,
 //	                                   block, goroutine, trace); the chat,
@@ -53,6 +59,25 @@ func (a *admin) registerProfiles(mux *http.ServeMux) {
 	mux.HandleFunc("GET /debug/pprof/profile", a.authed(pprof.Profile))
 	mux.HandleFunc("GET /debug/pprof/symbol", a.authed(pprof.Symbol))
 	mux.HandleFunc("GET /debug/pprof/trace", a.authed(pprof.Trace))
+}
+
+// registerOutbox serves GET /v1/admin/outbox on the chat role. Without a
+// mesh (one region) nothing is ever accepted into an outbox: pending is 0.
+func (a *admin) registerOutbox(mux *http.ServeMux, region string, pending func(context.Context) (int64, error)) {
+	mux.HandleFunc("GET /v1/admin/outbox", a.authed(func(w http.ResponseWriter, r *http.Request) {
+		var n int64
+		if pending != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+			defer cancel()
+			var err error
+			if n, err = pending(ctx); err != nil {
+				httpapi.WriteError(w, wire.Errorf(wire.CodeUnavailable, "outbox of region %s: %v", region, err))
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"region": region, "pending": n})
+	}))
 }
 
 func (a *admin) authed(h http.HandlerFunc) http.HandlerFunc {

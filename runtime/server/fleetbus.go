@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -97,6 +98,15 @@ func (w *watchedBus) Subscribe(ctx context.Context, topic string, partition int3
 
 func (w *watchedBus) Join(ctx context.Context, group, topic, member string, h bus.GroupHandler) (bus.Membership, error) {
 	return w.Bus.Join(ctx, GroupID(group, w.region), topic, member, &watchedHandler{GroupHandler: h, w: w, group: group})
+}
+
+// Lag implements bus.Lagger for group scoped to the region as Join scopes it.
+func (w *watchedBus) Lag(ctx context.Context, group, topic string) (int64, error) {
+	lg, ok := w.Bus.(bus.Lagger)
+	if !ok {
+		return 0, fmt.Errorf("bus %T cannot report a group's lag", w.Bus)
+	}
+	return lg.Lag(ctx, GroupID(group, w.region), topic)
 }
 
 // Owned returns the partitions this process owns in group, sorted.

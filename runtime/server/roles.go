@@ -384,7 +384,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 			ccfg.Regions = f.mesh
 			f.outbox = regionmesh.NewOutbox(f.mesh, s.bus, router.Reply, fc.Member)
 			f.relayIn = regionmesh.NewRelay(f.mesh, s.bus, router, fc.Member)
-			f.relayIn.StorePresence(s.registry)
+			f.relayIn.StorePresence(s.registry, cfg.Presence)
 		}
 		s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router)
 		if err != nil {
@@ -396,7 +396,8 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 			Topic: presenceTopic, DeliverTopic: deliver, Member: fc.Member, Presence: cfg.Presence,
 		}
 		if f.mesh != nil {
-			acfg.Relay = f.mesh.RelayBroadcast // presence changes reach the other regions' gateways
+			acfg.Relay = f.mesh.RelayBroadcast         // presence changes reach the other regions' gateways
+			acfg.Refresh = f.mesh.RelayPresenceRefresh // and are re-told every heartbeat
 		}
 		f.announce = relay.NewAnnouncer(s.registry, s.bus, acfg)
 	}
@@ -431,7 +432,15 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	mux.HandleFunc("GET /readyz", s.fleetReadyz)
 	mux.Handle("GET /metrics", s.metricsHandler(reg))
 	if !f.has(RoleGateway) {
-		(&admin{s: s, token: cfg.AdminToken}).registerProfiles(mux)
+		adm := &admin{s: s, token: cfg.AdminToken}
+		adm.registerProfiles(mux)
+		if f.has(RoleChat) {
+			var pending func(context.Context) (int64, error)
+			if f.outbox != nil {
+				pending = f.outbox.Pending
+			}
+			adm.registerOutbox(mux, region, pending)
+		}
 		mux.HandleFunc("/", httpapi.NoRoute(mux, fmt.Sprintf(": this process runs the %s role", fc.Role)))
 	}
 	s.handler = mux

@@ -373,6 +373,20 @@ func TestPartition(t *testing.T) {
 	bob.mustSend(t, conv, x)
 	sent[bob.user] = append(sent[bob.user], x)
 	alice.waitTexts(t, conv, []string{x}, 10*time.Second)
+	// carol (us) shares a DM with alice, written over REST: no session, so
+	// never online yet. She connects while the link is cut; eu learns it
+	// from us's periodic re-announcement of its online users after the heal.
+	carolID := user("carol3")
+	carolREST := client.NewREST(rs["us"].http, token(t, rs["us"], carolID, "us"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := carolREST.Send(ctx, chat.DMID(alice.user, carolID), "c0", "hi alice "+runID); err != nil {
+		t.Fatalf("carol's REST send: %v", err)
+	}
+	carolOnline := func() bool {
+		ps, err := alice.rest.Presence(ctx, []string{carolID})
+		return err == nil && len(ps) == 1 && ps[0].GetStatus() == parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE
+	}
 
 	regionsScript(t, "partition")
 	healed := false
@@ -382,6 +396,7 @@ func TestPartition(t *testing.T) {
 		}
 	})
 	d := partitionFor(t)
+	connect(t, rs["us"], carolID, "us")
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	accepted, oks := 0, 0
@@ -464,6 +479,11 @@ func TestPartition(t *testing.T) {
 	x = "after the heal " + runID
 	alice.mustSend(t, conv, x)
 	bob.waitTexts(t, conv, append(slices.Clone(sent[alice.user]), x), 2*time.Minute)
+	// Presence caught up too: within a heartbeat or two (30 s each) of the
+	// heal, eu reads carol online.
+	ctx, cancel = context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	waitForEvery(t, 80*time.Second, time.Second, "eu reads carol (connected in us during the partition) online", carolOnline)
 }
 
 // waitFor polls cond every 20 ms for up to within.

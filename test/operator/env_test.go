@@ -516,7 +516,7 @@ func (h *harness) sts(name string) *appsv1.StatefulSet {
 type logEntry struct {
 	Seq    int
 	At     time.Time
-	Kind   string // pod-added | pod-deleted | drain | status | job-complete
+	Kind   string // pod-added | pod-deleted | drain | status | outbox | job-complete
 	Name   string
 	Labels map[string]string
 	Extra  map[string]string
@@ -663,6 +663,10 @@ type fakeGateways struct {
 	state   map[string]*gwState
 	initial int             // connections of a pod when first seen
 	stuck   map[string]bool // pods whose connections never drop
+	// outbox is what a chat pod reports on /v1/admin/outbox (absent: 0); each poll of an
+	// unheld pod forwards one.
+	outbox     map[string]int64
+	outboxHeld map[string]bool
 }
 
 type gwState struct {
@@ -671,7 +675,8 @@ type gwState struct {
 }
 
 func newFakeGateways(h *harness) *fakeGateways {
-	g := &fakeGateways{h: h, state: map[string]*gwState{}, initial: 3, stuck: map[string]bool{}}
+	g := &fakeGateways{h: h, state: map[string]*gwState{}, initial: 3, stuck: map[string]bool{},
+		outbox: map[string]int64{}, outboxHeld: map[string]bool{}}
 	g.srv = httptest.NewServer(http.HandlerFunc(g.serve))
 	h.t.Cleanup(g.srv.Close)
 	return g
@@ -685,6 +690,13 @@ func (g *fakeGateways) setStuck(pod string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.stuck[pod] = true
+}
+
+// setOutbox makes chat pod report pending outbox records; held ones never drain.
+func (g *fakeGateways) setOutbox(pod string, pending int64, held bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.outbox[pod], g.outboxHeld[pod] = pending, held
 }
 
 func (g *fakeGateways) serve(w http.ResponseWriter, r *http.Request) {
@@ -726,6 +738,20 @@ func (g *fakeGateways) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		g.h.log.add("drain", podName, pod.Labels, "accepting", pod.Labels[specs.LabelAccepting],
 			"window", r.URL.Query().Get("window"), "stsReplicas", replicas, "connections", fmt.Sprint(st.connections))
+	case r.Method == http.MethodGet && path == "v1/admin/outbox":
+		pending := g.outbox[podName]
+		if pending > 0 && !g.outboxHeld[podName] {
+			g.outbox[podName]--
+		}
+		// Whether the pod's StatefulSet still exists when it answers: a removal must not
+		// delete the chat fleet before its outbox is empty.
+		stsErr := g.h.c.Get(r.Context(), client.ObjectKey{Namespace: g.h.ns, Name: strings.TrimSuffix(podName, "-"+pod.Labels[appsv1.PodIndexLabel])}, &appsv1.StatefulSet{})
+		g.h.log.add("outbox", podName, pod.Labels, "pending", fmt.Sprint(pending), "stsExists", fmt.Sprint(stsErr == nil))
+		body, _ := json.Marshal(map[string]any{"region": pod.Labels[specs.LabelRegion], "pending": pending})
+		g.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+		return
 	case r.Method == http.MethodGet && path == "v1/admin/connections":
 		if st.draining && st.connections > 0 && !g.stuck[podName] {
 			st.connections--

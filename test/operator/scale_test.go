@@ -2,6 +2,7 @@ package operator
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,10 +10,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	chatv1 "github.com/parleychat/parley/api/v1alpha1"
+	"github.com/parleychat/parley/operator/controller"
 	"github.com/parleychat/parley/operator/specs"
 )
 
@@ -89,8 +92,26 @@ func TestRegionAddRemove(t *testing.T) {
 		h.sts("ar-us-" + string(role))
 	}
 
+	// us's outbox holds three sends accepted while their home was unreachable: the removal
+	// drains us's gateways, then waits, saying so, and deletes nothing until it is empty.
+	usChat := h.pods(specs.Selector(cc, "us", chatv1.RoleChat))[0].Name
+	h.gw.setOutbox(usChat, 3, true)
 	mark := h.log.mark()
 	h.update(cc, func(cc *chatv1.ChatCluster) { cc.Spec.Regions = cc.Spec.Regions[:1] })
+	h.migrateThrough(1) // the keyspace drops us's datacenter
+	h.eventually("Progressing says the removal waits for us's outbox", 30*time.Second, func() (bool, error) {
+		got := &chatv1.ChatCluster{}
+		if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(cc), got); err != nil {
+			return false, err
+		}
+		c := meta.FindStatusCondition(got.Status.Conditions, chatv1.ConditionProgressing)
+		return c != nil && c.Reason == controller.ReasonRemovingRegion &&
+			strings.Contains(c.Message, "us: waiting for 3 accepted sends in its outbox"), nil
+	})
+	for _, name := range []string{"ar-us-chat", "ar-us-presence"} {
+		h.sts(name) // still there
+	}
+	h.gw.setOutbox(usChat, 3, false)
 	h.eventually("us objects deleted", 30*time.Second, func() (bool, error) {
 		for _, obj := range []client.Object{&appsv1.StatefulSet{}, &corev1.Service{}, &corev1.ConfigMap{}, &policyv1.PodDisruptionBudget{}} {
 			for _, name := range []string{"ar-us-chat", "ar-us-presence", "ar-us-gateway"} {
@@ -106,7 +127,6 @@ func TestRegionAddRemove(t *testing.T) {
 		err := h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: "ar-us"}, &corev1.Service{})
 		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 	})
-	h.migrateThrough(1) // the keyspace drops us's datacenter
 	cc = h.waitCondition(cc, chatv1.ConditionReady, metav1.ConditionTrue, "AllRegionsReady", 30*time.Second)
 	if cc.Status.ReadyRegions != "1/1" || len(cc.Status.Regions) != 1 {
 		t.Errorf("status after removing us: %q, %d regions", cc.Status.ReadyRegions, len(cc.Status.Regions))
@@ -126,6 +146,22 @@ func TestRegionAddRemove(t *testing.T) {
 	}
 	if len(drained) != 2 {
 		t.Errorf("drained %v, want both us gateways", drained)
+	}
+	sawEmpty := false
+	for _, e := range h.log.since(mark) {
+		if e.Kind == "pod-deleted" && !sawEmpty {
+			t.Errorf("%s deleted before us's outbox was reported empty", e.Name)
+		}
+		if e.Kind != "outbox" {
+			continue
+		}
+		if e.Extra["stsExists"] != "true" {
+			t.Errorf("%s answered its outbox (pending %s) after its StatefulSet was deleted", e.Name, e.Extra["pending"])
+		}
+		sawEmpty = sawEmpty || e.Extra["pending"] == "0"
+	}
+	if !sawEmpty {
+		t.Error("us was deleted without its outbox ever reported empty")
 	}
 	if after := h.content(h.sts("ar-eu-gateway")); after != euBefore {
 		t.Errorf("eu gateway statefulset was rewritten:\n before %s\n after  %s", euBefore, after)

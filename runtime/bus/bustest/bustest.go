@@ -41,6 +41,7 @@ func Run(t *testing.T, newBus func(t *testing.T) bus.Bus) {
 	t.Run("SecondMemberRebalances", func(t *testing.T) { testSecondMember(t, newBus(t)) })
 	t.Run("LeaveResumesAtCommittedOffset", func(t *testing.T) { testLeaveResumes(t, newBus(t)) })
 	t.Run("JoinContextEndLeaves", func(t *testing.T) { testJoinContextEnd(t, newBus(t)) })
+	t.Run("Lag", func(t *testing.T) { testLag(t, newBus(t)) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, newBus(t)) })
 }
 
@@ -550,6 +551,56 @@ func testLeaveResumes(t *testing.T, b bus.Bus) {
 				t.Errorf("partition %d: committed record %s (offset %d) was redelivered", p, r.Value, r.Offset)
 			}
 		}
+	}
+}
+
+// testLag: a group's lag counts every record it has not committed — all of
+// them before it ever committed, then what is after its commits — and a
+// missing topic is an error.
+func testLag(t *testing.T, b bus.Bus) {
+	lg, ok := b.(bus.Lagger)
+	if !ok {
+		t.Fatalf("%T does not implement bus.Lagger", b)
+	}
+	const partitions = 2
+	topic, group := createTopic(t, b, partitions), name(t, "group")
+	ctx := context.Background()
+	lag := func() int64 {
+		t.Helper()
+		n, err := lg.Lag(ctx, group, topic)
+		if err != nil {
+			t.Fatalf("Lag: %v", err)
+		}
+		return n
+	}
+	if n := lag(); n != 0 {
+		t.Errorf("lag of an empty topic = %d, want 0", n)
+	}
+	a := newTracker(t).join(t, ctx, b, group, topic, "a")
+	waitUntil(t, "a to own every partition", func() bool {
+		return slices.Equal(a.ownedSet(), allPartitions(partitions))
+	})
+	publishEach(t, b, topic, partitions, 0, 3)
+	for p := range int32(partitions) {
+		waitUntil(t, fmt.Sprintf("a to handle partition %d", p), func() bool { return hasValues(a, p, values(p, 0, 3)...) })
+	}
+	if n := lag(); n != 2*3 {
+		t.Errorf("lag before the group committed = %d, want %d", n, 2*3)
+	}
+	for p := range int32(partitions) {
+		if err := a.m.Commit(p, a.records(p)[1].Offset+1); err != nil {
+			t.Fatalf("Commit: %v", err)
+		}
+	}
+	waitUntil(t, "lag 2 after committing two of three records per partition", func() bool { return lag() == 2 })
+	for p := range int32(partitions) {
+		if err := a.m.Commit(p, a.records(p)[2].Offset+1); err != nil {
+			t.Fatalf("Commit: %v", err)
+		}
+	}
+	waitUntil(t, "lag 0 after committing everything", func() bool { return lag() == 0 })
+	if _, err := lg.Lag(ctx, group, name(t, "missing")); err == nil {
+		t.Error("Lag of a missing topic succeeded")
 	}
 }
 

@@ -511,6 +511,43 @@ func (b *Bus) partitionOf(topic string, partition int32, key []byte) (int32, err
 	return partition, nil
 }
 
+// Lag implements bus.Lagger: end offsets, start offsets and the group's
+// committed offsets, three admin requests within ctx.
+func (b *Bus) Lag(ctx context.Context, group, topic string) (int64, error) {
+	ctx, cancel := b.withBus(ctx)
+	defer cancel()
+	ends, err := b.adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return 0, b.closedOr(fmt.Errorf("kafka: end offsets of %s: %w", topic, err))
+	}
+	if len(ends[topic]) == 0 {
+		return 0, fmt.Errorf("kafka: lag of %s on %s: %w", group, topic, kerr.UnknownTopicOrPartition)
+	}
+	starts, err := b.adm.ListStartOffsets(ctx, topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return 0, b.closedOr(fmt.Errorf("kafka: start offsets of %s: %w", topic, err))
+	}
+	committed, err := b.adm.FetchOffsets(ctx, group)
+	if err != nil {
+		return 0, b.closedOr(fmt.Errorf("kafka: committed offsets of group %s: %w", group, err))
+	}
+	var lag int64
+	for p, end := range ends[topic] {
+		from := starts[topic][p].Offset
+		if c, ok := committed.Lookup(topic, p); ok && c.Err == nil && c.At > from {
+			from = c.At
+		}
+		lag += max(end.Offset-from, 0)
+	}
+	return lag, nil
+}
+
 // Subscribe calls fn for each record of one partition from its current end
 // on, in order, on one goroutine, until ctx ends or the bus closes. The
 // start offset is fixed before Subscribe returns. Each subscription is a

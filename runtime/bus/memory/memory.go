@@ -153,6 +153,25 @@ func (b *Bus) Partitions(topic string) (int32, error) {
 	return int32(len(t.parts)), nil
 }
 
+// Lag implements bus.Lagger.
+func (b *Bus) Lag(_ context.Context, group, topic string) (int64, error) {
+	t, err := b.topic(topic)
+	if err != nil {
+		return 0, err
+	}
+	var lag int64
+	for _, p := range t.parts {
+		p.mu.Lock()
+		c, ok := p.committed[group]
+		if !ok || c < p.start {
+			c = p.start
+		}
+		lag += p.end() - c
+		p.mu.Unlock()
+	}
+	return lag, nil
+}
+
 // Publish appends a copy of key and value to topic, in partition, or when
 // partition < 0 in bus.PartitionFor(key, partitions). It never waits for
 // consumers.

@@ -37,6 +37,12 @@ type AnnouncerConfig struct {
 	// deliveries, to carry them to the other regions' gateways
 	// (region.Mesh.RelayBroadcast). It must not block.
 	Relay func(ctx context.Context, ds []*parleyv1.Delivery)
+	// Refresh, when set (multi-region), gets every Presence.Heartbeat the
+	// users online through this announcer (presence.Service.Online), in
+	// chunks of at most broadcastMax, so the other regions catch up on
+	// changes lost while a link was down and a region that joins learns who
+	// is online (region.Mesh.RelayPresenceRefresh). It must not block.
+	Refresh func(ctx context.Context, ds []*parleyv1.Delivery)
 }
 
 // Announcer is the presence role: it consumes the session events gateways
@@ -112,6 +118,9 @@ func (a *Announcer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.svc.Run(ctx) })
 	wg.Go(func() { a.broadcastLoop(ctx) })
+	if a.cfg.Refresh != nil {
+		wg.Go(func() { a.refreshLoop(ctx) })
+	}
 	t := time.NewTicker(commitEvery)
 	defer t.Stop()
 	for {
@@ -203,6 +212,34 @@ func (a *Announcer) changed(p *parleyv1.Presence) {
 	select {
 	case a.kick <- struct{}{}:
 	default:
+	}
+}
+
+// refreshLoop re-announces the users online through this announcer to the
+// other regions every heartbeat (AnnouncerConfig.Refresh).
+func (a *Announcer) refreshLoop(ctx context.Context) {
+	every := a.cfg.Presence.Heartbeat
+	if every <= 0 {
+		every = presence.DefaultConfig().Heartbeat
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		online := a.svc.Online()
+		for len(online) > 0 {
+			n := min(len(online), broadcastMax)
+			ds := make([]*parleyv1.Delivery, n)
+			for i, p := range online[:n] {
+				ds[i] = &parleyv1.Delivery{Body: &parleyv1.Delivery_Presence{Presence: p}}
+			}
+			a.cfg.Refresh(ctx, ds)
+			online = online[n:]
+		}
 	}
 }
 

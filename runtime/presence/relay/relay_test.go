@@ -33,6 +33,9 @@ type rig struct {
 
 	mu  sync.Mutex
 	got [gateways][]*parleyv1.Presence // per deliver partition, in order
+	// refreshed is the latest re-announcement (AnnouncerConfig.Refresh).
+	refreshed []*parleyv1.Presence
+	refreshes int
 }
 
 func newRig(t *testing.T) *rig {
@@ -64,7 +67,16 @@ func newRig(t *testing.T) *rig {
 			t.Fatal(err)
 		}
 	}
-	ann := NewAnnouncer(r.reg, r.b, AnnouncerConfig{Topic: topic, DeliverTopic: deliver, Member: "presence-0", Presence: timings})
+	refresh := func(_ context.Context, ds []*parleyv1.Delivery) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.refreshed = r.refreshed[:0]
+		for _, d := range ds {
+			r.refreshed = append(r.refreshed, d.GetPresence())
+		}
+		r.refreshes++
+	}
+	ann := NewAnnouncer(r.reg, r.b, AnnouncerConfig{Topic: topic, DeliverTopic: deliver, Member: "presence-0", Presence: timings, Refresh: refresh})
 	r.rep = NewReporter(r.reg, r.b, topic, timings)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -169,6 +181,48 @@ func TestOnlineOfflineBroadcast(t *testing.T) {
 	}
 	if ps, _ := r.rep.Get(ctx, []string{"alice"}); ps["alice"].GetStatus() != offline {
 		t.Fatalf("Get after offline: %v", ps)
+	}
+}
+
+// TestRefreshReannouncesOnline: every heartbeat the announcer re-tells the
+// other regions (AnnouncerConfig.Refresh) who is online through it, with
+// their last activity; a user gone offline is no longer in it.
+func TestRefreshReannouncesOnline(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	d := sess("dave", "s1")
+	if err := r.rep.Connected(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	r.waitStatus("dave", online)
+	has := func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, p := range r.refreshed {
+			if p.GetUserId() == "dave" && p.GetStatus() == online && p.GetLastActive() > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !has() {
+		if time.Now().After(deadline) {
+			t.Fatal("no refresh re-announced dave online")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := r.rep.Disconnected(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	r.waitStatus("dave", offline)
+	time.Sleep(timings.Heartbeat) // a refresh taken before the offline
+	r.mu.Lock()
+	r.refreshed = nil
+	r.mu.Unlock()
+	time.Sleep(4 * timings.Heartbeat)
+	if has() {
+		t.Error("a refresh after dave went offline still re-announced him online")
 	}
 }
 

@@ -727,10 +727,14 @@ func (x *DeliverRecord) GetDeliveries() []*Delivery {
 type RelayRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Region that sequenced the deliveries.
-	FromRegion    string      `protobuf:"bytes,1,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
-	Deliveries    []*Delivery `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FromRegion string      `protobuf:"bytes,1,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
+	Deliveries []*Delivery `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// presence_refresh marks a periodic re-announcement of the users online
+	// in from_region (presence deliveries only): the receiver stores them and
+	// broadcasts only those that change what it shows (runtime/region.Relay).
+	PresenceRefresh bool `protobuf:"varint,3,opt,name=presence_refresh,json=presenceRefresh,proto3" json:"presence_refresh,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RelayRecord) Reset() {
@@ -775,6 +779,13 @@ func (x *RelayRecord) GetDeliveries() []*Delivery {
 		return x.Deliveries
 	}
 	return nil
+}
+
+func (x *RelayRecord) GetPresenceRefresh() bool {
+	if x != nil {
+		return x.PresenceRefresh
+	}
+	return false
 }
 
 // OutboxRecord is one request waiting in a region's outbox
@@ -892,13 +903,14 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"\areplies\x18\x01 \x03(\v2\x10.parley.v1.ReplyR\areplies\x123\n" +
 	"\n" +
 	"deliveries\x18\x02 \x03(\v2\x13.parley.v1.DeliveryR\n" +
-	"deliveries\"c\n" +
+	"deliveries\"\x8e\x01\n" +
 	"\vRelayRecord\x12\x1f\n" +
 	"\vfrom_region\x18\x01 \x01(\tR\n" +
 	"fromRegion\x123\n" +
 	"\n" +
 	"deliveries\x18\x02 \x03(\v2\x13.parley.v1.DeliveryR\n" +
-	"deliveries\"a\n" +
+	"deliveries\x12)\n" +
+	"\x10presence_refresh\x18\x03 \x01(\bR\x0fpresenceRefresh\"a\n" +
 	"\fOutboxRecord\x12\x1f\n" +
 	"\vhome_region\x18\x01 \x01(\tR\n" +
 	"homeRegion\x120\n" +
