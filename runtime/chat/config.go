@@ -52,6 +52,14 @@ const (
 	DedupeWindow = 4096
 	// MaxTitleBytes bounds a group title, bytes of UTF-8.
 	MaxTitleBytes = 256
+	// MaxReactionsPerMessage bounds the distinct emoji on one message;
+	// MaxReactionsPerUser the emoji one user puts on one message; a
+	// reaction past either is too_many_reactions. MaxEmojiBytes bounds one
+	// reaction's emoji, bytes of UTF-8 (too_large past it). CheckEmoji has
+	// the rest of the rule.
+	MaxReactionsPerMessage = 20
+	MaxReactionsPerUser    = 3
+	MaxEmojiBytes          = 32
 	// MaxSyncCursors bounds the cursors of one Sync request.
 	MaxSyncCursors = 1000
 	// MaxMediaURLBytes bounds Media.url; MaxMimeBytes bounds Media.mime.

@@ -149,6 +149,9 @@ func (c *conversation) process(jobs []*job) {
 		case *parleyv1.IngressRecord_Edit, *parleyv1.IngressRecord_Delete:
 			flush()
 			c.change(ctx, j, out)
+		case *parleyv1.IngressRecord_React:
+			flush()
+			c.react(ctx, j, out)
 		}
 	}
 	flush()

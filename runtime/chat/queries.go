@@ -198,6 +198,7 @@ func (q *Queries) History(ctx context.Context, userID string, h *parleyv1.Histor
 	if err := q.fillQuotes(ctx, h.GetConversationId(), msgs, m.JoinedSeq); err != nil {
 		return nil, err
 	}
+	viewReactions(msgs, userID)
 	return &parleyv1.HistoryResult{ConversationId: h.GetConversationId(), Messages: msgs, HasMore: more, JoinedSeq: m.JoinedSeq}, nil
 }
 
@@ -353,7 +354,7 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 			return nil, storeErr(q.log, "last message", id, err)
 		}
 		if store.IsChange(last.GetKind()) {
-			// An edit or delete of an earlier message is not new activity:
+			// An edit, delete or reaction of an earlier message is not new activity:
 			// the inbox shows (and sorts by) the newest message before it.
 			if prev, err := q.lastBefore(ctx, id, head, m.JoinedSeq); err != nil {
 				return nil, err
@@ -364,6 +365,7 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 		if err := q.fillQuotes(ctx, id, []*parleyv1.Message{last}, m.JoinedSeq); err != nil {
 			return nil, err
 		}
+		viewReactions([]*parleyv1.Message{last}, userID)
 		cs.LastMessage = last
 	}
 	if withPage && head > cursor {
@@ -386,6 +388,7 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 		if err := q.fillQuotes(ctx, id, msgs, m.JoinedSeq); err != nil {
 			return nil, err
 		}
+		viewReactions(msgs, userID)
 		cs.Messages, cs.HasMore = msgs, more
 	}
 	return cs, nil
@@ -572,12 +575,12 @@ func (q *Queries) DMPeers(ctx context.Context, userID string) ([]string, error) 
 	return peers, nil
 }
 
-// lastChangeLookback bounds how far back the inbox looks past edit and
-// delete events for a conversation's last message.
-const lastChangeLookback = 20
+// lastChangeLookback bounds how far back the inbox looks past edit, delete
+// and reaction events for a conversation's last message.
+const lastChangeLookback = 50
 
 // lastBefore returns the newest message of conv below seq (and at or above
-// minSeq) that is not an edit or delete event, looking back at most
+// minSeq) that is not an edit, delete or reaction event, looking back at most
 // lastChangeLookback messages; nil when there is none.
 func (q *Queries) lastBefore(ctx context.Context, conv string, seq, minSeq uint64) (*parleyv1.Message, error) {
 	msgs, _, err := q.st.Messages(ctx, conv, store.Page{Before: seq, Limit: lastChangeLookback, MinSeq: minSeq})

@@ -466,6 +466,7 @@ func (c *conversation) answer(ctx context.Context, p *sendPlan, jobs []*job, out
 				continue
 			}
 			c.reply(j, out, &parleyv1.Reply{SendOk: sendOk(m)})
+			viewReactions([]*parleyv1.Message{m}, "") // its reactions since, without who
 			if _, member := st.members[m.GetSenderId()]; member {
 				// The first push may have been lost with its gateway.
 				deliverMessage(out, st.memberIDs(), m, session)

@@ -2,7 +2,10 @@ package chat
 
 import (
 	"fmt"
+	"unicode"
 	"unicode/utf8"
+
+	"github.com/parleychat/parley/runtime/wire"
 )
 
 // What user text may contain. Clients render text in terminals (the CLI),
@@ -64,6 +67,40 @@ func CheckTitle(title string) error {
 			return errInvalid(fmt.Sprintf("title contains line separator %U at byte %d; a title is one line", r, i))
 		case r >= '\u202A' && r <= '\u202E' || r >= '\u2066' && r <= '\u2069':
 			return errInvalid(fmt.Sprintf("title contains bidirectional control %U at byte %d", r, i))
+		}
+	}
+	return nil
+}
+
+// CheckEmoji reports why emoji cannot be a reaction (a *wire.Error), or
+// nil. A reaction is one short token shown in a chip under a message, so
+// the rule is stricter than a title's: 1..MaxEmojiBytes bytes (too_large
+// past it) of valid UTF-8 with no white space (it also covers the line and
+// paragraph separators), no control character and no format character
+// (Unicode category Cf: the bidi marks, embeddings, overrides and
+// isolates, zero-width spaces, the BOM), which are invalid. Two format
+// characters are part of emoji and allowed: the zero-width joiner U+200D
+// (👩‍💻) and the tag characters U+E0020 to U+E007F (subdivision flags);
+// variation selectors and skin-tone modifiers are not format characters.
+// Decision: the server does not check emoji against a list of emoji
+// (Unicode adds some every year); any short visible token passes, "+1"
+// included.
+func CheckEmoji(emoji string) error {
+	switch {
+	case emoji == "":
+		return errInvalid("emoji is empty")
+	case len(emoji) > MaxEmojiBytes:
+		return wire.Errorf(wire.CodeTooLarge, "emoji is %d bytes, over the limit of %d", len(emoji), MaxEmojiBytes)
+	}
+	for i, r := range emoji {
+		switch {
+		case r == utf8.RuneError && isInvalidAt(emoji, i):
+			return errInvalid("emoji is not valid UTF-8")
+		case r == '\u200D' || r >= 0xE0020 && r <= 0xE007F:
+		case unicode.IsSpace(r):
+			return errInvalid(fmt.Sprintf("emoji contains white space %U at byte %d", r, i))
+		case isControl(r) || unicode.Is(unicode.Cf, r):
+			return errInvalid(fmt.Sprintf("emoji contains control or format character %U at byte %d", r, i))
 		}
 	}
 	return nil

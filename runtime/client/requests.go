@@ -226,7 +226,39 @@ func (c *Client) Delete(ctx context.Context, conv string, seq uint64) (*parleyv1
 	return c.change(ctx, f, fmt.Sprintf("delete %s seq %d", conv, seq))
 }
 
-// change sends an edit or delete frame, retrying as SendMessage does.
+// React adds the user's reaction emoji to the message at seq of conv and
+// returns the MESSAGE_KIND_REACTION event (target_seq = seq, reactions =
+// the message's counts after it), emitted as a MessageEvent too; other
+// devices and members get it pushed. When the user already has that
+// reaction (a retry, another device) nothing is sequenced: the returned
+// message has seq 0, carries the current counts and is not emitted.
+// Retries as Edit. Other failures are *wire.Error: too_many_reactions (the
+// message has the most distinct emoji, or the user the most emoji on it),
+// not_found (no such message, deleted), invalid (an event; emoji not
+// allowed), too_large (emoji over 32 bytes), not_member.
+func (c *Client) React(ctx context.Context, conv string, seq uint64, emoji string) (*parleyv1.Message, error) {
+	return c.react(ctx, conv, seq, emoji, false)
+}
+
+// Unreact removes the user's reaction emoji from the message at seq of
+// conv, as React adds it; removing a reaction the user does not have
+// returns a message with seq 0 and sequences nothing.
+func (c *Client) Unreact(ctx context.Context, conv string, seq uint64, emoji string) (*parleyv1.Message, error) {
+	return c.react(ctx, conv, seq, emoji, true)
+}
+
+func (c *Client) react(ctx context.Context, conv string, seq uint64, emoji string, remove bool) (*parleyv1.Message, error) {
+	f := &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_React{React: &parleyv1.React{ConversationId: conv, Seq: seq, Emoji: emoji, Remove: remove}}}
+	what := "react"
+	if remove {
+		what = "unreact"
+	}
+	return c.change(ctx, f, fmt.Sprintf("%s %q to %s seq %d", what, emoji, conv, seq))
+}
+
+// change sends an edit, delete or react frame, retrying as SendMessage
+// does. A reply with seq 0 (a reaction that changed nothing) is not
+// emitted.
 func (c *Client) change(ctx context.Context, f *parleyv1.ClientFrame, what string) (*parleyv1.Message, error) {
 	rep, err := c.retrying(ctx, what, func() *parleyv1.ClientFrame { return proto.CloneOf(f) })
 	if err != nil {

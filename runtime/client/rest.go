@@ -246,6 +246,20 @@ func (r *REST) Delete(ctx context.Context, conv string, seq uint64) (*parleyv1.M
 	return r.memberEvent(ctx, http.MethodDelete, messagePath(conv, seq), nil)
 }
 
+// React adds the user's reaction emoji to the message at seq of conv (POST
+// /v1/messages/{conv}/{seq}/reactions) and returns the REACTION event, or
+// when the user already has it a REACTION message with seq 0 and the
+// current counts. One attempt; errors as Client.React.
+func (r *REST) React(ctx context.Context, conv string, seq uint64, emoji string) (*parleyv1.Message, error) {
+	return r.memberEvent(ctx, http.MethodPost, messagePath(conv, seq)+"/reactions", map[string]string{"emoji": emoji})
+}
+
+// Unreact removes the user's reaction emoji from the message at seq of conv
+// (DELETE /v1/messages/{conv}/{seq}/reactions), as React adds it.
+func (r *REST) Unreact(ctx context.Context, conv string, seq uint64, emoji string) (*parleyv1.Message, error) {
+	return r.memberEvent(ctx, http.MethodDelete, messagePath(conv, seq)+"/reactions", map[string]string{"emoji": emoji})
+}
+
 func messagePath(conv string, seq uint64) string {
 	return "/v1/messages/" + url.PathEscape(conv) + "/" + strconv.FormatUint(seq, 10)
 }

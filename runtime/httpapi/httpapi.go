@@ -75,6 +75,8 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/messages", a.authed(a.send))
 	mux.HandleFunc("PATCH /v1/messages/{conv}/{seq}", a.authed(a.editMessage))
 	mux.HandleFunc("DELETE /v1/messages/{conv}/{seq}", a.authed(a.deleteMessage))
+	mux.HandleFunc("POST /v1/messages/{conv}/{seq}/reactions", a.authed(a.react(false)))
+	mux.HandleFunc("DELETE /v1/messages/{conv}/{seq}/reactions", a.authed(a.react(true)))
 	mux.HandleFunc("GET /v1/history/{conv}", a.authed(a.limitReads(a.history)))
 	mux.HandleFunc("POST /v1/conversations", a.authed(a.createGroup))
 	mux.HandleFunc("GET /v1/conversations", a.authed(a.limitReads(a.inbox)))
@@ -383,13 +385,40 @@ func (a *API) deleteMessage(w http.ResponseWriter, r *http.Request, c auth.Claim
 		Op: &parleyv1.IngressRecord_Delete{Delete: &parleyv1.Delete{ConversationId: conv, Seq: seq}}})
 }
 
-// change sends an edit or delete like a send (it spends a send token).
+// react is POST (remove false) or DELETE (remove true)
+// /v1/messages/{conv}/{seq}/reactions {"emoji": "👍"}: the WebSocket react,
+// answered 200 {"event": the REACTION event}, or for a reaction that
+// changes nothing (already there, or already absent) a REACTION message
+// with no seq and the message's reactions.
+func (a *API) react(remove bool) handler {
+	return func(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+		seq, err := seqPath(r)
+		if err != nil {
+			return err
+		}
+		var b struct {
+			Emoji string `json:"emoji"`
+		}
+		if err := decode(r, &b); err != nil {
+			return err
+		}
+		conv := r.PathValue("conv")
+		re := &parleyv1.React{ConversationId: conv, Seq: seq, Emoji: b.Emoji, Remove: remove}
+		if err := chat.ValidateReact(re); err != nil {
+			return err
+		}
+		return a.change(w, r, c, &parleyv1.IngressRecord{ConversationId: conv, Op: &parleyv1.IngressRecord_React{React: re}})
+	}
+}
+
+// change sends an edit, delete or reaction like a send (it spends a send
+// token).
 func (a *API) change(w http.ResponseWriter, r *http.Request, c auth.Claims, rec *parleyv1.IngressRecord) error {
 	if err := chat.CheckConversationID(rec.GetConversationId()); err != nil {
 		return err
 	}
 	if ok, retry := a.Limits.Allow(c.UserID); !ok {
-		return wire.RateLimited("send rate exceeded (edits and deletes count as sends)", retry)
+		return wire.RateLimited("send rate exceeded (edits, deletes and reactions count as sends)", retry)
 	}
 	rep, err := a.call(r.Context(), c, rec)
 	if err != nil {

@@ -8,6 +8,7 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -99,13 +100,13 @@ type MessageStore interface {
 	// the creator of a group becomes owner) and add conv to their inboxes;
 	// MEMBER_REMOVED removes them (the inbox entry is kept, so a removed user
 	// still sees the conversation it left, but no longer has access).
-	// EDITED and DELETED events apply too, as ApplyChange describes; their
+	// EDITED, DELETED and REACTION events apply too, as ApplyChange describes; their
 	// target must be stored (ErrNotFound otherwise). Pebble applies every
 	// effect in the append's one batch; Cassandra after the conditional
 	// write that stores the messages (the commit point), so a failure
 	// between the two leaves an effect for ApplyChange to repair.
 	Append(ctx context.Context, conv string, msgs []*parleyv1.Message) error
-	// ApplyChange applies the stored EDITED or DELETED event ev to its
+	// ApplyChange applies the stored EDITED, DELETED or REACTION event ev to its
 	// target message (seq ev.TargetSeq) as Changed describes, and keeps the
 	// text of the target's versions in one place: the text of the EDITED
 	// event ev supersedes (the target's previous change_seq), or of ev
@@ -185,26 +186,51 @@ type CrossRegionReads interface {
 	UserHomeAnyRegion(ctx context.Context, user string) (string, error)
 }
 
-// IsChange reports whether k is a change to an earlier message (EDITED or
-// DELETED), whose effect Append and ApplyChange apply to its target.
+// IsChange reports whether k is a change to an earlier message (EDITED,
+// DELETED or REACTION), whose effect Append and ApplyChange apply to its
+// target.
 func IsChange(k parleyv1.MessageKind) bool {
-	return k == parleyv1.MessageKind_MESSAGE_KIND_EDITED || k == parleyv1.MessageKind_MESSAGE_KIND_DELETED
+	switch k {
+	case parleyv1.MessageKind_MESSAGE_KIND_EDITED, parleyv1.MessageKind_MESSAGE_KIND_DELETED,
+		parleyv1.MessageKind_MESSAGE_KIND_REACTION:
+		return true
+	}
+	return false
 }
 
 // Changed returns target as change event ev leaves it, or nil when ev
 // changes nothing: target is not a text or media message, ev is not a
-// change of it, or a change at ev's seq or later already applied
-// (target.ChangeSeq >= ev.Seq, so a replay never undoes a later change).
-// EDITED sets the text, the mentions and edited_at (ev's created_at) of a
-// text message that is not deleted; DELETED clears text, media, a reply's
-// quote and the mentions and sets deleted.
-// Both set change_seq to ev's seq. target is not modified.
+// change of it, or a change at ev's seq or later already applied (so a
+// replay never undoes a later change). EDITED sets the text, the mentions
+// and edited_at (ev's created_at) of a text message that is not deleted;
+// DELETED clears text, media, a reply's quote, the mentions and the
+// reactions and sets deleted. Both set change_seq to ev's seq and apply
+// only when target.ChangeSeq < ev.Seq.
+//
+// REACTION adds ev's sender to the users of ev's emoji (a new emoji goes
+// last), or with reaction_removed takes it out (an emoji nobody has left
+// disappears), on a message that is not deleted; it sets reaction_seq to
+// ev's seq and applies only when target.ReactionSeq < ev.Seq. The limits
+// on reactions are the sequencer's: Changed applies what it is given.
+// target is not modified.
 func Changed(target, ev *parleyv1.Message) *parleyv1.Message {
 	k := target.GetKind()
 	if k != parleyv1.MessageKind_MESSAGE_KIND_TEXT && k != parleyv1.MessageKind_MESSAGE_KIND_MEDIA {
 		return nil
 	}
-	if ev.GetTargetSeq() != target.GetSeq() || target.GetChangeSeq() >= ev.GetSeq() {
+	if ev.GetTargetSeq() != target.GetSeq() {
+		return nil
+	}
+	if ev.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_REACTION {
+		if target.GetDeleted() || target.GetReactionSeq() >= ev.GetSeq() {
+			return nil
+		}
+		out := proto.CloneOf(target)
+		out.Reactions = React(target.GetReactions(), ev.GetEmoji(), ev.GetSenderId(), !ev.GetReactionRemoved())
+		out.ReactionSeq = ev.GetSeq()
+		return out
+	}
+	if target.GetChangeSeq() >= ev.GetSeq() {
 		return nil
 	}
 	out := proto.CloneOf(target)
@@ -215,10 +241,43 @@ func Changed(target, ev *parleyv1.Message) *parleyv1.Message {
 		}
 		out.Text, out.EditedAt, out.Mentions = ev.GetText(), ev.GetCreatedAt(), ev.GetMentions()
 	case parleyv1.MessageKind_MESSAGE_KIND_DELETED:
-		out.Text, out.Media, out.ReplyTo, out.Mentions, out.Deleted = "", nil, nil, nil, true
+		out.Text, out.Media, out.ReplyTo, out.Mentions, out.Reactions, out.Deleted = "", nil, nil, nil, nil, true
 	default:
 		return nil
 	}
 	out.ChangeSeq = ev.GetSeq()
+	return out
+}
+
+// React returns the stored reactions rs (Reaction.user_ids filled) with
+// user added to emoji's users (add) or taken out of them, each count set to
+// its number of users; an emoji with no users left is dropped, a new one
+// goes last. Adding a user already there, or removing one who is not,
+// changes nothing. rs is not modified.
+func React(rs []*parleyv1.Reaction, emoji, user string, add bool) []*parleyv1.Reaction {
+	out := make([]*parleyv1.Reaction, 0, len(rs)+1)
+	found := false
+	for _, r := range rs {
+		users := r.GetUserIds()
+		if r.GetEmoji() == emoji {
+			found = true
+			switch has := slices.Contains(users, user); {
+			case add && !has:
+				users = append(slices.Clone(users), user)
+			case !add && has:
+				users = slices.DeleteFunc(slices.Clone(users), func(u string) bool { return u == user })
+			}
+		}
+		if len(users) == 0 {
+			continue
+		}
+		out = append(out, &parleyv1.Reaction{Emoji: r.GetEmoji(), Count: uint32(len(users)), UserIds: users})
+	}
+	if add && !found {
+		out = append(out, &parleyv1.Reaction{Emoji: emoji, Count: 1, UserIds: []string{user}})
+	}
+	if len(out) == 0 {
+		return nil
+	}
 	return out
 }

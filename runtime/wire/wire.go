@@ -59,6 +59,11 @@ const (
 	// window (--edit-window, default 48h), so its sender may no longer
 	// edit or delete it (a group's owner may still delete it). HTTP 403.
 	CodeEditWindowClosed = "edit_window_closed"
+	// CodeTooManyReactions: a reaction over a message's limits: it already
+	// carries the most distinct emoji (20), or the caller already reacted
+	// with the most emoji one user may put on it (3). HTTP 409. Remove a
+	// reaction first; retrying as it is fails again.
+	CodeTooManyReactions = "too_many_reactions"
 )
 
 // WebSocket close codes (RFC 6455 §7.4.2: 4000–4999 are for applications).

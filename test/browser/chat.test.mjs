@@ -233,6 +233,55 @@ describe('web client', () => {
     assert.equal(stored2.reply_to.text, 'original message, edited');
   });
 
+  step('reactions show as chips on both sides and a click toggles them', async () => {
+    await alice.getByLabel('Message', { exact: true }).fill('Pizza tonight');
+    await alice.keyboard.press('Enter');
+    const hers = message(alice, 'Pizza tonight');
+    const his = message(bob, 'Pizza tonight');
+    await his.waitFor();
+    await waitFor('the message stored', async () => (await hers.getAttribute('data-seq')) !== null);
+    const seq = await hers.getAttribute('data-seq');
+    // Bob picks 👍 from the React action's picker.
+    await his.hover();
+    await his.getByRole('button', { name: 'React to this message' }).click();
+    await his.getByRole('button', { name: 'React with 👍' }).click();
+    const bobThumb = his.locator('.reactions .chip', { hasText: '👍' });
+    await waitFor('bob sees his 👍 1, pressed', async () =>
+      (await bobThumb.textContent().catch(() => '')) === '👍 1' && (await bobThumb.getAttribute('aria-pressed')) === 'true');
+    // Alice sees it live, not pressed (it is not hers).
+    const aliceThumb = hers.locator('.reactions .chip', { hasText: '👍' });
+    await waitFor('alice sees 👍 1, not pressed', async () =>
+      (await aliceThumb.textContent().catch(() => '')) === '👍 1' && (await aliceThumb.getAttribute('aria-pressed')) === 'false');
+    // Alice clicks the chip: she joins in, and bob's count follows.
+    await aliceThumb.click();
+    await waitFor('alice sees 👍 2, pressed', async () =>
+      (await aliceThumb.textContent()) === '👍 2' && (await aliceThumb.getAttribute('aria-pressed')) === 'true');
+    await waitFor('bob sees 👍 2, still pressed', async () =>
+      (await bobThumb.textContent()) === '👍 2' && (await bobThumb.getAttribute('aria-pressed')) === 'true');
+    // Bob's other device reacts ❤️ (REST): his page marks it his.
+    await server.rest('POST', `/v1/messages/dm:alice:bob/${seq}/reactions`, { token: await server.token('bob'), body: { emoji: '❤️' } });
+    const bobHeart = his.locator('.reactions .chip', { hasText: '❤️' });
+    await waitFor('bob sees ❤️ 1 as his', async () => (await bobHeart.getAttribute('aria-pressed').catch(() => '')) === 'true');
+    await hers.locator('.reactions .chip', { hasText: '❤️ 1' }).waitFor();
+    await shot(alice, 'desktop-reactions');
+    await shot(bob, 'phone-reactions');
+    // Bob clicks his 👍 chip: taken back on both sides.
+    await bobThumb.click();
+    await waitFor('bob sees 👍 1, not pressed', async () =>
+      (await bobThumb.textContent()) === '👍 1' && (await bobThumb.getAttribute('aria-pressed')) === 'false');
+    await waitFor('alice sees 👍 1, still hers', async () =>
+      (await aliceThumb.textContent()) === '👍 1' && (await aliceThumb.getAttribute('aria-pressed')) === 'true');
+    // The events are not rows of their own, and history has the aggregate
+    // with "me" per reader.
+    assert.equal(await alice.locator('#msg-list li.event', { hasText: 'reacted' }).count(), 0);
+    for (const [user, want] of [['alice', '👍1* ❤️1'], ['bob', '👍1 ❤️1*']]) {
+      const hist = await server.rest('GET', '/v1/history/dm:alice:bob?limit=50', { token: await server.token(user) });
+      const m = hist.messages.find((x) => String(x.seq) === seq);
+      const got = (m.reactions || []).map((r) => `${r.emoji}${r.count}${r.me ? '*' : ''}`).join(' ');
+      assert.equal(got, want, `${user}'s history`);
+    }
+  });
+
   step('a mention of bob is marked in his list and in the text', async () => {
     await bob.getByRole('button', { name: 'Back to conversations' }).click();
     await alice.getByLabel('Message', { exact: true }).fill('@bob are you there');

@@ -65,3 +65,55 @@ func TestEditDeleteAcrossGateways(t *testing.T) {
 		}
 	}
 }
+
+// TestReactionsAcrossGateways (issue 13): in the distributed mode a
+// reaction made on gateway 0 reaches the reactor's other device and the
+// peer on gateway 1 with the counts, one over REST on gateway 1 reaches
+// gateway 0, and Cassandra holds the aggregate with its users; a repeat
+// sequences nothing.
+func TestReactionsAcrossGateways(t *testing.T) {
+	c := newCluster(t, clusterOpts{})
+	c.chat(0)
+	c.presence(0)
+	g0, g1 := c.gateway(0), c.gateway(1)
+	ctx := ctxT(t, 90*time.Second)
+	alice := c.connect(g0.WS(), "alice", "phone")
+	alice2 := c.connect(g1.WS(), "alice", "laptop")
+	bob := c.connect(g1.WS(), "bob", "phone")
+	dm := chat.DMID("alice", "bob")
+
+	sent, err := bob.Send(ctx, dm, "dinner at 8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := alice.React(ctx, dm, sent.GetSeq(), "👍")
+	if err != nil || ev.GetSeq() == 0 {
+		t.Fatalf("react: %v %v", ev, err)
+	}
+	for _, d := range []*device{alice2, bob} {
+		waitFor(t, 20*time.Second, d.name+" gets the reaction", func() bool { return d.hasSeq(dm, ev.GetSeq()) })
+		for _, m := range d.Messages(dm) {
+			if m.GetSeq() == ev.GetSeq() && (m.GetKind() != parleyv1.MessageKind_MESSAGE_KIND_REACTION || m.GetTargetSeq() != sent.GetSeq() ||
+				m.GetEmoji() != "👍" || len(m.GetReactions()) != 1 || m.GetReactions()[0].GetCount() != 1) {
+				t.Fatalf("%s got %v", d.name, m)
+			}
+		}
+	}
+	ev2, err := client.NewREST(g1.HTTP(), c.token("bob", "rest")).React(ctx, dm, sent.GetSeq(), "👍")
+	if err != nil || len(ev2.GetReactions()) != 1 || ev2.GetReactions()[0].GetCount() != 2 {
+		t.Fatalf("REST react: %v %v", ev2, err)
+	}
+	waitFor(t, 20*time.Second, "alice gets bob's reaction", func() bool { return alice.hasSeq(dm, ev2.GetSeq()) })
+	if again, err := alice.React(ctx, dm, sent.GetSeq(), "👍"); err != nil || again.GetSeq() != 0 {
+		t.Fatalf("repeated reaction: %v %v, want seq 0", again, err)
+	}
+
+	stored := c.storedLog(dm)
+	m := stored[sent.GetSeq()]
+	if rs := m.GetReactions(); len(rs) != 1 || rs[0].GetEmoji() != "👍" || strings.Join(rs[0].GetUserIds(), ",") != "alice,bob" || m.GetReactionSeq() != ev2.GetSeq() {
+		t.Errorf("stored message %v, want 👍 by alice and bob at reaction_seq %d", m, ev2.GetSeq())
+	}
+	if len(stored) != int(ev2.GetSeq()) {
+		t.Errorf("Cassandra holds %d messages, want %d (the repeat stores nothing)", len(stored), ev2.GetSeq())
+	}
+}

@@ -41,6 +41,8 @@ const Help = `commands:
   /reply <seq> <text>                 reply to message #<seq> here (the number a message line starts with)
   /edit <new text>                    replace the text of your last message here
   /delete                             delete your last message here
+  /react <seq> <emoji>                react to message #<seq> here (e.g. /react 7 👍)
+  /unreact <seq> <emoji>              take your reaction back
   /help                               this text
   /quit                               exit
 any other line is sent to the current conversation (start it with // to send a leading /)
@@ -204,6 +206,8 @@ func (s *session) line(line string) bool {
 		s.change(cmd.text, false)
 	case "delete":
 		s.change("", true)
+	case "react", "unreact":
+		s.react(cmd.seq, cmd.text, cmd.name == "unreact")
 	}
 	return false
 }
@@ -214,9 +218,10 @@ type command struct {
 	// "group-create".
 	name string
 	args []string
-	// text is the message of "say" and "reply", the new text of "edit".
+	// text is the message of "say" and "reply", the new text of "edit",
+	// the emoji of "react" and "unreact".
 	text string
-	// seq is the message "reply" answers.
+	// seq is the message "reply" answers, "react" and "unreact" act on.
 	seq uint64
 }
 
@@ -255,6 +260,22 @@ func parse(line string) (command, error) {
 			return command{}, fmt.Errorf("%s is not a message number; usage: /reply <seq> <text>", Sanitize(num))
 		}
 		return command{name: "reply", text: text, seq: seq}, nil
+	}
+	for _, name := range []string{"react", "unreact"} {
+		if trimmed != "/"+name && !strings.HasPrefix(trimmed, "/"+name+" ") {
+			continue
+		}
+		// "/react <seq> <emoji>"; the seq may be written "#7".
+		usage := fmt.Sprintf("usage: /%s <seq> <emoji>", name)
+		f := strings.Fields(strings.TrimPrefix(trimmed, "/"+name))
+		if len(f) != 2 {
+			return command{}, errors.New(usage)
+		}
+		seq, err := strconv.ParseUint(strings.TrimPrefix(f[0], "#"), 10, 64)
+		if err != nil || seq == 0 {
+			return command{}, fmt.Errorf("%s is not a message number; %s", Sanitize(f[0]), usage)
+		}
+		return command{name: name, text: f[1], seq: seq}, nil
 	}
 	fields, err := splitArgs(trimmed[1:])
 	if err != nil {
@@ -666,15 +687,49 @@ func (s *session) event(ev client.Event) {
 	}
 }
 
-// show prints message m: for a reply, first the line quoting the message it
-// answers (FormatQuote), then m's line (FormatMessage) numbered with its seq,
-// the number /reply takes.
+// show prints message m: m's line (FormatMessage) numbered with its seq,
+// the number /reply and /react take, then for a reply the line quoting the
+// message it answers (FormatQuote) and the line of its reactions
+// (FormatReactions).
 func (s *session) show(m *parleyv1.Message) {
 	s.printf("#%d %s", m.GetSeq(), FormatMessage(m))
 	if q := FormatQuote(m); q != "" {
 		s.printf("%s", q) // under the reply it belongs to
 	}
+	if r := FormatReactions(m.GetReactions()); r != "" && !isReaction(m) {
+		s.printf("%s", r)
+	}
 	s.noteMine(m)
+}
+
+func isReaction(m *parleyv1.Message) bool {
+	return m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_REACTION
+}
+
+// react adds (or with remove takes back) the user's reaction emoji on
+// message seq of the current conversation. Success shows when the event
+// arrives; a reaction that changes nothing says so.
+func (s *session) react(seq uint64, emoji string, remove bool) {
+	if !s.needConv() {
+		return
+	}
+	ctx, cancel := s.callCtx()
+	defer cancel()
+	var ev *parleyv1.Message
+	var err error
+	if remove {
+		ev, err = s.c.Unreact(ctx, s.conv, seq, emoji)
+	} else {
+		ev, err = s.c.React(ctx, s.conv, seq, emoji)
+	}
+	switch {
+	case err != nil:
+		s.printf("cannot react to #%d: %s", seq, errText(err))
+	case ev.GetSeq() == 0 && remove:
+		s.printf("(you had not reacted %s to #%d)", Sanitize(emoji), seq)
+	case ev.GetSeq() == 0:
+		s.printf("(you already reacted %s to #%d)", Sanitize(emoji), seq)
+	}
 }
 
 // noteMine keeps the seq of the user's newest text message per
@@ -807,6 +862,16 @@ func FormatMessage(m *parleyv1.Message) string {
 		return fmt.Sprintf("[%s] * %s edited a message: %s", conv, who, SanitizeText(m.GetText()))
 	case parleyv1.MessageKind_MESSAGE_KIND_DELETED:
 		return fmt.Sprintf("[%s] * %s deleted a message", conv, who)
+	case parleyv1.MessageKind_MESSAGE_KIND_REACTION:
+		verb, prep := "reacted", "to"
+		if m.GetReactionRemoved() {
+			verb, prep = "took back", "on"
+		}
+		line := fmt.Sprintf("[%s] * %s %s %s %s #%d", conv, who, verb, Sanitize(m.GetEmoji()), prep, m.GetTargetSeq())
+		if r := FormatReactions(m.GetReactions()); r != "" {
+			line += " —" + strings.TrimPrefix(r, "  reactions:")
+		}
+		return line
 	}
 	if m.GetDeleted() {
 		return fmt.Sprintf("[%s] %s: (message deleted)", conv, who)
@@ -815,6 +880,22 @@ func FormatMessage(m *parleyv1.Message) string {
 		return fmt.Sprintf("[%s] %s: %s (edited)", conv, who, SanitizeText(m.GetText()))
 	}
 	return fmt.Sprintf("[%s] %s: %s", conv, who, SanitizeText(m.GetText()))
+}
+
+// FormatReactions renders a message's reactions as the line printed under
+// it: "  reactions: 👍 2 (you) · ❤️ 1", sanitised; "" when it has none.
+func FormatReactions(rs []*parleyv1.Reaction) string {
+	if len(rs) == 0 {
+		return ""
+	}
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("%s %d", Sanitize(r.GetEmoji()), r.GetCount())
+		if r.GetMe() {
+			parts[i] += " (you)"
+		}
+	}
+	return "  reactions: " + strings.Join(parts, " · ")
 }
 
 // quoteNewlines flattens a quote's text to one line.

@@ -64,6 +64,14 @@ func TestParse(t *testing.T) {
 		{"/reply 0 hi", command{}, "0 is not a message number"},
 		{"/reply -3 hi", command{}, "-3 is not a message number"},
 		{"/delete 3", command{}, "usage: /delete"},
+		{"/react 7 👍", command{name: "react", seq: 7, text: "👍"}, ""},
+		{"/react #7  ❤️ ", command{name: "react", seq: 7, text: "❤️"}, ""},
+		{"/unreact 7 👍", command{name: "unreact", seq: 7, text: "👍"}, ""},
+		{"/react 7", command{}, "usage: /react <seq> <emoji>"},
+		{"/react", command{}, "usage: /react <seq> <emoji>"},
+		{"/react 7 👍 ❤️", command{}, "usage: /react <seq> <emoji>"},
+		{"/react x 👍", command{}, "x is not a message number"},
+		{"/unreact 0 👍", command{}, "0 is not a message number; usage: /unreact"},
 		{"/help", command{name: "help"}, ""},
 		{"/quit\r", command{name: "quit"}, ""},
 		{"/", command{}, "empty command"},
@@ -350,6 +358,47 @@ func TestRunReply(t *testing.T) {
 		"#2 [dm:alice:bob] alice: noon works\n  ↳ in reply to #1 bob: lunch? noon or one\n#3 [dm:alice:bob] bob: see you\n  ↳ in reply to #2 alice: noon works\n")
 	alice.send("/help")
 	alice.expect("/reply <seq> <text>")
+}
+
+// TestRunReact: /react and /unreact act on a message by its number; the
+// events show as lines naming the message and its counts, a repeat says
+// so, and history prints each message's reactions under it, marking the
+// user's own.
+func TestRunReact(t *testing.T) {
+	srv := fakegw.New(t)
+	srv.AddToken("ta", "alice")
+	srv.AddToken("tb", "bob")
+	alice := start(t, srv, "ta", "alice")
+	alice.expect("connected as alice")
+	bob := dial(t, srv, "tb")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	alice.send("/dm bob")
+	alice.expect("--- dm:alice:bob ---")
+	if _, err := bob.Send(ctx, "dm:alice:bob", "lunch?"); err != nil {
+		t.Fatal(err)
+	}
+	alice.expect("#1 [dm:alice:bob] bob: lunch?\n")
+	alice.send("/react 1 👍")
+	alice.expect("#2 [dm:alice:bob] * alice reacted 👍 to #1 — 👍 1\n")
+	if _, err := bob.React(ctx, "dm:alice:bob", 1, "❤️"); err != nil {
+		t.Fatal(err)
+	}
+	alice.expect("#3 [dm:alice:bob] * bob reacted ❤️ to #1 — 👍 1 · ❤️ 1\n")
+	alice.send("/react #1 👍")
+	alice.expect("(you already reacted 👍 to #1)")
+	alice.send("/unreact 1 🎉")
+	alice.expect("(you had not reacted 🎉 to #1)")
+	alice.send("/react 9 👍")
+	alice.expect("cannot react to #9: not_found")
+
+	alice.send("/join dm:alice:bob")
+	alice.expect("--- dm:alice:bob ---\n#1 [dm:alice:bob] bob: lunch?\n  reactions: 👍 1 (you) · ❤️ 1\n#2 ")
+	alice.send("/unreact 1 👍")
+	alice.expect("#4 [dm:alice:bob] * alice took back 👍 on #1 — ❤️ 1\n")
+	alice.send("/help")
+	alice.expect("/react <seq> <emoji>")
 }
 
 // waitRead waits until user has sent a read frame for conv up to seq.

@@ -20,7 +20,10 @@
 //     version 3 also target_seq (EDITED and DELETED events), edited_at,
 //     deleted and change_seq (a changed message); since version 4 reply,
 //     the marshaled parley.v1.Quote of a reply; since version 5 mentions
-//     (frozen, like members).
+//     (frozen, like members); since version 6 reactions (a blob like media:
+//     reactionsFormatProto, then a parley.v1.Message holding only emoji,
+//     reaction_removed and reactions — a REACTION event's own fields, or a
+//     message's reactions with the users of each emoji) and reaction_seq.
 //   - messages.head_bucket, a static column read only in bucket 0: the hint
 //     that makes Head O(1) (see below).
 //   - conversations (id) → kind, title, home_region, created_by, created_at.

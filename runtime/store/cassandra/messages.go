@@ -25,6 +25,10 @@ const (
 	// mediaFormatProto tags the media column: the protobuf encoding of
 	// parleyv1.Media follows.
 	mediaFormatProto = 1
+	// reactionsFormatProto tags the reactions column: the protobuf
+	// encoding of a parleyv1.Message with only emoji, reaction_removed and
+	// reactions set follows.
+	reactionsFormatProto = 1
 	// casAttempts bounds the conditional writes of one segment whose
 	// outcome was unknown and then found not applied.
 	casAttempts = 3
@@ -111,11 +115,35 @@ func encodeRow(conv string, m *parleyv1.Message) (row, error) {
 		return row{}, err
 	}
 	size += n
+	if m.GetReactionSeq() > maxSeq {
+		return row{}, fmt.Errorf("reaction_seq above %d", uint64(maxSeq))
+	}
+	reactions, err := encodeReactions(m)
+	if err != nil {
+		return row{}, err
+	}
+	if b, ok := reactions.([]byte); ok {
+		size += len(b)
+	}
 	return row{m: m, size: size, args: []any{
 		conv, bucketOf(seq), int64(seq), m.GetMessageId(), unsetIfEmpty(m.GetSenderId()),
 		unsetIfEmpty(m.GetClientMsgId()), int32(m.GetKind()), unsetIfEmpty(m.GetText()), media, members, unsetIfZero(m.GetCreatedAt()),
 		unsetIfZero(int64(m.GetTargetSeq())), unsetIfZero(m.GetEditedAt()), deleted, unsetIfZero(int64(m.GetChangeSeq())), reply, mentions,
+		reactions, unsetIfZero(int64(m.GetReactionSeq())),
 	}}, nil
+}
+
+// encodeReactions binds the reactions column of m: unset when m has no
+// emoji, reaction_removed or reactions.
+func encodeReactions(m *parleyv1.Message) (any, error) {
+	if m.GetEmoji() == "" && !m.GetReactionRemoved() && len(m.GetReactions()) == 0 {
+		return gocql.UnsetValue, nil
+	}
+	b, err := proto.Marshal(&parleyv1.Message{Emoji: m.GetEmoji(), ReactionRemoved: m.GetReactionRemoved(), Reactions: m.GetReactions()})
+	if err != nil {
+		return nil, fmt.Errorf("marshal reactions: %w", err)
+	}
+	return append([]byte{reactionsFormatProto}, b...), nil
 }
 
 // idList binds a frozen list of user ids (members, mentions), unset when
@@ -156,8 +184,11 @@ func scanMessage(sc gocql.Scanner, conv string) (*parleyv1.Message, error) {
 		deleted          bool
 		reply            []byte
 		mentions         []string
+		reactions        []byte
+		reactionSeq      int64
 	)
-	if err := sc.Scan(&seq, &id, &sender, &cmid, &kind, &body, &media, &members, &created, &target, &edited, &deleted, &change, &reply, &mentions); err != nil {
+	if err := sc.Scan(&seq, &id, &sender, &cmid, &kind, &body, &media, &members, &created, &target, &edited, &deleted, &change, &reply, &mentions,
+		&reactions, &reactionSeq); err != nil {
 		return nil, err
 	}
 	m := &parleyv1.Message{
@@ -175,6 +206,17 @@ func scanMessage(sc gocql.Scanner, conv string) (*parleyv1.Message, error) {
 		Deleted:        deleted,
 		ChangeSeq:      uint64(change),
 		Mentions:       mentions,
+		ReactionSeq:    uint64(reactionSeq),
+	}
+	if reactions != nil {
+		if len(reactions) == 0 || reactions[0] != reactionsFormatProto {
+			return nil, fmt.Errorf("seq %d: unknown reactions format", seq)
+		}
+		var r parleyv1.Message
+		if err := proto.Unmarshal(reactions[1:], &r); err != nil {
+			return nil, fmt.Errorf("seq %d: unmarshal reactions: %w", seq, err)
+		}
+		m.Emoji, m.ReactionRemoved, m.Reactions = r.GetEmoji(), r.GetReactionRemoved(), r.GetReactions()
 	}
 	if reply != nil {
 		m.ReplyTo = new(parleyv1.Quote)
@@ -486,6 +528,9 @@ func (s *Store) ApplyChange(ctx context.Context, conv string, ev *parleyv1.Messa
 // cleared. A failure between the two leaves that text for the next
 // ApplyChange of ev to clear.
 func (s *Store) applyChange(ctx context.Context, conv string, ev *parleyv1.Message) error {
+	if ev.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_REACTION {
+		return s.applyReaction(ctx, conv, ev)
+	}
 	for attempt := 1; ; attempt++ {
 		target, err := s.serialMessage(ctx, conv, ev.GetTargetSeq())
 		if err != nil {
@@ -523,9 +568,14 @@ func (s *Store) applyChange(ctx context.Context, conv string, ev *parleyv1.Messa
 		case len(target.GetMentions()) > 0:
 			mentions = nil
 		}
+		// A delete clears the reactions (a null cell); reaction_seq stays.
+		var reactions any = gocql.UnsetValue
+		if upd.GetDeleted() && len(target.GetReactions()) > 0 {
+			reactions = nil
+		}
 		seq := upd.GetSeq()
 		q := s.sess.Query(s.stmt.changeMessage, upd.GetText(), media, unsetIfZero(upd.GetEditedAt()), upd.GetDeleted(),
-			int64(upd.GetChangeSeq()), reply, mentions, conv, bucketOf(seq), int64(seq), prev).
+			int64(upd.GetChangeSeq()), reply, mentions, reactions, conv, bucketOf(seq), int64(seq), prev).
 			WithContext(ctx).Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial)
 		applied, err := q.MapScanCAS(map[string]any{})
 		if err != nil {
@@ -542,6 +592,49 @@ func (s *Store) applyChange(ctx context.Context, conv string, ev *parleyv1.Messa
 			return s.clearText(ctx, conv, p)
 		}
 		return nil
+	}
+}
+
+// applyReaction applies REACTION event ev to its target: a compare-and-set
+// of the target's reactions on its reaction_seq (so reactions apply one at
+// a time, in seq order, and a replay changes nothing) and its change_seq
+// (so a delete applied in between is not undone).
+func (s *Store) applyReaction(ctx context.Context, conv string, ev *parleyv1.Message) error {
+	nullIfZero := func(v uint64) any {
+		if v == 0 {
+			return nil
+		}
+		return int64(v)
+	}
+	for attempt := 1; ; attempt++ {
+		target, err := s.serialMessage(ctx, conv, ev.GetTargetSeq())
+		if err != nil {
+			return fmt.Errorf("target seq %d: %w", ev.GetTargetSeq(), err)
+		}
+		upd := store.Changed(target, ev)
+		if upd == nil {
+			return nil
+		}
+		var reactions any // null: no reactions left
+		if len(upd.GetReactions()) > 0 {
+			if reactions, err = encodeReactions(&parleyv1.Message{Reactions: upd.GetReactions()}); err != nil {
+				return err
+			}
+		}
+		seq := upd.GetSeq()
+		q := s.sess.Query(s.stmt.reactMessage, reactions, int64(upd.GetReactionSeq()), conv, bucketOf(seq), int64(seq),
+			nullIfZero(target.GetChangeSeq()), nullIfZero(target.GetReactionSeq())).
+			WithContext(ctx).Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial)
+		applied, err := q.MapScanCAS(map[string]any{})
+		if err != nil {
+			return fmt.Errorf("update reactions of seq %d: %w", seq, err)
+		}
+		if applied {
+			return nil
+		}
+		if attempt >= casAttempts {
+			return fmt.Errorf("update reactions of seq %d: change_seq or reaction_seq kept moving", seq)
+		}
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the schema version this build reads and writes; Open
 // refuses a keyspace below it.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // migration is one schema version: statements that are each idempotent (IF
 // NOT EXISTS), so a migration interrupted half way is simply run again.
@@ -107,6 +107,15 @@ var migrations = []migration{{
 	description: "messages: mentions (the members a text mentions)",
 	stmts: []string{
 		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS mentions frozen<list<text>>`,
+	},
+}, {
+	version:     6,
+	description: "messages: reactions, reaction_seq (reactions)",
+	stmts: []string{
+		// One cell: a format byte and a parley.v1.Message holding only
+		// emoji, reaction_removed and reactions (reactionsFormatProto).
+		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS reactions blob`,
+		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS reaction_seq bigint`,
 	},
 }}
 
@@ -320,20 +329,21 @@ type statements struct {
 	receipt        string
 	messagesSerial string // rows of a seq range, for resolving a conditional write
 	changeMessage  string // an edit or delete's effect on its target (conditional)
+	reactMessage   string // a reaction's effect on its target (conditional)
 	clearBody      string // the text of a superseded EDITED event (conditional)
 	userHome       string
 	setUserHome    string
 	addUserHome    string // IF NOT EXISTS
 }
 
-const messageColumns = "seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at, target_seq, edited_at, deleted, change_seq, reply, mentions"
+const messageColumns = "seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at, target_seq, edited_at, deleted, change_seq, reply, mentions, reactions, reaction_seq"
 
 func newStatements(ks string) statements {
 	f := func(format string) string { return strings.ReplaceAll(format, "$ks", ks) }
 	return statements{
 		insertMessage: f(`INSERT INTO $ks.messages (conversation_id, bucket, seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at,
-			target_seq, edited_at, deleted, change_seq, reply, mentions)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
+			target_seq, edited_at, deleted, change_seq, reply, mentions, reactions, reaction_seq)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
 		messagesDesc: f(`SELECT ` + messageColumns + ` FROM $ks.messages
 			WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ? ORDER BY seq DESC LIMIT ?`),
 		messagesAsc: f(`SELECT ` + messageColumns + ` FROM $ks.messages
@@ -355,8 +365,11 @@ func newStatements(ks string) statements {
 		receipts:       f(`SELECT user_id, delivered_seq, read_seq FROM $ks.receipts WHERE conversation_id = ?`),
 		receipt:        f(`SELECT delivered_seq, read_seq FROM $ks.receipts WHERE conversation_id = ? AND user_id = ?`),
 		messagesSerial: f(`SELECT ` + messageColumns + ` FROM $ks.messages WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ?`),
-		changeMessage: f(`UPDATE $ks.messages SET body = ?, media = ?, edited_at = ?, deleted = ?, change_seq = ?, reply = ?, mentions = ?
+		changeMessage: f(`UPDATE $ks.messages SET body = ?, media = ?, edited_at = ?, deleted = ?, change_seq = ?, reply = ?, mentions = ?, reactions = ?
 			WHERE conversation_id = ? AND bucket = ? AND seq = ? IF change_seq = ?`),
+		// change_seq in the condition: a delete that lands in between wins.
+		reactMessage: f(`UPDATE $ks.messages SET reactions = ?, reaction_seq = ?
+			WHERE conversation_id = ? AND bucket = ? AND seq = ? IF change_seq = ? AND reaction_seq = ?`),
 		clearBody:   f(`UPDATE $ks.messages SET body = '' WHERE conversation_id = ? AND bucket = ? AND seq = ? IF EXISTS`),
 		userHome:    f(`SELECT region FROM $ks.user_homes WHERE user_id = ?`),
 		setUserHome: f(`INSERT INTO $ks.user_homes (user_id, region) VALUES (?, ?)`),

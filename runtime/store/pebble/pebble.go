@@ -447,9 +447,9 @@ func (s *Store) applyMembership(b *pebbledb.Batch, conv string, msgs []*parleyv1
 	return nil
 }
 
-// applyChanges adds the effects of msgs' EDITED and DELETED events to b, in
-// the same batch as the events themselves, so an edit or delete and its
-// effect commit together. It runs under conv's lock.
+// applyChanges adds the effects of msgs' change events (EDITED, DELETED,
+// REACTION) to b, in the same batch as the events themselves, so a change
+// and its effect commit together. It runs under conv's lock.
 func (s *Store) applyChanges(b *pebbledb.Batch, conv string, msgs []*parleyv1.Message) error {
 	var overlay map[uint64]*parleyv1.Message
 	for _, m := range msgs {
@@ -506,10 +506,16 @@ func (s *Store) applyChange(b *pebbledb.Batch, conv string, ev *parleyv1.Message
 	if err != nil {
 		return fmt.Errorf("target seq %d: %w", ev.GetTargetSeq(), err)
 	}
-	if upd := store.Changed(target, ev); upd != nil {
+	upd := store.Changed(target, ev)
+	if upd != nil {
 		if err := put(upd); err != nil {
 			return err
 		}
+	}
+	if ev.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_REACTION {
+		return nil // reactions keep no text to clear
+	}
+	if upd != nil {
 		if prev := target.GetChangeSeq(); prev != 0 {
 			return clearText(prev)
 		}

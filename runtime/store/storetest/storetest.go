@@ -57,6 +57,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.MessageStore) {
 		{"ChangeDelete", testChangeDelete},
 		{"ChangeSameAppend", testChangeSameAppend},
 		{"ApplyChange", testApplyChange},
+		{"Reactions", testReactions},
+		{"ReactionsWithChanges", testReactionsWithChanges},
+		{"ReactionSameAppend", testReactionSameAppend},
+		{"ApplyReaction", testApplyReaction},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -113,6 +113,12 @@ function normMsg(m) {
     deleted: !!m.deleted,
     replyTo: normQuote(m.reply_to), // for a reply: the quote of the message it answers
     mentions: m.mentions || [], // the members the text mentions (set by the server)
+    // Text and media: the reactions (emoji, count, me). REACTION events:
+    // the target's counts after the event (me is never set on them).
+    reactions: (m.reactions || []).map((r) => ({ emoji: r.emoji, count: num(r.count), me: !!r.me })),
+    reactionSeq: num(m.reaction_seq), // the latest REACTION event applied
+    emoji: m.emoji || '', // REACTION events: the emoji added or removed
+    removed: !!m.reaction_removed,
   };
 }
 
@@ -164,20 +170,37 @@ function isChat(m) {
   return m.kind === 'MESSAGE_KIND_TEXT' || m.kind === 'MESSAGE_KIND_MEDIA';
 }
 
-// isChange: an edit or delete of an earlier message; applied to its target,
-// not shown as a row of its own.
+// isChange: an edit, delete or reaction of an earlier message; applied to
+// its target, not shown as a row of its own.
 function isChange(m) {
-  return m.kind === 'MESSAGE_KIND_EDITED' || m.kind === 'MESSAGE_KIND_DELETED';
+  return m.kind === 'MESSAGE_KIND_EDITED' || m.kind === 'MESSAGE_KIND_DELETED' || m.kind === 'MESSAGE_KIND_REACTION';
 }
 
-// applyChangeTo changes message t as edit or delete event m says.
+// setReactions gives t the counts of a REACTION event or answer m. The
+// server's counts are the same for everyone; which chips are the user's own
+// ("me") this device keeps: from t, and from m when the user made it.
+function setReactions(t, m) {
+  const mine = new Set(t.reactions.filter((r) => r.me).map((r) => r.emoji));
+  if (m.sender === me()) {
+    if (m.removed) mine.delete(m.emoji);
+    else mine.add(m.emoji);
+  }
+  t.reactions = m.reactions.map((r) => ({ ...r, me: mine.has(r.emoji) }));
+}
+
+// applyChangeTo changes message t as edit, delete or reaction event m says.
 function applyChangeTo(t, m) {
-  if (m.kind === 'MESSAGE_KIND_DELETED') {
+  if (m.kind === 'MESSAGE_KIND_REACTION') {
+    if (t.deleted || t.reactionSeq >= m.seq) return; // history already has it
+    setReactions(t, m);
+    t.reactionSeq = m.seq;
+  } else if (m.kind === 'MESSAGE_KIND_DELETED') {
     t.deleted = true;
     t.text = '';
     t.media = null;
     t.mentions = [];
     t.replyTo = null;
+    t.reactions = [];
   } else if (!t.deleted) {
     t.text = m.text;
     t.editedAt = m.at;
@@ -192,6 +215,7 @@ function applyChange(c, m) {
   // Quotes show the original as it is now (the server fills them so on
   // every read): loaded replies to it follow the edit or delete.
   for (const r of c.msgs.values()) {
+    if (m.kind === 'MESSAGE_KIND_REACTION') break; // quotes show no reactions
     if (!r.replyTo || r.replyTo.seq !== m.target) continue;
     if (m.kind === 'MESSAGE_KIND_DELETED') Object.assign(r.replyTo, { deleted: true, text: '' });
     else if (!r.replyTo.deleted) r.replyTo.text = [...m.text].slice(0, QUOTE_RUNES).join('');
@@ -862,6 +886,60 @@ async function submitEdit(c, seq, text) {
   }
 }
 
+// REACTIONS are the picker's choices; any other emoji comes from other
+// clients and shows as a chip like these.
+const REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🎉'];
+
+// react adds (or with remove takes back) the user's reaction on m. The
+// answer is the REACTION event (the server pushes it to the other devices,
+// not this one), or, when nothing changed, the current counts with seq 0.
+async function react(c, m, emoji, remove) {
+  $('composer-error').textContent = '';
+  try {
+    const r = await S.conn.request({ react: { conversation_id: c.id, seq: m.seq, emoji, remove } });
+    const ev = r && r.message && normMsg(r.message);
+    if (ev && !ev.seq) {
+      const t = c.msgs.get(m.seq);
+      if (t) {
+        setReactions(t, ev);
+        const e = msgEls.get(`s${t.seq}`);
+        if (e) {
+          e.remove();
+          msgEls.delete(`s${t.seq}`);
+        }
+      }
+      renderMessages(c, 'none');
+      return;
+    }
+    applyOwnChange(c, r);
+  } catch (err) {
+    $('composer-error').textContent = `Reaction not saved: ${err.message}`;
+  }
+}
+
+// reactionsEl is the chips under a message: emoji and count, pressed where
+// the user reacted; a click toggles the user's reaction.
+function reactionsEl(c, m) {
+  if (!m.reactions.length) return null;
+  return el('div', { class: 'reactions' }, ...m.reactions.map((r) => el('button', {
+    type: 'button', class: `chip${r.me ? ' me' : ''}`, 'aria-pressed': r.me ? 'true' : 'false',
+    'aria-label': `${r.emoji} ${r.count}${r.me ? ', you reacted' : ''}`, title: r.me ? 'Take your reaction back' : 'React with this too',
+    disabled: c.left ? '' : null, text: `${r.emoji} ${r.count}`, onclick: () => react(c, m, r.emoji, r.me),
+  })));
+}
+
+// pickerEl is the small emoji picker the React action opens.
+function pickerEl(c, m) {
+  const mine = new Set(m.reactions.filter((r) => r.me).map((r) => r.emoji));
+  return el('div', { class: 'picker', role: 'group', 'aria-label': 'Pick a reaction', hidden: '' }, ...REACTIONS.map((e) => el('button', {
+    type: 'button', class: `chip${mine.has(e) ? ' me' : ''}`, 'aria-label': `React with ${e}`, text: e,
+    onclick: (ev) => {
+      ev.currentTarget.parentElement.hidden = true;
+      react(c, m, e, mine.has(e));
+    },
+  })));
+}
+
 async function deleteMessage(c, m) {
   if (!window.confirm('Delete this message for everyone?')) return;
   try {
@@ -1178,6 +1256,8 @@ function describe(m) {
       return `${m.sender} edited a message`;
     case 'MESSAGE_KIND_DELETED':
       return 'A message was deleted';
+    case 'MESSAGE_KIND_REACTION':
+      return m.removed ? `${m.sender} took back ${m.emoji}` : `${m.sender} reacted ${m.emoji}`;
     default:
       return m.deleted ? 'Message deleted' : m.text;
   }
@@ -1346,8 +1426,12 @@ function messageEl(c, m) {
     el('time', { datetime: new Date(m.at).toISOString(), text: clock(m.at) }), mine ? tickEl(status) : null);
   const body = m.deleted ? [el('p', { class: 'text tombstone', text: 'This message was deleted' })] : bodyOf(m, c);
   const bubble = el('div', { class: 'bubble' }, who, ...body, meta);
+  let picker = null;
   if (!m.deleted && !c.left) {
     const actions = el('span', { class: 'msg-actions' });
+    picker = pickerEl(c, m);
+    actions.append(el('button', { type: 'button', class: 'link', text: 'React', 'aria-label': 'React to this message', 'aria-haspopup': 'true',
+      onclick: () => { picker.hidden = !picker.hidden; } }));
     actions.append(el('button', { type: 'button', class: 'link', text: 'Reply', 'aria-label': 'Reply to this message', onclick: () => startReply(c, m) }));
     if (mine && m.kind === 'MESSAGE_KIND_TEXT') {
       actions.append(el('button', { type: 'button', class: 'link', text: 'Edit', 'aria-label': 'Edit this message', onclick: () => startEdit(c, m) }));
@@ -1358,6 +1442,11 @@ function messageEl(c, m) {
     bubble.append(actions);
   }
   li.append(bubble);
+  if (picker) li.append(picker);
+  if (!m.deleted) {
+    const chips = reactionsEl(c, m);
+    if (chips) li.append(chips);
+  }
   li._status = status;
   return li;
 }

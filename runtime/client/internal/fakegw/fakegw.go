@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
@@ -412,7 +414,90 @@ func (s *Server) handle(c *Conn, f *parleyv1.ClientFrame) {
 		s.change(c, id, b.Edit.GetConversationId(), b.Edit.GetSeq(), b.Edit.GetText(), false)
 	case *parleyv1.ClientFrame_Delete:
 		s.change(c, id, b.Delete.GetConversationId(), b.Delete.GetSeq(), "", true)
+	case *parleyv1.ClientFrame_React:
+		s.react(c, id, b.React)
 	}
+}
+
+// react adds or removes the caller's reaction like the server (no limits):
+// a REACTION event with the counts, pushed to the other connections and
+// answered to the request; one that changes nothing is answered with seq 0.
+// The target keeps the users of each emoji; history shows count and me.
+func (s *Server) react(c *Conn, id uint64, r *parleyv1.React) {
+	s.mu.Lock()
+	conv, seq := r.GetConversationId(), r.GetSeq()
+	log := s.logs[conv]
+	if _, ok := s.memberLocked(conv, c.User); !ok {
+		s.mu.Unlock()
+		c.Write(wire.ErrorFrame(id, wire.CodeNotMember, "not a member", 0))
+		return
+	}
+	if seq == 0 || seq > uint64(len(log)) || log[seq-1].GetDeleted() {
+		s.mu.Unlock()
+		c.Write(wire.ErrorFrame(id, wire.CodeNotFound, fmt.Sprintf("%s has no message at seq %d", conv, seq), 0))
+		return
+	}
+	target := log[seq-1]
+	ev := &parleyv1.Message{Kind: parleyv1.MessageKind_MESSAGE_KIND_REACTION, TargetSeq: seq, Emoji: r.GetEmoji(), ReactionRemoved: r.GetRemove()}
+	after, changed := reacted(target.GetReactions(), r.GetEmoji(), c.User, !r.GetRemove())
+	if !changed {
+		ev.ConversationId, ev.SenderId, ev.Reactions = conv, c.User, counts(after)
+		s.mu.Unlock()
+		c.Write(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Message{Message: ev}})
+		return
+	}
+	ev.Reactions = counts(after)
+	ev = s.appendLocked(conv, c.User, ev)
+	target.Reactions, target.ReactionSeq = after, ev.GetSeq()
+	s.mu.Unlock()
+	s.push(ev, c)
+	c.Write(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Message{Message: ev}})
+}
+
+// reacted returns rs with user added to (or taken out of) emoji's users.
+func reacted(rs []*parleyv1.Reaction, emoji, user string, add bool) (out []*parleyv1.Reaction, changed bool) {
+	found := false
+	for _, r := range rs {
+		users := r.GetUserIds()
+		if r.GetEmoji() == emoji {
+			found = true
+			has := slices.Contains(users, user)
+			switch {
+			case add && !has:
+				users, changed = append(slices.Clone(users), user), true
+			case !add && has:
+				users, changed = slices.DeleteFunc(slices.Clone(users), func(u string) bool { return u == user }), true
+			}
+		}
+		if len(users) > 0 {
+			out = append(out, &parleyv1.Reaction{Emoji: r.GetEmoji(), Count: uint32(len(users)), UserIds: users})
+		}
+	}
+	if add && !found {
+		out, changed = append(out, &parleyv1.Reaction{Emoji: emoji, Count: 1, UserIds: []string{user}}), true
+	}
+	return out, changed
+}
+
+// counts drops the users of stored reactions.
+func counts(rs []*parleyv1.Reaction) []*parleyv1.Reaction {
+	var out []*parleyv1.Reaction
+	for _, r := range rs {
+		out = append(out, &parleyv1.Reaction{Emoji: r.GetEmoji(), Count: r.GetCount()})
+	}
+	return out
+}
+
+// viewed is m as user reads it: reactions with count and me, no users.
+func viewed(m *parleyv1.Message, user string) *parleyv1.Message {
+	if len(m.GetReactions()) == 0 || m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_REACTION {
+		return m
+	}
+	v := proto.CloneOf(m)
+	for _, r := range v.Reactions {
+		r.Me, r.UserIds = slices.Contains(r.GetUserIds(), user), nil
+	}
+	return v
 }
 
 // change edits or deletes the sender's own message seq of conv like the
@@ -569,7 +654,7 @@ func (s *Server) history(user string, h *parleyv1.History) (*parleyv1.HistoryRes
 					res.HasMore = true
 					break
 				}
-				res.Messages = append(res.Messages, m)
+				res.Messages = append(res.Messages, viewed(m, user))
 			}
 		}
 		return res, nil
@@ -585,7 +670,7 @@ func (s *Server) history(user string, h *parleyv1.History) (*parleyv1.HistoryRes
 				res.HasMore = true
 				break
 			}
-			res.Messages = append(res.Messages, m)
+			res.Messages = append(res.Messages, viewed(m, user))
 		}
 	}
 	return res, nil

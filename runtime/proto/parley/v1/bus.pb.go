@@ -147,6 +147,7 @@ type IngressRecord struct {
 	//	*IngressRecord_RemoveMembers
 	//	*IngressRecord_Edit
 	//	*IngressRecord_Delete
+	//	*IngressRecord_React
 	Op            isIngressRecord_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -296,6 +297,15 @@ func (x *IngressRecord) GetDelete() *Delete {
 	return nil
 }
 
+func (x *IngressRecord) GetReact() *React {
+	if x != nil {
+		if x, ok := x.Op.(*IngressRecord_React); ok {
+			return x.React
+		}
+	}
+	return nil
+}
+
 type isIngressRecord_Op interface {
 	isIngressRecord_Op()
 }
@@ -332,6 +342,10 @@ type IngressRecord_Delete struct {
 	Delete *Delete `protobuf:"bytes,17,opt,name=delete,proto3,oneof"`
 }
 
+type IngressRecord_React struct {
+	React *React `protobuf:"bytes,18,opt,name=react,proto3,oneof"`
+}
+
 func (*IngressRecord_Send) isIngressRecord_Op() {}
 
 func (*IngressRecord_Ack) isIngressRecord_Op() {}
@@ -347,6 +361,8 @@ func (*IngressRecord_RemoveMembers) isIngressRecord_Op() {}
 func (*IngressRecord_Edit) isIngressRecord_Op() {}
 
 func (*IngressRecord_Delete) isIngressRecord_Op() {}
+
+func (*IngressRecord_React) isIngressRecord_Op() {}
 
 type CreateGroup struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -450,8 +466,9 @@ type Reply struct {
 	RequestId uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	SendOk    *SendOk                `protobuf:"bytes,2,opt,name=send_ok,json=sendOk,proto3" json:"send_ok,omitempty"`
 	Error     *Error                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	// For membership operations, edits and deletes: the event that was
-	// sequenced (for a retried edit or delete, the earlier event).
+	// For membership operations, edits, deletes and reactions: the event that
+	// was sequenced (for a retried edit or delete, the earlier event; for a
+	// reaction that changes nothing, a REACTION message with seq 0).
 	Event *Message `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
 	// For reads and acks: the user's pointer of that kind after applying them
 	// (the stored value, which may be above the seq that was sent).
@@ -859,7 +876,7 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"session_id\x18\x05 \x01(\tR\tsessionId\x12\x16\n" +
 	"\x06region\x18\x06 \x01(\tR\x06region\x12\x1f\n" +
 	"\vhome_region\x18\a \x01(\tR\n" +
-	"homeRegion\"\xbd\x04\n" +
+	"homeRegion\"\xe7\x04\n" +
 	"\rIngressRecord\x12)\n" +
 	"\x06origin\x18\x01 \x01(\v2\x11.parley.v1.OriginR\x06origin\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x17\n" +
@@ -875,7 +892,8 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"addMembers\x12A\n" +
 	"\x0eremove_members\x18\x0f \x01(\v2\x18.parley.v1.ChangeMembersH\x00R\rremoveMembers\x12%\n" +
 	"\x04edit\x18\x10 \x01(\v2\x0f.parley.v1.EditH\x00R\x04edit\x12+\n" +
-	"\x06delete\x18\x11 \x01(\v2\x11.parley.v1.DeleteH\x00R\x06deleteB\x04\n" +
+	"\x06delete\x18\x11 \x01(\v2\x11.parley.v1.DeleteH\x00R\x06delete\x12(\n" +
+	"\x05react\x18\x12 \x01(\v2\x10.parley.v1.ReactH\x00R\x05reactB\x04\n" +
 	"\x02op\"=\n" +
 	"\vCreateGroup\x12\x14\n" +
 	"\x05title\x18\x01 \x01(\tR\x05title\x12\x18\n" +
@@ -944,13 +962,14 @@ var file_parley_v1_bus_proto_goTypes = []any{
 	(*Read)(nil),          // 11: parley.v1.Read
 	(*Edit)(nil),          // 12: parley.v1.Edit
 	(*Delete)(nil),        // 13: parley.v1.Delete
-	(*SendOk)(nil),        // 14: parley.v1.SendOk
-	(*Error)(nil),         // 15: parley.v1.Error
-	(*Message)(nil),       // 16: parley.v1.Message
-	(*Receipt)(nil),       // 17: parley.v1.Receipt
-	(*SendAccepted)(nil),  // 18: parley.v1.SendAccepted
-	(*Typing)(nil),        // 19: parley.v1.Typing
-	(*Presence)(nil),      // 20: parley.v1.Presence
+	(*React)(nil),         // 14: parley.v1.React
+	(*SendOk)(nil),        // 15: parley.v1.SendOk
+	(*Error)(nil),         // 16: parley.v1.Error
+	(*Message)(nil),       // 17: parley.v1.Message
+	(*Receipt)(nil),       // 18: parley.v1.Receipt
+	(*SendAccepted)(nil),  // 19: parley.v1.SendAccepted
+	(*Typing)(nil),        // 20: parley.v1.Typing
+	(*Presence)(nil),      // 21: parley.v1.Presence
 }
 var file_parley_v1_bus_proto_depIdxs = []int32{
 	0,  // 0: parley.v1.IngressRecord.origin:type_name -> parley.v1.Origin
@@ -962,24 +981,25 @@ var file_parley_v1_bus_proto_depIdxs = []int32{
 	3,  // 6: parley.v1.IngressRecord.remove_members:type_name -> parley.v1.ChangeMembers
 	12, // 7: parley.v1.IngressRecord.edit:type_name -> parley.v1.Edit
 	13, // 8: parley.v1.IngressRecord.delete:type_name -> parley.v1.Delete
-	14, // 9: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
-	15, // 10: parley.v1.Reply.error:type_name -> parley.v1.Error
-	16, // 11: parley.v1.Reply.event:type_name -> parley.v1.Message
-	17, // 12: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
-	18, // 13: parley.v1.Reply.send_accepted:type_name -> parley.v1.SendAccepted
-	16, // 14: parley.v1.Delivery.message:type_name -> parley.v1.Message
-	17, // 15: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
-	19, // 16: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
-	20, // 17: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
-	4,  // 18: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
-	5,  // 19: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
-	5,  // 20: parley.v1.RelayRecord.deliveries:type_name -> parley.v1.Delivery
-	1,  // 21: parley.v1.OutboxRecord.record:type_name -> parley.v1.IngressRecord
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	14, // 9: parley.v1.IngressRecord.react:type_name -> parley.v1.React
+	15, // 10: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
+	16, // 11: parley.v1.Reply.error:type_name -> parley.v1.Error
+	17, // 12: parley.v1.Reply.event:type_name -> parley.v1.Message
+	18, // 13: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
+	19, // 14: parley.v1.Reply.send_accepted:type_name -> parley.v1.SendAccepted
+	17, // 15: parley.v1.Delivery.message:type_name -> parley.v1.Message
+	18, // 16: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
+	20, // 17: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
+	21, // 18: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
+	4,  // 19: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
+	5,  // 20: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
+	5,  // 21: parley.v1.RelayRecord.deliveries:type_name -> parley.v1.Delivery
+	1,  // 22: parley.v1.OutboxRecord.record:type_name -> parley.v1.IngressRecord
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_bus_proto_init() }
@@ -997,6 +1017,7 @@ func file_parley_v1_bus_proto_init() {
 		(*IngressRecord_RemoveMembers)(nil),
 		(*IngressRecord_Edit)(nil),
 		(*IngressRecord_Delete)(nil),
+		(*IngressRecord_React)(nil),
 	}
 	file_parley_v1_bus_proto_msgTypes[5].OneofWrappers = []any{
 		(*Delivery_Message)(nil),

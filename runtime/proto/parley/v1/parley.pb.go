@@ -44,6 +44,10 @@ const (
 	// them may ignore them; history shows the target as changed anyway.
 	MessageKind_MESSAGE_KIND_EDITED  MessageKind = 20
 	MessageKind_MESSAGE_KIND_DELETED MessageKind = 21
+	// A member added or removed a reaction (emoji, reaction_removed) on
+	// target_seq; reactions is the target's aggregate after it. Not unread,
+	// not pushed to offline devices, not an inbox's last message.
+	MessageKind_MESSAGE_KIND_REACTION MessageKind = 22
 )
 
 // Enum value maps for MessageKind.
@@ -57,6 +61,7 @@ var (
 		12: "MESSAGE_KIND_MEMBER_REMOVED",
 		20: "MESSAGE_KIND_EDITED",
 		21: "MESSAGE_KIND_DELETED",
+		22: "MESSAGE_KIND_REACTION",
 	}
 	MessageKind_value = map[string]int32{
 		"MESSAGE_KIND_UNSPECIFIED":          0,
@@ -67,6 +72,7 @@ var (
 		"MESSAGE_KIND_MEMBER_REMOVED":       12,
 		"MESSAGE_KIND_EDITED":               20,
 		"MESSAGE_KIND_DELETED":              21,
+		"MESSAGE_KIND_REACTION":             22,
 	}
 )
 
@@ -215,6 +221,7 @@ type ClientFrame struct {
 	//	*ClientFrame_Ping
 	//	*ClientFrame_Edit
 	//	*ClientFrame_Delete
+	//	*ClientFrame_React
 	Body          isClientFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -354,6 +361,15 @@ func (x *ClientFrame) GetDelete() *Delete {
 	return nil
 }
 
+func (x *ClientFrame) GetReact() *React {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_React); ok {
+			return x.React
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Body interface {
 	isClientFrame_Body()
 }
@@ -399,6 +415,11 @@ type ClientFrame_Delete struct {
 	Delete *Delete `protobuf:"bytes,11,opt,name=delete,proto3,oneof"`
 }
 
+type ClientFrame_React struct {
+	// Added for reactions (issue 13); servers without it answer invalid.
+	React *React `protobuf:"bytes,12,opt,name=react,proto3,oneof"`
+}
+
 func (*ClientFrame_Send) isClientFrame_Body() {}
 
 func (*ClientFrame_Ack) isClientFrame_Body() {}
@@ -418,6 +439,8 @@ func (*ClientFrame_Ping) isClientFrame_Body() {}
 func (*ClientFrame_Edit) isClientFrame_Body() {}
 
 func (*ClientFrame_Delete) isClientFrame_Body() {}
+
+func (*ClientFrame_React) isClientFrame_Body() {}
 
 // ServerFrame is everything the server may send.
 type ServerFrame struct {
@@ -1163,6 +1186,167 @@ func (x *Delete) GetSeq() uint64 {
 	return 0
 }
 
+// React adds (remove false) or removes (remove true) the caller's reaction
+// emoji on the text or media message at seq. Any current member may react.
+// emoji is 1..32 bytes of valid UTF-8 with no white space and no control,
+// format or bidi characters (one emoji, possibly with modifiers and
+// zero-width joiners; the server does not check it against an emoji list).
+// A message carries at most 20 distinct emoji, and a user at most 3 of them.
+//
+// It is answered with a `message` frame carrying the request's id: the
+// MESSAGE_KIND_REACTION event that was sequenced (pushed to the other
+// devices of every member too), or, when nothing changes (adding a
+// reaction the caller already has, removing one it does not have, a
+// retry), a REACTION message with seq 0 and the message's current
+// reactions, and nothing is sequenced. Errors: not_member, not_found (no
+// message at seq, from before the caller joined, or deleted), invalid (a
+// system, edit, delete or reaction event; an emoji not allowed), too_large
+// (emoji over 32 bytes), too_many_reactions (20 distinct emoji on the
+// message, or 3 by the caller already).
+type React struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Seq            uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Emoji          string                 `protobuf:"bytes,3,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	Remove         bool                   `protobuf:"varint,4,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *React) Reset() {
+	*x = React{}
+	mi := &file_parley_v1_parley_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *React) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*React) ProtoMessage() {}
+
+func (x *React) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use React.ProtoReflect.Descriptor instead.
+func (*React) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *React) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *React) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *React) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *React) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+// Reaction is one emoji on a message: how many members reacted with it and
+// whether the user reading it is one of them.
+type Reaction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Emoji string                 `protobuf:"bytes,1,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	Count uint32                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// The reading user reacted with this emoji. Set in history, sync, the
+	// inbox and replies that are for one user; never set on pushed or stored
+	// REACTION events (a push is the same for every device: a device keeps
+	// its own flags, setting or clearing me when the event's sender_id is its
+	// user).
+	Me bool `protobuf:"varint,3,opt,name=me,proto3" json:"me,omitempty"`
+	// Server storage only, never sent: the users who reacted, oldest first.
+	UserIds       []string `protobuf:"bytes,4,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reaction) Reset() {
+	*x = Reaction{}
+	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reaction) ProtoMessage() {}
+
+func (x *Reaction) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reaction.ProtoReflect.Descriptor instead.
+func (*Reaction) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Reaction) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *Reaction) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Reaction) GetMe() bool {
+	if x != nil {
+		return x.Me
+	}
+	return false
+}
+
+func (x *Reaction) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
 // Media references an uploaded object.
 type Media struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1176,7 +1360,7 @@ type Media struct {
 
 func (x *Media) Reset() {
 	*x = Media{}
-	mi := &file_parley_v1_parley_proto_msgTypes[8]
+	mi := &file_parley_v1_parley_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1372,7 @@ func (x *Media) String() string {
 func (*Media) ProtoMessage() {}
 
 func (x *Media) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[8]
+	mi := &file_parley_v1_parley_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1385,7 @@ func (x *Media) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Media.ProtoReflect.Descriptor instead.
 func (*Media) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Media) GetUrl() string {
@@ -1256,14 +1440,26 @@ type Message struct {
 	// the message was sequenced, once each, in order of first mention (at most
 	// 50). "@" followed by anything else (a non-member, an e-mail address) is
 	// plain text. Set by the server; a client's value is ignored.
-	Mentions      []string `protobuf:"bytes,16,rep,name=mentions,proto3" json:"mentions,omitempty"`
+	Mentions []string `protobuf:"bytes,16,rep,name=mentions,proto3" json:"mentions,omitempty"`
+	// For REACTION events: the emoji sender_id added, or took back when
+	// reaction_removed is set.
+	Emoji           string `protobuf:"bytes,17,opt,name=emoji,proto3" json:"emoji,omitempty"`
+	ReactionRemoved bool   `protobuf:"varint,18,opt,name=reaction_removed,json=reactionRemoved,proto3" json:"reaction_removed,omitempty"`
+	// On text and media messages: the reactions, in the order each emoji was
+	// first added, with the reading user's me (empty on a deleted message).
+	// On REACTION events: the target's reactions after the event, me unset.
+	Reactions []*Reaction `protobuf:"bytes,19,rep,name=reactions,proto3" json:"reactions,omitempty"`
+	// The seq of the latest REACTION event applied to this message (0:
+	// none): a device that has applied that event has these reactions, and
+	// ignores an older REACTION event of this message.
+	ReactionSeq   uint64 `protobuf:"varint,20,opt,name=reaction_seq,json=reactionSeq,proto3" json:"reaction_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1471,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1484,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Message) GetConversationId() string {
@@ -1403,6 +1599,34 @@ func (x *Message) GetMentions() []string {
 	return nil
 }
 
+func (x *Message) GetEmoji() string {
+	if x != nil {
+		return x.Emoji
+	}
+	return ""
+}
+
+func (x *Message) GetReactionRemoved() bool {
+	if x != nil {
+		return x.ReactionRemoved
+	}
+	return false
+}
+
+func (x *Message) GetReactions() []*Reaction {
+	if x != nil {
+		return x.Reactions
+	}
+	return nil
+}
+
+func (x *Message) GetReactionSeq() uint64 {
+	if x != nil {
+		return x.ReactionSeq
+	}
+	return 0
+}
+
 // Ack moves the caller's delivered pointer: every message up to seq arrived.
 type Ack struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1414,7 +1638,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1650,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1663,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Ack) GetConversationId() string {
@@ -1467,7 +1691,7 @@ type Read struct {
 
 func (x *Read) Reset() {
 	*x = Read{}
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1703,7 @@ func (x *Read) String() string {
 func (*Read) ProtoMessage() {}
 
 func (x *Read) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1716,7 @@ func (x *Read) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Read.ProtoReflect.Descriptor instead.
 func (*Read) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Read) GetConversationId() string {
@@ -1521,7 +1745,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1533,7 +1757,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1546,7 +1770,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -1588,7 +1812,7 @@ type Cursor struct {
 
 func (x *Cursor) Reset() {
 	*x = Cursor{}
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +1824,7 @@ func (x *Cursor) String() string {
 func (*Cursor) ProtoMessage() {}
 
 func (x *Cursor) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +1837,7 @@ func (x *Cursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cursor.ProtoReflect.Descriptor instead.
 func (*Cursor) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Cursor) GetConversationId() string {
@@ -1643,7 +1867,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1879,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1892,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Sync) GetCursors() []*Cursor {
@@ -1711,7 +1935,7 @@ type ConversationState struct {
 
 func (x *ConversationState) Reset() {
 	*x = ConversationState{}
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1947,7 @@ func (x *ConversationState) String() string {
 func (*ConversationState) ProtoMessage() {}
 
 func (x *ConversationState) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1960,7 @@ func (x *ConversationState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationState.ProtoReflect.Descriptor instead.
 func (*ConversationState) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ConversationState) GetConversationId() string {
@@ -1832,7 +2056,7 @@ type SyncResult struct {
 
 func (x *SyncResult) Reset() {
 	*x = SyncResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +2068,7 @@ func (x *SyncResult) String() string {
 func (*SyncResult) ProtoMessage() {}
 
 func (x *SyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +2081,7 @@ func (x *SyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResult.ProtoReflect.Descriptor instead.
 func (*SyncResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SyncResult) GetConversations() []*ConversationState {
@@ -1889,7 +2113,7 @@ type History struct {
 
 func (x *History) Reset() {
 	*x = History{}
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +2125,7 @@ func (x *History) String() string {
 func (*History) ProtoMessage() {}
 
 func (x *History) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2138,7 @@ func (x *History) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use History.ProtoReflect.Descriptor instead.
 func (*History) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *History) GetConversationId() string {
@@ -1961,7 +2185,7 @@ type HistoryResult struct {
 
 func (x *HistoryResult) Reset() {
 	*x = HistoryResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2197,7 @@ func (x *HistoryResult) String() string {
 func (*HistoryResult) ProtoMessage() {}
 
 func (x *HistoryResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2210,7 @@ func (x *HistoryResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResult.ProtoReflect.Descriptor instead.
 func (*HistoryResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HistoryResult) GetConversationId() string {
@@ -2029,7 +2253,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2265,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2278,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -2082,7 +2306,7 @@ type PresenceSub struct {
 
 func (x *PresenceSub) Reset() {
 	*x = PresenceSub{}
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2318,7 @@ func (x *PresenceSub) String() string {
 func (*PresenceSub) ProtoMessage() {}
 
 func (x *PresenceSub) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2331,7 @@ func (x *PresenceSub) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSub.ProtoReflect.Descriptor instead.
 func (*PresenceSub) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PresenceSub) GetUserIds() []string {
@@ -2129,7 +2353,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2365,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2378,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Presence) GetUserId() string {
@@ -2186,7 +2410,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2422,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2435,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{24}
 }
 
 type Pong struct {
@@ -2222,7 +2446,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2458,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2471,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{25}
 }
 
 type Welcome struct {
@@ -2266,7 +2490,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_parley_v1_parley_proto_msgTypes[24]
+	mi := &file_parley_v1_parley_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +2502,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[24]
+	mi := &file_parley_v1_parley_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +2515,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{24}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Welcome) GetUserId() string {
@@ -2348,7 +2572,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_v1_parley_proto_msgTypes[25]
+	mi := &file_parley_v1_parley_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2360,7 +2584,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[25]
+	mi := &file_parley_v1_parley_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2373,7 +2597,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{25}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Error) GetCode() string {
@@ -2408,7 +2632,7 @@ type Reconnect struct {
 
 func (x *Reconnect) Reset() {
 	*x = Reconnect{}
-	mi := &file_parley_v1_parley_proto_msgTypes[26]
+	mi := &file_parley_v1_parley_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2644,7 @@ func (x *Reconnect) String() string {
 func (*Reconnect) ProtoMessage() {}
 
 func (x *Reconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[26]
+	mi := &file_parley_v1_parley_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2657,7 @@ func (x *Reconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reconnect.ProtoReflect.Descriptor instead.
 func (*Reconnect) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{26}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Reconnect) GetAfterMs() uint32 {
@@ -2454,7 +2678,7 @@ var File_parley_v1_parley_proto protoreflect.FileDescriptor
 
 const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xd3\x03\n" +
+	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xfd\x03\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12%\n" +
 	"\x04send\x18\x02 \x01(\v2\x0f.parley.v1.SendH\x00R\x04send\x12\"\n" +
@@ -2467,7 +2691,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x04ping\x18\t \x01(\v2\x0f.parley.v1.PingH\x00R\x04ping\x12%\n" +
 	"\x04edit\x18\n" +
 	" \x01(\v2\x0f.parley.v1.EditH\x00R\x04edit\x12+\n" +
-	"\x06delete\x18\v \x01(\v2\x11.parley.v1.DeleteH\x00R\x06deleteB\x06\n" +
+	"\x06delete\x18\v \x01(\v2\x11.parley.v1.DeleteH\x00R\x06delete\x12(\n" +
+	"\x05react\x18\f \x01(\v2\x10.parley.v1.ReactH\x00R\x05reactB\x06\n" +
 	"\x04body\"\x87\x05\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
@@ -2520,11 +2745,21 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x04text\x18\x03 \x01(\tR\x04text\"C\n" +
 	"\x06Delete\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"A\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"p\n" +
+	"\x05React\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05emoji\x18\x03 \x01(\tR\x05emoji\x12\x16\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\"a\n" +
+	"\bReaction\x12\x14\n" +
+	"\x05emoji\x18\x01 \x01(\tR\x05emoji\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12\x0e\n" +
+	"\x02me\x18\x03 \x01(\bR\x02me\x12\x19\n" +
+	"\buser_ids\x18\x04 \x03(\tR\auserIds\"A\n" +
 	"\x05Media\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x12\n" +
 	"\x04mime\x18\x02 \x01(\tR\x04mime\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"\x83\x04\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"\x9a\x05\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1d\n" +
@@ -2546,7 +2781,11 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
 	"change_seq\x18\x0e \x01(\x04R\tchangeSeq\x12+\n" +
 	"\breply_to\x18\x0f \x01(\v2\x10.parley.v1.QuoteR\areplyTo\x12\x1a\n" +
-	"\bmentions\x18\x10 \x03(\tR\bmentions\"@\n" +
+	"\bmentions\x18\x10 \x03(\tR\bmentions\x12\x14\n" +
+	"\x05emoji\x18\x11 \x01(\tR\x05emoji\x12)\n" +
+	"\x10reaction_removed\x18\x12 \x01(\bR\x0freactionRemoved\x121\n" +
+	"\treactions\x18\x13 \x03(\v2\x13.parley.v1.ReactionR\treactions\x12!\n" +
+	"\freaction_seq\x18\x14 \x01(\x04R\vreactionSeq\"@\n" +
 	"\x03Ack\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"A\n" +
@@ -2622,7 +2861,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x0eretry_after_ms\x18\x03 \x01(\rR\fretryAfterMs\">\n" +
 	"\tReconnect\x12\x19\n" +
 	"\bafter_ms\x18\x01 \x01(\rR\aafterMs\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason*\xf4\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason*\x8f\x02\n" +
 	"\vMessageKind\x12\x1c\n" +
 	"\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11MESSAGE_KIND_TEXT\x10\x01\x12\x16\n" +
@@ -2632,7 +2871,8 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x19MESSAGE_KIND_MEMBER_ADDED\x10\v\x12\x1f\n" +
 	"\x1bMESSAGE_KIND_MEMBER_REMOVED\x10\f\x12\x17\n" +
 	"\x13MESSAGE_KIND_EDITED\x10\x14\x12\x18\n" +
-	"\x14MESSAGE_KIND_DELETED\x10\x15*|\n" +
+	"\x14MESSAGE_KIND_DELETED\x10\x15\x12\x19\n" +
+	"\x15MESSAGE_KIND_REACTION\x10\x16*|\n" +
 	"\vReceiptKind\x12\x1c\n" +
 	"\x18RECEIPT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16RECEIPT_KIND_DELIVERED\x10\x01\x12\x15\n" +
@@ -2656,7 +2896,7 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_parley_v1_parley_proto_goTypes = []any{
 	(MessageKind)(0),          // 0: parley.v1.MessageKind
 	(ReceiptKind)(0),          // 1: parley.v1.ReceiptKind
@@ -2669,66 +2909,70 @@ var file_parley_v1_parley_proto_goTypes = []any{
 	(*SendAccepted)(nil),      // 8: parley.v1.SendAccepted
 	(*Edit)(nil),              // 9: parley.v1.Edit
 	(*Delete)(nil),            // 10: parley.v1.Delete
-	(*Media)(nil),             // 11: parley.v1.Media
-	(*Message)(nil),           // 12: parley.v1.Message
-	(*Ack)(nil),               // 13: parley.v1.Ack
-	(*Read)(nil),              // 14: parley.v1.Read
-	(*Receipt)(nil),           // 15: parley.v1.Receipt
-	(*Cursor)(nil),            // 16: parley.v1.Cursor
-	(*Sync)(nil),              // 17: parley.v1.Sync
-	(*ConversationState)(nil), // 18: parley.v1.ConversationState
-	(*SyncResult)(nil),        // 19: parley.v1.SyncResult
-	(*History)(nil),           // 20: parley.v1.History
-	(*HistoryResult)(nil),     // 21: parley.v1.HistoryResult
-	(*Typing)(nil),            // 22: parley.v1.Typing
-	(*PresenceSub)(nil),       // 23: parley.v1.PresenceSub
-	(*Presence)(nil),          // 24: parley.v1.Presence
-	(*Ping)(nil),              // 25: parley.v1.Ping
-	(*Pong)(nil),              // 26: parley.v1.Pong
-	(*Welcome)(nil),           // 27: parley.v1.Welcome
-	(*Error)(nil),             // 28: parley.v1.Error
-	(*Reconnect)(nil),         // 29: parley.v1.Reconnect
+	(*React)(nil),             // 11: parley.v1.React
+	(*Reaction)(nil),          // 12: parley.v1.Reaction
+	(*Media)(nil),             // 13: parley.v1.Media
+	(*Message)(nil),           // 14: parley.v1.Message
+	(*Ack)(nil),               // 15: parley.v1.Ack
+	(*Read)(nil),              // 16: parley.v1.Read
+	(*Receipt)(nil),           // 17: parley.v1.Receipt
+	(*Cursor)(nil),            // 18: parley.v1.Cursor
+	(*Sync)(nil),              // 19: parley.v1.Sync
+	(*ConversationState)(nil), // 20: parley.v1.ConversationState
+	(*SyncResult)(nil),        // 21: parley.v1.SyncResult
+	(*History)(nil),           // 22: parley.v1.History
+	(*HistoryResult)(nil),     // 23: parley.v1.HistoryResult
+	(*Typing)(nil),            // 24: parley.v1.Typing
+	(*PresenceSub)(nil),       // 25: parley.v1.PresenceSub
+	(*Presence)(nil),          // 26: parley.v1.Presence
+	(*Ping)(nil),              // 27: parley.v1.Ping
+	(*Pong)(nil),              // 28: parley.v1.Pong
+	(*Welcome)(nil),           // 29: parley.v1.Welcome
+	(*Error)(nil),             // 30: parley.v1.Error
+	(*Reconnect)(nil),         // 31: parley.v1.Reconnect
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
 	5,  // 0: parley.v1.ClientFrame.send:type_name -> parley.v1.Send
-	13, // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
-	14, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
-	17, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
-	20, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
-	22, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
-	23, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
-	25, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
+	15, // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
+	16, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
+	19, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
+	22, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
+	24, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
+	25, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
+	27, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
 	9,  // 8: parley.v1.ClientFrame.edit:type_name -> parley.v1.Edit
 	10, // 9: parley.v1.ClientFrame.delete:type_name -> parley.v1.Delete
-	27, // 10: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
-	7,  // 11: parley.v1.ServerFrame.send_ok:type_name -> parley.v1.SendOk
-	12, // 12: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
-	15, // 13: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
-	24, // 14: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
-	19, // 15: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
-	21, // 16: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
-	22, // 17: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
-	28, // 18: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
-	29, // 19: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
-	26, // 20: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
-	8,  // 21: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
-	11, // 22: parley.v1.Send.media:type_name -> parley.v1.Media
-	6,  // 23: parley.v1.SendOk.reply_to:type_name -> parley.v1.Quote
-	0,  // 24: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
-	11, // 25: parley.v1.Message.media:type_name -> parley.v1.Media
-	6,  // 26: parley.v1.Message.reply_to:type_name -> parley.v1.Quote
-	1,  // 27: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
-	16, // 28: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
-	12, // 29: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
-	12, // 30: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
-	18, // 31: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
-	12, // 32: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
-	2,  // 33: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	11, // 10: parley.v1.ClientFrame.react:type_name -> parley.v1.React
+	29, // 11: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
+	7,  // 12: parley.v1.ServerFrame.send_ok:type_name -> parley.v1.SendOk
+	14, // 13: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
+	17, // 14: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
+	26, // 15: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
+	21, // 16: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
+	23, // 17: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
+	24, // 18: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
+	30, // 19: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
+	31, // 20: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
+	28, // 21: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
+	8,  // 22: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
+	13, // 23: parley.v1.Send.media:type_name -> parley.v1.Media
+	6,  // 24: parley.v1.SendOk.reply_to:type_name -> parley.v1.Quote
+	0,  // 25: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
+	13, // 26: parley.v1.Message.media:type_name -> parley.v1.Media
+	6,  // 27: parley.v1.Message.reply_to:type_name -> parley.v1.Quote
+	12, // 28: parley.v1.Message.reactions:type_name -> parley.v1.Reaction
+	1,  // 29: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
+	18, // 30: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
+	14, // 31: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
+	14, // 32: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
+	20, // 33: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
+	14, // 34: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
+	2,  // 35: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -2747,6 +2991,7 @@ func file_parley_v1_parley_proto_init() {
 		(*ClientFrame_Ping)(nil),
 		(*ClientFrame_Edit)(nil),
 		(*ClientFrame_Delete)(nil),
+		(*ClientFrame_React)(nil),
 	}
 	file_parley_v1_parley_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Welcome)(nil),
@@ -2766,14 +3011,14 @@ func file_parley_v1_parley_proto_init() {
 		(*Send_Text)(nil),
 		(*Send_Media)(nil),
 	}
-	file_parley_v1_parley_proto_msgTypes[17].OneofWrappers = []any{}
+	file_parley_v1_parley_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
