@@ -7,17 +7,26 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
 	// GroupVersion is the API group and version of ChatCluster.
 	GroupVersion = schema.GroupVersion{Group: "chat.parley.io", Version: "v1alpha1"}
 
-	// SchemeBuilder registers this package's types with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	// SchemeBuilder registers this package's types with a runtime.Scheme (apimachinery's
+	// builder: an API package depends on k8s.io/apimachinery only, not on controller-runtime).
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds ChatCluster and ChatClusterList to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+// addKnownTypes registers ChatCluster and ChatClusterList under GroupVersion.
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, &ChatCluster{}, &ChatClusterList{})
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

@@ -21,7 +21,7 @@ import (
 // Progressing and Degraded with the generation they describe. It writes only when something
 // changed, so a pass over a settled cluster makes no write at all.
 func (r *Reconciler) updateStatus(ctx context.Context, p *pass, stepErr error) error {
-	status := BuildStatus(p, stepErr)
+	status := buildStatus(p, stepErr)
 	if equality.Semantic.DeepEqual(p.orig.Status, status) {
 		return nil
 	}
@@ -37,105 +37,51 @@ func (r *Reconciler) updateStatus(ctx context.Context, p *pass, stepErr error) e
 	return nil
 }
 
-// BuildStatus computes the status of a pass; it also schedules the re-check of a region's
+// regionTally is what a pass saw across its regions, for the conditions.
+type regionTally struct {
+	ready, migrating, rolling, draining int
+	degraded, failed                    []string
+	firstWait                           string // the first region's wait, in rollout order
+}
+
+// buildStatus computes the status of a pass; it also schedules the re-check of a region's
 // progress deadline.
-func BuildStatus(p *pass, stepErr error) chatv1.ChatClusterStatus {
+func buildStatus(p *pass, stepErr error) chatv1.ChatClusterStatus {
 	cc := p.cc
 	gen := p.orig.Generation
 	prev := map[string]chatv1.RegionStatus{}
 	for _, rs := range p.orig.Status.Regions {
 		prev[rs.Name] = rs
 	}
-	deadline := cc.Spec.Rollout.ProgressDeadline.Duration
-
 	status := chatv1.ChatClusterStatus{ObservedGeneration: gen, Conditions: cloneConditions(p.orig.Status.Conditions)}
-	var ready, migrating, rolling, waiting, draining int
-	var degraded, failed []string
-	firstWait := ""
 	for _, region := range cc.Spec.Regions {
 		if r := p.regionStatus(&region, prev[region.Name], gen); r != nil {
 			status.Regions = append(status.Regions, *r)
 		}
 	}
-	for _, region := range p.regions {
-		rp := p.plan.Regions[region.Name]
-		mig := p.migration[region.Name]
-		rs := findRegion(status.Regions, region.Name)
-		if rp.Done {
-			ready++
-		}
-		if !mig.done {
-			migrating++
-			if mig.failed != "" {
-				failed = append(failed, fmt.Sprintf("region %s: %s; fix it and change the image or delete the Job to retry (kubectl logs job/%s)", region.Name, mig.failed, mig.job))
-			}
-		}
-		if rp.Old > 0 {
-			rolling++
-		}
-		if rp.Draining {
-			draining++
-		}
-		if !rp.Done && firstWait == "" && mig.done {
-			firstWait = fmt.Sprintf("region %s: %s", region.Name, rp.Waiting)
-		}
-		if rp.Unready > 0 {
-			waiting++
-		}
-		if rs != nil && rs.WaitingSince != nil {
-			waited := p.now.Sub(rs.WaitingSince.Time)
-			if waited >= deadline {
-				degraded = append(degraded, fmt.Sprintf("region %s has had %d pods not Ready for %s (progressDeadline %s); the rollout stops there until they are: check `kubectl get pods -l %s=%s,%s=%s`",
-					region.Name, rp.Unready, waited.Round(time.Second), deadline, specs.LabelInstance, cc.Name, specs.LabelRegion, region.Name))
-			} else {
-				p.requeueAfter(deadline - waited + time.Second)
-			}
-		}
-	}
-	status.ReadyRegions = fmt.Sprintf("%d/%d", ready, len(p.regions))
+	t := p.tally(status.Regions)
+	status.ReadyRegions = fmt.Sprintf("%d/%d", t.ready, len(p.regions))
 
-	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
-		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
+	set := func(typ string, s metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
 	}
-	paused := cc.Spec.Rollout.Paused
-	done := ready == len(p.regions) && len(p.removing) == 0
+	done := t.ready == len(p.regions) && len(p.removing) == 0
 
 	// Degraded
 	switch {
 	case stepErr != nil:
 		set(chatv1.ConditionDegraded, metav1.ConditionTrue, ReasonReconcileError, "reconcile failed: "+stepErr.Error())
-	case len(failed) > 0:
-		set(chatv1.ConditionDegraded, metav1.ConditionTrue, ReasonMigrationFailed, strings.Join(failed, "; "))
-	case len(degraded) > 0:
-		set(chatv1.ConditionDegraded, metav1.ConditionTrue, ReasonRegionNotReady, strings.Join(degraded, "; "))
+	case len(t.failed) > 0:
+		set(chatv1.ConditionDegraded, metav1.ConditionTrue, ReasonMigrationFailed, strings.Join(t.failed, "; "))
+	case len(t.degraded) > 0:
+		set(chatv1.ConditionDegraded, metav1.ConditionTrue, ReasonRegionNotReady, strings.Join(t.degraded, "; "))
 	default:
 		set(chatv1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected, "no region is stuck")
 	}
 
-	// Progressing: why not done, in the order a person would look.
-	reason, msg := ReasonRolloutComplete, "every region runs the desired revision"
-	switch {
-	case done:
-	case paused:
-		reason, msg = ReasonRolloutPaused, "rollout paused: set spec.rollout.paused to false to continue"
-	case len(failed) > 0:
-		reason, msg = ReasonMigrationFailed, strings.Join(failed, "; ")
-	case migrating > 0:
-		reason, msg = ReasonMigrating, fmt.Sprintf("%d regions wait for parley migrate", migrating)
-	case draining > 0:
-		reason, msg = ReasonDraining, firstWait
-	case rolling > 0:
-		reason, msg = ReasonRollingOut, firstWait
-	case len(p.removing) > 0:
-		reason, msg = ReasonRemovingRegion, "removing regions: "+strings.Join(p.removingWhy, "; ")
-	default:
-		reason, msg = ReasonWaitingForPods, firstWait
-	}
-	if msg == "" {
-		msg = reason
-	}
+	reason, msg := p.progress(t, done)
 	progressing := metav1.ConditionTrue
-	if done || paused || len(failed) > 0 || len(degraded) > 0 {
+	if done || cc.Spec.Rollout.Paused || len(t.failed) > 0 || len(t.degraded) > 0 {
 		progressing = metav1.ConditionFalse
 	}
 	set(chatv1.ConditionProgressing, progressing, reason, msg)
@@ -145,8 +91,8 @@ func BuildStatus(p *pass, stepErr error) chatv1.ChatClusterStatus {
 		set(chatv1.ConditionReady, metav1.ConditionTrue, ReasonAllRegionsReady, fmt.Sprintf("%d regions Ready", len(p.regions)))
 	} else {
 		switch {
-		case len(degraded) > 0 && !done:
-			reason, msg = ReasonRegionNotReady, strings.Join(degraded, "; ")
+		case len(t.degraded) > 0 && !done:
+			reason, msg = ReasonRegionNotReady, strings.Join(t.degraded, "; ")
 		case stepErr != nil:
 			reason, msg = ReasonReconcileError, "reconcile failed: "+stepErr.Error()
 		}
@@ -154,6 +100,74 @@ func BuildStatus(p *pass, stepErr error) chatv1.ChatClusterStatus {
 	}
 	sort.Slice(status.Conditions, func(i, j int) bool { return status.Conditions[i].Type < status.Conditions[j].Type })
 	return status
+}
+
+// tally counts the reconciled regions' states from the plan, the migrations and the regions'
+// statuses, and flags regions past their progress deadline (scheduling a re-check for the
+// others that wait).
+func (p *pass) tally(regions []chatv1.RegionStatus) regionTally {
+	var t regionTally
+	deadline := p.cc.Spec.Rollout.ProgressDeadline.Duration
+	for _, region := range p.regions {
+		rp := p.plan.Regions[region.Name]
+		mig := p.migration[region.Name]
+		if rp.Done {
+			t.ready++
+		}
+		if !mig.done {
+			t.migrating++
+			if mig.failed != "" {
+				t.failed = append(t.failed, fmt.Sprintf("region %s: %s; fix it and change the image or delete the Job to retry (kubectl logs job/%s)", region.Name, mig.failed, mig.job))
+			}
+		}
+		if rp.Old > 0 {
+			t.rolling++
+		}
+		if rp.Draining {
+			t.draining++
+		}
+		if !rp.Done && t.firstWait == "" && mig.done {
+			t.firstWait = fmt.Sprintf("region %s: %s", region.Name, rp.Waiting)
+		}
+		rs := findRegion(regions, region.Name)
+		if rs == nil || rs.WaitingSince == nil {
+			continue
+		}
+		if waited := p.now.Sub(rs.WaitingSince.Time); waited >= deadline {
+			t.degraded = append(t.degraded, fmt.Sprintf("region %s has had %d pods not Ready for %s (progressDeadline %s); the rollout stops there until they are: check `kubectl get pods -l %s=%s,%s=%s`",
+				region.Name, rp.Unready, waited.Round(time.Second), deadline, specs.LabelInstance, p.cc.Name, specs.LabelRegion, region.Name))
+		} else {
+			p.requeueAfter(deadline - waited + time.Second)
+		}
+	}
+	return t
+}
+
+// progress is the Progressing condition's reason and message: why the cluster is not done, in
+// the order a person would look.
+func (p *pass) progress(t regionTally, done bool) (reason, msg string) {
+	reason, msg = ReasonRolloutComplete, "every region runs the desired revision"
+	switch {
+	case done:
+	case p.cc.Spec.Rollout.Paused:
+		reason, msg = ReasonRolloutPaused, "rollout paused: set spec.rollout.paused to false to continue"
+	case len(t.failed) > 0:
+		reason, msg = ReasonMigrationFailed, strings.Join(t.failed, "; ")
+	case t.migrating > 0:
+		reason, msg = ReasonMigrating, fmt.Sprintf("%d regions wait for parley migrate", t.migrating)
+	case t.draining > 0:
+		reason, msg = ReasonDraining, t.firstWait
+	case t.rolling > 0:
+		reason, msg = ReasonRollingOut, t.firstWait
+	case len(p.removing) > 0:
+		reason, msg = ReasonRemovingRegion, "removing regions: "+strings.Join(p.removingWhy, "; ")
+	default:
+		reason, msg = ReasonWaitingForPods, t.firstWait
+	}
+	if msg == "" {
+		msg = reason
+	}
+	return reason, msg
 }
 
 // regionStatus reports one reconciled region; nil for regions another operator reconciles.

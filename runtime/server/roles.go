@@ -169,6 +169,36 @@ func ordinal(name string) (int64, error) {
 
 // resolve fills fc's defaults for role and checks it.
 func (fc *FleetConfig) resolve(cfg Config) (map[Role]bool, error) {
+	roles, err := fc.roles()
+	if err != nil {
+		return nil, err
+	}
+	errs := fc.checkBackends(roles)
+	if fc.Member == "" {
+		fc.Member = podName()
+	}
+	if fc.GatewayID == "" {
+		fc.GatewayID = podName()
+	}
+	errs = append(errs, fc.resolveIdentity(roles)...)
+	if fc.multiRegion() && !auth.ValidRegion(cfg.Region) {
+		errs = append(errs, fmt.Errorf("--region %q: with --peer-region a region name is 1..63 bytes of a-z0-9- starting with a letter", cfg.Region))
+	}
+	if fc.RequestTimeout <= 0 {
+		fc.RequestTimeout = gateway.DefaultRequestTimeout
+	}
+	if fc.Kafka.PublishTimeout <= 0 {
+		fc.Kafka.PublishTimeout = DefaultFleetPublishTimeout
+	}
+	if cfg.Region == "" || strings.ContainsAny(cfg.Region, ". /:") {
+		errs = append(errs, fmt.Errorf("--region %q must be a non-empty name without dots, slashes, colons or spaces", cfg.Region))
+	}
+	return roles, errors.Join(errs...)
+}
+
+// roles returns the roles this process runs: fc.Role, all of them for
+// RoleAll (""), and the push role beside chat when a webhook is set.
+func (fc *FleetConfig) roles() (map[Role]bool, error) {
 	roles := map[Role]bool{}
 	switch fc.Role {
 	case RoleAll, "":
@@ -183,6 +213,11 @@ func (fc *FleetConfig) resolve(cfg Config) (map[Role]bool, error) {
 	default:
 		return nil, fmt.Errorf("unknown role %q", fc.Role)
 	}
+	return roles, nil
+}
+
+// checkBackends says which backend settings roles need and lack.
+func (fc *FleetConfig) checkBackends(roles map[Role]bool) []error {
 	var errs []error
 	need := func(ok bool, msg string) {
 		if !ok {
@@ -200,12 +235,13 @@ func (fc *FleetConfig) resolve(cfg Config) (map[Role]bool, error) {
 		need(fc.Push.Webhook != "", "--push-webhook is required for the push role")
 	}
 	need(fc.RegionID >= 0 && fc.RegionID <= MaxRegionID, fmt.Sprintf("--region-id must be 0..%d, got %d", MaxRegionID, fc.RegionID))
-	if fc.Member == "" {
-		fc.Member = podName()
-	}
-	if fc.GatewayID == "" {
-		fc.GatewayID = podName()
-	}
+	return errs
+}
+
+// resolveIdentity derives the gateway's deliver partition and the chat
+// role's Snowflake node id from the pod names, and checks them.
+func (fc *FleetConfig) resolveIdentity(roles map[Role]bool) []error {
+	var errs []error
 	if roles[RoleGateway] {
 		if _, err := chat.GatewayPartition(fc.GatewayID); err != nil {
 			if fc.Role == RoleAll {
@@ -215,7 +251,10 @@ func (fc *FleetConfig) resolve(cfg Config) (map[Role]bool, error) {
 			}
 		}
 	}
-	if roles[RoleChat] && fc.NodeID < 0 {
+	if !roles[RoleChat] {
+		return errs
+	}
+	if fc.NodeID < 0 {
 		n, err := ordinal(fc.Member)
 		switch {
 		case err != nil && fc.Role == RoleAll:
@@ -227,26 +266,14 @@ func (fc *FleetConfig) resolve(cfg Config) (map[Role]bool, error) {
 		}
 		fc.NodeID = int64(fc.RegionID)<<7 | n
 	}
-	if roles[RoleChat] && fc.multiRegion() && fc.NodeID>>7 != int64(fc.RegionID) {
+	if fc.multiRegion() && fc.NodeID>>7 != int64(fc.RegionID) {
 		// Group ids carry their home region in these bits (chat.GroupRegionID).
 		errs = append(errs, fmt.Errorf("--node-id %d: with --peer-region its top bits must be the region id %d (node = region id << 7 | ordinal)", fc.NodeID, fc.RegionID))
 	}
-	if fc.multiRegion() && !auth.ValidRegion(cfg.Region) {
-		errs = append(errs, fmt.Errorf("--region %q: with --peer-region a region name is 1..63 bytes of a-z0-9- starting with a letter", cfg.Region))
-	}
-	if roles[RoleChat] && fc.NodeID > 1023 {
+	if fc.NodeID > 1023 {
 		errs = append(errs, fmt.Errorf("--node-id must be 0..1023, got %d", fc.NodeID))
 	}
-	if fc.RequestTimeout <= 0 {
-		fc.RequestTimeout = gateway.DefaultRequestTimeout
-	}
-	if fc.Kafka.PublishTimeout <= 0 {
-		fc.Kafka.PublishTimeout = DefaultFleetPublishTimeout
-	}
-	if cfg.Region == "" || strings.ContainsAny(cfg.Region, ". /:") {
-		errs = append(errs, fmt.Errorf("--region %q must be a non-empty name without dots, slashes, colons or spaces", cfg.Region))
-	}
-	return roles, errors.Join(errs...)
+	return errs
 }
 
 // NewFleet builds one process of the distributed mode: the roles of fc on
@@ -279,52 +306,64 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	})
 	reg.MustRegister(owned)
 
+	parts, err := s.openFleetBackends(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	router, err := s.wireFleetRoles(ctx, reg)
+	if err != nil {
+		return fail(err)
+	}
+	if err := s.fleetMux(ctx, reg, router); err != nil {
+		return fail(err)
+	}
+	region := cfg.Region
+	log.Info("distributed mode", "region", region, "region_id", fc.RegionID, "gateway", fc.GatewayID,
+		"member", fc.Member, "node_id", fc.NodeID, "ingress_partitions", parts[chat.IngressTopic(region)],
+		"deliver_partitions", parts[chat.DeliverTopic(region)])
+	return s, nil
+}
+
+// openFleetBackends connects to the backends the fleet's roles need — Kafka
+// always, Cassandra for the gateway and chat roles, Redis for every role but
+// push — and checks that every topic the roles use exists with the
+// configured partitions. It returns the partitions per topic.
+func (s *Server) openFleetBackends(ctx context.Context) (map[string]int32, error) {
+	f, fc, region := s.fleet, s.fleet.fc, s.cfg.Region
 	kcfg := fc.Kafka
 	kcfg.ClientID = "parley-" + string(fc.Role)
 	kcfg.OnRequest = func(api string) { s.Metrics.KafkaRequests.WithLabelValues(api).Inc() }
 	kb, err := kafka.New(ctx, kcfg)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	f.bus = newWatchedBus(kb, cfg.Region)
+	f.bus = newWatchedBus(kb, region)
 	s.bus = f.bus
 
-	region := cfg.Region
-	ingress, deliver, presenceTopic := chat.IngressTopic(region), chat.DeliverTopic(region), relay.Topic(region)
-	topics := []struct {
-		name string
-		want int32
-	}{{ingress, fc.IngressPartitions}, {deliver, fc.DeliverPartitions}, {presenceTopic, 0}}
+	deliver := chat.DeliverTopic(region)
+	want := map[string]int32{chat.IngressTopic(region): fc.IngressPartitions, deliver: fc.DeliverPartitions, relay.Topic(region): 0}
 	if fc.multiRegion() && f.has(RoleChat) {
-		for _, t := range []string{chat.RelayTopic(region), chat.OutboxTopic(region)} {
-			topics = append(topics, struct {
-				name string
-				want int32
-			}{t, 0})
-		}
+		want[chat.RelayTopic(region)], want[chat.OutboxTopic(region)] = 0, 0
 	}
 	if f.has(RolePush) || fc.Push.Webhook != "" {
-		topics = append(topics, struct {
-			name string
-			want int32
-		}{push.Topic(region), 0})
+		want[push.Topic(region)] = 0
 	}
 	parts := map[string]int32{}
-	for _, t := range topics {
-		n, err := kb.Partitions(t.name)
+	for name, w := range want {
+		n, err := kb.Partitions(name)
 		if err != nil {
-			return fail(fmt.Errorf("topic %s: %w (run parley migrate --region %s)", t.name, err, region))
+			return nil, fmt.Errorf("topic %s: %w (run parley migrate --region %s)", name, err, region)
 		}
-		if t.want > 0 && n != t.want {
-			return fail(fmt.Errorf("topic %s has %d partitions, not %d as configured", t.name, n, t.want))
+		if w > 0 && n != w {
+			return nil, fmt.Errorf("topic %s has %d partitions, not %d as configured", name, n, w)
 		}
-		parts[t.name] = n
+		parts[name] = n
 	}
 	if f.has(RoleGateway) {
 		p, _ := chat.GatewayPartition(fc.GatewayID)
 		if p >= parts[deliver] {
-			return fail(fmt.Errorf("gateway %s: its partition %d is not below the %d partitions of %s (raise --deliver-partitions in parley migrate)",
-				fc.GatewayID, p, parts[deliver], deliver))
+			return nil, fmt.Errorf("gateway %s: its partition %d is not below the %d partitions of %s (raise --deliver-partitions in parley migrate)",
+				fc.GatewayID, p, parts[deliver], deliver)
 		}
 	}
 
@@ -334,26 +373,36 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 		ccfg.OnStatement = func(kind string) { s.Metrics.CassandraStatements.WithLabelValues(kind).Inc() }
 		st, err := cassandra.Open(ctx, ccfg)
 		if err != nil {
-			return fail(err)
+			return nil, err
 		}
 		s.store = st
 	}
 	if f.has(RoleGateway) || f.has(RoleChat) || f.has(RolePresence) {
 		r, err := redis.New(ctx, fc.Redis)
 		if err != nil {
-			return fail(err)
+			return nil, err
 		}
 		s.registry = r
 	}
+	return parts, nil
+}
 
+// wireFleetRoles builds the roles of the process on the opened backends:
+// the router (gateway and chat), the region mesh (multi-region), the push
+// publisher, the sequencer with its outbox and relay, the presence
+// announcer and the push worker. It returns the router (nil without the
+// gateway and chat roles).
+func (s *Server) wireFleetRoles(ctx context.Context, reg *prometheus.Registry) (*chat.Router, error) {
+	f, fc, cfg, region := s.fleet, s.fleet.fc, s.cfg, s.cfg.Region
+	deliver := chat.DeliverTopic(region)
 	var router *chat.Router
 	if f.has(RoleGateway) || f.has(RoleChat) {
 		router = chat.NewRouter(s.bus, newRouteRegistry(s.registry, fc.RouteTimeout), deliver)
 	}
 	if fc.multiRegion() && (router != nil || f.has(RolePresence)) {
-		f.mesh, err = s.newMesh(ctx, reg, fc)
-		if err != nil {
-			return fail(err)
+		var err error
+		if f.mesh, err = s.newMesh(ctx, reg, fc); err != nil {
+			return nil, err
 		}
 		if router != nil {
 			router.SetRegions(f.mesh)
@@ -371,29 +420,13 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 		}
 	}
 	if f.has(RoleChat) {
-		ccfg := chat.DefaultConfig()
-		ccfg.Region = region
-		ccfg.NodeID = fc.NodeID
-		ccfg.IngressTopic, ccfg.DeliverTopic = ingress, deliver
-		ccfg.Member = fc.Member
-		ccfg.MaxGroupMembers = cfg.MaxGroupMembers
-		ccfg.MaxMessageBytes = cfg.MaxMessageBytes
-		ccfg.EditWindow = cfg.EditWindow
-		ccfg.Metrics = s.Metrics
-		if f.mesh != nil {
-			ccfg.Regions = f.mesh
-			f.outbox = regionmesh.NewOutbox(f.mesh, s.bus, router.Reply, fc.Member)
-			f.relayIn = regionmesh.NewRelay(f.mesh, s.bus, router, fc.Member)
-			f.relayIn.StorePresence(s.registry, cfg.Presence)
-		}
-		s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router)
-		if err != nil {
-			return fail(fmt.Errorf("sequencer: %w", err))
+		if err := s.buildFleetSequencer(router); err != nil {
+			return nil, err
 		}
 	}
 	if f.has(RolePresence) {
 		acfg := relay.AnnouncerConfig{
-			Topic: presenceTopic, DeliverTopic: deliver, Member: fc.Member, Presence: cfg.Presence,
+			Topic: relay.Topic(region), DeliverTopic: deliver, Member: fc.Member, Presence: cfg.Presence,
 		}
 		if f.mesh != nil {
 			acfg.Relay = f.mesh.RelayBroadcast         // presence changes reach the other regions' gateways
@@ -404,23 +437,56 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	if f.has(RolePush) {
 		pcfg := fc.Push
 		pcfg.Topic, pcfg.Member = push.Topic(region), fc.Member
-		f.pusher, err = push.NewWorker(s.bus, pcfg)
-		if err != nil {
-			return fail(err)
+		var err error
+		if f.pusher, err = push.NewWorker(s.bus, pcfg); err != nil {
+			return nil, err
 		}
 	}
+	return router, nil
+}
 
+// buildFleetSequencer builds the chat role's sequencer, and with peers its
+// outbox forwarder and relay consumer.
+func (s *Server) buildFleetSequencer(router *chat.Router) error {
+	f, fc, cfg := s.fleet, s.fleet.fc, s.cfg
+	ccfg := chat.DefaultConfig()
+	ccfg.Region = cfg.Region
+	ccfg.NodeID = fc.NodeID
+	ccfg.IngressTopic, ccfg.DeliverTopic = chat.IngressTopic(cfg.Region), chat.DeliverTopic(cfg.Region)
+	ccfg.Member = fc.Member
+	ccfg.MaxGroupMembers = cfg.MaxGroupMembers
+	ccfg.MaxMessageBytes = cfg.MaxMessageBytes
+	ccfg.EditWindow = cfg.EditWindow
+	ccfg.Metrics = s.Metrics
+	if f.mesh != nil {
+		ccfg.Regions = f.mesh
+		f.outbox = regionmesh.NewOutbox(f.mesh, s.bus, router.Reply, fc.Member)
+		f.relayIn = regionmesh.NewRelay(f.mesh, s.bus, router, fc.Member)
+		f.relayIn.StorePresence(s.registry, cfg.Presence)
+	}
+	var err error
+	if s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router); err != nil {
+		return fmt.Errorf("sequencer: %w", err)
+	}
+	return nil
+}
+
+// fleetMux builds the process's HTTP endpoints: the gateway's WebSocket and
+// REST API, the chat role's partitions and outbox, health, readiness,
+// metrics, and the admin endpoints.
+func (s *Server) fleetMux(ctx context.Context, reg *prometheus.Registry, router *chat.Router) error {
+	f, fc, cfg, region := s.fleet, s.fleet.fc, s.cfg, s.cfg.Region
 	mux := http.NewServeMux()
 	if f.has(RoleGateway) {
-		if err := s.buildFleetGateway(ctx, mux, router, ingress, deliver, presenceTopic); err != nil {
-			return fail(err)
+		if err := s.buildFleetGateway(ctx, mux, router, chat.IngressTopic(region), chat.DeliverTopic(region), relay.Topic(region)); err != nil {
+			return err
 		}
 	}
 	if f.has(RoleChat) {
 		mux.HandleFunc("GET /v1/chat/partitions", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(w).Encode(map[string]any{
-				"member": fc.Member, "node_id": fc.NodeID, "topic": ingress,
+				"member": fc.Member, "node_id": fc.NodeID, "topic": chat.IngressTopic(region),
 				"partitions": f.bus.Owned(chat.GroupName),
 			})
 		})
@@ -444,9 +510,7 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 		mux.HandleFunc("/", httpapi.NoRoute(mux, fmt.Sprintf(": this process runs the %s role", fc.Role)))
 	}
 	s.handler = mux
-	log.Info("distributed mode", "region", region, "region_id", fc.RegionID, "gateway", fc.GatewayID,
-		"member", fc.Member, "node_id", fc.NodeID, "ingress_partitions", parts[ingress], "deliver_partitions", parts[deliver])
-	return s, nil
+	return nil
 }
 
 // buildFleetGateway builds the gateway role's WebSocket and REST endpoints.
