@@ -69,7 +69,7 @@ func createExclusive(path string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("write dev secret: %w", err)
 	}
-	defer os.Remove(tmp.Name())
+	defer func() { _ = os.Remove(tmp.Name()) }() // only the link matters; a stray temp file is harmless
 	_, err = tmp.Write(data)
 	if err == nil {
 		err = tmp.Sync()

@@ -106,7 +106,7 @@ func StartEmbedded(ctx context.Context, cfg server.Config) (*EmbeddedServer, err
 func startOn(ctx context.Context, cfg server.Config, ln net.Listener) (*EmbeddedServer, error) {
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
-		ln.Close()
+		_ = ln.Close()
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -117,7 +117,7 @@ func startOn(ctx context.Context, cfg server.Config, ln net.Listener) (*Embedded
 	for {
 		c, err := net.DialTimeout("tcp", e.Addr, time.Second)
 		if err == nil {
-			c.Close()
+			_ = c.Close()
 			if ok, _ := httpOK("http://" + e.Addr + "/readyz"); ok {
 				return e, nil
 			}
@@ -128,7 +128,7 @@ func startOn(ctx context.Context, cfg server.Config, ln net.Listener) (*Embedded
 		default:
 		}
 		if time.Now().After(deadline) {
-			e.Stop()
+			_ = e.Stop()
 			return nil, errors.New("embedded server not ready after 30s")
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -389,7 +389,7 @@ func ProcStatus(pid int) (rss, hwm int64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
@@ -482,6 +482,6 @@ func httpOK(url string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	return resp.StatusCode == http.StatusOK, nil
 }

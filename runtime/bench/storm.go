@@ -299,7 +299,7 @@ func restartEmbedded(ctx context.Context, t *Target, ids []string, missed int) (
 	cfg := old.Config
 	e, err := startOn(ctx, cfg, ml)
 	if err != nil {
-		ml.Close()
+		_ = ml.Close()
 		return time.Time{}, err
 	}
 	e.Addr = old.Addr
@@ -415,7 +415,7 @@ func (m *multiListener) add(ln net.Listener) {
 			select {
 			case m.conns <- c:
 			case <-m.done:
-				c.Close()
+				_ = c.Close()
 				return
 			}
 		}
@@ -436,7 +436,7 @@ func (m *multiListener) Close() error {
 		close(m.done)
 		m.mu.Lock()
 		for _, ln := range m.lns {
-			ln.Close()
+			_ = ln.Close()
 		}
 		m.mu.Unlock()
 	})

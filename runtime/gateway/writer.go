@@ -136,7 +136,6 @@ func (s *session) writeLoop() {
 		s.mu.Lock()
 		s.inflight = 0
 		s.queueBytes -= batchBytes
-		batchBytes = 0
 		if len(s.queue) == 0 {
 			if s.closing.Load() {
 				// writing stays true: no writer starts after the close.

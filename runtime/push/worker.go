@@ -210,7 +210,7 @@ func (w *Worker) post(ctx context.Context, n *Notification, body []byte) (retry 
 		return true, 0, err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return false, 0, nil
 	}

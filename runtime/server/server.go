@@ -250,7 +250,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.bus = busmemory.New()
 	for _, t := range []bus.Topic{{Name: ingress, Partitions: cfg.IngressPartitions}, {Name: deliver, Partitions: 1}} {
 		if err := s.bus.CreateTopic(ctx, t); err != nil {
-			s.closeAll()
+			_ = s.closeAll() // the create error is the one to report
 			return nil, fmt.Errorf("create topic %s: %w", t.Name, err)
 		}
 	}
@@ -270,7 +270,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	ccfg.Metrics = s.Metrics
 	s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router)
 	if err != nil {
-		s.closeAll()
+		_ = s.closeAll() // the sequencer error is the one to report
 		return nil, fmt.Errorf("sequencer: %w", err)
 	}
 	s.chat = chat.NewClient(s.bus, GatewayID, ingress)
@@ -286,7 +286,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	mediaSvc, err := s.openMedia(cfg)
 	if err != nil {
-		s.closeAll()
+		_ = s.closeAll() // the error above is the one to report
 		return nil, err
 	}
 	userLimits, readLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst), cfg.readLimits()

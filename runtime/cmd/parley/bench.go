@@ -253,14 +253,14 @@ func benchTarget(ctx context.Context, bf *benchFlags) (*bench.Target, func(), er
 		cfg.SendRate, cfg.SendBurst, cfg.DrainWindow = bf.sendRate, bf.sendBurst, bf.drainWindow
 		e, err := bench.StartEmbedded(ctx, cfg)
 		if err != nil {
-			os.RemoveAll(dir)
+			_ = os.RemoveAll(dir)
 			return nil, nil, err
 		}
 		t := &bench.Target{URL: "ws://" + e.Addr, Tokens: e.Server.DevIssuer, ServerPIDs: []int{os.Getpid()}, DataDir: dir, Embedded: e}
 		return t, func() {
 			_ = t.Embedded.Stop()
 			if !bf.keepData {
-				os.RemoveAll(dir)
+				_ = os.RemoveAll(dir)
 			}
 		}, nil
 	}
@@ -311,7 +311,11 @@ func runBench(cmd *cobra.Command, bf *benchFlags, run func(context.Context, *ben
 		if err != nil {
 			return fmt.Errorf("--cpu-profile: %w", err)
 		}
-		defer f.Close()
+		defer func() {
+			if err := f.Close(); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "--cpu-profile: %v\n", err)
+			}
+		}()
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return fmt.Errorf("--cpu-profile: %w", err)
 		}

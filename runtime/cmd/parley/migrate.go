@@ -81,7 +81,7 @@ func migrateCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				defer b.Close()
+				defer func() { _ = b.Close() }()
 				topics := []bus.Topic{
 					{Name: chat.IngressTopic(region), Partitions: int32(ingress)},
 					{Name: chat.DeliverTopic(region), Partitions: int32(deliver)},

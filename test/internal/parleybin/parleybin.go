@@ -20,8 +20,8 @@ func Build() (path string, cleanup func(), err error) {
 	build := exec.Command("go", "build", "-o", path, "github.com/parleychat/parley/runtime/cmd/parley")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 		return "", nil, fmt.Errorf("build parley: %w", err)
 	}
-	return path, func() { os.RemoveAll(dir) }, nil
+	return path, func() { _ = os.RemoveAll(dir) }, nil
 }

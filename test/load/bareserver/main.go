@@ -63,7 +63,7 @@ func run(addr string, detach bool) error {
 		conns.Inc()
 		read := func() {
 			defer conns.Dec()
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 			for {
 				_, rd, err := c.NextReader()
 				if err != nil {

@@ -121,14 +121,14 @@ func dial(ctx context.Context, url string, secret []byte, user, channel string) 
 		want = 2
 	}
 	if err := c.write([]byte(cmd)); err != nil {
-		ws.Close()
+		_ = ws.Close()
 		return nil, err
 	}
 	_ = ws.SetReadDeadline(time.Now().Add(15 * time.Second))
 	for got := 0; got < want; {
 		_, msg, err := ws.ReadMessage()
 		if err != nil {
-			ws.Close()
+			_ = ws.Close()
 			return nil, err
 		}
 		for _, line := range bytes.Split(msg, []byte("\n")) {
@@ -140,7 +140,7 @@ func dial(ctx context.Context, url string, secret []byte, user, channel string) 
 				continue
 			}
 			if r.Error != nil {
-				ws.Close()
+				_ = ws.Close()
 				return nil, fmt.Errorf("reply %d: %s", r.ID, r.Error)
 			}
 			got++
@@ -181,7 +181,7 @@ func rssKiB(pid int) int64 {
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
@@ -286,7 +286,7 @@ func idle(ctx context.Context, url string, secret []byte, pid, n, conc int, sett
 	for _, c := range conns {
 		if c != nil {
 			open++
-			c.ws.Close()
+			_ = c.ws.Close()
 		}
 	}
 	r.Figures["connected"], r.Figures["failed"] = float64(connected), float64(failed)
@@ -376,7 +376,7 @@ func fanout(ctx context.Context, url, api, apiKey string, secret []byte, channel
 				Error json.RawMessage `json:"error"`
 			}
 			_ = json.NewDecoder(resp.Body).Decode(&out)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode != 200 || out.Error != nil {
 				errs.Add(1)
 				return
@@ -392,7 +392,7 @@ func fanout(ctx context.Context, url, api, apiKey string, secret []byte, channel
 		time.Sleep(50 * time.Millisecond)
 	}
 	for _, c := range conns {
-		c.ws.Close()
+		_ = c.ws.Close()
 	}
 	r.Figures["sends_due"], r.Figures["sends_ok"], r.Figures["send_errors"] = float64(due), float64(ok.Load()), float64(errs.Load())
 	r.Figures["deliveries"] = float64(delivered.Load())
