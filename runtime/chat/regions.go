@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/parleychat/parley/runtime/bus"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
@@ -34,6 +35,9 @@ type Regions interface {
 	// Publish publishes msgs on region's bus; it returns one error per
 	// message as bus.Bus.PublishAll does.
 	Publish(ctx context.Context, region string, msgs []bus.Message) []error
+	// Down reports whether the link to region is known down (the last
+	// publish to its Kafka failed), and since when.
+	Down(region string) (bool, time.Time)
 }
 
 // nodeShift is where a Snowflake id's node bits start, and regionShift
@@ -242,6 +246,29 @@ func (s *Sequencer) userHome(ctx context.Context, o *parleyv1.Origin) (string, e
 	return h, nil
 }
 
+// waitsForAnswer reports whether rec is a request whose answer only the
+// home region can give and that the outbox does not answer while the home is
+// unreachable: everything but sends (answered send_accepted and sequenced
+// after the heal) and receipts (acks and reads, which nobody waits on and
+// which apply after the heal).
+func waitsForAnswer(rec *parleyv1.IngressRecord) bool {
+	return rec.GetSend() == nil && rec.GetAck() == nil && rec.GetRead() == nil
+}
+
+// homeDownRetryMs is the retry hint of a request refused because its
+// conversation's home region is unreachable.
+const homeDownRetryMs = 5000
+
+// homeDown is the answer to a request that waits for an answer from home
+// region h while the link to it is known down: unavailable, nothing queued
+// or stored, rather than a request that sits in the outbox until the heal
+// while its caller times out not knowing whether it happened (issue 10).
+func homeDown(h string, since time.Time) *wire.Error {
+	return &wire.Error{Code: wire.CodeUnavailable, RetryAfterMs: homeDownRetryMs, Message: fmt.Sprintf(
+		"the conversation's home region %s has been unreachable since %s; edits, deletes, reactions and member changes wait for it (nothing was stored): retry later. Sends are accepted and queued meanwhile",
+		h, since.UTC().Format(time.RFC3339))}
+}
+
 // forward hands the jobs homed elsewhere to their home region and returns
 // the others, in order. A job is finished once the outbox holds it; one
 // that cannot be queued is answered with the error.
@@ -279,6 +306,11 @@ func (c *conversation) forward(ctx context.Context, jobs []*job, out *Batch) []*
 		}
 		if h == "" {
 			local = append(local, j)
+			continue
+		}
+		if down, since := s.cfg.Regions.Down(h); down && waitsForAnswer(j.rec) {
+			flush()
+			c.fail(ctx, j, out, homeDown(h, since))
 			continue
 		}
 		if from := j.rec.GetOrigin().GetRegion(); from != "" && from != s.cfg.Regions.Local() {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/parleychat/parley/runtime/bus"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
@@ -17,6 +18,13 @@ import (
 type elsewhere struct {
 	mu       sync.Mutex
 	forwards int
+	down     time.Time // when the link to "far" went down; zero: up
+}
+
+func (e *elsewhere) Down(string) (bool, time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return !e.down.IsZero(), e.down
 }
 
 func (*elsewhere) Local() string                    { return DefaultRegion }
@@ -80,5 +88,37 @@ func TestForwardedRecordNotForwardedAgain(t *testing.T) {
 	defer m.mu.Unlock()
 	if m.forwards != 1 {
 		t.Errorf("%d records forwarded, want only the one of the existing group", m.forwards)
+	}
+}
+
+// TestHomeDownRefusesWhatWaitsForIt: while the link to a conversation's home
+// region is known down, an edit (which only the home can answer, and which
+// the outbox does not answer) is refused at once with unavailable naming the
+// region, and nothing is queued; a send is still queued for the outbox
+// (send_accepted) and an ack still goes the same way.
+func TestHomeDownRefusesWhatWaitsForIt(t *testing.T) {
+	m := &elsewhere{down: time.Now().Add(-time.Minute)}
+	e := newEnv(t, func(c *Config) { c.Regions = m })
+	e.startSequencer(t, "chat-0", 0)
+	g := "g:" + "4194304"
+	if err := e.st.CreateConversation(context.Background(), store.Conversation{ID: g, Kind: store.KindGroup, HomeRegion: "far"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.call(&parleyv1.IngressRecord{Origin: origin("alice"), ConversationId: g,
+		Op: &parleyv1.IngressRecord_Edit{Edit: &parleyv1.Edit{ConversationId: g, Seq: 1, Text: "fixed"}}})
+	if we := wire.AsError(err); err == nil || we.Code != wire.CodeUnavailable || !strings.Contains(we.Message, "home region far") || we.RetryAfterMs == 0 {
+		t.Fatalf("an edit while the home region is down = %v, want unavailable naming far with a retry hint", err)
+	}
+	for i, op := range []*parleyv1.IngressRecord{
+		{Op: &parleyv1.IngressRecord_Send{Send: &parleyv1.Send{ConversationId: g, ClientMsgId: "c1", Content: &parleyv1.Send_Text{Text: "hi"}}}},
+		{Op: &parleyv1.IngressRecord_Ack{Ack: &parleyv1.Ack{ConversationId: g, Seq: 1}}},
+	} {
+		op.Origin, op.ConversationId = origin("alice"), g
+		e.gws[0].client.Do(context.Background(), op, func(*parleyv1.Reply) {})
+		waitFor(t, "the send and the ack queued for far", func() bool {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			return m.forwards == i+1
+		})
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/parleychat/parley/runtime/chat"
 	"github.com/parleychat/parley/runtime/client"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
 )
 
 // region is one region of the bed, from hack/regions.sh env.
@@ -400,6 +401,7 @@ func TestPartition(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	accepted, oks := 0, 0
+	var cutOff *person // the one whose sends wait for the other side
 	stop := time.Now().Add(d)
 	for _, p := range []*person{alice, bob} {
 		wg.Add(1)
@@ -418,6 +420,7 @@ func TestPartition(t *testing.T) {
 				case errors.As(err, &acc):
 					mu.Lock()
 					accepted++
+					cutOff = p
 					sent[p.user] = append(sent[p.user], x)
 					mu.Unlock()
 				default:
@@ -432,6 +435,15 @@ func TestPartition(t *testing.T) {
 	t.Logf("during a %s partition: %d sends answered send_ok, %d send_accepted", d, oks, accepted)
 	if accepted == 0 {
 		t.Fatal("no send was answered send_accepted while the home region was cut off")
+	}
+	// An edit needs the home's answer: refused at once, naming the home, and
+	// nothing queued (the message keeps its text after the heal).
+	ectx, ecancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err := cutOff.c.Edit(ectx, conv, 1, "edited during the partition")
+	ecancel()
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != wire.CodeUnavailable || !strings.Contains(we.Message, "home region") {
+		t.Errorf("%s's edit during the partition: %v, want unavailable naming the home region", cutOff.user, err)
 	}
 	// The process holding us's outbox dies before it could forward it.
 	regionsScript(t, "restart-parley", "us", "--kill9")
