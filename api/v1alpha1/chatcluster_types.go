@@ -333,6 +333,24 @@ type Limits struct {
 	// +kubebuilder:default=16
 	// +optional
 	MaxSessionsPerUser int32 `json:"maxSessionsPerUser,omitempty"`
+
+	// HTTPReadTimeout bounds reading one HTTP request, body included, on every role's
+	// server (WebSocket connections are exempt once upgraded); 1s–1h; unset, the runtime's
+	// 2m (--http-read-timeout). Unset fields add nothing to the pods' config, so an operator
+	// upgrade that brings them rolls nobody.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="httpReadTimeout must be between 1s and 1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	// +optional
+	HTTPReadTimeout *metav1.Duration `json:"httpReadTimeout,omitempty"`
+
+	// HTTPIdleTimeout closes a keep-alive HTTP connection idle this long between requests;
+	// 1s–1h; unset, the runtime's 90s (--http-idle-timeout).
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="httpIdleTimeout must be between 1s and 1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	// +optional
+	HTTPIdleTimeout *metav1.Duration `json:"httpIdleTimeout,omitempty"`
 }
 
 // CassandraSpec holds the Cassandra settings shared by all regions.
@@ -378,6 +396,20 @@ type AuthSpec struct {
 	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Audience string `json:"audience,omitempty"`
+
+	// AllowedOrigins, when set, are the only browser origins (besides the gateway's own) that
+	// may open a WebSocket, e.g. https://chat.example.com (--allowed-origins; default: any).
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=2048
+	// +kubebuilder:validation:items:Pattern=`^https?://`
+	// +optional
+	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+
+	// MetricsPrivate serves the gateways' /metrics only with the admin token (Authorization:
+	// Bearer, from the <name>-admin-token Secret), since gateways are the role reachable from
+	// outside (--metrics-private). The other roles' /metrics stay open inside the cluster.
+	// +optional
+	MetricsPrivate bool `json:"metricsPrivate,omitempty"`
 }
 
 // MediaSpec configures S3-compatible uploads.

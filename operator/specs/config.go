@@ -40,6 +40,10 @@ const (
 	EnvS3Bucket        = "PARLEY_S3_BUCKET"
 	EnvS3Region        = "PARLEY_S3_REGION"
 	EnvS3PublicURL     = "PARLEY_S3_PUBLIC_URL"
+	EnvHTTPRead        = "PARLEY_HTTP_READ_TIMEOUT"
+	EnvHTTPIdle        = "PARLEY_HTTP_IDLE_TIMEOUT"
+	EnvAllowedOrigins  = "PARLEY_ALLOWED_ORIGINS"
+	EnvMetricsPrivate  = "PARLEY_METRICS_PRIVATE"
 	EnvNodeID          = "PARLEY_NODE_ID"  // chat: Snowflake node id (region id << 7 | ordinal)
 	EnvPodName         = "PARLEY_POD_NAME" // gateway: its id; the ordinal suffix is its partition
 	EnvCassandraUser   = "PARLEY_CASSANDRA_USERNAME"
@@ -71,6 +75,10 @@ var flagEnv = []struct{ flag, env string }{
 	{"--s3-bucket", EnvS3Bucket},
 	{"--s3-region", EnvS3Region},
 	{"--s3-public-url", EnvS3PublicURL},
+	{"--http-read-timeout", EnvHTTPRead},
+	{"--http-idle-timeout", EnvHTTPIdle},
+	{"--allowed-origins", EnvAllowedOrigins},
+	{"--metrics-private", EnvMetricsPrivate},
 }
 
 // DrainWindow is how long a draining gateway spreads its clients' reconnects: half of
@@ -93,6 +101,13 @@ func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Ro
 		EnvRedisAddr:       region.Redis.Address,
 		EnvMaxGroupMembers: strconv.Itoa(int(s.Limits.MaxGroupMembers)),
 		EnvMaxMessageBytes: strconv.Itoa(int(s.Limits.MaxMessageBytes)),
+	}
+	// Unset: the runtime's defaults, and nothing added to the config (no rollout).
+	if d := s.Limits.HTTPReadTimeout; d != nil {
+		c[EnvHTTPRead] = d.Duration.String()
+	}
+	if d := s.Limits.HTTPIdleTimeout; d != nil {
+		c[EnvHTTPIdle] = d.Duration.String()
 	}
 	if role == chatv1.RoleGateway {
 		c[EnvSendRate] = strconv.Itoa(int(s.Limits.SendRatePerSecond))
@@ -123,6 +138,10 @@ func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Ro
 		set(EnvS3Bucket, s.Media.Bucket)
 		set(EnvS3Region, s.Media.Region)
 		set(EnvS3PublicURL, s.Media.PublicURL)
+		set(EnvAllowedOrigins, strings.Join(s.Auth.AllowedOrigins, ","))
+		if s.Auth.MetricsPrivate {
+			c[EnvMetricsPrivate] = "true"
+		}
 	}
 	return c
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -120,6 +121,16 @@ func TestRevisionChangesWithThePodOnly(t *testing.T) {
 		{"drainTimeout rolls gateways", func(cc *chatv1.ChatCluster) { cc.Spec.Rollout.DrainTimeout.Duration *= 2 }, chatv1.RoleGateway, true},
 		{"maxSurge does not", func(cc *chatv1.ChatCluster) { *cc.Spec.Rollout.MaxSurge = 3 }, chatv1.RoleGateway, false},
 		{"paused does not", func(cc *chatv1.ChatCluster) { cc.Spec.Rollout.Paused = true }, chatv1.RoleGateway, false},
+		{"httpReadTimeout rolls every role", func(cc *chatv1.ChatCluster) {
+			cc.Spec.Limits.HTTPReadTimeout = &metav1.Duration{Duration: 30 * time.Second}
+		}, chatv1.RoleChat, true},
+		{"allowedOrigins rolls gateways", func(cc *chatv1.ChatCluster) {
+			cc.Spec.Auth.AllowedOrigins = []string{"https://chat.example.com"}
+		}, chatv1.RoleGateway, true},
+		{"allowedOrigins is gateway config", func(cc *chatv1.ChatCluster) {
+			cc.Spec.Auth.AllowedOrigins = []string{"https://chat.example.com"}
+		}, chatv1.RoleChat, false},
+		{"metricsPrivate rolls gateways", func(cc *chatv1.ChatCluster) { cc.Spec.Auth.MetricsPrivate = true }, chatv1.RoleGateway, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,8 +6,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	chatv1 "github.com/parleychat/parley/api/v1alpha1"
 	"github.com/parleychat/parley/operator/specs"
@@ -31,8 +33,11 @@ func TestOperatorCommandLinesParse(t *testing.T) {
 			Image:     "parley:test",
 			Regions:   []chatv1.Region{testRegion("eu", 1, 2, 1, 1)},
 			Cassandra: chatv1.CassandraSpec{ContactPoints: []string{"c0"}},
-			Auth:      chatv1.AuthSpec{JWKSURL: "https://idp.example/jwks.json", Issuer: "idp", Audience: "parley"},
-			Media:     chatv1.MediaSpec{Bucket: "media", Endpoint: "http://minio:9000", Region: "us-east-1", PublicURL: "https://cdn.example"},
+			Auth: chatv1.AuthSpec{JWKSURL: "https://idp.example/jwks.json", Issuer: "idp", Audience: "parley",
+				AllowedOrigins: []string{"https://chat.example.com", "https://m.example.com"}, MetricsPrivate: true},
+			Limits: chatv1.Limits{HTTPReadTimeout: &metav1.Duration{Duration: 30 * time.Second},
+				HTTPIdleTimeout: &metav1.Duration{Duration: time.Minute}},
+			Media: chatv1.MediaSpec{Bucket: "media", Endpoint: "http://minio:9000", Region: "us-east-1", PublicURL: "https://cdn.example"},
 		},
 	}
 	cc.Name, cc.Namespace = "flags", "chat"
