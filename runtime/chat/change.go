@@ -38,11 +38,11 @@ func ValidateDelete(d *parleyv1.Delete) error {
 // an error): the caller is a member (not_member; not_found for a group
 // that does not exist); seq is a message the caller can see, at or below
 // the head (not_found); it is a text or media message, not an event
-// (invalid); the caller sent it, or for a delete owns the group
-// (forbidden); a deleted message cannot be edited (not_found); only text
-// can be edited (invalid); the sender acts within Config.EditWindow of
-// the message's created_at (edit_window_closed), while a group's owner
-// deletes at any time.
+// (invalid); the caller sent it, or for a delete owns or administers the
+// group (forbidden); a deleted message cannot be edited (not_found); only
+// text can be edited (invalid); the sender acts within Config.EditWindow
+// of the message's created_at (edit_window_closed), while a group's owner
+// and admins delete at any time.
 //
 // Idempotency (a request retried after a timeout): deleting a deleted
 // message answers the event that deleted it, and editing a message to the
@@ -115,12 +115,13 @@ func (c *conversation) planChange(ctx context.Context, st *convState, rec *parle
 		return nil, nil, errInvalid(fmt.Sprintf("seq %d is a %s event, not a message; only messages can be edited or deleted", seq, kindLabel(tk)))
 	}
 	sender := target.GetSenderId() == caller
-	owner := st.conv.Kind == store.KindGroup && st.isOwner(caller)
+	// The owner and admins moderate: they delete any message, at any time.
+	moderator := st.conv.Kind == store.KindGroup && roleOf(st.members, caller) != store.RoleMember
 	switch {
 	case edit != nil && !sender:
 		return nil, nil, wire.Errorf(wire.CodeForbidden, "only its sender may edit a message")
-	case del != nil && !sender && !owner:
-		return nil, nil, wire.Errorf(wire.CodeForbidden, "only its sender or the group's owner may delete a message")
+	case del != nil && !sender && !moderator:
+		return nil, nil, wire.Errorf(wire.CodeForbidden, "only its sender or the group's owner or admins may delete a message")
 	}
 	if target.GetDeleted() {
 		if edit != nil {
@@ -141,7 +142,7 @@ func (c *conversation) planChange(ctx context.Context, st *convState, rec *parle
 			return nil, earlier, err
 		}
 	}
-	if !(del != nil && owner) {
+	if !(del != nil && moderator) {
 		if age := time.Since(time.UnixMilli(target.GetCreatedAt())); age > s.cfg.EditWindow {
 			return nil, nil, wire.Errorf(wire.CodeEditWindowClosed, "messages can be edited or deleted for %s after they are sent; seq %d was sent %s ago",
 				s.cfg.EditWindow, seq, age.Truncate(time.Minute))

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -166,23 +167,34 @@ func TestEditAndDelete(t *testing.T) {
 	}
 }
 
-// TestEditWindow: past Config.EditWindow the sender can neither edit nor
-// delete (edit_window_closed, nothing stored); a group's owner still deletes.
-func TestEditWindow(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.EditWindow = time.Hour })
-	conv := "g:424242"
+// seedOldGroup stores group conv, created by alice with members, and a
+// text by sender for each of texts (seqs 2, 3, ...), all two hours old:
+// past an edit window of an hour. Call it before the sequencer starts.
+func (e *env) seedOldGroup(t *testing.T, conv string, members []string, sender string, texts ...string) {
+	t.Helper()
 	old := time.Now().Add(-2 * time.Hour).UnixMilli()
 	if err := e.st.CreateConversation(e.ctx, store.Conversation{ID: conv, Kind: store.KindGroup, CreatedBy: "alice"}); err != nil {
 		t.Fatal(err)
 	}
 	msgs := []*parleyv1.Message{
-		{ConversationId: conv, Seq: 1, SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, Members: []string{"alice", "bob"}, CreatedAt: old},
-		{ConversationId: conv, Seq: 2, SenderId: "bob", ClientMsgId: "b1", Kind: parleyv1.MessageKind_MESSAGE_KIND_TEXT, Text: "old", CreatedAt: old},
-		{ConversationId: conv, Seq: 3, SenderId: "bob", ClientMsgId: "b2", Kind: parleyv1.MessageKind_MESSAGE_KIND_TEXT, Text: "older", CreatedAt: old},
+		{ConversationId: conv, Seq: 1, SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, Members: members, CreatedAt: old},
+	}
+	for i, text := range texts {
+		seq := uint64(i + 2)
+		msgs = append(msgs, &parleyv1.Message{ConversationId: conv, Seq: seq, SenderId: sender, ClientMsgId: fmt.Sprintf("%s%d", sender[:1], i+1),
+			Kind: parleyv1.MessageKind_MESSAGE_KIND_TEXT, Text: text, CreatedAt: old})
 	}
 	if err := e.st.Append(e.ctx, conv, msgs); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestEditWindow: past Config.EditWindow the sender can neither edit nor
+// delete (edit_window_closed, nothing stored); a group's owner still deletes.
+func TestEditWindow(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.EditWindow = time.Hour })
+	conv := "g:424242"
+	e.seedOldGroup(t, conv, []string{"alice", "bob"}, "bob", "old", "older")
 	e.startSequencer(t, "chat-0", 0)
 	if _, err := e.call(editRec("bob", conv, 2, "new")); code(err) != wire.CodeEditWindowClosed {
 		t.Fatalf("late edit: %v", err)

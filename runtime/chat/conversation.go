@@ -152,6 +152,12 @@ func (c *conversation) process(jobs []*job) {
 		case *parleyv1.IngressRecord_React:
 			flush()
 			c.react(ctx, j, out)
+		case *parleyv1.IngressRecord_SetRole:
+			flush()
+			c.setRole(ctx, j, out)
+		case *parleyv1.IngressRecord_Rename:
+			flush()
+			c.rename(ctx, j, out)
 		}
 	}
 	flush()
@@ -311,6 +317,14 @@ func (st *convState) removeMembers(users []string) {
 	st.ids = nil
 }
 
+// setRole records the role a stored ROLE_CHANGED or OWNER_CHANGED gave.
+func (st *convState) setRole(user, role string) {
+	if m, ok := st.members[user]; ok {
+		m.Role = role
+		st.members[user] = m
+	}
+}
+
 // computeReadMin is the lowest effective read pointer of the current
 // members; a member's pointer counts as at least joined_seq-1, since it never
 // sees what came before it joined.
@@ -333,20 +347,37 @@ func (st *convState) computeReadMin() uint64 {
 // and appends it, rebuilding the state and retrying after ErrSeqTaken. build
 // returns nil for "nothing to do"; its errors are replied as they are.
 func (c *conversation) appendOne(ctx context.Context, build func(*convState) (*parleyv1.Message, error)) (*convState, *parleyv1.Message, error) {
+	state, evs, err := c.appendEvents(ctx, func(st *convState) ([]*parleyv1.Message, error) {
+		ev, err := build(st)
+		if ev == nil {
+			return nil, err
+		}
+		return []*parleyv1.Message{ev}, err
+	})
+	if len(evs) == 0 {
+		return state, nil, err
+	}
+	return state, evs[0], err
+}
+
+// appendEvents is appendOne for events at consecutive seqs from the head,
+// stored by one Append (so an owner's leave and the ownership transfer it
+// causes are stored together or not at all).
+func (c *conversation) appendEvents(ctx context.Context, build func(*convState) ([]*parleyv1.Message, error)) (*convState, []*parleyv1.Message, error) {
 	for attempt := 0; ; attempt++ {
 		state, err := c.load(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
-		ev, err := build(state)
-		if err != nil || ev == nil {
+		evs, err := build(state)
+		if err != nil || len(evs) == 0 {
 			return state, nil, err
 		}
 		began := time.Now()
-		err = c.p.s.st.Append(ctx, c.id, []*parleyv1.Message{ev})
+		err = c.p.s.st.Append(ctx, c.id, evs)
 		c.p.s.cfg.Metrics.ObserveStage(metrics.StageAppend, time.Since(began))
 		if errors.Is(err, store.ErrSeqTaken) && attempt+1 < maxAppendAttempts {
-			c.p.s.log.Info("seq taken; reloading conversation", "conversation", c.id, "seq", ev.GetSeq())
+			c.p.s.log.Info("seq taken; reloading conversation", "conversation", c.id, "seq", evs[0].GetSeq())
 			c.state = nil
 			continue
 		}
@@ -354,9 +385,9 @@ func (c *conversation) appendOne(ctx context.Context, build func(*convState) (*p
 			c.state = nil // unknown outcome: reload before the next decision
 			return nil, nil, storeErr(c.p.s.log, "append event", c.id, err)
 		}
-		state.head = ev.GetSeq()
-		c.p.s.countStored([]*parleyv1.Message{ev})
-		return state, ev, nil
+		state.head = evs[len(evs)-1].GetSeq()
+		c.p.s.countStored(evs)
+		return state, evs, nil
 	}
 }
 

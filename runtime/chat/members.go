@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,8 +80,9 @@ func (c *conversation) createGroup(ctx context.Context, j *job, out *Batch) {
 	deliverMessage(out, members, ev, rec.GetOrigin().GetSessionId())
 }
 
-// addMembers adds users to a group through a MEMBER_ADDED event. Sequenced
-// in the conversation's queue, so concurrent adds cannot pass the cap: if the
+// addMembers adds users to a group through a MEMBER_ADDED event. The owner
+// and admins may add (forbidden for a member). Sequenced in the
+// conversation's queue, so concurrent adds cannot pass the cap: if the
 // members plus the new ones exceed MaxGroupMembers, nothing is added
 // (group_full). Users already members are skipped; with none left the reply
 // is empty (no event).
@@ -90,12 +92,15 @@ func (c *conversation) addMembers(ctx context.Context, j *job, out *Batch) {
 	req := j.rec.GetAddMembers()
 	var added []string
 	state, ev, err := c.appendOne(ctx, func(st *convState) (*parleyv1.Message, error) {
-		if err := c.checkGroupMember(st, caller); err != nil {
+		if err := c.checkGroupMember(st, caller, dmMembers); err != nil {
 			return nil, err
 		}
 		users, err := changeList(req)
 		if err != nil {
 			return nil, err
+		}
+		if roleOf(st.members, caller) == store.RoleMember {
+			return nil, wire.Errorf(wire.CodeForbidden, "only the group's owner and admins may add members")
 		}
 		added = added[:0]
 		for _, u := range users {
@@ -125,18 +130,25 @@ func (c *conversation) addMembers(ctx context.Context, j *job, out *Batch) {
 	deliverMessage(out, state.memberIDs(), ev, j.rec.GetOrigin().GetSessionId())
 }
 
-// removeMembers removes users from a group through a MEMBER_REMOVED event. A
-// member may remove itself; removing others takes the owner role (forbidden
-// otherwise; see convState.isOwner: when the owner has left, ownership has
-// passed on). The event goes to the remaining and the removed members, and
-// nothing sequenced after it reaches the removed ones. Users who are not
-// members are skipped; with none left the reply is empty.
+// removeMembers removes users from a group through a MEMBER_REMOVED event.
+// A member may remove itself (leave). Removing others takes the owner
+// role, or the admin role for removing members who are neither the owner
+// nor admins (forbidden otherwise; roleOf: when the owner has left,
+// ownership has passed on). The event goes to the remaining and the
+// removed members, and nothing sequenced after it reaches the removed
+// ones. Users who are not members are skipped; with none left the reply is
+// not_found.
+//
+// When the owner leaves, an OWNER_CHANGED event naming the member
+// ownerOf picks among those who remain follows in the same append (none
+// when nobody remains: the group is left empty and read-only, since every
+// operation needs a member).
 func (c *conversation) removeMembers(ctx context.Context, j *job, out *Batch) {
 	caller := j.rec.GetOrigin().GetUserId()
 	req := j.rec.GetRemoveMembers()
 	var removed []string
-	state, ev, err := c.appendOne(ctx, func(st *convState) (*parleyv1.Message, error) {
-		if err := c.checkGroupMember(st, caller); err != nil {
+	state, evs, err := c.appendEvents(ctx, func(st *convState) ([]*parleyv1.Message, error) {
+		if err := c.checkGroupMember(st, caller, dmMembers); err != nil {
 			return nil, err
 		}
 		users, err := changeList(req)
@@ -144,12 +156,15 @@ func (c *conversation) removeMembers(ctx context.Context, j *job, out *Batch) {
 			return nil, err
 		}
 		removed = removed[:0]
+		callerRole := roleOf(st.members, caller)
 		for _, u := range users {
 			if _, ok := st.members[u]; !ok {
 				continue
 			}
-			if u != caller && !st.isOwner(caller) {
-				return nil, wire.Errorf(wire.CodeForbidden, "only the group's owner may remove other members")
+			if u != caller {
+				if err := mayRemove(callerRole, roleOf(st.members, u)); err != nil {
+					return nil, err
+				}
 			}
 			removed = append(removed, u)
 		}
@@ -159,38 +174,70 @@ func (c *conversation) removeMembers(ctx context.Context, j *job, out *Batch) {
 			// success gets it too, which REST clients expect of DELETE).
 			return nil, wire.Errorf(wire.CodeNotFound, "%s is not a member of %s; nobody was removed", strings.Join(users, ", "), c.id)
 		}
-		return c.event(st.head+1, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, caller, removed), nil
+		evs := []*parleyv1.Message{c.event(st.head+1, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, caller, removed)}
+		if next := nextOwner(st.members, removed); next != "" {
+			evs = append(evs, c.event(st.head+2, parleyv1.MessageKind_MESSAGE_KIND_OWNER_CHANGED, caller, []string{next}))
+		}
+		return evs, nil
 	})
 	if err != nil {
 		c.fail(ctx, j, out, err)
 		return
 	}
-	if ev == nil {
+	if len(evs) == 0 {
 		c.reply(j, out, &parleyv1.Reply{})
 		return
 	}
 	before := state.memberIDs() // still includes the removed: they learn it too
 	state.removeMembers(removed)
-	c.reply(j, out, &parleyv1.Reply{Event: ev})
-	deliverMessage(out, before, ev, j.rec.GetOrigin().GetSessionId())
+	c.reply(j, out, &parleyv1.Reply{Event: evs[0]})
+	deliverMessage(out, before, evs[0], j.rec.GetOrigin().GetSessionId())
+	if len(evs) > 1 {
+		state.setRole(evs[1].GetMembers()[0], store.RoleOwner)
+		deliverMessage(out, state.memberIDs(), evs[1], j.rec.GetOrigin().GetSessionId())
+	}
 	// A member who had not read everything may have been holding back the
 	// read-by-all pointer.
 	c.readByAll(ctx, state, out)
 }
 
-// checkGroupMember checks that the conversation is a group user belongs to.
-func (c *conversation) checkGroupMember(st *convState, user string) error {
+// mayRemove says whether a member with role by may remove another member
+// with role target: the owner removes anyone, an admin removes members
+// (not the owner, not another admin), a member nobody (forbidden).
+func mayRemove(by, target string) error {
+	switch {
+	case by == store.RoleOwner:
+		return nil
+	case by == store.RoleAdmin && target == store.RoleMember:
+		return nil
+	case by == store.RoleAdmin:
+		return wire.Errorf(wire.CodeForbidden, "an admin may remove members, not the owner or another admin; only the owner removes admins")
+	}
+	return wire.Errorf(wire.CodeForbidden, "only the group's owner and admins may remove other members")
+}
+
+// What a direct conversation cannot do, in checkGroupMember's invalid.
+const (
+	dmMembers = "the members of a direct conversation cannot change"
+	dmRoles   = "a direct conversation has no roles"
+	dmRename  = "a direct conversation has no title to rename"
+)
+
+// checkGroupMember checks that the conversation is a group user belongs
+// to: not_found for a group that does not exist, invalid (dmProblem) for
+// a DM, not_member.
+func (c *conversation) checkGroupMember(st *convState, user, dmProblem string) error {
 	if !st.exists {
 		if IsDM(c.id) {
-			return errInvalid("the members of a direct conversation cannot change")
+			return errInvalid(dmProblem)
 		}
 		return wire.Errorf(wire.CodeNotFound, "conversation %s does not exist", c.id)
 	}
 	if st.conv.Kind != store.KindGroup {
-		return errInvalid("the members of a direct conversation cannot change")
+		return errInvalid(dmProblem)
 	}
 	if _, ok := st.members[user]; !ok {
-		return wire.Errorf(wire.CodeNotMember, "not a member of %s", c.id)
+		return c.notMember(st)
 	}
 	return nil
 }
@@ -215,31 +262,74 @@ func changeList(req *parleyv1.ChangeMembers) ([]string, error) {
 	return out, nil
 }
 
-// isOwner reports whether user owns the group: the member stored with
-// store.RoleOwner (its creator) while it is a member; once it has left, the
-// longest-standing member (lowest joined_seq, then the smaller user id), so
-// a group whose owner left can still be administered (issue 13: nobody could
-// remove a member again). Ownership passes on by this rule, computed from
-// the membership every sequencer has, with no event of its own yet.
-func (st *convState) isOwner(user string) bool {
-	if _, ok := st.members[user]; !ok {
-		return false
+// roleOf is user's role in a group with members, the one rule every
+// permission check and the members list use: store.RoleOwner for the
+// member ownerOf picks, store.RoleAdmin for a member stored as admin, else
+// store.RoleMember ("" for a non-member).
+func roleOf(members map[string]store.Member, user string) string {
+	m, ok := members[user]
+	if !ok {
+		return ""
 	}
-	return ownerOf(st.members) == user
+	return roleWith(m, ownerOf(members))
 }
 
-// ownerOf is the owner of a group with members (isOwner's rule): the member
-// stored with store.RoleOwner, else the longest-standing one; "" without
-// members.
+// roleWith is m's role in a group owned by owner (roleOf's rule).
+func roleWith(m store.Member, owner string) string {
+	switch {
+	case m.UserID == owner:
+		return store.RoleOwner
+	case m.Role == store.RoleAdmin:
+		return store.RoleAdmin
+	}
+	return store.RoleMember
+}
+
+// ownerOf is the owner of a group with members: the member stored with
+// store.RoleOwner (the creator, or whom an OWNER_CHANGED event named);
+// else, in a group whose owner left before OWNER_CHANGED existed, the
+// successor nextOwner would have named: the longest-standing admin, else
+// the longest-standing member (lowest joined_seq, then the smaller user
+// id). "" without members. Issue 13: a group whose owner left could never
+// remove a member again.
 func ownerOf(members map[string]store.Member) string {
-	var oldest string
+	var best string
 	for id, m := range members {
 		if m.Role == store.RoleOwner {
 			return id
 		}
-		if o, ok := members[oldest]; oldest == "" || !ok || m.JoinedSeq < o.JoinedSeq || m.JoinedSeq == o.JoinedSeq && id < oldest {
-			oldest = id
+		if best == "" || succeeds(id, m, best, members[best]) {
+			best = id
 		}
 	}
-	return oldest
+	return best
+}
+
+// succeeds orders candidates for ownership: admins first, then by
+// joined_seq, then by user id.
+func succeeds(id string, m store.Member, than string, o store.Member) bool {
+	if a, b := m.Role == store.RoleAdmin, o.Role == store.RoleAdmin; a != b {
+		return a
+	}
+	if m.JoinedSeq != o.JoinedSeq {
+		return m.JoinedSeq < o.JoinedSeq
+	}
+	return id < than
+}
+
+// nextOwner returns who owns the group once removed leave it, when the
+// owner is among them and someone remains (ownerOf over the rest); ""
+// otherwise.
+func nextOwner(members map[string]store.Member, removed []string) string {
+	owner := ownerOf(members)
+	if !slices.Contains(removed, owner) {
+		return ""
+	}
+	rest := make(map[string]store.Member, len(members))
+	for id, m := range members {
+		if !slices.Contains(removed, id) {
+			rest[id] = m
+		}
+	}
+	return ownerOf(rest)
 }

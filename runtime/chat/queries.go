@@ -59,10 +59,10 @@ func (q *Queries) CheckMember(ctx context.Context, userID, conv string) (store.M
 	return m, nil
 }
 
-// Members returns conv's current members for userID, who must be one: the
-// owner first (store.RoleOwner, with ownership passed on by isOwner's rule
-// once the creator left), then by joined_seq; every other member has
-// store.RoleMember.
+// Members returns conv's current members for userID, who must be one,
+// each with its role (roleOf: the owner, with ownership passed on once the
+// creator left; admins; members; a DM's two are members): the owner first,
+// then admins, then members, each by joined_seq.
 func (q *Queries) Members(ctx context.Context, userID, conv string) ([]store.Member, error) {
 	if _, err := q.CheckMember(ctx, userID, conv); err != nil {
 		return nil, err
@@ -80,18 +80,17 @@ func (q *Queries) Members(ctx context.Context, userID, conv string) ([]store.Mem
 		owner = ownerOf(byID)
 	}
 	for i := range ms {
-		ms[i].Role = store.RoleMember
-		if ms[i].UserID == owner {
-			ms[i].Role = store.RoleOwner
+		if IsGroup(conv) {
+			ms[i].Role = roleWith(ms[i], owner)
+		} else {
+			ms[i].Role = store.RoleMember
 		}
 	}
+	rank := map[string]int{store.RoleOwner: 0, store.RoleAdmin: 1, store.RoleMember: 2}
 	slices.SortFunc(ms, func(a, b store.Member) int {
 		switch {
 		case a.Role != b.Role:
-			if a.Role == store.RoleOwner {
-				return -1
-			}
-			return 1
+			return cmp.Compare(rank[a.Role], rank[b.Role])
 		case a.JoinedSeq != b.JoinedSeq:
 			return cmp.Compare(a.JoinedSeq, b.JoinedSeq)
 		}

@@ -324,6 +324,9 @@ func (c *conversation) mayCreateDM(state *convState, user string) bool {
 // notMember is the error for a sender outside the conversation.
 func (c *conversation) notMember(state *convState) error {
 	switch {
+	case state.exists && len(state.members) == 0:
+		// Its last member left: nobody can write, add or rename again.
+		return wire.Errorf(wire.CodeNotMember, "not a member of %s: the group has no members left and is read-only", c.id)
 	case state.exists:
 		return wire.Errorf(wire.CodeNotMember, "not a member of %s", c.id)
 	case IsDM(c.id):

@@ -229,8 +229,12 @@ func TestGroupMembership(t *testing.T) {
 		t.Fatalf("creator role %q", m.Role)
 	}
 
-	// bob (not owner) may add; carol (not member) may not.
-	rep, err := e.call(addRec("bob", conv, "carol", "bob"))
+	// bob (a member, not an admin) may not add; carol (not a member) may
+	// not; alice (the owner) may.
+	if _, err := e.call(addRec("bob", conv, "carol")); code(err) != wire.CodeForbidden {
+		t.Fatalf("a plain member adds: %v, want forbidden", err)
+	}
+	rep, err := e.call(addRec("alice", conv, "carol", "bob"))
 	if err != nil || rep.GetEvent().GetKind() != parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED ||
 		strings.Join(rep.GetEvent().GetMembers(), ",") != "carol" {
 		t.Fatalf("add carol: %v %v", rep, err)
@@ -251,7 +255,7 @@ func TestGroupMembership(t *testing.T) {
 
 	// Only the owner removes others; anyone may leave.
 	if _, err := e.call(removeRec("bob", conv, "carol")); code(err) != wire.CodeForbidden {
-		t.Fatalf("non-owner remove: %v", err)
+		t.Fatalf("a plain member removes: %v", err)
 	}
 	rep, err = e.call(removeRec("alice", conv, "carol"))
 	if err != nil || rep.GetEvent().GetKind() != parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {

@@ -51,11 +51,13 @@ func CheckText(text string) error {
 	return nil
 }
 
-// CheckTitle reports why title cannot be a group title (an invalid
-// *wire.Error naming the problem), or nil. The empty title is allowed.
+// CheckTitle reports why title cannot be a group title (a *wire.Error
+// naming the problem: too_large over MaxTitleBytes, as a text over its
+// limit; invalid otherwise), or nil. The empty title is allowed (at
+// creation; ValidateRename refuses it).
 func CheckTitle(title string) error {
 	if len(title) > MaxTitleBytes {
-		return errInvalid(fmt.Sprintf("title is %d bytes, over the limit of %d", len(title), MaxTitleBytes))
+		return wire.Errorf(wire.CodeTooLarge, "title is %d bytes, over the limit of %d", len(title), MaxTitleBytes)
 	}
 	for i, r := range title {
 		switch {

@@ -57,12 +57,14 @@ func TestCheckTitle(t *testing.T) {
 		{"\u2066isolate\u2069", "bidirectional control U+2066"},
 		{"pdi\u2069", "bidirectional control U+2069"},
 		{"bad \xff", "UTF-8"},
-		{strings.Repeat("t", MaxTitleBytes+1), "over the limit"},
 	} {
 		err := CheckTitle(tc.title)
 		if code(err) != wire.CodeInvalid || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want invalid naming %q", tc.title, err, tc.want)
 		}
+	}
+	if err := CheckTitle(strings.Repeat("t", MaxTitleBytes+1)); code(err) != wire.CodeTooLarge || !strings.Contains(err.Error(), "over the limit") {
+		t.Errorf("a title one byte over the limit: %v, want too_large", err)
 	}
 }
 

@@ -217,7 +217,7 @@ func (c *Client) Edit(ctx context.Context, conv string, seq uint64, text string)
 }
 
 // Delete deletes the message at seq of conv (the user's own within the
-// edit window, any message of a group the user owns) and returns the
+// edit window, any message of a group the user owns or administers) and returns the
 // MESSAGE_KIND_DELETED event, emitted as a MessageEvent too. Retries and
 // errors as Edit; deleting a message already deleted returns the event
 // that deleted it.
@@ -256,9 +256,33 @@ func (c *Client) react(ctx context.Context, conv string, seq uint64, emoji strin
 	return c.change(ctx, f, fmt.Sprintf("%s %q to %s seq %d", what, emoji, conv, seq))
 }
 
-// change sends an edit, delete or react frame, retrying as SendMessage
-// does. A reply with seq 0 (a reaction that changed nothing) is not
-// emitted.
+// SetRole gives user, a member of group conv, the role "admin" or
+// "member" and returns the ROLE_CHANGED event (members: [user], text: the
+// role), emitted as a MessageEvent too; the other members get it pushed.
+// Only the group's owner may. When the member has that role already (a
+// retry) nothing is sequenced: the returned message has seq 0 and is not
+// emitted. Retries as Edit. Other failures are *wire.Error: forbidden (not
+// the owner), not_found (no such group; user is not a member), invalid (a
+// DM; a role other than admin or member; user is the owner), not_member.
+func (c *Client) SetRole(ctx context.Context, conv, user, role string) (*parleyv1.Message, error) {
+	f := &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_SetRole{SetRole: &parleyv1.SetRole{ConversationId: conv, UserId: user, Role: role}}}
+	return c.change(ctx, f, fmt.Sprintf("make %s %s of %s", user, role, conv))
+}
+
+// Rename sets group conv's title and returns the RENAMED event (text: the
+// title), emitted as a MessageEvent too. The owner and admins may. Renaming
+// to the current title sequences nothing and returns seq 0 (not emitted).
+// Retries as Edit. Other failures are *wire.Error: forbidden, not_found,
+// invalid (a DM; an empty or malformed title), too_large (over 256 bytes),
+// not_member.
+func (c *Client) Rename(ctx context.Context, conv, title string) (*parleyv1.Message, error) {
+	f := &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Rename{Rename: &parleyv1.Rename{ConversationId: conv, Title: title}}}
+	return c.change(ctx, f, fmt.Sprintf("rename %s", conv))
+}
+
+// change sends an edit, delete, react, set_role or rename frame, retrying
+// as SendMessage does. A reply with seq 0 (a request that changed nothing)
+// is not emitted.
 func (c *Client) change(ctx context.Context, f *parleyv1.ClientFrame, what string) (*parleyv1.Message, error) {
 	rep, err := c.retrying(ctx, what, func() *parleyv1.ClientFrame { return proto.CloneOf(f) })
 	if err != nil {

@@ -224,10 +224,40 @@ func (r *REST) AddMembers(ctx context.Context, conv string, users []string) (*pa
 }
 
 // RemoveMember removes user from group conv (a member may remove itself:
-// leave) and returns the MEMBER_REMOVED event. Errors: not_member,
-// forbidden, not_found.
+// leave; the owner removes anyone, an admin members only) and returns the
+// MEMBER_REMOVED event. Errors: not_member, forbidden, not_found.
 func (r *REST) RemoveMember(ctx context.Context, conv, user string) (*parleyv1.Message, error) {
-	return r.memberEvent(ctx, http.MethodDelete, "/v1/conversations/"+url.PathEscape(conv)+"/members/"+url.PathEscape(user), nil)
+	return r.memberEvent(ctx, http.MethodDelete, memberPath(conv, user), nil)
+}
+
+// Leave removes the user (the token's subject, userID) from group conv and
+// returns the MEMBER_REMOVED event. When the owner leaves, ownership passes
+// to the longest-standing admin, else member (an OWNER_CHANGED event
+// follows in the log); the last member leaving leaves the group empty and
+// read-only. Errors: not_member, not_found.
+func (r *REST) Leave(ctx context.Context, conv, userID string) (*parleyv1.Message, error) {
+	return r.RemoveMember(ctx, conv, userID)
+}
+
+// SetRole gives user, a member of group conv, the role "admin" or "member"
+// (PATCH /v1/conversations/{conv}/members/{user}) and returns the
+// ROLE_CHANGED event, or when the member has that role already a
+// ROLE_CHANGED message with seq 0. Only the owner may. One attempt; errors
+// as Client.SetRole.
+func (r *REST) SetRole(ctx context.Context, conv, user, role string) (*parleyv1.Message, error) {
+	return r.memberEvent(ctx, http.MethodPatch, memberPath(conv, user), map[string]string{"role": role})
+}
+
+// Rename sets group conv's title (PATCH /v1/conversations/{conv}) and
+// returns the RENAMED event, or when the title is already this one a
+// RENAMED message with seq 0. The owner and admins may. One attempt;
+// errors as Client.Rename.
+func (r *REST) Rename(ctx context.Context, conv, title string) (*parleyv1.Message, error) {
+	return r.memberEvent(ctx, http.MethodPatch, "/v1/conversations/"+url.PathEscape(conv), map[string]string{"title": title})
+}
+
+func memberPath(conv, user string) string {
+	return "/v1/conversations/" + url.PathEscape(conv) + "/members/" + url.PathEscape(user)
 }
 
 // Edit replaces the text of the user's message at seq of conv (PATCH

@@ -122,6 +122,12 @@ func (g *Gateway) handleFrame(s *session, mt int, data []byte) {
 	case *parleyv1.ClientFrame_React:
 		g.handleChange(s, id, b.React.GetConversationId(), chat.ValidateReact(b.React),
 			func(rec *parleyv1.IngressRecord) { rec.Op = &parleyv1.IngressRecord_React{React: b.React} })
+	case *parleyv1.ClientFrame_SetRole:
+		g.handleChange(s, id, b.SetRole.GetConversationId(), chat.ValidateSetRole(b.SetRole),
+			func(rec *parleyv1.IngressRecord) { rec.Op = &parleyv1.IngressRecord_SetRole{SetRole: b.SetRole} })
+	case *parleyv1.ClientFrame_Rename:
+		g.handleChange(s, id, b.Rename.GetConversationId(), chat.ValidateRename(b.Rename),
+			func(rec *parleyv1.IngressRecord) { rec.Op = &parleyv1.IngressRecord_Rename{Rename: b.Rename} })
 	case *parleyv1.ClientFrame_Sync:
 		g.handleSync(s, id, b.Sync)
 	case *parleyv1.ClientFrame_History:
@@ -317,9 +323,10 @@ func (g *Gateway) handleSend(s *session, id uint64, m *parleyv1.Send) {
 	})
 }
 
-// handleChange sends an edit, delete or reaction (setOp sets it) of conv to
-// the chat role after the checks chat.ValidateEdit, ValidateDelete or
-// ValidateReact made (invalid, the error of those), spending a send token
+// handleChange sends an edit, delete, reaction, role change or rename
+// (setOp sets it) of conv to the chat role after the checks
+// chat.ValidateEdit, ValidateDelete, ValidateReact, ValidateSetRole or
+// ValidateRename made (invalid, the error of those), spending a send token
 // like a send. The reply is a `message` frame with the request's id
 // carrying the event (or an error frame).
 func (g *Gateway) handleChange(s *session, id uint64, conv string, invalid error, setOp func(*parleyv1.IngressRecord)) {
@@ -332,7 +339,7 @@ func (g *Gateway) handleChange(s *session, id uint64, conv string, invalid error
 		return
 	}
 	if ok, wait := g.sendRate.Allow(s.user); !ok {
-		s.sendError(id, wire.RateLimited(fmt.Sprintf("over %g sends per second (edits, deletes and reactions count as sends)", g.cfg.SendRate), wait))
+		s.sendError(id, wire.RateLimited(fmt.Sprintf("over %g sends per second (edits, deletes, reactions and group changes count as sends)", g.cfg.SendRate), wait))
 		return
 	}
 	rec := g.record(s, conv)

@@ -83,6 +83,8 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/conversations/{conv}/members", a.authed(a.limitReads(a.members)))
 	mux.HandleFunc("POST /v1/conversations/{conv}/members", a.authed(a.addMembers))
 	mux.HandleFunc("DELETE /v1/conversations/{conv}/members/{user}", a.authed(a.removeMember))
+	mux.HandleFunc("PATCH /v1/conversations/{conv}/members/{user}", a.authed(a.setRole))
+	mux.HandleFunc("PATCH /v1/conversations/{conv}", a.authed(a.rename))
 	mux.HandleFunc("GET /v1/conversations/{conv}/receipts", a.authed(a.limitReads(a.receipts)))
 	mux.HandleFunc("POST /v1/conversations/{conv}/read", a.authed(a.read))
 	mux.HandleFunc("GET /v1/presence", a.authed(a.presence))
@@ -411,14 +413,14 @@ func (a *API) react(remove bool) handler {
 	}
 }
 
-// change sends an edit, delete or reaction like a send (it spends a send
-// token).
+// change sends an edit, delete, reaction, role change or rename like a
+// send (it spends a send token).
 func (a *API) change(w http.ResponseWriter, r *http.Request, c auth.Claims, rec *parleyv1.IngressRecord) error {
 	if err := chat.CheckConversationID(rec.GetConversationId()); err != nil {
 		return err
 	}
 	if ok, retry := a.Limits.Allow(c.UserID); !ok {
-		return wire.RateLimited("send rate exceeded (edits, deletes and reactions count as sends)", retry)
+		return wire.RateLimited("send rate exceeded (edits, deletes, reactions and group changes count as sends)", retry)
 	}
 	rep, err := a.call(r.Context(), c, rec)
 	if err != nil {
@@ -540,6 +542,43 @@ func (a *API) removeMember(w http.ResponseWriter, r *http.Request, c auth.Claims
 	return nil
 }
 
+// setRole is PATCH /v1/conversations/{conv}/members/{user} {"role":
+// "admin"|"member"}: the WebSocket set_role, answered 200 {"event": the
+// ROLE_CHANGED event}, or for a member that has the role already a
+// ROLE_CHANGED message with no seq.
+func (a *API) setRole(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	var b struct {
+		Role string `json:"role"`
+	}
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	conv := r.PathValue("conv")
+	sr := &parleyv1.SetRole{ConversationId: conv, UserId: r.PathValue("user"), Role: b.Role}
+	if err := chat.ValidateSetRole(sr); err != nil {
+		return err
+	}
+	return a.change(w, r, c, &parleyv1.IngressRecord{ConversationId: conv, Op: &parleyv1.IngressRecord_SetRole{SetRole: sr}})
+}
+
+// rename is PATCH /v1/conversations/{conv} {"title": "…"}: the WebSocket
+// rename, answered 200 {"event": the RENAMED event}, or for the title the
+// group has already a RENAMED message with no seq.
+func (a *API) rename(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
+	var b struct {
+		Title string `json:"title"`
+	}
+	if err := decode(r, &b); err != nil {
+		return err
+	}
+	conv := r.PathValue("conv")
+	rn := &parleyv1.Rename{ConversationId: conv, Title: b.Title}
+	if err := chat.ValidateRename(rn); err != nil {
+		return err
+	}
+	return a.change(w, r, c, &parleyv1.IngressRecord{ConversationId: conv, Op: &parleyv1.IngressRecord_Rename{Rename: rn}})
+}
+
 func (a *API) inbox(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
 	states, err := a.Queries.Inbox(r.Context(), c.UserID)
 	if err != nil {
@@ -579,8 +618,9 @@ func (a *API) receipts(w http.ResponseWriter, r *http.Request, c auth.Claims) er
 }
 
 // members answers GET /v1/conversations/{conv}/members for a member:
-// {"conversation_id", "members": [{"user_id", "role" ("owner"|"member"),
-// "joined_seq"}]}, the owner first (chat.Queries.Members).
+// {"conversation_id", "members": [{"user_id", "role"
+// ("owner"|"admin"|"member"), "joined_seq"}]}, the owner first, then
+// admins (chat.Queries.Members).
 func (a *API) members(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
 	ms, err := a.Queries.Members(r.Context(), c.UserID, r.PathValue("conv"))
 	if err != nil {

@@ -39,9 +39,12 @@ const (
 	KindGroup = "group"
 )
 
-// Member roles.
+// Member roles. A group has one owner (the creator, then whom ownership
+// passed to), any number of admins, and members; a DM's two members are
+// RoleMember.
 const (
 	RoleOwner  = "owner"
+	RoleAdmin  = "admin"
 	RoleMember = "member"
 )
 
@@ -100,6 +103,9 @@ type MessageStore interface {
 	// the creator of a group becomes owner) and add conv to their inboxes;
 	// MEMBER_REMOVED removes them (the inbox entry is kept, so a removed user
 	// still sees the conversation it left, but no longer has access).
+	// ROLE_CHANGED and OWNER_CHANGED set the stored role of their member
+	// (RoleChange) while it is a member, keeping its JoinedSeq; RENAMED sets
+	// the conversation's Title to the event's text.
 	// EDITED, DELETED and REACTION events apply too, as ApplyChange describes; their
 	// target must be stored (ErrNotFound otherwise). Pebble applies every
 	// effect in the append's one batch; Cassandra after the conditional
@@ -184,6 +190,36 @@ type CrossRegionReads interface {
 	ConversationAnyRegion(ctx context.Context, id string) (Conversation, error)
 	// UserHomeAnyRegion is UserHomes.UserHome at a cross-region quorum.
 	UserHomeAnyRegion(ctx context.Context, user string) (string, error)
+}
+
+// IsMembership reports whether k changes a conversation's member rows
+// (CONVERSATION_CREATED, MEMBER_ADDED, MEMBER_REMOVED, ROLE_CHANGED,
+// OWNER_CHANGED), which Append applies.
+func IsMembership(k parleyv1.MessageKind) bool {
+	switch k {
+	case parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED,
+		parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, parleyv1.MessageKind_MESSAGE_KIND_ROLE_CHANGED,
+		parleyv1.MessageKind_MESSAGE_KIND_OWNER_CHANGED:
+		return true
+	}
+	return false
+}
+
+// RoleChange returns the member whose stored role ev sets and that role:
+// for ROLE_CHANGED members[0] and the role in ev's text, for OWNER_CHANGED
+// members[0] and RoleOwner. ok is false for any other event, or one
+// without exactly one member.
+func RoleChange(ev *parleyv1.Message) (user, role string, ok bool) {
+	if len(ev.GetMembers()) != 1 {
+		return "", "", false
+	}
+	switch ev.GetKind() {
+	case parleyv1.MessageKind_MESSAGE_KIND_ROLE_CHANGED:
+		return ev.GetMembers()[0], ev.GetText(), true
+	case parleyv1.MessageKind_MESSAGE_KIND_OWNER_CHANGED:
+		return ev.GetMembers()[0], RoleOwner, true
+	}
+	return "", "", false
 }
 
 // IsChange reports whether k is a change to an earlier message (EDITED,

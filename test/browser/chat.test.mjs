@@ -446,6 +446,35 @@ describe('web client', () => {
     await alice.getByRole('button', { name: 'Members' }).click();
   });
 
+  step('the owner makes an admin, who renames the group; the role is taken back', async () => {
+    await alice.getByRole('button', { name: 'Members' }).click();
+    await alice.getByRole('button', { name: 'Make bob an admin' }).click();
+    await alice.locator('#msg-list li.event', { hasText: 'alice made bob an admin' }).waitFor();
+    await bob.locator('#msg-list li.event', { hasText: 'alice made bob an admin' }).waitFor();
+    const rows = alice.locator('#members-list li.member');
+    await waitFor('bob listed as an admin', async () => (await rows.locator('.m-role').allTextContents()).join() === 'owner,admin');
+    assert.equal(await alice.getByRole('button', { name: 'Make bob a member again' }).count(), 1);
+    // Bob, an admin now, renames; he may not remove the owner.
+    await bob.getByRole('button', { name: 'Members' }).click();
+    await bob.getByLabel('Rename the group').waitFor();
+    assert.equal(await bob.getByRole('button', { name: 'Remove alice from the group' }).count(), 0, 'an admin cannot remove the owner');
+    await bob.getByLabel('Rename the group').fill('Lunch club');
+    await bob.getByRole('button', { name: 'Rename', exact: true }).click();
+    await bob.locator('#msg-list li.event', { hasText: 'bob renamed the group to “Lunch club”' }).waitFor();
+    await alice.locator('#msg-list li.event', { hasText: 'bob renamed the group to “Lunch club”' }).waitFor();
+    await alice.locator('#conv-title', { hasText: 'Lunch club' }).waitFor();
+    await convButton(alice, 'Lunch club').waitFor();
+    await shot(bob, 'phone-admin-renamed');
+    // Alice takes the role back: bob's rename form goes.
+    await alice.getByRole('button', { name: 'Make bob a member again' }).click();
+    await bob.locator('#msg-list li.event', { hasText: 'alice removed bob as admin' }).waitFor();
+    await waitFor("bob's rename form hidden", async () => !(await bob.locator('#rename-form').isVisible()));
+    await waitFor('bob listed as a member', async () => (await rows.locator('.m-role').allTextContents()).join() === 'owner,member');
+    await shot(alice, 'desktop-roles');
+    await bob.getByRole('button', { name: 'Members' }).click();
+    await alice.getByRole('button', { name: 'Members' }).click();
+  });
+
   step('a member who leaves a group can no longer write in it', async () => {
     // Bob leaves with the header's Leave button, confirming the dialog.
     bob.once('dialog', (d) => d.accept());

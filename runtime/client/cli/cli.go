@@ -33,6 +33,10 @@ const Help = `commands:
   /join <conversation-id>             switch to a conversation and show its last messages
   /add <user...>                      add users to the current group
   /leave                              leave the current group
+  /remove <user>                      remove a member (owner: anyone; admins: members)
+  /admin <user>                       make a member an admin (the owner only)
+  /unadmin <user>                     make an admin a plain member again (the owner only)
+  /rename <title>                     rename the current group (owner and admins)
   /history                            show older messages of the current conversation
   /inbox                              list your conversations
   /who <user...>                      watch users' presence
@@ -190,6 +194,12 @@ func (s *session) line(line string) bool {
 		s.add(cmd.args)
 	case "leave":
 		s.leave()
+	case "remove":
+		s.remove(cmd.args[0])
+	case "admin", "unadmin":
+		s.setRole(cmd.args[0], cmd.name == "admin")
+	case "rename":
+		s.rename(cmd.text)
 	case "history":
 		s.history()
 	case "inbox":
@@ -219,7 +229,7 @@ type command struct {
 	name string
 	args []string
 	// text is the message of "say" and "reply", the new text of "edit",
-	// the emoji of "react" and "unreact".
+	// the emoji of "react" and "unreact", the title of "rename".
 	text string
 	// seq is the message "reply" answers, "react" and "unreact" act on.
 	seq uint64
@@ -244,6 +254,13 @@ func parse(line string) (command, error) {
 			return command{}, errors.New("usage: /edit <new text>")
 		}
 		return command{name: "edit", text: text}, nil
+	case trimmed == "/rename" || strings.HasPrefix(trimmed, "/rename "):
+		// The rest of the line is the title, as typed (no quoting).
+		title := strings.TrimSpace(strings.TrimPrefix(trimmed, "/rename"))
+		if title == "" {
+			return command{}, errors.New("usage: /rename <title>")
+		}
+		return command{name: "rename", text: title}, nil
 	case trimmed == "/reply" || strings.HasPrefix(trimmed, "/reply "):
 		// "/reply <seq> <text>": the rest of the line after the seq is the
 		// text, as typed (no quoting); the seq may be written "#7".
@@ -313,6 +330,13 @@ func parse(line string) (command, error) {
 		}
 	case "add":
 		if err := want(1, -1, "/add <user...>"); err != nil {
+			return command{}, err
+		}
+		if err := checkUserIDs(args); err != nil {
+			return command{}, err
+		}
+	case "remove", "admin", "unadmin":
+		if err := want(1, 1, "/"+name+" <user>"); err != nil {
 			return command{}, err
 		}
 		if err := checkUserIDs(args); err != nil {
@@ -530,13 +554,7 @@ func (s *session) add(users []string) {
 }
 
 func (s *session) leave() {
-	if !s.needConv() || !s.needREST() {
-		return
-	}
-	ctx, cancel := s.callCtx()
-	defer cancel()
-	if _, err := s.rest.RemoveMember(ctx, s.conv, s.user); err != nil {
-		s.printf("cannot leave %s: %s", Sanitize(s.conv), errText(err))
+	if !s.removeMember(s.user, "leave "+Sanitize(s.conv)) {
 		return
 	}
 	s.printf("left %s", Sanitize(s.conv))
@@ -544,7 +562,69 @@ func (s *session) leave() {
 	s.conv, s.oldest, s.newest, s.read = "", 0, 0, 0
 }
 
-// members prints the current group's members, the owner marked.
+// remove removes user from the current group.
+func (s *session) remove(user string) {
+	if s.removeMember(user, "remove "+Sanitize(user)) {
+		s.printf("removed %s from %s", Sanitize(user), Sanitize(s.conv))
+	}
+}
+
+// removeMember removes user from the current group over REST, printing
+// "cannot <what>: <error>" when it fails.
+func (s *session) removeMember(user, what string) bool {
+	if !s.needConv() || !s.needREST() {
+		return false
+	}
+	ctx, cancel := s.callCtx()
+	defer cancel()
+	if _, err := s.rest.RemoveMember(ctx, s.conv, user); err != nil {
+		s.printf("cannot %s: %s", what, errText(err))
+		return false
+	}
+	return true
+}
+
+// setRole makes user an admin of the current group, or a member again.
+func (s *session) setRole(user string, admin bool) {
+	if !s.needConv() {
+		return
+	}
+	role := "member"
+	if admin {
+		role = "admin"
+	}
+	ctx, cancel := s.callCtx()
+	defer cancel()
+	ev, err := s.c.SetRole(ctx, s.conv, user, role)
+	if err != nil {
+		s.printf("cannot make %s %s: %s", Sanitize(user), role, errText(err))
+		return
+	}
+	switch {
+	case ev.GetSeq() == 0:
+		s.printf("%s is already %s", Sanitize(user), map[bool]string{true: "an admin", false: "not an admin"}[admin])
+	case admin:
+		s.printf("%s is now an admin", Sanitize(user))
+	default:
+		s.printf("%s is no longer an admin", Sanitize(user))
+	}
+}
+
+// rename sets the current group's title.
+func (s *session) rename(title string) {
+	if !s.needConv() {
+		return
+	}
+	ctx, cancel := s.callCtx()
+	defer cancel()
+	if _, err := s.c.Rename(ctx, s.conv, title); err != nil {
+		s.printf("cannot rename %s: %s", Sanitize(s.conv), errText(err))
+		return
+	}
+	s.printf("renamed %s to %s", Sanitize(s.conv), quote(title))
+}
+
+// members prints the current group's members, the owner and admins marked.
 func (s *session) members() {
 	if !s.needConv() || !s.needREST() {
 		return
@@ -559,8 +639,8 @@ func (s *session) members() {
 	names := make([]string, len(ms))
 	for i, m := range ms {
 		names[i] = Sanitize(m.UserID)
-		if m.Role == "owner" {
-			names[i] += " (owner)"
+		if m.Role == "owner" || m.Role == "admin" {
+			names[i] += " (" + m.Role + ")"
 		}
 	}
 	s.printf("members of %s: %s", Sanitize(s.conv), strings.Join(names, ", "))
@@ -858,6 +938,15 @@ func FormatMessage(m *parleyv1.Message) string {
 			return fmt.Sprintf("[%s] * %s left", conv, who)
 		}
 		return fmt.Sprintf("[%s] * %s removed %s", conv, who, joinClean(m.GetMembers()))
+	case parleyv1.MessageKind_MESSAGE_KIND_ROLE_CHANGED:
+		if m.GetText() == "admin" {
+			return fmt.Sprintf("[%s] * %s made %s an admin", conv, who, joinClean(m.GetMembers()))
+		}
+		return fmt.Sprintf("[%s] * %s removed %s as admin", conv, who, joinClean(m.GetMembers()))
+	case parleyv1.MessageKind_MESSAGE_KIND_RENAMED:
+		return fmt.Sprintf("[%s] * %s renamed the group to %s", conv, who, quote(m.GetText()))
+	case parleyv1.MessageKind_MESSAGE_KIND_OWNER_CHANGED:
+		return fmt.Sprintf("[%s] * %s is now the owner", conv, joinClean(m.GetMembers()))
 	case parleyv1.MessageKind_MESSAGE_KIND_EDITED:
 		return fmt.Sprintf("[%s] * %s edited a message: %s", conv, who, SanitizeText(m.GetText()))
 	case parleyv1.MessageKind_MESSAGE_KIND_DELETED:

@@ -72,6 +72,15 @@ func TestParse(t *testing.T) {
 		{"/react 7 👍 ❤️", command{}, "usage: /react <seq> <emoji>"},
 		{"/react x 👍", command{}, "x is not a message number"},
 		{"/unreact 0 👍", command{}, "0 is not a message number; usage: /unreact"},
+		{"/admin bob", command{name: "admin", args: []string{"bob"}}, ""},
+		{"/unadmin bob", command{name: "unadmin", args: []string{"bob"}}, ""},
+		{"/remove bob", command{name: "remove", args: []string{"bob"}}, ""},
+		{"/admin", command{}, "usage: /admin <user>"},
+		{"/admin bob carol", command{}, "usage: /admin <user>"},
+		{"/remove b/c", command{}, "b/c is not a valid user id"},
+		{"/rename  Book  club ", command{name: "rename", text: "Book  club"}, ""},
+		{"/rename", command{}, "usage: /rename <title>"},
+		{"/rename   ", command{}, "usage: /rename <title>"},
 		{"/help", command{name: "help"}, ""},
 		{"/quit\r", command{name: "quit"}, ""},
 		{"/", command{}, "empty command"},
@@ -106,6 +115,10 @@ func TestFormat(t *testing.T) {
 		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED, Members: []string{"bob", "carol"}}), "[g:1] * alice added bob, carol"},
 		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "bob", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, Members: []string{"bob"}}), "[g:1] * bob left"},
 		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, Members: []string{"bob"}}), "[g:1] * alice removed bob"},
+		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_ROLE_CHANGED, Members: []string{"bob"}, Text: "admin"}), "[g:1] * alice made bob an admin"},
+		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_ROLE_CHANGED, Members: []string{"bob"}, Text: "member"}), "[g:1] * alice removed bob as admin"},
+		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_RENAMED, Text: "Book\x1b[2J club"}), `[g:1] * alice renamed the group to "Book\x1b[2J club"`},
+		{FormatMessage(&parleyv1.Message{ConversationId: "g:1", SenderId: "alice", Kind: parleyv1.MessageKind_MESSAGE_KIND_OWNER_CHANGED, Members: []string{"bob"}}), "[g:1] * bob is now the owner"},
 		{FormatMessage(&parleyv1.Message{ConversationId: "c", SenderId: "a", Kind: parleyv1.MessageKind_MESSAGE_KIND_MEDIA, Media: &parleyv1.Media{Url: "https://x/y.png", Mime: "image/png", Size: 10}}), "[c] a sent https://x/y.png (image/png, 10 bytes)"},
 		{FormatQuote(&parleyv1.Message{ConversationId: "c", SenderId: "bob", Text: "yes", ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Text: "lunch?\nat noon"}}), "  ↳ in reply to #7 alice: lunch? at noon"},
 		{FormatQuote(&parleyv1.Message{ReplyTo: &parleyv1.Quote{Seq: 7, SenderId: "alice", Media: true}}), "  ↳ in reply to #7 alice: (attachment)"},
@@ -399,6 +412,47 @@ func TestRunReact(t *testing.T) {
 	alice.expect("#4 [dm:alice:bob] * alice took back 👍 on #1 — ❤️ 1\n")
 	alice.send("/help")
 	alice.expect("/react <seq> <emoji>")
+}
+
+// TestRunGroupAdmin: the owner makes and unmakes an admin and renames; a
+// member's refused commands say why; the events print for everyone.
+func TestRunGroupAdmin(t *testing.T) {
+	srv := fakegw.New(t)
+	srv.AddToken("ta", "alice")
+	srv.AddToken("tb", "bob")
+	alice := start(t, srv, "ta", "alice")
+	alice.expect("connected as alice")
+	bob := start(t, srv, "tb", "bob")
+	bob.expect("connected as bob")
+
+	alice.send(`/group create Club bob carol`)
+	alice.expect(`* alice created the group "Club" with bob, carol`)
+	bob.expect(`* alice created the group "Club" with bob, carol`)
+	conv := srv.Log("g:1")[0].GetConversationId()
+	bob.send("/join " + conv)
+	bob.expect("--- " + conv + " ---")
+	bob.send("/rename Mine")
+	bob.expect("cannot rename " + conv + ": forbidden")
+	bob.send("/admin carol")
+	bob.expect("cannot make carol admin: forbidden")
+
+	alice.send("/admin bob")
+	alice.expect("bob is now an admin")
+	bob.expect("* alice made bob an admin")
+	alice.send("/admin bob")
+	alice.expect("bob is already an admin")
+	bob.send("/rename Book club")
+	bob.expect(`renamed ` + conv + ` to "Book club"`)
+	alice.expect(`* bob renamed the group to "Book club"`)
+	alice.send("/unadmin bob")
+	alice.expect("bob is no longer an admin")
+	bob.expect("* alice removed bob as admin")
+	alice.send("/admin dave")
+	alice.expect("cannot make dave admin: not_found")
+	alice.send("/remove carol")
+	alice.expect("removed carol from " + conv)
+	alice.send("/help")
+	alice.expect("/rename <title>")
 }
 
 // waitRead waits until user has sent a read frame for conv up to seq.

@@ -108,13 +108,17 @@ func (s *Store) Conversation(ctx context.Context, id string) (store.Conversation
 
 func (s *Store) conversation(ctx context.Context, id string, cl gocql.Consistency) (store.Conversation, error) {
 	c := store.Conversation{ID: id}
+	var renamed string
 	err := s.query(ctx, true, s.stmt.conversation, id).Consistency(cl).
-		Scan(&c.Kind, &c.Title, &c.HomeRegion, &c.CreatedBy, &c.CreatedAt)
+		Scan(&c.Kind, &c.Title, &c.HomeRegion, &c.CreatedBy, &c.CreatedAt, &renamed)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return store.Conversation{}, store.ErrNotFound
 	}
 	if err != nil {
 		return store.Conversation{}, err
+	}
+	if renamed != "" {
+		c.Title = renamed
 	}
 	if !c.CreatedAt.IsZero() {
 		c.CreatedAt = c.CreatedAt.UTC()
@@ -195,23 +199,29 @@ func (s *Store) Inbox(ctx context.Context, user string) ([]string, error) {
 	return out, nil
 }
 
-func isMemberEvent(k parleyv1.MessageKind) bool {
-	return k == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED ||
-		k == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED ||
-		k == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED
-}
-
 // applyMembership writes the membership effects of stored msgs, in seq
 // order, as if appended one by one: CONVERSATION_CREATED and MEMBER_ADDED add
 // each named user that is not a current member (JoinedSeq = the event's seq;
-// owner for the creator of a group), MEMBER_REMOVED deletes the row; added
-// users get the conversation in their inbox. Member writes carry USING
+// owner for the creator of a group), MEMBER_REMOVED deletes the row,
+// ROLE_CHANGED and OWNER_CHANGED set the role of a current member
+// (store.RoleChange); added users get the conversation in their inbox.
+// RENAMED writes renamed_title. Member and title writes carry USING
 // TIMESTAMP = the event's seq, so applying the effects again later, or an
-// older event after a newer one, never undoes the newer one.
+// older event after a newer one, never undoes the newer one. (The title
+// has its own column because the conversation row is written by a
+// conditional insert, whose timestamp is the wall clock: a seq would never
+// beat it.)
 func (s *Store) applyMembership(ctx context.Context, conv string, msgs []*parleyv1.Message) error {
 	var events []*parleyv1.Message
 	for _, m := range msgs {
-		if isMemberEvent(m.GetKind()) && len(m.GetMembers()) > 0 {
+		if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_RENAMED {
+			seq := int64(m.GetSeq())
+			if err := s.query(ctx, true, s.stmt.rename, seq, m.GetText(), conv).Exec(); err != nil {
+				return fmt.Errorf("rename: %w", err)
+			}
+			continue
+		}
+		if store.IsMembership(m.GetKind()) && len(m.GetMembers()) > 0 {
 			events = append(events, m)
 		}
 	}
@@ -253,6 +263,14 @@ func (s *Store) applyMembership(ctx context.Context, conv string, msgs []*parley
 	)
 	for _, m := range events {
 		seq := int64(m.GetSeq())
+		if u, role, ok := store.RoleChange(m); ok {
+			// Only a member's row: an update of a removed user would
+			// leave a row with a role and no joined_seq.
+			if present[u] {
+				memberStmts = append(memberStmts, stmt{s.stmt.setRole, []any{seq, role, conv, u}})
+			}
+			continue
+		}
 		for _, u := range m.GetMembers() {
 			if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
 				// Even for a non-member: the tombstone at seq keeps a

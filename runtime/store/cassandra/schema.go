@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the schema version this build reads and writes; Open
 // refuses a keyspace below it.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // migration is one schema version: statements that are each idempotent (IF
 // NOT EXISTS), so a migration interrupted half way is simply run again.
@@ -116,6 +116,15 @@ var migrations = []migration{{
 		// emoji, reaction_removed and reactions (reactionsFormatProto).
 		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS reactions blob`,
 		`ALTER TABLE %[1]s.messages ADD IF NOT EXISTS reaction_seq bigint`,
+	},
+}, {
+	version:     7,
+	description: "conversations: renamed_title (group rename)",
+	stmts: []string{
+		// Written USING TIMESTAMP = the RENAMED event's seq; read in place
+		// of title when set. title itself is written by the conditional
+		// insert at wall-clock time, which a seq timestamp never beats.
+		`ALTER TABLE %[1]s.conversations ADD IF NOT EXISTS renamed_title text`,
 	},
 }}
 
@@ -321,6 +330,8 @@ type statements struct {
 	member         string
 	addMember      string
 	removeMember   string
+	setRole        string
+	rename         string
 	addInbox       string
 	inbox          string
 	advanceDeliver string
@@ -353,11 +364,13 @@ func newStatements(ks string) statements {
 		headProbe:      f(`SELECT seq, head_bucket FROM $ks.messages WHERE conversation_id = ? AND bucket = 0 LIMIT 1`),
 		setHeadBucket:  f(`UPDATE $ks.messages USING TIMESTAMP ? SET head_bucket = ? WHERE conversation_id = ? AND bucket = 0`),
 		insertConv:     f(`INSERT INTO $ks.conversations (id, kind, title, home_region, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
-		conversation:   f(`SELECT kind, title, home_region, created_by, created_at FROM $ks.conversations WHERE id = ?`),
+		conversation:   f(`SELECT kind, title, home_region, created_by, created_at, renamed_title FROM $ks.conversations WHERE id = ?`),
 		members:        f(`SELECT user_id, joined_seq, role FROM $ks.members WHERE conversation_id = ?`),
 		member:         f(`SELECT joined_seq, role FROM $ks.members WHERE conversation_id = ? AND user_id = ?`),
 		addMember:      f(`INSERT INTO $ks.members (conversation_id, user_id, joined_seq, role) VALUES (?, ?, ?, ?) USING TIMESTAMP ?`),
 		removeMember:   f(`DELETE FROM $ks.members USING TIMESTAMP ? WHERE conversation_id = ? AND user_id = ?`),
+		setRole:        f(`UPDATE $ks.members USING TIMESTAMP ? SET role = ? WHERE conversation_id = ? AND user_id = ?`),
+		rename:         f(`UPDATE $ks.conversations USING TIMESTAMP ? SET renamed_title = ? WHERE id = ?`),
 		addInbox:       f(`INSERT INTO $ks.user_conversations (user_id, conversation_id) VALUES (?, ?)`),
 		inbox:          f(`SELECT conversation_id FROM $ks.user_conversations WHERE user_id = ?`),
 		advanceDeliver: f(`UPDATE $ks.receipts USING TIMESTAMP ? SET delivered_seq = ? WHERE conversation_id = ? AND user_id = ?`),

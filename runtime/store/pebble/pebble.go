@@ -371,33 +371,70 @@ func (s *Store) firstMessageIn(conv string, lo, hi uint64) (uint64, bool, error)
 	return seq, err == nil, err
 }
 
-// applyMembership adds the membership effects of msgs to b. It runs under
-// conv's lock, so the member rows it reads cannot change before b commits.
+// applyMembership adds the membership effects of msgs to b: members
+// added and removed, roles set (ROLE_CHANGED, OWNER_CHANGED) and the title
+// renamed (RENAMED). It runs under conv's lock, so the rows it reads cannot
+// change before b commits.
 func (s *Store) applyMembership(b *pebbledb.Batch, conv string, msgs []*parleyv1.Message) error {
 	var (
-		// present overlays the stored member rows with this batch's
-		// earlier events, so CREATED then REMOVED then ADDED in one Append
-		// behaves like three Appends.
-		present  map[string]bool
+		// rows overlays the stored member rows with this batch's earlier
+		// events (nil: not a member), so CREATED then REMOVED then ADDED
+		// in one Append behaves like three Appends.
+		rows     map[string]*store.Member
 		owner    string
 		ownerSet bool
+		renamed  *store.Conversation // the conversation as this batch renamed it
 	)
-	isMember := func(user string) (bool, error) {
-		if p, ok := present[user]; ok {
-			return p, nil
+	row := func(user string) (*store.Member, error) {
+		if m, ok := rows[user]; ok {
+			return m, nil
 		}
-		_, found, err := s.get(memberKey(conv, user))
-		return found, err
+		v, found, err := s.get(memberKey(conv, user))
+		if err != nil || !found {
+			return nil, err
+		}
+		joined, role, err := decodeMember(user, v)
+		if err != nil {
+			return nil, err
+		}
+		return &store.Member{UserID: user, JoinedSeq: joined, Role: role}, nil
+	}
+	put := func(m *store.Member) error {
+		rows[m.UserID] = m
+		return b.Set(memberKey(conv, m.UserID), encodeMember(m.JoinedSeq, m.Role), nil)
 	}
 	for _, m := range msgs {
 		kind := m.GetKind()
+		if rows == nil && store.IsMembership(kind) {
+			rows = make(map[string]*store.Member)
+		}
+		if kind == parleyv1.MessageKind_MESSAGE_KIND_RENAMED {
+			if renamed == nil {
+				c, err := s.conversation(conv)
+				if err != nil {
+					return fmt.Errorf("seq %d: rename: %w", m.GetSeq(), err)
+				}
+				renamed = &c
+			}
+			renamed.Title = m.GetText()
+			continue
+		}
+		if user, role, ok := store.RoleChange(m); ok {
+			r, err := row(user)
+			if err != nil {
+				return fmt.Errorf("seq %d: member %s: %w", m.GetSeq(), user, err)
+			}
+			if r != nil {
+				if err := put(&store.Member{UserID: user, JoinedSeq: r.JoinedSeq, Role: role}); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		if kind != parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED &&
 			kind != parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED &&
 			kind != parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
 			continue
-		}
-		if present == nil {
-			present = make(map[string]bool)
 		}
 		if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && !ownerSet {
 			c, err := s.conversation(conv)
@@ -421,28 +458,34 @@ func (s *Store) applyMembership(b *pebbledb.Batch, conv string, msgs []*parleyv1
 				if err := b.Delete(memberKey(conv, user), nil); err != nil {
 					return err
 				}
-				present[user] = false
+				rows[user] = nil
 				continue
 			}
-			already, err := isMember(user)
+			r, err := row(user)
 			if err != nil {
 				return fmt.Errorf("seq %d: member %s: %w", m.GetSeq(), user, err)
 			}
-			if already {
+			if r != nil {
 				continue
 			}
 			role := store.RoleMember
 			if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && user == owner {
 				role = store.RoleOwner
 			}
-			if err := b.Set(memberKey(conv, user), encodeMember(m.GetSeq(), role), nil); err != nil {
+			if err := put(&store.Member{UserID: user, JoinedSeq: m.GetSeq(), Role: role}); err != nil {
 				return err
 			}
 			if err := b.Set(inboxKey(user, conv), nil, nil); err != nil {
 				return err
 			}
-			present[user] = true
 		}
+	}
+	if renamed != nil {
+		data, err := encodeConversation(*renamed)
+		if err != nil {
+			return err
+		}
+		return b.Set(conversationKey(conv), data, nil)
 	}
 	return nil
 }
@@ -713,18 +756,23 @@ type conversationRecord struct {
 	CreatedAtMs *int64 `json:"created_at_ms,omitempty"`
 }
 
+// encodeConversation returns the stored form of c.
+func encodeConversation(c store.Conversation) ([]byte, error) {
+	rec := conversationRecord{Kind: c.Kind, Title: c.Title, HomeRegion: c.HomeRegion, CreatedBy: c.CreatedBy}
+	if !c.CreatedAt.IsZero() {
+		ms := c.CreatedAt.UnixMilli()
+		rec.CreatedAtMs = &ms
+	}
+	return json.Marshal(rec)
+}
+
 // CreateConversation implements store.MessageStore. c.CreatedAt is stored
 // with millisecond precision; an id already taken wraps store.ErrExists.
 func (s *Store) CreateConversation(ctx context.Context, c store.Conversation) error {
 	if err := checkID("conversation", c.ID); err != nil {
 		return fmt.Errorf("create conversation %s: %w", c.ID, err)
 	}
-	rec := conversationRecord{Kind: c.Kind, Title: c.Title, HomeRegion: c.HomeRegion, CreatedBy: c.CreatedBy}
-	if !c.CreatedAt.IsZero() {
-		ms := c.CreatedAt.UnixMilli()
-		rec.CreatedAtMs = &ms
-	}
-	data, err := json.Marshal(rec)
+	data, err := encodeConversation(c)
 	if err != nil {
 		return fmt.Errorf("create conversation %s: %w", c.ID, err)
 	}

@@ -61,6 +61,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.MessageStore) {
 		{"ReactionsWithChanges", testReactionsWithChanges},
 		{"ReactionSameAppend", testReactionSameAppend},
 		{"ApplyReaction", testApplyReaction},
+		{"Roles", testRoles},
+		{"Rename", testRename},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

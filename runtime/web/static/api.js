@@ -74,9 +74,21 @@ export class Api {
     return this.call('GET', `/v1/conversations/${encodeURIComponent(conv)}/members`);
   }
 
-  // remove takes a member out of a group (the owner's right).
+  // remove takes a member out of a group (the owner removes anyone, an
+  // admin plain members).
   remove(conv, user) {
     return this.call('DELETE', `/v1/conversations/${encodeURIComponent(conv)}/members/${encodeURIComponent(user)}`);
+  }
+
+  // setRole makes a member an admin or a member again (role "admin" or
+  // "member"; the owner's right).
+  setRole(conv, user, role) {
+    return this.call('PATCH', `/v1/conversations/${encodeURIComponent(conv)}/members/${encodeURIComponent(user)}`, { role });
+  }
+
+  // rename sets a group's title (the owner's and admins' right).
+  rename(conv, title) {
+    return this.call('PATCH', `/v1/conversations/${encodeURIComponent(conv)}`, { title });
   }
 
   readBy(conv, seq) {

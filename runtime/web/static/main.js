@@ -527,6 +527,16 @@ function onFrame(f) {
   else if (f.error) console.debug('server error', f.error.code, f.error.message);
 }
 
+// The events that change who is in a group, their roles or its title.
+const ADMIN_KINDS = new Set(['MESSAGE_KIND_MEMBER_ADDED', 'MESSAGE_KIND_MEMBER_REMOVED', 'MESSAGE_KIND_ROLE_CHANGED',
+  'MESSAGE_KIND_OWNER_CHANGED', 'MESSAGE_KIND_RENAMED']);
+
+// canModerate: the user owns or administers group c (as last listed or
+// changed): they add, remove members, rename and delete any message.
+function canModerate(c) {
+  return c.kind === 'group' && !c.left && (c.role === 'owner' || c.role === 'admin');
+}
+
 function onMessage(raw) {
   const c = conv(raw.conversation_id);
   if (c.kind === 'group' && c.title === 'Group') refreshInboxSoon();
@@ -534,11 +544,18 @@ function onMessage(raw) {
   if (m.members.includes(me())) {
     if (m.kind === 'MESSAGE_KIND_MEMBER_REMOVED') c.left = true;
     if (m.kind === 'MESSAGE_KIND_MEMBER_ADDED') c.left = false;
+    if (m.kind === 'MESSAGE_KIND_ROLE_CHANGED') setRole(c, m.text);
+    if (m.kind === 'MESSAGE_KIND_OWNER_CHANGED') setRole(c, 'owner');
     if (c.id === S.openId) renderConvHeader();
   }
-  // A membership change while the members panel is open shows in it.
-  if ((m.kind === 'MESSAGE_KIND_MEMBER_ADDED' || m.kind === 'MESSAGE_KIND_MEMBER_REMOVED') &&
-      c.id === S.openId && !c.left && !$('members-panel').hidden) showMembers();
+  if (m.kind === 'MESSAGE_KIND_RENAMED' && m.seq > (c.titleSeq || 0)) {
+    c.title = m.text;
+    c.titleSeq = m.seq;
+    if (c.id === S.openId) renderConvHeader();
+  }
+  // A membership, role or title change while the members panel is open
+  // shows in it.
+  if (ADMIN_KINDS.has(m.kind) && c.id === S.openId && !c.left && !$('members-panel').hidden) showMembers();
   let fresh;
   if (c.loaded) {
     if (m.seq > maxSeq(c) + 1) catchUp(c); // a gap: pull the missing range
@@ -673,6 +690,7 @@ async function loadConv(c) {
     if (c.loaded) {
       scheduleAck(c, maxSeq(c));
       if (c.kind === 'dm') loadPeerReceipts(c);
+      if (c.kind === 'group' && !c.left && c.role === undefined) loadRole(c);
     }
     if (c.id === S.openId) {
       renderMessages(c, 'bottom');
@@ -680,6 +698,18 @@ async function loadConv(c) {
     }
   })();
   return c.loading;
+}
+
+// loadRole learns the user's role in group c (what it may do there) from
+// its members list; role events keep it current afterwards.
+async function loadRole(c) {
+  try {
+    const r = await S.api.members(c.id);
+    const mine = (r.members || []).find((m) => m.user_id === me());
+    setRole(c, mine ? mine.role : '');
+  } catch (err) {
+    console.debug('members', err);
+  }
 }
 
 // loadPeerReceipts sets a DM's ticks from the stored receipts; live
@@ -1163,6 +1193,7 @@ async function createGroup(ev) {
     const c = conv(id);
     c.kind = 'group';
     c.title = title || 'Group';
+    c.role = 'owner';
     $('group-title').value = '';
     $('group-members').value = '';
     $('new-chat').open = false;
@@ -1252,6 +1283,12 @@ function describe(m) {
       return `${m.sender} added ${m.members.join(', ')}`;
     case 'MESSAGE_KIND_MEMBER_REMOVED':
       return m.members.length === 1 && m.members[0] === m.sender ? `${m.sender} left` : `${m.sender} removed ${m.members.join(', ')}`;
+    case 'MESSAGE_KIND_ROLE_CHANGED':
+      return m.text === 'admin' ? `${m.sender} made ${m.members.join(', ')} an admin` : `${m.sender} removed ${m.members.join(', ')} as admin`;
+    case 'MESSAGE_KIND_RENAMED':
+      return `${m.sender} renamed the group to “${m.text}”`;
+    case 'MESSAGE_KIND_OWNER_CHANGED':
+      return `${m.members.join(', ')} is now the owner`;
     case 'MESSAGE_KIND_EDITED':
       return `${m.sender} edited a message`;
     case 'MESSAGE_KIND_DELETED':
@@ -1311,8 +1348,10 @@ function hideMembers() {
   $('members-toggle').setAttribute('aria-expanded', 'false');
 }
 
-// showMembers lists the open group's members with their roles (the owner
-// first); the owner gets a Remove button beside the others.
+// showMembers lists the open group's members with their roles (the
+// owner first, then admins). The owner gets Make admin / Remove admin and
+// Remove beside every other member, an admin Remove beside plain members;
+// both get the rename form.
 async function showMembers() {
   const c = S.convs.get(S.openId);
   if (!c || c.kind !== 'group') return;
@@ -1323,17 +1362,45 @@ async function showMembers() {
     const r = await S.api.members(c.id);
     if (S.openId !== c.id) return;
     const ms = r.members || [];
-    const owner = ms.some((m) => m.role === 'owner' && m.user_id === me());
-    $('members-list').replaceChildren(...ms.map((m) => el('li', { class: 'member', 'data-user': m.user_id },
-      el('span', { class: 'm-name', text: m.user_id === me() ? `${m.user_id} (you)` : m.user_id }),
-      el('span', { class: 'm-role', text: m.role }),
-      owner && m.user_id !== me() ? el('button', {
-        type: 'button', class: 'link', text: 'Remove', 'aria-label': `Remove ${m.user_id} from the group`,
-        onclick: () => removeMember(c, m.user_id),
-      }) : null)));
+    const mine = ms.find((m) => m.user_id === me());
+    setRole(c, mine ? mine.role : '');
+    const owner = c.role === 'owner';
+    const button = (text, label, onclick) => el('button', { type: 'button', class: 'link', text, 'aria-label': label, onclick });
+    $('members-list').replaceChildren(...ms.map((m) => {
+      const other = m.user_id !== me();
+      return el('li', { class: 'member', 'data-user': m.user_id },
+        el('span', { class: 'm-name', text: other ? m.user_id : `${m.user_id} (you)` }),
+        el('span', { class: 'm-role', text: m.role }),
+        owner && other && m.role === 'member' ? button('Make admin', `Make ${m.user_id} an admin`, () => changeRole(c, m.user_id, 'admin')) : null,
+        owner && other && m.role === 'admin' ? button('Remove admin', `Make ${m.user_id} a member again`, () => changeRole(c, m.user_id, 'member')) : null,
+        other && (owner || (c.role === 'admin' && m.role === 'member'))
+          ? button('Remove', `Remove ${m.user_id} from the group`, () => removeMember(c, m.user_id)) : null);
+    }));
     $('members-status').textContent = `${ms.length} member${ms.length === 1 ? '' : 's'}`;
   } catch (err) {
     $('members-status').textContent = `Could not list members: ${err.message}`;
+  }
+}
+
+// setRole records the user's role in c and shows what it allows (the
+// header's buttons, Delete on every message for the owner and admins).
+function setRole(c, role) {
+  if (c.role === role) return;
+  c.role = role;
+  if (c.id === S.openId) {
+    msgEls.clear();
+    $('msg-list').replaceChildren();
+    renderConvHeader();
+    renderMessages(c, 'none');
+  }
+}
+
+async function changeRole(c, user, role) {
+  try {
+    await S.api.setRole(c.id, user, role);
+    if (S.openId === c.id && !$('members-panel').hidden) showMembers();
+  } catch (err) {
+    $('members-status').textContent = `Role not changed: ${err.message}`;
   }
 }
 
@@ -1344,6 +1411,26 @@ async function removeMember(c, user) {
     if (S.openId === c.id && !$('members-panel').hidden) showMembers();
   } catch (err) {
     $('members-status').textContent = `Not removed: ${err.message}`;
+  }
+}
+
+async function renameGroup(ev) {
+  ev.preventDefault();
+  const c = S.convs.get(S.openId);
+  const title = $('rename-title').value.trim();
+  if (!c || !title) return;
+  try {
+    const r = await S.api.rename(c.id, title);
+    const e = r.event || {};
+    if (num(e.seq) > (c.titleSeq || 0)) {
+      c.title = title;
+      c.titleSeq = num(e.seq);
+    }
+    $('members-status').textContent = `Renamed to “${title}”.`;
+    renderConvHeader();
+    renderList();
+  } catch (err) {
+    $('members-status').textContent = `Not renamed: ${err.message}`;
   }
 }
 
@@ -1364,8 +1451,10 @@ function renderConvHeader() {
   }
   // Once the user is no longer a member, nothing can be sent or added:
   // the composer gives way to a line that says why.
-  $('add-toggle').hidden = c.kind !== 'group' || !!c.left;
+  $('add-toggle').hidden = !canModerate(c);
   $('members-toggle').hidden = c.kind !== 'group' || !!c.left;
+  $('rename-form').hidden = !canModerate(c);
+  if (document.activeElement !== $('rename-title')) $('rename-title').value = c.title;
   if (c.kind !== 'group' || c.left) hideMembers();
   $('leave').hidden = c.kind !== 'group' || !!c.left;
   if (c.left) $('add-form').hidden = true;
@@ -1436,7 +1525,7 @@ function messageEl(c, m) {
     if (mine && m.kind === 'MESSAGE_KIND_TEXT') {
       actions.append(el('button', { type: 'button', class: 'link', text: 'Edit', 'aria-label': 'Edit this message', onclick: () => startEdit(c, m) }));
     }
-    if (mine) {
+    if (mine || canModerate(c)) {
       actions.append(el('button', { type: 'button', class: 'link', text: 'Delete', 'aria-label': 'Delete this message', onclick: () => deleteMessage(c, m) }));
     }
     bubble.append(actions);
@@ -1574,6 +1663,7 @@ async function main() {
   $('dm-form').addEventListener('submit', startDM);
   $('group-form').addEventListener('submit', createGroup);
   $('add-form').addEventListener('submit', addMembers);
+  $('rename-form').addEventListener('submit', renameGroup);
   $('leave').addEventListener('click', leaveGroup);
   $('members-toggle').addEventListener('click', () => {
     if ($('members-panel').hidden) showMembers(); else hideMembers();

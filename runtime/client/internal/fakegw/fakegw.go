@@ -54,6 +54,8 @@ type Server struct {
 	tokens  map[string]tokenInfo
 	logs    map[string][]*parleyv1.Message
 	members map[string]map[string]uint64 // conv -> user -> joined seq
+	owners  map[string]string            // group -> its creator
+	admins  map[string]map[string]bool   // group -> its admins
 	dedupe  map[string]*parleyv1.SendOk
 	conns   map[*Conn]struct{}
 	frames  map[string][]*parleyv1.ClientFrame
@@ -82,6 +84,8 @@ func New(t testing.TB) *Server {
 		tokens:      map[string]tokenInfo{},
 		logs:        map[string][]*parleyv1.Message{},
 		members:     map[string]map[string]uint64{},
+		owners:      map[string]string{},
+		admins:      map[string]map[string]bool{},
 		dedupe:      map[string]*parleyv1.SendOk{},
 		conns:       map[*Conn]struct{}{},
 		frames:      map[string][]*parleyv1.ClientFrame{},
@@ -416,7 +420,71 @@ func (s *Server) handle(c *Conn, f *parleyv1.ClientFrame) {
 		s.change(c, id, b.Delete.GetConversationId(), b.Delete.GetSeq(), "", true)
 	case *parleyv1.ClientFrame_React:
 		s.react(c, id, b.React)
+	case *parleyv1.ClientFrame_SetRole:
+		s.setRole(c, id, b.SetRole)
+	case *parleyv1.ClientFrame_Rename:
+		s.rename(c, id, b.Rename)
 	}
+}
+
+// setRole makes a member an admin or a member again like the server: the
+// creator owns the group and alone may; a ROLE_CHANGED event, or seq 0
+// when the member has the role already.
+func (s *Server) setRole(c *Conn, id uint64, r *parleyv1.SetRole) {
+	conv, user, role := r.GetConversationId(), r.GetUserId(), r.GetRole()
+	s.mu.Lock()
+	var werr *wire.Error
+	_, member := s.memberLocked(conv, user)
+	switch _, caller := s.memberLocked(conv, c.User); {
+	case !caller:
+		werr = wire.Errorf(wire.CodeNotMember, "not a member")
+	case s.owners[conv] != c.User:
+		werr = wire.Errorf(wire.CodeForbidden, "only the group's owner may make or unmake admins")
+	case role != "admin" && role != "member":
+		werr = wire.Errorf(wire.CodeInvalid, `role must be "admin" or "member"`)
+	case !member:
+		werr = wire.Errorf(wire.CodeNotFound, "%s is not a member of %s", user, conv)
+	}
+	if werr != nil {
+		s.mu.Unlock()
+		c.Write(wire.ErrorFrame(id, werr.Code, werr.Message, 0))
+		return
+	}
+	ev := &parleyv1.Message{ConversationId: conv, SenderId: c.User, Kind: parleyv1.MessageKind_MESSAGE_KIND_ROLE_CHANGED, Members: []string{user}, Text: role}
+	if s.admins[conv][user] == (role == "admin") {
+		s.mu.Unlock()
+		c.Write(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Message{Message: ev}})
+		return
+	}
+	if s.admins[conv] == nil {
+		s.admins[conv] = map[string]bool{}
+	}
+	s.admins[conv][user] = role == "admin"
+	ev = s.appendLocked(conv, c.User, ev)
+	s.mu.Unlock()
+	s.push(ev, c)
+	c.Write(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Message{Message: ev}})
+}
+
+// rename sets a group's title like the server: the owner and admins may; a
+// RENAMED event.
+func (s *Server) rename(c *Conn, id uint64, r *parleyv1.Rename) {
+	conv := r.GetConversationId()
+	s.mu.Lock()
+	if _, ok := s.memberLocked(conv, c.User); !ok {
+		s.mu.Unlock()
+		c.Write(wire.ErrorFrame(id, wire.CodeNotMember, "not a member", 0))
+		return
+	}
+	if s.owners[conv] != c.User && !s.admins[conv][c.User] {
+		s.mu.Unlock()
+		c.Write(wire.ErrorFrame(id, wire.CodeForbidden, "only the group's owner and admins may rename it", 0))
+		return
+	}
+	ev := s.appendLocked(conv, c.User, &parleyv1.Message{Kind: parleyv1.MessageKind_MESSAGE_KIND_RENAMED, Text: r.GetTitle()})
+	s.mu.Unlock()
+	s.push(ev, c)
+	c.Write(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Message{Message: ev}})
 }
 
 // react adds or removes the caller's reaction like the server (no limits):
@@ -711,6 +779,7 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request) {
 		id := "g:" + strconv.FormatInt(s.nextMID, 10)
 		m := s.appendLocked(id, user, &parleyv1.Message{Kind: parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, Text: body.Title, Members: body.Members})
 		s.members[id] = map[string]uint64{user: 1}
+		s.owners[id] = user
 		for _, u := range body.Members {
 			s.members[id][u] = 1
 		}

@@ -148,6 +148,8 @@ type IngressRecord struct {
 	//	*IngressRecord_Edit
 	//	*IngressRecord_Delete
 	//	*IngressRecord_React
+	//	*IngressRecord_SetRole
+	//	*IngressRecord_Rename
 	Op            isIngressRecord_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -306,6 +308,24 @@ func (x *IngressRecord) GetReact() *React {
 	return nil
 }
 
+func (x *IngressRecord) GetSetRole() *SetRole {
+	if x != nil {
+		if x, ok := x.Op.(*IngressRecord_SetRole); ok {
+			return x.SetRole
+		}
+	}
+	return nil
+}
+
+func (x *IngressRecord) GetRename() *Rename {
+	if x != nil {
+		if x, ok := x.Op.(*IngressRecord_Rename); ok {
+			return x.Rename
+		}
+	}
+	return nil
+}
+
 type isIngressRecord_Op interface {
 	isIngressRecord_Op()
 }
@@ -346,6 +366,14 @@ type IngressRecord_React struct {
 	React *React `protobuf:"bytes,18,opt,name=react,proto3,oneof"`
 }
 
+type IngressRecord_SetRole struct {
+	SetRole *SetRole `protobuf:"bytes,19,opt,name=set_role,json=setRole,proto3,oneof"`
+}
+
+type IngressRecord_Rename struct {
+	Rename *Rename `protobuf:"bytes,20,opt,name=rename,proto3,oneof"`
+}
+
 func (*IngressRecord_Send) isIngressRecord_Op() {}
 
 func (*IngressRecord_Ack) isIngressRecord_Op() {}
@@ -363,6 +391,10 @@ func (*IngressRecord_Edit) isIngressRecord_Op() {}
 func (*IngressRecord_Delete) isIngressRecord_Op() {}
 
 func (*IngressRecord_React) isIngressRecord_Op() {}
+
+func (*IngressRecord_SetRole) isIngressRecord_Op() {}
+
+func (*IngressRecord_Rename) isIngressRecord_Op() {}
 
 type CreateGroup struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -466,9 +498,10 @@ type Reply struct {
 	RequestId uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	SendOk    *SendOk                `protobuf:"bytes,2,opt,name=send_ok,json=sendOk,proto3" json:"send_ok,omitempty"`
 	Error     *Error                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	// For membership operations, edits, deletes and reactions: the event that
-	// was sequenced (for a retried edit or delete, the earlier event; for a
-	// reaction that changes nothing, a REACTION message with seq 0).
+	// For membership operations, edits, deletes, reactions, role changes and
+	// renames: the event that was sequenced (for a retried edit or delete,
+	// the earlier event; for a reaction, role change or rename that changes
+	// nothing, a message of that kind with seq 0).
 	Event *Message `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
 	// For reads and acks: the user's pointer of that kind after applying them
 	// (the stored value, which may be above the seq that was sent).
@@ -876,7 +909,7 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"session_id\x18\x05 \x01(\tR\tsessionId\x12\x16\n" +
 	"\x06region\x18\x06 \x01(\tR\x06region\x12\x1f\n" +
 	"\vhome_region\x18\a \x01(\tR\n" +
-	"homeRegion\"\xe7\x04\n" +
+	"homeRegion\"\xc5\x05\n" +
 	"\rIngressRecord\x12)\n" +
 	"\x06origin\x18\x01 \x01(\v2\x11.parley.v1.OriginR\x06origin\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x17\n" +
@@ -893,7 +926,9 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"\x0eremove_members\x18\x0f \x01(\v2\x18.parley.v1.ChangeMembersH\x00R\rremoveMembers\x12%\n" +
 	"\x04edit\x18\x10 \x01(\v2\x0f.parley.v1.EditH\x00R\x04edit\x12+\n" +
 	"\x06delete\x18\x11 \x01(\v2\x11.parley.v1.DeleteH\x00R\x06delete\x12(\n" +
-	"\x05react\x18\x12 \x01(\v2\x10.parley.v1.ReactH\x00R\x05reactB\x04\n" +
+	"\x05react\x18\x12 \x01(\v2\x10.parley.v1.ReactH\x00R\x05react\x12/\n" +
+	"\bset_role\x18\x13 \x01(\v2\x12.parley.v1.SetRoleH\x00R\asetRole\x12+\n" +
+	"\x06rename\x18\x14 \x01(\v2\x11.parley.v1.RenameH\x00R\x06renameB\x04\n" +
 	"\x02op\"=\n" +
 	"\vCreateGroup\x12\x14\n" +
 	"\x05title\x18\x01 \x01(\tR\x05title\x12\x18\n" +
@@ -963,13 +998,15 @@ var file_parley_v1_bus_proto_goTypes = []any{
 	(*Edit)(nil),          // 12: parley.v1.Edit
 	(*Delete)(nil),        // 13: parley.v1.Delete
 	(*React)(nil),         // 14: parley.v1.React
-	(*SendOk)(nil),        // 15: parley.v1.SendOk
-	(*Error)(nil),         // 16: parley.v1.Error
-	(*Message)(nil),       // 17: parley.v1.Message
-	(*Receipt)(nil),       // 18: parley.v1.Receipt
-	(*SendAccepted)(nil),  // 19: parley.v1.SendAccepted
-	(*Typing)(nil),        // 20: parley.v1.Typing
-	(*Presence)(nil),      // 21: parley.v1.Presence
+	(*SetRole)(nil),       // 15: parley.v1.SetRole
+	(*Rename)(nil),        // 16: parley.v1.Rename
+	(*SendOk)(nil),        // 17: parley.v1.SendOk
+	(*Error)(nil),         // 18: parley.v1.Error
+	(*Message)(nil),       // 19: parley.v1.Message
+	(*Receipt)(nil),       // 20: parley.v1.Receipt
+	(*SendAccepted)(nil),  // 21: parley.v1.SendAccepted
+	(*Typing)(nil),        // 22: parley.v1.Typing
+	(*Presence)(nil),      // 23: parley.v1.Presence
 }
 var file_parley_v1_bus_proto_depIdxs = []int32{
 	0,  // 0: parley.v1.IngressRecord.origin:type_name -> parley.v1.Origin
@@ -982,24 +1019,26 @@ var file_parley_v1_bus_proto_depIdxs = []int32{
 	12, // 7: parley.v1.IngressRecord.edit:type_name -> parley.v1.Edit
 	13, // 8: parley.v1.IngressRecord.delete:type_name -> parley.v1.Delete
 	14, // 9: parley.v1.IngressRecord.react:type_name -> parley.v1.React
-	15, // 10: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
-	16, // 11: parley.v1.Reply.error:type_name -> parley.v1.Error
-	17, // 12: parley.v1.Reply.event:type_name -> parley.v1.Message
-	18, // 13: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
-	19, // 14: parley.v1.Reply.send_accepted:type_name -> parley.v1.SendAccepted
-	17, // 15: parley.v1.Delivery.message:type_name -> parley.v1.Message
-	18, // 16: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
-	20, // 17: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
-	21, // 18: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
-	4,  // 19: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
-	5,  // 20: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
-	5,  // 21: parley.v1.RelayRecord.deliveries:type_name -> parley.v1.Delivery
-	1,  // 22: parley.v1.OutboxRecord.record:type_name -> parley.v1.IngressRecord
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	15, // 10: parley.v1.IngressRecord.set_role:type_name -> parley.v1.SetRole
+	16, // 11: parley.v1.IngressRecord.rename:type_name -> parley.v1.Rename
+	17, // 12: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
+	18, // 13: parley.v1.Reply.error:type_name -> parley.v1.Error
+	19, // 14: parley.v1.Reply.event:type_name -> parley.v1.Message
+	20, // 15: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
+	21, // 16: parley.v1.Reply.send_accepted:type_name -> parley.v1.SendAccepted
+	19, // 17: parley.v1.Delivery.message:type_name -> parley.v1.Message
+	20, // 18: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
+	22, // 19: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
+	23, // 20: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
+	4,  // 21: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
+	5,  // 22: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
+	5,  // 23: parley.v1.RelayRecord.deliveries:type_name -> parley.v1.Delivery
+	1,  // 24: parley.v1.OutboxRecord.record:type_name -> parley.v1.IngressRecord
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_bus_proto_init() }
@@ -1018,6 +1057,8 @@ func file_parley_v1_bus_proto_init() {
 		(*IngressRecord_Edit)(nil),
 		(*IngressRecord_Delete)(nil),
 		(*IngressRecord_React)(nil),
+		(*IngressRecord_SetRole)(nil),
+		(*IngressRecord_Rename)(nil),
 	}
 	file_parley_v1_bus_proto_msgTypes[5].OneofWrappers = []any{
 		(*Delivery_Message)(nil),

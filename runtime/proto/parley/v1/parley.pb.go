@@ -38,6 +38,15 @@ const (
 	MessageKind_MESSAGE_KIND_CONVERSATION_CREATED MessageKind = 10
 	MessageKind_MESSAGE_KIND_MEMBER_ADDED         MessageKind = 11
 	MessageKind_MESSAGE_KIND_MEMBER_REMOVED       MessageKind = 12
+	// Group administration (issue 13). A client that does not know them may
+	// ignore them. ROLE_CHANGED: sender_id (the owner) gave members[0] the
+	// role in text ("admin" or "member"). RENAMED: sender_id set the group's
+	// title to text. OWNER_CHANGED: members[0] owns the group now, because
+	// sender_id, the previous owner, left (sequenced right after its
+	// MEMBER_REMOVED).
+	MessageKind_MESSAGE_KIND_ROLE_CHANGED  MessageKind = 13
+	MessageKind_MESSAGE_KIND_RENAMED       MessageKind = 14
+	MessageKind_MESSAGE_KIND_OWNER_CHANGED MessageKind = 15
 	// Changes to an earlier message of the log (target_seq), sequenced like
 	// any message so that every device converges: EDITED carries the new
 	// text, DELETED makes the target a tombstone. A client that does not know
@@ -59,6 +68,9 @@ var (
 		10: "MESSAGE_KIND_CONVERSATION_CREATED",
 		11: "MESSAGE_KIND_MEMBER_ADDED",
 		12: "MESSAGE_KIND_MEMBER_REMOVED",
+		13: "MESSAGE_KIND_ROLE_CHANGED",
+		14: "MESSAGE_KIND_RENAMED",
+		15: "MESSAGE_KIND_OWNER_CHANGED",
 		20: "MESSAGE_KIND_EDITED",
 		21: "MESSAGE_KIND_DELETED",
 		22: "MESSAGE_KIND_REACTION",
@@ -70,6 +82,9 @@ var (
 		"MESSAGE_KIND_CONVERSATION_CREATED": 10,
 		"MESSAGE_KIND_MEMBER_ADDED":         11,
 		"MESSAGE_KIND_MEMBER_REMOVED":       12,
+		"MESSAGE_KIND_ROLE_CHANGED":         13,
+		"MESSAGE_KIND_RENAMED":              14,
+		"MESSAGE_KIND_OWNER_CHANGED":        15,
 		"MESSAGE_KIND_EDITED":               20,
 		"MESSAGE_KIND_DELETED":              21,
 		"MESSAGE_KIND_REACTION":             22,
@@ -222,6 +237,8 @@ type ClientFrame struct {
 	//	*ClientFrame_Edit
 	//	*ClientFrame_Delete
 	//	*ClientFrame_React
+	//	*ClientFrame_SetRole
+	//	*ClientFrame_Rename
 	Body          isClientFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -370,6 +387,24 @@ func (x *ClientFrame) GetReact() *React {
 	return nil
 }
 
+func (x *ClientFrame) GetSetRole() *SetRole {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_SetRole); ok {
+			return x.SetRole
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetRename() *Rename {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Rename); ok {
+			return x.Rename
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Body interface {
 	isClientFrame_Body()
 }
@@ -420,6 +455,16 @@ type ClientFrame_React struct {
 	React *React `protobuf:"bytes,12,opt,name=react,proto3,oneof"`
 }
 
+type ClientFrame_SetRole struct {
+	// Added for group administration (issue 13); servers without them
+	// answer invalid.
+	SetRole *SetRole `protobuf:"bytes,13,opt,name=set_role,json=setRole,proto3,oneof"`
+}
+
+type ClientFrame_Rename struct {
+	Rename *Rename `protobuf:"bytes,14,opt,name=rename,proto3,oneof"`
+}
+
 func (*ClientFrame_Send) isClientFrame_Body() {}
 
 func (*ClientFrame_Ack) isClientFrame_Body() {}
@@ -441,6 +486,10 @@ func (*ClientFrame_Edit) isClientFrame_Body() {}
 func (*ClientFrame_Delete) isClientFrame_Body() {}
 
 func (*ClientFrame_React) isClientFrame_Body() {}
+
+func (*ClientFrame_SetRole) isClientFrame_Body() {}
+
+func (*ClientFrame_Rename) isClientFrame_Body() {}
 
 // ServerFrame is everything the server may send.
 type ServerFrame struct {
@@ -1130,7 +1179,7 @@ func (x *Edit) GetText() string {
 
 // Delete turns a message into a tombstone (text and media removed from
 // storage). The sender may delete its own messages within the edit window;
-// a group's owner may delete any message at any time. It is answered with
+// a group's owner and admins may delete any message at any time. It is answered with
 // a `message` frame carrying the request's id: the MESSAGE_KIND_DELETED
 // event, or for a message already deleted, the event that deleted it.
 // Errors as for Edit.
@@ -1271,6 +1320,135 @@ func (x *React) GetRemove() bool {
 	return false
 }
 
+// SetRole gives user_id, a member of the group, the role "admin" or
+// "member". Only the group's owner may (forbidden otherwise); the owner's
+// own role does not change (invalid: ownership passes only when the owner
+// leaves). It is answered with a `message` frame carrying the request's
+// id: the MESSAGE_KIND_ROLE_CHANGED event (pushed to every member), or,
+// when the member already has that role (a retry), a ROLE_CHANGED message
+// with seq 0 and nothing sequenced. Errors: not_member (the caller),
+// not_found (no such group, or user_id is not a member), forbidden,
+// invalid (a DM; a role other than admin or member; the owner as user_id).
+type SetRole struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Role           string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SetRole) Reset() {
+	*x = SetRole{}
+	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRole) ProtoMessage() {}
+
+func (x *SetRole) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRole.ProtoReflect.Descriptor instead.
+func (*SetRole) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SetRole) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *SetRole) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *SetRole) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+// Rename sets a group's title (1..256 bytes, one line: no control, line
+// separator or bidi control characters). The owner and admins may
+// (forbidden otherwise). It is answered with a `message` frame carrying
+// the request's id: the MESSAGE_KIND_RENAMED event, or, when the title is
+// already this one (a retry), a RENAMED message with seq 0 and nothing
+// sequenced. Errors: not_member, not_found (no such group), forbidden,
+// invalid (a DM, which has no title; an empty or malformed title),
+// too_large (over 256 bytes).
+type Rename struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Title          string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Rename) Reset() {
+	*x = Rename{}
+	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rename) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rename) ProtoMessage() {}
+
+func (x *Rename) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rename.ProtoReflect.Descriptor instead.
+func (*Rename) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Rename) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Rename) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
 // Reaction is one emoji on a message: how many members reacted with it and
 // whether the user reading it is one of them.
 type Reaction struct {
@@ -1291,7 +1469,7 @@ type Reaction struct {
 
 func (x *Reaction) Reset() {
 	*x = Reaction{}
-	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1481,7 @@ func (x *Reaction) String() string {
 func (*Reaction) ProtoMessage() {}
 
 func (x *Reaction) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[9]
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1494,7 @@ func (x *Reaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reaction.ProtoReflect.Descriptor instead.
 func (*Reaction) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Reaction) GetEmoji() string {
@@ -1360,7 +1538,7 @@ type Media struct {
 
 func (x *Media) Reset() {
 	*x = Media{}
-	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1550,7 @@ func (x *Media) String() string {
 func (*Media) ProtoMessage() {}
 
 func (x *Media) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[10]
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1563,7 @@ func (x *Media) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Media.ProtoReflect.Descriptor instead.
 func (*Media) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Media) GetUrl() string {
@@ -1422,7 +1600,8 @@ type Message struct {
 	Media          *Media                 `protobuf:"bytes,8,opt,name=media,proto3" json:"media,omitempty"`
 	// Unix milliseconds.
 	CreatedAt int64 `protobuf:"varint,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	// For member events: the users added or removed.
+	// For member events: the users added or removed; for ROLE_CHANGED and
+	// OWNER_CHANGED, the member whose role changed.
 	Members []string `protobuf:"bytes,10,rep,name=members,proto3" json:"members,omitempty"`
 	// For EDITED and DELETED events: the seq of the message they change.
 	TargetSeq uint64 `protobuf:"varint,11,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
@@ -1459,7 +1638,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1650,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1663,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Message) GetConversationId() string {
@@ -1638,7 +1817,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1829,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1842,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Ack) GetConversationId() string {
@@ -1691,7 +1870,7 @@ type Read struct {
 
 func (x *Read) Reset() {
 	*x = Read{}
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1882,7 @@ func (x *Read) String() string {
 func (*Read) ProtoMessage() {}
 
 func (x *Read) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1895,7 @@ func (x *Read) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Read.ProtoReflect.Descriptor instead.
 func (*Read) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Read) GetConversationId() string {
@@ -1745,7 +1924,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1936,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1949,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -1812,7 +1991,7 @@ type Cursor struct {
 
 func (x *Cursor) Reset() {
 	*x = Cursor{}
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +2003,7 @@ func (x *Cursor) String() string {
 func (*Cursor) ProtoMessage() {}
 
 func (x *Cursor) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +2016,7 @@ func (x *Cursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cursor.ProtoReflect.Descriptor instead.
 func (*Cursor) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Cursor) GetConversationId() string {
@@ -1867,7 +2046,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2058,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2071,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Sync) GetCursors() []*Cursor {
@@ -1935,7 +2114,7 @@ type ConversationState struct {
 
 func (x *ConversationState) Reset() {
 	*x = ConversationState{}
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2126,7 @@ func (x *ConversationState) String() string {
 func (*ConversationState) ProtoMessage() {}
 
 func (x *ConversationState) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2139,7 @@ func (x *ConversationState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationState.ProtoReflect.Descriptor instead.
 func (*ConversationState) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConversationState) GetConversationId() string {
@@ -2056,7 +2235,7 @@ type SyncResult struct {
 
 func (x *SyncResult) Reset() {
 	*x = SyncResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2247,7 @@ func (x *SyncResult) String() string {
 func (*SyncResult) ProtoMessage() {}
 
 func (x *SyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2260,7 @@ func (x *SyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResult.ProtoReflect.Descriptor instead.
 func (*SyncResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SyncResult) GetConversations() []*ConversationState {
@@ -2113,7 +2292,7 @@ type History struct {
 
 func (x *History) Reset() {
 	*x = History{}
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2304,7 @@ func (x *History) String() string {
 func (*History) ProtoMessage() {}
 
 func (x *History) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2317,7 @@ func (x *History) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use History.ProtoReflect.Descriptor instead.
 func (*History) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *History) GetConversationId() string {
@@ -2185,7 +2364,7 @@ type HistoryResult struct {
 
 func (x *HistoryResult) Reset() {
 	*x = HistoryResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2376,7 @@ func (x *HistoryResult) String() string {
 func (*HistoryResult) ProtoMessage() {}
 
 func (x *HistoryResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2389,7 @@ func (x *HistoryResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResult.ProtoReflect.Descriptor instead.
 func (*HistoryResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HistoryResult) GetConversationId() string {
@@ -2253,7 +2432,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2265,7 +2444,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2278,7 +2457,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -2306,7 +2485,7 @@ type PresenceSub struct {
 
 func (x *PresenceSub) Reset() {
 	*x = PresenceSub{}
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2497,7 @@ func (x *PresenceSub) String() string {
 func (*PresenceSub) ProtoMessage() {}
 
 func (x *PresenceSub) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +2510,7 @@ func (x *PresenceSub) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSub.ProtoReflect.Descriptor instead.
 func (*PresenceSub) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PresenceSub) GetUserIds() []string {
@@ -2353,7 +2532,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2544,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2557,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Presence) GetUserId() string {
@@ -2410,7 +2589,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_v1_parley_proto_msgTypes[24]
+	mi := &file_parley_v1_parley_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2422,7 +2601,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[24]
+	mi := &file_parley_v1_parley_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2435,7 +2614,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{24}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{26}
 }
 
 type Pong struct {
@@ -2446,7 +2625,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_v1_parley_proto_msgTypes[25]
+	mi := &file_parley_v1_parley_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2637,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[25]
+	mi := &file_parley_v1_parley_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2650,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{25}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{27}
 }
 
 type Welcome struct {
@@ -2490,7 +2669,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_parley_v1_parley_proto_msgTypes[26]
+	mi := &file_parley_v1_parley_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2681,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[26]
+	mi := &file_parley_v1_parley_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2694,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{26}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Welcome) GetUserId() string {
@@ -2572,7 +2751,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_v1_parley_proto_msgTypes[27]
+	mi := &file_parley_v1_parley_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2584,7 +2763,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[27]
+	mi := &file_parley_v1_parley_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2597,7 +2776,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{27}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Error) GetCode() string {
@@ -2632,7 +2811,7 @@ type Reconnect struct {
 
 func (x *Reconnect) Reset() {
 	*x = Reconnect{}
-	mi := &file_parley_v1_parley_proto_msgTypes[28]
+	mi := &file_parley_v1_parley_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2644,7 +2823,7 @@ func (x *Reconnect) String() string {
 func (*Reconnect) ProtoMessage() {}
 
 func (x *Reconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[28]
+	mi := &file_parley_v1_parley_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2657,7 +2836,7 @@ func (x *Reconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reconnect.ProtoReflect.Descriptor instead.
 func (*Reconnect) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{28}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Reconnect) GetAfterMs() uint32 {
@@ -2678,7 +2857,7 @@ var File_parley_v1_parley_proto protoreflect.FileDescriptor
 
 const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xfd\x03\n" +
+	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xdb\x04\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12%\n" +
 	"\x04send\x18\x02 \x01(\v2\x0f.parley.v1.SendH\x00R\x04send\x12\"\n" +
@@ -2692,7 +2871,9 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x04edit\x18\n" +
 	" \x01(\v2\x0f.parley.v1.EditH\x00R\x04edit\x12+\n" +
 	"\x06delete\x18\v \x01(\v2\x11.parley.v1.DeleteH\x00R\x06delete\x12(\n" +
-	"\x05react\x18\f \x01(\v2\x10.parley.v1.ReactH\x00R\x05reactB\x06\n" +
+	"\x05react\x18\f \x01(\v2\x10.parley.v1.ReactH\x00R\x05react\x12/\n" +
+	"\bset_role\x18\r \x01(\v2\x12.parley.v1.SetRoleH\x00R\asetRole\x12+\n" +
+	"\x06rename\x18\x0e \x01(\v2\x11.parley.v1.RenameH\x00R\x06renameB\x06\n" +
 	"\x04body\"\x87\x05\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
@@ -2750,7 +2931,14 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05emoji\x18\x03 \x01(\tR\x05emoji\x12\x16\n" +
-	"\x06remove\x18\x04 \x01(\bR\x06remove\"a\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\"_\n" +
+	"\aSetRole\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\"G\n" +
+	"\x06Rename\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\"a\n" +
 	"\bReaction\x12\x14\n" +
 	"\x05emoji\x18\x01 \x01(\tR\x05emoji\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x0e\n" +
@@ -2861,7 +3049,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x0eretry_after_ms\x18\x03 \x01(\rR\fretryAfterMs\">\n" +
 	"\tReconnect\x12\x19\n" +
 	"\bafter_ms\x18\x01 \x01(\rR\aafterMs\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason*\x8f\x02\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason*\xe8\x02\n" +
 	"\vMessageKind\x12\x1c\n" +
 	"\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11MESSAGE_KIND_TEXT\x10\x01\x12\x16\n" +
@@ -2869,7 +3057,10 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"!MESSAGE_KIND_CONVERSATION_CREATED\x10\n" +
 	"\x12\x1d\n" +
 	"\x19MESSAGE_KIND_MEMBER_ADDED\x10\v\x12\x1f\n" +
-	"\x1bMESSAGE_KIND_MEMBER_REMOVED\x10\f\x12\x17\n" +
+	"\x1bMESSAGE_KIND_MEMBER_REMOVED\x10\f\x12\x1d\n" +
+	"\x19MESSAGE_KIND_ROLE_CHANGED\x10\r\x12\x18\n" +
+	"\x14MESSAGE_KIND_RENAMED\x10\x0e\x12\x1e\n" +
+	"\x1aMESSAGE_KIND_OWNER_CHANGED\x10\x0f\x12\x17\n" +
 	"\x13MESSAGE_KIND_EDITED\x10\x14\x12\x18\n" +
 	"\x14MESSAGE_KIND_DELETED\x10\x15\x12\x19\n" +
 	"\x15MESSAGE_KIND_REACTION\x10\x16*|\n" +
@@ -2896,7 +3087,7 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_parley_v1_parley_proto_goTypes = []any{
 	(MessageKind)(0),          // 0: parley.v1.MessageKind
 	(ReceiptKind)(0),          // 1: parley.v1.ReceiptKind
@@ -2910,69 +3101,73 @@ var file_parley_v1_parley_proto_goTypes = []any{
 	(*Edit)(nil),              // 9: parley.v1.Edit
 	(*Delete)(nil),            // 10: parley.v1.Delete
 	(*React)(nil),             // 11: parley.v1.React
-	(*Reaction)(nil),          // 12: parley.v1.Reaction
-	(*Media)(nil),             // 13: parley.v1.Media
-	(*Message)(nil),           // 14: parley.v1.Message
-	(*Ack)(nil),               // 15: parley.v1.Ack
-	(*Read)(nil),              // 16: parley.v1.Read
-	(*Receipt)(nil),           // 17: parley.v1.Receipt
-	(*Cursor)(nil),            // 18: parley.v1.Cursor
-	(*Sync)(nil),              // 19: parley.v1.Sync
-	(*ConversationState)(nil), // 20: parley.v1.ConversationState
-	(*SyncResult)(nil),        // 21: parley.v1.SyncResult
-	(*History)(nil),           // 22: parley.v1.History
-	(*HistoryResult)(nil),     // 23: parley.v1.HistoryResult
-	(*Typing)(nil),            // 24: parley.v1.Typing
-	(*PresenceSub)(nil),       // 25: parley.v1.PresenceSub
-	(*Presence)(nil),          // 26: parley.v1.Presence
-	(*Ping)(nil),              // 27: parley.v1.Ping
-	(*Pong)(nil),              // 28: parley.v1.Pong
-	(*Welcome)(nil),           // 29: parley.v1.Welcome
-	(*Error)(nil),             // 30: parley.v1.Error
-	(*Reconnect)(nil),         // 31: parley.v1.Reconnect
+	(*SetRole)(nil),           // 12: parley.v1.SetRole
+	(*Rename)(nil),            // 13: parley.v1.Rename
+	(*Reaction)(nil),          // 14: parley.v1.Reaction
+	(*Media)(nil),             // 15: parley.v1.Media
+	(*Message)(nil),           // 16: parley.v1.Message
+	(*Ack)(nil),               // 17: parley.v1.Ack
+	(*Read)(nil),              // 18: parley.v1.Read
+	(*Receipt)(nil),           // 19: parley.v1.Receipt
+	(*Cursor)(nil),            // 20: parley.v1.Cursor
+	(*Sync)(nil),              // 21: parley.v1.Sync
+	(*ConversationState)(nil), // 22: parley.v1.ConversationState
+	(*SyncResult)(nil),        // 23: parley.v1.SyncResult
+	(*History)(nil),           // 24: parley.v1.History
+	(*HistoryResult)(nil),     // 25: parley.v1.HistoryResult
+	(*Typing)(nil),            // 26: parley.v1.Typing
+	(*PresenceSub)(nil),       // 27: parley.v1.PresenceSub
+	(*Presence)(nil),          // 28: parley.v1.Presence
+	(*Ping)(nil),              // 29: parley.v1.Ping
+	(*Pong)(nil),              // 30: parley.v1.Pong
+	(*Welcome)(nil),           // 31: parley.v1.Welcome
+	(*Error)(nil),             // 32: parley.v1.Error
+	(*Reconnect)(nil),         // 33: parley.v1.Reconnect
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
 	5,  // 0: parley.v1.ClientFrame.send:type_name -> parley.v1.Send
-	15, // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
-	16, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
-	19, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
-	22, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
-	24, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
-	25, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
-	27, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
+	17, // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
+	18, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
+	21, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
+	24, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
+	26, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
+	27, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
+	29, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
 	9,  // 8: parley.v1.ClientFrame.edit:type_name -> parley.v1.Edit
 	10, // 9: parley.v1.ClientFrame.delete:type_name -> parley.v1.Delete
 	11, // 10: parley.v1.ClientFrame.react:type_name -> parley.v1.React
-	29, // 11: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
-	7,  // 12: parley.v1.ServerFrame.send_ok:type_name -> parley.v1.SendOk
-	14, // 13: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
-	17, // 14: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
-	26, // 15: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
-	21, // 16: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
-	23, // 17: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
-	24, // 18: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
-	30, // 19: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
-	31, // 20: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
-	28, // 21: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
-	8,  // 22: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
-	13, // 23: parley.v1.Send.media:type_name -> parley.v1.Media
-	6,  // 24: parley.v1.SendOk.reply_to:type_name -> parley.v1.Quote
-	0,  // 25: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
-	13, // 26: parley.v1.Message.media:type_name -> parley.v1.Media
-	6,  // 27: parley.v1.Message.reply_to:type_name -> parley.v1.Quote
-	12, // 28: parley.v1.Message.reactions:type_name -> parley.v1.Reaction
-	1,  // 29: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
-	18, // 30: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
-	14, // 31: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
-	14, // 32: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
-	20, // 33: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
-	14, // 34: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
-	2,  // 35: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	12, // 11: parley.v1.ClientFrame.set_role:type_name -> parley.v1.SetRole
+	13, // 12: parley.v1.ClientFrame.rename:type_name -> parley.v1.Rename
+	31, // 13: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
+	7,  // 14: parley.v1.ServerFrame.send_ok:type_name -> parley.v1.SendOk
+	16, // 15: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
+	19, // 16: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
+	28, // 17: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
+	23, // 18: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
+	25, // 19: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
+	26, // 20: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
+	32, // 21: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
+	33, // 22: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
+	30, // 23: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
+	8,  // 24: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
+	15, // 25: parley.v1.Send.media:type_name -> parley.v1.Media
+	6,  // 26: parley.v1.SendOk.reply_to:type_name -> parley.v1.Quote
+	0,  // 27: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
+	15, // 28: parley.v1.Message.media:type_name -> parley.v1.Media
+	6,  // 29: parley.v1.Message.reply_to:type_name -> parley.v1.Quote
+	14, // 30: parley.v1.Message.reactions:type_name -> parley.v1.Reaction
+	1,  // 31: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
+	20, // 32: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
+	16, // 33: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
+	16, // 34: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
+	22, // 35: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
+	16, // 36: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
+	2,  // 37: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -2992,6 +3187,8 @@ func file_parley_v1_parley_proto_init() {
 		(*ClientFrame_Edit)(nil),
 		(*ClientFrame_Delete)(nil),
 		(*ClientFrame_React)(nil),
+		(*ClientFrame_SetRole)(nil),
+		(*ClientFrame_Rename)(nil),
 	}
 	file_parley_v1_parley_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Welcome)(nil),
@@ -3011,14 +3208,14 @@ func file_parley_v1_parley_proto_init() {
 		(*Send_Text)(nil),
 		(*Send_Media)(nil),
 	}
-	file_parley_v1_parley_proto_msgTypes[19].OneofWrappers = []any{}
+	file_parley_v1_parley_proto_msgTypes[21].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
