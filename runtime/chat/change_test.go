@@ -144,7 +144,7 @@ func TestEditAndDelete(t *testing.T) {
 		}
 	}
 	// The sender deletes its own media message.
-	if rep, err = e.call(deleteRec("alice", conv, media)); err != nil {
+	if _, err = e.call(deleteRec("alice", conv, media)); err != nil {
 		t.Fatalf("delete media: %v", err)
 	}
 	if m := e.message(t, conv, media); !m.GetDeleted() || m.GetMedia() != nil {

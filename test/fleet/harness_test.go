@@ -193,7 +193,7 @@ func (c *cluster) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if s, err := cassandra.Connect(ctx, cassandra.Config{Hosts: []string{cassandraAddr}, Keyspace: c.name}); err == nil {
-		if err := s.Query("DROP KEYSPACE IF EXISTS " + c.name).WithContext(ctx).Consistency(gocql.One).Exec(); err != nil {
+		if err := s.Query("DROP KEYSPACE IF EXISTS " + c.name).Consistency(gocql.One).ExecContext(ctx); err != nil {
 			c.t.Logf("drop keyspace %s: %v", c.name, err)
 		}
 		s.Close()

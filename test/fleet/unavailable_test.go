@@ -46,7 +46,7 @@ func (c *cluster) setRF(n int) {
 	}
 	defer s.Close()
 	q := fmt.Sprintf("ALTER KEYSPACE %s WITH replication = {'class': 'SimpleStrategy', 'replication_factor': %d}", c.name, n)
-	if err := s.Query(q).WithContext(ctx).Consistency(gocql.One).Exec(); err != nil {
+	if err := s.Query(q).Consistency(gocql.One).ExecContext(ctx); err != nil {
 		c.t.Fatalf("%s: %v", q, err)
 	}
 }

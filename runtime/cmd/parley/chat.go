@@ -55,7 +55,7 @@ func chatCmd() *cobra.Command {
 			if err != nil {
 				return dialError(serverURL, err, source != nil, dataDir)
 			}
-			defer c.Close()
+			defer func() { _ = c.Close() }() // the session ends with the command
 			rest := client.NewREST(httpBase(serverURL), token)
 			return cli.Run(ctx, os.Stdin, cmd.OutOrStdout(), c, rest, c.UserID())
 		},

@@ -351,11 +351,33 @@ func (s *Store) begin(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// query returns a LOCAL_QUORUM query bound to ctx; idempotent ones may be
-// retried by the driver.
-func (s *Store) query(ctx context.Context, idempotent bool, stmt string, args ...any) *gocql.Query {
-	return s.sess.Query(stmt, args...).WithContext(ctx).Consistency(gocql.LocalQuorum).Idempotent(idempotent)
+// query returns a LOCAL_QUORUM query that runs within ctx; idempotent ones
+// may be retried by the driver.
+func (s *Store) query(ctx context.Context, idempotent bool, stmt string, args ...any) boundQuery {
+	return boundQuery{q: s.sess.Query(stmt, args...).Consistency(gocql.LocalQuorum).Idempotent(idempotent), ctx: ctx}
 }
+
+// boundQuery is a query with the context its execution runs in (the
+// driver's XContext calls; Query.WithContext is deprecated).
+type boundQuery struct {
+	q   *gocql.Query
+	ctx context.Context
+}
+
+// Consistency sets the query's consistency level.
+func (b boundQuery) Consistency(c gocql.Consistency) boundQuery { b.q.Consistency(c); return b }
+
+// PageSize sets the rows fetched per page.
+func (b boundQuery) PageSize(n int) boundQuery { b.q.PageSize(n); return b }
+
+// Exec runs the query within its context.
+func (b boundQuery) Exec() error { return b.q.ExecContext(b.ctx) }
+
+// Scan runs the query within its context and scans its first row.
+func (b boundQuery) Scan(dest ...any) error { return b.q.ScanContext(b.ctx, dest...) }
+
+// Iter runs the query within its context.
+func (b boundQuery) Iter() *gocql.Iter { return b.q.IterContext(b.ctx) }
 
 // backoffRetry retries idempotent requests on the next host after errors
 // another attempt can fix, sleeping exponentially longer (with jitter)

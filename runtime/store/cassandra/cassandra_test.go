@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 			env.store.Close()
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := env.sess.Query("DROP KEYSPACE IF EXISTS " + env.cfg.Keyspace).WithContext(ctx).Exec(); err != nil {
+		if err := env.sess.Query("DROP KEYSPACE IF EXISTS " + env.cfg.Keyspace).ExecContext(ctx); err != nil {
 			fmt.Fprintf(os.Stderr, "drop keyspace %s: %v\n", env.cfg.Keyspace, err)
 		}
 		cancel()
@@ -85,7 +85,7 @@ func connect() (*gocql.Session, string, string) {
 		return nil, "", fmt.Sprintf("Cassandra not reachable at %s: %v; run hack/deps.sh up cassandra", testAddr(), err)
 	}
 	var dc string
-	if err := sess.Query("SELECT data_center FROM system.local").WithContext(ctx).Scan(&dc); err != nil {
+	if err := sess.Query("SELECT data_center FROM system.local").ScanContext(ctx, &dc); err != nil {
 		sess.Close()
 		return nil, "", fmt.Sprintf("Cassandra at %s does not answer: %v; run hack/deps.sh up cassandra", testAddr(), err)
 	}
@@ -182,7 +182,7 @@ func rows(t *testing.T, conv string, b int64) int {
 	t.Helper()
 	var n int
 	err := env.sess.Query("SELECT count(*) FROM "+env.cfg.Keyspace+".messages WHERE conversation_id = ? AND bucket = ?", conv, b).
-		WithContext(ctxFor(t)).Scan(&n)
+		ScanContext(ctxFor(t), &n)
 	if err != nil {
 		t.Fatalf("count bucket %d: %v", b, err)
 	}
@@ -194,7 +194,7 @@ func headHint(t *testing.T, conv string) int64 {
 	t.Helper()
 	var b int64
 	err := env.sess.Query("SELECT head_bucket FROM "+env.cfg.Keyspace+".messages WHERE conversation_id = ? AND bucket = 0 LIMIT 1", conv).
-		WithContext(ctxFor(t)).Scan(&b)
+		ScanContext(ctxFor(t), &b)
 	if err != nil && !errors.Is(err, gocql.ErrNotFound) {
 		t.Fatalf("read head_bucket: %v", err)
 	}
@@ -293,7 +293,7 @@ func TestHeadHint(t *testing.T) {
 		t.Helper()
 		m := text(conv, seq)
 		err := env.sess.Query("INSERT INTO "+env.cfg.Keyspace+".messages (conversation_id, bucket, seq, message_id, kind, body) VALUES (?, ?, ?, ?, ?, ?)",
-			conv, int64(seq>>12), int64(seq), m.GetMessageId(), int32(m.GetKind()), m.GetText()).WithContext(ctxFor(t)).Exec()
+			conv, int64(seq>>12), int64(seq), m.GetMessageId(), int32(m.GetKind()), m.GetText()).ExecContext(ctxFor(t))
 		if err != nil {
 			t.Fatalf("insert %d: %v", seq, err)
 		}
@@ -320,7 +320,7 @@ func TestHeadHint(t *testing.T) {
 			insert(conv, want)
 			if tc.hint > 0 {
 				err := env.sess.Query("UPDATE "+env.cfg.Keyspace+".messages USING TIMESTAMP ? SET head_bucket = ? WHERE conversation_id = ? AND bucket = 0",
-					tc.hint, tc.hint, conv).WithContext(ctxFor(t)).Exec()
+					tc.hint, tc.hint, conv).ExecContext(ctxFor(t))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -351,7 +351,7 @@ func TestHintBeforeRows(t *testing.T) {
 	s := shared(t)
 	conv := newConv("hint-first")
 	err := env.sess.Query("UPDATE "+env.cfg.Keyspace+".messages USING TIMESTAMP 5 SET head_bucket = 5 WHERE conversation_id = ? AND bucket = 0",
-		conv).WithContext(ctxFor(t)).Exec()
+		conv).ExecContext(ctxFor(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -555,7 +555,7 @@ func TestMigrateAndOpen(t *testing.T) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := env.sess.Query("DROP KEYSPACE IF EXISTS " + ks).WithContext(ctx).Exec(); err != nil {
+		if err := env.sess.Query("DROP KEYSPACE IF EXISTS " + ks).ExecContext(ctx); err != nil {
 			t.Errorf("drop %s: %v", ks, err)
 		}
 	})
@@ -581,7 +581,7 @@ func TestMigrateAndOpen(t *testing.T) {
 		}
 	}
 	var versions []int
-	iter := env.sess.Query("SELECT version FROM " + ks + ".schema_version").WithContext(ctx).Iter()
+	iter := env.sess.Query("SELECT version FROM " + ks + ".schema_version").IterContext(ctx)
 	for v := 0; iter.Scan(&v); {
 		versions = append(versions, v)
 	}
@@ -598,7 +598,7 @@ func TestMigrateAndOpen(t *testing.T) {
 		t.Fatalf("Migrate to NetworkTopologyStrategy: %v", err)
 	}
 	var repl map[string]string
-	if err := env.sess.Query("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?", ks).WithContext(ctx).Scan(&repl); err != nil {
+	if err := env.sess.Query("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?", ks).ScanContext(ctx, &repl); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasSuffix(repl["class"], "NetworkTopologyStrategy") || repl[env.dc] != "1" {

@@ -77,8 +77,8 @@ func (s *Store) SetUserHome(ctx context.Context, user, region string, onlyIfAbse
 		return region, nil
 	}
 	existing := map[string]any{}
-	applied, err := s.sess.Query(s.stmt.addUserHome, user, region).WithContext(ctx).
-		Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial).MapScanCAS(existing)
+	applied, err := s.sess.Query(s.stmt.addUserHome, user, region).
+		Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial).MapScanCASContext(ctx, existing)
 	if err != nil {
 		return "", fmt.Errorf("set user home %s: %w", user, err)
 	}

@@ -335,8 +335,8 @@ var casHook func(attempt int, exec func() (applied bool, err error)) (bool, erro
 func (s *Store) appendSegment(ctx context.Context, conv string, rows []row) error {
 	uncertain := false // an earlier attempt may have been applied
 	for attempt := 1; ; attempt++ {
-		b := s.sess.Batch(gocql.UnloggedBatch).WithContext(ctx)
-		b.SetConsistency(gocql.LocalQuorum)
+		b := s.sess.Batch(gocql.UnloggedBatch)
+		b.Consistency(gocql.LocalQuorum)
 		b.SerialConsistency(gocql.LocalSerial)
 		for _, r := range rows {
 			b.Query(s.stmt.insertMessage, r.args...)
@@ -442,7 +442,7 @@ const (
 func (s *Store) segmentState(ctx context.Context, conv string, rows []row) (segmentState, error) {
 	first, last := rows[0].m.GetSeq(), rows[len(rows)-1].m.GetSeq()
 	iter := s.sess.Query(s.stmt.messagesSerial, conv, bucketOf(first), int64(first), int64(last)).
-		WithContext(ctx).Consistency(gocql.LocalSerial).Idempotent(true).Iter()
+		Consistency(gocql.LocalSerial).Idempotent(true).IterContext(ctx)
 	n, ours := 0, true
 	err := scanAll(iter, func(sc gocql.Scanner) error {
 		m, err := scanMessage(sc, conv)
@@ -576,8 +576,8 @@ func (s *Store) applyChange(ctx context.Context, conv string, ev *parleyv1.Messa
 		seq := upd.GetSeq()
 		q := s.sess.Query(s.stmt.changeMessage, upd.GetText(), media, unsetIfZero(upd.GetEditedAt()), upd.GetDeleted(),
 			int64(upd.GetChangeSeq()), reply, mentions, reactions, conv, bucketOf(seq), int64(seq), prev).
-			WithContext(ctx).Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial)
-		applied, err := q.MapScanCAS(map[string]any{})
+			Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial)
+		applied, err := q.MapScanCASContext(ctx, map[string]any{})
 		if err != nil {
 			// Unknown outcome; the next read (serial) settles it.
 			return fmt.Errorf("update seq %d: %w", seq, err)
@@ -624,8 +624,8 @@ func (s *Store) applyReaction(ctx context.Context, conv string, ev *parleyv1.Mes
 		seq := upd.GetSeq()
 		q := s.sess.Query(s.stmt.reactMessage, reactions, int64(upd.GetReactionSeq()), conv, bucketOf(seq), int64(seq),
 			nullIfZero(target.GetChangeSeq()), nullIfZero(target.GetReactionSeq())).
-			WithContext(ctx).Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial)
-		applied, err := q.MapScanCAS(map[string]any{})
+			Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial)
+		applied, err := q.MapScanCASContext(ctx, map[string]any{})
 		if err != nil {
 			return fmt.Errorf("update reactions of seq %d: %w", seq, err)
 		}
@@ -650,8 +650,8 @@ func (s *Store) clearText(ctx context.Context, conv string, seq uint64) error {
 		return err
 	}
 	q := s.sess.Query(s.stmt.clearBody, conv, bucketOf(seq), int64(seq)).
-		WithContext(ctx).Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial)
-	if _, err := q.MapScanCAS(map[string]any{}); err != nil {
+		Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial)
+	if _, err := q.MapScanCASContext(ctx, map[string]any{}); err != nil {
 		return fmt.Errorf("clear text of seq %d: %w", seq, err)
 	}
 	return nil
@@ -664,7 +664,7 @@ func (s *Store) serialMessage(ctx context.Context, conv string, seq uint64) (*pa
 		return nil, store.ErrNotFound
 	}
 	iter := s.sess.Query(s.stmt.message, conv, bucketOf(seq), int64(seq)).
-		WithContext(ctx).Consistency(gocql.LocalSerial).Idempotent(true).Iter()
+		Consistency(gocql.LocalSerial).Idempotent(true).IterContext(ctx)
 	var m *parleyv1.Message
 	err := scanAll(iter, func(sc gocql.Scanner) error {
 		var err error

@@ -272,7 +272,7 @@ func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Messag
 	// Marshal before taking the conversation lock, which only needs to
 	// cover check + commit.
 	b := s.db.NewBatch()
-	defer b.Close()
+	defer func() { _ = b.Close() }() // releases the batch; Commit reported the write
 	for i, m := range msgs {
 		want := first + uint64(i)
 		if m.GetSeq() != want {
@@ -363,7 +363,7 @@ func (s *Store) firstMessageIn(conv string, lo, hi uint64) (uint64, bool, error)
 	if err != nil {
 		return 0, false, err
 	}
-	defer it.Close()
+	defer func() { _ = it.Close() }() // it.Error() reported the read
 	if !it.First() {
 		return 0, false, it.Error()
 	}
@@ -587,7 +587,7 @@ func (s *Store) ApplyChange(ctx context.Context, conv string, ev *parleyv1.Messa
 	defer release()
 	defer s.convLocks.lock(conv)()
 	b := s.db.NewBatch()
-	defer b.Close()
+	defer func() { _ = b.Close() }() // releases the batch; Commit reported the write
 	if err := s.applyChange(b, conv, ev, map[uint64]*parleyv1.Message{}); err != nil {
 		return fmt.Errorf("apply change %s seq %d: %w", conv, ev.GetSeq(), err)
 	}
@@ -638,7 +638,7 @@ func (s *Store) head(conv string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer it.Close()
+	defer func() { _ = it.Close() }() // it.Error() reported the read
 	if !it.Last() {
 		return 0, it.Error()
 	}
@@ -687,7 +687,7 @@ func (s *Store) Messages(ctx context.Context, conv string, p store.Page) ([]*par
 	if err != nil {
 		return nil, false, fmt.Errorf("messages %s: %w", conv, err)
 	}
-	defer it.Close()
+	defer func() { _ = it.Close() }() // it.Error() reported the read
 	// Newest first unless paging forward.
 	valid, step := it.Last(), it.Prev
 	if forward {
@@ -840,7 +840,7 @@ func (s *Store) scan(p []byte, fn func(suffix, value []byte) error) error {
 	if err != nil {
 		return err
 	}
-	defer it.Close()
+	defer func() { _ = it.Close() }() // it.Error() reported the read
 	for valid := it.First(); valid; valid = it.Next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
