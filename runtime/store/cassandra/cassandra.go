@@ -144,8 +144,8 @@ type Config struct {
 	// Keyspace holds the tables (default "parley"). Letters, digits and
 	// underscores, starting with a letter, at most 48.
 	Keyspace string
-	// LocalDC is this region's datacenter: queries go to its replicas
-	// first, and LOCAL_QUORUM / LOCAL_SERIAL are counted in it. Empty
+	// LocalDC is this region's datacenter: the driver connects to its
+	// nodes only, and LOCAL_QUORUM / LOCAL_SERIAL are counted in it. Empty
 	// routes to any datacenter (one-datacenter clusters only).
 	LocalDC string
 	// Timeout bounds each request on the client side (default 12s). Keep
@@ -261,6 +261,15 @@ func connect(ctx context.Context, cfg Config) (*gocql.Session, error) {
 	fallback := gocql.RoundRobinHostPolicy()
 	if cfg.LocalDC != "" {
 		fallback = gocql.DCAwareRoundRobinPolicy(cfg.LocalDC)
+		// Connections to this datacenter's nodes only. Every statement is
+		// LOCAL_* or coordinated by a local node (the cross-region QUORUM
+		// reads), and the driver prepares a statement it first uses — for
+		// its routing key — on any host it holds: with a pool spanning
+		// regions, a process that started during a partition hung each new
+		// statement on the unreachable region's node until the request
+		// timed out (found by test/multiregion TestPartition: a user's
+		// first sync in the cut-off region timed out).
+		cluster.HostFilter = gocql.DataCenterHostFilter(cfg.LocalDC)
 	}
 	// Replicas first (token aware), shuffled so reads of a hot
 	// conversation spread over them. Only one sequencer writes a
