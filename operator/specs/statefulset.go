@@ -121,6 +121,15 @@ func podSpec(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Role, co
 		}}})
 	}
 
+	// The admin token: gateways are drained with it, and chat pods answer the operator's
+	// GET /v1/admin/outbox with it before their region is removed.
+	adminToken := func() {
+		args = append(args, "--admin-token-file="+AdminTokenFile)
+		mounts = append(mounts, corev1.VolumeMount{Name: "admin-token", MountPath: AdminTokenDir, ReadOnly: true})
+		volumes = append(volumes, corev1.Volume{Name: "admin-token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: AdminSecretName(cc), DefaultMode: ptr.To[int32](0o400),
+		}}})
+	}
 	switch role {
 	case chatv1.RoleChat:
 		// The pod-index label is the ordinal, and chat ordinals start at region id × 128.
@@ -128,15 +137,13 @@ func podSpec(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Role, co
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels['" + appsv1.PodIndexLabel + "']"},
 		}})
 		grace = ChatGraceSeconds
+		adminToken()
 	case chatv1.RoleGateway:
 		env = append(env, corev1.EnvVar{Name: EnvPodName, ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"},
 		}})
-		args = append(args, "--gateway-id=$("+EnvPodName+")", "--admin-token-file="+AdminTokenFile)
-		mounts = append(mounts, corev1.VolumeMount{Name: "admin-token", MountPath: AdminTokenDir, ReadOnly: true})
-		volumes = append(volumes, corev1.Volume{Name: "admin-token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: AdminSecretName(cc), DefaultMode: ptr.To[int32](0o400),
-		}}})
+		args = append(args, "--gateway-id=$("+EnvPodName+")")
+		adminToken()
 		switch {
 		case s.Auth.JWKSSecretRef != nil:
 			args = append(args, "--jwks-file="+JWKSFile)

@@ -32,7 +32,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "parley_region_publishes_total", Help: "Records produced to a peer region (replies and relayed deliveries), by outcome.",
 		}, []string{"peer", "outcome"}),
 		droppedC: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "parley_region_droppedCtotal", Help: "Records for a peer region dropped because its send queue was full.",
+			Name: "parley_region_dropped_total", Help: "Records for a peer region dropped because its send queue was full.",
 		}, []string{"peer"}),
 		relayed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_region_relayed_deliveries_total", Help: "Deliveries another region relayed here and this region routed (cross-region deliveries).",

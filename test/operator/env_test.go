@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -714,6 +715,12 @@ func (g *fakeGateways) serve(w http.ResponseWriter, r *http.Request) {
 	var secret corev1.Secret
 	if err := g.h.c.Get(r.Context(), client.ObjectKey{Namespace: g.h.ns, Name: pod.Labels[specs.LabelInstance] + "-admin-token"}, &secret); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	// Like parley serve: a pod started without --admin-token-file has its admin endpoints
+	// disabled (a chat pod without the token once kept a region removal waiting forever).
+	if !slices.ContainsFunc(pod.Spec.Containers[0].Args, func(a string) bool { return strings.HasPrefix(a, "--admin-token-file=") }) {
+		http.Error(w, `{"error":{"code":"forbidden","message":"admin endpoints are disabled: start the server with --admin-token-file"}}`, http.StatusForbidden)
 		return
 	}
 	if r.Header.Get("Authorization") != "Bearer "+string(secret.Data[specs.AdminTokenKey]) {
