@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -98,6 +100,9 @@ type cluster struct {
 	node    *ProcessProvider
 	ns      string
 	workDir string
+	// regions are the regions of the ChatClusters created (createReady); their Kafka topics
+	// are deleted when the test ends.
+	regions []string
 }
 
 func startCluster(t *testing.T, assets string) *cluster {
@@ -189,6 +194,7 @@ func startCluster(t *testing.T, assets string) *cluster {
 		},
 	}
 	start = time.Now()
+	t.Cleanup(cl.deleteTopics) // after the node's pods are gone (cleanups run last first)
 	if _, err := StartNode(ctx, cs, cl.node); err != nil {
 		t.Fatal(err)
 	}
@@ -209,6 +215,44 @@ func startCluster(t *testing.T, assets string) *cluster {
 	}
 	cl.startOperator()
 	return cl
+}
+
+// deleteTopics deletes the Kafka topics of cl.regions (parley.<region>.*). Region names are
+// new in every test, so without it the Kafka of hack/deps.sh gathers a few hundred partitions
+// a run, until it runs out of heap (512 MiB held about 16,000).
+func (cl *cluster) deleteTopics() {
+	if len(cl.regions) == 0 {
+		return
+	}
+	kc, err := kgo.NewClient(kgo.SeedBrokers(kafkaAddr))
+	if err != nil {
+		cl.t.Logf("delete topics: %v", err)
+		return
+	}
+	defer kc.Close()
+	adm := kadm.NewClient(kc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		cl.t.Logf("delete topics: list: %v", err)
+		return
+	}
+	var names []string
+	for _, name := range topics.Names() {
+		for _, r := range cl.regions {
+			if strings.HasPrefix(name, "parley."+r+".") {
+				names = append(names, name)
+			}
+		}
+	}
+	resps, err := adm.DeleteTopics(ctx, names...)
+	if err == nil {
+		err = resps.Error()
+	}
+	if err != nil {
+		cl.t.Logf("delete topics of regions %v: %v", cl.regions, err)
+	}
 }
 
 // startComponent runs a control-plane binary until the test ends, its output in logPath.

@@ -44,10 +44,7 @@ func TestNodeDrainEvictsWithinBudget(t *testing.T) {
 			Rollout:   chatv1.RolloutSpec{DrainTimeout: &metav1.Duration{Duration: drainTimeout}},
 		},
 	}
-	if err := cl.c.Create(ctx, cc); err != nil {
-		t.Fatalf("create ChatCluster: %v", err)
-	}
-	cl.waitCondition(cc, chatv1.ConditionReady, metav1.ConditionTrue, 5*time.Minute)
+	cl.createReady(cc, 5*time.Minute)
 
 	pdbKey := client.ObjectKey{Namespace: cl.ns, Name: specs.ObjectName(cc, region, chatv1.RoleGateway)}
 	budget := func(allowed int32) {

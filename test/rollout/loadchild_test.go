@@ -37,6 +37,13 @@ type loadConfig struct {
 	Resolver string `json:"resolver"`
 	// Service is the client Service, "<name>:<port>".
 	Service string `json:"service"`
+	// Home is the home_region claim of the clients' tokens ("": none, so a user's home is the
+	// region of its first connection).
+	Home string `json:"home,omitempty"`
+	// PeerService and PeerHome, when PeerService is set, replace Service and Home for the second
+	// client of each pair (odd index): a DM across two regions.
+	PeerService string `json:"peer_service,omitempty"`
+	PeerHome    string `json:"peer_home,omitempty"`
 	// SecretDir holds the cluster's dev secret; the child issues its users' tokens with it.
 	SecretDir string `json:"secret_dir"`
 	// N clients, users Prefix<Offset>…Prefix<Offset+N-1>, paired (2k, 2k+1); N is even.
@@ -79,6 +86,15 @@ type clientReport struct {
 	Reconnects int    `json:"reconnects"`
 	SendErrors int    `json:"send_errors"`
 	SendErr    string `json:"send_err,omitempty"`
+}
+
+// side returns the Service and home claim of client i (Offset is even, so i's parity is its
+// side of the pair).
+func (cfg loadConfig) side(i int) (service, home string) {
+	if i%2 == 1 && cfg.PeerService != "" {
+		return cfg.PeerService, cfg.PeerHome
+	}
+	return cfg.Service, cfg.Home
 }
 
 type ackedMsg struct {
@@ -175,17 +191,18 @@ func runLoadChild(raw string) int {
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, 32)
 	)
-	for _, lc := range clients {
+	for i, lc := range clients {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			tok, err := issuer.Issue(lc.rep.ID, "", 4*time.Hour)
+			service, home := cfg.side(i)
+			tok, err := issuer.IssueHome(lc.rep.ID, "", home, 4*time.Hour)
 			if err == nil {
 				for attempt := 0; attempt < 5; attempt++ {
 					dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 					lc.c, err = pclient.Dial(dctx, pclient.Options{
-						URL:     "ws://" + cfg.Service,
+						URL:     "ws://" + service,
 						Token:   tok,
 						Dialer:  wsDialer,
 						Backoff: pclient.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second},
@@ -307,6 +324,7 @@ type loadChild struct {
 	reports   []clientReport
 	exited    chan struct{}
 	err       error
+	stderr    string // the path of its stderr
 }
 
 // startLoadChild re-executes the test binary as a load child of cfg; its stderr goes to stderrPath.
@@ -340,7 +358,7 @@ func startLoadChild(cfg loadConfig, stderrPath string) (*loadChild, error) {
 		errf.Close()
 		return nil, err
 	}
-	ch := &loadChild{cmd: cmd, stdin: stdin, connected: make(chan loadLine, 1), done: make(chan loadLine, 1), exited: make(chan struct{})}
+	ch := &loadChild{cmd: cmd, stdin: stdin, connected: make(chan loadLine, 1), done: make(chan loadLine, 1), exited: make(chan struct{}), stderr: stderrPath}
 	go func() {
 		defer close(ch.exited)
 		defer errf.Close()

@@ -41,12 +41,7 @@ func TestRegionRemovalGarbageCollected(t *testing.T) {
 			Rollout:   chatv1.RolloutSpec{DrainTimeout: &metav1.Duration{Duration: 10 * time.Second}},
 		},
 	}
-	start := time.Now()
-	if err := cl.c.Create(ctx, cc); err != nil {
-		t.Fatalf("create ChatCluster: %v", err)
-	}
-	cl.waitCondition(cc, chatv1.ConditionReady, metav1.ConditionTrue, 6*time.Minute)
-	t.Logf("two-region ChatCluster Ready in %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("two-region ChatCluster Ready in %s", cl.createReady(cc, 6*time.Minute))
 
 	regionSel := func(region string) client.MatchingLabels {
 		return client.MatchingLabels{specs.LabelInstance: cc.Name, specs.LabelRegion: region}
@@ -118,7 +113,7 @@ func TestRegionRemovalGarbageCollected(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	start = time.Now()
+	start := time.Now()
 	cl.eventually("region "+remove+"'s pods, StatefulSets and ControllerRevisions gone", 3*time.Minute, func() (bool, error) {
 		var pods corev1.PodList
 		if err := cl.c.List(ctx, &pods, client.InNamespace(cl.ns), regionSel(remove), client.HasLabels{specs.LabelRole}); err != nil {

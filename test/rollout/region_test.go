@@ -59,12 +59,7 @@ func TestRegionRunsOnRealControllers(t *testing.T) {
 			},
 		},
 	}
-	start := time.Now()
-	if err := cl.c.Create(ctx, cc); err != nil {
-		t.Fatalf("create ChatCluster: %v", err)
-	}
-	cl.waitCondition(cc, chatv1.ConditionReady, metav1.ConditionTrue, 5*time.Minute)
-	t.Logf("ChatCluster Ready %s after create (migrate Job, 3 StatefulSets, 3 pods)", time.Since(start).Round(time.Millisecond))
+	t.Logf("ChatCluster Ready %s after create (migrate Job, 3 StatefulSets, 3 pods)", cl.createReady(cc, 5*time.Minute))
 
 	// The migrate Job ran on the node and the Job controller completed it.
 	var jobPods corev1.PodList
@@ -150,7 +145,7 @@ func TestRegionRunsOnRealControllers(t *testing.T) {
 	}()
 
 	// A new tag of the same image: every pod template changes.
-	start = time.Now()
+	start := time.Now()
 	for i := 0; ; i++ {
 		cur := &chatv1.ChatCluster{}
 		if err := cl.c.Get(ctx, client.ObjectKeyFromObject(cc), cur); err != nil {
