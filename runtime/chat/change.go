@@ -100,6 +100,13 @@ func (c *conversation) planChange(ctx context.Context, st *convState, rec *parle
 	if !ok {
 		return nil, nil, c.notMember(st)
 	}
+	if edit != nil {
+		// A blocked user may still delete its own messages: taking back
+		// is allowed, adding is not.
+		if err := c.checkBlocked(ctx, caller); err != nil {
+			return nil, nil, err
+		}
+	}
 	if seq > st.head || seq < me.JoinedSeq {
 		return nil, nil, wire.Errorf(wire.CodeNotFound, "%s has no message at seq %d", c.id, seq)
 	}

@@ -338,6 +338,9 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 		return cs, nil
 	}
 	cs.JoinedSeq = m.JoinedSeq
+	if err := q.muteState(ctx, cs, userID); err != nil {
+		return nil, err
+	}
 	head, err := q.st.Head(ctx, id)
 	if err != nil {
 		return nil, storeErr(q.log, "head", id, err)
@@ -506,10 +509,15 @@ func (q *Queries) ReadBy(ctx context.Context, userID, conv string, seq uint64) (
 // PresenceVisible returns which of targets viewer may see the presence and
 // last-seen time of (issue 13, presence privacy): viewer itself, and users
 // who share a conversation with viewer now — a DM (DMs are never left), or
-// a group both are current members of. It reads viewer's inbox once, and
+// a group both are current members of — unless they block viewer (mute and
+// block). It reads who blocks viewer and viewer's inbox once, and
 // for each target not settled by a DM, the target's inbox and the
 // memberships of the groups both have been in.
 func (q *Queries) PresenceVisible(ctx context.Context, viewer string, targets []string) (map[string]bool, error) {
+	by, err := q.blockedBy(ctx, viewer)
+	if err != nil {
+		return nil, err
+	}
 	mine, err := q.st.Inbox(ctx, viewer)
 	if err != nil {
 		return nil, storeErr(q.log, "inbox", viewer, err)
@@ -530,11 +538,14 @@ func (q *Queries) PresenceVisible(ctx context.Context, viewer string, targets []
 		if _, done := out[u]; done {
 			continue
 		}
+		out[u] = false
+		if by[u] {
+			continue // u blocks viewer: unknown, as for a stranger
+		}
 		if u == viewer || in[DMID(viewer, u)] {
 			out[u] = true
 			continue
 		}
-		out[u] = false
 		theirs, err := q.st.Inbox(ctx, u)
 		if err != nil {
 			return nil, storeErr(q.log, "inbox", u, err)

@@ -77,6 +77,12 @@ func (c *conversation) planReaction(ctx context.Context, st *convState, rec *par
 		return nil, nil, err
 	}
 	seq, emoji, add := r.GetSeq(), r.GetEmoji(), !r.GetRemove()
+	if add {
+		// Removing one's reaction stays allowed, as deleting one's message.
+		if err := c.checkBlocked(ctx, caller); err != nil {
+			return nil, nil, err
+		}
+	}
 	if seq > st.head || seq < me.JoinedSeq {
 		return nil, nil, wire.Errorf(wire.CodeNotFound, "%s has no message at seq %d", c.id, seq)
 	}

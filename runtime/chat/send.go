@@ -52,7 +52,18 @@ func (c *conversation) sends(ctx context.Context, jobs []*job, out *Batch) {
 			}
 			return
 		}
-		plan = c.plan(state, jobs, c.loadQuoted(ctx, state, jobs))
+		senders := make([]string, len(jobs))
+		for i, j := range jobs {
+			senders[i] = j.rec.GetOrigin().GetUserId()
+		}
+		blocked, err := c.blockedSenders(ctx, senders)
+		if err != nil {
+			for _, j := range jobs {
+				c.fail(ctx, j, out, err)
+			}
+			return
+		}
+		plan = c.plan(state, jobs, c.loadQuoted(ctx, state, jobs), blocked)
 		if len(plan.msgs) == 0 {
 			break
 		}
@@ -229,8 +240,9 @@ func cutRunes(s string, n int) string {
 }
 
 // plan validates and sequences jobs against state without changing it;
-// quotes holds the stored messages replies answer (loadQuoted).
-func (c *conversation) plan(state *convState, jobs []*job, quotes quoted) *sendPlan {
+// quotes holds the stored messages replies answer (loadQuoted), blocked the
+// senders the other user of a DM blocks (blockedSenders).
+func (c *conversation) plan(state *convState, jobs []*job, quotes quoted, blocked map[string]bool) *sendPlan {
 	s := c.p.s
 	p := &sendPlan{state: state, outcomes: make([]sendOutcome, len(jobs))}
 	seq := state.head
@@ -251,6 +263,13 @@ func (c *conversation) plan(state *convState, jobs []*job, quotes quoted) *sendP
 		}
 		if stored, ok := state.dedupe[key]; ok {
 			o.stored = stored
+			continue
+		}
+		if blocked[user] {
+			// Before the DM's creation is planned: a blocked user cannot
+			// start the DM either. A retry of a send stored before the
+			// block is still answered from dedupe, above.
+			o.err = errBlocked(c.id)
 			continue
 		}
 		if _, ok := state.members[user]; !ok {

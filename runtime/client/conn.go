@@ -336,7 +336,8 @@ func (c *Client) serve(cn *conn) error {
 func (c *Client) handle(cn *conn, f *parleyv1.ServerFrame) {
 	switch b := f.GetBody().(type) {
 	case *parleyv1.ServerFrame_SendOk, *parleyv1.ServerFrame_SyncResult, *parleyv1.ServerFrame_HistoryResult,
-		*parleyv1.ServerFrame_Pong, *parleyv1.ServerFrame_Error, *parleyv1.ServerFrame_SendAccepted:
+		*parleyv1.ServerFrame_Pong, *parleyv1.ServerFrame_Error, *parleyv1.ServerFrame_SendAccepted,
+		*parleyv1.ServerFrame_Mute, *parleyv1.ServerFrame_Block:
 		if f.GetId() != 0 {
 			c.mu.Lock()
 			call := c.pending[f.GetId()]

@@ -49,6 +49,13 @@ func (c *ttlCache[V]) put(key string, v V, now time.Time) {
 	c.m[key] = ttlEntry[V]{v: v, expires: now.Add(c.ttl)}
 }
 
+// drop forgets key's entry.
+func (c *ttlCache[V]) drop(key string) {
+	c.mu.Lock()
+	delete(c.m, key)
+	c.mu.Unlock()
+}
+
 // sweep drops expired entries, at most once per ttl.
 func (c *ttlCache[V]) sweep(now time.Time) {
 	c.mu.Lock()

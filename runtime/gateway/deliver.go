@@ -84,7 +84,11 @@ func (g *Gateway) PresenceChanged(p *parleyv1.Presence) {
 	}
 	pf := pushFrame{frame: &parleyv1.ServerFrame{Body: &parleyv1.ServerFrame_Presence{Presence: p}}, droppable: true}
 	var pushed map[*session]struct{}
+	aud := g.audienceOf(p.UserId)
 	g.hub.subscribers(p.UserId, func(s *session) {
+		if aud.hidden[s.user] {
+			return // subscribed before the user blocked it
+		}
 		if pf.push(g, s) {
 			if pushed == nil {
 				pushed = make(map[*session]struct{})
@@ -92,7 +96,7 @@ func (g *Gateway) PresenceChanged(p *parleyv1.Presence) {
 			pushed[s] = struct{}{}
 		}
 	})
-	for _, peer := range g.peersOf(p.UserId) {
+	for _, peer := range aud.peers {
 		g.hub.sessions(peer, func(s *session) {
 			if _, done := pushed[s]; !done {
 				pf.push(g, s)
@@ -101,20 +105,29 @@ func (g *Gateway) PresenceChanged(p *parleyv1.Presence) {
 	}
 }
 
-// peersOf returns user's DM peers, cached for dmPeersTTL; nil when the
-// store fails (presence is best effort).
-func (g *Gateway) peersOf(user string) []string {
+// audience is whom a user's presence changes are pushed to beyond its
+// subscribers (chat.Queries.PresenceAudience).
+type audience struct {
+	peers  []string        // DM peers the user does not block
+	hidden map[string]bool // users the user blocks: no pushes, even subscribed
+}
+
+// audienceOf returns user's presence audience, cached for dmPeersTTL (a
+// block on this gateway drops the entry); empty when the store fails
+// (presence is best effort).
+func (g *Gateway) audienceOf(user string) audience {
 	now := time.Now()
-	if peers, ok := g.dmPeers.get(user, now); ok {
-		return peers
+	if a, ok := g.dmPeers.get(user, now); ok {
+		return a
 	}
 	ctx, cancel := g.requestCtx()
 	defer cancel()
-	peers, err := g.q.DMPeers(ctx, user)
+	peers, hidden, err := g.q.PresenceAudience(ctx, user)
 	if err != nil {
-		g.log.Debug("presence: DM peers", "user", user, "err", err)
-		return nil
+		g.log.Debug("presence: audience", "user", user, "err", err)
+		return audience{}
 	}
-	g.dmPeers.put(user, peers, now)
-	return peers
+	a := audience{peers: peers, hidden: hidden}
+	g.dmPeers.put(user, a, now)
+	return a
 }

@@ -244,7 +244,10 @@ type (
 		History(ctx context.Context, userID string, h *parleyv1.History) (*parleyv1.HistoryResult, error)
 		CheckMember(ctx context.Context, userID, conv string) (store.Member, error)
 		PresenceVisible(ctx context.Context, viewer string, targets []string) (map[string]bool, error)
-		DMPeers(ctx context.Context, userID string) ([]string, error)
+		PresenceUnblocked(ctx context.Context, viewer string, targets []string) (map[string]bool, error)
+		PresenceAudience(ctx context.Context, user string) (peers []string, hidden map[string]bool, err error)
+		SetMute(ctx context.Context, user string, m *parleyv1.Mute) (*parleyv1.Mute, error)
+		SetBlock(ctx context.Context, user string, b *parleyv1.Block) (*parleyv1.Block, error)
 	}
 	router interface {
 		Deliver(ctx context.Context, userIDs []string, d *parleyv1.Delivery) error
@@ -287,7 +290,7 @@ type Gateway struct {
 	upgrader websocket.Upgrader
 	hub      hub
 	members  *ttlCache[[]string] // conversation -> member user ids (typing)
-	dmPeers  *ttlCache[[]string] // user -> DM peers (presence pushes)
+	dmPeers  *ttlCache[audience] // user -> whom its presence is pushed to
 	// fanout runs broadcast presence changes (distributed mode) off the
 	// deliver partition's goroutine (fleet.go).
 	fanout presenceFanout
@@ -329,7 +332,7 @@ func newGateway(cfg Config, v auth.Verifier, cc ingress, q queries, r router, ps
 		m:        m,
 		sendRate: cfg.Limits,
 		members:  newTTLCache[[]string](membersTTL, cacheMax),
-		dmPeers:  newTTLCache[[]string](dmPeersTTL, cacheMax),
+		dmPeers:  newTTLCache[audience](dmPeersTTL, cacheMax),
 		idle:     int64(float64(cfg.Heartbeat) * IdleFactor),
 		gone:     make(chan struct{}, 1),
 		beats:    make(chan []*session, 1),

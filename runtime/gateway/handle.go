@@ -128,6 +128,10 @@ func (g *Gateway) handleFrame(s *session, mt int, data []byte) {
 	case *parleyv1.ClientFrame_Rename:
 		g.handleChange(s, id, b.Rename.GetConversationId(), chat.ValidateRename(b.Rename),
 			func(rec *parleyv1.IngressRecord) { rec.Op = &parleyv1.IngressRecord_Rename{Rename: b.Rename} })
+	case *parleyv1.ClientFrame_Mute:
+		g.handleMute(s, id, b.Mute)
+	case *parleyv1.ClientFrame_Block:
+		g.handleBlock(s, id, b.Block)
 	case *parleyv1.ClientFrame_Sync:
 		g.handleSync(s, id, b.Sync)
 	case *parleyv1.ClientFrame_History:
@@ -555,8 +559,13 @@ func (g *Gateway) handlePresenceSub(s *session, id uint64, m *parleyv1.PresenceS
 	ctx, cancel := g.requestCtx()
 	defer cancel()
 	hidden := map[string]bool{}
-	if !g.cfg.PresencePublic && len(users) > 0 {
-		visible, err := g.q.PresenceVisible(ctx, s.user, users)
+	if len(users) > 0 {
+		// Public presence still hides users who block the viewer.
+		check := g.q.PresenceVisible
+		if g.cfg.PresencePublic {
+			check = g.q.PresenceUnblocked
+		}
+		visible, err := check(ctx, s.user, users)
 		if err != nil {
 			s.sendError(id, err)
 			return

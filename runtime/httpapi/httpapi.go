@@ -87,6 +87,11 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("PATCH /v1/conversations/{conv}", a.authed(a.rename))
 	mux.HandleFunc("GET /v1/conversations/{conv}/receipts", a.authed(a.limitReads(a.receipts)))
 	mux.HandleFunc("POST /v1/conversations/{conv}/read", a.authed(a.read))
+	mux.HandleFunc("PUT /v1/conversations/{conv}/mute", a.authed(a.mute(false)))
+	mux.HandleFunc("DELETE /v1/conversations/{conv}/mute", a.authed(a.mute(true)))
+	mux.HandleFunc("GET /v1/blocks", a.authed(a.limitReads(a.blocks)))
+	mux.HandleFunc("PUT /v1/blocks/{user}", a.authed(a.block(false)))
+	mux.HandleFunc("DELETE /v1/blocks/{user}", a.authed(a.block(true)))
 	mux.HandleFunc("GET /v1/presence", a.authed(a.presence))
 	mux.HandleFunc("POST /v1/media/uploads", a.authed(a.mediaUpload))
 	if a.DevIssuer != nil {
@@ -682,12 +687,14 @@ func (a *API) presence(w http.ResponseWriter, r *http.Request, c auth.Claims) er
 			return wire.Errorf(wire.CodeInvalid, "user %q is not a valid user id", u)
 		}
 	}
-	visible := map[string]bool{}
-	if !a.PresencePublic {
-		var err error
-		if visible, err = a.Queries.PresenceVisible(r.Context(), c.UserID, users); err != nil {
-			return err
-		}
+	// Public presence still hides users who block the caller.
+	check := a.Queries.PresenceVisible
+	if a.PresencePublic {
+		check = a.Queries.PresenceUnblocked
+	}
+	visible, err := check(r.Context(), c.UserID, users)
+	if err != nil {
+		return err
 	}
 	ps, err := a.Presence.Get(r.Context(), users)
 	if err != nil {
@@ -696,8 +703,8 @@ func (a *API) presence(w http.ResponseWriter, r *http.Request, c auth.Claims) er
 	out := make([]json.RawMessage, 0, len(users))
 	for _, u := range users {
 		p := ps[u]
-		if !a.PresencePublic && !visible[u] {
-			p = nil // no conversation in common: unknown, as for a user nobody knows of
+		if !visible[u] {
+			p = nil // no conversation in common, or u blocks the caller: unknown, as for a user nobody knows of
 		}
 		if p == nil {
 			p = &parleyv1.Presence{UserId: u}

@@ -20,7 +20,7 @@
 // with a warning.
 //
 // Decisions: only text and media messages are pushed, never to their
-// sender; pushes are at least once (a worker that dies before committing
+// sender, nor to users who muted the conversation (SkipMuted); pushes are at least once (a worker that dies before committing
 // replays) and best effort (the chat role queues them in memory, so a chat
 // process killed with queued pushes loses those; the messages themselves
 // are stored and pulled when the app opens).
@@ -134,6 +134,18 @@ type Publisher struct {
 	// skip, when set, names the users of a notification not to push
 	// (SkipUsers).
 	skip func(ctx context.Context, users []string) (map[string]bool, error)
+	// muted, when set, names the users who muted the conversation
+	// (SkipMuted).
+	muted func(ctx context.Context, conv string, users []string) (map[string]bool, error)
+}
+
+// SkipMuted makes the publisher ask muted, off the routing path and before
+// each notification is published, which of its users muted its
+// conversation (chat.Queries.Muted): they get no offline push (issue 13,
+// mute). As with SkipUsers, a notification left without users is not
+// published, and when muted fails everyone is pushed. Call before Run.
+func (p *Publisher) SkipMuted(muted func(ctx context.Context, conv string, users []string) (map[string]bool, error)) {
+	p.muted = muted
 }
 
 // SkipUsers makes the publisher ask skip, off the routing path and before
@@ -147,17 +159,24 @@ func (p *Publisher) SkipUsers(skip func(ctx context.Context, users []string) (ma
 	p.skip = skip
 }
 
-// without removes from n the users skip names; it reports whether any are left.
+// without removes from n the users muted and skip name; it reports whether
+// any are left.
 func (p *Publisher) without(ctx context.Context, n *Notification) bool {
-	if p.skip == nil {
-		return true
+	drop := func(what string, skip map[string]bool, err error) {
+		if err != nil {
+			p.log.Warn("push: "+what+" is unknown; pushing to them", "id", n.ID(), "err", err)
+			return
+		}
+		n.Users = slices.DeleteFunc(n.Users, func(u string) bool { return skip[u] })
 	}
-	skip, err := p.skip(ctx, n.Users)
-	if err != nil {
-		p.log.Warn("push: who to skip is unknown; pushing to everyone", "id", n.ID(), "err", err)
-		return true
+	if p.muted != nil {
+		muted, err := p.muted(ctx, n.Message.ConversationID, n.Users)
+		drop("who muted the conversation", muted, err)
 	}
-	n.Users = slices.DeleteFunc(n.Users, func(u string) bool { return skip[u] })
+	if p.skip != nil && len(n.Users) > 0 {
+		skip, err := p.skip(ctx, n.Users)
+		drop("who to skip", skip, err)
+	}
 	return len(n.Users) > 0
 }
 

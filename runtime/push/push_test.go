@@ -13,9 +13,11 @@ import (
 
 	"github.com/parleychat/parley/runtime/bus"
 	"github.com/parleychat/parley/runtime/bus/memory"
+	"github.com/parleychat/parley/runtime/chat"
 	"github.com/parleychat/parley/runtime/presence"
 	presmem "github.com/parleychat/parley/runtime/presence/memory"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store/pebble"
 )
 
 func text(conv string, seq uint64, sender, body string) *parleyv1.Delivery {
@@ -193,14 +195,7 @@ func TestConfigChecks(t *testing.T) {
 // statuses): bob, online in us, gets no push from eu; carol, offline
 // everywhere, does; a notification left with nobody is not published.
 func TestSkipUsersOnlineElsewhere(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	b := memory.New()
-	defer b.Close()
-	const top = "parley.eu.push"
-	if err := b.CreateTopic(ctx, bus.Topic{Name: top, Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
+	ctx := context.Background()
 	reg := presmem.New()
 	defer reg.Close()
 	if err := reg.SetStatus(ctx, presence.RemoteStatusID("bob", "us"), presence.Status{Online: true, LastActive: time.Now()}, time.Hour); err != nil {
@@ -212,6 +207,76 @@ func TestSkipUsersOnlineElsewhere(t *testing.T) {
 	elsewhere := presence.NewService(reg, presence.Config{}, nil)
 	elsewhere.SetRemoteRegions(func() []string { return []string{"us"} })
 
+	got := publishAll(t, func(pub *Publisher) { pub.SkipUsers(elsewhere.OnlineElsewhere) },
+		offline{[]string{"bob"}, text("dm:alice:bob", 2, "alice", "only bob")},
+		offline{[]string{"bob", "carol"}, text("g:1", 5, "alice", "both")})
+	if len(got) != 1 || got[0].Message.Text != "both" || !slices.Equal(got[0].Users, []string{"carol"}) {
+		t.Fatalf("published %+v, want only \"both\" to [carol]", got)
+	}
+}
+
+// Mute (issue 13): a user who muted a conversation gets no offline push
+// for it (chat.Queries.Muted on a real store), while the same user is
+// pushed for another conversation and other users for this one; a mute
+// that has ended no longer counts; after an unmute the user is pushed
+// again.
+func TestSkipMuted(t *testing.T) {
+	ctx := context.Background()
+	st, err := pebble.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = st.Close() }()
+	if err := st.SetMute(ctx, "g:1", "bob", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetMute(ctx, "g:2", "bob", time.Now().Add(-time.Minute).UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+	muted := chat.NewQueries(st).Muted
+	got := publishAll(t, func(pub *Publisher) { pub.SkipMuted(muted) },
+		offline{[]string{"bob"}, text("g:1", 2, "alice", "muted for bob")},
+		offline{[]string{"bob", "carol"}, text("g:1", 3, "alice", "carol only")},
+		offline{[]string{"bob"}, text("g:2", 4, "alice", "mute ended")},
+		offline{[]string{"bob"}, text("dm:alice:bob", 1, "alice", "not muted")})
+	want := map[string][]string{"carol only": {"carol"}, "mute ended": {"bob"}, "not muted": {"bob"}}
+	if len(got) != len(want) {
+		t.Fatalf("published %+v, want %v", got, want)
+	}
+	for _, n := range got {
+		if !slices.Equal(n.Users, want[n.Message.Text]) {
+			t.Fatalf("%q pushed to %v, want %v", n.Message.Text, n.Users, want[n.Message.Text])
+		}
+	}
+	if err := st.Unmute(ctx, "g:1", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	got = publishAll(t, func(pub *Publisher) { pub.SkipMuted(muted) },
+		offline{[]string{"bob"}, text("g:1", 5, "alice", "unmuted")})
+	if len(got) != 1 || !slices.Equal(got[0].Users, []string{"bob"}) {
+		t.Fatalf("after unmute published %+v, want one push to bob", got)
+	}
+}
+
+type offline struct {
+	users []string
+	d     *parleyv1.Delivery
+}
+
+// publishAll runs a publisher set up by setup on a memory bus, queues each
+// of offs, and returns the notifications it published, once the number
+// expected without skips has had time to arrive: it waits for the first
+// and then briefly, since a wrongly published one would be there by then.
+func publishAll(t *testing.T, setup func(*Publisher), offs ...offline) []Notification {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := memory.New()
+	defer b.Close()
+	const top = "parley.eu.push"
+	if err := b.CreateTopic(ctx, bus.Topic{Name: top, Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	var got []Notification
 	if err := b.Subscribe(ctx, top, 0, func(r bus.Record) {
@@ -226,13 +291,13 @@ func TestSkipUsersOnlineElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub := NewPublisher(b, top)
-	pub.SkipUsers(elsewhere.OnlineElsewhere)
+	setup(pub)
 	var wg sync.WaitGroup
 	wg.Go(func() { pub.Run(ctx) })
 	defer func() { cancel(); wg.Wait() }()
-
-	pub.Offline(ctx, []string{"bob"}, text("dm:alice:bob", 2, "alice", "only bob"))
-	pub.Offline(ctx, []string{"bob", "carol"}, text("g:1", 5, "alice", "both"))
+	for _, o := range offs {
+		pub.Offline(ctx, o.users, o.d)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		mu.Lock()
@@ -243,10 +308,8 @@ func TestSkipUsersOnlineElsewhere(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond) // a wrongly published "only bob" would be here by now
+	time.Sleep(50 * time.Millisecond) // a wrongly published notification would be here by now
 	mu.Lock()
 	defer mu.Unlock()
-	if len(got) != 1 || got[0].Message.Text != "both" || !slices.Equal(got[0].Users, []string{"carol"}) {
-		t.Fatalf("published %+v, want only \"both\" to [carol]", got)
-	}
+	return slices.Clone(got)
 }

@@ -411,6 +411,7 @@ func (s *Server) wireFleetRoles(ctx context.Context, reg *prometheus.Registry) (
 	if f.has(RoleChat) && fc.Push.Webhook != "" {
 		f.publisher = push.NewPublisher(s.bus, push.Topic(region))
 		router.OnOffline(f.publisher.Offline)
+		f.publisher.SkipMuted(chat.NewQueries(s.store).Muted)
 		if f.mesh != nil {
 			// The router sees this region's sessions only: a user online in
 			// another region (its relayed presence) is not pushed.

@@ -158,9 +158,39 @@ type MessageStore interface {
 	// Receipt returns user's pointers in conv (zero when none).
 	Receipt(ctx context.Context, conv, user string) (Receipt, error)
 
+	Prefs
+
 	// Close flushes and releases the store.
 	Close() error
 }
+
+// Prefs are each user's own settings about conversations and other users
+// (issue 13, mute and block). They are not sequenced events: they belong to
+// one user, not to a conversation's log, and are written when asked. Both
+// backends implement them; ids are checked like every other id (an empty
+// one is an error and nothing is written).
+type Prefs interface {
+	// SetMute mutes conv for user until untilMs (Unix milliseconds; 0:
+	// until unmuted), replacing any earlier mute of conv by user.
+	SetMute(ctx context.Context, conv, user string, untilMs int64) error
+	// Unmute removes user's mute of conv; none stored is not an error.
+	Unmute(ctx context.Context, conv, user string) error
+	// Mutes returns the mutes of conv, user id -> until (Unix ms, 0: no
+	// end), expired ones included: the caller compares with its clock.
+	Mutes(ctx context.Context, conv string) (map[string]int64, error)
+
+	// SetBlock makes user block other (on) or stop blocking it (!on).
+	// Repeating either changes nothing.
+	SetBlock(ctx context.Context, user, other string, on bool) error
+	// Blocks returns the users user blocks, sorted.
+	Blocks(ctx context.Context, user string) ([]string, error)
+	// BlockedBy returns the users who block user, sorted.
+	BlockedBy(ctx context.Context, user string) ([]string, error)
+}
+
+// Muted reports whether a mute until untilMs (Prefs.Mutes; 0: no end) is
+// in effect at nowMs.
+func Muted(untilMs, nowMs int64) bool { return untilMs == 0 || untilMs > nowMs }
 
 // UserHomes stores each user's home region: the region whose sequencers
 // home the groups that user creates and, by the rule in runtime/region, the

@@ -42,7 +42,7 @@ func HTTPStatus(code string) int {
 	switch code {
 	case CodeUnauthenticated, CodeTokenExpired:
 		return http.StatusUnauthorized
-	case CodeNotMember, CodeForbidden, CodeEditWindowClosed:
+	case CodeNotMember, CodeForbidden, CodeEditWindowClosed, CodeBlocked:
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound

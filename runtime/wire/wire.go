@@ -64,6 +64,10 @@ const (
 	// with the most emoji one user may put on it (3). HTTP 409. Remove a
 	// reaction first; retrying as it is fails again.
 	CodeTooManyReactions = "too_many_reactions"
+	// CodeBlocked: the other user of the DM blocks the caller, who cannot
+	// start the DM or send, edit or react in it (issue 13, mute and block).
+	// Terminal: retrying does not help until the block is lifted.
+	CodeBlocked = "blocked"
 )
 
 // WebSocket close codes (RFC 6455 §7.4.2: 4000–4999 are for applications).

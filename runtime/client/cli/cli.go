@@ -47,6 +47,10 @@ const Help = `commands:
   /delete                             delete your last message here
   /react <seq> <emoji>                react to message #<seq> here (e.g. /react 7 👍)
   /unreact <seq> <emoji>              take your reaction back
+  /mute                               no offline notifications for the current conversation
+  /unmute                             notifications again
+  /block <user>                       <user> can no longer message you in a DM or see your presence
+  /unblock <user>                     lift the block
   /help                               this text
   /quit                               exit
 any other line is sent to the current conversation (start it with // to send a leading /)
@@ -218,6 +222,10 @@ func (s *session) line(line string) bool {
 		s.change("", true)
 	case "react", "unreact":
 		s.react(cmd.seq, cmd.text, cmd.name == "unreact")
+	case "mute", "unmute":
+		s.mute(cmd.name == "mute")
+	case "block", "unblock":
+		s.block(cmd.args[0], cmd.name == "block")
 	}
 	return false
 }
@@ -335,7 +343,7 @@ func parse(line string) (command, error) {
 		if err := checkUserIDs(args); err != nil {
 			return command{}, err
 		}
-	case "remove", "admin", "unadmin":
+	case "remove", "admin", "unadmin", "block", "unblock":
 		if err := want(1, 1, "/"+name+" <user>"); err != nil {
 			return command{}, err
 		}
@@ -349,7 +357,7 @@ func parse(line string) (command, error) {
 		if err := checkUserIDs(args); err != nil {
 			return command{}, err
 		}
-	case "leave", "history", "inbox", "read", "help", "quit", "delete", "members":
+	case "leave", "history", "inbox", "read", "help", "quit", "delete", "members", "mute", "unmute":
 		if err := want(0, 0, "/"+name); err != nil {
 			return command{}, err
 		}
@@ -607,6 +615,50 @@ func (s *session) setRole(user string, admin bool) {
 		s.printf("%s is now an admin", Sanitize(user))
 	default:
 		s.printf("%s is no longer an admin", Sanitize(user))
+	}
+}
+
+// mute mutes (or unmutes) the current conversation, until unmuted.
+func (s *session) mute(on bool) {
+	if !s.needConv() {
+		return
+	}
+	ctx, cancel := s.callCtx()
+	defer cancel()
+	var err error
+	if on {
+		err = s.c.Mute(ctx, s.conv, 0)
+	} else {
+		err = s.c.Unmute(ctx, s.conv)
+	}
+	if err != nil {
+		s.printf("cannot %s %s: %s", map[bool]string{true: "mute", false: "unmute"}[on], Sanitize(s.conv), errText(err))
+		return
+	}
+	if on {
+		s.printf("muted %s: no notifications until /unmute", Sanitize(s.conv))
+	} else {
+		s.printf("unmuted %s", Sanitize(s.conv))
+	}
+}
+
+// block blocks (or unblocks) user.
+func (s *session) block(user string, on bool) {
+	ctx, cancel := s.callCtx()
+	defer cancel()
+	var err error
+	if on {
+		err = s.c.Block(ctx, user)
+	} else {
+		err = s.c.Unblock(ctx, user)
+	}
+	switch {
+	case err != nil:
+		s.printf("cannot %s %s: %s", map[bool]string{true: "block", false: "unblock"}[on], Sanitize(user), errText(err))
+	case on:
+		s.printf("blocked %s: they can no longer message you in a DM or see your presence", Sanitize(user))
+	default:
+		s.printf("unblocked %s", Sanitize(user))
 	}
 }
 
@@ -1059,6 +1111,9 @@ func FormatState(st *parleyv1.ConversationState, user string) string {
 	}
 	if st.GetUnread() > 0 {
 		fmt.Fprintf(&b, "  %d unread", st.GetUnread())
+	}
+	if st.GetMuted() {
+		b.WriteString("  (muted)")
 	}
 	if lm := st.GetLastMessage(); lm != nil {
 		line := FormatMessage(lm)

@@ -455,6 +455,51 @@ func TestRunGroupAdmin(t *testing.T) {
 	alice.expect("/rename <title>")
 }
 
+// TestRunMuteBlock: /mute and /unmute set the current conversation's mute;
+// /block stops the blocked user's DM sends with a line that says why;
+// /unblock lets them through; blocking oneself is refused.
+func TestRunMuteBlock(t *testing.T) {
+	srv := fakegw.New(t)
+	srv.AddToken("ta", "alice")
+	srv.AddToken("tb", "bob")
+	alice := start(t, srv, "ta", "alice")
+	alice.expect("connected as alice")
+	bob := start(t, srv, "tb", "bob")
+	bob.expect("connected as bob")
+
+	alice.send("/mute")
+	alice.expect("no conversation selected")
+	alice.send("/dm bob")
+	alice.send("hi bob")
+	alice.expect("alice: hi bob")
+	alice.send("/mute")
+	alice.expect("muted dm:alice:bob: no notifications until /unmute")
+	if !srv.Muted("alice", "dm:alice:bob") {
+		t.Fatal("the server has no mute for alice")
+	}
+	alice.send("/unmute")
+	alice.expect("unmuted dm:alice:bob")
+	if srv.Muted("alice", "dm:alice:bob") {
+		t.Fatal("the server still has alice's mute")
+	}
+
+	alice.send("/block bob")
+	alice.expect("blocked bob: they can no longer message you in a DM or see your presence")
+	bob.send("/dm alice")
+	bob.send("let me in")
+	bob.expect("blocked")
+	alice.send("/unblock bob")
+	alice.expect("unblocked bob")
+	bob.send("thanks")
+	alice.expect("bob: thanks")
+	alice.send("/block alice")
+	alice.expect("cannot block alice: invalid")
+	alice.send("/block")
+	alice.expect("usage: /block <user>")
+	alice.send("/help")
+	alice.expect("/unblock <user>")
+}
+
 // waitRead waits until user has sent a read frame for conv up to seq.
 func waitRead(t *testing.T, srv *fakegw.Server, user, conv string, seq uint64) {
 	t.Helper()

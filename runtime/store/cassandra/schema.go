@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the schema version this build reads and writes; Open
 // refuses a keyspace below it.
-const SchemaVersion = 7
+const SchemaVersion = 8
 
 // migration is one schema version: statements that are each idempotent (IF
 // NOT EXISTS), so a migration interrupted half way is simply run again.
@@ -125,6 +125,33 @@ var migrations = []migration{{
 		// of title when set. title itself is written by the conditional
 		// insert at wall-clock time, which a seq timestamp never beats.
 		`ALTER TABLE %[1]s.conversations ADD IF NOT EXISTS renamed_title text`,
+	},
+}, {
+	version:     8,
+	description: "mutes, blocks, blocked_by (mute and block)",
+	stmts: []string{
+		// Keyed by conversation: offline push asks "who muted this
+		// conversation" once per message; the inbox reads one partition
+		// per conversation it already loads. until: Unix ms, 0 no end.
+		`CREATE TABLE IF NOT EXISTS %[1]s.mutes (
+			conversation_id text,
+			user_id text,
+			until bigint,
+			PRIMARY KEY (conversation_id, user_id)
+		)`,
+		// A block is written to both tables in one logged batch: blocks
+		// lists whom a user blocks, blocked_by whom a user is blocked by
+		// (the sequencer's and presence's question, one partition read).
+		`CREATE TABLE IF NOT EXISTS %[1]s.blocks (
+			user_id text,
+			blocked_id text,
+			PRIMARY KEY (user_id, blocked_id)
+		)`,
+		`CREATE TABLE IF NOT EXISTS %[1]s.blocked_by (
+			user_id text,
+			blocker_id text,
+			PRIMARY KEY (user_id, blocker_id)
+		)`,
 	},
 }}
 
@@ -345,6 +372,15 @@ type statements struct {
 	userHome       string
 	setUserHome    string
 	addUserHome    string // IF NOT EXISTS
+	setMute        string
+	unmute         string
+	mutes          string
+	addBlock       string
+	addBlockedBy   string
+	removeBlock    string
+	removeBlocked  string
+	blocks         string
+	blockedBy      string
 }
 
 const messageColumns = "seq, message_id, sender_id, client_msg_id, kind, body, media, members, created_at, target_seq, edited_at, deleted, change_seq, reply, mentions, reactions, reaction_seq"
@@ -383,9 +419,18 @@ func newStatements(ks string) statements {
 		// change_seq in the condition: a delete that lands in between wins.
 		reactMessage: f(`UPDATE $ks.messages SET reactions = ?, reaction_seq = ?
 			WHERE conversation_id = ? AND bucket = ? AND seq = ? IF change_seq = ? AND reaction_seq = ?`),
-		clearBody:   f(`UPDATE $ks.messages SET body = '' WHERE conversation_id = ? AND bucket = ? AND seq = ? IF EXISTS`),
-		userHome:    f(`SELECT region FROM $ks.user_homes WHERE user_id = ?`),
-		setUserHome: f(`INSERT INTO $ks.user_homes (user_id, region) VALUES (?, ?)`),
-		addUserHome: f(`INSERT INTO $ks.user_homes (user_id, region) VALUES (?, ?) IF NOT EXISTS`),
+		clearBody:     f(`UPDATE $ks.messages SET body = '' WHERE conversation_id = ? AND bucket = ? AND seq = ? IF EXISTS`),
+		userHome:      f(`SELECT region FROM $ks.user_homes WHERE user_id = ?`),
+		setUserHome:   f(`INSERT INTO $ks.user_homes (user_id, region) VALUES (?, ?)`),
+		addUserHome:   f(`INSERT INTO $ks.user_homes (user_id, region) VALUES (?, ?) IF NOT EXISTS`),
+		setMute:       f(`INSERT INTO $ks.mutes (conversation_id, user_id, until) VALUES (?, ?, ?)`),
+		unmute:        f(`DELETE FROM $ks.mutes WHERE conversation_id = ? AND user_id = ?`),
+		mutes:         f(`SELECT user_id, until FROM $ks.mutes WHERE conversation_id = ?`),
+		addBlock:      f(`INSERT INTO $ks.blocks (user_id, blocked_id) VALUES (?, ?)`),
+		addBlockedBy:  f(`INSERT INTO $ks.blocked_by (user_id, blocker_id) VALUES (?, ?)`),
+		removeBlock:   f(`DELETE FROM $ks.blocks WHERE user_id = ? AND blocked_id = ?`),
+		removeBlocked: f(`DELETE FROM $ks.blocked_by WHERE user_id = ? AND blocker_id = ?`),
+		blocks:        f(`SELECT blocked_id FROM $ks.blocks WHERE user_id = ?`),
+		blockedBy:     f(`SELECT blocker_id FROM $ks.blocked_by WHERE user_id = ?`),
 	}
 }

@@ -15,6 +15,9 @@ import (
 //	i/<user>\x00<conv>        -> empty (inbox entry)
 //	r/<conv>\x00<user>        -> receipt: delivered (8 BE) + read (8 BE)
 //	h/<user>                  -> home region (UTF-8)
+//	q/<conv>\x00<user>        -> mute: until, Unix ms (8 BE; 0: no end)
+//	b/<user>\x00<other>       -> empty (user blocks other)
+//	y/<other>\x00<user>       -> empty (the same block, by the blocked user)
 //
 // Ids may not contain NUL, so "<id>\x00" is a prefix of exactly one id's rows
 // and seqs sort numerically inside a conversation.
@@ -25,6 +28,9 @@ const (
 	tableInbox        = "i/"
 	tableReceipt      = "r/"
 	tableUserHome     = "h/"
+	tableMute         = "q/"
+	tableBlock        = "b/"
+	tableBlockedBy    = "y/"
 )
 
 // checkID rejects ids the key layout cannot hold.

@@ -63,6 +63,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.MessageStore) {
 		{"ApplyReaction", testApplyReaction},
 		{"Roles", testRoles},
 		{"Rename", testRename},
+		{"Mutes", testMutes},
+		{"Blocks", testBlocks},
+		{"PrefsInvalid", testPrefsInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -91,6 +91,23 @@ export class Api {
     return this.call('PATCH', `/v1/conversations/${encodeURIComponent(conv)}`, { title });
   }
 
+  // mute mutes (on) or unmutes a conversation for the user: no offline
+  // push; the inbox marks it muted.
+  mute(conv, on) {
+    return this.call(on ? 'PUT' : 'DELETE', `/v1/conversations/${encodeURIComponent(conv)}/mute`);
+  }
+
+  // block blocks (on) or unblocks a user: they cannot write to the user in
+  // a DM nor see the user's presence.
+  block(user, on) {
+    return this.call(on ? 'PUT' : 'DELETE', `/v1/blocks/${encodeURIComponent(user)}`);
+  }
+
+  // blocks lists the users the user blocks ({blocks: [...]}).
+  blocks() {
+    return this.call('GET', '/v1/blocks');
+  }
+
   readBy(conv, seq) {
     return this.call('GET', `/v1/conversations/${encodeURIComponent(conv)}/receipts?seq=${seq}`);
   }

@@ -280,6 +280,7 @@ function applyState(cs) {
   c.readSeq = Math.max(c.readSeq, num(cs.read_seq));
   c.unread = num(cs.unread);
   c.mentions = num(cs.mentions);
+  c.muted = !!cs.muted;
   if (cs.last_message) {
     const last = normMsg(cs.last_message);
     if (!c.last || last.seq >= c.last.seq) c.last = last;
@@ -396,7 +397,9 @@ async function startSession(session) {
   try {
     const inbox = await S.api.inbox();
     for (const cs of inbox.conversations || []) applyState(cs);
+    S.blocked = new Set((await S.api.blocks()).blocks || []);
     renderList();
+    renderConvHeader();
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
       if (err.code === 'token_expired' && (await refreshToken())) return startSession(S.session);
@@ -1204,6 +1207,40 @@ async function createGroup(ev) {
   }
 }
 
+// toggleMute mutes or unmutes the open conversation (the user's own
+// setting: no offline notifications while muted).
+async function toggleMute() {
+  const c = S.convs.get(S.openId);
+  if (!c) return;
+  try {
+    await S.api.mute(c.id, !c.muted);
+    c.muted = !c.muted;
+    sideStatus(c.muted ? `Muted ${c.title}.` : `Unmuted ${c.title}.`);
+    renderConvHeader();
+    renderList();
+  } catch (err) {
+    sideStatus(`Could not ${c.muted ? 'unmute' : 'mute'}: ${err.message}`, true);
+  }
+}
+
+// toggleBlock blocks or unblocks the open DM's peer, after a confirmation
+// for a block.
+async function toggleBlock() {
+  const c = S.convs.get(S.openId);
+  if (!c || c.kind !== 'dm') return;
+  if (!S.blocked) S.blocked = new Set();
+  const on = !S.blocked.has(c.peer);
+  if (on && !window.confirm(`Block ${c.peer}? They will no longer be able to message you here or see when you are online.`)) return;
+  try {
+    await S.api.block(c.peer, on);
+    if (on) S.blocked.add(c.peer); else S.blocked.delete(c.peer);
+    sideStatus(on ? `Blocked ${c.peer}.` : `Unblocked ${c.peer}.`);
+    renderConvHeader();
+  } catch (err) {
+    sideStatus(`Could not ${on ? 'block' : 'unblock'}: ${err.message}`, true);
+  }
+}
+
 // leaveGroup removes the user from the open group, after a confirmation;
 // the MEMBER_REMOVED event that comes back turns the composer off.
 async function leaveGroup() {
@@ -1308,7 +1345,7 @@ function renderList() {
     const unread = c.id === S.openId && isReading(c) ? 0 : c.unread;
     const mentioned = unread && c.mentions ? c.mentions : 0;
     const presence = c.kind === 'dm' ? lastSeen(presenceOf(c.peer)) : 'group';
-    const label = [c.title, presence, unread ? `${unread} unread` : '', mentioned ? `${mentioned} mentioning you` : '', preview(c)].filter(Boolean).join(', ');
+    const label = [c.title, presence, c.muted ? 'muted' : '', unread ? `${unread} unread` : '', mentioned ? `${mentioned} mentioning you` : '', preview(c)].filter(Boolean).join(', ');
     const avatar = el('span', { class: `avatar${c.kind === 'group' ? ' group' : ''}`, 'aria-hidden': 'true', text: c.title.slice(0, 1).toUpperCase() });
     const btn = el('button', {
       type: 'button', class: 'conv-item', 'data-conv': c.id, 'aria-current': c.id === S.openId ? 'true' : null,
@@ -1318,6 +1355,7 @@ function renderList() {
     el('span', { class: 'ci-main' }, el('span', { class: 'ci-title', text: c.title }), el('span', { class: 'ci-last', text: preview(c) })),
     el('span', { class: 'ci-meta' },
       el('time', { text: shortWhen(convActivity(c)) }),
+      c.muted ? el('span', { class: 'muted-mark', title: 'Muted', text: 'muted' }) : null,
       mentioned ? el('span', { class: 'badge mention', title: `${mentioned} mentioning you`, text: '@' }) : null,
       unread ? el('span', { class: 'badge', text: unread > 99 ? '99+' : String(unread) }) : null));
     return el('li', {}, btn);
@@ -1457,6 +1495,13 @@ function renderConvHeader() {
   if (document.activeElement !== $('rename-title')) $('rename-title').value = c.title;
   if (c.kind !== 'group' || c.left) hideMembers();
   $('leave').hidden = c.kind !== 'group' || !!c.left;
+  $('mute').textContent = c.muted ? 'Unmute' : 'Mute';
+  $('mute').setAttribute('aria-pressed', String(!!c.muted));
+  $('mute').hidden = !!c.left;
+  const blocked = c.kind === 'dm' && S.blocked && S.blocked.has(c.peer);
+  $('block').hidden = c.kind !== 'dm';
+  $('block').textContent = blocked ? 'Unblock' : 'Block';
+  $('block').setAttribute('aria-pressed', String(!!blocked));
   if (c.left) $('add-form').hidden = true;
   $('composer').hidden = !!c.left;
   $('left-note').hidden = !c.left;
@@ -1665,6 +1710,8 @@ async function main() {
   $('add-form').addEventListener('submit', addMembers);
   $('rename-form').addEventListener('submit', renameGroup);
   $('leave').addEventListener('click', leaveGroup);
+  $('mute').addEventListener('click', toggleMute);
+  $('block').addEventListener('click', toggleBlock);
   $('members-toggle').addEventListener('click', () => {
     if ($('members-panel').hidden) showMembers(); else hideMembers();
   });

@@ -56,6 +56,8 @@ type Server struct {
 	members map[string]map[string]uint64 // conv -> user -> joined seq
 	owners  map[string]string            // group -> its creator
 	admins  map[string]map[string]bool   // group -> its admins
+	muted   map[string]bool              // "<user>\x00<conv>" muted
+	blocks  map[string]map[string]bool   // user -> the users it blocks
 	dedupe  map[string]*parleyv1.SendOk
 	conns   map[*Conn]struct{}
 	frames  map[string][]*parleyv1.ClientFrame
@@ -86,6 +88,8 @@ func New(t testing.TB) *Server {
 		members:     map[string]map[string]uint64{},
 		owners:      map[string]string{},
 		admins:      map[string]map[string]bool{},
+		muted:       map[string]bool{},
+		blocks:      map[string]map[string]bool{},
 		dedupe:      map[string]*parleyv1.SendOk{},
 		conns:       map[*Conn]struct{}{},
 		frames:      map[string][]*parleyv1.ClientFrame{},
@@ -424,7 +428,37 @@ func (s *Server) handle(c *Conn, f *parleyv1.ClientFrame) {
 		s.setRole(c, id, b.SetRole)
 	case *parleyv1.ClientFrame_Rename:
 		s.rename(c, id, b.Rename)
+	case *parleyv1.ClientFrame_Mute:
+		s.mu.Lock()
+		s.muted[c.User+"\x00"+b.Mute.GetConversationId()] = !b.Mute.GetRemove()
+		s.mu.Unlock()
+		c.Write(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Mute{Mute: b.Mute}})
+	case *parleyv1.ClientFrame_Block:
+		s.block(c, id, b.Block)
 	}
+}
+
+// block stores a block like the server: oneself or a malformed id is
+// invalid; a repeat changes nothing.
+func (s *Server) block(c *Conn, id uint64, b *parleyv1.Block) {
+	if b.GetUserId() == c.User || !wire.ValidID(b.GetUserId()) {
+		c.Write(wire.ErrorFrame(id, wire.CodeInvalid, "cannot block that user", 0))
+		return
+	}
+	s.mu.Lock()
+	if s.blocks[c.User] == nil {
+		s.blocks[c.User] = map[string]bool{}
+	}
+	s.blocks[c.User][b.GetUserId()] = !b.GetRemove()
+	s.mu.Unlock()
+	c.Write(&parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Block{Block: b}})
+}
+
+// Muted reports whether user muted conv.
+func (s *Server) Muted(user, conv string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.muted[user+"\x00"+conv]
 }
 
 // setRole makes a member an admin or a member again like the server: the
@@ -622,6 +656,11 @@ func (s *Server) send(c *Conn, id uint64, snd *parleyv1.Send) {
 	if _, ok := s.memberLocked(snd.ConversationId, c.User); !ok {
 		s.mu.Unlock()
 		c.Write(wire.ErrorFrame(id, wire.CodeNotMember, "not a member", 0))
+		return
+	}
+	if p := strings.Split(snd.ConversationId, ":"); len(p) == 3 && p[0] == "dm" && (s.blocks[p[1]][c.User] || s.blocks[p[2]][c.User]) {
+		s.mu.Unlock()
+		c.Write(wire.ErrorFrame(id, wire.CodeBlocked, "the other user of the DM has blocked you", 0))
 		return
 	}
 	ok, dup := s.dedupe[key]

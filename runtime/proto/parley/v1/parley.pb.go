@@ -239,6 +239,8 @@ type ClientFrame struct {
 	//	*ClientFrame_React
 	//	*ClientFrame_SetRole
 	//	*ClientFrame_Rename
+	//	*ClientFrame_Mute
+	//	*ClientFrame_Block
 	Body          isClientFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -405,6 +407,24 @@ func (x *ClientFrame) GetRename() *Rename {
 	return nil
 }
 
+func (x *ClientFrame) GetMute() *Mute {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Mute); ok {
+			return x.Mute
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetBlock() *Block {
+	if x != nil {
+		if x, ok := x.Body.(*ClientFrame_Block); ok {
+			return x.Block
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Body interface {
 	isClientFrame_Body()
 }
@@ -465,6 +485,16 @@ type ClientFrame_Rename struct {
 	Rename *Rename `protobuf:"bytes,14,opt,name=rename,proto3,oneof"`
 }
 
+type ClientFrame_Mute struct {
+	// Added for mute and block (issue 13); servers without them answer
+	// invalid.
+	Mute *Mute `protobuf:"bytes,15,opt,name=mute,proto3,oneof"`
+}
+
+type ClientFrame_Block struct {
+	Block *Block `protobuf:"bytes,16,opt,name=block,proto3,oneof"`
+}
+
 func (*ClientFrame_Send) isClientFrame_Body() {}
 
 func (*ClientFrame_Ack) isClientFrame_Body() {}
@@ -491,6 +521,10 @@ func (*ClientFrame_SetRole) isClientFrame_Body() {}
 
 func (*ClientFrame_Rename) isClientFrame_Body() {}
 
+func (*ClientFrame_Mute) isClientFrame_Body() {}
+
+func (*ClientFrame_Block) isClientFrame_Body() {}
+
 // ServerFrame is everything the server may send.
 type ServerFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -509,6 +543,8 @@ type ServerFrame struct {
 	//	*ServerFrame_Reconnect
 	//	*ServerFrame_Pong
 	//	*ServerFrame_SendAccepted
+	//	*ServerFrame_Mute
+	//	*ServerFrame_Block
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -666,6 +702,24 @@ func (x *ServerFrame) GetSendAccepted() *SendAccepted {
 	return nil
 }
 
+func (x *ServerFrame) GetMute() *Mute {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Mute); ok {
+			return x.Mute
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetBlock() *Block {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Block); ok {
+			return x.Block
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -718,6 +772,15 @@ type ServerFrame_SendAccepted struct {
 	SendAccepted *SendAccepted `protobuf:"bytes,13,opt,name=send_accepted,json=sendAccepted,proto3,oneof"`
 }
 
+type ServerFrame_Mute struct {
+	// The answers to Mute and Block (issue 13), with the request's id.
+	Mute *Mute `protobuf:"bytes,14,opt,name=mute,proto3,oneof"`
+}
+
+type ServerFrame_Block struct {
+	Block *Block `protobuf:"bytes,15,opt,name=block,proto3,oneof"`
+}
+
 func (*ServerFrame_Welcome) isServerFrame_Body() {}
 
 func (*ServerFrame_SendOk) isServerFrame_Body() {}
@@ -741,6 +804,10 @@ func (*ServerFrame_Reconnect) isServerFrame_Body() {}
 func (*ServerFrame_Pong) isServerFrame_Body() {}
 
 func (*ServerFrame_SendAccepted) isServerFrame_Body() {}
+
+func (*ServerFrame_Mute) isServerFrame_Body() {}
+
+func (*ServerFrame_Block) isServerFrame_Body() {}
 
 // Send asks the server to append a message to a conversation. The sender is
 // always the token's subject. client_msg_id (1..64 bytes) makes the send
@@ -1449,6 +1516,137 @@ func (x *Rename) GetTitle() string {
 	return ""
 }
 
+// Mute is the caller's own setting for one conversation (not an event of
+// the conversation): while it is muted, the caller gets no offline push for
+// it (live frames still arrive) and the inbox marks it muted. It is answered
+// with a `mute` frame carrying the request's id and the setting as stored
+// (after an unmute: remove set). Muting a conversation already muted
+// replaces its end; unmuting one that is not muted is not an error.
+// Errors: invalid (a malformed id; until not after now), not_found (no such
+// conversation), not_member (to mute; unmuting needs no membership).
+type Mute struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// Unmute instead of mute.
+	Remove bool `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
+	// Unix milliseconds at which the mute ends; 0: until unmuted.
+	Until         int64 `protobuf:"varint,3,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mute) Reset() {
+	*x = Mute{}
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mute) ProtoMessage() {}
+
+func (x *Mute) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mute.ProtoReflect.Descriptor instead.
+func (*Mute) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Mute) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Mute) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+func (x *Mute) GetUntil() int64 {
+	if x != nil {
+		return x.Until
+	}
+	return 0
+}
+
+// Block is the caller's setting about another user: while the caller
+// blocks user_id, user_id cannot start a DM with the caller nor send, edit
+// or react in their DM (blocked), and reads the caller's presence as
+// unknown, with no live presence pushes. The caller still reads the DM's
+// history and may still write in it. Groups are unaffected. It is answered
+// with a `block` frame carrying the request's id and the setting as stored
+// (remove set after an unblock); repeating either changes nothing.
+// Errors: invalid (user_id malformed, or the caller itself).
+type Block struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Unblock instead of block.
+	Remove        bool `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Block) Reset() {
+	*x = Block{}
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Block) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Block) ProtoMessage() {}
+
+func (x *Block) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Block.ProtoReflect.Descriptor instead.
+func (*Block) Descriptor() ([]byte, []int) {
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Block) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Block) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
 // Reaction is one emoji on a message: how many members reacted with it and
 // whether the user reading it is one of them.
 type Reaction struct {
@@ -1469,7 +1667,7 @@ type Reaction struct {
 
 func (x *Reaction) Reset() {
 	*x = Reaction{}
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1679,7 @@ func (x *Reaction) String() string {
 func (*Reaction) ProtoMessage() {}
 
 func (x *Reaction) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[11]
+	mi := &file_parley_v1_parley_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1692,7 @@ func (x *Reaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reaction.ProtoReflect.Descriptor instead.
 func (*Reaction) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Reaction) GetEmoji() string {
@@ -1538,7 +1736,7 @@ type Media struct {
 
 func (x *Media) Reset() {
 	*x = Media{}
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1748,7 @@ func (x *Media) String() string {
 func (*Media) ProtoMessage() {}
 
 func (x *Media) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[12]
+	mi := &file_parley_v1_parley_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1761,7 @@ func (x *Media) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Media.ProtoReflect.Descriptor instead.
 func (*Media) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Media) GetUrl() string {
@@ -1638,7 +1836,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1848,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[13]
+	mi := &file_parley_v1_parley_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1861,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Message) GetConversationId() string {
@@ -1817,7 +2015,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +2027,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[14]
+	mi := &file_parley_v1_parley_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +2040,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Ack) GetConversationId() string {
@@ -1870,7 +2068,7 @@ type Read struct {
 
 func (x *Read) Reset() {
 	*x = Read{}
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +2080,7 @@ func (x *Read) String() string {
 func (*Read) ProtoMessage() {}
 
 func (x *Read) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[15]
+	mi := &file_parley_v1_parley_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +2093,7 @@ func (x *Read) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Read.ProtoReflect.Descriptor instead.
 func (*Read) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Read) GetConversationId() string {
@@ -1924,7 +2122,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2134,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[16]
+	mi := &file_parley_v1_parley_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2147,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Receipt) GetConversationId() string {
@@ -1991,7 +2189,7 @@ type Cursor struct {
 
 func (x *Cursor) Reset() {
 	*x = Cursor{}
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2201,7 @@ func (x *Cursor) String() string {
 func (*Cursor) ProtoMessage() {}
 
 func (x *Cursor) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[17]
+	mi := &file_parley_v1_parley_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2214,7 @@ func (x *Cursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cursor.ProtoReflect.Descriptor instead.
 func (*Cursor) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Cursor) GetConversationId() string {
@@ -2046,7 +2244,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2256,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[18]
+	mi := &file_parley_v1_parley_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2269,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Sync) GetCursors() []*Cursor {
@@ -2107,14 +2305,19 @@ type ConversationState struct {
 	JoinedSeq uint64 `protobuf:"varint,11,opt,name=joined_seq,json=joinedSeq,proto3" json:"joined_seq,omitempty"`
 	// Of the unread messages (see unread), those that mention this user
 	// (Message.mentions).
-	Mentions      uint64 `protobuf:"varint,12,opt,name=mentions,proto3" json:"mentions,omitempty"`
+	Mentions uint64 `protobuf:"varint,12,opt,name=mentions,proto3" json:"mentions,omitempty"`
+	// The user muted this conversation (Mute) and the mute has not ended:
+	// no offline push. muted_until is its end, Unix ms; 0 with muted set:
+	// until unmuted.
+	Muted         bool  `protobuf:"varint,13,opt,name=muted,proto3" json:"muted,omitempty"`
+	MutedUntil    int64 `protobuf:"varint,14,opt,name=muted_until,json=mutedUntil,proto3" json:"muted_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConversationState) Reset() {
 	*x = ConversationState{}
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2329,7 @@ func (x *ConversationState) String() string {
 func (*ConversationState) ProtoMessage() {}
 
 func (x *ConversationState) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[19]
+	mi := &file_parley_v1_parley_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2342,7 @@ func (x *ConversationState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationState.ProtoReflect.Descriptor instead.
 func (*ConversationState) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ConversationState) GetConversationId() string {
@@ -2226,6 +2429,20 @@ func (x *ConversationState) GetMentions() uint64 {
 	return 0
 }
 
+func (x *ConversationState) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *ConversationState) GetMutedUntil() int64 {
+	if x != nil {
+		return x.MutedUntil
+	}
+	return 0
+}
+
 type SyncResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conversations []*ConversationState   `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
@@ -2235,7 +2452,7 @@ type SyncResult struct {
 
 func (x *SyncResult) Reset() {
 	*x = SyncResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2464,7 @@ func (x *SyncResult) String() string {
 func (*SyncResult) ProtoMessage() {}
 
 func (x *SyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[20]
+	mi := &file_parley_v1_parley_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2477,7 @@ func (x *SyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResult.ProtoReflect.Descriptor instead.
 func (*SyncResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{20}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SyncResult) GetConversations() []*ConversationState {
@@ -2292,7 +2509,7 @@ type History struct {
 
 func (x *History) Reset() {
 	*x = History{}
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2521,7 @@ func (x *History) String() string {
 func (*History) ProtoMessage() {}
 
 func (x *History) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[21]
+	mi := &file_parley_v1_parley_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2534,7 @@ func (x *History) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use History.ProtoReflect.Descriptor instead.
 func (*History) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{21}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *History) GetConversationId() string {
@@ -2364,7 +2581,7 @@ type HistoryResult struct {
 
 func (x *HistoryResult) Reset() {
 	*x = HistoryResult{}
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2593,7 @@ func (x *HistoryResult) String() string {
 func (*HistoryResult) ProtoMessage() {}
 
 func (x *HistoryResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[22]
+	mi := &file_parley_v1_parley_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2606,7 @@ func (x *HistoryResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResult.ProtoReflect.Descriptor instead.
 func (*HistoryResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{22}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HistoryResult) GetConversationId() string {
@@ -2432,7 +2649,7 @@ type Typing struct {
 
 func (x *Typing) Reset() {
 	*x = Typing{}
-	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +2661,7 @@ func (x *Typing) String() string {
 func (*Typing) ProtoMessage() {}
 
 func (x *Typing) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[23]
+	mi := &file_parley_v1_parley_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +2674,7 @@ func (x *Typing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Typing.ProtoReflect.Descriptor instead.
 func (*Typing) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{23}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Typing) GetConversationId() string {
@@ -2485,7 +2702,7 @@ type PresenceSub struct {
 
 func (x *PresenceSub) Reset() {
 	*x = PresenceSub{}
-	mi := &file_parley_v1_parley_proto_msgTypes[24]
+	mi := &file_parley_v1_parley_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2497,7 +2714,7 @@ func (x *PresenceSub) String() string {
 func (*PresenceSub) ProtoMessage() {}
 
 func (x *PresenceSub) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[24]
+	mi := &file_parley_v1_parley_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2510,7 +2727,7 @@ func (x *PresenceSub) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSub.ProtoReflect.Descriptor instead.
 func (*PresenceSub) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{24}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PresenceSub) GetUserIds() []string {
@@ -2532,7 +2749,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_parley_v1_parley_proto_msgTypes[25]
+	mi := &file_parley_v1_parley_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +2761,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[25]
+	mi := &file_parley_v1_parley_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +2774,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{25}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Presence) GetUserId() string {
@@ -2589,7 +2806,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_parley_v1_parley_proto_msgTypes[26]
+	mi := &file_parley_v1_parley_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2601,7 +2818,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[26]
+	mi := &file_parley_v1_parley_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2614,7 +2831,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{26}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{28}
 }
 
 type Pong struct {
@@ -2625,7 +2842,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_parley_v1_parley_proto_msgTypes[27]
+	mi := &file_parley_v1_parley_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2637,7 +2854,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[27]
+	mi := &file_parley_v1_parley_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2650,7 +2867,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{27}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{29}
 }
 
 type Welcome struct {
@@ -2669,7 +2886,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_parley_v1_parley_proto_msgTypes[28]
+	mi := &file_parley_v1_parley_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +2898,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[28]
+	mi := &file_parley_v1_parley_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +2911,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{28}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Welcome) GetUserId() string {
@@ -2751,7 +2968,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_v1_parley_proto_msgTypes[29]
+	mi := &file_parley_v1_parley_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +2980,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[29]
+	mi := &file_parley_v1_parley_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +2993,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{29}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Error) GetCode() string {
@@ -2811,7 +3028,7 @@ type Reconnect struct {
 
 func (x *Reconnect) Reset() {
 	*x = Reconnect{}
-	mi := &file_parley_v1_parley_proto_msgTypes[30]
+	mi := &file_parley_v1_parley_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +3040,7 @@ func (x *Reconnect) String() string {
 func (*Reconnect) ProtoMessage() {}
 
 func (x *Reconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_parley_proto_msgTypes[30]
+	mi := &file_parley_v1_parley_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +3053,7 @@ func (x *Reconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reconnect.ProtoReflect.Descriptor instead.
 func (*Reconnect) Descriptor() ([]byte, []int) {
-	return file_parley_v1_parley_proto_rawDescGZIP(), []int{30}
+	return file_parley_v1_parley_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Reconnect) GetAfterMs() uint32 {
@@ -2857,7 +3074,7 @@ var File_parley_v1_parley_proto protoreflect.FileDescriptor
 
 const file_parley_v1_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xdb\x04\n" +
+	"\x16parley/v1/parley.proto\x12\tparley.v1\"\xac\x05\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12%\n" +
 	"\x04send\x18\x02 \x01(\v2\x0f.parley.v1.SendH\x00R\x04send\x12\"\n" +
@@ -2873,8 +3090,10 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x06delete\x18\v \x01(\v2\x11.parley.v1.DeleteH\x00R\x06delete\x12(\n" +
 	"\x05react\x18\f \x01(\v2\x10.parley.v1.ReactH\x00R\x05react\x12/\n" +
 	"\bset_role\x18\r \x01(\v2\x12.parley.v1.SetRoleH\x00R\asetRole\x12+\n" +
-	"\x06rename\x18\x0e \x01(\v2\x11.parley.v1.RenameH\x00R\x06renameB\x06\n" +
-	"\x04body\"\x87\x05\n" +
+	"\x06rename\x18\x0e \x01(\v2\x11.parley.v1.RenameH\x00R\x06rename\x12%\n" +
+	"\x04mute\x18\x0f \x01(\v2\x0f.parley.v1.MuteH\x00R\x04mute\x12(\n" +
+	"\x05block\x18\x10 \x01(\v2\x10.parley.v1.BlockH\x00R\x05blockB\x06\n" +
+	"\x04body\"\xd8\x05\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
 	"\awelcome\x18\x02 \x01(\v2\x12.parley.v1.WelcomeH\x00R\awelcome\x12,\n" +
@@ -2890,7 +3109,9 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	" \x01(\v2\x10.parley.v1.ErrorH\x00R\x05error\x124\n" +
 	"\treconnect\x18\v \x01(\v2\x14.parley.v1.ReconnectH\x00R\treconnect\x12%\n" +
 	"\x04pong\x18\f \x01(\v2\x0f.parley.v1.PongH\x00R\x04pong\x12>\n" +
-	"\rsend_accepted\x18\r \x01(\v2\x17.parley.v1.SendAcceptedH\x00R\fsendAcceptedB\x06\n" +
+	"\rsend_accepted\x18\r \x01(\v2\x17.parley.v1.SendAcceptedH\x00R\fsendAccepted\x12%\n" +
+	"\x04mute\x18\x0e \x01(\v2\x0f.parley.v1.MuteH\x00R\x04mute\x12(\n" +
+	"\x05block\x18\x0f \x01(\v2\x10.parley.v1.BlockH\x00R\x05blockB\x06\n" +
 	"\x04body\"\xb9\x01\n" +
 	"\x04Send\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\"\n" +
@@ -2938,7 +3159,14 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x04role\x18\x03 \x01(\tR\x04role\"G\n" +
 	"\x06Rename\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x14\n" +
-	"\x05title\x18\x02 \x01(\tR\x05title\"a\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\"]\n" +
+	"\x04Mute\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x16\n" +
+	"\x06remove\x18\x02 \x01(\bR\x06remove\x12\x14\n" +
+	"\x05until\x18\x03 \x01(\x03R\x05until\"8\n" +
+	"\x05Block\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06remove\x18\x02 \x01(\bR\x06remove\"a\n" +
 	"\bReaction\x12\x14\n" +
 	"\x05emoji\x18\x01 \x01(\tR\x05emoji\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x0e\n" +
@@ -2990,7 +3218,7 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"I\n" +
 	"\x04Sync\x12+\n" +
 	"\acursors\x18\x01 \x03(\v2\x11.parley.v1.CursorR\acursors\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x96\x03\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xcd\x03\n" +
 	"\x11ConversationState\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
@@ -3005,7 +3233,10 @@ const file_parley_v1_parley_proto_rawDesc = "" +
 	" \x01(\bR\ahasMore\x12\x1d\n" +
 	"\n" +
 	"joined_seq\x18\v \x01(\x04R\tjoinedSeq\x12\x1a\n" +
-	"\bmentions\x18\f \x01(\x04R\bmentions\"P\n" +
+	"\bmentions\x18\f \x01(\x04R\bmentions\x12\x14\n" +
+	"\x05muted\x18\r \x01(\bR\x05muted\x12\x1f\n" +
+	"\vmuted_until\x18\x0e \x01(\x03R\n" +
+	"mutedUntil\"P\n" +
 	"\n" +
 	"SyncResult\x12B\n" +
 	"\rconversations\x18\x01 \x03(\v2\x1c.parley.v1.ConversationStateR\rconversations\"\x95\x01\n" +
@@ -3087,7 +3318,7 @@ func file_parley_v1_parley_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_parley_v1_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_parley_v1_parley_proto_goTypes = []any{
 	(MessageKind)(0),          // 0: parley.v1.MessageKind
 	(ReceiptKind)(0),          // 1: parley.v1.ReceiptKind
@@ -3103,71 +3334,77 @@ var file_parley_v1_parley_proto_goTypes = []any{
 	(*React)(nil),             // 11: parley.v1.React
 	(*SetRole)(nil),           // 12: parley.v1.SetRole
 	(*Rename)(nil),            // 13: parley.v1.Rename
-	(*Reaction)(nil),          // 14: parley.v1.Reaction
-	(*Media)(nil),             // 15: parley.v1.Media
-	(*Message)(nil),           // 16: parley.v1.Message
-	(*Ack)(nil),               // 17: parley.v1.Ack
-	(*Read)(nil),              // 18: parley.v1.Read
-	(*Receipt)(nil),           // 19: parley.v1.Receipt
-	(*Cursor)(nil),            // 20: parley.v1.Cursor
-	(*Sync)(nil),              // 21: parley.v1.Sync
-	(*ConversationState)(nil), // 22: parley.v1.ConversationState
-	(*SyncResult)(nil),        // 23: parley.v1.SyncResult
-	(*History)(nil),           // 24: parley.v1.History
-	(*HistoryResult)(nil),     // 25: parley.v1.HistoryResult
-	(*Typing)(nil),            // 26: parley.v1.Typing
-	(*PresenceSub)(nil),       // 27: parley.v1.PresenceSub
-	(*Presence)(nil),          // 28: parley.v1.Presence
-	(*Ping)(nil),              // 29: parley.v1.Ping
-	(*Pong)(nil),              // 30: parley.v1.Pong
-	(*Welcome)(nil),           // 31: parley.v1.Welcome
-	(*Error)(nil),             // 32: parley.v1.Error
-	(*Reconnect)(nil),         // 33: parley.v1.Reconnect
+	(*Mute)(nil),              // 14: parley.v1.Mute
+	(*Block)(nil),             // 15: parley.v1.Block
+	(*Reaction)(nil),          // 16: parley.v1.Reaction
+	(*Media)(nil),             // 17: parley.v1.Media
+	(*Message)(nil),           // 18: parley.v1.Message
+	(*Ack)(nil),               // 19: parley.v1.Ack
+	(*Read)(nil),              // 20: parley.v1.Read
+	(*Receipt)(nil),           // 21: parley.v1.Receipt
+	(*Cursor)(nil),            // 22: parley.v1.Cursor
+	(*Sync)(nil),              // 23: parley.v1.Sync
+	(*ConversationState)(nil), // 24: parley.v1.ConversationState
+	(*SyncResult)(nil),        // 25: parley.v1.SyncResult
+	(*History)(nil),           // 26: parley.v1.History
+	(*HistoryResult)(nil),     // 27: parley.v1.HistoryResult
+	(*Typing)(nil),            // 28: parley.v1.Typing
+	(*PresenceSub)(nil),       // 29: parley.v1.PresenceSub
+	(*Presence)(nil),          // 30: parley.v1.Presence
+	(*Ping)(nil),              // 31: parley.v1.Ping
+	(*Pong)(nil),              // 32: parley.v1.Pong
+	(*Welcome)(nil),           // 33: parley.v1.Welcome
+	(*Error)(nil),             // 34: parley.v1.Error
+	(*Reconnect)(nil),         // 35: parley.v1.Reconnect
 }
 var file_parley_v1_parley_proto_depIdxs = []int32{
 	5,  // 0: parley.v1.ClientFrame.send:type_name -> parley.v1.Send
-	17, // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
-	18, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
-	21, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
-	24, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
-	26, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
-	27, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
-	29, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
+	19, // 1: parley.v1.ClientFrame.ack:type_name -> parley.v1.Ack
+	20, // 2: parley.v1.ClientFrame.read:type_name -> parley.v1.Read
+	23, // 3: parley.v1.ClientFrame.sync:type_name -> parley.v1.Sync
+	26, // 4: parley.v1.ClientFrame.history:type_name -> parley.v1.History
+	28, // 5: parley.v1.ClientFrame.typing:type_name -> parley.v1.Typing
+	29, // 6: parley.v1.ClientFrame.presence_sub:type_name -> parley.v1.PresenceSub
+	31, // 7: parley.v1.ClientFrame.ping:type_name -> parley.v1.Ping
 	9,  // 8: parley.v1.ClientFrame.edit:type_name -> parley.v1.Edit
 	10, // 9: parley.v1.ClientFrame.delete:type_name -> parley.v1.Delete
 	11, // 10: parley.v1.ClientFrame.react:type_name -> parley.v1.React
 	12, // 11: parley.v1.ClientFrame.set_role:type_name -> parley.v1.SetRole
 	13, // 12: parley.v1.ClientFrame.rename:type_name -> parley.v1.Rename
-	31, // 13: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
-	7,  // 14: parley.v1.ServerFrame.send_ok:type_name -> parley.v1.SendOk
-	16, // 15: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
-	19, // 16: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
-	28, // 17: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
-	23, // 18: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
-	25, // 19: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
-	26, // 20: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
-	32, // 21: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
-	33, // 22: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
-	30, // 23: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
-	8,  // 24: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
-	15, // 25: parley.v1.Send.media:type_name -> parley.v1.Media
-	6,  // 26: parley.v1.SendOk.reply_to:type_name -> parley.v1.Quote
-	0,  // 27: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
-	15, // 28: parley.v1.Message.media:type_name -> parley.v1.Media
-	6,  // 29: parley.v1.Message.reply_to:type_name -> parley.v1.Quote
-	14, // 30: parley.v1.Message.reactions:type_name -> parley.v1.Reaction
-	1,  // 31: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
-	20, // 32: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
-	16, // 33: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
-	16, // 34: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
-	22, // 35: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
-	16, // 36: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
-	2,  // 37: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	14, // 13: parley.v1.ClientFrame.mute:type_name -> parley.v1.Mute
+	15, // 14: parley.v1.ClientFrame.block:type_name -> parley.v1.Block
+	33, // 15: parley.v1.ServerFrame.welcome:type_name -> parley.v1.Welcome
+	7,  // 16: parley.v1.ServerFrame.send_ok:type_name -> parley.v1.SendOk
+	18, // 17: parley.v1.ServerFrame.message:type_name -> parley.v1.Message
+	21, // 18: parley.v1.ServerFrame.receipt:type_name -> parley.v1.Receipt
+	30, // 19: parley.v1.ServerFrame.presence:type_name -> parley.v1.Presence
+	25, // 20: parley.v1.ServerFrame.sync_result:type_name -> parley.v1.SyncResult
+	27, // 21: parley.v1.ServerFrame.history_result:type_name -> parley.v1.HistoryResult
+	28, // 22: parley.v1.ServerFrame.typing:type_name -> parley.v1.Typing
+	34, // 23: parley.v1.ServerFrame.error:type_name -> parley.v1.Error
+	35, // 24: parley.v1.ServerFrame.reconnect:type_name -> parley.v1.Reconnect
+	32, // 25: parley.v1.ServerFrame.pong:type_name -> parley.v1.Pong
+	8,  // 26: parley.v1.ServerFrame.send_accepted:type_name -> parley.v1.SendAccepted
+	14, // 27: parley.v1.ServerFrame.mute:type_name -> parley.v1.Mute
+	15, // 28: parley.v1.ServerFrame.block:type_name -> parley.v1.Block
+	17, // 29: parley.v1.Send.media:type_name -> parley.v1.Media
+	6,  // 30: parley.v1.SendOk.reply_to:type_name -> parley.v1.Quote
+	0,  // 31: parley.v1.Message.kind:type_name -> parley.v1.MessageKind
+	17, // 32: parley.v1.Message.media:type_name -> parley.v1.Media
+	6,  // 33: parley.v1.Message.reply_to:type_name -> parley.v1.Quote
+	16, // 34: parley.v1.Message.reactions:type_name -> parley.v1.Reaction
+	1,  // 35: parley.v1.Receipt.kind:type_name -> parley.v1.ReceiptKind
+	22, // 36: parley.v1.Sync.cursors:type_name -> parley.v1.Cursor
+	18, // 37: parley.v1.ConversationState.last_message:type_name -> parley.v1.Message
+	18, // 38: parley.v1.ConversationState.messages:type_name -> parley.v1.Message
+	24, // 39: parley.v1.SyncResult.conversations:type_name -> parley.v1.ConversationState
+	18, // 40: parley.v1.HistoryResult.messages:type_name -> parley.v1.Message
+	2,  // 41: parley.v1.Presence.status:type_name -> parley.v1.PresenceStatus
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_parley_proto_init() }
@@ -3189,6 +3426,8 @@ func file_parley_v1_parley_proto_init() {
 		(*ClientFrame_React)(nil),
 		(*ClientFrame_SetRole)(nil),
 		(*ClientFrame_Rename)(nil),
+		(*ClientFrame_Mute)(nil),
+		(*ClientFrame_Block)(nil),
 	}
 	file_parley_v1_parley_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Welcome)(nil),
@@ -3203,19 +3442,21 @@ func file_parley_v1_parley_proto_init() {
 		(*ServerFrame_Reconnect)(nil),
 		(*ServerFrame_Pong)(nil),
 		(*ServerFrame_SendAccepted)(nil),
+		(*ServerFrame_Mute)(nil),
+		(*ServerFrame_Block)(nil),
 	}
 	file_parley_v1_parley_proto_msgTypes[2].OneofWrappers = []any{
 		(*Send_Text)(nil),
 		(*Send_Media)(nil),
 	}
-	file_parley_v1_parley_proto_msgTypes[21].OneofWrappers = []any{}
+	file_parley_v1_parley_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_parley_proto_rawDesc), len(file_parley_v1_parley_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,212 @@
+package chat
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// Mute and block (issue 13) are each user's own settings, stored by
+// store.Prefs when asked (they are not events of any conversation's log):
+// Queries writes and reads them; the sequencer refuses a blocked user's
+// writes in the DM; presence and offline push consult them.
+
+// ValidateMute checks a mute request that does not depend on the store:
+// a well-formed conversation id and, for a mute with an end, an end after
+// nowMs (invalid otherwise).
+func ValidateMute(m *parleyv1.Mute, nowMs int64) error {
+	if err := CheckConversationID(m.GetConversationId()); err != nil {
+		return err
+	}
+	switch {
+	case m.GetRemove() && m.GetUntil() != 0:
+		return errInvalid("until is for a mute, not an unmute")
+	case !m.GetRemove() && m.GetUntil() != 0 && m.GetUntil() <= nowMs:
+		return errInvalid("until must be a time in the future (Unix milliseconds), or 0 to mute until unmuted")
+	}
+	return nil
+}
+
+// ValidateBlock checks a block request by user: another valid user id
+// (invalid for the caller itself or a malformed id).
+func ValidateBlock(user string, b *parleyv1.Block) error {
+	switch other := b.GetUserId(); {
+	case !ValidUserID(other):
+		return errInvalid("user_id must be 1..64 bytes of A-Za-z0-9._@-")
+	case other == user:
+		return errInvalid("you cannot block yourself")
+	}
+	return nil
+}
+
+// SetMute stores or removes user's mute of m's conversation and returns the
+// setting as stored. To mute, user must be a current member (not_found,
+// not_member); unmuting needs no membership, so a mute never outlives its
+// owner's wish. Errors: invalid (ValidateMute), unavailable.
+func (q *Queries) SetMute(ctx context.Context, user string, m *parleyv1.Mute) (*parleyv1.Mute, error) {
+	if err := ValidateMute(m, time.Now().UnixMilli()); err != nil {
+		return nil, err
+	}
+	conv := m.GetConversationId()
+	if m.GetRemove() {
+		if err := q.st.Unmute(ctx, conv, user); err != nil {
+			return nil, storeErr(q.log, "unmute", conv, err)
+		}
+		return &parleyv1.Mute{ConversationId: conv, Remove: true}, nil
+	}
+	if _, err := q.CheckMember(ctx, user, conv); err != nil {
+		return nil, err
+	}
+	if err := q.st.SetMute(ctx, conv, user, m.GetUntil()); err != nil {
+		return nil, storeErr(q.log, "mute", conv, err)
+	}
+	return &parleyv1.Mute{ConversationId: conv, Until: m.GetUntil()}, nil
+}
+
+// SetBlock stores or removes user's block of b.UserId and returns the
+// setting as stored. Errors: invalid (ValidateBlock), unavailable.
+func (q *Queries) SetBlock(ctx context.Context, user string, b *parleyv1.Block) (*parleyv1.Block, error) {
+	if err := ValidateBlock(user, b); err != nil {
+		return nil, err
+	}
+	if err := q.st.SetBlock(ctx, user, b.GetUserId(), !b.GetRemove()); err != nil {
+		return nil, storeErr(q.log, "block", user, err)
+	}
+	return &parleyv1.Block{UserId: b.GetUserId(), Remove: b.GetRemove()}, nil
+}
+
+// Blocks returns the users user blocks, sorted.
+func (q *Queries) Blocks(ctx context.Context, user string) ([]string, error) {
+	out, err := q.st.Blocks(ctx, user)
+	if err != nil {
+		return nil, storeErr(q.log, "blocks", user, err)
+	}
+	return out, nil
+}
+
+// Muted returns which of users have conv muted now (one store read): the
+// offline-push path leaves them out (push.Publisher.SkipUsers).
+func (q *Queries) Muted(ctx context.Context, conv string, users []string) (map[string]bool, error) {
+	mutes, err := q.st.Mutes(ctx, conv)
+	if err != nil {
+		return nil, storeErr(q.log, "mutes", conv, err)
+	}
+	now := time.Now().UnixMilli()
+	out := make(map[string]bool, len(mutes))
+	for _, u := range users {
+		if until, ok := mutes[u]; ok && store.Muted(until, now) {
+			out[u] = true
+		}
+	}
+	return out, nil
+}
+
+// muteState fills cs.Muted and MutedUntil for user.
+func (q *Queries) muteState(ctx context.Context, cs *parleyv1.ConversationState, user string) error {
+	mutes, err := q.st.Mutes(ctx, cs.GetConversationId())
+	if err != nil {
+		return storeErr(q.log, "mutes", cs.GetConversationId(), err)
+	}
+	if until, ok := mutes[user]; ok && store.Muted(until, time.Now().UnixMilli()) {
+		cs.Muted, cs.MutedUntil = true, until
+	}
+	return nil
+}
+
+// PresenceUnblocked returns which of targets viewer may see the presence of
+// when presence is public (--presence-public): everyone but the users who
+// block viewer.
+func (q *Queries) PresenceUnblocked(ctx context.Context, viewer string, targets []string) (map[string]bool, error) {
+	by, err := q.blockedBy(ctx, viewer)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(targets))
+	for _, u := range targets {
+		out[u] = !by[u]
+	}
+	return out, nil
+}
+
+// PresenceAudience returns whom the gateway pushes user's presence changes
+// to besides explicit subscribers: user's DM peers except those user
+// blocks; hidden is everyone user blocks, whose subscriptions (made before
+// the block) get no pushes either.
+func (q *Queries) PresenceAudience(ctx context.Context, user string) (peers []string, hidden map[string]bool, err error) {
+	if peers, err = q.DMPeers(ctx, user); err != nil {
+		return nil, nil, err
+	}
+	blocks, err := q.Blocks(ctx, user)
+	if err != nil {
+		return nil, nil, err
+	}
+	hidden = make(map[string]bool, len(blocks))
+	for _, u := range blocks {
+		hidden[u] = true
+	}
+	return slices.DeleteFunc(peers, func(p string) bool { return hidden[p] }), hidden, nil
+}
+
+// blockedBy returns the users who block user, as a set.
+func (q *Queries) blockedBy(ctx context.Context, user string) (map[string]bool, error) {
+	by, err := q.st.BlockedBy(ctx, user)
+	if err != nil {
+		return nil, storeErr(q.log, "blocked by", user, err)
+	}
+	out := make(map[string]bool, len(by))
+	for _, u := range by {
+		out[u] = true
+	}
+	return out, nil
+}
+
+// errBlocked is the answer to a write in a DM whose other user blocks the
+// writer.
+func errBlocked(conv string) error {
+	return wire.Errorf(wire.CodeBlocked, "the other user of %s has blocked you", conv)
+}
+
+// blockedSenders returns which of users the other user of DM c blocks
+// (one store read per distinct user; nil for a group, which blocks do not
+// touch).
+func (c *conversation) blockedSenders(ctx context.Context, users []string) (map[string]bool, error) {
+	if !IsDM(c.id) {
+		return nil, nil
+	}
+	var out map[string]bool
+	seen := make(map[string]bool, 2)
+	for _, u := range users {
+		peer := dmPeer(c.id, u)
+		if peer == "" || seen[u] {
+			continue // not a user of this DM (plan answers not_member), or done
+		}
+		seen[u] = true
+		by, err := c.p.s.st.BlockedBy(ctx, u)
+		if err != nil {
+			return nil, storeErr(c.p.s.log, "blocked by", c.id, err)
+		}
+		if slices.Contains(by, peer) {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[u] = true
+		}
+	}
+	return out, nil
+}
+
+// checkBlocked answers blocked when user may not write in DM c.
+func (c *conversation) checkBlocked(ctx context.Context, user string) error {
+	blocked, err := c.blockedSenders(ctx, []string{user})
+	if err != nil {
+		return err
+	}
+	if blocked[user] {
+		return errBlocked(c.id)
+	}
+	return nil
+}

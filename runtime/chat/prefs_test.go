@@ -1,0 +1,191 @@
+package chat
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// Block (issue 13): while alice blocks bob, bob cannot start their DM, nor
+// send, edit or react in it (blocked, nothing stored), may still delete
+// his own message, and alice still writes and reads; groups are
+// unaffected; after the unblock bob writes again. Bad blocks are invalid
+// and store nothing.
+func TestBlock(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	dm := DMID("alice", "bob")
+	block := func(user, other string, remove bool) {
+		t.Helper()
+		if _, err := e.q.SetBlock(e.ctx, user, &parleyv1.Block{UserId: other, Remove: remove}); err != nil {
+			t.Fatalf("block %s by %s (remove %v): %v", other, user, remove, err)
+		}
+	}
+	block("alice", "bob", false)
+	// bob cannot start the DM: nothing is created.
+	if _, err := e.send("bob", dm, "b0", "hi"); code(err) != wire.CodeBlocked {
+		t.Fatalf("bob starting the DM: %v, want blocked", err)
+	}
+	if head, err := e.st.Head(e.ctx, dm); err != nil || head != 0 {
+		t.Fatalf("DM head after a blocked start = %d, %v; want 0", head, err)
+	}
+	// alice can, and bob still cannot write in it.
+	hi := e.mustSend(t, "alice", dm, "a1", "hi bob").GetSeq()
+	block("alice", "bob", true)
+	mine := e.mustSend(t, "bob", dm, "b1", "before the block").GetSeq()
+	block("alice", "bob", false)
+	head := func() uint64 {
+		h, err := e.st.Head(e.ctx, dm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	before := head()
+	for _, tc := range []struct {
+		name string
+		rec  *parleyv1.IngressRecord
+	}{
+		{"send", sendRec("bob", dm, "b2", "let me in")},
+		{"edit", editRec("bob", dm, mine, "edited")},
+		{"react", reactRec("bob", dm, hi, "👍", false)},
+	} {
+		if _, err := e.call(tc.rec); code(err) != wire.CodeBlocked {
+			t.Errorf("bob's %s while blocked: %v, want blocked", tc.name, err)
+		}
+	}
+	if h := head(); h != before {
+		t.Fatalf("head moved from %d to %d on refused writes", before, h)
+	}
+	// A retry of the send stored before the block is answered from dedupe.
+	if rep, err := e.send("bob", dm, "b1", "before the block"); err != nil || rep.GetSendOk().GetSeq() != mine {
+		t.Fatalf("retry of a send stored before the block: %v, %v; want seq %d", rep, err, mine)
+	}
+	// Taking back is allowed: bob deletes his own message.
+	if _, err := e.call(deleteRec("bob", dm, mine)); err != nil {
+		t.Fatalf("bob deleting his message while blocked: %v", err)
+	}
+	e.mustSend(t, "alice", dm, "a2", "still here")
+	// Groups are unaffected.
+	g := e.createGroup(t, "alice", "crew", "bob")
+	e.mustSend(t, "bob", g, "g1", "in the group")
+	// After the unblock bob writes again.
+	block("alice", "bob", true)
+	e.mustSend(t, "bob", dm, "b3", "thanks")
+
+	for _, tc := range []struct {
+		name, user, other string
+	}{
+		{"oneself", "alice", "alice"},
+		{"an invalid id", "alice", "not a user"},
+		{"an empty id", "alice", ""},
+	} {
+		if _, err := e.q.SetBlock(e.ctx, tc.user, &parleyv1.Block{UserId: tc.other}); code(err) != wire.CodeInvalid {
+			t.Errorf("block of %s: %v, want invalid", tc.name, err)
+		}
+	}
+	if got, err := e.q.Blocks(e.ctx, "alice"); err != nil || len(got) != 0 {
+		t.Fatalf("alice's blocks = %v, %v; want none", got, err)
+	}
+}
+
+// Presence (issue 13): a user who blocks the viewer reads as a stranger,
+// in the DM-based check and with public presence; the audience of the
+// blocker's presence pushes leaves the blocked user out.
+func TestBlockHidesPresence(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	e.mustSend(t, "alice", DMID("alice", "bob"), "a1", "hi")
+	e.mustSend(t, "alice", DMID("alice", "carol"), "a2", "hi")
+	visible := func(check func(ctx context.Context, viewer string, targets []string) (map[string]bool, error), viewer, target string) bool {
+		t.Helper()
+		v, err := check(e.ctx, viewer, []string{target})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v[target]
+	}
+	if !visible(e.q.PresenceVisible, "bob", "alice") || !visible(e.q.PresenceUnblocked, "bob", "alice") {
+		t.Fatal("bob does not see alice before any block")
+	}
+	if _, err := e.q.SetBlock(e.ctx, "alice", &parleyv1.Block{UserId: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if visible(e.q.PresenceVisible, "bob", "alice") || visible(e.q.PresenceUnblocked, "bob", "alice") {
+		t.Fatal("bob sees alice's presence while she blocks him")
+	}
+	if !visible(e.q.PresenceVisible, "alice", "bob") {
+		t.Fatal("alice lost bob's presence by blocking him; only the blocked user loses it")
+	}
+	peers, hidden, err := e.q.PresenceAudience(e.ctx, "alice")
+	if err != nil || len(peers) != 1 || peers[0] != "carol" || !hidden["bob"] {
+		t.Fatalf("alice's audience = %v, hidden %v, %v; want [carol], bob hidden", peers, hidden, err)
+	}
+	if _, err := e.q.SetBlock(e.ctx, "alice", &parleyv1.Block{UserId: "bob", Remove: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !visible(e.q.PresenceVisible, "bob", "alice") {
+		t.Fatal("bob does not see alice after the unblock")
+	}
+}
+
+// Mute (issue 13): the inbox marks a muted conversation for its user only,
+// with its end; Muted names who muted; an unmute clears it; bad mutes are
+// refused and store nothing.
+func TestMute(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	g := e.createGroup(t, "alice", "crew", "bob")
+	e.mustSend(t, "alice", g, "a1", "hi")
+	inbox := func(user string) *parleyv1.ConversationState {
+		t.Helper()
+		states, err := e.q.Inbox(e.ctx, user)
+		if err != nil || len(states) != 1 {
+			t.Fatalf("inbox of %s = %v, %v", user, states, err)
+		}
+		return states[0]
+	}
+	until := time.Now().Add(time.Hour).UnixMilli()
+	got, err := e.q.SetMute(e.ctx, "bob", &parleyv1.Mute{ConversationId: g, Until: until})
+	if err != nil || got.GetUntil() != until || got.GetRemove() {
+		t.Fatalf("mute = %v, %v", got, err)
+	}
+	if cs := inbox("bob"); !cs.GetMuted() || cs.GetMutedUntil() != until {
+		t.Fatalf("bob's inbox: muted %v until %d, want muted until %d", cs.GetMuted(), cs.GetMutedUntil(), until)
+	}
+	if inbox("alice").GetMuted() {
+		t.Fatal("alice's inbox shows bob's mute")
+	}
+	if m, err := e.q.Muted(e.ctx, g, []string{"alice", "bob"}); err != nil || !m["bob"] || m["alice"] {
+		t.Fatalf("Muted = %v, %v; want bob only", m, err)
+	}
+	if _, err := e.q.SetMute(e.ctx, "bob", &parleyv1.Mute{ConversationId: g, Remove: true}); err != nil {
+		t.Fatal(err)
+	}
+	if inbox("bob").GetMuted() {
+		t.Fatal("bob's inbox still muted after the unmute")
+	}
+
+	for _, tc := range []struct {
+		name string
+		user string
+		m    *parleyv1.Mute
+		code string
+	}{
+		{"an end in the past", "bob", &parleyv1.Mute{ConversationId: g, Until: time.Now().Add(-time.Second).UnixMilli()}, wire.CodeInvalid},
+		{"an unmute with an end", "bob", &parleyv1.Mute{ConversationId: g, Until: until, Remove: true}, wire.CodeInvalid},
+		{"a malformed id", "bob", &parleyv1.Mute{ConversationId: "nope"}, wire.CodeInvalid},
+		{"a group that does not exist", "bob", &parleyv1.Mute{ConversationId: "g:12345"}, wire.CodeNotFound},
+		{"a group of others", "carol", &parleyv1.Mute{ConversationId: g}, wire.CodeNotMember},
+	} {
+		if _, err := e.q.SetMute(e.ctx, tc.user, tc.m); code(err) != tc.code {
+			t.Errorf("mute with %s: %v, want %s", tc.name, err, tc.code)
+		}
+	}
+	if m, err := e.st.Mutes(e.ctx, g); err != nil || len(m) != 0 {
+		t.Fatalf("mutes stored after refused requests: %v, %v", m, err)
+	}
+}
