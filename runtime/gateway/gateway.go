@@ -282,6 +282,7 @@ type Gateway struct {
 	q        queries
 	r        router
 	typing   typingGate // one typing fan-out per user and conversation per interval
+	admits   admissions // handshakes past the session cap check, not yet registered
 	ps       presenceService
 	st       memberLister
 	m        *metrics.Metrics
@@ -430,12 +431,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if max := g.cfg.MaxSessionsPerUser; max > 0 {
+		// Handshakes of the user in flight on this gateway count too: the
+		// registry shows a session only once it is served, so concurrent
+		// handshakes would all pass the check (the load-and-abuse suite let
+		// 17 of 300 in under a cap of 16). Released once this handler
+		// returns, after the session registered itself (s.start).
+		inFlight := g.admits.begin(claims.UserID)
+		defer g.admits.end(claims.UserID)
 		ctx, cancel := context.WithTimeout(r.Context(), sessionCountTimeout)
 		ss, err := g.r.Sessions(ctx, []string{claims.UserID})
 		cancel()
-		if err == nil && len(ss[claims.UserID]) >= max {
+		if n := len(ss[claims.UserID]); err == nil && n+inFlight >= max {
 			g.writeHTTPError(w, http.StatusTooManyRequests, wire.Errorf(wire.CodeTooManySessions,
-				"user %s already has %d sessions, the most allowed; close one (the newest connection is the one refused)", claims.UserID, len(ss[claims.UserID])))
+				"user %s already has %d sessions (and %d connecting), the most allowed is %d; close one (the newest connection is the one refused)",
+				claims.UserID, n, inFlight, max))
 			return
 		}
 	}
@@ -467,6 +476,39 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// connection, at about half the memory (docs/benchmarks.md).
 	s.start()
 	go s.serve()
+}
+
+// admissions counts, per user, this gateway's handshakes between the session
+// cap check and the session's registration. Across gateways of a region the
+// check stays a registry read, so concurrent handshakes on several gateways
+// may pass a cap by as many (docs/design.md, limits).
+type admissions struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// begin counts one more handshake of user and returns how many were in
+// flight before it.
+func (a *admissions) begin(user string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n == nil {
+		a.n = make(map[string]int)
+	}
+	before := a.n[user]
+	a.n[user] = before + 1
+	return before
+}
+
+// end ends one handshake of user.
+func (a *admissions) end(user string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n[user] <= 1 {
+		delete(a.n, user)
+		return
+	}
+	a.n[user]--
 }
 
 func offersSupported(r *http.Request) bool {
