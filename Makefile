@@ -7,7 +7,7 @@ GO ?= go
 # 60,000 executions take ~10 s here.
 FUZZTIME ?= 60000x
 
-.PHONY: build operator test deps envtest test-go test-unit check fuzz test-browser test-multiregion test-rollout generate manifests vet fmt fmt-check bench
+.PHONY: build operator test deps envtest test-go test-unit check lint fuzz test-browser test-multiregion test-rollout generate manifests vet fmt fmt-check bench
 
 build:
 	$(GO) build -o bin/parley ./runtime/cmd/parley
@@ -34,15 +34,20 @@ deps:
 envtest:
 	@hack/envtest.sh
 
-test-go: vet fmt-check
+test-go: vet fmt-check lint
 	hack/timed.sh "generated operator files current" hack/codegen.sh --check
 	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" hack/timed.sh "go test -race" $(GO) test -race -count=1 -timeout 40m $$($(GO) list ./... | grep -v /test/multiregion)
 
-# The fast lane before a commit: formatting, vet and the runtime's and the
-# operator's unit tests under the race detector (backend suites skip when
+# The fast lane before a commit: formatting, vet, lint and the runtime's and
+# the operator's unit tests under the race detector (backend suites skip when
 # their server is absent). A few minutes.
-check: vet fmt-check
+check: vet fmt-check lint
 	$(GO) test -race ./runtime/... ./operator/... ./api/...
+
+# golangci-lint v2 (.golangci.yml: errcheck, staticcheck, unused, gocyclo, vet,
+# ineffassign), installed by hack/lint.sh the first time.
+lint:
+	hack/timed.sh "golangci-lint" hack/lint.sh
 
 # Every Go file gofmt-formatted (generated protobuf code aside).
 fmt-check:

@@ -76,25 +76,9 @@ func (c *conversation) planChange(ctx context.Context, st *convState, rec *parle
 	s := c.p.s
 	caller := rec.GetOrigin().GetUserId()
 	edit, del := rec.GetEdit(), rec.GetDelete()
-	var seq uint64
-	kind := parleyv1.MessageKind_MESSAGE_KIND_EDITED
-	switch {
-	case edit != nil:
-		if edit.GetConversationId() != "" && edit.GetConversationId() != c.id {
-			return nil, nil, errInvalid("edit.conversation_id does not match the record")
-		}
-		if err := ValidateEdit(edit, s.cfg.MaxMessageBytes); err != nil {
-			return nil, nil, err
-		}
-		seq = edit.GetSeq()
-	default:
-		if del.GetConversationId() != "" && del.GetConversationId() != c.id {
-			return nil, nil, errInvalid("delete.conversation_id does not match the record")
-		}
-		if err := ValidateDelete(del); err != nil {
-			return nil, nil, err
-		}
-		seq, kind = del.GetSeq(), parleyv1.MessageKind_MESSAGE_KIND_DELETED
+	seq, kind, err := c.changeRequest(rec)
+	if err != nil {
+		return nil, nil, err
 	}
 	me, ok := st.members[caller]
 	if !ok {
@@ -107,15 +91,9 @@ func (c *conversation) planChange(ctx context.Context, st *convState, rec *parle
 			return nil, nil, err
 		}
 	}
-	if seq > st.head || seq < me.JoinedSeq {
-		return nil, nil, wire.Errorf(wire.CodeNotFound, "%s has no message at seq %d", c.id, seq)
-	}
-	target, err := s.st.Message(ctx, c.id, seq)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, wire.Errorf(wire.CodeNotFound, "%s has no message at seq %d", c.id, seq)
-	}
+	target, err := c.visibleMessage(ctx, st, me, seq, "load message to change")
 	if err != nil {
-		return nil, nil, storeErr(s.log, "load message to change", c.id, err)
+		return nil, nil, err
 	}
 	tk := target.GetKind()
 	if tk != parleyv1.MessageKind_MESSAGE_KIND_TEXT && tk != parleyv1.MessageKind_MESSAGE_KIND_MEDIA {
@@ -163,6 +141,47 @@ func (c *conversation) planChange(ctx context.Context, st *convState, rec *parle
 		ev.Mentions = Mentions(ev.Text, func(u string) bool { _, ok := st.members[u]; return ok })
 	}
 	return ev, nil, nil
+}
+
+// changeRequest checks an edit or delete record on its own (the record's
+// conversation, ValidateEdit, ValidateDelete) and returns the seq it
+// changes and the kind of event it makes.
+func (c *conversation) changeRequest(rec *parleyv1.IngressRecord) (uint64, parleyv1.MessageKind, error) {
+	if edit := rec.GetEdit(); edit != nil {
+		if edit.GetConversationId() != "" && edit.GetConversationId() != c.id {
+			return 0, 0, errInvalid("edit.conversation_id does not match the record")
+		}
+		if err := ValidateEdit(edit, c.p.s.cfg.MaxMessageBytes); err != nil {
+			return 0, 0, err
+		}
+		return edit.GetSeq(), parleyv1.MessageKind_MESSAGE_KIND_EDITED, nil
+	}
+	del := rec.GetDelete()
+	if del.GetConversationId() != "" && del.GetConversationId() != c.id {
+		return 0, 0, errInvalid("delete.conversation_id does not match the record")
+	}
+	if err := ValidateDelete(del); err != nil {
+		return 0, 0, err
+	}
+	return del.GetSeq(), parleyv1.MessageKind_MESSAGE_KIND_DELETED, nil
+}
+
+// visibleMessage loads the message at seq that member me can see: at or
+// below the head and not before it joined (not_found otherwise, as for a
+// message that does not exist). what names the read in a store error.
+func (c *conversation) visibleMessage(ctx context.Context, st *convState, me store.Member, seq uint64, what string) (*parleyv1.Message, error) {
+	s := c.p.s
+	if seq > st.head || seq < me.JoinedSeq {
+		return nil, wire.Errorf(wire.CodeNotFound, "%s has no message at seq %d", c.id, seq)
+	}
+	m, err := s.st.Message(ctx, c.id, seq)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, wire.Errorf(wire.CodeNotFound, "%s has no message at seq %d", c.id, seq)
+	}
+	if err != nil {
+		return nil, storeErr(s.log, what, c.id, err)
+	}
+	return m, nil
 }
 
 // changeEvent loads the event that last changed target (its change_seq).

@@ -2,7 +2,6 @@ package chat
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -63,7 +62,6 @@ func (c *conversation) react(ctx context.Context, j *job, out *Batch) {
 // planReaction returns the REACTION event j's reaction sequences, or, when
 // it changes nothing, nil and the answer that says so.
 func (c *conversation) planReaction(ctx context.Context, st *convState, rec *parleyv1.IngressRecord) (ev, noop *parleyv1.Message, err error) {
-	s := c.p.s
 	caller := rec.GetOrigin().GetUserId()
 	r := rec.GetReact()
 	if r.GetConversationId() != "" && r.GetConversationId() != c.id {
@@ -83,15 +81,9 @@ func (c *conversation) planReaction(ctx context.Context, st *convState, rec *par
 			return nil, nil, err
 		}
 	}
-	if seq > st.head || seq < me.JoinedSeq {
-		return nil, nil, wire.Errorf(wire.CodeNotFound, "%s has no message at seq %d", c.id, seq)
-	}
-	target, err := s.st.Message(ctx, c.id, seq)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, wire.Errorf(wire.CodeNotFound, "%s has no message at seq %d", c.id, seq)
-	}
+	target, err := c.visibleMessage(ctx, st, me, seq, "load message to react to")
 	if err != nil {
-		return nil, nil, storeErr(s.log, "load message to react to", c.id, err)
+		return nil, nil, err
 	}
 	if tk := target.GetKind(); tk != parleyv1.MessageKind_MESSAGE_KIND_TEXT && tk != parleyv1.MessageKind_MESSAGE_KIND_MEDIA {
 		return nil, nil, errInvalid(fmt.Sprintf("seq %d is a %s event, not a message; only messages take reactions", seq, kindLabel(tk)))

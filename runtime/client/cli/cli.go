@@ -255,20 +255,32 @@ func parse(line string) (command, error) {
 		return command{name: "say", text: strings.TrimPrefix(strings.TrimLeft(line, " \t"), "/")}, nil
 	case !strings.HasPrefix(trimmed, "/"):
 		return command{name: "say", text: line}, nil
+	}
+	if c, ok, err := parseTextCommand(trimmed); ok {
+		return c, err
+	}
+	return parseArgsCommand(trimmed)
+}
+
+// parseTextCommand parses the commands whose last argument is the rest of
+// the line as typed (/edit, /rename, /reply) or a seq and an emoji (/react,
+// /unreact); ok is false for any other command.
+func parseTextCommand(trimmed string) (c command, ok bool, err error) {
+	switch {
 	case trimmed == "/edit" || strings.HasPrefix(trimmed, "/edit "):
 		// The rest of the line is the new text, as typed (no quoting).
 		text := strings.TrimSpace(strings.TrimPrefix(trimmed, "/edit"))
 		if text == "" {
-			return command{}, errors.New("usage: /edit <new text>")
+			return command{}, true, errors.New("usage: /edit <new text>")
 		}
-		return command{name: "edit", text: text}, nil
+		return command{name: "edit", text: text}, true, nil
 	case trimmed == "/rename" || strings.HasPrefix(trimmed, "/rename "):
 		// The rest of the line is the title, as typed (no quoting).
 		title := strings.TrimSpace(strings.TrimPrefix(trimmed, "/rename"))
 		if title == "" {
-			return command{}, errors.New("usage: /rename <title>")
+			return command{}, true, errors.New("usage: /rename <title>")
 		}
-		return command{name: "rename", text: title}, nil
+		return command{name: "rename", text: title}, true, nil
 	case trimmed == "/reply" || strings.HasPrefix(trimmed, "/reply "):
 		// "/reply <seq> <text>": the rest of the line after the seq is the
 		// text, as typed (no quoting); the seq may be written "#7".
@@ -278,13 +290,13 @@ func parse(line string) (command, error) {
 			num, text = rest[:i], strings.TrimSpace(rest[i+1:])
 		}
 		if text == "" {
-			return command{}, errors.New("usage: /reply <seq> <text>")
+			return command{}, true, errors.New("usage: /reply <seq> <text>")
 		}
 		seq, err := strconv.ParseUint(strings.TrimPrefix(num, "#"), 10, 64)
 		if err != nil || seq == 0 {
-			return command{}, fmt.Errorf("%s is not a message number; usage: /reply <seq> <text>", Sanitize(num))
+			return command{}, true, fmt.Errorf("%s is not a message number; usage: /reply <seq> <text>", Sanitize(num))
 		}
-		return command{name: "reply", text: text, seq: seq}, nil
+		return command{name: "reply", text: text, seq: seq}, true, nil
 	}
 	for _, name := range []string{"react", "unreact"} {
 		if trimmed != "/"+name && !strings.HasPrefix(trimmed, "/"+name+" ") {
@@ -294,14 +306,20 @@ func parse(line string) (command, error) {
 		usage := fmt.Sprintf("usage: /%s <seq> <emoji>", name)
 		f := strings.Fields(strings.TrimPrefix(trimmed, "/"+name))
 		if len(f) != 2 {
-			return command{}, errors.New(usage)
+			return command{}, true, errors.New(usage)
 		}
 		seq, err := strconv.ParseUint(strings.TrimPrefix(f[0], "#"), 10, 64)
 		if err != nil || seq == 0 {
-			return command{}, fmt.Errorf("%s is not a message number; %s", Sanitize(f[0]), usage)
+			return command{}, true, fmt.Errorf("%s is not a message number; %s", Sanitize(f[0]), usage)
 		}
-		return command{name: name, text: f[1], seq: seq}, nil
+		return command{name: name, text: f[1], seq: seq}, true, nil
 	}
+	return command{}, false, nil
+}
+
+// parseArgsCommand parses the commands of blank-separated arguments
+// ("double quoted" runs kept together).
+func parseArgsCommand(trimmed string) (command, error) {
 	fields, err := splitArgs(trimmed[1:])
 	if err != nil {
 		return command{}, err

@@ -49,8 +49,8 @@ func (s *Store) CreateConversation(ctx context.Context, c store.Conversation) er
 	uncertain := false
 	for attempt := 1; ; attempt++ {
 		existing := map[string]any{}
-		applied, err := s.sess.Query(s.stmt.insertConv, args...).WithContext(ctx).
-			Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial).MapScanCAS(existing)
+		applied, err := s.sess.Query(s.stmt.insertConv, args...).
+			Consistency(gocql.LocalQuorum).SerialConsistency(gocql.LocalSerial).MapScanCASContext(ctx, existing)
 		switch {
 		case err == nil && applied:
 			return nil
@@ -301,8 +301,8 @@ func (s *Store) applyMembership(ctx context.Context, conv string, msgs []*parley
 		return fmt.Errorf("inbox: %w", err)
 	}
 	for lo := 0; lo < len(memberStmts); lo += memberBatch {
-		b := s.sess.Batch(gocql.UnloggedBatch).WithContext(ctx)
-		b.SetConsistency(gocql.LocalQuorum)
+		b := s.sess.Batch(gocql.UnloggedBatch)
+		b.Consistency(gocql.LocalQuorum)
 		for _, st := range memberStmts[lo:min(lo+memberBatch, len(memberStmts))] {
 			b.Entries = append(b.Entries, gocql.BatchEntry{Stmt: st.cql, Args: st.args, Idempotent: true})
 		}
@@ -419,15 +419,15 @@ func (s *Store) AdvanceReceipts(ctx context.Context, conv string, rs []store.Rec
 	for len(rs) > 0 {
 		chunk := rs[:min(len(rs), receiptsPerBatch)]
 		rs = rs[len(chunk):]
-		b := s.sess.Batch(gocql.UnloggedBatch).WithContext(ctx)
-		b.SetConsistency(gocql.LocalQuorum)
+		b := s.sess.Batch(gocql.UnloggedBatch)
+		b.Consistency(gocql.LocalQuorum)
 		for _, r := range chunk {
 			b.Entries = append(b.Entries, s.receiptWrites(conv, r)...)
 		}
 		if b.Size() == 0 {
 			continue
 		}
-		if err := b.Exec(); err != nil {
+		if err := b.ExecContext(ctx); err != nil {
 			return fmt.Errorf("receipts of %s: %w", conv, err)
 		}
 	}

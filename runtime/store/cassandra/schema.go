@@ -197,7 +197,7 @@ func Migrate(ctx context.Context, s *gocql.Session, o Options) error {
 	}
 	ks := o.Keyspace
 	exec := func(stmt string) error {
-		return s.Query(stmt).WithContext(ctx).Consistency(gocql.LocalQuorum).Exec()
+		return s.Query(stmt).Consistency(gocql.LocalQuorum).ExecContext(ctx)
 	}
 	if err := exec(fmt.Sprintf("CREATE KEYSPACE IF NOT EXISTS %s WITH replication = %s AND durable_writes = true", ks, cqlMap(repl))); err != nil {
 		return fmt.Errorf("cassandra: migrate %s: create keyspace: %w", ks, err)
@@ -234,7 +234,7 @@ func Migrate(ctx context.Context, s *gocql.Session, o Options) error {
 			}
 		}
 		err := s.Query(fmt.Sprintf("INSERT INTO %s.schema_version (version, description, applied_at) VALUES (?, ?, ?)", ks),
-			m.version, m.description, time.Now()).WithContext(ctx).Consistency(gocql.LocalQuorum).Exec()
+			m.version, m.description, time.Now()).Consistency(gocql.LocalQuorum).ExecContext(ctx)
 		if err != nil {
 			return fmt.Errorf("cassandra: migrate %s: record version %d: %w", ks, m.version, err)
 		}
@@ -281,7 +281,7 @@ func cqlMap(m map[string]string) string {
 func keyspaceReplication(ctx context.Context, s *gocql.Session, ks string) (map[string]string, error) {
 	var repl map[string]string
 	err := s.Query("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?", ks).
-		WithContext(ctx).Consistency(gocql.LocalOne).Idempotent(true).Scan(&repl)
+		Consistency(gocql.LocalOne).Idempotent(true).ScanContext(ctx, &repl)
 	if err != nil {
 		return nil, fmt.Errorf("read replication: %w", err)
 	}
@@ -307,7 +307,7 @@ func sameReplication(a, b map[string]string) bool {
 
 func appliedVersions(ctx context.Context, s *gocql.Session, ks string) (map[int]bool, error) {
 	iter := s.Query(fmt.Sprintf("SELECT version FROM %s.schema_version", ks)).
-		WithContext(ctx).Consistency(gocql.LocalQuorum).Idempotent(true).Iter()
+		Consistency(gocql.LocalQuorum).Idempotent(true).IterContext(ctx)
 	out := map[int]bool{}
 	var v int
 	for iter.Scan(&v) {
@@ -324,7 +324,7 @@ func appliedVersions(ctx context.Context, s *gocql.Session, ks string) (map[int]
 func schemaVersion(ctx context.Context, s *gocql.Session, ks string) (int, error) {
 	var n int
 	err := s.Query("SELECT count(*) FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'schema_version'", ks).
-		WithContext(ctx).Consistency(gocql.LocalOne).Idempotent(true).Scan(&n)
+		Consistency(gocql.LocalOne).Idempotent(true).ScanContext(ctx, &n)
 	if err != nil {
 		return 0, fmt.Errorf("read schema of keyspace %s: %w", ks, err)
 	}

@@ -376,116 +376,144 @@ func (s *Store) firstMessageIn(conv string, lo, hi uint64) (uint64, bool, error)
 // renamed (RENAMED). It runs under conv's lock, so the rows it reads cannot
 // change before b commits.
 func (s *Store) applyMembership(b *pebbledb.Batch, conv string, msgs []*parleyv1.Message) error {
-	var (
-		// rows overlays the stored member rows with this batch's earlier
-		// events (nil: not a member), so CREATED then REMOVED then ADDED
-		// in one Append behaves like three Appends.
-		rows     map[string]*store.Member
-		owner    string
-		ownerSet bool
-		renamed  *store.Conversation // the conversation as this batch renamed it
-	)
-	row := func(user string) (*store.Member, error) {
-		if m, ok := rows[user]; ok {
-			return m, nil
-		}
-		v, found, err := s.get(memberKey(conv, user))
-		if err != nil || !found {
-			return nil, err
-		}
-		joined, role, err := decodeMember(user, v)
-		if err != nil {
-			return nil, err
-		}
-		return &store.Member{UserID: user, JoinedSeq: joined, Role: role}, nil
-	}
-	put := func(m *store.Member) error {
-		rows[m.UserID] = m
-		return b.Set(memberKey(conv, m.UserID), encodeMember(m.JoinedSeq, m.Role), nil)
-	}
+	ov := &memberOverlay{s: s, b: b, conv: conv}
 	for _, m := range msgs {
 		kind := m.GetKind()
-		if rows == nil && store.IsMembership(kind) {
-			rows = make(map[string]*store.Member)
+		if ov.rows == nil && store.IsMembership(kind) {
+			ov.rows = make(map[string]*store.Member)
 		}
+		var err error
 		if kind == parleyv1.MessageKind_MESSAGE_KIND_RENAMED {
-			if renamed == nil {
-				c, err := s.conversation(conv)
-				if err != nil {
-					return fmt.Errorf("seq %d: rename: %w", m.GetSeq(), err)
-				}
-				renamed = &c
-			}
-			renamed.Title = m.GetText()
-			continue
+			err = ov.rename(m)
+		} else if user, role, ok := store.RoleChange(m); ok {
+			err = ov.setRole(m, user, role)
+		} else if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED ||
+			kind == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED ||
+			kind == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
+			err = ov.joinOrLeave(m)
 		}
-		if user, role, ok := store.RoleChange(m); ok {
-			r, err := row(user)
-			if err != nil {
-				return fmt.Errorf("seq %d: member %s: %w", m.GetSeq(), user, err)
-			}
-			if r != nil {
-				if err := put(&store.Member{UserID: user, JoinedSeq: r.JoinedSeq, Role: role}); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		if kind != parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED &&
-			kind != parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED &&
-			kind != parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
-			continue
-		}
-		if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && !ownerSet {
-			c, err := s.conversation(conv)
-			switch {
-			case errors.Is(err, store.ErrNotFound):
-				// No metadata: nobody is owner. The chat role creates the
-				// conversation first, so this only happens to callers that
-				// skip CreateConversation.
-			case err != nil:
-				return err
-			case c.Kind == store.KindGroup:
-				owner = c.CreatedBy
-			}
-			ownerSet = true
-		}
-		for _, user := range m.GetMembers() {
-			if err := checkID("user", user); err != nil {
-				return fmt.Errorf("seq %d: %w", m.GetSeq(), err)
-			}
-			if kind == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
-				if err := b.Delete(memberKey(conv, user), nil); err != nil {
-					return err
-				}
-				rows[user] = nil
-				continue
-			}
-			r, err := row(user)
-			if err != nil {
-				return fmt.Errorf("seq %d: member %s: %w", m.GetSeq(), user, err)
-			}
-			if r != nil {
-				continue
-			}
-			role := store.RoleMember
-			if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && user == owner {
-				role = store.RoleOwner
-			}
-			if err := put(&store.Member{UserID: user, JoinedSeq: m.GetSeq(), Role: role}); err != nil {
-				return err
-			}
-			if err := b.Set(inboxKey(user, conv), nil, nil); err != nil {
-				return err
-			}
+		if err != nil {
+			return err
 		}
 	}
-	if renamed != nil {
-		data, err := encodeConversation(*renamed)
+	if ov.renamed != nil {
+		data, err := encodeConversation(*ov.renamed)
 		if err != nil {
 			return err
 		}
 		return b.Set(conversationKey(conv), data, nil)
+	}
+	return nil
+}
+
+// memberOverlay is one Append's view of a conversation's member rows while
+// applyMembership writes its events' effects into the batch.
+type memberOverlay struct {
+	s    *Store
+	b    *pebbledb.Batch
+	conv string
+	// rows overlays the stored member rows with this batch's earlier
+	// events (nil: not a member), so CREATED then REMOVED then ADDED in one
+	// Append behaves like three Appends.
+	rows     map[string]*store.Member
+	owner    string
+	ownerSet bool
+	renamed  *store.Conversation // the conversation as this batch renamed it
+}
+
+// row returns user's member row as of this batch (nil: not a member).
+func (ov *memberOverlay) row(user string) (*store.Member, error) {
+	if m, ok := ov.rows[user]; ok {
+		return m, nil
+	}
+	v, found, err := ov.s.get(memberKey(ov.conv, user))
+	if err != nil || !found {
+		return nil, err
+	}
+	joined, role, err := decodeMember(user, v)
+	if err != nil {
+		return nil, err
+	}
+	return &store.Member{UserID: user, JoinedSeq: joined, Role: role}, nil
+}
+
+func (ov *memberOverlay) put(m *store.Member) error {
+	ov.rows[m.UserID] = m
+	return ov.b.Set(memberKey(ov.conv, m.UserID), encodeMember(m.JoinedSeq, m.Role), nil)
+}
+
+// rename applies a RENAMED event to the conversation record.
+func (ov *memberOverlay) rename(m *parleyv1.Message) error {
+	if ov.renamed == nil {
+		c, err := ov.s.conversation(ov.conv)
+		if err != nil {
+			return fmt.Errorf("seq %d: rename: %w", m.GetSeq(), err)
+		}
+		ov.renamed = &c
+	}
+	ov.renamed.Title = m.GetText()
+	return nil
+}
+
+// setRole applies a ROLE_CHANGED event to a current member's row.
+func (ov *memberOverlay) setRole(m *parleyv1.Message, user, role string) error {
+	r, err := ov.row(user)
+	if err != nil {
+		return fmt.Errorf("seq %d: member %s: %w", m.GetSeq(), user, err)
+	}
+	if r == nil {
+		return nil
+	}
+	return ov.put(&store.Member{UserID: user, JoinedSeq: r.JoinedSeq, Role: role})
+}
+
+// joinOrLeave applies CONVERSATION_CREATED (the group's creator becomes
+// owner), MEMBER_ADDED and MEMBER_REMOVED events to the member rows and the
+// members' inboxes.
+func (ov *memberOverlay) joinOrLeave(m *parleyv1.Message) error {
+	kind := m.GetKind()
+	if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && !ov.ownerSet {
+		c, err := ov.s.conversation(ov.conv)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			// No metadata: nobody is owner. The chat role creates the
+			// conversation first, so this only happens to callers that
+			// skip CreateConversation.
+		case err != nil:
+			return err
+		case c.Kind == store.KindGroup:
+			ov.owner = c.CreatedBy
+		}
+		ov.ownerSet = true
+	}
+	for _, user := range m.GetMembers() {
+		if err := checkID("user", user); err != nil {
+			return fmt.Errorf("seq %d: %w", m.GetSeq(), err)
+		}
+		if kind == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
+			if err := ov.b.Delete(memberKey(ov.conv, user), nil); err != nil {
+				return err
+			}
+			ov.rows[user] = nil
+			continue
+		}
+		r, err := ov.row(user)
+		if err != nil {
+			return fmt.Errorf("seq %d: member %s: %w", m.GetSeq(), user, err)
+		}
+		if r != nil {
+			continue
+		}
+		role := store.RoleMember
+		if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && user == ov.owner {
+			role = store.RoleOwner
+		}
+		if err := ov.put(&store.Member{UserID: user, JoinedSeq: m.GetSeq(), Role: role}); err != nil {
+			return err
+		}
+		if err := ov.b.Set(inboxKey(user, ov.conv), nil, nil); err != nil {
+			return err
+		}
 	}
 	return nil
 }
