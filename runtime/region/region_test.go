@@ -371,17 +371,7 @@ func TestPresenceRelayed(t *testing.T) {
 	}}}})
 	reader := presence.NewService(w.rs["us"].reg, presence.Config{}, nil)
 	reader.SetRemoteRegions(w.rs["us"].mesh.Peers)
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	waitFor("us to read alice online", func() bool {
+	waitFor(t, "us to read alice online", func() bool {
 		got, err := reader.Get(w.ctx, []string{"alice"})
 		return err == nil && got["alice"].GetStatus() == parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE && got["alice"].GetLastActive() == at
 	})
@@ -399,6 +389,18 @@ func TestPresenceRelayed(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("us's gateway never got eu's presence broadcast")
+}
+
+// waitFor polls cond every 5 ms for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // presencePushed counts the presence deliveries of user that r's gateway got
@@ -438,26 +440,16 @@ func TestPresenceRefresh(t *testing.T) {
 		}
 		return got[user]
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
 	online := parleyv1.PresenceStatus_PRESENCE_STATUS_ONLINE
 
 	t1 := time.Now().Truncate(time.Millisecond)
 	refresh("alice", t1)
-	waitFor("alice online in us", func() bool { return read("alice").GetStatus() == online })
-	waitFor("alice pushed to us's gateway", func() bool { return us.presencePushed("alice") == 1 })
+	waitFor(t, "alice online in us", func() bool { return read("alice").GetStatus() == online })
+	waitFor(t, "alice pushed to us's gateway", func() bool { return us.presencePushed("alice") == 1 })
 
 	t2 := t1.Add(time.Second)
 	refresh("alice", t2)
-	waitFor("the second refresh stored", func() bool { return read("alice").GetLastActive() == t2.UnixMilli() })
+	waitFor(t, "the second refresh stored", func() bool { return read("alice").GetLastActive() == t2.UnixMilli() })
 	time.Sleep(200 * time.Millisecond) // the relay broadcasts right after it stores
 	if n := us.presencePushed("alice"); n != 1 {
 		t.Errorf("alice pushed %d times after a refresh that changed nothing shown, want 1", n)
@@ -473,8 +465,8 @@ func TestPresenceRefresh(t *testing.T) {
 	}
 	// She is back online there; the next refresh shows and pushes it.
 	refresh("alice", time.Now())
-	waitFor("alice online again", func() bool { return read("alice").GetStatus() == online })
-	waitFor("alice pushed again", func() bool { return us.presencePushed("alice") == 2 })
+	waitFor(t, "alice online again", func() bool { return read("alice").GetStatus() == online })
+	waitFor(t, "alice pushed again", func() bool { return us.presencePushed("alice") == 2 })
 
 	// An offline newer than a refresh (they crossed) is kept.
 	left := time.Now().Truncate(time.Millisecond)
@@ -483,7 +475,7 @@ func TestPresenceRefresh(t *testing.T) {
 	}
 	refresh("bob", left.Add(-time.Second))
 	refresh("carol", time.Now()) // after bob's, on the same path
-	waitFor("carol online", func() bool { return read("carol").GetStatus() == online })
+	waitFor(t, "carol online", func() bool { return read("carol").GetStatus() == online })
 	time.Sleep(200 * time.Millisecond)
 	if p := read("bob"); p.GetStatus() == online || p.GetLastActive() != left.UnixMilli() {
 		t.Errorf("bob = %v after a refresh older than his offline, want offline at %d", p, left.UnixMilli())
