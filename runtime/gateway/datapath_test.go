@@ -192,6 +192,51 @@ func TestTyping(t *testing.T) {
 	}
 }
 
+// TestTypingFromBlockedUser (issue 13 item 6): while alice blocks bob, his
+// typing in their DM reaches none of her devices; carol's typing, sent
+// after bob's was handled, is the next thing alice sees; after the unblock
+// bob's typing arrives again.
+func TestTypingFromBlockedUser(t *testing.T) {
+	h := newHarness(t)
+	dm := h.createDM("alice", "bob")
+	other := h.createDM("alice", "carol")
+	alice := h.dial("alice", "phone", wire.SubprotocolProto)
+	bob := h.dial("bob", "phone", wire.SubprotocolJSON)
+	carol := h.dial("carol", "phone", wire.SubprotocolProto)
+	typing := func(conv string) *parleyv1.ClientFrame {
+		return &parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Typing{Typing: &parleyv1.Typing{ConversationId: conv}}}
+	}
+	block := func(remove bool) {
+		t.Helper()
+		id := alice.sendFrame(&parleyv1.ClientFrame{Body: &parleyv1.ClientFrame_Block{Block: &parleyv1.Block{UserId: "bob", Remove: remove}}})
+		if f := alice.reply(id); f.GetBlock().GetUserId() != "bob" {
+			t.Fatalf("alice's block (remove %v) answered %v", remove, f)
+		}
+	}
+
+	block(false)
+	bob.sendFrame(typing(dm))
+	bob.roundTrip() // his typing is handled: fanned out or dropped
+	carol.sendFrame(typing(other))
+	ty := alice.nextMatching("typing", func(f *parleyv1.ServerFrame) bool { return f.GetTyping() != nil }).GetTyping()
+	if ty.GetUserId() != "carol" {
+		t.Fatalf("alice, who blocks bob, got typing %v before carol's", ty)
+	}
+
+	// The unblock: bob types until the once-a-second gate lets it through.
+	block(true)
+	deadline := time.Now().Add(waitFor)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatal("bob's typing did not reach alice after the unblock")
+		}
+		bob.sendFrame(typing(dm))
+		if f, ok := alice.tryNext(50 * time.Millisecond); ok && f.GetTyping().GetUserId() == "bob" {
+			break
+		}
+	}
+}
+
 func TestPresence(t *testing.T) {
 	h := newHarness(t, func(o *harnessOpts) { o.cfg.MaxPresenceSubs = 2 })
 	// Alice shares a DM with bob, nothing with carol (issue 13: presence

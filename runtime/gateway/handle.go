@@ -480,7 +480,10 @@ func (g *Gateway) handleHistory(s *session, id uint64, m *parleyv1.History) {
 
 // handleTyping fans a typing indicator out to the conversation's other
 // members. It is best effort: throttled per session, never stored, and
-// dropped first under backpressure.
+// dropped first under backpressure. In a DM whose other user blocks the
+// typist it reaches no one, by the block lookup presence pushes use
+// (audienceOf, so a block made on another gateway counts within
+// dmPeersTTL).
 func (g *Gateway) handleTyping(s *session, id uint64, m *parleyv1.Typing) {
 	conv := m.GetConversationId()
 	if err := validConversationID(conv); err != nil {
@@ -503,9 +506,10 @@ func (g *Gateway) handleTyping(s *session, id uint64, m *parleyv1.Typing) {
 		g.log.Debug("typing: list members", "conversation", conv, "err", err)
 		return
 	}
+	dm := chat.IsDM(conv)
 	to := make([]string, 0, len(members))
 	for _, u := range members {
-		if u != s.user {
+		if u != s.user && !(dm && g.audienceOf(u).hidden[s.user]) {
 			to = append(to, u)
 		}
 	}

@@ -324,6 +324,53 @@ describe('web client', () => {
     await shot(bob, 'phone-chat');
   });
 
+  step('alice mutes the chat from its header, then blocks bob and unblocks him', async () => {
+    // Mute: the list marks the conversation muted (and the server stores
+    // it); Unmute clears the mark.
+    const item = convButton(alice, 'bob');
+    await alice.getByRole('button', { name: 'Mute', exact: true }).click();
+    await item.locator('.muted-mark').waitFor();
+    assert.match(await item.getAttribute('aria-label'), /, muted,/);
+    assert.equal(await alice.locator('#mute').getAttribute('aria-pressed'), 'true');
+    const inbox = await server.rest('GET', '/v1/conversations', { token: await server.token('alice') });
+    assert.equal(inbox.conversations.find((c) => c.conversation_id === 'dm:alice:bob').muted, true);
+    await shot(alice, 'desktop-muted');
+    await alice.getByRole('button', { name: 'Unmute', exact: true }).click();
+    await item.locator('.muted-mark').waitFor({ state: 'detached' });
+    assert.doesNotMatch(await item.getAttribute('aria-label'), /muted/);
+
+    // Block: bob's page is told at once that alice's presence is unknown,
+    // and his next send fails with the reason; alice still sees him, not
+    // his typing (the gateway test TestTypingFromBlockedUser proves that
+    // no notice is on its way).
+    const typing = alice.locator('#typing');
+    await waitFor("bob's earlier typing notice gone", async () => (await typing.textContent()) === '');
+    const aliceForBob = bob.locator('#conv-dot');
+    await waitAttr(aliceForBob, 'data-status', 'online', 'alice online for bob');
+    alice.once('dialog', (d) => d.accept());
+    await alice.getByRole('button', { name: 'Block', exact: true }).click();
+    await alice.getByRole('button', { name: 'Unblock', exact: true }).waitFor();
+    await waitAttr(aliceForBob, 'data-status', 'unknown', "alice's presence unknown to bob");
+    assert.equal(await convButton(bob, 'alice').locator('.dot').getAttribute('data-status'), 'unknown');
+    assert.equal(await alice.locator('#conv-dot').getAttribute('data-status'), 'online', "the block changed alice's view of bob");
+    await bob.getByLabel('Message', { exact: true }).fill('Can we talk');
+    await bob.getByRole('button', { name: 'Send' }).click();
+    const refused = message(bob, 'Can we talk');
+    await waitAttr(refused, 'data-status', 'failed', "bob's send refused");
+    assert.equal(await refused.locator('.note').textContent(), 'Not sent: alice has blocked you');
+    assert.equal(await typing.textContent(), '', "alice sees the typing of bob, whom she blocks");
+    await shot(bob, 'phone-blocked');
+    await shot(alice, 'desktop-blocked');
+
+    // Unblock: bob sees alice again, and his Retry goes through.
+    await alice.getByRole('button', { name: 'Unblock', exact: true }).click();
+    await alice.getByRole('button', { name: 'Block', exact: true }).waitFor();
+    await waitAttr(aliceForBob, 'data-status', 'online', "alice's presence back for bob");
+    await refused.getByRole('button', { name: 'Retry' }).click();
+    await message(alice, 'Can we talk').waitFor();
+    await waitFor("bob's retried send stored", async () => (await message(bob, 'Can we talk').getAttribute('data-seq')) !== null);
+  });
+
   step("closing bob's page turns his dot offline after the grace", async () => {
     const dot = alice.locator('#conv-dot');
     await waitAttr(dot, 'data-status', 'online', 'bob online');

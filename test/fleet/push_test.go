@@ -69,16 +69,36 @@ func (w *webhook) all() []push.Notification {
 	return slices.Clone(w.got)
 }
 
+// startPush starts a cluster of one chat, push and gateway process, the
+// push role posting to hook.
+func startPush(t *testing.T, hook *webhook) (*cluster, *proc) {
+	t.Helper()
+	c := newCluster(t, clusterOpts{})
+	pushFlags := []string{"--push-webhook", hook.URL, "--push-backoff-min", "50ms", "--push-backoff-max", "500ms"}
+	c.chat(0, pushFlags...)
+	c.start("push-0", append([]string{"--role", "push", "--member", "push-0", "--data-dir", t.TempDir()}, pushFlags...)...)
+	return c, c.gateway(0)
+}
+
+// waitPush waits for the notification of the message with text and
+// returns its users, sorted.
+func (w *webhook) waitPush(t *testing.T, text string) []string {
+	t.Helper()
+	var n push.Notification
+	waitFor(t, 30*time.Second, "push for "+text, func() bool {
+		var found bool
+		n, _, found = w.find(text)
+		return found
+	})
+	return slices.Sorted(slices.Values(n.Users))
+}
+
 // TestOfflinePush: the chat role publishes the members without a live
 // session; the push role POSTs them to the webhook, retrying with backoff
 // while it fails. Online members, and the sender, get no push.
 func TestOfflinePush(t *testing.T) {
 	hook := newWebhook(t, 2)
-	c := newCluster(t, clusterOpts{})
-	pushFlags := []string{"--push-webhook", hook.URL, "--push-backoff-min", "50ms", "--push-backoff-max", "500ms"}
-	c.chat(0, pushFlags...)
-	c.start("push-0", append([]string{"--role", "push", "--member", "push-0", "--data-dir", t.TempDir()}, pushFlags...)...)
-	gw := c.gateway(0)
+	c, gw := startPush(t, hook)
 	ctx := ctxT(t, 2*time.Minute)
 
 	alice := c.connect(gw.WS(), "alice", "phone")
@@ -135,5 +155,40 @@ func TestOfflinePush(t *testing.T) {
 		if slices.Contains(n.Users, "alice") {
 			t.Fatalf("the sender got a push: %+v", n)
 		}
+	}
+}
+
+// TestOfflinePushSkipsMuted (issue 13 item 6): of two offline members of a
+// group, bob, who muted it over REST, gets no push of alice's message and
+// carol does; once bob unmutes, the next message is pushed to both.
+func TestOfflinePushSkipsMuted(t *testing.T) {
+	hook := newWebhook(t, 0)
+	c, gw := startPush(t, hook)
+	ctx := ctxT(t, 2*time.Minute)
+	rest := func(user string) *client.REST { return client.NewREST(gw.HTTP(), c.token(user, "phone")) }
+
+	alice := c.connect(gw.WS(), "alice", "phone")
+	group, err := rest("alice").CreateGroup(ctx, "muted", []string{"bob", "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rest("bob").Mute(ctx, group, 0); err != nil {
+		t.Fatalf("bob mutes the group: %v", err)
+	}
+	if _, err := alice.Send(ctx, group, "while muted"); err != nil {
+		t.Fatal(err)
+	}
+	if got := hook.waitPush(t, "while muted"); !slices.Equal(got, []string{"carol"}) {
+		t.Fatalf("while muted pushed to %v, want [carol] (bob muted the group)", got)
+	}
+
+	if err := rest("bob").Unmute(ctx, group); err != nil {
+		t.Fatalf("bob unmutes the group: %v", err)
+	}
+	if _, err := alice.Send(ctx, group, "after unmute"); err != nil {
+		t.Fatal(err)
+	}
+	if got := hook.waitPush(t, "after unmute"); !slices.Equal(got, []string{"bob", "carol"}) {
+		t.Fatalf("after unmute pushed to %v, want [bob carol]", got)
 	}
 }

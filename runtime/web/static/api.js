@@ -97,12 +97,6 @@ export class Api {
     return this.call(on ? 'PUT' : 'DELETE', `/v1/conversations/${encodeURIComponent(conv)}/mute`);
   }
 
-  // block blocks (on) or unblocks a user: they cannot write to the user in
-  // a DM nor see the user's presence.
-  block(user, on) {
-    return this.call(on ? 'PUT' : 'DELETE', `/v1/blocks/${encodeURIComponent(user)}`);
-  }
-
   // blocks lists the users the user blocks ({blocks: [...]}).
   blocks() {
     return this.call('GET', '/v1/blocks');

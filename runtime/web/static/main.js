@@ -849,7 +849,8 @@ async function sendPending(p) {
       }
     } else {
       p.status = 'failed';
-      p.error = err.message;
+      // The server's text names the DM by its id; the peer reads better.
+      p.error = err.code === 'blocked' && c.peer ? `${c.peer} has blocked you` : err.message;
     }
   }
   renderList();
@@ -1224,7 +1225,9 @@ async function toggleMute() {
 }
 
 // toggleBlock blocks or unblocks the open DM's peer, after a confirmation
-// for a block.
+// for a block. It goes over the WebSocket, not REST: the gateway then tells
+// the peer's devices at once that the user's presence is unknown (or, after
+// an unblock, what it is).
 async function toggleBlock() {
   const c = S.convs.get(S.openId);
   if (!c || c.kind !== 'dm') return;
@@ -1232,7 +1235,7 @@ async function toggleBlock() {
   const on = !S.blocked.has(c.peer);
   if (on && !window.confirm(`Block ${c.peer}? They will no longer be able to message you here or see when you are online.`)) return;
   try {
-    await S.api.block(c.peer, on);
+    await S.conn.request({ block: { user_id: c.peer, remove: !on } });
     if (on) S.blocked.add(c.peer); else S.blocked.delete(c.peer);
     sideStatus(on ? `Blocked ${c.peer}.` : `Unblocked ${c.peer}.`);
     renderConvHeader();
