@@ -356,19 +356,21 @@ func (q *Queries) state(ctx context.Context, userID, id string, withPage bool, c
 			return nil, storeErr(q.log, "last message", id, err)
 		}
 		if store.IsChange(last.GetKind()) {
-			// An edit, delete or reaction of an earlier message is not new activity:
-			// the inbox shows (and sorts by) the newest message before it.
-			if prev, err := q.lastBefore(ctx, id, head, m.JoinedSeq); err != nil {
+			// An edit, delete or reaction of an earlier message is not new
+			// activity: the inbox shows (and sorts by) the newest message
+			// before it, or none past the look-back (a burst of reactions
+			// must not bring a conversation to the top).
+			if last, err = q.lastBefore(ctx, id, head, m.JoinedSeq); err != nil {
 				return nil, err
-			} else if prev != nil {
-				last = prev
 			}
 		}
-		if err := q.fillQuotes(ctx, id, []*parleyv1.Message{last}, m.JoinedSeq); err != nil {
-			return nil, err
+		if last != nil {
+			if err := q.fillQuotes(ctx, id, []*parleyv1.Message{last}, m.JoinedSeq); err != nil {
+				return nil, err
+			}
+			viewReactions([]*parleyv1.Message{last}, userID)
+			cs.LastMessage = last
 		}
-		viewReactions([]*parleyv1.Message{last}, userID)
-		cs.LastMessage = last
 	}
 	if withPage && head > cursor {
 		if budget.exhausted() {
@@ -586,20 +588,30 @@ func (q *Queries) DMPeers(ctx context.Context, userID string) ([]string, error) 
 }
 
 // lastChangeLookback bounds how far back the inbox looks past edit, delete
-// and reaction events for a conversation's last message.
-const lastChangeLookback = 50
+// and reaction events for a conversation's last message: pages of
+// lastChangePage, at most this many messages in all.
+const (
+	lastChangeLookback = 1000
+	lastChangePage     = 100
+)
 
 // lastBefore returns the newest message of conv below seq (and at or above
 // minSeq) that is not an edit, delete or reaction event, looking back at most
 // lastChangeLookback messages; nil when there is none.
 func (q *Queries) lastBefore(ctx context.Context, conv string, seq, minSeq uint64) (*parleyv1.Message, error) {
-	msgs, _, err := q.st.Messages(ctx, conv, store.Page{Before: seq, Limit: lastChangeLookback, MinSeq: minSeq})
-	if err != nil {
-		return nil, storeErr(q.log, "last message", conv, err)
-	}
-	for _, m := range msgs {
-		if !store.IsChange(m.GetKind()) {
-			return m, nil
+	for looked := 0; looked < lastChangeLookback && seq > max(minSeq, 1); looked += lastChangePage {
+		msgs, _, err := q.st.Messages(ctx, conv, store.Page{Before: seq, Limit: lastChangePage, MinSeq: minSeq})
+		if err != nil {
+			return nil, storeErr(q.log, "last message", conv, err)
+		}
+		for _, m := range msgs {
+			if !store.IsChange(m.GetKind()) {
+				return m, nil
+			}
+			seq = m.GetSeq()
+		}
+		if len(msgs) < lastChangePage {
+			return nil, nil
 		}
 	}
 	return nil, nil

@@ -273,3 +273,33 @@ func TestReactionEffectHeals(t *testing.T) {
 		t.Fatalf("the retry sequenced another event: head %d, want %d", h, head)
 	}
 }
+
+// TestReactionBurstKeepsInboxOrder: a burst of reactions, longer than one
+// look-back page, is not the conversation's last message in the inbox: the
+// last text message is (an outside tester made a conversation the inbox's
+// first with 52 reaction events on an old message).
+func TestReactionBurstKeepsInboxOrder(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	conv := e.createGroup(t, "alice", "crew", "bob")
+	hello := e.mustSend(t, "alice", conv, "a1", "hello").GetSeq()
+	for i := range 2*lastChangePage + 10 {
+		if _, err := e.call(reactRec("bob", conv, hello, "🔁", i%2 == 1)); err != nil {
+			t.Fatalf("reaction %d: %v", i, err)
+		}
+	}
+	states, err := e.q.Inbox(e.ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range states {
+		if st.GetConversationId() != conv {
+			continue
+		}
+		if last := st.GetLastMessage(); last.GetSeq() != hello || last.GetText() != "hello" {
+			t.Fatalf("inbox last message after %d reaction events = %v, want seq %d \"hello\"", 2*lastChangePage+10, last, hello)
+		}
+		return
+	}
+	t.Fatalf("%s not in alice's inbox", conv)
+}
