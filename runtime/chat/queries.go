@@ -38,10 +38,16 @@ func NewQueries(st store.MessageStore) *Queries {
 }
 
 // CheckMember returns user's membership of conv: not_found if conv does not
-// exist, not_member if user is not a current member.
+// exist, not_member if user is not a current member. A DM whose id does not
+// name userID is not_member whether it exists or not, so nobody learns who
+// has a DM with whom (an outside tryout read it from not_found vs
+// not_member).
 func (q *Queries) CheckMember(ctx context.Context, userID, conv string) (store.Member, error) {
 	if err := CheckConversationID(conv); err != nil {
 		return store.Member{}, err
+	}
+	if a, b, ok := ParseDM(conv); ok && userID != a && userID != b {
+		return store.Member{}, wire.Errorf(wire.CodeNotMember, "not a member of %s", conv)
 	}
 	if _, err := q.st.Conversation(ctx, conv); err != nil {
 		if errors.Is(err, store.ErrNotFound) {

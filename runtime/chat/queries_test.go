@@ -362,3 +362,21 @@ func TestUnreadCountsOthersMessagesOnly(t *testing.T) {
 		t.Errorf("alice's unread after adding carol: %d, want still %d", got, want)
 	}
 }
+
+// TestCheckMemberHidesOthersDMs: a DM whose id does not name the caller is
+// not_member whether it exists or not (history, members, receipts and mute
+// all ask CheckMember), so nobody learns who has a DM with whom; the
+// caller's own DM that was never written is not_found.
+func TestCheckMemberHidesOthersDMs(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	e.mustSend(t, "alice", DMID("alice", "carol"), "c1", "hi carol")
+	for _, conv := range []string{DMID("alice", "carol"), DMID("carol", "dave")} {
+		if _, err := e.q.CheckMember(e.ctx, "bob", conv); code(err) != wire.CodeNotMember {
+			t.Errorf("bob on %s: %v, want not_member", conv, err)
+		}
+	}
+	if _, err := e.q.CheckMember(e.ctx, "bob", DMID("bob", "dave")); code(err) != wire.CodeNotFound {
+		t.Errorf("bob on his own unwritten DM: %v, want not_found", err)
+	}
+}
