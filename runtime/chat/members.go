@@ -50,6 +50,10 @@ func (c *conversation) createGroup(ctx context.Context, j *job, out *Batch) {
 			return
 		}
 	}
+	if err := s.checkNoBlockers(ctx, creator, members[1:]); err != nil {
+		c.fail(ctx, j, out, err)
+		return
+	}
 	id := groupPrefix + s.node.Generate().String()
 	now := time.Now()
 	err := s.st.CreateConversation(ctx, store.Conversation{
@@ -114,6 +118,9 @@ func (c *conversation) addMembers(ctx context.Context, j *job, out *Batch) {
 		if len(st.members)+len(added) > s.cfg.MaxGroupMembers {
 			return nil, wire.Errorf(wire.CodeGroupFull, "the group has %d members; adding %d would pass the limit of %d",
 				len(st.members), len(added), s.cfg.MaxGroupMembers)
+		}
+		if err := s.checkNoBlockers(ctx, caller, added); err != nil {
+			return nil, err
 		}
 		return c.event(st.head+1, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED, caller, added), nil
 	})

@@ -189,3 +189,32 @@ func TestMute(t *testing.T) {
 		t.Fatalf("mutes stored after refused requests: %v, %v", m, err)
 	}
 }
+
+// TestBlockedCannotAddToGroup: a user blocked by alice cannot put her in a
+// new group or add her to one (blocked, nothing stored); others can be.
+func TestBlockedCannotAddToGroup(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	if _, err := e.q.SetBlock(e.ctx, "alice", &parleyv1.Block{UserId: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	create := &parleyv1.IngressRecord{Origin: origin("bob"), Op: &parleyv1.IngressRecord_CreateGroup{
+		CreateGroup: &parleyv1.CreateGroup{Title: "sneak", Members: []string{"carol", "alice"}}}}
+	if _, err := e.call(create); code(err) != wire.CodeBlocked {
+		t.Fatalf("bob creating a group with alice: %v, want blocked", err)
+	}
+	if ids, err := e.st.Inbox(e.ctx, "alice"); err != nil || len(ids) != 0 {
+		t.Fatalf("alice's inbox after a refused group = %v, %v; want empty", ids, err)
+	}
+	g := e.createGroup(t, "bob", "crew", "carol")
+	head := e.head(t, g)
+	if _, err := e.call(addRec("bob", g, "dave", "alice")); code(err) != wire.CodeBlocked {
+		t.Fatalf("bob adding alice: %v, want blocked", err)
+	}
+	if h := e.head(t, g); h != head {
+		t.Fatalf("a refused add moved the head from %d to %d", head, h)
+	}
+	if _, err := e.call(addRec("bob", g, "dave")); err != nil {
+		t.Fatalf("bob adding dave: %v", err)
+	}
+}
