@@ -59,7 +59,7 @@ const (
 	// the rest of the rule.
 	MaxReactionsPerMessage = 20
 	MaxReactionsPerUser    = 3
-	MaxEmojiBytes          = 32
+	MaxEmojiBytes          = 64
 	// MaxSyncCursors bounds the cursors of one Sync request.
 	MaxSyncCursors = 1000
 	// MaxMediaURLBytes bounds Media.url; MaxMimeBytes bounds Media.mime.

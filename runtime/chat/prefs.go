@@ -28,18 +28,28 @@ func ValidateMute(m *parleyv1.Mute, nowMs int64) error {
 		return errInvalid("until is for a mute, not an unmute")
 	case !m.GetRemove() && m.GetUntil() != 0 && m.GetUntil() <= nowMs:
 		return errInvalid("until must be a time in the future (Unix milliseconds), or 0 to mute until unmuted")
+	case m.GetUntil() > MaxMuteUntilMs:
+		return errInvalid("until is past the year 9999; use 0 to mute until unmuted")
 	}
 	return nil
 }
 
+// MaxMuteUntilMs is the latest end of a mute: the last millisecond of the
+// year 9999, so every client can show it as a date.
+const MaxMuteUntilMs = 253402300799999
+
 // ValidateBlock checks a block request by user: another valid user id
 // (invalid for the caller itself or a malformed id).
 func ValidateBlock(user string, b *parleyv1.Block) error {
+	verb := "block"
+	if b.GetRemove() {
+		verb = "unblock"
+	}
 	switch other := b.GetUserId(); {
 	case !ValidUserID(other):
 		return errInvalid("user_id must be 1..64 bytes of A-Za-z0-9._@-")
 	case other == user:
-		return errInvalid("you cannot block yourself")
+		return errInvalid("you cannot " + verb + " yourself")
 	}
 	return nil
 }

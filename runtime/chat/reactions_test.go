@@ -33,6 +33,7 @@ func reactionsOf(rs []*parleyv1.Reaction) string {
 func TestCheckEmoji(t *testing.T) {
 	for _, ok := range []string{
 		"👍", "❤️", "👍🏽", "👩‍💻", "🏳️‍🌈", "🇫🇷", "🏴\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F", "+1", "ok",
+		"1️⃣", "👩🏽‍❤️‍💋‍👨🏿", // keycap (a combining mark after the selector); 35 bytes, the longest standard sequences
 		strings.Repeat("x", MaxEmojiBytes), strings.Repeat("👍", MaxEmojiBytes/4),
 	} {
 		if err := CheckEmoji(ok); err != nil {
@@ -48,14 +49,20 @@ func TestCheckEmoji(t *testing.T) {
 		{"👍 👍", wire.CodeInvalid},
 		{" ", wire.CodeInvalid},
 		{"👍\n", wire.CodeInvalid},
-		{"\u00a0", wire.CodeInvalid},   // no-break space
-		{"\u2028", wire.CodeInvalid},   // line separator
-		{"\x1b[31m", wire.CodeInvalid}, // terminal escape
-		{"\u0085", wire.CodeInvalid},   // C1
-		{"\u202e👍", wire.CodeInvalid},  // bidi override
-		{"\u2066👍", wire.CodeInvalid},  // bidi isolate
-		{"\u200b", wire.CodeInvalid},   // zero-width space
-		{"\ufeff👍", wire.CodeInvalid},  // BOM
+		{"\u00a0", wire.CodeInvalid},     // no-break space
+		{"\u2028", wire.CodeInvalid},     // line separator
+		{"\x1b[31m", wire.CodeInvalid},   // terminal escape
+		{"\u0085", wire.CodeInvalid},     // C1
+		{"\u202e👍", wire.CodeInvalid},    // bidi override
+		{"\u2066👍", wire.CodeInvalid},    // bidi isolate
+		{"\u200b", wire.CodeInvalid},     // zero-width space
+		{"\u200d", wire.CodeInvalid},     // a joiner alone
+		{"\ufe0f", wire.CodeInvalid},     // a variation selector alone
+		{"\U000E0041", wire.CodeInvalid}, // a tag alone
+		{"\u0301", wire.CodeInvalid},     // a combining accent alone
+		{"👍\u200d", wire.CodeInvalid},    // a joiner joining nothing
+		{"👍\u200d\u200d👍", wire.CodeInvalid},
+		{"\ufeff👍", wire.CodeInvalid}, // BOM
 		{"\xff", wire.CodeInvalid},
 	} {
 		if err := CheckEmoji(tc.emoji); code(err) != tc.code {

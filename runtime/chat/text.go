@@ -69,9 +69,33 @@ func CheckTitle(title string) error {
 			return errInvalid(fmt.Sprintf("title contains line separator %U at byte %d; a title is one line", r, i))
 		case r >= '\u202A' && r <= '\u202E' || r >= '\u2066' && r <= '\u2069':
 			return errInvalid(fmt.Sprintf("title contains bidirectional control %U at byte %d", r, i))
+		case unicode.Is(unicode.Cf, r) && r != '\u200C' && r != '\u200D' && !(r >= 0xE0020 && r <= 0xE007F) && r != '\u200E' && r != '\u200F':
+			// Zero-width spaces, the BOM, soft hyphens, word joiners:
+			// invisible text in a name (the joiners of emoji and scripts,
+			// the tags of flags and the LRM/RLM marks stay allowed).
+			return errInvalid(fmt.Sprintf("title contains invisible format character %U at byte %d", r, i))
 		}
 	}
+	if title != "" && !hasVisible(title) {
+		return errInvalid("title shows nothing: it needs a letter, digit, symbol or punctuation mark")
+	}
 	return nil
+}
+
+// hasVisible reports whether s has a rune that shows: a letter, digit,
+// symbol or punctuation, other than the blank-looking Hangul fillers and
+// the blank braille pattern.
+func hasVisible(s string) bool {
+	for _, r := range s {
+		switch r {
+		case '\u115F', '\u1160', '\u3164', '\uFFA0', '\u2800':
+			continue
+		}
+		if unicode.In(r, unicode.L, unicode.N, unicode.S, unicode.P) {
+			return true
+		}
+	}
+	return false
 }
 
 // CheckEmoji reports why emoji cannot be a reaction (a *wire.Error), or
@@ -94,18 +118,35 @@ func CheckEmoji(emoji string) error {
 	case len(emoji) > MaxEmojiBytes:
 		return wire.Errorf(wire.CodeTooLarge, "emoji is %d bytes, over the limit of %d", len(emoji), MaxEmojiBytes)
 	}
+	prev := rune(-1) // the rune before, -1 at the start
 	for i, r := range emoji {
 		switch {
 		case r == utf8.RuneError && isInvalidAt(emoji, i):
 			return errInvalid("emoji is not valid UTF-8")
+		case joinsOrModifies(r) && (prev < 0 || prev == '\u200D'):
+			// A joiner, a variation selector, a tag or a combining mark
+			// needs a visible character before it: alone it shows nothing.
+			return errInvalid(fmt.Sprintf("emoji has %U at byte %d without a character before it to join or modify", r, i))
 		case r == '\u200D' || r >= 0xE0020 && r <= 0xE007F:
 		case unicode.IsSpace(r):
 			return errInvalid(fmt.Sprintf("emoji contains white space %U at byte %d", r, i))
 		case isControl(r) || unicode.Is(unicode.Cf, r):
 			return errInvalid(fmt.Sprintf("emoji contains control or format character %U at byte %d", r, i))
 		}
+		prev = r
+	}
+	if prev == '\u200D' {
+		return errInvalid("emoji ends with a zero-width joiner: it joins nothing")
 	}
 	return nil
+}
+
+// joinsOrModifies reports the runes that only join or modify the character
+// before them: the zero-width joiner, variation selectors, tag characters
+// and combining marks.
+func joinsOrModifies(r rune) bool {
+	return r == '\u200D' || r >= 0xFE00 && r <= 0xFE0F || r >= 0xE0100 && r <= 0xE01EF ||
+		r >= 0xE0020 && r <= 0xE007F || unicode.In(r, unicode.Mn, unicode.Me)
 }
 
 // isControl reports the C0 controls, DEL and the C1 controls.

@@ -57,6 +57,12 @@ func TestCheckTitle(t *testing.T) {
 		{"\u2066isolate\u2069", "bidirectional control U+2066"},
 		{"pdi\u2069", "bidirectional control U+2069"},
 		{"bad \xff", "UTF-8"},
+		{"\u200b", "invisible format character U+200B"},
+		{"\ufeff", "invisible format character U+FEFF"},
+		{"a\u00adb", "invisible format character U+00AD"},
+		{"\u3164", "shows nothing"},
+		{"\u2800\u2800", "shows nothing"},
+		{"   ", "shows nothing"},
 	} {
 		err := CheckTitle(tc.title)
 		if code(err) != wire.CodeInvalid || !strings.Contains(err.Error(), tc.want) {

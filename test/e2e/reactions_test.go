@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/runtime/chat"
 	"github.com/parleychat/parley/runtime/client"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
@@ -212,7 +213,7 @@ func TestReactionBadInput(t *testing.T) {
 	pbConn := openRaw(t, p, p.token(users[1], "desk", time.Hour), wire.SubprotocolProto)
 	jsonConn := openRaw(t, p, p.token(users[6], "desk", time.Hour), wire.SubprotocolJSON)
 
-	long := strings.Repeat("x", 33)
+	long := strings.Repeat("x", chat.MaxEmojiBytes+1)
 	for _, tc := range []struct {
 		name string
 		do   func() error
@@ -228,7 +229,7 @@ func TestReactionBadInput(t *testing.T) {
 		{"empty emoji", func() error { _, err := owner.React(ctx, conv, msg.GetSeq(), ""); return err }, wire.CodeInvalid},
 		{"emoji with a space", func() error { _, err := owner.React(ctx, conv, msg.GetSeq(), "👍 👍"); return err }, wire.CodeInvalid},
 		{"emoji with a control character", func() error { _, err := owner.React(ctx, conv, msg.GetSeq(), "\x1b[2J"); return err }, wire.CodeInvalid},
-		{"emoji over 32 bytes", func() error { _, err := owner.React(ctx, conv, msg.GetSeq(), long); return err }, wire.CodeTooLarge},
+		{"emoji over MaxEmojiBytes", func() error { _, err := owner.React(ctx, conv, msg.GetSeq(), long); return err }, wire.CodeTooLarge},
 		{"a non-member", func() error { _, err := dave.React(ctx, conv, msg.GetSeq(), "e00"); return err }, wire.CodeNotMember},
 		{"a non-member removes", func() error { _, err := dave.Unreact(ctx, conv, msg.GetSeq(), "e00"); return err }, wire.CodeNotMember},
 		{"an unknown group", func() error { _, err := owner.React(ctx, "g:12345", 1, "👍"); return err }, wire.CodeNotFound},
