@@ -34,6 +34,11 @@ func ValidateMute(m *parleyv1.Mute, nowMs int64) error {
 	return nil
 }
 
+// MaxBlocksPerUser bounds the users one user blocks (too_many_blocks past
+// it), so the block list GET /v1/blocks answers in one response stays small
+// (an outside tryout stored 1,200 blocks of made-up ids at the send rate).
+const MaxBlocksPerUser = 1000
+
 // MaxMuteUntilMs is the latest end of a mute: the last millisecond of the
 // year 9999, so every client can show it as a date.
 const MaxMuteUntilMs = 253402300799999
@@ -83,6 +88,15 @@ func (q *Queries) SetMute(ctx context.Context, user string, m *parleyv1.Mute) (*
 func (q *Queries) SetBlock(ctx context.Context, user string, b *parleyv1.Block) (*parleyv1.Block, error) {
 	if err := ValidateBlock(user, b); err != nil {
 		return nil, err
+	}
+	if !b.GetRemove() {
+		blocks, err := q.st.Blocks(ctx, user)
+		if err != nil {
+			return nil, storeErr(q.log, "blocks", user, err)
+		}
+		if len(blocks) >= MaxBlocksPerUser && !slices.Contains(blocks, b.GetUserId()) {
+			return nil, wire.Errorf(wire.CodeTooManyBlocks, "you block %d users, the most allowed; unblock one first", len(blocks))
+		}
 	}
 	if err := q.st.SetBlock(ctx, user, b.GetUserId(), !b.GetRemove()); err != nil {
 		return nil, storeErr(q.log, "block", user, err)

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -238,5 +239,32 @@ func TestMuteAndBlockRequestBounds(t *testing.T) {
 	err := ValidateBlock("bob", &parleyv1.Block{UserId: "bob", Remove: true})
 	if code(err) != wire.CodeInvalid || !strings.Contains(err.Error(), "unblock yourself") {
 		t.Errorf("bob unblocking bob: %v, want invalid saying unblock", err)
+	}
+}
+
+// TestBlockListBounded: past MaxBlocksPerUser another block is
+// too_many_blocks and nothing is stored; blocking one already blocked and
+// unblocking still work.
+func TestBlockListBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	for i := range MaxBlocksPerUser {
+		if err := e.st.SetBlock(e.ctx, "mallory", fmt.Sprintf("u%04d", i), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.q.SetBlock(e.ctx, "mallory", &parleyv1.Block{UserId: "one-more"}); code(err) != wire.CodeTooManyBlocks {
+		t.Fatalf("block %d: %v, want too_many_blocks", MaxBlocksPerUser+1, err)
+	}
+	if bs, err := e.q.Blocks(e.ctx, "mallory"); err != nil || len(bs) != MaxBlocksPerUser {
+		t.Fatalf("blocks after the refusal: %d, %v; want %d", len(bs), err, MaxBlocksPerUser)
+	}
+	if _, err := e.q.SetBlock(e.ctx, "mallory", &parleyv1.Block{UserId: "u0000"}); err != nil {
+		t.Fatalf("blocking again one already blocked: %v", err)
+	}
+	if _, err := e.q.SetBlock(e.ctx, "mallory", &parleyv1.Block{UserId: "u0000", Remove: true}); err != nil {
+		t.Fatalf("unblock: %v", err)
+	}
+	if _, err := e.q.SetBlock(e.ctx, "mallory", &parleyv1.Block{UserId: "one-more"}); err != nil {
+		t.Fatalf("a block after an unblock: %v", err)
 	}
 }

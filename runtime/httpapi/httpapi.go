@@ -92,6 +92,10 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/blocks", a.authed(a.limitReads(a.blocks)))
 	mux.HandleFunc("PUT /v1/blocks/{user}", a.authed(a.block(false)))
 	mux.HandleFunc("DELETE /v1/blocks/{user}", a.authed(a.block(true)))
+	// No user at all: invalid like an empty user_id over the WebSocket,
+	// not a missing route.
+	mux.HandleFunc("PUT /v1/blocks/{$}", a.authed(a.block(false)))
+	mux.HandleFunc("DELETE /v1/blocks/{$}", a.authed(a.block(true)))
 	mux.HandleFunc("GET /v1/presence", a.authed(a.presence))
 	mux.HandleFunc("POST /v1/media/uploads", a.authed(a.mediaUpload))
 	if a.DevIssuer != nil {

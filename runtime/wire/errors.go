@@ -52,7 +52,7 @@ func HTTPStatus(code string) int {
 		return http.StatusTooManyRequests
 	case CodeInvalid:
 		return http.StatusBadRequest
-	case CodeGroupFull, CodeTooManyReactions:
+	case CodeGroupFull, CodeTooManyReactions, CodeTooManyBlocks:
 		return http.StatusConflict
 	case CodeUnavailable:
 		return http.StatusServiceUnavailable

@@ -68,6 +68,9 @@ const (
 	// start the DM or send, edit or react in it (issue 13, mute and block).
 	// Terminal: retrying does not help until the block is lifted.
 	CodeBlocked = "blocked"
+	// CodeTooManyBlocks: the caller already blocks the most users one may
+	// (chat.MaxBlocksPerUser, 1,000). HTTP 409. Unblock someone first.
+	CodeTooManyBlocks = "too_many_blocks"
 )
 
 // WebSocket close codes (RFC 6455 §7.4.2: 4000–4999 are for applications).
@@ -163,7 +166,7 @@ func (c Codec) DecodeClient(b []byte) (*parleyv1.ClientFrame, error) {
 		return nil, err
 	}
 	if f.Body == nil {
-		return f, fmt.Errorf("%w: frame has no known body (send, ack, read, sync, history, typing, presence_sub, ping)", ErrDecode)
+		return f, fmt.Errorf("%w: frame has no known body (send, ack, read, sync, history, typing, presence_sub, ping, edit, delete, react, set_role, rename, mute, block)", ErrDecode)
 	}
 	return f, nil
 }

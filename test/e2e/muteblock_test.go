@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -230,5 +231,21 @@ func TestBlock(t *testing.T) {
 	}
 	if got, err := rest("alice").Blocks(ctx); err != nil || len(got) != 0 {
 		t.Fatalf("alice's blocks after the unblock = %v, %v", got, err)
+	}
+}
+
+// TestBlockRESTEmptyUser: PUT and DELETE /v1/blocks/ with no user are
+// invalid, as an empty user_id is over the WebSocket (they were a missing
+// route, not_found), and store nothing.
+func TestBlockRESTEmptyUser(t *testing.T) {
+	p := startServer(t, "")
+	tok := "Bearer " + p.token("alice", "curl", time.Hour)
+	for _, method := range []string{http.MethodPut, http.MethodDelete} {
+		if status, body := httpDo(t, method, p.HTTP()+"/v1/blocks/", tok, ""); status != http.StatusBadRequest || !strings.Contains(body, `"invalid"`) {
+			t.Errorf("%s /v1/blocks/: %d %s, want 400 invalid", method, status, body)
+		}
+	}
+	if status, body := httpDo(t, http.MethodGet, p.HTTP()+"/v1/blocks", tok, ""); status != http.StatusOK || strings.Contains(body, `""`) {
+		t.Errorf("GET /v1/blocks after the refusals: %d %s, want an empty list", status, body)
 	}
 }
