@@ -334,6 +334,15 @@ type Limits struct {
 	// +optional
 	MaxSessionsPerUser int32 `json:"maxSessionsPerUser,omitempty"`
 
+	// TypingInterval is the least time between two typing notices of one user in one
+	// conversation that a gateway fans out (the ones in between are dropped); 100ms–1m; unset,
+	// the runtime's 1s (--typing-interval).
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('100ms') && duration(self) <= duration('1m')",message="typingInterval must be between 100ms and 1m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	// +optional
+	TypingInterval *metav1.Duration `json:"typingInterval,omitempty"`
+
 	// HTTPReadTimeout bounds reading one HTTP request, body included, on every role's
 	// server (WebSocket connections are exempt once upgraded); 1s–1h; unset, the runtime's
 	// 2m (--http-read-timeout). Unset fields add nothing to the pods' config, so an operator

@@ -40,6 +40,7 @@ const (
 	EnvS3Bucket        = "PARLEY_S3_BUCKET"
 	EnvS3Region        = "PARLEY_S3_REGION"
 	EnvS3PublicURL     = "PARLEY_S3_PUBLIC_URL"
+	EnvTypingInterval  = "PARLEY_TYPING_INTERVAL"
 	EnvHTTPRead        = "PARLEY_HTTP_READ_TIMEOUT"
 	EnvHTTPIdle        = "PARLEY_HTTP_IDLE_TIMEOUT"
 	EnvAllowedOrigins  = "PARLEY_ALLOWED_ORIGINS"
@@ -75,6 +76,7 @@ var flagEnv = []struct{ flag, env string }{
 	{"--s3-bucket", EnvS3Bucket},
 	{"--s3-region", EnvS3Region},
 	{"--s3-public-url", EnvS3PublicURL},
+	{"--typing-interval", EnvTypingInterval},
 	{"--http-read-timeout", EnvHTTPRead},
 	{"--http-idle-timeout", EnvHTTPIdle},
 	{"--allowed-origins", EnvAllowedOrigins},
@@ -139,6 +141,9 @@ func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Ro
 		set(EnvS3Region, s.Media.Region)
 		set(EnvS3PublicURL, s.Media.PublicURL)
 		set(EnvAllowedOrigins, strings.Join(s.Auth.AllowedOrigins, ","))
+		if d := s.Limits.TypingInterval; d != nil {
+			c[EnvTypingInterval] = d.Duration.String()
+		}
 		if s.Auth.MetricsPrivate {
 			c[EnvMetricsPrivate] = "true"
 		}

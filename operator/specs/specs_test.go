@@ -130,6 +130,9 @@ func TestRevisionChangesWithThePodOnly(t *testing.T) {
 		{"allowedOrigins is gateway config", func(cc *chatv1.ChatCluster) {
 			cc.Spec.Auth.AllowedOrigins = []string{"https://chat.example.com"}
 		}, chatv1.RoleChat, false},
+		{"typingInterval rolls gateways", func(cc *chatv1.ChatCluster) {
+			cc.Spec.Limits.TypingInterval = &metav1.Duration{Duration: 2 * time.Second}
+		}, chatv1.RoleGateway, true},
 		{"metricsPrivate rolls gateways", func(cc *chatv1.ChatCluster) { cc.Spec.Auth.MetricsPrivate = true }, chatv1.RoleGateway, true},
 	}
 	for _, tt := range tests {

@@ -53,6 +53,8 @@ const (
 	DefaultMaxPresenceSubs = 100
 	DefaultRequestTimeout  = chat.DefaultRequestTimeout
 	DefaultWriteTimeout    = 10 * time.Second
+	// DefaultTypingInterval is Config.TypingInterval's default.
+	DefaultTypingInterval = time.Second
 )
 
 // IdleFactor times Config.Heartbeat is how long a session may stay silent
@@ -119,6 +121,12 @@ type Config struct {
 	// requests (one token each; REST's inbox, history and receipts share
 	// it). Over it a request is answered rate_limited (issue 14).
 	ReadLimits limits.Limiter
+	// TypingInterval is the least time between two typing fan-outs of one
+	// user in one conversation, from any of its sessions on this gateway
+	// (default DefaultTypingInterval; typing frames in between are dropped
+	// silently). A typing frame reaches up to 500 members, so a client must
+	// not be able to flood them (issue 14).
+	TypingInterval time.Duration
 	// MaxSessionsPerUser caps one user's live WebSocket sessions over the
 	// region (the session registry's count; 0: no cap). Past it the newest
 	// connection is refused with too_many_sessions (HTTP 429) and the older
@@ -203,6 +211,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPresenceSubs <= 0 {
 		c.MaxPresenceSubs = DefaultMaxPresenceSubs
+	}
+	if c.TypingInterval <= 0 {
+		c.TypingInterval = DefaultTypingInterval
 	}
 	if c.SendRate == 0 {
 		c.SendRate = limits.DefaultRate

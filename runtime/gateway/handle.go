@@ -21,7 +21,7 @@ import (
 )
 
 // typingGate lets one typing fan-out per user and conversation through per
-// typingInterval, from whichever of the user's sessions on this gateway:
+// Config.TypingInterval, from whichever of the user's sessions on this gateway:
 // 40 sessions of one user typing made every member of a group receive 40
 // typing frames a second (issue 14). Past maxTypingKeys it forgets the
 // entries older than the interval, at most once an interval, so it holds
@@ -37,20 +37,20 @@ type typingKey struct{ user, conv string }
 // maxTypingKeys is the size past which typingGate sweeps stale entries.
 const maxTypingKeys = 10_000
 
-func (t *typingGate) allow(user, conv string, now int64) bool {
+func (t *typingGate) allow(user, conv string, now int64, interval time.Duration) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.last == nil {
 		t.last = make(map[typingKey]int64)
 	}
 	k := typingKey{user, conv}
-	if now-t.last[k] < int64(typingInterval) {
+	if now-t.last[k] < int64(interval) {
 		return false
 	}
-	if len(t.last) >= maxTypingKeys && now-t.swept >= int64(typingInterval) {
+	if len(t.last) >= maxTypingKeys && now-t.swept >= int64(interval) {
 		t.swept = now
 		for k, at := range t.last {
-			if now-at >= int64(typingInterval) {
+			if now-at >= int64(interval) {
 				delete(t.last, k)
 			}
 		}
@@ -58,11 +58,6 @@ func (t *typingGate) allow(user, conv string, now int64) bool {
 	t.last[k] = now
 	return true
 }
-
-// typingInterval is the least time between two typing fan-outs of one
-// session; typing frames in between are dropped silently. A typing frame
-// reaches up to 500 members, so a client must not be able to flood them.
-const typingInterval = time.Second
 
 // maxConversationIDBytes bounds conversation ids ("dm:<64>:<64>" or
 // "g:<snowflake>").
@@ -491,7 +486,7 @@ func (g *Gateway) handleTyping(s *session, id uint64, m *parleyv1.Typing) {
 		return
 	}
 	now := time.Now().UnixNano()
-	if now-s.lastTyping < int64(typingInterval) || !g.typing.allow(s.user, conv, now) {
+	if every := g.cfg.TypingInterval; now-s.lastTyping < int64(every) || !g.typing.allow(s.user, conv, now, every) {
 		return
 	}
 	s.lastTyping = now

@@ -88,6 +88,9 @@ type Config struct {
 	// HTTPIdleTimeout closes a keep-alive connection idle between requests
 	// for this long (default 90s).
 	HTTPIdleTimeout time.Duration
+	// TypingInterval is the least time between two typing fan-outs of one
+	// user in one conversation (default 1s; gateway.Config.TypingInterval).
+	TypingInterval time.Duration
 	// MaxSessionsPerUser caps one user's live WebSocket sessions (default
 	// 16; negative: no cap); past it the newest connection is refused with
 	// too_many_sessions (gateway.Config.MaxSessionsPerUser).
@@ -125,6 +128,7 @@ func DefaultConfig() Config {
 		DrainWindow:        5 * time.Second,
 		HTTPReadTimeout:    2 * time.Minute,
 		MaxSessionsPerUser: 16,
+		TypingInterval:     gateway.DefaultTypingInterval,
 		HTTPIdleTimeout:    90 * time.Second,
 	}
 }
@@ -439,6 +443,7 @@ func (c Config) gatewayConfig(id string, requestTimeout time.Duration, b bus.Bus
 		MaxPresenceSubs:    gateway.DefaultMaxPresenceSubs,
 		PresencePublic:     c.PresencePublic,
 		MaxSessionsPerUser: max(c.MaxSessionsPerUser, 0),
+		TypingInterval:     c.TypingInterval,
 		AllowedOrigins:     c.AllowedOrigins,
 		SendRate:           c.SendRate,
 		SendBurst:          c.SendBurst,

@@ -302,3 +302,33 @@ func httpDo(t *testing.T, method, url, auth, body string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestTypingIntervalSetting (issue 14): --typing-interval bounds the typing
+// notices one user's typing reaches another member with, whatever the
+// typist sends: typing every 20 ms for 1.5 s with an interval of 200 ms,
+// alice reaches bob with at most 9 notices (one per interval, the first at
+// once) — and with several, where the default 1 s interval would give 2.
+func TestTypingIntervalSetting(t *testing.T) {
+	p := startServer(t, "", "--typing-interval", "200ms")
+	alice, bob := connect(t, p, "alice", "phone"), connect(t, p, "bob", "phone")
+	ctx := ctxT(t, 20*time.Second)
+	conv := "dm:alice:bob"
+	if _, err := alice.Send(ctx, conv, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for time.Since(start) < 1500*time.Millisecond {
+		if err := alice.Typing(ctx, conv); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	typed := time.Since(start)
+	time.Sleep(300 * time.Millisecond) // the last one allowed arrives
+	bob.mu.Lock()
+	n := len(bob.typing)
+	bob.mu.Unlock()
+	if most := int(typed/(200*time.Millisecond)) + 1; n < 4 || n > most {
+		t.Errorf("bob got %d typing notices from %s of alice typing every 20 ms, want 4..%d (one per 200 ms)", n, typed.Round(time.Millisecond), most)
+	}
+}

@@ -69,6 +69,7 @@ func serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", cfg.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long between requests")
 	f.Float64Var(&cfg.ReadRate, "read-rate", cfg.ReadRate, "per-user sync, history, inbox and receipts requests per second (token bucket rate; -1: no limit)")
 	f.IntVar(&cfg.ReadBurst, "read-burst", cfg.ReadBurst, "per-user read burst (token bucket size)")
+	f.DurationVar(&cfg.TypingInterval, "typing-interval", cfg.TypingInterval, "least time between two typing notices of one user in one conversation that the gateway fans out; the ones in between are dropped")
 	f.IntVar(&cfg.MaxSessionsPerUser, "max-sessions-per-user", cfg.MaxSessionsPerUser, "most live WebSocket sessions of one user over the region; the newest past it is refused with too_many_sessions (-1: no cap)")
 	f.BoolVar(&cfg.MetricsPrivate, "metrics-private", false, "serve /metrics only with the admin token (Authorization: Bearer, as /debug/pprof)")
 	f.StringSliceVar(&cfg.AllowedOrigins, "allowed-origins", nil, "browser origins allowed to open a WebSocket besides the server's own, e.g. https://chat.example.com (default: any)")
