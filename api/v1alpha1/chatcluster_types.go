@@ -353,6 +353,15 @@ type Limits struct {
 	// +optional
 	HTTPReadTimeout *metav1.Duration `json:"httpReadTimeout,omitempty"`
 
+	// HTTPWriteTimeout bounds writing one HTTP response, from its request's start, on every
+	// role's server (WebSocket connections are exempt); 1s–1h; unset, the runtime's 2m
+	// (--http-write-timeout).
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="httpWriteTimeout must be between 1s and 1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	// +optional
+	HTTPWriteTimeout *metav1.Duration `json:"httpWriteTimeout,omitempty"`
+
 	// HTTPIdleTimeout closes a keep-alive HTTP connection idle this long between requests;
 	// 1s–1h; unset, the runtime's 90s (--http-idle-timeout).
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="httpIdleTimeout must be between 1s and 1h"

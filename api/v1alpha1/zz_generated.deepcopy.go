@@ -248,6 +248,11 @@ func (in *Limits) DeepCopyInto(out *Limits) {
 		*out = new(metav1.Duration)
 		**out = **in
 	}
+	if in.HTTPWriteTimeout != nil {
+		in, out := &in.HTTPWriteTimeout, &out.HTTPWriteTimeout
+		*out = new(metav1.Duration)
+		**out = **in
+	}
 	if in.HTTPIdleTimeout != nil {
 		in, out := &in.HTTPIdleTimeout, &out.HTTPIdleTimeout
 		*out = new(metav1.Duration)

@@ -43,6 +43,7 @@ const (
 	EnvTypingInterval  = "PARLEY_TYPING_INTERVAL"
 	EnvHTTPRead        = "PARLEY_HTTP_READ_TIMEOUT"
 	EnvHTTPIdle        = "PARLEY_HTTP_IDLE_TIMEOUT"
+	EnvHTTPWrite       = "PARLEY_HTTP_WRITE_TIMEOUT"
 	EnvAllowedOrigins  = "PARLEY_ALLOWED_ORIGINS"
 	EnvMetricsPrivate  = "PARLEY_METRICS_PRIVATE"
 	EnvNodeID          = "PARLEY_NODE_ID"  // chat: Snowflake node id (region id << 7 | ordinal)
@@ -79,6 +80,7 @@ var flagEnv = []struct{ flag, env string }{
 	{"--typing-interval", EnvTypingInterval},
 	{"--http-read-timeout", EnvHTTPRead},
 	{"--http-idle-timeout", EnvHTTPIdle},
+	{"--http-write-timeout", EnvHTTPWrite},
 	{"--allowed-origins", EnvAllowedOrigins},
 	{"--metrics-private", EnvMetricsPrivate},
 }
@@ -110,6 +112,9 @@ func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Ro
 	}
 	if d := s.Limits.HTTPIdleTimeout; d != nil {
 		c[EnvHTTPIdle] = d.Duration.String()
+	}
+	if d := s.Limits.HTTPWriteTimeout; d != nil {
+		c[EnvHTTPWrite] = d.Duration.String()
 	}
 	if role == chatv1.RoleGateway {
 		c[EnvSendRate] = strconv.Itoa(int(s.Limits.SendRatePerSecond))

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -58,11 +59,11 @@ func (s *Server) serveHTTP(ln net.Listener, c *components) *http.Server {
 		s.admin.ctx = c.ctx // before Serve: handlers start after it
 	}
 	// Every HTTP connection is bounded (issue 14): headers within 10 s, the
-	// whole request within HTTPReadTimeout, and keep-alive idleness by
-	// HTTPIdleTimeout. No WriteTimeout: a profile or a slow reader of a
-	// large answer is bounded by its handler, and WebSocket connections
-	// (which clear these deadlines on upgrade) by their heartbeats.
-	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: min(10*time.Second, s.cfg.HTTPReadTimeout),
+	// whole request within HTTPReadTimeout, each response within
+	// HTTPWriteTimeout of its request (writeDeadline), and keep-alive
+	// idleness by HTTPIdleTimeout. WebSocket connections, which clear these
+	// deadlines on upgrade, are bounded by their heartbeats instead.
+	hs := &http.Server{Handler: writeDeadline(s.handler, s.cfg.HTTPWriteTimeout), ReadHeaderTimeout: min(10*time.Second, s.cfg.HTTPReadTimeout),
 		ReadTimeout: s.cfg.HTTPReadTimeout, IdleTimeout: s.cfg.HTTPIdleTimeout}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -98,4 +99,18 @@ func (s *Server) shutdown(hs *http.Server, c *components, runErr error) error {
 		runErr = err
 	}
 	return runErr
+}
+
+// writeDeadline sets a write deadline of d from the start of every request
+// that is not a WebSocket upgrade (http.Server.WriteTimeout would also apply
+// to the upgrade's connection before the gateway takes it over): a client
+// that asks for a large answer and stops reading loses the connection after
+// d instead of holding it and its handler.
+func writeDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -85,6 +85,11 @@ type Config struct {
 	// declares a body and stalls is cut off after it. WebSocket connections
 	// clear it on upgrade and live by their heartbeats.
 	HTTPReadTimeout time.Duration
+	// HTTPWriteTimeout bounds writing one HTTP response, from the request's
+	// start (default 2m; WebSocket upgrades are exempt): a client that asks
+	// for a large answer and stops reading cannot hold the connection and
+	// its handler forever.
+	HTTPWriteTimeout time.Duration
 	// HTTPIdleTimeout closes a keep-alive connection idle between requests
 	// for this long (default 90s).
 	HTTPIdleTimeout time.Duration
@@ -130,6 +135,7 @@ func DefaultConfig() Config {
 		MaxSessionsPerUser: 16,
 		TypingInterval:     gateway.DefaultTypingInterval,
 		HTTPIdleTimeout:    90 * time.Second,
+		HTTPWriteTimeout:   2 * time.Minute,
 	}
 }
 
@@ -173,6 +179,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.HTTPReadTimeout <= 0 {
 		c.HTTPReadTimeout = d.HTTPReadTimeout
+	}
+	if c.HTTPWriteTimeout <= 0 {
+		c.HTTPWriteTimeout = d.HTTPWriteTimeout
 	}
 	if c.HTTPIdleTimeout <= 0 {
 		c.HTTPIdleTimeout = d.HTTPIdleTimeout

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -331,4 +333,41 @@ func TestTypingIntervalSetting(t *testing.T) {
 	if most := int(typed/(200*time.Millisecond)) + 1; n < 4 || n > most {
 		t.Errorf("bob got %d typing notices from %s of alice typing every 20 ms, want 4..%d (one per 200 ms)", n, typed.Round(time.Millisecond), most)
 	}
+}
+
+// TestHTTPResponseWriteBounded (issue 14): a response still being written
+// --http-write-timeout after its request began is cut (the connection
+// closes without it); a response within it arrives; WebSocket sessions are
+// exempt. A CPU profile of 2 s is the long answer here.
+func TestHTTPResponseWriteBounded(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(tokenFile, []byte("0123456789abcdef-admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServer(t, "", "--admin-token-file", tokenFile, "--http-write-timeout", "1s", "--heartbeat", "500ms")
+	get := func(path string) (*http.Response, error) {
+		req, _ := http.NewRequest(http.MethodGet, p.HTTP()+path, nil)
+		req.Header.Set("Authorization", "Bearer 0123456789abcdef-admin")
+		return (&http.Client{Timeout: 20 * time.Second}).Do(req)
+	}
+	if resp, err := get("/debug/pprof/profile?seconds=2"); err == nil {
+		b, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if rerr == nil && resp.StatusCode == http.StatusOK && len(b) > 0 {
+			t.Errorf("a 2 s profile under a 1 s write timeout arrived whole (%d bytes), want the connection cut", len(b))
+		}
+	}
+	resp, err := get("/healthz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("a quick answer under the write timeout: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	// A WebSocket session outlives the write timeout and still gets pushes.
+	alice, bob := connect(t, p, "alice", "phone"), connect(t, p, "bob", "phone")
+	time.Sleep(1500 * time.Millisecond)
+	ctx := ctxT(t, 20*time.Second)
+	if _, err := alice.Send(ctx, "dm:alice:bob", "after the write timeout"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "bob gets the message", func() bool { return len(bob.Messages("dm:alice:bob", text)) == 1 })
 }

@@ -36,8 +36,9 @@ func TestOperatorCommandLinesParse(t *testing.T) {
 			Auth: chatv1.AuthSpec{JWKSURL: "https://idp.example/jwks.json", Issuer: "idp", Audience: "parley",
 				AllowedOrigins: []string{"https://chat.example.com", "https://m.example.com"}, MetricsPrivate: true},
 			Limits: chatv1.Limits{HTTPReadTimeout: &metav1.Duration{Duration: 30 * time.Second},
-				TypingInterval:  &metav1.Duration{Duration: 2 * time.Second},
-				HTTPIdleTimeout: &metav1.Duration{Duration: time.Minute}},
+				TypingInterval:   &metav1.Duration{Duration: 2 * time.Second},
+				HTTPWriteTimeout: &metav1.Duration{Duration: 90 * time.Second},
+				HTTPIdleTimeout:  &metav1.Duration{Duration: time.Minute}},
 			Media: chatv1.MediaSpec{Bucket: "media", Endpoint: "http://minio:9000", Region: "us-east-1", PublicURL: "https://cdn.example"},
 		},
 	}

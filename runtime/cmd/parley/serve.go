@@ -66,6 +66,7 @@ func serveCmd() *cobra.Command {
 	f.IntVar(&cfg.SendBurst, "send-burst", cfg.SendBurst, "per-user send burst (token bucket size)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "most WebSocket connections this gateway holds; past it upgrades get 503 (0: no cap)")
 	f.DurationVar(&cfg.HTTPReadTimeout, "http-read-timeout", cfg.HTTPReadTimeout, "bound of reading one HTTP request, body included (WebSocket connections are exempt once upgraded)")
+	f.DurationVar(&cfg.HTTPWriteTimeout, "http-write-timeout", cfg.HTTPWriteTimeout, "bound of writing one HTTP response, from its request's start (WebSocket connections are exempt)")
 	f.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", cfg.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long between requests")
 	f.Float64Var(&cfg.ReadRate, "read-rate", cfg.ReadRate, "per-user sync, history, inbox and receipts requests per second (token bucket rate; -1: no limit)")
 	f.IntVar(&cfg.ReadBurst, "read-burst", cfg.ReadBurst, "per-user read burst (token bucket size)")
