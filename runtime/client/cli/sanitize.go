@@ -72,8 +72,10 @@ func isPlain(s string) bool {
 }
 
 // unsafeRune reports whether r, a non-ASCII rune, is one a terminal acts on
-// or that changes how the rest of the line reads: C1 controls, bidi
-// controls, and line and paragraph separators.
+// or that changes how the rest of the line reads, or that shows nothing:
+// C1 controls, bidi controls, line and paragraph separators, and the
+// invisible zero-width space, word joiner, BOM and soft hyphen (the
+// zero-width joiner stays: emoji sequences use it).
 func unsafeRune(r rune) bool {
 	switch {
 	case r >= 0x80 && r <= 0x9f: // C1 controls (0x9b is CSI, 0x9d is OSC)
@@ -85,6 +87,8 @@ func unsafeRune(r rune) bool {
 	case r >= 0x2066 && r <= 0x2069: // LRI, RLI, FSI, PDI
 		return true
 	case r == 0x2028, r == 0x2029: // line and paragraph separators
+		return true
+	case r == 0x200b, r == 0x2060, r == 0xfeff, r == 0x00ad: // ZWSP, WJ, BOM, soft hyphen: invisible
 		return true
 	}
 	return false

@@ -31,6 +31,8 @@ func TestSanitize(t *testing.T) {
 		{"c1 \u009b31m \u0085 \u009d0;t\u009c", "c1 <U+009B>31m <U+0085> <U+009D>0;t<U+009C>", ""},
 		{"raw \x9b31m byte", `raw \x9b31m byte`, ""},
 		{"sep\u2028x\u2029", "sep<U+2028>x<U+2029>", ""},
+		{"\u200b\u2060\ufeff\u00ad", "<U+200B><U+2060><U+FEFF><U+00AD>", ""},
+		{"👩\u200d💻", "👩\u200d💻", ""}, // the joiner of an emoji sequence stays
 	}
 	for _, c := range cases {
 		if got := Sanitize(c.in); got != c.id {
