@@ -70,19 +70,9 @@ type pendingOffline struct {
 // their DefaultConfig values. onChange (may be nil) gets each announced change.
 // Run must be running for changes to be stored and announced.
 func NewService(reg Registry, cfg Config, onChange func(*parleyv1.Presence)) *Service {
-	def := DefaultConfig()
-	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = def.Heartbeat
-	}
-	if cfg.TTL <= 0 {
-		cfg.TTL = def.TTL
-	}
-	if cfg.Grace <= 0 {
-		cfg.Grace = def.Grace
-	}
 	return &Service{
 		reg:       reg,
-		cfg:       cfg,
+		cfg:       cfg.WithDefaults(),
 		onChange:  onChange,
 		kick:      make(chan struct{}, 1),
 		users:     make(map[string]*user),
@@ -109,15 +99,8 @@ func (s *Service) SetRemoteRegions(regions func() []string) { s.remote = regions
 // (the period of the other region's re-announcements, one of which may be
 // lost). With the defaults, 2m15s.
 func (c Config) RemoteWindow() time.Duration {
-	def := DefaultConfig()
-	hb, ttl := c.Heartbeat, c.TTL
-	if hb <= 0 {
-		hb = def.Heartbeat
-	}
-	if ttl <= 0 {
-		ttl = def.TTL
-	}
-	return ttl + 2*hb
+	c = c.WithDefaults()
+	return c.TTL + 2*c.Heartbeat
 }
 
 // RemoteOnline reports whether st, a status another region announced

@@ -55,3 +55,19 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Heartbeat: 30 * time.Second, TTL: 75 * time.Second, Grace: 5 * time.Second}
 }
+
+// WithDefaults returns c with its zero or negative fields set to
+// DefaultConfig's: the one place the defaults are applied.
+func (c Config) WithDefaults() Config {
+	def := DefaultConfig()
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = def.Heartbeat
+	}
+	if c.TTL <= 0 {
+		c.TTL = def.TTL
+	}
+	if c.Grace <= 0 {
+		c.Grace = def.Grace
+	}
+	return c
+}

@@ -77,6 +77,7 @@ func NewAnnouncer(reg presence.Registry, b bus.Bus, cfg AnnouncerConfig) *Announ
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Presence = cfg.Presence.WithDefaults()
 	a := &Announcer{
 		cfg:    cfg,
 		b:      b,
@@ -184,12 +185,7 @@ func (a *Announcer) Handle(ctx context.Context, rec bus.Record) {
 	a.offsets.Handled(rec)
 }
 
-func (a *Announcer) ttl() time.Duration {
-	if a.cfg.Presence.TTL > 0 {
-		return a.cfg.Presence.TTL
-	}
-	return presence.DefaultConfig().TTL
-}
+func (a *Announcer) ttl() time.Duration { return a.cfg.Presence.TTL }
 
 // commit commits the handled offsets of partitions (all when nil).
 func (a *Announcer) commit(partitions []int32) {
@@ -218,11 +214,7 @@ func (a *Announcer) changed(p *parleyv1.Presence) {
 // refreshLoop re-announces the users online through this announcer to the
 // other regions every heartbeat (AnnouncerConfig.Refresh).
 func (a *Announcer) refreshLoop(ctx context.Context) {
-	every := a.cfg.Presence.Heartbeat
-	if every <= 0 {
-		every = presence.DefaultConfig().Heartbeat
-	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(a.cfg.Presence.Heartbeat)
 	defer t.Stop()
 	for {
 		select {

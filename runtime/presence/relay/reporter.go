@@ -51,10 +51,7 @@ func NewReporter(reg presence.Registry, b bus.Bus, topic string, cfg presence.Co
 	// A service that is never told of sessions: its Get reads the
 	// registry, with the TTL rule and unknown on errors.
 	reader := presence.NewService(reg, cfg, nil)
-	def := presence.DefaultConfig()
-	if cfg.TTL <= 0 {
-		cfg.TTL = def.TTL
-	}
+	cfg = cfg.WithDefaults()
 	return &Reporter{
 		reg:    reg,
 		b:      b,
