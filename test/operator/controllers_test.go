@@ -53,8 +53,14 @@ func TestDisruptionBudgetOnRealControllers(t *testing.T) {
 		t.Fatalf("a second eviction while one gateway is down: %v, want 429 (the budget refuses it)", err)
 	}
 	// The StatefulSet controller recreated the evicted gateway; once it is Ready, the budget is back.
+	// The eviction recorded the pod's name in the budget's status.disruptedPods. Pods here have no
+	// node, so the API server deletes them at once and the StatefulSet controller recreates the
+	// same name at once: when the disruption controller does not see the deletion in between, it
+	// counts the new pod as still disrupted until its DeletionTimeout (2 minutes,
+	// pkg/controller/disruption) expires — what a real cluster does too when a pod's deletion
+	// is missed. So the wait covers that timeout.
 	h.kubelet.setReady(func(*corev1.Pod) bool { return true })
-	h.eventually("the budget restored", 30*time.Second, func() (bool, error) {
+	h.eventually("the budget restored", 150*time.Second, func() (bool, error) {
 		var pdb policyv1.PodDisruptionBudget
 		if err := h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: name}, &pdb); err != nil {
 			return false, err
