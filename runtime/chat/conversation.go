@@ -35,6 +35,11 @@ type conversation struct {
 	home string
 	// groupSeen: a group homed elsewhere was found stored (regions.go).
 	groupSeen bool
+	// blockedBy caches, per user of a DM, whether the DM's other user
+	// blocks them (blockedSenders), since blocksAt; dropped by a
+	// BlocksChanged record and after blockCacheTTL.
+	blockedBy map[string]bool
+	blocksAt  time.Time
 }
 
 // convState is what the sequencer knows of a conversation, loaded lazily
@@ -126,6 +131,11 @@ func (c *conversation) process(jobs []*job) {
 			// Receipts are idempotent and forward-only: applied even past
 			// the deadline, since the client does not retry them.
 			receipts = append(receipts, j)
+			continue
+		case *parleyv1.IngressRecord_BlocksChanged:
+			// Applied even past the deadline: it only drops a cache.
+			flush()
+			c.blocksChanged(j, out)
 			continue
 		}
 		if rec.GetDeadline() != 0 && nowMs > rec.GetDeadline() {

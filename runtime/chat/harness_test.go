@@ -72,6 +72,7 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 		}
 		e.gws = append(e.gws, gw)
 	}
+	e.q.NotifyBlocksTo(e.gws[0].client)
 	t.Cleanup(func() {
 		cancel()
 		e.mu.Lock()

@@ -101,7 +101,41 @@ func (q *Queries) SetBlock(ctx context.Context, user string, b *parleyv1.Block) 
 	if err := q.st.SetBlock(ctx, user, b.GetUserId(), !b.GetRemove()); err != nil {
 		return nil, storeErr(q.log, "block", user, err)
 	}
+	q.notifyBlocks(ctx, user, b.GetUserId())
 	return &parleyv1.Block{UserId: b.GetUserId(), Remove: b.GetRemove()}, nil
+}
+
+// BlockNotifier delivers a record to its conversation's sequencer and waits
+// for the answer (Client.Call).
+type BlockNotifier interface {
+	Call(ctx context.Context, rec *parleyv1.IngressRecord) (*parleyv1.Reply, error)
+}
+
+// NotifyBlocksTo makes SetBlock tell the sequencer of the DM between the
+// two users of each block or unblock it stores (a BlocksChanged record),
+// before it answers: the sequencer caches a DM's blocks, and the record,
+// ordered before every later send of the DM, makes the change apply to the
+// very next send. Without a notifier the sequencer sees a change within
+// blockCacheTTL. Set it before use.
+func (q *Queries) NotifyBlocksTo(n BlockNotifier) { q.blocks = n }
+
+// notifyBlocks sends the BlocksChanged record of a block by user of other.
+// The block is stored whatever happens to it: a record that cannot be
+// delivered (the DM's home region unreachable, the bus down) leaves the
+// sequencer's cache to expire, and is logged.
+func (q *Queries) notifyBlocks(ctx context.Context, user, other string) {
+	if q.blocks == nil {
+		return
+	}
+	rec := &parleyv1.IngressRecord{
+		Origin:         &parleyv1.Origin{UserId: user},
+		ConversationId: DMID(user, other),
+		Op:             &parleyv1.IngressRecord_BlocksChanged{BlocksChanged: &parleyv1.BlocksChanged{}},
+	}
+	if _, err := q.blocks.Call(ctx, rec); err != nil {
+		q.log.Warn("block stored, but the DM's sequencer was not told; it applies to the DM's sends within "+blockCacheTTL.String(),
+			"user", user, "other", other, "err", err)
+	}
 }
 
 // Blocks returns the users user blocks, sorted.
@@ -217,26 +251,43 @@ func (s *Sequencer) checkNoBlockers(ctx context.Context, caller string, users []
 	return nil
 }
 
-// blockedSenders returns which of users the other user of DM c blocks
-// (one store read per distinct user; nil for a group, which blocks do not
-// touch).
+// blockCacheTTL bounds how long the sequencer trusts what it cached of a
+// DM's blocks. A block or unblock reaches the DM's sequencer as a
+// BlocksChanged record, ordered before every send published after it, so
+// the cache is exact; the bound covers a BlocksChanged that could not be
+// delivered (Queries.SetBlock stores the block whatever happens to it, e.g.
+// while the DM's home region is unreachable).
+const blockCacheTTL = time.Minute
+
+// blockedSenders returns which of users the other user of DM c blocks (nil
+// for a group, which blocks do not touch). What it reads is cached on c:
+// one store read per user of the DM until the next BlocksChanged or
+// blockCacheTTL, instead of one per batch of sends (a BlockedBy read per
+// DM send was the most frequent Cassandra statement of the data path,
+// issue 11).
 func (c *conversation) blockedSenders(ctx context.Context, users []string) (map[string]bool, error) {
 	if !IsDM(c.id) {
 		return nil, nil
 	}
+	if now := time.Now(); c.blockedBy == nil || now.Sub(c.blocksAt) > blockCacheTTL {
+		c.blockedBy, c.blocksAt = make(map[string]bool, 2), now
+	}
 	var out map[string]bool
-	seen := make(map[string]bool, 2)
 	for _, u := range users {
 		peer := dmPeer(c.id, u)
-		if peer == "" || seen[u] {
-			continue // not a user of this DM (plan answers not_member), or done
+		if peer == "" {
+			continue // not a user of this DM: plan answers not_member
 		}
-		seen[u] = true
-		by, err := c.p.s.st.BlockedBy(ctx, u)
-		if err != nil {
-			return nil, storeErr(c.p.s.log, "blocked by", c.id, err)
+		blocked, known := c.blockedBy[u]
+		if !known {
+			by, err := c.p.s.st.BlockedBy(ctx, u)
+			if err != nil {
+				return nil, storeErr(c.p.s.log, "blocked by", c.id, err)
+			}
+			blocked = slices.Contains(by, peer)
+			c.blockedBy[u] = blocked
 		}
-		if slices.Contains(by, peer) {
+		if blocked {
 			if out == nil {
 				out = map[string]bool{}
 			}
@@ -244,6 +295,18 @@ func (c *conversation) blockedSenders(ctx context.Context, users []string) (map[
 		}
 	}
 	return out, nil
+}
+
+// blocksChanged applies a BlocksChanged record: the DM's cached blocks are
+// dropped, so the next send reads them again. Only a user of the DM may
+// send it (invalid otherwise).
+func (c *conversation) blocksChanged(j *job, out *Batch) {
+	if dmPeer(c.id, j.rec.GetOrigin().GetUserId()) == "" {
+		c.fail(c.p.ctx, j, out, errInvalid("blocks_changed names a DM of other users, or a group"))
+		return
+	}
+	c.blockedBy = nil
+	c.reply(j, out, &parleyv1.Reply{})
 }
 
 // checkBlocked answers blocked when user may not write in DM c.

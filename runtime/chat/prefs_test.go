@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
 )
 
@@ -266,5 +268,57 @@ func TestBlockListBounded(t *testing.T) {
 	}
 	if _, err := e.q.SetBlock(e.ctx, "mallory", &parleyv1.Block{UserId: "one-more"}); err != nil {
 		t.Fatalf("a block after an unblock: %v", err)
+	}
+}
+
+// blockReads counts the store's BlockedBy reads.
+type blockReads struct {
+	store.MessageStore
+	n atomic.Int64
+}
+
+func (b *blockReads) BlockedBy(ctx context.Context, user string) ([]string, error) {
+	b.n.Add(1)
+	return b.MessageStore.BlockedBy(ctx, user)
+}
+
+// TestBlocksCached (issue 11): the sequencer reads a DM's blocks once per
+// user of the DM, not once per send, and a block or unblock made through
+// Queries still applies to the very next send (its BlocksChanged record,
+// ordered before that send, drops what was cached). Only a user of the DM
+// may send BlocksChanged.
+func TestBlocksCached(t *testing.T) {
+	e := newEnv(t, nil)
+	reads := &blockReads{MessageStore: e.st}
+	e.st = reads
+	e.q = NewQueries(reads)
+	e.q.NotifyBlocksTo(e.gws[0].client)
+	e.startSequencer(t, "chat-0", 0)
+	dm := DMID("alice", "bob")
+	for i := range 10 {
+		e.mustSend(t, "alice", dm, fmt.Sprintf("a%d", i), "hi")
+		e.mustSend(t, "bob", dm, fmt.Sprintf("b%d", i), "hello")
+	}
+	if n := reads.n.Load(); n != 2 {
+		t.Fatalf("%d BlockedBy reads for 20 sends of the DM's 2 users, want 2", n)
+	}
+	setBlock := func(remove bool) {
+		t.Helper()
+		if _, err := e.q.SetBlock(e.ctx, "alice", &parleyv1.Block{UserId: "bob", Remove: remove}); err != nil {
+			t.Fatalf("alice blocks bob (remove %v): %v", remove, err)
+		}
+	}
+	setBlock(false)
+	if _, err := e.send("bob", dm, "b-blocked", "still there?"); code(err) != wire.CodeBlocked {
+		t.Fatalf("bob's send right after alice's block: %v, want blocked", err)
+	}
+	e.mustSend(t, "alice", dm, "a-after", "bye")
+	setBlock(true)
+	e.mustSend(t, "bob", dm, "b-unblocked", "back")
+
+	rec := &parleyv1.IngressRecord{Origin: origin("mallory"), ConversationId: dm,
+		Op: &parleyv1.IngressRecord_BlocksChanged{BlocksChanged: &parleyv1.BlocksChanged{}}}
+	if _, err := e.call(rec); code(err) != wire.CodeInvalid {
+		t.Fatalf("BlocksChanged of alice and bob's DM by mallory: %v, want invalid", err)
 	}
 }

@@ -28,8 +28,9 @@ const inboxWorkers = 8
 // Receipt pointers are read from the store, which the sequencer updates at
 // most once per Config.ReceiptFlush: they may lag by that much.
 type Queries struct {
-	st  store.MessageStore
-	log *slog.Logger
+	st     store.MessageStore
+	log    *slog.Logger
+	blocks BlockNotifier // nil: the sequencer sees blocks within blockCacheTTL
 }
 
 // NewQueries returns the read paths over st.

@@ -539,6 +539,7 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 	}
 	queries := chat.NewQueries(s.store)
 	s.chat = chat.NewClient(s.bus, fc.GatewayID, ingress)
+	queries.NotifyBlocksTo(s.chat)
 	s.chat.ObserveWith(s.Metrics)
 	var homes func(context.Context, string, string) (string, error)
 	if s.fleet.mesh != nil {

@@ -287,6 +287,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("sequencer: %w", err)
 	}
 	s.chat = chat.NewClient(s.bus, GatewayID, ingress)
+	queries.NotifyBlocksTo(s.chat)
 	s.chat.ObserveWith(s.Metrics)
 
 	// The gateway is created after the presence service, whose changes it

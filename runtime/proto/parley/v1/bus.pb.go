@@ -150,6 +150,7 @@ type IngressRecord struct {
 	//	*IngressRecord_React
 	//	*IngressRecord_SetRole
 	//	*IngressRecord_Rename
+	//	*IngressRecord_BlocksChanged
 	Op            isIngressRecord_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -326,6 +327,15 @@ func (x *IngressRecord) GetRename() *Rename {
 	return nil
 }
 
+func (x *IngressRecord) GetBlocksChanged() *BlocksChanged {
+	if x != nil {
+		if x, ok := x.Op.(*IngressRecord_BlocksChanged); ok {
+			return x.BlocksChanged
+		}
+	}
+	return nil
+}
+
 type isIngressRecord_Op interface {
 	isIngressRecord_Op()
 }
@@ -374,6 +384,10 @@ type IngressRecord_Rename struct {
 	Rename *Rename `protobuf:"bytes,20,opt,name=rename,proto3,oneof"`
 }
 
+type IngressRecord_BlocksChanged struct {
+	BlocksChanged *BlocksChanged `protobuf:"bytes,21,opt,name=blocks_changed,json=blocksChanged,proto3,oneof"`
+}
+
 func (*IngressRecord_Send) isIngressRecord_Op() {}
 
 func (*IngressRecord_Ack) isIngressRecord_Op() {}
@@ -396,6 +410,49 @@ func (*IngressRecord_SetRole) isIngressRecord_Op() {}
 
 func (*IngressRecord_Rename) isIngressRecord_Op() {}
 
+func (*IngressRecord_BlocksChanged) isIngressRecord_Op() {}
+
+// BlocksChanged tells the sequencer of a DM (conversation_id = the DM of the
+// two users, whether it exists or not) that a block between its users was
+// stored or removed: it drops what it cached of the DM's blocks, so the
+// sends it sequences after this record see the change. Answered with an
+// empty reply. Origin.user_id is the user who blocked or unblocked.
+type BlocksChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlocksChanged) Reset() {
+	*x = BlocksChanged{}
+	mi := &file_parley_v1_bus_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlocksChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlocksChanged) ProtoMessage() {}
+
+func (x *BlocksChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_bus_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlocksChanged.ProtoReflect.Descriptor instead.
+func (*BlocksChanged) Descriptor() ([]byte, []int) {
+	return file_parley_v1_bus_proto_rawDescGZIP(), []int{2}
+}
+
 type CreateGroup struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Title         string                 `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
@@ -406,7 +463,7 @@ type CreateGroup struct {
 
 func (x *CreateGroup) Reset() {
 	*x = CreateGroup{}
-	mi := &file_parley_v1_bus_proto_msgTypes[2]
+	mi := &file_parley_v1_bus_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +475,7 @@ func (x *CreateGroup) String() string {
 func (*CreateGroup) ProtoMessage() {}
 
 func (x *CreateGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_bus_proto_msgTypes[2]
+	mi := &file_parley_v1_bus_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +488,7 @@ func (x *CreateGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroup.ProtoReflect.Descriptor instead.
 func (*CreateGroup) Descriptor() ([]byte, []int) {
-	return file_parley_v1_bus_proto_rawDescGZIP(), []int{2}
+	return file_parley_v1_bus_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateGroup) GetTitle() string {
@@ -457,7 +514,7 @@ type ChangeMembers struct {
 
 func (x *ChangeMembers) Reset() {
 	*x = ChangeMembers{}
-	mi := &file_parley_v1_bus_proto_msgTypes[3]
+	mi := &file_parley_v1_bus_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +526,7 @@ func (x *ChangeMembers) String() string {
 func (*ChangeMembers) ProtoMessage() {}
 
 func (x *ChangeMembers) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_bus_proto_msgTypes[3]
+	mi := &file_parley_v1_bus_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +539,7 @@ func (x *ChangeMembers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMembers.ProtoReflect.Descriptor instead.
 func (*ChangeMembers) Descriptor() ([]byte, []int) {
-	return file_parley_v1_bus_proto_rawDescGZIP(), []int{3}
+	return file_parley_v1_bus_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ChangeMembers) GetUserIds() []string {
@@ -515,7 +572,7 @@ type Reply struct {
 
 func (x *Reply) Reset() {
 	*x = Reply{}
-	mi := &file_parley_v1_bus_proto_msgTypes[4]
+	mi := &file_parley_v1_bus_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +584,7 @@ func (x *Reply) String() string {
 func (*Reply) ProtoMessage() {}
 
 func (x *Reply) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_bus_proto_msgTypes[4]
+	mi := &file_parley_v1_bus_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +597,7 @@ func (x *Reply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reply.ProtoReflect.Descriptor instead.
 func (*Reply) Descriptor() ([]byte, []int) {
-	return file_parley_v1_bus_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_bus_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Reply) GetRequestId() uint64 {
@@ -604,7 +661,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_parley_v1_bus_proto_msgTypes[5]
+	mi := &file_parley_v1_bus_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +673,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_bus_proto_msgTypes[5]
+	mi := &file_parley_v1_bus_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +686,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_parley_v1_bus_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_bus_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Delivery) GetUserIds() []string {
@@ -728,7 +785,7 @@ type DeliverRecord struct {
 
 func (x *DeliverRecord) Reset() {
 	*x = DeliverRecord{}
-	mi := &file_parley_v1_bus_proto_msgTypes[6]
+	mi := &file_parley_v1_bus_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +797,7 @@ func (x *DeliverRecord) String() string {
 func (*DeliverRecord) ProtoMessage() {}
 
 func (x *DeliverRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_bus_proto_msgTypes[6]
+	mi := &file_parley_v1_bus_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +810,7 @@ func (x *DeliverRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRecord.ProtoReflect.Descriptor instead.
 func (*DeliverRecord) Descriptor() ([]byte, []int) {
-	return file_parley_v1_bus_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_bus_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeliverRecord) GetReplies() []*Reply {
@@ -789,7 +846,7 @@ type RelayRecord struct {
 
 func (x *RelayRecord) Reset() {
 	*x = RelayRecord{}
-	mi := &file_parley_v1_bus_proto_msgTypes[7]
+	mi := &file_parley_v1_bus_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +858,7 @@ func (x *RelayRecord) String() string {
 func (*RelayRecord) ProtoMessage() {}
 
 func (x *RelayRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_bus_proto_msgTypes[7]
+	mi := &file_parley_v1_bus_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +871,7 @@ func (x *RelayRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayRecord.ProtoReflect.Descriptor instead.
 func (*RelayRecord) Descriptor() ([]byte, []int) {
-	return file_parley_v1_bus_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_bus_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RelayRecord) GetFromRegion() string {
@@ -851,7 +908,7 @@ type OutboxRecord struct {
 
 func (x *OutboxRecord) Reset() {
 	*x = OutboxRecord{}
-	mi := &file_parley_v1_bus_proto_msgTypes[8]
+	mi := &file_parley_v1_bus_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +920,7 @@ func (x *OutboxRecord) String() string {
 func (*OutboxRecord) ProtoMessage() {}
 
 func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_bus_proto_msgTypes[8]
+	mi := &file_parley_v1_bus_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +933,7 @@ func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
 func (*OutboxRecord) Descriptor() ([]byte, []int) {
-	return file_parley_v1_bus_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_bus_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *OutboxRecord) GetHomeRegion() string {
@@ -909,7 +966,7 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"session_id\x18\x05 \x01(\tR\tsessionId\x12\x16\n" +
 	"\x06region\x18\x06 \x01(\tR\x06region\x12\x1f\n" +
 	"\vhome_region\x18\a \x01(\tR\n" +
-	"homeRegion\"\xc5\x05\n" +
+	"homeRegion\"\x88\x06\n" +
 	"\rIngressRecord\x12)\n" +
 	"\x06origin\x18\x01 \x01(\v2\x11.parley.v1.OriginR\x06origin\x12'\n" +
 	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x17\n" +
@@ -928,8 +985,10 @@ const file_parley_v1_bus_proto_rawDesc = "" +
 	"\x06delete\x18\x11 \x01(\v2\x11.parley.v1.DeleteH\x00R\x06delete\x12(\n" +
 	"\x05react\x18\x12 \x01(\v2\x10.parley.v1.ReactH\x00R\x05react\x12/\n" +
 	"\bset_role\x18\x13 \x01(\v2\x12.parley.v1.SetRoleH\x00R\asetRole\x12+\n" +
-	"\x06rename\x18\x14 \x01(\v2\x11.parley.v1.RenameH\x00R\x06renameB\x04\n" +
-	"\x02op\"=\n" +
+	"\x06rename\x18\x14 \x01(\v2\x11.parley.v1.RenameH\x00R\x06rename\x12A\n" +
+	"\x0eblocks_changed\x18\x15 \x01(\v2\x18.parley.v1.BlocksChangedH\x00R\rblocksChangedB\x04\n" +
+	"\x02op\"\x0f\n" +
+	"\rBlocksChanged\"=\n" +
 	"\vCreateGroup\x12\x14\n" +
 	"\x05title\x18\x01 \x01(\tR\x05title\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\tR\amembers\"*\n" +
@@ -981,64 +1040,66 @@ func file_parley_v1_bus_proto_rawDescGZIP() []byte {
 	return file_parley_v1_bus_proto_rawDescData
 }
 
-var file_parley_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_parley_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_parley_v1_bus_proto_goTypes = []any{
 	(*Origin)(nil),        // 0: parley.v1.Origin
 	(*IngressRecord)(nil), // 1: parley.v1.IngressRecord
-	(*CreateGroup)(nil),   // 2: parley.v1.CreateGroup
-	(*ChangeMembers)(nil), // 3: parley.v1.ChangeMembers
-	(*Reply)(nil),         // 4: parley.v1.Reply
-	(*Delivery)(nil),      // 5: parley.v1.Delivery
-	(*DeliverRecord)(nil), // 6: parley.v1.DeliverRecord
-	(*RelayRecord)(nil),   // 7: parley.v1.RelayRecord
-	(*OutboxRecord)(nil),  // 8: parley.v1.OutboxRecord
-	(*Send)(nil),          // 9: parley.v1.Send
-	(*Ack)(nil),           // 10: parley.v1.Ack
-	(*Read)(nil),          // 11: parley.v1.Read
-	(*Edit)(nil),          // 12: parley.v1.Edit
-	(*Delete)(nil),        // 13: parley.v1.Delete
-	(*React)(nil),         // 14: parley.v1.React
-	(*SetRole)(nil),       // 15: parley.v1.SetRole
-	(*Rename)(nil),        // 16: parley.v1.Rename
-	(*SendOk)(nil),        // 17: parley.v1.SendOk
-	(*Error)(nil),         // 18: parley.v1.Error
-	(*Message)(nil),       // 19: parley.v1.Message
-	(*Receipt)(nil),       // 20: parley.v1.Receipt
-	(*SendAccepted)(nil),  // 21: parley.v1.SendAccepted
-	(*Typing)(nil),        // 22: parley.v1.Typing
-	(*Presence)(nil),      // 23: parley.v1.Presence
+	(*BlocksChanged)(nil), // 2: parley.v1.BlocksChanged
+	(*CreateGroup)(nil),   // 3: parley.v1.CreateGroup
+	(*ChangeMembers)(nil), // 4: parley.v1.ChangeMembers
+	(*Reply)(nil),         // 5: parley.v1.Reply
+	(*Delivery)(nil),      // 6: parley.v1.Delivery
+	(*DeliverRecord)(nil), // 7: parley.v1.DeliverRecord
+	(*RelayRecord)(nil),   // 8: parley.v1.RelayRecord
+	(*OutboxRecord)(nil),  // 9: parley.v1.OutboxRecord
+	(*Send)(nil),          // 10: parley.v1.Send
+	(*Ack)(nil),           // 11: parley.v1.Ack
+	(*Read)(nil),          // 12: parley.v1.Read
+	(*Edit)(nil),          // 13: parley.v1.Edit
+	(*Delete)(nil),        // 14: parley.v1.Delete
+	(*React)(nil),         // 15: parley.v1.React
+	(*SetRole)(nil),       // 16: parley.v1.SetRole
+	(*Rename)(nil),        // 17: parley.v1.Rename
+	(*SendOk)(nil),        // 18: parley.v1.SendOk
+	(*Error)(nil),         // 19: parley.v1.Error
+	(*Message)(nil),       // 20: parley.v1.Message
+	(*Receipt)(nil),       // 21: parley.v1.Receipt
+	(*SendAccepted)(nil),  // 22: parley.v1.SendAccepted
+	(*Typing)(nil),        // 23: parley.v1.Typing
+	(*Presence)(nil),      // 24: parley.v1.Presence
 }
 var file_parley_v1_bus_proto_depIdxs = []int32{
 	0,  // 0: parley.v1.IngressRecord.origin:type_name -> parley.v1.Origin
-	9,  // 1: parley.v1.IngressRecord.send:type_name -> parley.v1.Send
-	10, // 2: parley.v1.IngressRecord.ack:type_name -> parley.v1.Ack
-	11, // 3: parley.v1.IngressRecord.read:type_name -> parley.v1.Read
-	2,  // 4: parley.v1.IngressRecord.create_group:type_name -> parley.v1.CreateGroup
-	3,  // 5: parley.v1.IngressRecord.add_members:type_name -> parley.v1.ChangeMembers
-	3,  // 6: parley.v1.IngressRecord.remove_members:type_name -> parley.v1.ChangeMembers
-	12, // 7: parley.v1.IngressRecord.edit:type_name -> parley.v1.Edit
-	13, // 8: parley.v1.IngressRecord.delete:type_name -> parley.v1.Delete
-	14, // 9: parley.v1.IngressRecord.react:type_name -> parley.v1.React
-	15, // 10: parley.v1.IngressRecord.set_role:type_name -> parley.v1.SetRole
-	16, // 11: parley.v1.IngressRecord.rename:type_name -> parley.v1.Rename
-	17, // 12: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
-	18, // 13: parley.v1.Reply.error:type_name -> parley.v1.Error
-	19, // 14: parley.v1.Reply.event:type_name -> parley.v1.Message
-	20, // 15: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
-	21, // 16: parley.v1.Reply.send_accepted:type_name -> parley.v1.SendAccepted
-	19, // 17: parley.v1.Delivery.message:type_name -> parley.v1.Message
-	20, // 18: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
-	22, // 19: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
-	23, // 20: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
-	4,  // 21: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
-	5,  // 22: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
-	5,  // 23: parley.v1.RelayRecord.deliveries:type_name -> parley.v1.Delivery
-	1,  // 24: parley.v1.OutboxRecord.record:type_name -> parley.v1.IngressRecord
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	10, // 1: parley.v1.IngressRecord.send:type_name -> parley.v1.Send
+	11, // 2: parley.v1.IngressRecord.ack:type_name -> parley.v1.Ack
+	12, // 3: parley.v1.IngressRecord.read:type_name -> parley.v1.Read
+	3,  // 4: parley.v1.IngressRecord.create_group:type_name -> parley.v1.CreateGroup
+	4,  // 5: parley.v1.IngressRecord.add_members:type_name -> parley.v1.ChangeMembers
+	4,  // 6: parley.v1.IngressRecord.remove_members:type_name -> parley.v1.ChangeMembers
+	13, // 7: parley.v1.IngressRecord.edit:type_name -> parley.v1.Edit
+	14, // 8: parley.v1.IngressRecord.delete:type_name -> parley.v1.Delete
+	15, // 9: parley.v1.IngressRecord.react:type_name -> parley.v1.React
+	16, // 10: parley.v1.IngressRecord.set_role:type_name -> parley.v1.SetRole
+	17, // 11: parley.v1.IngressRecord.rename:type_name -> parley.v1.Rename
+	2,  // 12: parley.v1.IngressRecord.blocks_changed:type_name -> parley.v1.BlocksChanged
+	18, // 13: parley.v1.Reply.send_ok:type_name -> parley.v1.SendOk
+	19, // 14: parley.v1.Reply.error:type_name -> parley.v1.Error
+	20, // 15: parley.v1.Reply.event:type_name -> parley.v1.Message
+	21, // 16: parley.v1.Reply.receipt:type_name -> parley.v1.Receipt
+	22, // 17: parley.v1.Reply.send_accepted:type_name -> parley.v1.SendAccepted
+	20, // 18: parley.v1.Delivery.message:type_name -> parley.v1.Message
+	21, // 19: parley.v1.Delivery.receipt:type_name -> parley.v1.Receipt
+	23, // 20: parley.v1.Delivery.typing:type_name -> parley.v1.Typing
+	24, // 21: parley.v1.Delivery.presence:type_name -> parley.v1.Presence
+	5,  // 22: parley.v1.DeliverRecord.replies:type_name -> parley.v1.Reply
+	6,  // 23: parley.v1.DeliverRecord.deliveries:type_name -> parley.v1.Delivery
+	6,  // 24: parley.v1.RelayRecord.deliveries:type_name -> parley.v1.Delivery
+	1,  // 25: parley.v1.OutboxRecord.record:type_name -> parley.v1.IngressRecord
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_bus_proto_init() }
@@ -1059,8 +1120,9 @@ func file_parley_v1_bus_proto_init() {
 		(*IngressRecord_React)(nil),
 		(*IngressRecord_SetRole)(nil),
 		(*IngressRecord_Rename)(nil),
+		(*IngressRecord_BlocksChanged)(nil),
 	}
-	file_parley_v1_bus_proto_msgTypes[5].OneofWrappers = []any{
+	file_parley_v1_bus_proto_msgTypes[6].OneofWrappers = []any{
 		(*Delivery_Message)(nil),
 		(*Delivery_Receipt)(nil),
 		(*Delivery_Typing)(nil),
@@ -1072,7 +1134,7 @@ func file_parley_v1_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_bus_proto_rawDesc), len(file_parley_v1_bus_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
