@@ -34,6 +34,11 @@ type Registry interface {
 	Sessions(ctx context.Context, userIDs []string) (map[string][]Session, error)
 	// SetStatus stores a user's status for ttl.
 	SetStatus(ctx context.Context, userID string, st Status, ttl time.Duration) error
+	// SetStatuses stores each user's status of sts (user id -> status) for
+	// ttl, in one round trip: what a region's presence refresh stores for
+	// every user online in a peer region each heartbeat. An empty user id
+	// is an error and stores nothing.
+	SetStatuses(ctx context.Context, sts map[string]Status, ttl time.Duration) error
 	// Statuses returns the stored statuses of users (absent when unknown).
 	Statuses(ctx context.Context, userIDs []string) (map[string]Status, error)
 	// Close releases the registry.

@@ -94,6 +94,7 @@ func (rl *Relay) storePresence(ctx context.Context, from string, ds []*parleyv1.
 	}
 	now := time.Now()
 	var show []*parleyv1.Delivery
+	sts := make(map[string]presence.Status, len(ds))
 	for _, d := range ds {
 		p := d.GetPresence()
 		if p == nil || p.GetUserId() == "" {
@@ -115,12 +116,18 @@ func (rl *Relay) storePresence(ctx context.Context, from string, ds []*parleyv1.
 		} else {
 			show = append(show, d)
 		}
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if err := rl.statuses.SetStatus(wctx, key, st, remoteStatusTTL); err != nil {
-			rl.log.Warn("store relayed presence", "from", from, "user", p.GetUserId(), "err", err)
+		if old, dup := sts[key]; !dup || !old.LastActive.After(st.LastActive) {
+			sts[key] = st // of one user's changes in one record, the newest
 		}
-		cancel()
 	}
+	// One round trip for the record (up to a broadcast's worth of users: a
+	// refresh carries every user online in the other region, and one write
+	// per user in turn could not keep up with a heartbeat at scale).
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if err := rl.statuses.SetStatuses(wctx, sts, remoteStatusTTL); err != nil {
+		rl.log.Warn("store relayed presence", "from", from, "users", len(sts), "err", err)
+	}
+	cancel()
 	return show
 }
 

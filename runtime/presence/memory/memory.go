@@ -191,16 +191,27 @@ func (r *Registry) SetStatus(ctx context.Context, userID string, st presence.Sta
 	if userID == "" {
 		return errors.New("presence set status: empty user id")
 	}
+	return r.SetStatuses(ctx, map[string]presence.Status{userID: st}, ttl)
+}
+
+// SetStatuses stores each user's status of sts for ttl (ttl <= 0: until
+// replaced).
+func (r *Registry) SetStatuses(ctx context.Context, sts map[string]presence.Status, ttl time.Duration) error {
+	if _, empty := sts[""]; empty {
+		return errors.New("presence set statuses: empty user id")
+	}
 	now, err := r.begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer r.mu.Unlock()
-	e := status{st: st}
-	if ttl > 0 {
-		e.expires = now.Add(ttl)
+	for u, st := range sts {
+		e := status{st: st}
+		if ttl > 0 {
+			e.expires = now.Add(ttl)
+		}
+		r.statuses[u] = e
 	}
-	r.statuses[userID] = e
 	return nil
 }
 

@@ -32,6 +32,7 @@ func Run(t *testing.T, newRegistry func(t *testing.T) presence.Registry) {
 	t.Run("SeveralUsers", func(t *testing.T) { testSeveralUsers(t, newRegistry(t)) })
 	t.Run("Statuses", func(t *testing.T) { testStatuses(t, newRegistry(t)) })
 	t.Run("StatusTTL", func(t *testing.T) { testStatusTTL(t, newRegistry(t)) })
+	t.Run("SetStatuses", func(t *testing.T) { testSetStatuses(t, newRegistry(t)) })
 }
 
 // user returns a user id unique to this test and run.
@@ -247,3 +248,47 @@ func testStatusTTL(t *testing.T, r presence.Registry) {
 		t.Errorf("a status with a long ttl expired with the short one")
 	}
 }
+
+// testSetStatuses: a batch stores every user's status (and replaces what
+// was there) with its ttl; an empty user id stores nothing.
+func testSetStatuses(t *testing.T, r presence.Registry) {
+	ctx := context.Background()
+	at := ms(0)
+	batch := map[string]presence.Status{}
+	var users []string
+	for i := range 300 {
+		u := user(t, fmt.Sprintf("b%03d", i))
+		users = append(users, u)
+		batch[u] = presence.Status{Online: i%2 == 0, LastActive: at.Add(time.Duration(i) * time.Millisecond)}
+	}
+	if err := r.SetStatus(ctx, users[0], presence.Status{LastActive: ms(-time.Hour)}, time.Hour); err != nil {
+		t.Fatalf("SetStatus: %v", err)
+	}
+	if err := r.SetStatuses(ctx, batch, time.Hour); err != nil {
+		t.Fatalf("SetStatuses of %d users: %v", len(batch), err)
+	}
+	got := statuses(t, r, users...)
+	for _, u := range users {
+		if g, ok := got[u]; !ok || g.Online != batch[u].Online || !g.LastActive.Equal(batch[u].LastActive) {
+			t.Fatalf("status of %s after SetStatuses = %+v (found %v), want %+v", u, g, ok, batch[u])
+		}
+	}
+	if err := r.SetStatuses(ctx, nil, time.Hour); err != nil {
+		t.Fatalf("SetStatuses of nobody: %v", err)
+	}
+	short, bad := user(t, "short"), user(t, "bad")
+	if err := r.SetStatuses(ctx, map[string]presence.Status{bad: {Online: true}, "": {Online: true}}, time.Hour); err == nil {
+		t.Fatalf("SetStatuses with an empty user id: no error")
+	}
+	if _, ok := statuses(t, r, bad)[bad]; ok {
+		t.Fatalf("SetStatuses with an empty user id stored the other user's status")
+	}
+	if err := r.SetStatuses(ctx, map[string]presence.Status{short: {Online: true, LastActive: at}}, shortTTL); err != nil {
+		t.Fatalf("SetStatuses with a short ttl: %v", err)
+	}
+	waitUntil(t, "the batch-stored status to expire", func() bool {
+		_, ok := statuses(t, r, short)[short]
+		return !ok
+	})
+}
+

@@ -331,16 +331,49 @@ func (r *Registry) SetStatus(ctx context.Context, userID string, st presence.Sta
 		return fmt.Errorf("presence redis: set status of %s: %w", userID, err)
 	}
 	defer cancel()
-	if ttl > 0 && ttl < time.Millisecond {
-		ttl = time.Millisecond // PX needs at least 1; 0 would mean "keep"
-	}
-	if ttl < 0 {
-		ttl = 0
-	}
-	if err := r.c.Set(ctx, r.presenceKey(userID), encodeStatus(st), ttl).Err(); err != nil {
+	if err := r.c.Set(ctx, r.presenceKey(userID), encodeStatus(st), statusTTL(ttl)).Err(); err != nil {
 		return fmt.Errorf("presence redis: set status of %s: %w", userID, err)
 	}
 	return nil
+}
+
+// SetStatuses stores each user's status of sts for ttl as SetStatus does,
+// pipelined: one round trip for the lot.
+func (r *Registry) SetStatuses(ctx context.Context, sts map[string]presence.Status, ttl time.Duration) error {
+	if _, empty := sts[""]; empty {
+		return errors.New("presence redis: set statuses: empty user id")
+	}
+	ctx, cancel, err := r.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("presence redis: set statuses of %d users: %w", len(sts), err)
+	}
+	defer cancel()
+	if len(sts) == 0 {
+		return nil
+	}
+	px := statusTTL(ttl)
+	_, err = r.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for u, st := range sts {
+			p.Set(ctx, r.presenceKey(u), encodeStatus(st), px)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("presence redis: set statuses of %d users: %w", len(sts), err)
+	}
+	return nil
+}
+
+// statusTTL is the expiry SET is given for ttl: at least a millisecond (PX
+// needs 1; 0 would mean "keep"), and 0 (no expiry) for ttl <= 0.
+func statusTTL(ttl time.Duration) time.Duration {
+	switch {
+	case ttl <= 0:
+		return 0
+	case ttl < time.Millisecond:
+		return time.Millisecond
+	}
+	return ttl
 }
 
 // Statuses returns the stored, unexpired statuses of userIDs (absent when
