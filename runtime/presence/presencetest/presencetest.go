@@ -291,4 +291,3 @@ func testSetStatuses(t *testing.T, r presence.Registry) {
 		return !ok
 	})
 }
-
