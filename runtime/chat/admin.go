@@ -37,9 +37,9 @@ func ValidateRename(r *parleyv1.Rename) error {
 }
 
 // setRole sequences a ROLE_CHANGED event (text: the role) giving a member
-// of a group the admin or member role (issue 13), which store.Append
-// applies to the member's row, and answers with the event, pushed to every
-// member but the requesting session.
+// of a group the admin or member role (issue 13), whose effect on the
+// member's row (effects) store.Append persists, and answers with the
+// event, pushed to every member but the requesting session.
 //
 // Rules, checked in this order, each with its code (nothing is stored on
 // an error): ValidateSetRole (invalid); the conversation is a group
@@ -82,13 +82,14 @@ func (c *conversation) setRole(ctx context.Context, j *job, out *Batch) {
 		ev.Text = role
 		return ev, nil
 	})
-	c.finishAdmin(ctx, j, out, state, ev, noop, err, func() { state.setRole(ev.GetMembers()[0], ev.GetText()) })
+	c.finishAdmin(ctx, j, out, state, ev, noop, err)
 }
 
 // rename sequences a RENAMED event (text: the new title) of a group
-// (issue 13), which store.Append applies to the conversation's title, and
-// answers with the event, pushed to every member but the requesting
-// session. The inbox and sync show the new title from then on.
+// (issue 13), whose effect on the conversation's title (effects)
+// store.Append persists, and answers with the event, pushed to every
+// member but the requesting session. The inbox and sync show the new
+// title from then on.
 //
 // Rules, in order, each with its code (nothing is stored on an error):
 // ValidateRename (invalid, too_large); the conversation is a group
@@ -122,7 +123,7 @@ func (c *conversation) rename(ctx context.Context, j *job, out *Batch) {
 		}
 		return ev, nil
 	})
-	c.finishAdmin(ctx, j, out, state, ev, noop, err, func() { state.conv.Title = ev.GetText() })
+	c.finishAdmin(ctx, j, out, state, ev, noop, err)
 }
 
 // checkRecordID checks that a request's own conversation_id, when set,
@@ -135,16 +136,15 @@ func (c *conversation) checkRecordID(conv string) error {
 }
 
 // finishAdmin answers a role change or rename: the error, the no-op
-// answer (seq 0, pushed to nobody), or the stored event after applying it
-// to state, pushed to every member but the requesting session.
-func (c *conversation) finishAdmin(ctx context.Context, j *job, out *Batch, state *convState, ev, noop *parleyv1.Message, err error, apply func()) {
+// answer (seq 0, pushed to nobody), or the stored event (state has its
+// effect: appendEvents), pushed to every member but the requesting session.
+func (c *conversation) finishAdmin(ctx context.Context, j *job, out *Batch, state *convState, ev, noop *parleyv1.Message, err error) {
 	switch {
 	case err != nil:
 		c.fail(ctx, j, out, err)
 	case ev == nil:
 		c.reply(j, out, &parleyv1.Reply{Event: noop})
 	default:
-		apply()
 		c.reply(j, out, &parleyv1.Reply{Event: ev})
 		deliverMessage(out, state.memberIDs(), ev, j.rec.GetOrigin().GetSessionId())
 	}

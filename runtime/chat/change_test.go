@@ -173,7 +173,8 @@ func TestEditAndDelete(t *testing.T) {
 func (e *env) seedOldGroup(t *testing.T, conv string, members []string, sender string, texts ...string) {
 	t.Helper()
 	old := time.Now().Add(-2 * time.Hour).UnixMilli()
-	if err := e.st.CreateConversation(e.ctx, store.Conversation{ID: conv, Kind: store.KindGroup, CreatedBy: "alice"}); err != nil {
+	c := store.Conversation{ID: conv, Kind: store.KindGroup, CreatedBy: "alice"}
+	if err := e.st.CreateConversation(e.ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	msgs := []*parleyv1.Message{
@@ -184,7 +185,7 @@ func (e *env) seedOldGroup(t *testing.T, conv string, members []string, sender s
 		msgs = append(msgs, &parleyv1.Message{ConversationId: conv, Seq: seq, SenderId: sender, ClientMsgId: fmt.Sprintf("%s%d", sender[:1], i+1),
 			Kind: parleyv1.MessageKind_MESSAGE_KIND_TEXT, Text: text, CreatedAt: old})
 	}
-	if err := e.st.Append(e.ctx, conv, msgs); err != nil {
+	if err := e.st.Append(e.ctx, conv, msgs, effects(c, nil, msgs)...); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -224,18 +225,18 @@ type laggingStore struct {
 	applied int
 }
 
-func (l *laggingStore) Append(ctx context.Context, conv string, msgs []*parleyv1.Message) error {
+func (l *laggingStore) Append(ctx context.Context, conv string, msgs []*parleyv1.Message, effects ...store.Effect) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.failing || len(msgs) != 1 || !store.IsChange(msgs[0].GetKind()) {
-		return l.MessageStore.Append(ctx, conv, msgs)
+		return l.MessageStore.Append(ctx, conv, msgs, effects...)
 	}
 	l.failing = false
 	before, err := l.MessageStore.Message(ctx, conv, msgs[0].GetTargetSeq())
 	if err != nil {
 		return err
 	}
-	if err := l.MessageStore.Append(ctx, conv, msgs); err != nil {
+	if err := l.MessageStore.Append(ctx, conv, msgs, effects...); err != nil {
 		return err
 	}
 	l.stale[before.GetSeq()] = before

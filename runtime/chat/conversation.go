@@ -313,28 +313,6 @@ func (st *convState) memberIDs() []string {
 	return st.ids
 }
 
-func (st *convState) addMembers(users []string, seq uint64, role string) {
-	for _, u := range users {
-		st.members[u] = store.Member{UserID: u, JoinedSeq: seq, Role: role}
-	}
-	st.ids = nil
-}
-
-func (st *convState) removeMembers(users []string) {
-	for _, u := range users {
-		delete(st.members, u)
-	}
-	st.ids = nil
-}
-
-// setRole records the role a stored ROLE_CHANGED or OWNER_CHANGED gave.
-func (st *convState) setRole(user, role string) {
-	if m, ok := st.members[user]; ok {
-		m.Role = role
-		st.members[user] = m
-	}
-}
-
 // computeReadMin is the lowest effective read pointer of the current
 // members; a member's pointer counts as at least joined_seq-1, since it never
 // sees what came before it joined.
@@ -372,7 +350,8 @@ func (c *conversation) appendOne(ctx context.Context, build func(*convState) (*p
 
 // appendEvents is appendOne for events at consecutive seqs from the head,
 // stored by one Append (so an owner's leave and the ownership transfer it
-// causes are stored together or not at all).
+// causes are stored together or not at all) with their effects on the
+// members and the title (effects), which the returned state then has.
 func (c *conversation) appendEvents(ctx context.Context, build func(*convState) ([]*parleyv1.Message, error)) (*convState, []*parleyv1.Message, error) {
 	for attempt := 0; ; attempt++ {
 		state, err := c.load(ctx)
@@ -383,8 +362,9 @@ func (c *conversation) appendEvents(ctx context.Context, build func(*convState) 
 		if err != nil || len(evs) == 0 {
 			return state, nil, err
 		}
+		effs := effects(state.conv, state.members, evs)
 		began := time.Now()
-		err = c.p.s.st.Append(ctx, c.id, evs)
+		err = c.p.s.st.Append(ctx, c.id, evs, effs...)
 		c.p.s.cfg.Metrics.ObserveStage(metrics.StageAppend, time.Since(began))
 		if errors.Is(err, store.ErrSeqTaken) && attempt+1 < maxAppendAttempts {
 			c.p.s.log.Info("seq taken; reloading conversation", "conversation", c.id, "seq", evs[0].GetSeq())
@@ -396,6 +376,7 @@ func (c *conversation) appendEvents(ctx context.Context, build func(*convState) 
 			return nil, nil, storeErr(c.p.s.log, "append event", c.id, err)
 		}
 		state.head = evs[len(evs)-1].GetSeq()
+		state.apply(effs)
 		c.p.s.countStored(evs)
 		return state, evs, nil
 	}

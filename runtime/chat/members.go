@@ -73,7 +73,8 @@ func (c *conversation) createGroup(ctx context.Context, j *job, out *Batch) {
 		Members:        members,
 		CreatedAt:      now.UnixMilli(),
 	}
-	if err := s.st.Append(ctx, id, []*parleyv1.Message{ev}); err != nil {
+	creation := store.Conversation{Kind: store.KindGroup, CreatedBy: creator} // the creator becomes owner
+	if err := s.st.Append(ctx, id, []*parleyv1.Message{ev}, effects(creation, nil, []*parleyv1.Message{ev})...); err != nil {
 		// The conversation row stays without log or members: invisible,
 		// since nobody has it in an inbox.
 		c.fail(ctx, j, out, storeErr(s.log, "append group creation", id, err))
@@ -132,7 +133,6 @@ func (c *conversation) addMembers(ctx context.Context, j *job, out *Batch) {
 		c.reply(j, out, &parleyv1.Reply{})
 		return
 	}
-	state.addMembers(added, ev.GetSeq(), store.RoleMember)
 	c.reply(j, out, &parleyv1.Reply{Event: ev})
 	deliverMessage(out, state.memberIDs(), ev, j.rec.GetOrigin().GetSessionId())
 }
@@ -195,12 +195,11 @@ func (c *conversation) removeMembers(ctx context.Context, j *job, out *Batch) {
 		c.reply(j, out, &parleyv1.Reply{})
 		return
 	}
-	before := state.memberIDs() // still includes the removed: they learn it too
-	state.removeMembers(removed)
+	// The removed learn it too: state already has them gone.
+	before := append(slices.Clone(state.memberIDs()), removed...)
 	c.reply(j, out, &parleyv1.Reply{Event: evs[0]})
 	deliverMessage(out, before, evs[0], j.rec.GetOrigin().GetSessionId())
 	if len(evs) > 1 {
-		state.setRole(evs[1].GetMembers()[0], store.RoleOwner)
 		deliverMessage(out, state.memberIDs(), evs[1], j.rec.GetOrigin().GetSessionId())
 	}
 	// A member who had not read everything may have been holding back the

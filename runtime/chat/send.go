@@ -35,6 +35,7 @@ type sendPlan struct {
 	outcomes []sendOutcome
 	createDM bool // the conversation record must be created first
 	dmUsers  []string
+	effects  []store.Effect // of msgs: the DM's members when it creates one
 }
 
 // sends sequences and stores a run of send jobs with one store.Append
@@ -82,7 +83,7 @@ func (c *conversation) sends(ctx context.Context, jobs []*job, out *Batch) {
 			}
 		}
 		began := time.Now()
-		err = s.st.Append(ctx, c.id, forStorage(plan.msgs))
+		err = s.st.Append(ctx, c.id, forStorage(plan.msgs), plan.effects...)
 		s.cfg.Metrics.ObserveStage(metrics.StageAppend, time.Since(began))
 		if errors.Is(err, store.ErrSeqTaken) && attempt+1 < maxAppendAttempts {
 			s.log.Info("seq taken; reloading conversation", "conversation", c.id, "seq", plan.msgs[0].GetSeq())
@@ -331,6 +332,9 @@ func (c *conversation) plan(state *convState, jobs []*job, quotes quoted, blocke
 		inBatch[key] = m
 		o.msg = m
 	}
+	if p.createDM {
+		p.effects = effects(state.conv, state.members, p.msgs)
+	}
 	return p
 }
 
@@ -425,8 +429,8 @@ func (c *conversation) applied(p *sendPlan) {
 			st.conv = store.Conversation{ID: c.id, Kind: store.KindDM, HomeRegion: c.p.s.cfg.Region}
 			c.state = st
 		}
-		st.addMembers(p.dmUsers, p.msgs[0].GetSeq(), store.RoleMember)
 	}
+	st.apply(p.effects)
 	for _, m := range p.msgs {
 		if m.GetClientMsgId() != "" {
 			st.remember(c.p.s.dedupeKey(m.GetSenderId(), m.GetClientMsgId()), m.GetSeq())

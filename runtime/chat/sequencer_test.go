@@ -729,7 +729,7 @@ type unsureStore struct {
 	next string // "", "stored-then-lost", "refused"
 }
 
-func (u *unsureStore) Append(ctx context.Context, conv string, msgs []*parleyv1.Message) error {
+func (u *unsureStore) Append(ctx context.Context, conv string, msgs []*parleyv1.Message, effects ...store.Effect) error {
 	u.mu.Lock()
 	mode := u.next
 	u.next = ""
@@ -738,12 +738,12 @@ func (u *unsureStore) Append(ctx context.Context, conv string, msgs []*parleyv1.
 	case "refused":
 		return fmt.Errorf("append %s: %w: too few replicas", conv, store.ErrNotStored)
 	case "stored-then-lost":
-		if err := u.MessageStore.Append(ctx, conv, msgs); err != nil {
+		if err := u.MessageStore.Append(ctx, conv, msgs, effects...); err != nil {
 			return err
 		}
 		return errors.New("connection reset while waiting for the answer")
 	}
-	return u.MessageStore.Append(ctx, conv, msgs)
+	return u.MessageStore.Append(ctx, conv, msgs, effects...)
 }
 
 // TestAppendOutcomes (issue 14): a send whose append the store refused

@@ -212,7 +212,9 @@ func (h *harness) createDM(a, b string) string {
 		h.t.Fatal(err)
 	}
 	err := h.st.Append(ctx, conv, []*parleyv1.Message{{ConversationId: conv, Seq: 1, MessageId: 1, SenderId: a,
-		Kind: parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, Members: []string{a, b}, CreatedAt: time.Now().UnixMilli()}})
+		Kind: parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, Members: []string{a, b}, CreatedAt: time.Now().UnixMilli()}},
+		store.PutMember(1, store.Member{UserID: a, JoinedSeq: 1, Role: store.RoleMember}),
+		store.PutMember(1, store.Member{UserID: b, JoinedSeq: 1, Role: store.RoleMember}))
 	if err != nil {
 		h.t.Fatal(err)
 	}

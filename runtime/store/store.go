@@ -1,13 +1,14 @@
 // Package store owns persistence: the conversation logs (the truth of what
 // was said), conversations, members, inboxes and receipt pointers.
 //
-// Backends live in sub-packages (store/pebble, later store/cassandra) and all
+// Backends live in sub-packages (store/pebble, store/cassandra) and all
 // pass one conformance suite, storetest.Run.
 package store
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -98,20 +99,26 @@ type MessageStore interface {
 	// Append stores msgs, which carry consecutive seqs of conversation conv
 	// starting at msgs[0].Seq, durably (synced) and only if none of those seqs
 	// is stored yet; otherwise it stores nothing and returns ErrSeqTaken.
-	// Membership events apply in the same call: MEMBER_ADDED and
-	// CONVERSATION_CREATED add msg.Members (JoinedSeq = msg.Seq, role member;
-	// the creator of a group becomes owner) and add conv to their inboxes;
-	// MEMBER_REMOVED removes them (the inbox entry is kept, so a removed user
-	// still sees the conversation it left, but no longer has access).
-	// ROLE_CHANGED and OWNER_CHANGED set the stored role of their member
-	// (RoleChange) while it is a member, keeping its JoinedSeq; RENAMED sets
-	// the conversation's Title to the event's text.
+	//
+	// effects are the member rows and title the append changes, as the chat
+	// role decided them (issue 15: the rules of who joins, who owns, which
+	// role a member keeps live in runtime/chat, not here). Append persists
+	// them as given, in order, and derives nothing from the events' kinds: a
+	// CONVERSATION_CREATED or MEMBER_ADDED stored without effects changes no
+	// member. Each effect's Seq must be the seq of one of msgs and the Seqs
+	// must not decrease (otherwise Append returns an error and stores
+	// nothing). Pebble writes the effects in the append's one batch;
+	// Cassandra right after the conditional batch that stores the messages
+	// (the commit point), each write at USING TIMESTAMP = its Seq, so an
+	// effect written again later never undoes a newer one; when the
+	// messages were stored but an effect failed, Append returns an error.
+	//
 	// EDITED, DELETED and REACTION events apply too, as ApplyChange describes; their
 	// target must be stored (ErrNotFound otherwise). Pebble applies every
 	// effect in the append's one batch; Cassandra after the conditional
 	// write that stores the messages (the commit point), so a failure
 	// between the two leaves an effect for ApplyChange to repair.
-	Append(ctx context.Context, conv string, msgs []*parleyv1.Message) error
+	Append(ctx context.Context, conv string, msgs []*parleyv1.Message, effects ...Effect) error
 	// ApplyChange applies the stored EDITED, DELETED or REACTION event ev to its
 	// target message (seq ev.TargetSeq) as Changed describes, and keeps the
 	// text of the target's versions in one place: the text of the EDITED
@@ -131,7 +138,8 @@ type MessageStore interface {
 	Message(ctx context.Context, conv string, seq uint64) (*parleyv1.Message, error)
 
 	// CreateConversation stores c, or returns ErrExists if c.ID is taken.
-	// Members are added by the CONVERSATION_CREATED event through Append.
+	// Members are added by the effects of the CONVERSATION_CREATED event's
+	// Append.
 	CreateConversation(ctx context.Context, c Conversation) error
 	// Conversation returns conversation id, or ErrNotFound.
 	Conversation(ctx context.Context, id string) (Conversation, error)
@@ -222,34 +230,81 @@ type CrossRegionReads interface {
 	UserHomeAnyRegion(ctx context.Context, user string) (string, error)
 }
 
-// IsMembership reports whether k changes a conversation's member rows
-// (CONVERSATION_CREATED, MEMBER_ADDED, MEMBER_REMOVED, ROLE_CHANGED,
-// OWNER_CHANGED), which Append applies.
-func IsMembership(k parleyv1.MessageKind) bool {
-	switch k {
-	case parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED,
-		parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, parleyv1.MessageKind_MESSAGE_KIND_ROLE_CHANGED,
-		parleyv1.MessageKind_MESSAGE_KIND_OWNER_CHANGED:
-		return true
-	}
-	return false
+// EffectKind says what an Effect changes.
+type EffectKind uint8
+
+// Effect kinds.
+const (
+	// EffectPutMember writes Member's row (JoinedSeq and Role as given,
+	// replacing any row of Member.UserID) and adds the conversation to
+	// Member.UserID's inbox: a join, a role change, an ownership transfer.
+	EffectPutMember EffectKind = iota + 1
+	// EffectRemoveMember deletes Member.UserID's row (the inbox entry
+	// stays: a removed user still lists the conversation it left). Removing
+	// a user who is not a member changes nothing.
+	EffectRemoveMember
+	// EffectRename sets the conversation's Title (nothing else of it).
+	EffectRename
+)
+
+// Effect is one change an Append persists beside its messages: a member
+// row written or deleted, or the title set. The chat role decides them
+// (runtime/chat/effects.go); the backends only persist them. Build one with
+// PutMember, RemoveMember or Rename.
+type Effect struct {
+	Kind EffectKind
+	// Seq is the seq of the event (one of the append's messages) that
+	// causes the effect. Cassandra writes the effect at USING TIMESTAMP =
+	// Seq, so a late or repeated write never undoes a newer one.
+	Seq uint64
+	// Member is the row EffectPutMember writes; EffectRemoveMember uses
+	// its UserID only.
+	Member Member
+	// Title is the title EffectRename sets (may be empty).
+	Title string
 }
 
-// RoleChange returns the member whose stored role ev sets and that role:
-// for ROLE_CHANGED members[0] and the role in ev's text, for OWNER_CHANGED
-// members[0] and RoleOwner. ok is false for any other event, or one
-// without exactly one member.
-func RoleChange(ev *parleyv1.Message) (user, role string, ok bool) {
-	if len(ev.GetMembers()) != 1 {
-		return "", "", false
+// PutMember is the effect of the event at seq that leaves m as m's row.
+func PutMember(seq uint64, m Member) Effect {
+	return Effect{Kind: EffectPutMember, Seq: seq, Member: m}
+}
+
+// RemoveMember is the effect of the event at seq that removes user.
+func RemoveMember(seq uint64, user string) Effect {
+	return Effect{Kind: EffectRemoveMember, Seq: seq, Member: Member{UserID: user}}
+}
+
+// Rename is the effect of the RENAMED event at seq that sets title.
+func Rename(seq uint64, title string) Effect {
+	return Effect{Kind: EffectRename, Seq: seq, Title: title}
+}
+
+// CheckEffects checks effects against an append of seqs first..last: each
+// of a known kind, its Seq in first..last and not below the one before,
+// a member effect naming a user (a non-empty id; the backends check the
+// id's bytes), a written row a role and a JoinedSeq of 1..Seq. It returns
+// nil or an error saying which effect is wrong; both backends call it
+// before they write anything.
+func CheckEffects(first, last uint64, effects []Effect) error {
+	prev := first
+	for i, e := range effects {
+		switch {
+		case e.Seq < first || e.Seq > last:
+			return fmt.Errorf("effect %d: seq %d is not one of the append's seqs %d..%d", i, e.Seq, first, last)
+		case e.Seq < prev:
+			return fmt.Errorf("effect %d: seq %d is below the seq %d of the effect before it", i, e.Seq, prev)
+		case e.Kind == EffectRename:
+		case e.Kind != EffectPutMember && e.Kind != EffectRemoveMember:
+			return fmt.Errorf("effect %d (seq %d): unknown kind %d", i, e.Seq, e.Kind)
+		case e.Member.UserID == "":
+			return fmt.Errorf("effect %d (seq %d): empty user id", i, e.Seq)
+		case e.Kind == EffectPutMember && (e.Member.Role == "" || e.Member.JoinedSeq == 0 || e.Member.JoinedSeq > e.Seq):
+			return fmt.Errorf("effect %d (seq %d): member %s needs a role and a joined seq of 1..%d, has %q and %d",
+				i, e.Seq, e.Member.UserID, e.Seq, e.Member.Role, e.Member.JoinedSeq)
+		}
+		prev = e.Seq
 	}
-	switch ev.GetKind() {
-	case parleyv1.MessageKind_MESSAGE_KIND_ROLE_CHANGED:
-		return ev.GetMembers()[0], ev.GetText(), true
-	case parleyv1.MessageKind_MESSAGE_KIND_OWNER_CHANGED:
-		return ev.GetMembers()[0], RoleOwner, true
-	}
-	return "", "", false
+	return nil
 }
 
 // IsChange reports whether k is a change to an earlier message (EDITED,

@@ -61,12 +61,16 @@
 //
 // # Membership, inbox and receipts
 //
-// The membership effects of an Append (members, user_conversations) are
-// written after its conditional batch succeeded, inbox first, so a member
-// always has its inbox entry. Every members write carries USING TIMESTAMP =
-// the event's seq, so an effect applied again, late or out of order (a replay)
-// never undoes a later one: a replayed MEMBER_ADDED loses to the tombstone of
-// a later MEMBER_REMOVED, and the reverse. If the effects fail after the
+// The membership and title effects of an Append (members,
+// user_conversations, conversations.renamed_title) are the store.Effects the
+// chat role passed with it: the store writes them as given and reads nothing
+// to decide them (issue 15; the rules are in runtime/chat/effects.go). They
+// are written after the conditional batch that stores their events
+// succeeded (the commit point and its fencing are the messages' alone),
+// inbox first, so a member always has its inbox entry. Every members write
+// carries USING TIMESTAMP = the event's seq, so an effect applied again, late
+// or out of order (a replay) never undoes a later one: a replayed join loses
+// to the tombstone of a later removal, and the reverse. If the effects fail after the
 // commit, Append returns an error; the chat role then reloads and, for a
 // request it replays or a client retries, sees the effect missing and
 // sequences it again, which repairs it.

@@ -259,7 +259,9 @@ func TestAppendAcrossBucketBoundaryUpperTaken(t *testing.T) {
 	}
 	dave, erin := fmt.Sprint("dave-", conv), fmt.Sprint("erin-", conv)
 	batch := []*parleyv1.Message{added(conv, 4095, dave), text(conv, 4096), added(conv, 4097, erin), text(conv, 4098)}
-	err := s.Append(ctxFor(t), conv, batch)
+	err := s.Append(ctxFor(t), conv, batch,
+		store.PutMember(4095, store.Member{UserID: dave, JoinedSeq: 4095, Role: store.RoleMember}),
+		store.PutMember(4097, store.Member{UserID: erin, JoinedSeq: 4097, Role: store.RoleMember}))
 	if !errors.Is(err, store.ErrSeqTaken) {
 		t.Fatalf("Append(4095..4098) error = %v, want ErrSeqTaken", err)
 	}
@@ -430,15 +432,23 @@ func TestMembershipReplay(t *testing.T) {
 	}
 	created := added(conv, 1, alice, bob)
 	created.Kind = parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED
-	log := []*parleyv1.Message{
-		created,
-		added(conv, 2, carol),
-		removed(conv, 3, bob),
-		removed(conv, 4, carol),
-		added(conv, 5, carol, alice),
+	join := func(seq uint64, user, role string) store.Effect {
+		return store.PutMember(seq, store.Member{UserID: user, JoinedSeq: seq, Role: role})
 	}
-	for _, m := range log {
-		if err := s.Append(ctxFor(t), conv, []*parleyv1.Message{m}); err != nil {
+	// Each event with the effects the chat role gives it (alice, already a
+	// member, is not added again at seq 5).
+	log := []struct {
+		m       *parleyv1.Message
+		effects []store.Effect
+	}{
+		{created, []store.Effect{join(1, alice, store.RoleOwner), join(1, bob, store.RoleMember)}},
+		{added(conv, 2, carol), []store.Effect{join(2, carol, store.RoleMember)}},
+		{removed(conv, 3, bob), []store.Effect{store.RemoveMember(3, bob)}},
+		{removed(conv, 4, carol), []store.Effect{store.RemoveMember(4, carol)}},
+		{added(conv, 5, carol, alice), []store.Effect{join(5, carol, store.RoleMember)}},
+	}
+	for _, e := range log {
+		if err := s.Append(ctxFor(t), conv, []*parleyv1.Message{e.m}, e.effects...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -456,7 +466,7 @@ func TestMembershipReplay(t *testing.T) {
 	}
 	check("in order")
 	for i := len(log) - 1; i >= 0; i-- {
-		if err := s.ApplyMembership(ctxFor(t), conv, log[i:i+1]); err != nil {
+		if err := s.ApplyEffects(ctxFor(t), conv, log[i].effects...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -465,7 +475,7 @@ func TestMembershipReplay(t *testing.T) {
 	for range 3 {
 		perm := r.Perm(len(log))
 		for _, i := range perm {
-			if err := s.ApplyMembership(ctxFor(t), conv, log[i:i+1]); err != nil {
+			if err := s.ApplyEffects(ctxFor(t), conv, log[i].effects...); err != nil {
 				t.Fatal(err)
 			}
 		}

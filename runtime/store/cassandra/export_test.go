@@ -4,12 +4,13 @@ import (
 	"context"
 
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/store"
 )
 
-// ApplyMembership exposes the membership effects alone, so tests can replay
-// them out of order.
-func (s *Store) ApplyMembership(ctx context.Context, conv string, msgs []*parleyv1.Message) error {
-	return s.applyMembership(ctx, conv, msgs)
+// ApplyEffects exposes the writing of an append's effects alone, so tests
+// can replay them out of order.
+func (s *Store) ApplyEffects(ctx context.Context, conv string, effects ...store.Effect) error {
+	return s.applyEffects(ctx, conv, effects)
 }
 
 // ResolveSegment exposes how an append of unknown outcome is resolved:

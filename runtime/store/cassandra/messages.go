@@ -238,16 +238,15 @@ func scanMessage(sc gocql.Scanner, conv string) (*parleyv1.Message, error) {
 
 // Append implements store.MessageStore. msgs must carry conversation_id conv
 // and consecutive seqs from msgs[0].Seq >= 1 up to at most 2^63-1; an empty
-// msgs is a no-op. Membership effects follow the Pebble store's: a member
-// already present keeps its row, and the creator becomes store.RoleOwner only
-// of a conversation created as store.KindGroup.
+// msgs is a no-op (effects included). effects are written after the
+// conditional batch that stores their event (applyEffects), as given.
 //
 // See the package comment for how an append split into several conditional
 // batches behaves when a later one is refused (an error wrapping
 // store.ErrSeqTaken, with the earlier part stored) and how unknown outcomes
 // are resolved. An error that wraps neither store.ErrSeqTaken nor a
 // validation problem means the outcome is unknown.
-func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Message) error {
+func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Message, effects ...store.Effect) error {
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -276,6 +275,18 @@ func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Messag
 		}
 		rows[i] = r
 	}
+	if err := store.CheckEffects(first, msgs[len(msgs)-1].GetSeq(), effects); err != nil {
+		return fmt.Errorf("append %s seq %d: %w", conv, first, err)
+	}
+	for _, e := range effects {
+		if e.Kind == store.EffectRename {
+			if !utf8.ValidString(e.Title) {
+				return fmt.Errorf("append %s seq %d: title is not UTF-8", conv, e.Seq)
+			}
+		} else if err := errors.Join(checkID("user", e.Member.UserID), checkRole(e.Member.Role)); err != nil {
+			return fmt.Errorf("append %s seq %d: %w", conv, e.Seq, err)
+		}
+	}
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("append %s seq %d: %w: %w", conv, first, store.ErrNotStored, err)
 	}
@@ -298,7 +309,7 @@ func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Messag
 		last := stored[len(stored)-1].GetSeq()
 		s.log.Warn("append stored only its first part: a later conditional batch failed",
 			"component", "cassandra", "conversation", conv, "stored_from", first, "stored_to", last, "err", err)
-		effErr := s.afterCommit(ctx, conv, stored)
+		effErr := s.afterCommit(ctx, conv, stored, effectsUpTo(effects, last))
 		rest := "not stored"
 		if !errors.Is(err, store.ErrSeqTaken) {
 			rest = "of unknown outcome"
@@ -306,7 +317,25 @@ func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Messag
 		return errors.Join(fmt.Errorf("append %s seq %d: seqs %d..%d stored, seqs %d..%d %s: %w",
 			conv, first, first, last, last+1, msgs[len(msgs)-1].GetSeq(), rest, err), effErr)
 	}
-	return s.afterCommit(ctx, conv, msgs)
+	return s.afterCommit(ctx, conv, msgs, effects)
+}
+
+// effectsUpTo returns the effects of the events at seqs up to last (effects
+// are in seq order).
+func effectsUpTo(effects []store.Effect, last uint64) []store.Effect {
+	n := 0
+	for n < len(effects) && effects[n].Seq <= last {
+		n++
+	}
+	return effects[:n]
+}
+
+// checkRole rejects a role Cassandra's text type cannot hold.
+func checkRole(role string) error {
+	if !utf8.ValidString(role) {
+		return fmt.Errorf("role %q is not UTF-8", role)
+	}
+	return nil
 }
 
 // segments splits rows (consecutive seqs) into runs that share a bucket and
@@ -478,15 +507,16 @@ func scanAll(iter *gocql.Iter, fn func(sc gocql.Scanner) error) error {
 }
 
 // afterCommit applies what follows a stored run of msgs: the head hint when
-// it opened a bucket, then the membership effects.
-func (s *Store) afterCommit(ctx context.Context, conv string, msgs []*parleyv1.Message) error {
+// it opened a bucket, then effects (the run's own), then the change events'
+// effects on their targets.
+func (s *Store) afterCommit(ctx context.Context, conv string, msgs []*parleyv1.Message, effects []store.Effect) error {
 	if b := bucketOf(msgs[len(msgs)-1].GetSeq()); b > 0 && bucketFirst(b) >= msgs[0].GetSeq() {
 		// Best effort: Head finds a newer bucket without it, and repairs it.
 		if err := s.setHeadBucket(ctx, conv, b); err != nil {
 			s.log.Warn("head_bucket hint not written", "component", "cassandra", "conversation", conv, "bucket", b, "err", err)
 		}
 	}
-	if err := s.applyMembership(ctx, conv, msgs); err != nil {
+	if err := s.applyEffects(ctx, conv, effects); err != nil {
 		return fmt.Errorf("append %s seq %d: stored, but membership effects failed (they apply again when the event is replayed): %w",
 			conv, msgs[0].GetSeq(), err)
 	}

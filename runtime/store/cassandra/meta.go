@@ -199,115 +199,58 @@ func (s *Store) Inbox(ctx context.Context, user string) ([]string, error) {
 	return out, nil
 }
 
-// applyMembership writes the membership effects of stored msgs, in seq
-// order, as if appended one by one: CONVERSATION_CREATED and MEMBER_ADDED add
-// each named user that is not a current member (JoinedSeq = the event's seq;
-// owner for the creator of a group), MEMBER_REMOVED deletes the row,
-// ROLE_CHANGED and OWNER_CHANGED set the role of a current member
-// (store.RoleChange); added users get the conversation in their inbox.
-// RENAMED writes renamed_title. Member and title writes carry USING
-// TIMESTAMP = the event's seq, so applying the effects again later, or an
-// older event after a newer one, never undoes the newer one. (The title
-// has its own column because the conversation row is written by a
-// conditional insert, whose timestamp is the wall clock: a seq would never
-// beat it.)
-func (s *Store) applyMembership(ctx context.Context, conv string, msgs []*parleyv1.Message) error {
-	var events []*parleyv1.Message
-	for _, m := range msgs {
-		if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_RENAMED {
-			seq := int64(m.GetSeq())
-			if err := s.query(ctx, true, s.stmt.rename, seq, m.GetText(), conv).Exec(); err != nil {
-				return fmt.Errorf("rename: %w", err)
-			}
-			continue
-		}
-		if store.IsMembership(m.GetKind()) && len(m.GetMembers()) > 0 {
-			events = append(events, m)
-		}
-	}
-	if len(events) == 0 {
-		return nil
-	}
-	owner := ""
-	for _, m := range events {
-		if m.GetKind() != parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED {
-			continue
-		}
-		c, err := s.conversation(ctx, conv, gocql.LocalQuorum)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			// No metadata: nobody is owner (as in the Pebble store).
-		case err != nil:
-			return fmt.Errorf("read conversation: %w", err)
-		case c.Kind == store.KindGroup:
-			owner = c.CreatedBy
-		}
-		break
-	}
-	current, err := s.members(ctx, conv)
-	if err != nil {
-		return fmt.Errorf("read members: %w", err)
-	}
-	present := make(map[string]bool, len(current))
-	for _, m := range current {
-		present[m.UserID] = true
-	}
-	type stmt struct {
-		cql  string
-		args []any
-	}
+// applyEffects writes effects (store.MessageStore.Append: the member rows
+// and title the chat role decided for stored messages) as given, in order:
+// inbox entries first, so whoever is a member has the conversation in its
+// inbox, then the member rows in single-partition batches, then the
+// title. Decision (issue 15): it reads nothing and decides nothing; the
+// rules are the chat role's. Every member and title write carries USING
+// TIMESTAMP = the effect's seq, so writing the effects again later, or an
+// older one after a newer one, never undoes the newer one. (The title has
+// its own column, renamed_title, because the conversation row is written
+// by a conditional insert, whose timestamp is the wall clock: a seq would
+// never beat it.)
+func (s *Store) applyEffects(ctx context.Context, conv string, effects []store.Effect) error {
 	var (
-		memberStmts []stmt
+		memberStmts []gocql.BatchEntry
 		inbox       []string
 		inInbox     = map[string]bool{}
+		renames     []store.Effect
 	)
-	for _, m := range events {
-		seq := int64(m.GetSeq())
-		if u, role, ok := store.RoleChange(m); ok {
-			// Only a member's row: an update of a removed user would
-			// leave a row with a role and no joined_seq.
-			if present[u] {
-				memberStmts = append(memberStmts, stmt{s.stmt.setRole, []any{seq, role, conv, u}})
-			}
-			continue
-		}
-		for _, u := range m.GetMembers() {
-			if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
-				// Even for a non-member: the tombstone at seq keeps a
-				// replayed older add from bringing the user back.
-				memberStmts = append(memberStmts, stmt{s.stmt.removeMember, []any{seq, conv, u}})
-				present[u] = false
-				continue
-			}
-			if present[u] {
-				continue
-			}
-			role := store.RoleMember
-			if m.GetKind() == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && u == owner {
-				role = store.RoleOwner
-			}
-			memberStmts = append(memberStmts, stmt{s.stmt.addMember, []any{conv, u, seq, role, seq}})
-			present[u] = true
+	for _, e := range effects {
+		seq, u := int64(e.Seq), e.Member.UserID
+		switch e.Kind {
+		case store.EffectPutMember:
+			memberStmts = append(memberStmts, gocql.BatchEntry{Stmt: s.stmt.addMember,
+				Args: []any{conv, u, int64(e.Member.JoinedSeq), e.Member.Role, seq}, Idempotent: true})
 			if !inInbox[u] {
 				inInbox[u] = true
 				inbox = append(inbox, u)
 			}
+		case store.EffectRemoveMember:
+			memberStmts = append(memberStmts, gocql.BatchEntry{Stmt: s.stmt.removeMember, Args: []any{seq, conv, u}, Idempotent: true})
+		case store.EffectRename:
+			renames = append(renames, e)
 		}
 	}
-	// Inbox first: whoever is a member has the conversation in its inbox.
-	if err := parallel(ctx, len(inbox), inboxWriters, func(i int) error {
-		return s.query(ctx, true, s.stmt.addInbox, inbox[i], conv).Exec()
-	}); err != nil {
-		return fmt.Errorf("inbox: %w", err)
+	if len(inbox) > 0 {
+		if err := parallel(ctx, len(inbox), inboxWriters, func(i int) error {
+			return s.query(ctx, true, s.stmt.addInbox, inbox[i], conv).Exec()
+		}); err != nil {
+			return fmt.Errorf("inbox: %w", err)
+		}
 	}
 	for lo := 0; lo < len(memberStmts); lo += memberBatch {
 		b := s.sess.Batch(gocql.UnloggedBatch)
 		b.Consistency(gocql.LocalQuorum)
-		for _, st := range memberStmts[lo:min(lo+memberBatch, len(memberStmts))] {
-			b.Entries = append(b.Entries, gocql.BatchEntry{Stmt: st.cql, Args: st.args, Idempotent: true})
-		}
+		b.Entries = append(b.Entries, memberStmts[lo:min(lo+memberBatch, len(memberStmts))]...)
 		if err := b.ExecContext(ctx); err != nil {
 			return fmt.Errorf("members: %w", err)
+		}
+	}
+	for _, e := range renames {
+		if err := s.query(ctx, true, s.stmt.rename, int64(e.Seq), e.Title, conv).Exec(); err != nil {
+			return fmt.Errorf("rename: %w", err)
 		}
 	}
 	return nil

@@ -357,7 +357,6 @@ type statements struct {
 	member         string
 	addMember      string
 	removeMember   string
-	setRole        string
 	rename         string
 	addInbox       string
 	inbox          string
@@ -405,7 +404,6 @@ func newStatements(ks string) statements {
 		member:         f(`SELECT joined_seq, role FROM $ks.members WHERE conversation_id = ? AND user_id = ?`),
 		addMember:      f(`INSERT INTO $ks.members (conversation_id, user_id, joined_seq, role) VALUES (?, ?, ?, ?) USING TIMESTAMP ?`),
 		removeMember:   f(`DELETE FROM $ks.members USING TIMESTAMP ? WHERE conversation_id = ? AND user_id = ?`),
-		setRole:        f(`UPDATE $ks.members USING TIMESTAMP ? SET role = ? WHERE conversation_id = ? AND user_id = ?`),
 		rename:         f(`UPDATE $ks.conversations USING TIMESTAMP ? SET renamed_title = ? WHERE id = ?`),
 		addInbox:       f(`INSERT INTO $ks.user_conversations (user_id, conversation_id) VALUES (?, ?)`),
 		inbox:          f(`SELECT conversation_id FROM $ks.user_conversations WHERE user_id = ?`),

@@ -246,11 +246,9 @@ func (s *Store) stripeOf(parts ...string) int {
 
 // Append implements store.MessageStore. msgs must carry conversation_id conv
 // and consecutive seqs starting at msgs[0].Seq >= 1; an empty msgs is a
-// no-op. A member already present when MEMBER_ADDED or CONVERSATION_CREATED
-// names it keeps its row (JoinedSeq and role). The creator becomes
-// store.RoleOwner only when the conversation was created with
-// CreateConversation as store.KindGroup.
-func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Message) error {
+// no-op (effects included). The messages, effects and the change events'
+// effects on their targets commit in one synced batch: all or nothing.
+func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Message, effects ...store.Effect) error {
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -290,6 +288,16 @@ func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Messag
 		}
 	}
 	last := first + uint64(len(msgs)) - 1
+	if err := store.CheckEffects(first, last, effects); err != nil {
+		return fmt.Errorf("append %s seq %d: %w", conv, first, err)
+	}
+	for _, e := range effects {
+		if e.Kind != store.EffectRename {
+			if err := checkID("user", e.Member.UserID); err != nil {
+				return fmt.Errorf("append %s seq %d: %w", conv, e.Seq, err)
+			}
+		}
+	}
 
 	defer s.convLocks.lock(conv)()
 
@@ -316,7 +324,7 @@ func (s *Store) Append(ctx context.Context, conv string, msgs []*parleyv1.Messag
 			return fmt.Errorf("append %s seq %d: %w", conv, taken, store.ErrSeqTaken)
 		}
 	}
-	if err := s.applyMembership(b, conv, msgs); err != nil {
+	if err := s.applyEffects(b, conv, effects); err != nil {
 		return fmt.Errorf("append %s seq %d: %w", conv, first, err)
 	}
 	if err := s.applyChanges(b, conv, msgs); err != nil {
@@ -371,151 +379,45 @@ func (s *Store) firstMessageIn(conv string, lo, hi uint64) (uint64, bool, error)
 	return seq, err == nil, err
 }
 
-// applyMembership adds the membership effects of msgs to b: members
-// added and removed, roles set (ROLE_CHANGED, OWNER_CHANGED) and the title
-// renamed (RENAMED). It runs under conv's lock, so the rows it reads cannot
+// applyEffects adds effects (store.MessageStore.Append: the member rows
+// and title the chat role decided) to b, in order, so they commit with the
+// messages or not at all. Decision (issue 15): the store persists what it
+// is given and reads nothing to decide it; the only read is the
+// conversation record a rename rewrites, under conv's lock, so it cannot
 // change before b commits.
-func (s *Store) applyMembership(b *pebbledb.Batch, conv string, msgs []*parleyv1.Message) error {
-	ov := &memberOverlay{s: s, b: b, conv: conv}
-	for _, m := range msgs {
-		kind := m.GetKind()
-		if ov.rows == nil && store.IsMembership(kind) {
-			ov.rows = make(map[string]*store.Member)
-		}
+func (s *Store) applyEffects(b *pebbledb.Batch, conv string, effects []store.Effect) error {
+	var renamed *store.Conversation // the record as this batch renamed it
+	for _, e := range effects {
 		var err error
-		if kind == parleyv1.MessageKind_MESSAGE_KIND_RENAMED {
-			err = ov.rename(m)
-		} else if user, role, ok := store.RoleChange(m); ok {
-			err = ov.setRole(m, user, role)
-		} else if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED ||
-			kind == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED ||
-			kind == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
-			err = ov.joinOrLeave(m)
+		switch e.Kind {
+		case store.EffectPutMember:
+			m := e.Member
+			err = errors.Join(b.Set(memberKey(conv, m.UserID), encodeMember(m.JoinedSeq, m.Role), nil),
+				b.Set(inboxKey(m.UserID, conv), nil, nil))
+		case store.EffectRemoveMember:
+			err = b.Delete(memberKey(conv, e.Member.UserID), nil)
+		case store.EffectRename:
+			if renamed == nil {
+				c, cerr := s.conversation(conv)
+				if cerr != nil {
+					return fmt.Errorf("seq %d: rename: %w", e.Seq, cerr)
+				}
+				renamed = &c
+			}
+			renamed.Title = e.Title
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("seq %d: %w", e.Seq, err)
 		}
 	}
-	if ov.renamed != nil {
-		data, err := encodeConversation(*ov.renamed)
-		if err != nil {
-			return err
-		}
-		return b.Set(conversationKey(conv), data, nil)
-	}
-	return nil
-}
-
-// memberOverlay is one Append's view of a conversation's member rows while
-// applyMembership writes its events' effects into the batch.
-type memberOverlay struct {
-	s    *Store
-	b    *pebbledb.Batch
-	conv string
-	// rows overlays the stored member rows with this batch's earlier
-	// events (nil: not a member), so CREATED then REMOVED then ADDED in one
-	// Append behaves like three Appends.
-	rows     map[string]*store.Member
-	owner    string
-	ownerSet bool
-	renamed  *store.Conversation // the conversation as this batch renamed it
-}
-
-// row returns user's member row as of this batch (nil: not a member).
-func (ov *memberOverlay) row(user string) (*store.Member, error) {
-	if m, ok := ov.rows[user]; ok {
-		return m, nil
-	}
-	v, found, err := ov.s.get(memberKey(ov.conv, user))
-	if err != nil || !found {
-		return nil, err
-	}
-	joined, role, err := decodeMember(user, v)
-	if err != nil {
-		return nil, err
-	}
-	return &store.Member{UserID: user, JoinedSeq: joined, Role: role}, nil
-}
-
-func (ov *memberOverlay) put(m *store.Member) error {
-	ov.rows[m.UserID] = m
-	return ov.b.Set(memberKey(ov.conv, m.UserID), encodeMember(m.JoinedSeq, m.Role), nil)
-}
-
-// rename applies a RENAMED event to the conversation record.
-func (ov *memberOverlay) rename(m *parleyv1.Message) error {
-	if ov.renamed == nil {
-		c, err := ov.s.conversation(ov.conv)
-		if err != nil {
-			return fmt.Errorf("seq %d: rename: %w", m.GetSeq(), err)
-		}
-		ov.renamed = &c
-	}
-	ov.renamed.Title = m.GetText()
-	return nil
-}
-
-// setRole applies a ROLE_CHANGED event to a current member's row.
-func (ov *memberOverlay) setRole(m *parleyv1.Message, user, role string) error {
-	r, err := ov.row(user)
-	if err != nil {
-		return fmt.Errorf("seq %d: member %s: %w", m.GetSeq(), user, err)
-	}
-	if r == nil {
+	if renamed == nil {
 		return nil
 	}
-	return ov.put(&store.Member{UserID: user, JoinedSeq: r.JoinedSeq, Role: role})
-}
-
-// joinOrLeave applies CONVERSATION_CREATED (the group's creator becomes
-// owner), MEMBER_ADDED and MEMBER_REMOVED events to the member rows and the
-// members' inboxes.
-func (ov *memberOverlay) joinOrLeave(m *parleyv1.Message) error {
-	kind := m.GetKind()
-	if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && !ov.ownerSet {
-		c, err := ov.s.conversation(ov.conv)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			// No metadata: nobody is owner. The chat role creates the
-			// conversation first, so this only happens to callers that
-			// skip CreateConversation.
-		case err != nil:
-			return err
-		case c.Kind == store.KindGroup:
-			ov.owner = c.CreatedBy
-		}
-		ov.ownerSet = true
+	data, err := encodeConversation(*renamed)
+	if err != nil {
+		return err
 	}
-	for _, user := range m.GetMembers() {
-		if err := checkID("user", user); err != nil {
-			return fmt.Errorf("seq %d: %w", m.GetSeq(), err)
-		}
-		if kind == parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED {
-			if err := ov.b.Delete(memberKey(ov.conv, user), nil); err != nil {
-				return err
-			}
-			ov.rows[user] = nil
-			continue
-		}
-		r, err := ov.row(user)
-		if err != nil {
-			return fmt.Errorf("seq %d: member %s: %w", m.GetSeq(), user, err)
-		}
-		if r != nil {
-			continue
-		}
-		role := store.RoleMember
-		if kind == parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED && user == ov.owner {
-			role = store.RoleOwner
-		}
-		if err := ov.put(&store.Member{UserID: user, JoinedSeq: m.GetSeq(), Role: role}); err != nil {
-			return err
-		}
-		if err := ov.b.Set(inboxKey(user, ov.conv), nil, nil); err != nil {
-			return err
-		}
-	}
-	return nil
+	return b.Set(conversationKey(conv), data, nil)
 }
 
 // applyChanges adds the effects of msgs' change events (EDITED, DELETED,

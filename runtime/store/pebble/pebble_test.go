@@ -200,7 +200,10 @@ func TestReopenKeepsEverything(t *testing.T) {
 	}
 	created := &parleyv1.Message{ConversationId: conv, Seq: 1, Kind: parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED,
 		SenderId: "alice", Members: []string{"alice", "bob"}}
-	if err := s.Append(ctx, conv, []*parleyv1.Message{created}); err != nil {
+	err = s.Append(ctx, conv, []*parleyv1.Message{created},
+		store.PutMember(1, store.Member{UserID: "alice", JoinedSeq: 1, Role: store.RoleOwner}),
+		store.PutMember(1, store.Member{UserID: "bob", JoinedSeq: 1, Role: store.RoleMember}))
+	if err != nil {
 		t.Fatalf("Append: %v", err)
 	}
 	if err := s.Append(ctx, conv, msgs(conv, 2, 40)); err != nil {
@@ -282,6 +285,13 @@ func TestInvalidIDs(t *testing.T) {
 	}
 	if err := s.Append(ctx, "g:one", []*parleyv1.Message{nil}); err == nil {
 		t.Errorf("Append of a nil message succeeded")
+	}
+	nulMember := store.PutMember(1, store.Member{UserID: "u\x00", JoinedSeq: 1, Role: store.RoleMember})
+	if err := s.Append(ctx, "g:one", msgs("g:one", 1, 1), nulMember); err == nil {
+		t.Errorf("Append of an effect on a NUL user id succeeded")
+	}
+	if h, err := s.Head(ctx, "g:one"); err != nil || h != 0 {
+		t.Errorf("Head(g:one) = %d, %v after refused appends; want 0", h, err)
 	}
 }
 

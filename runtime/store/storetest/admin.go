@@ -26,7 +26,10 @@ func renameMsg(conv string, seq uint64, by, title string) *parleyv1.Message {
 // testRoles: ROLE_CHANGED sets a member's stored role and keeps its
 // joined_seq; it leaves a non-member a non-member; a removed and re-added
 // admin is a member again; OWNER_CHANGED in the same append as the
-// owner's removal makes its member the owner.
+// owner's removal makes its member the owner. The effects are the ones the
+// chat role gives these events (runtime/chat/effects.go: none for the
+// role of a non-member, the member's joined_seq kept); the store persists
+// them as given.
 func testRoles(t *testing.T, s store.MessageStore) {
 	const (
 		created = parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED
@@ -36,9 +39,14 @@ func testRoles(t *testing.T, s store.MessageStore) {
 	conv := newConv()
 	alice, bob, carol, dave := newUser("alice"), newUser("bob"), newUser("carol"), newUser("dave")
 	createConv(t, s, conv, store.KindGroup, alice)
-	mustAppend(t, s, conv, eventMsg(conv, 1, created, alice, alice, bob), eventMsg(conv, 2, added, alice, carol))
+	role := func(seq uint64, user string, joined uint64, role string) store.Effect {
+		return store.PutMember(seq, store.Member{UserID: user, JoinedSeq: joined, Role: role})
+	}
+	mustAppendWith(t, s, conv, list(eventMsg(conv, 1, created, alice, alice, bob), eventMsg(conv, 2, added, alice, carol)),
+		join(1, alice, store.RoleOwner), join(1, bob, store.RoleMember), join(2, carol, store.RoleMember))
 
-	mustAppend(t, s, conv, roleMsg(conv, 3, alice, bob, store.RoleAdmin), roleMsg(conv, 4, alice, dave, store.RoleAdmin))
+	mustAppendWith(t, s, conv, list(roleMsg(conv, 3, alice, bob, store.RoleAdmin), roleMsg(conv, 4, alice, dave, store.RoleAdmin)),
+		role(3, bob, 1, store.RoleAdmin))
 	want := sortedMembers(
 		store.Member{UserID: alice, JoinedSeq: 1, Role: store.RoleOwner},
 		store.Member{UserID: bob, JoinedSeq: 1, Role: store.RoleAdmin},
@@ -52,20 +60,23 @@ func testRoles(t *testing.T, s store.MessageStore) {
 	}
 
 	// Demoted, then promoted and demoted in one append: the last wins.
-	mustAppend(t, s, conv, roleMsg(conv, 5, alice, carol, store.RoleAdmin), roleMsg(conv, 6, alice, carol, store.RoleMember))
+	mustAppendWith(t, s, conv, list(roleMsg(conv, 5, alice, carol, store.RoleAdmin), roleMsg(conv, 6, alice, carol, store.RoleMember)),
+		role(5, carol, 2, store.RoleAdmin), role(6, carol, 2, store.RoleMember))
 	if m, _, err := s.Member(ctxFor(t), conv, carol); err != nil || m.Role != store.RoleMember || m.JoinedSeq != 2 {
 		t.Errorf("Member(carol) after admin then member = %v, %v; want member joined at 2", m, err)
 	}
 
 	// A removed admin comes back as a member.
-	mustAppend(t, s, conv, eventMsg(conv, 7, removed, alice, bob), eventMsg(conv, 8, added, alice, bob))
+	mustAppendWith(t, s, conv, list(eventMsg(conv, 7, removed, alice, bob), eventMsg(conv, 8, added, alice, bob)),
+		store.RemoveMember(7, bob), join(8, bob, store.RoleMember))
 	if m, _, err := s.Member(ctxFor(t), conv, bob); err != nil || m.Role != store.RoleMember || m.JoinedSeq != 8 {
 		t.Errorf("Member(bob) removed and re-added = %v, %v; want member joined at 8", m, err)
 	}
 
 	// The owner leaves; the transfer comes in the same append.
-	mustAppend(t, s, conv, eventMsg(conv, 9, removed, alice, alice),
-		eventMsg(conv, 10, parleyv1.MessageKind_MESSAGE_KIND_OWNER_CHANGED, alice, carol))
+	mustAppendWith(t, s, conv, list(eventMsg(conv, 9, removed, alice, alice),
+		eventMsg(conv, 10, parleyv1.MessageKind_MESSAGE_KIND_OWNER_CHANGED, alice, carol)),
+		store.RemoveMember(9, alice), role(10, carol, 2, store.RoleOwner))
 	want = sortedMembers(
 		store.Member{UserID: bob, JoinedSeq: 8, Role: store.RoleMember},
 		store.Member{UserID: carol, JoinedSeq: 2, Role: store.RoleOwner},
@@ -93,7 +104,8 @@ func testRename(t *testing.T, s store.MessageStore) {
 	if err := s.CreateConversation(ctxFor(t), c); err != nil {
 		t.Fatal(err)
 	}
-	mustAppend(t, s, conv, eventMsg(conv, 1, parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, alice, alice))
+	mustAppendWith(t, s, conv, list(eventMsg(conv, 1, parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, alice, alice)),
+		join(1, alice, store.RoleOwner))
 	check := func(title string) {
 		t.Helper()
 		got, err := s.Conversation(ctxFor(t), conv)
@@ -110,9 +122,10 @@ func testRename(t *testing.T, s store.MessageStore) {
 			t.Errorf("Conversation = %+v, want %+v", got, want)
 		}
 	}
-	mustAppend(t, s, conv, renameMsg(conv, 2, alice, "second"))
+	mustAppendWith(t, s, conv, list(renameMsg(conv, 2, alice, "second")), store.Rename(2, "second"))
 	check("second")
-	mustAppend(t, s, conv, textMsg(conv, 3), renameMsg(conv, 4, alice, "third"), renameMsg(conv, 5, alice, "fourth 🎉"))
+	mustAppendWith(t, s, conv, list(textMsg(conv, 3), renameMsg(conv, 4, alice, "third"), renameMsg(conv, 5, alice, "fourth 🎉")),
+		store.Rename(4, "third"), store.Rename(5, "fourth 🎉"))
 	check("fourth 🎉")
 	if m := message(t, s, conv, 4); m.GetKind() != parleyv1.MessageKind_MESSAGE_KIND_RENAMED || m.GetText() != "third" {
 		t.Errorf("RENAMED read back as %v", m)

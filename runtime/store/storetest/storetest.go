@@ -47,6 +47,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.MessageStore) {
 		{"MembershipGroup", testMembershipGroup},
 		{"MembershipDM", testMembershipDM},
 		{"MembershipOneAppend", testMembershipOneAppend},
+		{"Effects", testEffects},
+		{"EffectsInvalid", testEffectsInvalid},
 		{"Conversation", testConversation},
 		{"Receipts", testReceipts},
 		{"AdvanceReceipts", testAdvanceReceipts},
@@ -134,10 +136,25 @@ func eventMsg(conv string, seq uint64, kind parleyv1.MessageKind, sender string,
 
 func mustAppend(t *testing.T, s store.MessageStore, conv string, msgs ...*parleyv1.Message) {
 	t.Helper()
-	if err := s.Append(ctxFor(t), conv, msgs); err != nil {
-		t.Fatalf("Append(%s, seq %d, %d msgs): %v", conv, msgs[0].GetSeq(), len(msgs), err)
+	mustAppendWith(t, s, conv, msgs)
+}
+
+// mustAppendWith appends msgs with effects.
+func mustAppendWith(t *testing.T, s store.MessageStore, conv string, msgs []*parleyv1.Message, effects ...store.Effect) {
+	t.Helper()
+	if err := s.Append(ctxFor(t), conv, msgs, effects...); err != nil {
+		t.Fatalf("Append(%s, seq %d, %d msgs, %d effects): %v", conv, msgs[0].GetSeq(), len(msgs), len(effects), err)
 	}
 }
+
+// join is the effect of user joining at seq with role.
+func join(seq uint64, user, role string) store.Effect {
+	return store.PutMember(seq, store.Member{UserID: user, JoinedSeq: seq, Role: role})
+}
+
+// list is its arguments, to pass messages and their effects to
+// mustAppendWith.
+func list(ms ...*parleyv1.Message) []*parleyv1.Message { return ms }
 
 // appendRange appends textMsg(conv, from..to) in appends of at most batch.
 func appendRange(t *testing.T, s store.MessageStore, conv string, from, to uint64, batch int) {
@@ -464,7 +481,7 @@ func testAppendSeqTaken(t *testing.T, s store.MessageStore) {
 			for _, m := range batch[1:] {
 				m.Text = "impostor"
 			}
-			err := s.Append(ctxFor(t), conv, batch)
+			err := s.Append(ctxFor(t), conv, batch, join(tc.try[0], intruder, store.RoleMember))
 			if !errors.Is(err, store.ErrSeqTaken) {
 				t.Fatalf("Append(%v) error = %v, want ErrSeqTaken", tc.try, err)
 			}
@@ -660,7 +677,10 @@ func testMembershipGroup(t *testing.T, s store.MessageStore) {
 	alice, bob, carol := newUser("alice"), newUser("bob"), newUser("carol")
 	createConv(t, s, conv, store.KindGroup, alice)
 
-	mustAppend(t, s, conv, eventMsg(conv, 1, created, alice, alice, bob))
+	// The effects are the chat role's for these events
+	// (runtime/chat/effects.go); the store persists them as given.
+	mustAppendWith(t, s, conv, list(eventMsg(conv, 1, created, alice, alice, bob)),
+		join(1, alice, store.RoleOwner), join(1, bob, store.RoleMember))
 	owner := store.Member{UserID: alice, JoinedSeq: 1, Role: store.RoleOwner}
 	bobM := store.Member{UserID: bob, JoinedSeq: 1, Role: store.RoleMember}
 	if got, want := members(t, s, conv), sortedMembers(owner, bobM); !slices.Equal(got, want) {
@@ -675,7 +695,7 @@ func testMembershipGroup(t *testing.T, s store.MessageStore) {
 		t.Errorf("Inbox(carol) has %s before she is added", conv)
 	}
 
-	mustAppend(t, s, conv, textMsg(conv, 2), eventMsg(conv, 3, added, alice, carol))
+	mustAppendWith(t, s, conv, list(textMsg(conv, 2), eventMsg(conv, 3, added, alice, carol)), join(3, carol, store.RoleMember))
 	carolM := store.Member{UserID: carol, JoinedSeq: 3, Role: store.RoleMember}
 	if m, ok, err := s.Member(ctxFor(t), conv, carol); err != nil || !ok || m != carolM {
 		t.Errorf("Member(carol) = %v, %v, %v; want %v", m, ok, err, carolM)
@@ -684,7 +704,7 @@ func testMembershipGroup(t *testing.T, s store.MessageStore) {
 		t.Errorf("Inbox(carol) lacks %s after MEMBER_ADDED", conv)
 	}
 
-	mustAppend(t, s, conv, eventMsg(conv, 4, removed, alice, bob))
+	mustAppendWith(t, s, conv, list(eventMsg(conv, 4, removed, alice, bob)), store.RemoveMember(4, bob))
 	if m, ok, err := s.Member(ctxFor(t), conv, bob); err != nil || ok {
 		t.Errorf("Member(bob) after removal = %v, %v, %v; want not a member", m, ok, err)
 	}
@@ -696,8 +716,9 @@ func testMembershipGroup(t *testing.T, s store.MessageStore) {
 	}
 
 	// Re-adding a removed member starts its history at the new seq; naming
-	// a current member again changes nothing (the owner stays owner).
-	mustAppend(t, s, conv, eventMsg(conv, 5, added, alice, bob, alice))
+	// a current member again changes nothing (the owner stays owner: the
+	// chat role gives alice no effect, TestEffects in runtime/chat).
+	mustAppendWith(t, s, conv, list(eventMsg(conv, 5, added, alice, bob, alice)), join(5, bob, store.RoleMember))
 	bobM = store.Member{UserID: bob, JoinedSeq: 5, Role: store.RoleMember}
 	if got, want := members(t, s, conv), sortedMembers(owner, bobM, carolM); !slices.Equal(got, want) {
 		t.Errorf("after re-add: Members = %v, want %v", got, want)
@@ -706,7 +727,8 @@ func testMembershipGroup(t *testing.T, s store.MessageStore) {
 		t.Errorf("Member(alice) = %v, %v, %v; want %v", m, ok, err, owner)
 	}
 	// Removing a user who is not a member is a no-op.
-	mustAppend(t, s, conv, eventMsg(conv, 6, removed, alice, newUser("stranger")))
+	stranger := newUser("stranger")
+	mustAppendWith(t, s, conv, list(eventMsg(conv, 6, removed, alice, stranger)), store.RemoveMember(6, stranger))
 	if got := members(t, s, conv); len(got) != 3 {
 		t.Errorf("after removing a stranger: Members = %v, want 3", got)
 	}
@@ -716,8 +738,10 @@ func testMembershipDM(t *testing.T, s store.MessageStore) {
 	a, b := newUser("a"), newUser("b")
 	conv := "dm:" + min(a, b) + ":" + max(a, b)
 	createConv(t, s, conv, store.KindDM, a)
-	mustAppend(t, s, conv, eventMsg(conv, 1, parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, a, a, b))
-	// Only a group's creator becomes owner: a DM has two equal members.
+	// Only a group's creator becomes owner: a DM has two equal members (the
+	// chat role's rule, runtime/chat/effects.go).
+	mustAppendWith(t, s, conv, list(eventMsg(conv, 1, parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, a, a, b)),
+		join(1, a, store.RoleMember), join(1, b, store.RoleMember))
 	want := sortedMembers(
 		store.Member{UserID: a, JoinedSeq: 1, Role: store.RoleMember},
 		store.Member{UserID: b, JoinedSeq: 1, Role: store.RoleMember},
@@ -736,14 +760,21 @@ func testMembershipOneAppend(t *testing.T, s store.MessageStore) {
 	conv := newConv()
 	alice, bob, carol := newUser("alice"), newUser("bob"), newUser("carol")
 	createConv(t, s, conv, store.KindGroup, alice)
-	// Events of one Append apply in seq order, as if appended one by one.
-	mustAppend(t, s, conv,
-		eventMsg(conv, 1, parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, alice, alice, bob),
-		textMsg(conv, 2),
-		eventMsg(conv, 3, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED, alice, carol),
-		eventMsg(conv, 4, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, alice, bob),
-		eventMsg(conv, 5, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, alice, carol),
-		eventMsg(conv, 6, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED, alice, carol),
+	// Effects of one Append apply in order, as if appended one by one.
+	mustAppendWith(t, s, conv,
+		list(
+			eventMsg(conv, 1, parleyv1.MessageKind_MESSAGE_KIND_CONVERSATION_CREATED, alice, alice, bob),
+			textMsg(conv, 2),
+			eventMsg(conv, 3, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED, alice, carol),
+			eventMsg(conv, 4, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, alice, bob),
+			eventMsg(conv, 5, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_REMOVED, alice, carol),
+			eventMsg(conv, 6, parleyv1.MessageKind_MESSAGE_KIND_MEMBER_ADDED, alice, carol),
+		),
+		join(1, alice, store.RoleOwner), join(1, bob, store.RoleMember),
+		join(3, carol, store.RoleMember),
+		store.RemoveMember(4, bob),
+		store.RemoveMember(5, carol),
+		join(6, carol, store.RoleMember),
 	)
 	want := sortedMembers(
 		store.Member{UserID: alice, JoinedSeq: 1, Role: store.RoleOwner},
