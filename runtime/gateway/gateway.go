@@ -11,7 +11,9 @@
 // expiry and presence heartbeats for every session; there is no timer per
 // connection. Read buffers are 512 bytes and write buffers come from a pool.
 // A delivery is encoded once per subprotocol and the same prepared frame is
-// written to every recipient.
+// written to every recipient. The socket itself (the read path that keeps
+// an idle reader's stack at 2 KiB, the writev of prepared frames) is
+// package transport's; a session sees only messages and a small interface.
 package gateway
 
 import (
@@ -33,6 +35,7 @@ import (
 	"github.com/parleychat/parley/runtime/auth"
 	"github.com/parleychat/parley/runtime/bus"
 	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/gateway/transport"
 	"github.com/parleychat/parley/runtime/limits"
 	"github.com/parleychat/parley/runtime/metrics"
 	"github.com/parleychat/parley/runtime/presence"
@@ -470,7 +473,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		claims.HomeRegion = home
 	}
-	conn, err := g.upgrader.Upgrade(hijacker{w}, r, nil)
+	conn, err := transport.Upgrade(&g.upgrader, w, r, wire.MaxFrameBytes)
 	if err != nil {
 		// The upgrader has answered with an error already.
 		g.log.Debug("upgrade", "err", err)

@@ -1,43 +1,43 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	mrand "math/rand/v2"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/parleychat/parley/runtime/auth"
+	"github.com/parleychat/parley/runtime/gateway/transport"
 	"github.com/parleychat/parley/runtime/presence"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
 
-// Close timing. closeWait bounds the write of a close frame; closeGrace is
-// how long the client has to answer it before the connection is dropped.
-const (
-	closeWait  = time.Second
-	closeGrace = 2 * time.Second
-	// disconnectTimeout bounds the presence update when a session ends; it
-	// runs even after Run's context ended, so that a drain unregisters.
-	disconnectTimeout = 5 * time.Second
-)
+// disconnectTimeout bounds the presence update when a session ends; it runs
+// even after Run's context ended, so that a drain unregisters.
+const disconnectTimeout = 5 * time.Second
+
+// transportConn is a session's connection as the session uses it (a
+// *transport.Conn): messages in (Serve), frames out (WriteFrames), the time
+// of the last read (the ticker's idle timeout), and the two ways to end.
+type transportConn interface {
+	Serve(h transport.Handler)
+	WriteFrames(frames [][]byte, deadline time.Time) error
+	WriteClose(code int, reason string) error
+	Close() error
+	LastRead() int64
+}
 
 // session is one WebSocket connection. Its goroutine is the reader (serve);
 // a writer goroutine exists only while frames are queued (writer.go). Fields
 // are grouped by owner to keep the struct small and the locking obvious.
 type session struct {
 	g      *Gateway
-	conn   *websocket.Conn
-	fc     *frameConn // what conn reads from (readconn.go); nil in tests that build sessions by hand
-	raw    net.Conn   // the socket frames are written to (writev needs the real one); nil: conn.NetConn()
+	conn   transportConn
 	id     string
 	user   string
 	device string
@@ -45,8 +45,6 @@ type session struct {
 	binary bool   // parley.v1.proto (binary frames) or parley.v1.json (text)
 	expiry int64  // unix ns after which the token is expired; 0 = never
 
-	// lastRead is the unix ns of the last frame, ping or pong read.
-	lastRead atomic.Int64
 	// movedOn is set by whichever of Drain and serve first tells the client
 	// to reconnect, so a session upgraded while a drain starts gets one
 	// reconnect frame, not two.
@@ -77,26 +75,19 @@ type session struct {
 	abort   atomic.Bool
 }
 
-func newSession(g *Gateway, conn *websocket.Conn, c auth.Claims, binary bool) *session {
+func newSession(g *Gateway, conn transportConn, c auth.Claims, binary bool) *session {
 	now := time.Now()
 	s := &session{g: g, conn: conn, id: newSessionID(), user: c.UserID, device: c.DeviceID, home: c.HomeRegion, binary: binary}
-	if fc, ok := conn.NetConn().(*frameConn); ok {
-		s.fc, s.raw = fc, fc.Conn
-	}
 	if !c.ExpiresAt.IsZero() {
 		// The verifier accepts a token until Leeway after its exp; so does
 		// the open connection, or a client with a slightly fast clock would
 		// be cut off right after connecting.
 		s.expiry = c.ExpiresAt.Add(auth.Leeway).UnixNano()
 	}
-	s.lastRead.Store(now.UnixNano())
 	// The first presence heartbeat comes after half to one interval, so
 	// sessions that connected together (after a drain) do not beat together.
 	hb := int64(g.cfg.Heartbeat)
 	s.nextBeat = now.UnixNano() + hb/2 + mrand.Int64N(hb/2+1)
-	conn.SetReadLimit(wire.MaxFrameBytes)
-	conn.SetPingHandler(s.onPing)
-	conn.SetPongHandler(s.onPong)
 	return s
 }
 
@@ -110,29 +101,6 @@ func newSessionID() string {
 func (s *session) presenceSession() presence.Session {
 	return presence.Session{UserID: s.user, DeviceID: s.device, SessionID: s.id, GatewayID: s.g.cfg.ID}
 }
-
-func (s *session) touch() { s.lastRead.Store(time.Now().UnixNano()) }
-
-// onPing answers a WebSocket-level ping (gorilla's default handler does the
-// same) and counts it as activity.
-func (s *session) onPing(data string) error {
-	s.touch()
-	err := s.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(closeWait))
-	var ne net.Error
-	if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) && ne.Timeout() {
-		return nil
-	}
-	return err
-}
-
-func (s *session) onPong(string) error {
-	s.touch()
-	return nil
-}
-
-// readBufs holds frame buffers only while a frame is handled, so that an
-// idle connection holds none.
-var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // start registers the session (hub, registry: ps.Connected) and queues its
 // Welcome. It runs on the upgrading handler's goroutine, before serve: the
@@ -173,63 +141,33 @@ func (s *session) start() {
 	}
 }
 
-// serve reads the session's frames on its own goroutine (started by
-// ServeHTTP after start, which then returns) until the connection ends,
-// then cleans the session up.
-//
-// Between frames it waits on a shallow readiness wait (readconn.go). A
-// goroutine that has handled a frame has grown its stack to 4 KiB through
-// gorilla's read path and the handlers, and the runtime never shrinks a
-// stack whose use plus its 800-byte guard reaches a quarter of it, so an
-// idle connection would keep 4 KiB for good. Instead, a reader that has
-// handled frames and finds none waiting hands the session to a fresh
-// goroutine (2 KiB) and ends: one goroutine start per burst of frames, and
-// an idle connection holds a 2 KiB stack.
-func (s *session) serve() {
-	g := s.g
-	handled := false
-	for {
-		if s.fc != nil && s.fc.idle() {
-			if handled {
-				go s.serve()
-				return
-			}
-			s.fc.waitReadable()
-		}
-		mt, r, err := s.conn.NextReader()
-		if err != nil {
-			s.readEnded(err)
-			s.cleanup()
-			return
-		}
-		handled = true
-		s.touch()
-		buf := readBufs.Get().(*bytes.Buffer)
-		buf.Reset()
-		_, err = buf.ReadFrom(r)
-		if err == nil {
-			g.handleFrame(s, mt, buf.Bytes())
-		}
-		if buf.Cap() <= wire.MaxFrameBytes+bytes.MinRead {
-			readBufs.Put(buf)
-		}
-		if err != nil {
-			s.readEnded(err)
-			s.cleanup()
-			return
-		}
-	}
+// serve reads the session's frames (started by ServeHTTP on a goroutine of
+// its own after start, which then returns) until the connection ends, then
+// cleans the session up (ReadEnded). The transport hands an idle session's
+// reading to a fresh goroutine, so that an idle connection holds a 2 KiB
+// stack (transport.Conn.Serve): HandleFrame and ReadEnded may run on
+// another goroutine than serve's, one at a time.
+func (s *session) serve() { s.conn.Serve(s) }
+
+// HandleFrame hands a frame read by the transport to the gateway's request
+// handling (handle.go), on the reader goroutine.
+func (s *session) HandleFrame(mt int, data []byte) { s.g.handleFrame(s, mt, data) }
+
+// ReadEnded records why the reader stopped and cleans the session up.
+func (s *session) ReadEnded(err error) {
+	s.readEnded(err)
+	s.cleanup()
 }
 
 // readEnded records why the reader stopped.
 func (s *session) readEnded(err error) {
-	if errors.Is(err, websocket.ErrReadLimit) {
-		// gorilla has sent close 1009 (message too big) already.
+	if errors.Is(err, transport.ErrTooLarge) {
+		// The transport has sent close 1009 (message too big) already.
 		s.g.countError(wire.CodeTooLarge)
 		s.g.log.Debug("frame over the read limit", "user", s.user, "session", s.id, "limit", wire.MaxFrameBytes)
 		return
 	}
-	if s.closing.Load() || websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) {
+	if s.closing.Load() || errors.Is(err, transport.ErrPeerClosed) {
 		return
 	}
 	s.g.log.Debug("connection ended", "user", s.user, "session", s.id, "err", err)
@@ -289,9 +227,6 @@ func (s *session) closeWith(last *parleyv1.ServerFrame, code int, reason string,
 			lastFrame = outFrame{wire: frame, size: n}
 		}
 	}
-	if len(reason) > maxCloseReason {
-		reason = reason[:maxCloseReason]
-	}
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -318,10 +253,6 @@ func (s *session) closeWith(last *parleyv1.ServerFrame, code int, reason string,
 	return true
 }
 
-// maxCloseReason is the longest close reason a close frame carries (125
-// bytes of control payload minus the 2-byte code).
-const maxCloseReason = 123
-
 // kill drops the connection without a close handshake (forced drain).
 func (s *session) kill() {
 	s.mu.Lock()
@@ -335,9 +266,9 @@ func (s *session) codec() wire.Codec { return wire.Codec{Binary: s.binary} }
 
 func (s *session) messageType() int {
 	if s.binary {
-		return websocket.BinaryMessage
+		return transport.BinaryMessage
 	}
-	return websocket.TextMessage
+	return transport.TextMessage
 }
 
 func (s *session) subprotocol() string {

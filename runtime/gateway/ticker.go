@@ -43,7 +43,7 @@ func (g *Gateway) tick(now time.Time, all []*session) []*session {
 			continue
 		}
 		switch {
-		case ns-s.lastRead.Load() > g.idle:
+		case ns-s.conn.LastRead() > g.idle:
 			s.close(wire.CloseHeartbeatTimeout, fmt.Sprintf("nothing received for %s", time.Duration(g.idle)), true)
 		case s.expiry != 0 && ns >= s.expiry:
 			s.expire()

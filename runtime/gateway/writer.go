@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
@@ -175,33 +173,20 @@ func (s *session) writeLoop() {
 // each call gets its own write deadline.
 const maxWritev = 64
 
-// writeBatch writes frames in order, up to maxWritev per writev. Every write
-// has a deadline: a peer that stops reading cannot hold a writer (and its
-// frames) forever. It stops early, without error, once the session aborts.
+// writeBatch writes frames in order, up to maxWritev per writev
+// (transport.Conn.WriteFrames). Every write has a deadline: a peer that
+// stops reading cannot hold a writer (and its frames) forever. It stops
+// early, without error, once the session aborts.
 func (s *session) writeBatch(frames []outFrame) error {
-	nc := s.raw
-	if nc == nil {
-		nc = s.conn.NetConn()
-	}
 	var bufs [maxWritev][]byte
 	for len(frames) > 0 && !s.abort.Load() {
 		n := min(len(frames), maxWritev)
-		began := time.Now()
-		_ = nc.SetWriteDeadline(began.Add(s.g.cfg.WriteTimeout))
-		var err error
-		if n == 1 {
-			// One frame: a plain write. (A connection's first writev
-			// leaves an iovec array cached on its file descriptor for
-			// good, ~100 B per idle connection.)
-			_, err = nc.Write(frames[0].wire)
-		} else {
-			v := net.Buffers(bufs[:0])
-			for i := range frames[:n] {
-				v = append(v, frames[i].wire)
-			}
-			_, err = v.WriteTo(nc)
-			clear(bufs[:n])
+		for i := range frames[:n] {
+			bufs[i] = frames[i].wire
 		}
+		began := time.Now()
+		err := s.conn.WriteFrames(bufs[:n], began.Add(s.g.cfg.WriteTimeout))
+		clear(bufs[:n])
 		s.g.m.ObserveStage(metrics.StageSocketWrite, time.Since(began))
 		if err != nil {
 			return err
@@ -232,7 +217,8 @@ func (s *session) writeFailed(err error) {
 }
 
 // writeClose writes the close frame of a closing session and gives the
-// client closeGrace to answer before the reader gives up.
+// client a grace period to answer before the reader gives up
+// (transport.Conn.WriteClose).
 func (s *session) writeClose() {
 	s.mu.Lock()
 	code, reason := s.closeCode, s.closeReason
@@ -240,12 +226,7 @@ func (s *session) writeClose() {
 	if code == 0 {
 		return // the connection ended from the other side
 	}
-	msg := websocket.FormatCloseMessage(code, reason)
-	if err := s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait)); err != nil {
-		_ = s.conn.Close()
-		return
-	}
-	_ = s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	_ = s.conn.WriteClose(code, reason)
 }
 
 // pushFrame is one fan-out frame, encoded at most once per subprotocol,

@@ -1,4 +1,4 @@
-package gateway
+package transport
 
 import (
 	"bufio"
@@ -11,10 +11,10 @@ import (
 
 // An idle connection's reader goroutine used to park deep in gorilla's read
 // path (NextReader → bufio → netFD), using more than 1 KiB of stack, so the
-// runtime kept it at 4 KiB: 40% of an idle connection's memory. A session
-// now waits for the next frame on a shallow readiness wait (waitReadable,
-// a few hundred bytes of stack), and a goroutine parked there has its stack
-// shrunk by the next GCs to 2 KiB. (docs/benchmarks.md, idle memory.)
+// runtime kept it at 4 KiB: 40% of an idle connection's memory. Serve now
+// waits for the next frame on a shallow readiness wait (waitReadable, a few
+// hundred bytes of stack) on a goroutine that has not grown its stack
+// (docs/benchmarks.md, idle memory).
 //
 // Waiting outside gorilla is only right when gorilla's read buffer holds no
 // byte of a next frame, and gorilla keeps that buffer private. So gorilla
@@ -30,8 +30,8 @@ const readAhead = 512
 
 var readAheadPool = sync.Pool{New: func() any { b := make([]byte, readAhead); return &b }}
 
-// frameConn is the net.Conn gorilla reads a session from (see above). Only
-// the session's reader goroutine reads it; writes go to the embedded
+// frameConn is the net.Conn gorilla reads a Conn from (see above). Only
+// the reader goroutine (Serve) reads it; writes go to the embedded
 // connection.
 type frameConn struct {
 	net.Conn
@@ -42,14 +42,14 @@ type frameConn struct {
 	left  uint64  // bytes of the current frame not yet handed on; 0 at a frame boundary
 }
 
-func newFrameConn(c net.Conn) *frameConn {
-	fc := &frameConn{Conn: c}
-	if sc, ok := c.(syscall.Conn); ok {
+// init sets c up to read nc.
+func (c *frameConn) init(nc net.Conn) {
+	c.Conn = nc
+	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
-			fc.raw = rc
+			c.raw = rc
 		}
 	}
-	return fc
 }
 
 // Read hands on at most the rest of the current frame.
@@ -161,26 +161,28 @@ func (c *frameConn) waitReadable() {
 }
 
 // hijacker wraps the ResponseWriter given to the upgrader so that the
-// connection gorilla gets is a frameConn. Bytes a client sent before the
-// handshake finished (which the server's reader buffered) move into the
-// frameConn, so that gorilla reads them through it.
+// connection gorilla gets is the frameConn of a new Conn (c). Bytes a client
+// sent before the handshake finished (which the server's reader buffered)
+// move into the frameConn, so that gorilla reads them through it.
 type hijacker struct {
 	http.ResponseWriter
+	c *Conn // set by Hijack
 }
 
-func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
-	fc := newFrameConn(c)
+	h.c = &Conn{}
+	h.c.fc.init(nc)
 	if n := brw.Reader.Buffered(); n > 0 {
 		early := make([]byte, n)
 		_, _ = brw.Reader.Read(early)
-		fc.buf = early
+		h.c.fc.buf = early
 	}
-	return fc, brw, nil
+	return &h.c.fc, brw, nil
 }
 
 // Unwrap lets http.ResponseController reach the server's ResponseWriter.
-func (h hijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+func (h *hijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"io"
 	"net"
@@ -16,6 +15,9 @@ import (
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
+
+// The read path is package transport's and is tested there; these tests
+// run it under real sessions, goroutine hand-offs included.
 
 // clientFrame builds a final, masked client frame (RFC 6455 §5.2) of
 // payload with the given opcode.
@@ -37,62 +39,6 @@ func clientFrame(op byte, payload []byte) []byte {
 		b = append(b, c^key[i%4])
 	}
 	return b
-}
-
-// TestFrameConnStopsAtFrameEnds: whatever sizes its reader asks for,
-// frameConn hands on every byte in order and never a byte past the end of
-// the frame being read, and reports idle exactly at a frame boundary with
-// nothing read ahead; across all header length forms.
-func TestFrameConnStopsAtFrameEnds(t *testing.T) {
-	var stream []byte
-	var ends []int // offset of each frame's end
-	for _, n := range []int{0, 1, 125, 126, 200, 65535, 65536, 70000, 3} {
-		stream = append(stream, clientFrame(2, bytes.Repeat([]byte{'x'}, n))...)
-		ends = append(ends, len(stream))
-	}
-	for _, chunk := range []int{1, 7, 512, 4096, 1 << 20} {
-		client, server := net.Pipe()
-		go func() {
-			// Everything at once, as a client sending frames back to back.
-			_, _ = client.Write(stream)
-			client.Close()
-		}()
-		fc := newFrameConn(server)
-		var got []byte
-		buf := make([]byte, chunk)
-		for {
-			n, err := fc.Read(buf)
-			got = append(got, buf[:n]...)
-			for _, end := range ends {
-				if len(got)-n < end && len(got) > end {
-					t.Fatalf("chunk %d: one read crossed the frame end at %d (read %d..%d)", chunk, end, len(got)-n, len(got))
-				}
-			}
-			// idle: at a frame boundary with nothing read ahead.
-			if atEnd := len(got) > 0 && contains(ends, len(got)); fc.idle() != (atEnd && len(fc.buf) == 0) {
-				t.Fatalf("chunk %d: idle()=%v after %d bytes (frame boundary %v, %d bytes read ahead)", chunk, fc.idle(), len(got), atEnd, len(fc.buf))
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("chunk %d: %v", chunk, err)
-			}
-		}
-		if !bytes.Equal(got, stream) {
-			t.Fatalf("chunk %d: read %d bytes, want the %d sent, in order", chunk, len(got), len(stream))
-		}
-		server.Close()
-	}
-}
-
-func contains(xs []int, x int) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // TestFramesBackToBack: frames a client sends in one TCP write (here three

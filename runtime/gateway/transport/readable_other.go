@@ -1,6 +1,6 @@
 //go:build !linux
 
-package gateway
+package transport
 
 // readable reports true: where no non-blocking peek is wired up, a session
 // waits for frames inside gorilla's read, as before (a deeper stack).

@@ -1,0 +1,89 @@
+package transport
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// TestWriteFrames: frames built with PutHeader and written by WriteFrames
+// are read by an independent WebSocket implementation (gorilla's client) as
+// one message each, of the right type and payload, at every RFC 6455 length
+// form's boundary (125/126 bytes, 65535/65536 bytes), when several go out in
+// one writev and when one goes alone, and interleaved with gorilla's own
+// control frames.
+func TestWriteFrames(t *testing.T) {
+	sizes := []int{0, 125, 126, 65535, 65536, 70000}
+	for _, binary := range []bool{true, false} {
+		t.Run(map[bool]string{true: "binary", false: "text"}[binary], func(t *testing.T) {
+			payloads := make([][]byte, len(sizes))
+			frames := make([][]byte, len(sizes))
+			for i, n := range sizes {
+				payloads[i] = bytes.Repeat([]byte{byte('a' + i)}, n)
+				h := HeaderSize(n)
+				frames[i] = make([]byte, h, h+n)
+				PutHeader(frames[i], binary, n)
+				frames[i] = append(frames[i], payloads[i]...)
+				want := 10 // RFC 6455 §5.2: 7-bit, 16-bit and 64-bit lengths
+				switch {
+				case n <= 125:
+					want = 2
+				case n <= 65535:
+					want = 4
+				}
+				if h != want {
+					t.Fatalf("HeaderSize(%d) = %d, want %d", n, h, want)
+				}
+			}
+			up := websocket.Upgrader{}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c, err := Upgrade(&up, w, r, 1<<20)
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				deadline := time.Now().Add(5 * time.Second)
+				if err := c.WriteFrames(frames[:3], deadline); err != nil { // one writev of three
+					t.Error(err)
+				}
+				_ = c.ws.WriteMessage(websocket.PingMessage, []byte("between")) // gorilla's own frame
+				if err := c.WriteFrames(frames[3:4], deadline); err != nil {    // one frame alone
+					t.Error(err)
+				}
+				if err := c.WriteFrames(frames[4:], deadline); err != nil {
+					t.Error(err)
+				}
+				_, _, _ = c.ws.ReadMessage() // until the client closes
+			}))
+			defer srv.Close()
+			c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			pings := 0
+			c.SetPingHandler(func(string) error { pings++; return nil })
+			wantType := TextMessage
+			if binary {
+				wantType = BinaryMessage
+			}
+			for i, want := range payloads {
+				mt, data, err := c.ReadMessage()
+				if err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+				if mt != wantType || !bytes.Equal(data, want) {
+					t.Fatalf("frame %d: type %d, %d bytes; want type %d, %d bytes", i, mt, len(data), wantType, len(want))
+				}
+			}
+			if pings != 1 {
+				t.Fatalf("read %d pings between the frames, want 1", pings)
+			}
+		})
+	}
+}

@@ -1,0 +1,258 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// clientFrame builds a final, masked client frame (RFC 6455 §5.2) of
+// payload with the given opcode.
+func clientFrame(op byte, payload []byte) []byte {
+	b := []byte{0x80 | op}
+	switch n := len(payload); {
+	case n <= 125:
+		b = append(b, 0x80|byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x80|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	key := []byte{1, 2, 3, 4}
+	b = append(b, key...)
+	for i, c := range payload {
+		b = append(b, c^key[i%4])
+	}
+	return b
+}
+
+// TestFrameConnStopsAtFrameEnds: whatever sizes its reader asks for,
+// frameConn hands on every byte in order and never a byte past the end of
+// the frame being read, and reports idle exactly at a frame boundary with
+// nothing read ahead; across all header length forms.
+func TestFrameConnStopsAtFrameEnds(t *testing.T) {
+	var stream []byte
+	var ends []int // offset of each frame's end
+	for _, n := range []int{0, 1, 125, 126, 200, 65535, 65536, 70000, 3} {
+		stream = append(stream, clientFrame(2, bytes.Repeat([]byte{'x'}, n))...)
+		ends = append(ends, len(stream))
+	}
+	for _, chunk := range []int{1, 7, 512, 4096, 1 << 20} {
+		client, server := net.Pipe()
+		go func() {
+			// Everything at once, as a client sending frames back to back.
+			_, _ = client.Write(stream)
+			client.Close()
+		}()
+		var fc frameConn
+		fc.init(server)
+		var got []byte
+		buf := make([]byte, chunk)
+		for {
+			n, err := fc.Read(buf)
+			got = append(got, buf[:n]...)
+			for _, end := range ends {
+				if len(got)-n < end && len(got) > end {
+					t.Fatalf("chunk %d: one read crossed the frame end at %d (read %d..%d)", chunk, end, len(got)-n, len(got))
+				}
+			}
+			// idle: at a frame boundary with nothing read ahead.
+			if atEnd := len(got) > 0 && contains(ends, len(got)); fc.idle() != (atEnd && len(fc.buf) == 0) {
+				t.Fatalf("chunk %d: idle()=%v after %d bytes (frame boundary %v, %d bytes read ahead)", chunk, fc.idle(), len(got), atEnd, len(fc.buf))
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("chunk %d: %v", chunk, err)
+			}
+		}
+		if !bytes.Equal(got, stream) {
+			t.Fatalf("chunk %d: read %d bytes, want the %d sent, in order", chunk, len(got), len(stream))
+		}
+		server.Close()
+	}
+}
+
+func contains(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// echoServer serves Conns that echo every message back as one frame (of
+// the same type) through WriteFrames, and reports each Conn's end on ended.
+func echoServer(t *testing.T, readLimit int64) (url string, ended <-chan error) {
+	t.Helper()
+	ch := make(chan error, 16)
+	up := websocket.Upgrader{ReadBufferSize: 512}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Upgrade(&up, w, r, readLimit)
+		if err != nil {
+			return
+		}
+		if c.ws.NetConn() != net.Conn(&c.fc) || c.fc.raw == nil {
+			// Serve would still work, waiting inside gorilla: the
+			// idle-memory path would be lost without a failure.
+			t.Error("gorilla does not read through the Conn's frameConn, or it has no raw connection to wait on")
+		}
+		go c.Serve(&echo{c: c, ended: ch})
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http"), ch
+}
+
+type echo struct {
+	c     *Conn
+	ended chan<- error
+}
+
+func (e *echo) HandleFrame(mt int, data []byte) {
+	frame := make([]byte, HeaderSize(len(data)), HeaderSize(len(data))+len(data))
+	PutHeader(frame, mt == BinaryMessage, len(data))
+	frame = append(frame, data...)
+	_ = e.c.WriteFrames([][]byte{frame}, time.Now().Add(10*time.Second))
+}
+
+func (e *echo) ReadEnded(err error) {
+	_ = e.c.Close()
+	e.ended <- err
+}
+
+// TestServeBackToBack: messages a client sends in one TCP write (a
+// WebSocket ping among them) are all handled, in order, none left waiting
+// in a buffer while the reader waits on the socket; the ping is answered,
+// and LastRead moves on.
+func TestServeBackToBack(t *testing.T) {
+	url, _ := echoServer(t, 1<<16)
+	c, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var burst []byte
+	burst = append(burst, clientFrame(opBinary, []byte("one"))...)
+	burst = append(burst, clientFrame(0x9, []byte("ws-ping"))...)
+	burst = append(burst, clientFrame(opText, []byte("two"))...)
+	burst = append(burst, clientFrame(opBinary, bytes.Repeat([]byte{'3'}, 300))...)
+	pongs := make(chan string, 1)
+	c.SetPongHandler(func(d string) error { pongs <- d; return nil })
+	if _, err := c.UnderlyingConn().Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
+	for i, want := range []struct {
+		mt   int
+		data string
+	}{{BinaryMessage, "one"}, {TextMessage, "two"}, {BinaryMessage, strings.Repeat("3", 300)}} {
+		mt, data, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		if mt != want.mt || string(data) != want.data {
+			t.Fatalf("echo %d: type %d, %.20q; want type %d, %.20q", i, mt, data, want.mt, want.data)
+		}
+	}
+	select {
+	case d := <-pongs:
+		if d != "ws-ping" {
+			t.Fatalf("pong %q, want ws-ping", d)
+		}
+	default:
+		t.Fatal("no pong for the ping in the burst")
+	}
+}
+
+// TestServeEnds: Serve ends with ErrTooLarge (after a close 1009) for a
+// message over the read limit, and with ErrPeerClosed for a normal close.
+func TestServeEnds(t *testing.T) {
+	url, ended := echoServer(t, 100)
+	wait := func() error {
+		select {
+		case err := <-ended:
+			return err
+		case <-time.After(30 * time.Second): // a hang guard
+			t.Fatal("Serve did not end")
+			return nil
+		}
+	}
+
+	big, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	if err := big.WriteMessage(websocket.BinaryMessage, make([]byte, 101)); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("over the limit: Serve ended with %v, want ErrTooLarge", err)
+	}
+	_ = big.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, _, err := big.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+		t.Fatalf("over the limit: client read %v, want close 1009", err)
+	}
+
+	bye, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bye.Close()
+	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+	if err := bye.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); !errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("normal close: Serve ended with %v, want ErrPeerClosed", err)
+	}
+}
+
+// TestEarlyBytesReachGorilla: a frame sent in the same write as the
+// upgrade request, before the handshake response (which the HTTP server's
+// reader buffers), is read and handled, not lost.
+func TestEarlyBytesReachGorilla(t *testing.T) {
+	url, _ := echoServer(t, 1<<16)
+	addr := strings.TrimPrefix(url, "ws://")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := conn.Write(append([]byte(req), clientFrame(opBinary, []byte("early"))...)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v, %v", resp, err)
+	}
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(br, hdr); err != nil {
+		t.Fatalf("no echo of the early frame: %v", err)
+	}
+	payload := make([]byte, hdr[1]&0x7f)
+	if _, err := io.ReadFull(br, payload); err != nil {
+		t.Fatal(err)
+	}
+	if hdr[0] != finBit|opBinary || string(payload) != "early" {
+		t.Fatalf("echo %x %q, want a final binary frame \"early\"", hdr[0], payload)
+	}
+}

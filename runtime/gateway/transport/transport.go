@@ -1,0 +1,230 @@
+// Package transport owns the gateway's sockets: the WebSocket connection of
+// one session, as gorilla/websocket upgrades it, read so that an idle
+// connection holds as little memory as a goroutine can, and written with
+// frames built once per fan-out. The gateway's session sees messages in
+// (Handler), frames out (WriteFrames), the time of the last read (for its
+// idle timeout) and the two ways to end (WriteClose, Close); it never sees
+// the socket, gorilla's Conn or a goroutine change (docs/benchmarks.md, idle
+// memory).
+//
+// The read path, because a gateway holds tens of thousands of mostly idle
+// sockets: gorilla reads through a net.Conn (frameConn, readconn.go) that
+// never hands it a byte past the end of the frame being read, so between
+// messages nothing waits in gorilla's private buffer and Serve may wait for
+// the next frame with a non-blocking peek on the socket (readable_linux.go),
+// a few hundred bytes of stack, instead of inside gorilla's read (more than
+// 1 KiB, which keeps a 4 KiB stack for good). A reader that has handled
+// messages and finds none waiting hands the connection to a fresh goroutine
+// (2 KiB stack) and ends. Where no peek is wired up (not Linux, or a
+// connection without a file descriptor), Serve waits inside gorilla, as
+// before: the same behaviour, a deeper stack.
+//
+// The write path (frame.go): data frames are built by the caller
+// (HeaderSize, PutHeader) and written as they are, one writev per batch;
+// control frames go through gorilla.
+package transport
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Close timing. closeWait bounds the write of a control frame (pong,
+// close); closeGrace is how long the peer has to answer a close frame
+// before reads fail.
+const (
+	closeWait  = time.Second
+	closeGrace = 2 * time.Second
+)
+
+// MaxCloseReason is the longest close reason, in bytes, a close frame
+// carries (125 bytes of control payload minus the 2-byte code); WriteClose
+// cuts a longer one.
+const MaxCloseReason = 123
+
+// Errors Handler.ReadEnded reports (test with errors.Is; the error wraps
+// gorilla's as well).
+var (
+	// ErrTooLarge: the peer sent a message over the read limit. The
+	// connection has answered with close 1009 (message too big) already.
+	ErrTooLarge = errors.New("transport: message over the read limit")
+	// ErrPeerClosed: the peer closed the connection with 1000 (normal
+	// closure) or 1001 (going away).
+	ErrPeerClosed = errors.New("transport: closed by the peer")
+)
+
+// Handler receives what a Conn reads (Serve). Its methods are called one
+// at a time, from the reader goroutine of the moment.
+type Handler interface {
+	// HandleFrame handles one data message: messageType is TextMessage or
+	// BinaryMessage, data its whole payload (fragments joined, at most the
+	// read limit), valid only until HandleFrame returns.
+	HandleFrame(messageType int, data []byte)
+	// ReadEnded is called once, last, when reading stops: err says why
+	// (ErrTooLarge, ErrPeerClosed, a timeout after WriteClose's grace, or
+	// the socket's error, such as a Close from another goroutine).
+	ReadEnded(err error)
+}
+
+// Conn is one server-side WebSocket connection. Create it with Upgrade,
+// read it with Serve (one reader), write it with WriteFrames (one writer at
+// a time) and WriteClose, end it with Close; those may run concurrently
+// with each other.
+type Conn struct {
+	fc frameConn // what ws reads from; its embedded net.Conn is the socket
+	ws *websocket.Conn
+	// lastRead is the unix ns of the last message, ping or pong read.
+	lastRead atomic.Int64
+	// readLimit is the largest message read, in bytes.
+	readLimit int64
+}
+
+// Upgrade upgrades the HTTP request to a WebSocket connection with u
+// (which, on failure, has answered the request with an HTTP error already,
+// and Upgrade returns its error). The connection reads messages of at most
+// readLimit bytes (ErrTooLarge past it), answers pings with pongs, and
+// counts messages, pings and pongs as activity (LastRead).
+func Upgrade(u *websocket.Upgrader, w http.ResponseWriter, r *http.Request, readLimit int64) (*Conn, error) {
+	h := &hijacker{ResponseWriter: w}
+	ws, err := u.Upgrade(h, r, nil)
+	if err != nil {
+		return nil, err
+	}
+	c := h.c
+	if c == nil || ws.NetConn() != net.Conn(&c.fc) {
+		// gorilla got the connection some other way than through
+		// hijacker and reads it directly, so Serve must not wait
+		// outside gorilla (no raw connection): writes go to the socket,
+		// reads wait inside gorilla.
+		c = &Conn{}
+		c.fc.Conn = ws.NetConn()
+	}
+	c.ws, c.readLimit = ws, readLimit
+	c.lastRead.Store(time.Now().UnixNano())
+	ws.SetReadLimit(readLimit)
+	ws.SetPingHandler(c.onPing)
+	ws.SetPongHandler(c.onPong)
+	return c, nil
+}
+
+// Subprotocol returns the subprotocol the handshake agreed on ("" for
+// none).
+func (c *Conn) Subprotocol() string { return c.ws.Subprotocol() }
+
+// LastRead returns when the last message, ping or pong was read (or the
+// connection upgraded), in unix nanoseconds. Safe from any goroutine.
+func (c *Conn) LastRead() int64 { return c.lastRead.Load() }
+
+func (c *Conn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
+
+// onPing answers a WebSocket-level ping (gorilla's default handler does the
+// same) and counts it as activity.
+func (c *Conn) onPing(data string) error {
+	c.touch()
+	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(closeWait))
+	var ne net.Error
+	if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	return err
+}
+
+func (c *Conn) onPong(string) error {
+	c.touch()
+	return nil
+}
+
+// readBufs holds message buffers only while a message is handled, so that
+// an idle connection holds none.
+var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// Serve reads messages until the connection ends, calling h.HandleFrame
+// for each data message and then h.ReadEnded once. Control frames are
+// handled inside (pings answered, pongs and pings counted by LastRead,
+// a close answered).
+//
+// Serve may return before the connection ends: between messages it waits
+// on a shallow readiness wait (readconn.go). A goroutine that has handled a
+// message has grown its stack to 4 KiB through gorilla's read path and the
+// handler, and the runtime never shrinks a stack whose use plus its
+// 800-byte guard reaches a quarter of it, so an idle connection would keep
+// 4 KiB for good. Instead, a reader that has handled messages and finds
+// none waiting goes on in a fresh goroutine (2 KiB) and returns: one
+// goroutine start per burst of messages, and an idle connection holds a
+// 2 KiB stack. So call Serve on a goroutine of its own, started where the
+// stack is still small, and take h.ReadEnded, not Serve's return, as the
+// end.
+func (c *Conn) Serve(h Handler) {
+	handled := false
+	for {
+		if c.fc.idle() {
+			if handled {
+				go c.Serve(h)
+				return
+			}
+			c.fc.waitReadable()
+		}
+		mt, r, err := c.ws.NextReader()
+		if err != nil {
+			h.ReadEnded(c.readError(err))
+			return
+		}
+		handled = true
+		c.touch()
+		buf := readBufs.Get().(*bytes.Buffer)
+		buf.Reset()
+		_, err = buf.ReadFrom(r)
+		if err == nil {
+			h.HandleFrame(mt, buf.Bytes())
+		}
+		if int64(buf.Cap()) <= c.readLimit+bytes.MinRead {
+			readBufs.Put(buf)
+		}
+		if err != nil {
+			h.ReadEnded(c.readError(err))
+			return
+		}
+	}
+}
+
+// readError maps gorilla's read errors to the package's (see ErrTooLarge).
+func (c *Conn) readError(err error) error {
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
+	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway):
+		return fmt.Errorf("%w: %w", ErrPeerClosed, err)
+	}
+	return err
+}
+
+// WriteClose starts the closing handshake: it writes a close frame with
+// code (RFC 6455 §7.4; the gateway's are wire.Close*) and reason, cut to
+// MaxCloseReason bytes, within 1 s, then gives the peer 2 s to answer,
+// after which reads fail (Serve ends with a timeout). If the close frame
+// cannot be written, the connection is closed at once and the write's
+// error returned.
+func (c *Conn) WriteClose(code int, reason string) error {
+	if len(reason) > MaxCloseReason {
+		reason = reason[:MaxCloseReason]
+	}
+	msg := websocket.FormatCloseMessage(code, reason)
+	if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait)); err != nil {
+		_ = c.ws.Close()
+		return err
+	}
+	return c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+}
+
+// Close closes the socket without a closing handshake. A read in Serve and
+// a write in WriteFrames then fail; closing twice returns the socket's
+// error.
+func (c *Conn) Close() error { return c.ws.Close() }
