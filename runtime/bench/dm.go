@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/client"
 )
 
@@ -83,7 +83,7 @@ func DM(ctx context.Context, t *Target, o DMOptions) (*Result, error) {
 	convs := make([]string, len(users))
 	for p := range o.Pairs {
 		a, b := users[2*p].id, users[2*p+1].id
-		convs[2*p], convs[2*p+1] = chat.DMID(a, b), chat.DMID(a, b)
+		convs[2*p], convs[2*p+1] = rules.DMID(a, b), rules.DMID(a, b)
 	}
 
 	if o.WarmDMs {

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/client"
 )
 
@@ -320,7 +320,7 @@ func restartEmbedded(ctx context.Context, t *Target, ids []string, missed int) (
 				if err == nil {
 					rest := client.NewREST(sideURL, tok)
 					for k := range missed {
-						if _, err = rest.Send(ctx, chat.DMID(ids[2*p], ids[2*p+1]), client.NewClientMsgID(), fmt.Sprintf("missed %d", k)); err != nil {
+						if _, err = rest.Send(ctx, rules.DMID(ids[2*p], ids[2*p+1]), client.NewClientMsgID(), fmt.Sprintf("missed %d", k)); err != nil {
 							break
 						}
 					}

@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/client"
 )
 
@@ -169,7 +169,7 @@ func runStormClients(ctx context.Context, t *Target, c StormChild, drain <-chan 
 			s.skipped.Store(0)
 			time.Sleep(time.Millisecond)
 		}
-		s.send(ctx, a.c, chat.DMID(a.id, b.id), "warm up", time.Now())
+		s.send(ctx, a.c, rules.DMID(a.id, b.id), "warm up", time.Now())
 	}
 	s.wg.Wait()
 	waitFor(ctx, 30*time.Second, func() bool { return live.Load() >= pairs })

@@ -2,39 +2,12 @@ package chat
 
 import (
 	"context"
-	"strings"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
 )
-
-// ValidateSetRole checks a role change before it reaches the sequencer: a
-// valid user id and the role "admin" or "member" (ownership is not given,
-// it passes when the owner leaves). It returns nil or an invalid
-// *wire.Error.
-func ValidateSetRole(r *parleyv1.SetRole) error {
-	if !ValidUserID(r.GetUserId()) {
-		return errInvalid("user_id is missing or not a valid user id: the member whose role to set")
-	}
-	switch r.GetRole() {
-	case store.RoleAdmin, store.RoleMember:
-		return nil
-	case store.RoleOwner:
-		return errInvalid(`role "owner" cannot be given: ownership passes to the longest-standing admin, else member, when the owner leaves`)
-	}
-	return errInvalid(`role must be "admin" or "member"`)
-}
-
-// ValidateRename checks a rename before it reaches the sequencer: a title
-// CheckTitle allows that is not empty or white space only. It returns nil
-// or a *wire.Error (invalid, too_large).
-func ValidateRename(r *parleyv1.Rename) error {
-	if strings.TrimSpace(r.GetTitle()) == "" {
-		return errInvalid("title is empty: a group is renamed to a title of 1 to 256 bytes")
-	}
-	return CheckTitle(r.GetTitle())
-}
 
 // setRole sequences a ROLE_CHANGED event (text: the role) giving a member
 // of a group the admin or member role (issue 13), whose effect on the
@@ -42,7 +15,7 @@ func ValidateRename(r *parleyv1.Rename) error {
 // event, pushed to every member but the requesting session.
 //
 // Rules, checked in this order, each with its code (nothing is stored on
-// an error): ValidateSetRole (invalid); the conversation is a group
+// an error): rules.ValidateSetRole (invalid); the conversation is a group
 // (not_found for one that does not exist, invalid for a DM, which has no
 // roles); the caller is a member (not_member) and its owner (forbidden);
 // user_id is a member (not_found); user_id is not the owner (invalid: the
@@ -58,7 +31,7 @@ func (c *conversation) setRole(ctx context.Context, j *job, out *Batch) {
 		if err := c.checkRecordID(req.GetConversationId()); err != nil {
 			return nil, err
 		}
-		if err := ValidateSetRole(req); err != nil {
+		if err := rules.ValidateSetRole(req); err != nil {
 			return nil, err
 		}
 		if err := c.checkGroupMember(st, caller, dmRoles); err != nil {
@@ -92,7 +65,7 @@ func (c *conversation) setRole(ctx context.Context, j *job, out *Batch) {
 // title from then on.
 //
 // Rules, in order, each with its code (nothing is stored on an error):
-// ValidateRename (invalid, too_large); the conversation is a group
+// rules.ValidateRename (invalid, too_large); the conversation is a group
 // (not_found, or invalid for a DM, which has no title); the caller is a
 // member (not_member) and its owner or an admin (forbidden).
 //
@@ -106,7 +79,7 @@ func (c *conversation) rename(ctx context.Context, j *job, out *Batch) {
 		if err := c.checkRecordID(req.GetConversationId()); err != nil {
 			return nil, err
 		}
-		if err := ValidateRename(req); err != nil {
+		if err := rules.ValidateRename(req); err != nil {
 			return nil, err
 		}
 		if err := c.checkGroupMember(st, caller, dmRename); err != nil {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
@@ -100,7 +101,7 @@ func TestGroupRoles(t *testing.T) {
 	}
 
 	head := e.head(t, g)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	e.mustSend(t, "alice", dm, "hi", "hi")
 	for _, tc := range []struct {
 		name string
@@ -123,7 +124,7 @@ func TestGroupRoles(t *testing.T) {
 		{"a non-member renames", renameRec("eve", g, "x"), wire.CodeNotMember},
 		{"an empty title", renameRec("alice", g, ""), wire.CodeInvalid},
 		{"a blank title", renameRec("alice", g, "   "), wire.CodeInvalid},
-		{"a title over the limit", renameRec("alice", g, strings.Repeat("t", MaxTitleBytes+1)), wire.CodeTooLarge},
+		{"a title over the limit", renameRec("alice", g, strings.Repeat("t", rules.MaxTitleBytes+1)), wire.CodeTooLarge},
 		{"a two-line title", renameRec("alice", g, "a\nb"), wire.CodeInvalid},
 		{"roles in a DM", roleRec("alice", dm, "bob", "admin"), wire.CodeInvalid},
 		{"rename a DM", renameRec("alice", dm, "us"), wire.CodeInvalid},
@@ -141,8 +142,8 @@ func TestGroupRoles(t *testing.T) {
 	}
 
 	// A title at the limit is taken.
-	if _, err := e.call(renameRec("bob", g, strings.Repeat("t", MaxTitleBytes))); err != nil {
-		t.Fatalf("a title of %d bytes: %v", MaxTitleBytes, err)
+	if _, err := e.call(renameRec("bob", g, strings.Repeat("t", rules.MaxTitleBytes))); err != nil {
+		t.Fatalf("a title of %d bytes: %v", rules.MaxTitleBytes, err)
 	}
 	// Only the owner removes an admin.
 	if _, err := e.call(roleRec("alice", g, "carol", "admin")); err != nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
 
@@ -32,7 +33,7 @@ func BenchmarkSendPipeline(b *testing.B) {
 	start := time.Now()
 	for i := range b.N {
 		u := users[i%convs]
-		rec := sendRec(u, DMID(u, "hub"), fmt.Sprint(i), "benchmark message")
+		rec := sendRec(u, rules.DMID(u, "hub"), fmt.Sprint(i), "benchmark message")
 		sem <- struct{}{}
 		wg.Add(1)
 		e.gws[0].client.Do(e.ctx, rec, func(rep *parleyv1.Reply) {

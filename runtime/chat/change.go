@@ -6,29 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
 )
-
-// ValidateEdit checks an edit before it reaches the sequencer: seq at least
-// 1 and text as ValidateText has it (the same rule as a send's text). It
-// returns nil or a *wire.Error.
-func ValidateEdit(e *parleyv1.Edit, maxTextBytes int) error {
-	if e.GetSeq() == 0 {
-		return errInvalid("seq must be at least 1: the message to edit")
-	}
-	return ValidateText(e.GetText(), maxTextBytes)
-}
-
-// ValidateDelete checks a delete before it reaches the sequencer: seq at
-// least 1. It returns nil or a *wire.Error.
-func ValidateDelete(d *parleyv1.Delete) error {
-	if d.GetSeq() == 0 {
-		return errInvalid("seq must be at least 1: the message to delete")
-	}
-	return nil
-}
 
 // change sequences an edit or a delete of an earlier message as an EDITED
 // or DELETED event (issue 13), which store.Append applies to the target, and
@@ -144,14 +126,14 @@ func (c *conversation) planChange(ctx context.Context, st *convState, rec *parle
 }
 
 // changeRequest checks an edit or delete record on its own (the record's
-// conversation, ValidateEdit, ValidateDelete) and returns the seq it
+// conversation, rules.ValidateEdit, rules.ValidateDelete) and returns the seq it
 // changes and the kind of event it makes.
 func (c *conversation) changeRequest(rec *parleyv1.IngressRecord) (uint64, parleyv1.MessageKind, error) {
 	if edit := rec.GetEdit(); edit != nil {
 		if edit.GetConversationId() != "" && edit.GetConversationId() != c.id {
 			return 0, 0, errInvalid("edit.conversation_id does not match the record")
 		}
-		if err := ValidateEdit(edit, c.p.s.cfg.MaxMessageBytes); err != nil {
+		if err := rules.ValidateEdit(edit, c.p.s.cfg.MaxMessageBytes); err != nil {
 			return 0, 0, err
 		}
 		return edit.GetSeq(), parleyv1.MessageKind_MESSAGE_KIND_EDITED, nil
@@ -160,7 +142,7 @@ func (c *conversation) changeRequest(rec *parleyv1.IngressRecord) (uint64, parle
 	if del.GetConversationId() != "" && del.GetConversationId() != c.id {
 		return 0, 0, errInvalid("delete.conversation_id does not match the record")
 	}
-	if err := ValidateDelete(del); err != nil {
+	if err := rules.ValidateDelete(del); err != nil {
 		return 0, 0, err
 	}
 	return del.GetSeq(), parleyv1.MessageKind_MESSAGE_KIND_DELETED, nil

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
@@ -281,7 +282,7 @@ func TestChangeEffectHeals(t *testing.T) {
 	l := &laggingStore{MessageStore: e.st, stale: map[uint64]*parleyv1.Message{}}
 	e.st = l
 	e.startSequencer(t, "chat-0", 0)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	seq := e.mustSend(t, "alice", dm, "a1", "teh typo").GetSeq()
 	l.mu.Lock()
 	l.failing = true

@@ -1,19 +1,23 @@
 // Package chat is the send pipeline of the chat role (docs/design.md §2):
 // the Sequencer owns ingress partitions and, per conversation, validates,
 // dedupes, sequences and durably appends messages and membership events, then
-// replies to the origin gateway and fans out through the Router. The Client is
-// the gateway side of the same exchange, and Queries serve the read paths
-// (history, sync, inbox, receipts) with membership checks.
+// replies to the origin gateway and fans out through the Router; Queries serve
+// the read paths (history, sync, inbox, receipts) with membership checks.
+// The gateway side of the exchange (the ingress.Client stub) and the names of
+// the topics are in package chat/ingress, and the request rules the sequencer
+// applies as the authority (ids, text, rules.ValidateSend…) in chat/rules,
+// so that the gateway and REST use them without linking the sequencer.
 package chat
 
 import (
 	"context"
 	"fmt"
-	"github.com/parleychat/parley/runtime/metrics"
 	"log/slog"
 	"time"
 
 	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/chat/ingress"
+	"github.com/parleychat/parley/runtime/metrics"
 	"github.com/parleychat/parley/runtime/wire"
 )
 
@@ -22,7 +26,6 @@ const GroupName = "parley.chat"
 
 // Defaults for Config and topic sizes.
 const (
-	DefaultRegion = "local"
 	// DefaultIngressPartitions is the ingress partition count in embedded mode.
 	DefaultIngressPartitions = 16
 	// DefaultDeliverPartitions is the deliver partition count in embedded mode (one gateway).
@@ -50,21 +53,14 @@ const (
 	// remembered for idempotent sends (docs/design.md §2). A retry
 	// of an older message would be stored again.
 	DedupeWindow = 4096
-	// MaxTitleBytes bounds a group title, bytes of UTF-8.
-	MaxTitleBytes = 256
 	// MaxReactionsPerMessage bounds the distinct emoji on one message;
 	// MaxReactionsPerUser the emoji one user puts on one message; a
-	// reaction past either is too_many_reactions. MaxEmojiBytes bounds one
-	// reaction's emoji, bytes of UTF-8 (too_large past it). CheckEmoji has
-	// the rest of the rule.
+	// reaction past either is too_many_reactions. One reaction's emoji is
+	// checked by rules.CheckEmoji (at most rules.MaxEmojiBytes).
 	MaxReactionsPerMessage = 20
 	MaxReactionsPerUser    = 3
-	MaxEmojiBytes          = 64
 	// MaxSyncCursors bounds the cursors of one Sync request.
 	MaxSyncCursors = 1000
-	// MaxMediaURLBytes bounds Media.url; MaxMimeBytes bounds Media.mime.
-	MaxMediaURLBytes = 2048
-	MaxMimeBytes     = 255
 )
 
 // Config configures the chat role. Zero numeric fields take the defaults.
@@ -74,7 +70,7 @@ type Config struct {
 	// NodeID is the snowflake node, 0..1023 (region id << 7 | chat pod
 	// ordinal; embedded mode uses 0). No two live sequencers may share it.
 	NodeID int64
-	// IngressTopic and DeliverTopic are the bus topics (IngressTopic(region), DeliverTopic(region)).
+	// IngressTopic and DeliverTopic are the bus topics (ingress.IngressTopic(region), ingress.DeliverTopic(region)).
 	IngressTopic, DeliverTopic string
 	// Member is this process's stable consumer-group member id (e.g. the pod name).
 	Member string
@@ -108,28 +104,14 @@ type Config struct {
 	Regions Regions
 }
 
-// IngressTopic returns the ingress topic of region: "parley.<region>.ingress".
-func IngressTopic(region string) string { return "parley." + region + ".ingress" }
-
-// RelayTopic returns the topic on which other regions publish deliveries
-// for region's users: "parley.<region>.relay" (docs/multi-region.md).
-func RelayTopic(region string) string { return "parley." + region + ".relay" }
-
-// OutboxTopic returns region's outbox of records waiting to be forwarded to
-// their home regions: "parley.<region>.outbox".
-func OutboxTopic(region string) string { return "parley." + region + ".outbox" }
-
-// DeliverTopic returns the deliver topic of region: "parley.<region>.deliver".
-func DeliverTopic(region string) string { return "parley." + region + ".deliver" }
-
 // DefaultConfig returns the embedded-mode configuration: region "local",
 // node 0, member "chat-0" and the default limits.
 func DefaultConfig() Config {
 	return Config{
-		Region:          DefaultRegion,
+		Region:          ingress.DefaultRegion,
 		NodeID:          0,
-		IngressTopic:    IngressTopic(DefaultRegion),
-		DeliverTopic:    DeliverTopic(DefaultRegion),
+		IngressTopic:    ingress.IngressTopic(ingress.DefaultRegion),
+		DeliverTopic:    ingress.DeliverTopic(ingress.DefaultRegion),
 		Member:          "chat-0",
 		MaxGroupMembers: DefaultMaxGroupMembers,
 		MaxMessageBytes: DefaultMaxMessageBytes,
@@ -145,13 +127,13 @@ func DefaultConfig() Config {
 // withDefaults fills zero fields and checks the rest.
 func (c Config) withDefaults() (Config, error) {
 	if c.Region == "" {
-		c.Region = DefaultRegion
+		c.Region = ingress.DefaultRegion
 	}
 	if c.IngressTopic == "" {
-		c.IngressTopic = IngressTopic(c.Region)
+		c.IngressTopic = ingress.IngressTopic(c.Region)
 	}
 	if c.DeliverTopic == "" {
-		c.DeliverTopic = DeliverTopic(c.Region)
+		c.DeliverTopic = ingress.DeliverTopic(c.Region)
 	}
 	if c.MaxGroupMembers <= 0 {
 		c.MaxGroupMembers = DefaultMaxGroupMembers

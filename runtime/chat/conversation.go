@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"time"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
@@ -111,7 +112,7 @@ func (c *conversation) process(jobs []*job) {
 	}
 	for _, j := range jobs {
 		rec := j.rec
-		if !ValidUserID(rec.GetOrigin().GetUserId()) {
+		if !rules.ValidUserID(rec.GetOrigin().GetUserId()) {
 			c.fail(ctx, j, out, errInvalid("origin user id is missing or invalid"))
 			continue
 		}
@@ -121,7 +122,7 @@ func (c *conversation) process(jobs []*job) {
 			continue
 		case *parleyv1.IngressRecord_CreateGroup:
 		default:
-			if err := CheckConversationID(rec.GetConversationId()); err != nil {
+			if err := rules.CheckConversationID(rec.GetConversationId()); err != nil {
 				c.fail(ctx, j, out, err)
 				continue
 			}

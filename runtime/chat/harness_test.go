@@ -11,6 +11,7 @@ import (
 
 	"github.com/parleychat/parley/runtime/bus"
 	busmem "github.com/parleychat/parley/runtime/bus/memory"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	"github.com/parleychat/parley/runtime/presence"
 	presmem "github.com/parleychat/parley/runtime/presence/memory"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
@@ -38,7 +39,7 @@ type env struct {
 
 type testGateway struct {
 	id     string
-	client *Client
+	client *ingress.Client
 
 	mu         sync.Mutex
 	deliveries []*parleyv1.Delivery
@@ -65,7 +66,7 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 	e := &env{ctx: ctx, cfg: cfg, st: st, b: b, reg: reg, router: NewRouter(b, reg, cfg.DeliverTopic), q: NewQueries(st)}
 	for i := range 2 {
 		gw := &testGateway{id: fmt.Sprintf("gateway-%d", i)}
-		gw.client = NewClient(b, gw.id, cfg.IngressTopic)
+		gw.client = ingress.NewClient(b, gw.id, cfg.IngressTopic)
 		go gw.client.Run(ctx)
 		if err := b.Subscribe(ctx, cfg.DeliverTopic, int32(i), gw.handle); err != nil {
 			t.Fatal(err)

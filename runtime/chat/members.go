@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
@@ -30,14 +31,14 @@ func (c *conversation) createGroup(ctx context.Context, j *job, out *Batch) {
 		c.fail(ctx, j, out, errInvalid("create_group: conversation_id must be empty; the server assigns the group id"))
 		return
 	}
-	if err := CheckTitle(cg.GetTitle()); err != nil {
+	if err := rules.CheckTitle(cg.GetTitle()); err != nil {
 		c.fail(ctx, j, out, err)
 		return
 	}
 	members := []string{creator}
 	seen := map[string]bool{creator: true}
 	for _, u := range cg.GetMembers() {
-		if !ValidUserID(u) {
+		if !rules.ValidUserID(u) {
 			c.fail(ctx, j, out, errInvalid("invalid user id in members"))
 			return
 		}
@@ -54,7 +55,7 @@ func (c *conversation) createGroup(ctx context.Context, j *job, out *Batch) {
 		c.fail(ctx, j, out, err)
 		return
 	}
-	id := groupPrefix + s.node.Generate().String()
+	id := rules.GroupPrefix + s.node.Generate().String()
 	now := time.Now()
 	err := s.st.CreateConversation(ctx, store.Conversation{
 		ID: id, Kind: store.KindGroup, Title: cg.GetTitle(), HomeRegion: s.cfg.Region, CreatedBy: creator, CreatedAt: now,
@@ -234,7 +235,7 @@ const (
 // a DM, not_member.
 func (c *conversation) checkGroupMember(st *convState, user, dmProblem string) error {
 	if !st.exists {
-		if IsDM(c.id) {
+		if rules.IsDM(c.id) {
 			return errInvalid(dmProblem)
 		}
 		return wire.Errorf(wire.CodeNotFound, "conversation %s does not exist", c.id)
@@ -257,7 +258,7 @@ func changeList(req *parleyv1.ChangeMembers) ([]string, error) {
 	seen := make(map[string]bool, len(ids))
 	out := make([]string, 0, len(ids))
 	for _, u := range ids {
-		if !ValidUserID(u) {
+		if !rules.ValidUserID(u) {
 			return nil, errInvalid("invalid user id in user_ids")
 		}
 		if !seen[u] {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
@@ -16,55 +17,17 @@ import (
 // Queries writes and reads them; the sequencer refuses a blocked user's
 // writes in the DM; presence and offline push consult them.
 
-// ValidateMute checks a mute request that does not depend on the store:
-// a well-formed conversation id and, for a mute with an end, an end after
-// nowMs (invalid otherwise).
-func ValidateMute(m *parleyv1.Mute, nowMs int64) error {
-	if err := CheckConversationID(m.GetConversationId()); err != nil {
-		return err
-	}
-	switch {
-	case m.GetRemove() && m.GetUntil() != 0:
-		return errInvalid("until is for a mute, not an unmute")
-	case !m.GetRemove() && m.GetUntil() != 0 && m.GetUntil() <= nowMs:
-		return errInvalid("until must be a time in the future (Unix milliseconds), or 0 to mute until unmuted")
-	case m.GetUntil() > MaxMuteUntilMs:
-		return errInvalid("until is past the year 9999; use 0 to mute until unmuted")
-	}
-	return nil
-}
-
 // MaxBlocksPerUser bounds the users one user blocks (too_many_blocks past
 // it), so the block list GET /v1/blocks answers in one response stays small
 // (an outside tryout stored 1,200 blocks of made-up ids at the send rate).
 const MaxBlocksPerUser = 1000
 
-// MaxMuteUntilMs is the latest end of a mute: the last millisecond of the
-// year 9999, so every client can show it as a date.
-const MaxMuteUntilMs = 253402300799999
-
-// ValidateBlock checks a block request by user: another valid user id
-// (invalid for the caller itself or a malformed id).
-func ValidateBlock(user string, b *parleyv1.Block) error {
-	verb := "block"
-	if b.GetRemove() {
-		verb = "unblock"
-	}
-	switch other := b.GetUserId(); {
-	case !ValidUserID(other):
-		return errInvalid("user_id must be 1..64 bytes of A-Za-z0-9._@-")
-	case other == user:
-		return errInvalid("you cannot " + verb + " yourself")
-	}
-	return nil
-}
-
 // SetMute stores or removes user's mute of m's conversation and returns the
 // setting as stored. To mute, user must be a current member (not_found,
 // not_member); unmuting needs no membership, so a mute never outlives its
-// owner's wish. Errors: invalid (ValidateMute), unavailable.
+// owner's wish. Errors: invalid (rules.ValidateMute), unavailable.
 func (q *Queries) SetMute(ctx context.Context, user string, m *parleyv1.Mute) (*parleyv1.Mute, error) {
-	if err := ValidateMute(m, time.Now().UnixMilli()); err != nil {
+	if err := rules.ValidateMute(m, time.Now().UnixMilli()); err != nil {
 		return nil, err
 	}
 	conv := m.GetConversationId()
@@ -84,9 +47,9 @@ func (q *Queries) SetMute(ctx context.Context, user string, m *parleyv1.Mute) (*
 }
 
 // SetBlock stores or removes user's block of b.UserId and returns the
-// setting as stored. Errors: invalid (ValidateBlock), unavailable.
+// setting as stored. Errors: invalid (rules.ValidateBlock), unavailable.
 func (q *Queries) SetBlock(ctx context.Context, user string, b *parleyv1.Block) (*parleyv1.Block, error) {
-	if err := ValidateBlock(user, b); err != nil {
+	if err := rules.ValidateBlock(user, b); err != nil {
 		return nil, err
 	}
 	if !b.GetRemove() {
@@ -129,7 +92,7 @@ func (q *Queries) notifyBlocks(ctx context.Context, user, other string) {
 	}
 	rec := &parleyv1.IngressRecord{
 		Origin:         &parleyv1.Origin{UserId: user},
-		ConversationId: DMID(user, other),
+		ConversationId: rules.DMID(user, other),
 		Op:             &parleyv1.IngressRecord_BlocksChanged{BlocksChanged: &parleyv1.BlocksChanged{}},
 	}
 	if _, err := q.blocks.Call(ctx, rec); err != nil {
@@ -266,7 +229,7 @@ const blockCacheTTL = time.Minute
 // DM send was the most frequent Cassandra statement of the data path,
 // issue 11).
 func (c *conversation) blockedSenders(ctx context.Context, users []string) (map[string]bool, error) {
-	if !IsDM(c.id) {
+	if !rules.IsDM(c.id) {
 		return nil, nil
 	}
 	if now := time.Now(); c.blockedBy == nil || now.Sub(c.blocksAt) > blockCacheTTL {

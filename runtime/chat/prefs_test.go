@@ -3,11 +3,11 @@ package chat
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
@@ -21,7 +21,7 @@ import (
 func TestBlock(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	block := func(user, other string, remove bool) {
 		t.Helper()
 		if _, err := e.q.SetBlock(e.ctx, user, &parleyv1.Block{UserId: other, Remove: remove}); err != nil {
@@ -102,8 +102,8 @@ func TestBlock(t *testing.T) {
 func TestBlockHidesPresence(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
-	e.mustSend(t, "alice", DMID("alice", "bob"), "a1", "hi")
-	e.mustSend(t, "alice", DMID("alice", "carol"), "a2", "hi")
+	e.mustSend(t, "alice", rules.DMID("alice", "bob"), "a1", "hi")
+	e.mustSend(t, "alice", rules.DMID("alice", "carol"), "a2", "hi")
 	visible := func(check func(ctx context.Context, viewer string, targets []string) (map[string]bool, error), viewer, target string) bool {
 		t.Helper()
 		v, err := check(e.ctx, viewer, []string{target})
@@ -223,27 +223,6 @@ func TestBlockedCannotAddToGroup(t *testing.T) {
 	}
 }
 
-// TestMuteAndBlockRequestBounds: a mute's end is at most the year 9999 (the
-// largest int64 was accepted and overflowed date conversions), an unblock of
-// oneself says unblock.
-func TestMuteAndBlockRequestBounds(t *testing.T) {
-	now := time.Now().UnixMilli()
-	conv := DMID("alice", "bob")
-	if err := ValidateMute(&parleyv1.Mute{ConversationId: conv, Until: MaxMuteUntilMs}, now); err != nil {
-		t.Errorf("a mute to the end of 9999: %v", err)
-	}
-	if err := ValidateMute(&parleyv1.Mute{ConversationId: conv, Until: MaxMuteUntilMs + 1}, now); code(err) != wire.CodeInvalid {
-		t.Errorf("a mute past 9999: %v, want invalid", err)
-	}
-	if err := ValidateMute(&parleyv1.Mute{ConversationId: conv, Until: 1<<63 - 1}, now); code(err) != wire.CodeInvalid {
-		t.Errorf("a mute to the largest int64: %v, want invalid", err)
-	}
-	err := ValidateBlock("bob", &parleyv1.Block{UserId: "bob", Remove: true})
-	if code(err) != wire.CodeInvalid || !strings.Contains(err.Error(), "unblock yourself") {
-		t.Errorf("bob unblocking bob: %v, want invalid saying unblock", err)
-	}
-}
-
 // TestBlockListBounded: past MaxBlocksPerUser another block is
 // too_many_blocks and nothing is stored; blocking one already blocked and
 // unblocking still work.
@@ -294,7 +273,7 @@ func TestBlocksCached(t *testing.T) {
 	e.q = NewQueries(reads)
 	e.q.NotifyBlocksTo(e.gws[0].client)
 	e.startSequencer(t, "chat-0", 0)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	for i := range 10 {
 		e.mustSend(t, "alice", dm, fmt.Sprintf("a%d", i), "hi")
 		e.mustSend(t, "bob", dm, fmt.Sprintf("b%d", i), "hello")

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
@@ -44,10 +46,10 @@ func NewQueries(st store.MessageStore) *Queries {
 // has a DM with whom (an outside tryout read it from not_found vs
 // not_member).
 func (q *Queries) CheckMember(ctx context.Context, userID, conv string) (store.Member, error) {
-	if err := CheckConversationID(conv); err != nil {
+	if err := rules.CheckConversationID(conv); err != nil {
 		return store.Member{}, err
 	}
-	if a, b, ok := ParseDM(conv); ok && userID != a && userID != b {
+	if a, b, ok := rules.ParseDM(conv); ok && userID != a && userID != b {
 		return store.Member{}, wire.Errorf(wire.CodeNotMember, "not a member of %s", conv)
 	}
 	if _, err := q.st.Conversation(ctx, conv); err != nil {
@@ -83,11 +85,11 @@ func (q *Queries) Members(ctx context.Context, userID, conv string) ([]store.Mem
 		byID[m.UserID] = m
 	}
 	owner := ""
-	if IsGroup(conv) {
+	if rules.IsGroup(conv) {
 		owner = ownerOf(byID)
 	}
 	for i := range ms {
-		if IsGroup(conv) {
+		if rules.IsGroup(conv) {
 			ms[i].Role = roleWith(ms[i], owner)
 		} else {
 			ms[i].Role = store.RoleMember
@@ -104,6 +106,22 @@ func (q *Queries) Members(ctx context.Context, userID, conv string) ([]store.Mem
 		return strings.Compare(a.UserID, b.UserID)
 	})
 	return ms, nil
+}
+
+// MemberIDs returns the user ids of conv's current members, in the store's
+// order, without checking the caller (the gateway's typing fan-out asks
+// after CheckMember). A store failure is returned wrapped, not logged: the
+// caller decides what a lost typing notice is worth.
+func (q *Queries) MemberIDs(ctx context.Context, conv string) ([]string, error) {
+	ms, err := q.st.Members(ctx, conv)
+	if err != nil {
+		return nil, fmt.Errorf("members of %s: %w", conv, err)
+	}
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.UserID
+	}
+	return ids, nil
 }
 
 // pageLimit maps a requested page size: 0 means 50, above 200 is invalid.
@@ -551,7 +569,7 @@ func (q *Queries) PresenceVisible(ctx context.Context, viewer string, targets []
 		if by[u] {
 			continue // u blocks viewer: unknown, as for a stranger
 		}
-		if u == viewer || in[DMID(viewer, u)] {
+		if u == viewer || in[rules.DMID(viewer, u)] {
 			out[u] = true
 			continue
 		}
@@ -560,7 +578,7 @@ func (q *Queries) PresenceVisible(ctx context.Context, viewer string, targets []
 			return nil, storeErr(q.log, "inbox", u, err)
 		}
 		for _, id := range theirs {
-			if !in[id] || IsDM(id) {
+			if !in[id] || rules.IsDM(id) {
 				continue
 			}
 			both, err := member(id, viewer)

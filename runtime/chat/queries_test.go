@@ -2,11 +2,13 @@ package chat
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
@@ -18,7 +20,7 @@ func TestQueries(t *testing.T) {
 	for i := range 60 {
 		e.mustSend(t, "alice", g, fmt.Sprint(i), fmt.Sprint("msg ", i)) // seqs 2..61
 	}
-	dm := DMID("alice", "dave")
+	dm := rules.DMID("alice", "dave")
 	e.mustSend(t, "dave", dm, "x", "hey") // seqs 1, 2
 	if _, err := e.call(readRec("bob", g, 11)); err != nil {
 		t.Fatal(err)
@@ -174,6 +176,19 @@ func TestQueries(t *testing.T) {
 			t.Fatalf("former member: %v", err)
 		}
 	})
+
+	t.Run("member ids", func(t *testing.T) {
+		ids, err := e.q.MemberIDs(e.ctx, g)
+		slices.Sort(ids)
+		if err != nil || !slices.Equal(ids, []string{"alice", "bob"}) { // carol left
+			t.Fatalf("members of the group: %v %v", ids, err)
+		}
+		ids, err = e.q.MemberIDs(e.ctx, dm)
+		slices.Sort(ids)
+		if err != nil || !slices.Equal(ids, []string{"alice", "dave"}) {
+			t.Fatalf("members of the dm: %v %v", ids, err)
+		}
+	})
 }
 
 // TestPagesBoundedBySize: pages of large messages end by size (about
@@ -182,7 +197,7 @@ func TestQueries(t *testing.T) {
 func TestPagesBoundedBySize(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
-	dm := DMID("big1", "big2")
+	dm := rules.DMID("big1", "big2")
 	// Quotes take two bytes each in JSON: messageSize counts them so, and
 	// 200 of these messages (about 1.6 MB as JSON) do not fit one page.
 	big := strings.Repeat(`"`, DefaultConfig().MaxMessageBytes)
@@ -370,13 +385,13 @@ func TestUnreadCountsOthersMessagesOnly(t *testing.T) {
 func TestCheckMemberHidesOthersDMs(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
-	e.mustSend(t, "alice", DMID("alice", "carol"), "c1", "hi carol")
-	for _, conv := range []string{DMID("alice", "carol"), DMID("carol", "dave")} {
+	e.mustSend(t, "alice", rules.DMID("alice", "carol"), "c1", "hi carol")
+	for _, conv := range []string{rules.DMID("alice", "carol"), rules.DMID("carol", "dave")} {
 		if _, err := e.q.CheckMember(e.ctx, "bob", conv); code(err) != wire.CodeNotMember {
 			t.Errorf("bob on %s: %v, want not_member", conv, err)
 		}
 	}
-	if _, err := e.q.CheckMember(e.ctx, "bob", DMID("bob", "dave")); code(err) != wire.CodeNotFound {
+	if _, err := e.q.CheckMember(e.ctx, "bob", rules.DMID("bob", "dave")); code(err) != wire.CodeNotFound {
 		t.Errorf("bob on his own unwritten DM: %v, want not_found", err)
 	}
 }

@@ -5,20 +5,11 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
 )
-
-// ValidateReact checks a reaction before it reaches the sequencer: seq at
-// least 1 and the emoji as CheckEmoji has it. It returns nil or a
-// *wire.Error (invalid, too_large).
-func ValidateReact(r *parleyv1.React) error {
-	if r.GetSeq() == 0 {
-		return errInvalid("seq must be at least 1: the message to react to")
-	}
-	return CheckEmoji(r.GetEmoji())
-}
 
 // react sequences a reaction added or removed on an earlier message as a
 // REACTION event (issue 13), which store.Append applies to the target, and
@@ -28,7 +19,7 @@ func ValidateReact(r *parleyv1.React) error {
 //
 // Rules, checked in this order, each with its code (nothing is stored on an
 // error): the caller is a member (not_member; not_found for a group that
-// does not exist); the emoji passes CheckEmoji (invalid, too_large); seq is
+// does not exist); the emoji passes rules.CheckEmoji (invalid, too_large); seq is
 // a message the caller can see, at or below the head (not_found); it is a
 // text or media message, not an event (invalid); it is not deleted
 // (not_found, as for an edit); an added emoji is the caller's
@@ -71,7 +62,7 @@ func (c *conversation) planReaction(ctx context.Context, st *convState, rec *par
 	if !ok {
 		return nil, nil, c.notMember(st)
 	}
-	if err := ValidateReact(r); err != nil {
+	if err := rules.ValidateReact(r); err != nil {
 		return nil, nil, err
 	}
 	seq, emoji, add := r.GetSeq(), r.GetEmoji(), !r.GetRemove()

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
@@ -28,47 +29,6 @@ func reactionsOf(rs []*parleyv1.Reaction) string {
 		parts = append(parts, s)
 	}
 	return strings.Join(parts, " ")
-}
-
-func TestCheckEmoji(t *testing.T) {
-	for _, ok := range []string{
-		"👍", "❤️", "👍🏽", "👩‍💻", "🏳️‍🌈", "🇫🇷", "🏴\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F", "+1", "ok",
-		"1️⃣", "👩🏽‍❤️‍💋‍👨🏿", // keycap (a combining mark after the selector); 35 bytes, the longest standard sequences
-		strings.Repeat("x", MaxEmojiBytes), strings.Repeat("👍", MaxEmojiBytes/4),
-	} {
-		if err := CheckEmoji(ok); err != nil {
-			t.Errorf("%q refused: %v", ok, err)
-		}
-	}
-	for _, tc := range []struct {
-		emoji, code string
-	}{
-		{"", wire.CodeInvalid},
-		{strings.Repeat("x", MaxEmojiBytes+1), wire.CodeTooLarge},
-		{strings.Repeat("👍", MaxEmojiBytes/4) + "x", wire.CodeTooLarge},
-		{"👍 👍", wire.CodeInvalid},
-		{" ", wire.CodeInvalid},
-		{"👍\n", wire.CodeInvalid},
-		{"\u00a0", wire.CodeInvalid},     // no-break space
-		{"\u2028", wire.CodeInvalid},     // line separator
-		{"\x1b[31m", wire.CodeInvalid},   // terminal escape
-		{"\u0085", wire.CodeInvalid},     // C1
-		{"\u202e👍", wire.CodeInvalid},    // bidi override
-		{"\u2066👍", wire.CodeInvalid},    // bidi isolate
-		{"\u200b", wire.CodeInvalid},     // zero-width space
-		{"\u200d", wire.CodeInvalid},     // a joiner alone
-		{"\ufe0f", wire.CodeInvalid},     // a variation selector alone
-		{"\U000E0041", wire.CodeInvalid}, // a tag alone
-		{"\u0301", wire.CodeInvalid},     // a combining accent alone
-		{"👍\u200d", wire.CodeInvalid},    // a joiner joining nothing
-		{"👍\u200d\u200d👍", wire.CodeInvalid},
-		{"\ufeff👍", wire.CodeInvalid}, // BOM
-		{"\xff", wire.CodeInvalid},
-	} {
-		if err := CheckEmoji(tc.emoji); code(err) != tc.code {
-			t.Errorf("%q: %v, want %s", tc.emoji, err, tc.code)
-		}
-	}
 }
 
 // TestReactions (issue 13): a member's reaction is a REACTION event every
@@ -228,7 +188,7 @@ func TestReactionLimits(t *testing.T) {
 		{"a deleted message", reactRec("alice", conv, deleted, "👍", false), wire.CodeNotFound},
 		{"empty emoji", reactRec("alice", conv, msg, "", false), wire.CodeInvalid},
 		{"emoji with a space", reactRec("alice", conv, msg, "a b", false), wire.CodeInvalid},
-		{"over-long emoji", reactRec("alice", conv, msg, strings.Repeat("x", MaxEmojiBytes+1), false), wire.CodeTooLarge},
+		{"over-long emoji", reactRec("alice", conv, msg, strings.Repeat("x", rules.MaxEmojiBytes+1), false), wire.CodeTooLarge},
 		{"non-member", reactRec("mallory", conv, msg, "e1", false), wire.CodeNotMember},
 		{"unknown group", reactRec("alice", "g:12345", 1, "👍", false), wire.CodeNotFound},
 	} {
@@ -257,7 +217,7 @@ func TestReactionEffectHeals(t *testing.T) {
 	l := &laggingStore{MessageStore: e.st, stale: map[uint64]*parleyv1.Message{}}
 	e.st = l
 	e.startSequencer(t, "chat-0", 0)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	seq := e.mustSend(t, "alice", dm, "a1", "lunch").GetSeq()
 	l.mu.Lock()
 	l.failing = true

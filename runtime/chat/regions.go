@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
@@ -52,10 +53,10 @@ const (
 // group id conv, or false for an id that is not a group id. Groups are
 // minted by their home region, so this is the group's home.
 func GroupRegionID(conv string) (int, bool) {
-	if !IsGroup(conv) || CheckConversationID(conv) != nil {
+	if !rules.IsGroup(conv) || rules.CheckConversationID(conv) != nil {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(conv[len(groupPrefix):], 10, 64)
+	n, err := strconv.ParseInt(conv[len(rules.GroupPrefix):], 10, 64)
 	if err != nil || n < 0 {
 		return 0, false
 	}
@@ -85,7 +86,7 @@ func (c *conversation) homeOf(ctx context.Context, rec *parleyv1.IngressRecord) 
 			return "", err
 		}
 		home = h
-	case IsGroup(c.id):
+	case rules.IsGroup(c.id):
 		id, ok := GroupRegionID(c.id)
 		if !ok {
 			return "", nil // malformed: answered here
@@ -158,7 +159,7 @@ func (c *conversation) dmHome(ctx context.Context, rec *parleyv1.IngressRecord) 
 	case !errors.Is(err, store.ErrNotFound):
 		return "", storeErr(s.log, "load conversation home", c.id, err)
 	}
-	a, b, ok := ParseDM(c.id)
+	a, b, ok := rules.ParseDM(c.id)
 	if !ok {
 		return s.cfg.Regions.Local(), nil // malformed: answered here
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
@@ -27,8 +28,8 @@ func (e *elsewhere) Down(string) (bool, time.Time) {
 	return !e.down.IsZero(), e.down
 }
 
-func (*elsewhere) Local() string                    { return DefaultRegion }
-func (*elsewhere) Known(name string) bool           { return name == DefaultRegion || name == "far" }
+func (*elsewhere) Local() string                    { return ingress.DefaultRegion }
+func (*elsewhere) Known(name string) bool           { return name == ingress.DefaultRegion || name == "far" }
 func (*elsewhere) RegionByID(id int) (string, bool) { return "far", true }
 func (*elsewhere) Peers() []string                  { return []string{"far"} }
 func (*elsewhere) Publish(context.Context, string, []bus.Message) []error {
@@ -65,7 +66,7 @@ func TestForwardedRecordNotForwardedAgain(t *testing.T) {
 	}
 	// A record from this region's own gateway is forwarded as usual (and
 	// not answered here: the home answers it).
-	e.gws[0].client.SetRegion(DefaultRegion)
+	e.gws[0].client.SetRegion(ingress.DefaultRegion)
 	e.gws[0].client.Do(context.Background(), &parleyv1.IngressRecord{Origin: origin("alice"), ConversationId: g,
 		Op: &parleyv1.IngressRecord_Send{Send: &parleyv1.Send{ConversationId: g, ClientMsgId: "c2", Content: &parleyv1.Send_Text{Text: "hi"}}}},
 		func(*parleyv1.Reply) {})

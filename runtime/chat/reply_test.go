@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
@@ -124,7 +125,7 @@ func TestReplies(t *testing.T) {
 	}
 	head = e.head(t, conv)
 	// A DM that does not exist yet has nothing to answer: refused, and not created.
-	dm := DMID("alice", "dave")
+	dm := rules.DMID("alice", "dave")
 	if _, err := e.call(replyRec("dave", dm, "d1", "x", 1)); code(err) != wire.CodeInvalid {
 		t.Errorf("a reply creating a DM: %v, want %s", err, wire.CodeInvalid)
 	}

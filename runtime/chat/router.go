@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/runtime/bus"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	"github.com/parleychat/parley/runtime/coalesce"
 	"github.com/parleychat/parley/runtime/presence"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
@@ -65,7 +66,7 @@ type Router struct {
 
 // SetRegions makes r multi-region: a reply whose origin is another region's
 // gateway goes to that region's deliver topic, and Publish relays every
-// delivery once to each other region (RelayTopic), whose chat role routes it
+// delivery once to each other region (ingress.RelayTopic), whose chat role routes it
 // through its own registry (PublishLocal). Decision: relayed to every peer,
 // not only to regions with online members — knowing those would take a
 // cross-region registry read on the hot path, and a mesh has at most 8
@@ -265,7 +266,7 @@ func (r *Router) publish(ctx context.Context, b *Batch, relay bool) error {
 	var remote map[string][]bus.Message // region -> replies to its gateways
 	for _, or := range b.replies {
 		if r.regions != nil && or.region != "" && or.region != r.regions.Local() {
-			p, err := GatewayPartition(or.gateway)
+			p, err := ingress.GatewayPartition(or.gateway)
 			v, merr := proto.Marshal(&parleyv1.DeliverRecord{Replies: []*parleyv1.Reply{or.rep}})
 			if err = errors.Join(err, merr); err != nil {
 				errs = append(errs, fmt.Errorf("reply to region %s: %w", or.region, err))
@@ -274,10 +275,10 @@ func (r *Router) publish(ctx context.Context, b *Batch, relay bool) error {
 			if remote == nil {
 				remote = make(map[string][]bus.Message)
 			}
-			remote[or.region] = append(remote[or.region], bus.Message{Topic: DeliverTopic(or.region), Partition: p, Value: v})
+			remote[or.region] = append(remote[or.region], bus.Message{Topic: ingress.DeliverTopic(or.region), Partition: p, Value: v})
 			continue
 		}
-		p, err := GatewayPartition(or.gateway)
+		p, err := ingress.GatewayPartition(or.gateway)
 		if err == nil && p >= n {
 			err = fmt.Errorf("gateway %s: partition %d of %d", or.gateway, p, n)
 		}
@@ -416,7 +417,7 @@ func (r *Router) route(ctx context.Context, groups []deliveryGroup, n int32, rec
 		for _, u := range g.users {
 			mine = mine[:0]
 			for _, s := range sessions[u] {
-				p, err := GatewayPartition(s.GatewayID)
+				p, err := ingress.GatewayPartition(s.GatewayID)
 				if err != nil || p >= n {
 					r.log.Warn("session on unknown gateway", "gateway", s.GatewayID, "user", u)
 					continue
@@ -505,7 +506,7 @@ func addRelay(remote map[string][]bus.Message, peer, from string, groups []deliv
 		}
 		v, err := proto.Marshal(rr)
 		if err == nil {
-			remote[peer] = append(remote[peer], bus.Message{Topic: RelayTopic(peer), Partition: -1, Key: key, Value: v})
+			remote[peer] = append(remote[peer], bus.Message{Topic: ingress.RelayTopic(peer), Partition: -1, Key: key, Value: v})
 		}
 		rr, size = &parleyv1.RelayRecord{FromRegion: from}, 0
 	}

@@ -6,10 +6,10 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
@@ -285,7 +285,7 @@ func (c *conversation) plan(state *convState, jobs []*job, quotes quoted, blocke
 				continue
 			}
 			if !p.createDM {
-				a, b, _ := ParseDM(c.id)
+				a, b, _ := rules.ParseDM(c.id)
 				p.createDM, p.dmUsers = true, []string{a, b}
 				seq++
 				p.msgs = append(p.msgs, &parleyv1.Message{
@@ -352,8 +352,8 @@ func (c *conversation) notMember(state *convState) error {
 		return wire.Errorf(wire.CodeNotMember, "not a member of %s: the group has no members left and is read-only", c.id)
 	case state.exists:
 		return wire.Errorf(wire.CodeNotMember, "not a member of %s", c.id)
-	case IsDM(c.id):
-		if _, _, ok := ParseDM(c.id); !ok {
+	case rules.IsDM(c.id):
+		if _, _, ok := rules.ParseDM(c.id); !ok {
 			return errInvalid("malformed dm id: want dm:<a>:<b> with two distinct valid user ids, a < b")
 		}
 		return wire.Errorf(wire.CodeNotMember, "not a member of %s", c.id)
@@ -369,55 +369,7 @@ func (c *conversation) validateSend(conv string, send *parleyv1.Send) error {
 	if send.GetConversationId() != "" && send.GetConversationId() != conv {
 		return errInvalid("send.conversation_id does not match the record")
 	}
-	return ValidateSend(send, c.p.s.cfg.MaxMessageBytes)
-}
-
-// ValidateSend checks a send's fields other than its conversation: the one
-// rule every entry point applies (the gateway and REST before a send costs
-// anything, the sequencer as the authority; issue 15). It returns nil or a
-// *wire.Error: client_msg_id 1..wire.MaxClientMsgIDBytes bytes (invalid);
-// text as ValidateText has it; or media with a url of 1..MaxMediaURLBytes
-// bytes (too_large past it), a mime of 1..MaxMimeBytes bytes, a positive
-// size, both strings valid UTF-8 (invalid); exactly one of text and media.
-func ValidateSend(send *parleyv1.Send, maxTextBytes int) error {
-	if n := len(send.GetClientMsgId()); n == 0 || n > wire.MaxClientMsgIDBytes {
-		return wire.Errorf(wire.CodeInvalid, "client_msg_id must be 1..%d bytes, got %d (retries reuse it)", wire.MaxClientMsgIDBytes, n)
-	}
-	switch ct := send.Content.(type) {
-	case *parleyv1.Send_Text:
-		return ValidateText(ct.Text, maxTextBytes)
-	case *parleyv1.Send_Media:
-		m := ct.Media
-		switch {
-		case m.GetUrl() == "":
-			return errInvalid("media.url is required")
-		case len(m.GetUrl()) > MaxMediaURLBytes:
-			return wire.Errorf(wire.CodeTooLarge, "media.url is %d bytes, over the limit of %d", len(m.GetUrl()), MaxMediaURLBytes)
-		case m.GetMime() == "" || len(m.GetMime()) > MaxMimeBytes:
-			return wire.Errorf(wire.CodeInvalid, "media.mime must be 1..%d bytes", MaxMimeBytes)
-		case m.GetSize() <= 0:
-			return errInvalid("media.size must be positive")
-		case !utf8.ValidString(m.GetUrl()) || !utf8.ValidString(m.GetMime()):
-			return errInvalid("media fields are not valid UTF-8")
-		}
-		return nil
-	}
-	return errInvalid("send has no content: set text or media")
-}
-
-// ValidateText checks the text of a send or of an edit, the same rule for
-// both: non-empty and not only white space (invalid), at most maxTextBytes
-// bytes (too_large), and allowed by CheckText (invalid).
-func ValidateText(text string, maxTextBytes int) error {
-	switch {
-	case text == "":
-		return errInvalid("text is empty")
-	case strings.TrimSpace(text) == "":
-		return errInvalid("text is only white space")
-	case len(text) > maxTextBytes:
-		return wire.Errorf(wire.CodeTooLarge, "text is %d bytes, over the limit of %d", len(text), maxTextBytes)
-	}
-	return CheckText(text)
+	return rules.ValidateSend(send, c.p.s.cfg.MaxMessageBytes)
 }
 
 // applied brings the state in step with a stored plan.

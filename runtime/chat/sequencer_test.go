@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/wire"
@@ -74,7 +75,7 @@ func TestRetryIsIdempotent(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
 	e.online(t, "bob", 0)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	first := e.mustSend(t, "alice", dm, "m1", "hi")
 	again := e.mustSend(t, "alice", dm, "m1", "hi (retry)")
 	if !proto.Equal(first, again) {
@@ -116,7 +117,7 @@ func TestDMAutoCreate(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
 	e.online(t, "bob", 1)
-	dm := DMID("bob", "alice")
+	dm := rules.DMID("bob", "alice")
 	ok := e.mustSend(t, "alice", dm, "c1", "hello bob")
 	if ok.GetSeq() != 2 {
 		t.Fatalf("first message seq %d, want 2 (1 is the creation event)", ok.GetSeq())
@@ -148,7 +149,7 @@ func TestDMAutoCreate(t *testing.T) {
 		name, user, conv, code string
 	}{
 		{"stranger", "mallory", dm, wire.CodeNotMember},
-		{"stranger in new dm", "mallory", DMID("alice", "carol"), wire.CodeNotMember},
+		{"stranger in new dm", "mallory", rules.DMID("alice", "carol"), wire.CodeNotMember},
 		{"dm with oneself", "alice", "dm:alice:alice", wire.CodeInvalid},
 		{"unordered dm id", "bob", "dm:bob:alice", wire.CodeInvalid},
 		{"invalid peer", "alice", "dm:alice:b c", wire.CodeInvalid},
@@ -166,7 +167,7 @@ func TestDMAutoCreate(t *testing.T) {
 func TestSendValidation(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	e.mustSend(t, "alice", dm, "first", "hi")
 	rec := func(cmid string, content any) *parleyv1.IngressRecord {
 		s := &parleyv1.Send{ConversationId: dm, ClientMsgId: cmid}
@@ -218,7 +219,7 @@ func TestGroupMembership(t *testing.T) {
 		e.online(t, u, 0)
 	}
 	conv := e.createGroup(t, "alice", "crew", "bob", "bob", "alice")
-	if !IsGroup(conv) {
+	if !rules.IsGroup(conv) {
 		t.Fatalf("group id %q", conv)
 	}
 	ms, _ := e.st.Members(e.ctx, conv)
@@ -287,7 +288,7 @@ func TestGroupMembership(t *testing.T) {
 		}
 	}
 
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	e.mustSend(t, "alice", dm, "d", "hi")
 	if _, err := e.call(addRec("alice", dm, "carol")); code(err) != wire.CodeInvalid {
 		t.Fatalf("add to dm: %v", err)
@@ -387,7 +388,7 @@ func TestReceipts(t *testing.T) {
 	for _, u := range []string{"alice", "bob", "carol"} {
 		e.online(t, u, 0)
 	}
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	for i := range 5 {
 		e.mustSend(t, "alice", dm, fmt.Sprint(i), "m")
 	}
@@ -483,7 +484,7 @@ func TestReadByAllNotBeforeEveryoneRead(t *testing.T) {
 func TestExpiredRecordsAreDropped(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	// Published directly, as a gateway whose client already timed out.
 	expired := sendRec("alice", dm, "late", "too late")
 	expired.Origin.GatewayId, expired.Origin.RequestId = "gateway-0", 1<<40
@@ -505,7 +506,7 @@ func TestExpiredRecordsAreDropped(t *testing.T) {
 func TestFencingStaleWrite(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	e.mustSend(t, "alice", dm, "a", "one") // seq 2
 	// Another writer (an old owner that woke up, or a new one) takes seq 3
 	// behind the sequencer's back.
@@ -545,7 +546,7 @@ func TestRebalance(t *testing.T) {
 	var wg sync.WaitGroup
 	progress := make(chan struct{}, convs*perConv)
 	for c := range convs {
-		dm := DMID(fmt.Sprintf("u%02d", c), "zed")
+		dm := rules.DMID(fmt.Sprintf("u%02d", c), "zed")
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -586,7 +587,7 @@ func TestRebalance(t *testing.T) {
 	wg.Wait()
 
 	for c := range convs {
-		dm := DMID(fmt.Sprintf("u%02d", c), "zed")
+		dm := rules.DMID(fmt.Sprintf("u%02d", c), "zed")
 		log := e.log(t, dm)
 		if len(log) != perConv+1 {
 			t.Fatalf("%s: %d entries, want %d", dm, len(log), perConv+1)
@@ -633,7 +634,7 @@ func TestOffsetsCommitLowestUnfinished(t *testing.T) {
 func TestReceiptsFlushedOnShutdown(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.ReceiptFlush = time.Hour })
 	_, stop := e.startSequencer(t, "chat-0", 0)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	e.mustSend(t, "alice", dm, "a", "x")
 	if _, err := e.call(readRec("bob", dm, 2)); err != nil {
 		t.Fatal(err)
@@ -653,7 +654,7 @@ func TestReceiptsFlushedOnShutdown(t *testing.T) {
 func TestNewOwnerDedupes(t *testing.T) {
 	e := newEnv(t, nil)
 	_, stopA := e.startSequencer(t, "chat-a", 1)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	first := e.mustSend(t, "alice", dm, "once", "only once")
 	stopA()
 	e.startSequencer(t, "chat-b", 2)
@@ -755,7 +756,7 @@ func TestAppendOutcomes(t *testing.T) {
 	u := &unsureStore{MessageStore: e.st}
 	e.st = u
 	e.startSequencer(t, "chat-0", 0)
-	dm := DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	e.mustSend(t, "alice", dm, "first", "hello")
 
 	u.mu.Lock()

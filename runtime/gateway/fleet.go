@@ -3,27 +3,8 @@ package gateway
 import (
 	"sync"
 
-	"github.com/parleychat/parley/runtime/auth"
-	"github.com/parleychat/parley/runtime/chat"
-	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
-	"github.com/parleychat/parley/runtime/store"
 )
-
-// PresenceService is what a gateway needs of presence: register, refresh and
-// remove its sessions, and read users' presence. *presence.Service is one
-// (embedded mode: the decisions are made in process); relay.Reporter is the
-// distributed mode's (the presence role decides, see runtime/presence/relay).
-type PresenceService = presenceService
-
-// NewWithPresence is New with any PresenceService. In the distributed mode
-// presence changes reach the gateway as deliveries with a presence body and
-// no user ids (broadcast by the presence role), which the gateway hands to
-// PresenceChanged.
-func NewWithPresence(cfg Config, v auth.Verifier, cc *chat.Client, q *chat.Queries, r *chat.Router,
-	ps PresenceService, st store.MessageStore, m *metrics.Metrics) *Gateway {
-	return newGateway(cfg, v, cc, q, r, ps, st, m)
-}
 
 // maxQueuedPresence bounds the broadcast presence changes waiting for
 // PresenceChanged; beyond it the oldest are dropped (presence is best effort

@@ -34,7 +34,7 @@ import (
 
 	"github.com/parleychat/parley/runtime/auth"
 	"github.com/parleychat/parley/runtime/bus"
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	"github.com/parleychat/parley/runtime/gateway/transport"
 	"github.com/parleychat/parley/runtime/limits"
 	"github.com/parleychat/parley/runtime/metrics"
@@ -54,7 +54,7 @@ const (
 	DefaultSendQueue       = 256
 	DefaultSendQueueBytes  = 4 << 20
 	DefaultMaxPresenceSubs = 100
-	DefaultRequestTimeout  = chat.DefaultRequestTimeout
+	DefaultRequestTimeout  = ingress.DefaultRequestTimeout
 	DefaultWriteTimeout    = 10 * time.Second
 	// DefaultTypingInterval is Config.TypingInterval's default.
 	DefaultTypingInterval = time.Second
@@ -176,8 +176,8 @@ type Config struct {
 	MaxConnections int
 
 	// Bus and DeliverTopic are where Run reads this gateway's partition
-	// (chat.GatewayPartition(ID)) of the deliver topic (default
-	// chat.DeliverTopic(chat.DefaultRegion)). Run fails without a Bus.
+	// (ingress.GatewayPartition(ID)) of the deliver topic (default
+	// ingress.DeliverTopic(ingress.DefaultRegion)). Run fails without a Bus.
 	Bus          bus.Bus
 	DeliverTopic string
 	// Logger defaults to slog.Default().
@@ -237,7 +237,7 @@ func (c Config) withDefaults() Config {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.DeliverTopic == "" {
-		c.DeliverTopic = chat.DeliverTopic(chat.DefaultRegion)
+		c.DeliverTopic = ingress.DeliverTopic(ingress.DefaultRegion)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -246,37 +246,68 @@ func (c Config) withDefaults() Config {
 }
 
 // The gateway's view of its collaborators, declared where they are consumed
-// so the hot paths read as what they need. New takes the concrete types.
+// so the hot paths read as what they need; Deps carries them to New.
 type (
-	ingress interface {
+	// Ingress publishes requests to the chat role and hands it the replies
+	// read from this gateway's deliver partition (*ingress.Client).
+	Ingress interface {
 		Do(ctx context.Context, rec *parleyv1.IngressRecord, cb func(*parleyv1.Reply))
 		Receipt(rec *parleyv1.IngressRecord, cb func(*parleyv1.Reply))
 		HandleReply(rep *parleyv1.Reply)
 	}
-	queries interface {
+	// Queries serves the reads a session makes, with their membership
+	// checks, and the mute and block settings (*chat.Queries). Errors are
+	// *wire.Error values a session forwards to its client.
+	Queries interface {
 		Sync(ctx context.Context, userID string, s *parleyv1.Sync) (*parleyv1.SyncResult, error)
 		History(ctx context.Context, userID string, h *parleyv1.History) (*parleyv1.HistoryResult, error)
 		CheckMember(ctx context.Context, userID, conv string) (store.Member, error)
+		// MemberIDs lists conv's current members for typing fan-out; the
+		// caller has checked membership with CheckMember.
+		MemberIDs(ctx context.Context, conv string) ([]string, error)
 		PresenceVisible(ctx context.Context, viewer string, targets []string) (map[string]bool, error)
 		PresenceUnblocked(ctx context.Context, viewer string, targets []string) (map[string]bool, error)
 		PresenceAudience(ctx context.Context, user string) (peers []string, hidden map[string]bool, err error)
 		SetMute(ctx context.Context, user string, m *parleyv1.Mute) (*parleyv1.Mute, error)
 		SetBlock(ctx context.Context, user string, b *parleyv1.Block) (*parleyv1.Block, error)
 	}
-	router interface {
+	// Router fans out typing to users' sessions on any gateway and looks
+	// up users' live sessions (*chat.Router).
+	Router interface {
 		Deliver(ctx context.Context, userIDs []string, d *parleyv1.Delivery) error
 		Sessions(ctx context.Context, userIDs []string) (map[string][]presence.Session, error)
 	}
-	presenceService interface {
+	// PresenceService is what a gateway needs of presence: register,
+	// refresh and remove its sessions, and read users' presence.
+	// *presence.Service is one (embedded mode: the decisions are made in
+	// process); relay.Reporter is the distributed mode's (the presence role
+	// decides, see runtime/presence/relay), where presence changes reach the
+	// gateway as deliveries with a presence body and no user ids (broadcast
+	// by the presence role), which the gateway hands to PresenceChanged.
+	PresenceService interface {
 		Connected(ctx context.Context, s presence.Session) error
 		Heartbeat(ctx context.Context, s presence.Session) error
 		Disconnected(ctx context.Context, s presence.Session) error
 		Get(ctx context.Context, userIDs []string) (map[string]*parleyv1.Presence, error)
 	}
-	memberLister interface {
-		Members(ctx context.Context, conv string) ([]store.Member, error)
-	}
 )
+
+// Deps are a gateway's collaborators. All are required.
+type Deps struct {
+	// Verifier authenticates the bearer token of an upgrade.
+	Verifier auth.Verifier
+	// Ingress publishes requests to the chat role; the caller runs it
+	// (ingress.Client.Run), which expires unanswered requests.
+	Ingress Ingress
+	// Queries serves reads and membership checks.
+	Queries Queries
+	// Router fans out typing and counts a user's sessions.
+	Router Router
+	// Presence tracks sessions and reads presence.
+	Presence PresenceService
+	// Metrics receives the gateway's metrics.
+	Metrics *metrics.Metrics
+}
 
 // Cache lifetimes. Typing fan-out and presence pushes tolerate a few seconds
 // of stale membership; messages never use these caches.
@@ -292,13 +323,12 @@ type Gateway struct {
 	cfg      Config
 	log      *slog.Logger
 	verifier auth.Verifier
-	cc       ingress
-	q        queries
-	r        router
+	cc       Ingress
+	q        Queries
+	r        Router
 	typing   typingGate // one typing fan-out per user and conversation per interval
 	admits   admissions // handshakes past the session cap check, not yet registered
-	ps       presenceService
-	st       memberLister
+	ps       PresenceService
 	m        *metrics.Metrics
 	sendRate limits.Limiter
 
@@ -324,27 +354,18 @@ type Gateway struct {
 	ctx context.Context
 }
 
-// New returns a gateway. cc publishes requests to the chat role (the caller
-// runs cc.Run, which expires unanswered requests), q serves reads, r fans out
-// typing, ps tracks presence and sessions, st lists conversation members, and
-// m receives the gateway's metrics. All are required.
-func New(cfg Config, v auth.Verifier, cc *chat.Client, q *chat.Queries, r *chat.Router,
-	ps *presence.Service, st store.MessageStore, m *metrics.Metrics) *Gateway {
-	return newGateway(cfg, v, cc, q, r, ps, st, m)
-}
-
-func newGateway(cfg Config, v auth.Verifier, cc ingress, q queries, r router, ps presenceService, st memberLister, m *metrics.Metrics) *Gateway {
+// New returns a gateway configured by cfg with the collaborators d.
+func New(cfg Config, d Deps) *Gateway {
 	cfg = cfg.withDefaults()
 	g := &Gateway{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "gateway", "gateway_id", cfg.ID),
-		verifier: v,
-		cc:       cc,
-		q:        q,
-		r:        r,
-		ps:       ps,
-		st:       st,
-		m:        m,
+		verifier: d.Verifier,
+		cc:       d.Ingress,
+		q:        d.Queries,
+		r:        d.Router,
+		ps:       d.Presence,
+		m:        d.Metrics,
 		sendRate: cfg.Limits,
 		members:  newTTLCache[[]string](membersTTL, cacheMax),
 		dmPeers:  newTTLCache[audience](dmPeersTTL, cacheMax),
@@ -580,7 +601,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.cfg.Bus == nil {
 		return errNoBus
 	}
-	part, err := chat.GatewayPartition(g.cfg.ID)
+	part, err := ingress.GatewayPartition(g.cfg.ID)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}

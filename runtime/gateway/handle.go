@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/parleychat/parley/runtime/auth"
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
@@ -109,19 +109,19 @@ func (g *Gateway) handleFrame(s *session, mt int, data []byte) {
 			g.cc.Receipt(rec, g.replyError(s, id))
 		}
 	case *parleyv1.ClientFrame_Edit:
-		g.handleChange(s, id, b.Edit.GetConversationId(), chat.ValidateEdit(b.Edit, g.cfg.MaxMessageBytes),
+		g.handleChange(s, id, b.Edit.GetConversationId(), rules.ValidateEdit(b.Edit, g.cfg.MaxMessageBytes),
 			func(rec *parleyv1.IngressRecord) { rec.Op = &parleyv1.IngressRecord_Edit{Edit: b.Edit} })
 	case *parleyv1.ClientFrame_Delete:
-		g.handleChange(s, id, b.Delete.GetConversationId(), chat.ValidateDelete(b.Delete),
+		g.handleChange(s, id, b.Delete.GetConversationId(), rules.ValidateDelete(b.Delete),
 			func(rec *parleyv1.IngressRecord) { rec.Op = &parleyv1.IngressRecord_Delete{Delete: b.Delete} })
 	case *parleyv1.ClientFrame_React:
-		g.handleChange(s, id, b.React.GetConversationId(), chat.ValidateReact(b.React),
+		g.handleChange(s, id, b.React.GetConversationId(), rules.ValidateReact(b.React),
 			func(rec *parleyv1.IngressRecord) { rec.Op = &parleyv1.IngressRecord_React{React: b.React} })
 	case *parleyv1.ClientFrame_SetRole:
-		g.handleChange(s, id, b.SetRole.GetConversationId(), chat.ValidateSetRole(b.SetRole),
+		g.handleChange(s, id, b.SetRole.GetConversationId(), rules.ValidateSetRole(b.SetRole),
 			func(rec *parleyv1.IngressRecord) { rec.Op = &parleyv1.IngressRecord_SetRole{SetRole: b.SetRole} })
 	case *parleyv1.ClientFrame_Rename:
-		g.handleChange(s, id, b.Rename.GetConversationId(), chat.ValidateRename(b.Rename),
+		g.handleChange(s, id, b.Rename.GetConversationId(), rules.ValidateRename(b.Rename),
 			func(rec *parleyv1.IngressRecord) { rec.Op = &parleyv1.IngressRecord_Rename{Rename: b.Rename} })
 	case *parleyv1.ClientFrame_Mute:
 		g.handleMute(s, id, b.Mute)
@@ -273,7 +273,7 @@ func validConversationID(conv string) *wire.Error {
 	switch {
 	case conv == "":
 		return wire.Errorf(wire.CodeInvalid, "conversation_id is required")
-	case len(conv) > maxConversationIDBytes || !chat.IsDM(conv) && !chat.IsGroup(conv):
+	case len(conv) > maxConversationIDBytes || !rules.IsDM(conv) && !rules.IsGroup(conv):
 		return wire.Errorf(wire.CodeInvalid, "conversation_id %.80q is not a conversation id (dm:<a>:<b> or g:<id>)", conv)
 	}
 	return nil
@@ -285,7 +285,7 @@ func (g *Gateway) validateSend(m *parleyv1.Send) *wire.Error {
 	if err := validConversationID(m.GetConversationId()); err != nil {
 		return err
 	}
-	if err := chat.ValidateSend(m, g.cfg.MaxMessageBytes); err != nil {
+	if err := rules.ValidateSend(m, g.cfg.MaxMessageBytes); err != nil {
 		return wire.AsError(err)
 	}
 	return nil
@@ -324,7 +324,7 @@ func (g *Gateway) handleSend(s *session, id uint64, m *parleyv1.Send) {
 
 // handleChange sends an edit, delete, reaction, role change or rename
 // (setOp sets it) of conv to the chat role after the checks
-// chat.ValidateEdit, ValidateDelete, ValidateReact, ValidateSetRole or
+// rules.ValidateEdit, ValidateDelete, ValidateReact, ValidateSetRole or
 // ValidateRename made (invalid, the error of those), spending a send token
 // like a send. The reply is a `message` frame with the request's id
 // carrying the event (or an error frame).
@@ -501,7 +501,7 @@ func (g *Gateway) handleTyping(s *session, id uint64, m *parleyv1.Typing) {
 		g.log.Debug("typing: list members", "conversation", conv, "err", err)
 		return
 	}
-	dm := chat.IsDM(conv)
+	dm := rules.IsDM(conv)
 	to := make([]string, 0, len(members))
 	for _, u := range members {
 		if u != s.user && !(dm && g.audienceOf(u).hidden[s.user]) {
@@ -523,13 +523,9 @@ func (g *Gateway) conversationMembers(ctx context.Context, conv string) ([]strin
 	if ids, ok := g.members.get(conv, now); ok {
 		return ids, nil
 	}
-	ms, err := g.st.Members(ctx, conv)
+	ids, err := g.q.MemberIDs(ctx, conv)
 	if err != nil {
 		return nil, err
-	}
-	ids := make([]string, len(ms))
-	for i, m := range ms {
-		ids[i] = m.UserID
 	}
 	g.members.put(conv, ids, now)
 	return ids, nil

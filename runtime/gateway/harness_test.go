@@ -21,6 +21,8 @@ import (
 	"github.com/parleychat/parley/runtime/auth"
 	"github.com/parleychat/parley/runtime/bus/memory"
 	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/metrics"
 	"github.com/parleychat/parley/runtime/presence"
 	presencememory "github.com/parleychat/parley/runtime/presence/memory"
@@ -89,13 +91,13 @@ func newHarness(t testing.TB, opts ...func(*harnessOpts)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc := chat.NewClient(h.bus, "gateway-0", h.chat.IngressTopic)
+	cc := ingress.NewClient(h.bus, "gateway-0", h.chat.IngressTopic)
 	h.m = metrics.New(prometheus.NewRegistry())
 	cfg := o.cfg
 	cfg.ID = "gateway-0"
 	cfg.Bus = h.bus
 	cfg.DeliverTopic = h.chat.DeliverTopic
-	h.g = New(cfg, o.verifier, cc, chat.NewQueries(st), router, h.ps, st, h.m)
+	h.g = New(cfg, Deps{Verifier: o.verifier, Ingress: cc, Queries: chat.NewQueries(st), Router: router, Presence: h.ps, Metrics: h.m})
 	gw.Store(h.g)
 
 	done := make(chan struct{}, 4)
@@ -206,7 +208,7 @@ func (h *harness) waitConnections(n int) {
 // createDM stores DM a-b with both as members, as the chat role would.
 func (h *harness) createDM(a, b string) string {
 	h.t.Helper()
-	conv := chat.DMID(a, b)
+	conv := rules.DMID(a, b)
 	ctx := context.Background()
 	if err := h.st.CreateConversation(ctx, store.Conversation{ID: conv, Kind: store.KindDM, CreatedBy: a, CreatedAt: time.Now()}); err != nil {
 		h.t.Fatal(err)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
@@ -13,7 +13,7 @@ import (
 // handleMute stores the session user's mute (or unmute) of a conversation
 // and answers a mute frame with the setting as stored.
 func (g *Gateway) handleMute(s *session, id uint64, m *parleyv1.Mute) {
-	g.handlePref(s, id, chat.ValidateMute(m, time.Now().UnixMilli()), func(ctx context.Context) (*parleyv1.ServerFrame, error) {
+	g.handlePref(s, id, rules.ValidateMute(m, time.Now().UnixMilli()), func(ctx context.Context) (*parleyv1.ServerFrame, error) {
 		got, err := g.q.SetMute(ctx, s.user, m)
 		return &parleyv1.ServerFrame{Id: id, Body: &parleyv1.ServerFrame_Mute{Mute: got}}, err
 	})
@@ -27,7 +27,7 @@ func (g *Gateway) handleMute(s *session, id uint64, m *parleyv1.Mute) {
 // dmPeersTTL.
 func (g *Gateway) handleBlock(s *session, id uint64, b *parleyv1.Block) {
 	var got *parleyv1.Block
-	g.handlePref(s, id, chat.ValidateBlock(s.user, b), func(ctx context.Context) (*parleyv1.ServerFrame, error) {
+	g.handlePref(s, id, rules.ValidateBlock(s.user, b), func(ctx context.Context) (*parleyv1.ServerFrame, error) {
 		var err error
 		if got, err = g.q.SetBlock(ctx, s.user, b); err == nil {
 			g.dmPeers.drop(s.user)

@@ -22,6 +22,8 @@ import (
 
 	"github.com/parleychat/parley/runtime/auth"
 	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/limits"
 	"github.com/parleychat/parley/runtime/media"
 	"github.com/parleychat/parley/runtime/metrics"
@@ -39,7 +41,7 @@ const MaxPresenceUsers = 100
 // API holds the REST handlers' dependencies.
 type API struct {
 	Verifier       auth.Verifier
-	Chat           *chat.Client
+	Chat           *ingress.Client
 	Queries        *chat.Queries
 	Presence       *presence.Service
 	Limits         limits.Limiter
@@ -261,7 +263,7 @@ func decodeBody(body []byte, v any) error {
 func (a *API) call(ctx context.Context, c auth.Claims, rec *parleyv1.IngressRecord) (*parleyv1.Reply, error) {
 	timeout := a.RequestTimeout
 	if timeout <= 0 {
-		timeout = chat.DefaultRequestTimeout
+		timeout = ingress.DefaultRequestTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -322,9 +324,9 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, c auth.Claims) error 
 	} else {
 		s.Content = &parleyv1.Send_Text{Text: b.Text}
 	}
-	// The same checks as a WebSocket send (chat.ValidateSend), before the
+	// The same checks as a WebSocket send (rules.ValidateSend), before the
 	// send costs a token or a trip to the sequencer.
-	if err := chat.ValidateSend(s, a.maxMessageBytes()); err != nil {
+	if err := rules.ValidateSend(s, a.maxMessageBytes()); err != nil {
 		return err
 	}
 	if ok, retry := a.Limits.Allow(c.UserID); !ok {
@@ -377,7 +379,7 @@ func (a *API) editMessage(w http.ResponseWriter, r *http.Request, c auth.Claims)
 	}
 	conv := r.PathValue("conv")
 	e := &parleyv1.Edit{ConversationId: conv, Seq: seq, Text: b.Text}
-	if err := chat.ValidateEdit(e, a.maxMessageBytes()); err != nil {
+	if err := rules.ValidateEdit(e, a.maxMessageBytes()); err != nil {
 		return err
 	}
 	return a.change(w, r, c, &parleyv1.IngressRecord{ConversationId: conv, Op: &parleyv1.IngressRecord_Edit{Edit: e}})
@@ -415,7 +417,7 @@ func (a *API) react(remove bool) handler {
 		}
 		conv := r.PathValue("conv")
 		re := &parleyv1.React{ConversationId: conv, Seq: seq, Emoji: b.Emoji, Remove: remove}
-		if err := chat.ValidateReact(re); err != nil {
+		if err := rules.ValidateReact(re); err != nil {
 			return err
 		}
 		return a.change(w, r, c, &parleyv1.IngressRecord{ConversationId: conv, Op: &parleyv1.IngressRecord_React{React: re}})
@@ -425,7 +427,7 @@ func (a *API) react(remove bool) handler {
 // change sends an edit, delete, reaction, role change or rename like a
 // send (it spends a send token).
 func (a *API) change(w http.ResponseWriter, r *http.Request, c auth.Claims, rec *parleyv1.IngressRecord) error {
-	if err := chat.CheckConversationID(rec.GetConversationId()); err != nil {
+	if err := rules.CheckConversationID(rec.GetConversationId()); err != nil {
 		return err
 	}
 	if ok, retry := a.Limits.Allow(c.UserID); !ok {
@@ -564,7 +566,7 @@ func (a *API) setRole(w http.ResponseWriter, r *http.Request, c auth.Claims) err
 	}
 	conv := r.PathValue("conv")
 	sr := &parleyv1.SetRole{ConversationId: conv, UserId: r.PathValue("user"), Role: b.Role}
-	if err := chat.ValidateSetRole(sr); err != nil {
+	if err := rules.ValidateSetRole(sr); err != nil {
 		return err
 	}
 	return a.change(w, r, c, &parleyv1.IngressRecord{ConversationId: conv, Op: &parleyv1.IngressRecord_SetRole{SetRole: sr}})
@@ -582,7 +584,7 @@ func (a *API) rename(w http.ResponseWriter, r *http.Request, c auth.Claims) erro
 	}
 	conv := r.PathValue("conv")
 	rn := &parleyv1.Rename{ConversationId: conv, Title: b.Title}
-	if err := chat.ValidateRename(rn); err != nil {
+	if err := rules.ValidateRename(rn); err != nil {
 		return err
 	}
 	return a.change(w, r, c, &parleyv1.IngressRecord{ConversationId: conv, Op: &parleyv1.IngressRecord_Rename{Rename: rn}})

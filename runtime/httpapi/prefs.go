@@ -8,7 +8,7 @@ import (
 	"strconv"
 
 	"github.com/parleychat/parley/runtime/auth"
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
@@ -56,7 +56,7 @@ func (a *API) mute(remove bool) handler {
 func (a *API) block(remove bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c auth.Claims) error {
 		b := &parleyv1.Block{UserId: r.PathValue("user"), Remove: remove}
-		if err := chat.ValidateBlock(c.UserID, b); err != nil {
+		if err := rules.ValidateBlock(c.UserID, b); err != nil {
 			return err
 		}
 		if err := a.prefAllowed(c); err != nil {

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/runtime/bus"
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
 
@@ -77,7 +77,7 @@ func (o *Outbox) Pending(ctx context.Context) (int64, error) {
 	if !ok {
 		return 0, fmt.Errorf("outbox of %s: bus %T cannot report a group's lag", o.m.Local(), o.b)
 	}
-	n, err := lg.Lag(ctx, OutboxGroup, chat.OutboxTopic(o.m.Local()))
+	n, err := lg.Lag(ctx, OutboxGroup, ingress.OutboxTopic(o.m.Local()))
 	if err != nil {
 		return 0, fmt.Errorf("outbox of %s: %w", o.m.Local(), err)
 	}
@@ -92,7 +92,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 	o.mu.Lock()
 	o.base = ctx
 	o.mu.Unlock()
-	mb, err := o.b.Join(context.WithoutCancel(ctx), OutboxGroup, chat.OutboxTopic(o.m.Local()), o.member, o)
+	mb, err := o.b.Join(context.WithoutCancel(ctx), OutboxGroup, ingress.OutboxTopic(o.m.Local()), o.member, o)
 	if err != nil {
 		return fmt.Errorf("join %s: %w", OutboxGroup, err)
 	}
@@ -395,7 +395,7 @@ func (d *drain) forward(run []*item, done func(error)) {
 			done(fmt.Errorf("encode: %w", err))
 			return
 		}
-		msgs[i] = bus.Message{Topic: chat.IngressTopic(home), Partition: -1, Key: []byte(rec.GetConversationId()), Value: v}
+		msgs[i] = bus.Message{Topic: ingress.IngressTopic(home), Partition: -1, Key: []byte(rec.GetConversationId()), Value: v}
 		sentAt[i] = rec.GetSentAt()
 	}
 	d.o.m.publishTo(d.ctx, p, msgs, func(errs []error) {

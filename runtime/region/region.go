@@ -25,11 +25,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/parleychat/parley/runtime/auth"
 	"github.com/parleychat/parley/runtime/bus"
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
-	"google.golang.org/protobuf/proto"
 )
 
 // MaxRegionID is the largest region id: 3 bits of a Snowflake node id.
@@ -331,7 +332,7 @@ func (m *Mesh) Forward(ctx context.Context, home string, recs []*parleyv1.Ingres
 		if err != nil {
 			return fmt.Errorf("forward to region %s: encode: %w", home, err)
 		}
-		msgs = append(msgs, bus.Message{Topic: chat.OutboxTopic(m.cfg.Local), Partition: -1, Key: []byte(r.GetConversationId()), Value: v})
+		msgs = append(msgs, bus.Message{Topic: ingress.OutboxTopic(m.cfg.Local), Partition: -1, Key: []byte(r.GetConversationId()), Value: v})
 	}
 	var errs []error
 	for i, err := range m.out.Publish(ctx, msgs) {
@@ -395,7 +396,7 @@ func (m *Mesh) relayBroadcast(ctx context.Context, rr *parleyv1.RelayRecord) {
 		return
 	}
 	for _, name := range names {
-		m.Publish(ctx, name, []bus.Message{{Topic: chat.RelayTopic(name), Partition: -1, Value: v}})
+		m.Publish(ctx, name, []bus.Message{{Topic: ingress.RelayTopic(name), Partition: -1, Value: v}})
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"github.com/parleychat/parley/runtime/bus"
 	busmem "github.com/parleychat/parley/runtime/bus/memory"
 	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/presence"
 	presmem "github.com/parleychat/parley/runtime/presence/memory"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
@@ -62,7 +64,7 @@ type testRegion struct {
 	router *chat.Router
 	mesh   *region.Mesh
 	outbox *region.Outbox
-	client *chat.Client
+	client *ingress.Client
 
 	mu     sync.Mutex
 	pushed []*parleyv1.Delivery
@@ -96,12 +98,12 @@ func newWorld(t *testing.T) *world {
 		b := busmem.New()
 		cfg := chat.DefaultConfig()
 		cfg.Region = r.name
-		cfg.IngressTopic, cfg.DeliverTopic = chat.IngressTopic(r.name), chat.DeliverTopic(r.name)
+		cfg.IngressTopic, cfg.DeliverTopic = ingress.IngressTopic(r.name), ingress.DeliverTopic(r.name)
 		cfg.ReceiptFlush = 20 * time.Millisecond
 		if err := chat.EnsureTopics(ctx, b, cfg, 4, 1); err != nil {
 			t.Fatal(err)
 		}
-		for _, topic := range []string{chat.RelayTopic(r.name), chat.OutboxTopic(r.name)} {
+		for _, topic := range []string{ingress.RelayTopic(r.name), ingress.OutboxTopic(r.name)} {
 			if err := b.CreateTopic(ctx, bus.Topic{Name: topic, Partitions: 4}); err != nil {
 				t.Fatal(err)
 			}
@@ -124,11 +126,11 @@ func newWorld(t *testing.T) *world {
 			t.Fatal(err)
 		}
 		tr.mesh = m
-		tr.router = chat.NewRouter(tr.b, tr.reg, chat.DeliverTopic(tr.name))
+		tr.router = chat.NewRouter(tr.b, tr.reg, ingress.DeliverTopic(tr.name))
 		tr.router.SetRegions(m)
 		cfg := chat.DefaultConfig()
 		cfg.Region, cfg.Member, cfg.NodeID = tr.name, "chat-0", int64(tr.id)<<7
-		cfg.IngressTopic, cfg.DeliverTopic = chat.IngressTopic(tr.name), chat.DeliverTopic(tr.name)
+		cfg.IngressTopic, cfg.DeliverTopic = ingress.IngressTopic(tr.name), ingress.DeliverTopic(tr.name)
 		cfg.Regions = m
 		seq, err := chat.NewSequencer(cfg, st, tr.b, tr.router)
 		if err != nil {
@@ -138,9 +140,9 @@ func newWorld(t *testing.T) *world {
 		tr.outbox = ob
 		rl := region.NewRelay(m, tr.b, tr.router, "chat-0")
 		rl.StorePresence(tr.reg, presence.Config{})
-		tr.client = chat.NewClient(tr.b, "gateway-0", chat.IngressTopic(tr.name))
+		tr.client = ingress.NewClient(tr.b, "gateway-0", ingress.IngressTopic(tr.name))
 		tr.client.SetRegion(tr.name)
-		if err := tr.b.Subscribe(ctx, chat.DeliverTopic(tr.name), 0, tr.handle); err != nil {
+		if err := tr.b.Subscribe(ctx, ingress.DeliverTopic(tr.name), 0, tr.handle); err != nil {
 			t.Fatal(err)
 		}
 		run := func(f func(context.Context) error) {
@@ -254,7 +256,7 @@ func TestCrossRegionDM(t *testing.T) {
 	w := newWorld(t)
 	w.connect(t, "eu", "alice", "eu")
 	w.connect(t, "us", "bob", "us")
-	conv := chat.DMID("alice", "bob")
+	conv := rules.DMID("alice", "bob")
 
 	rep := w.send(t, "us", "bob", "us", conv, "b1", "hello from us")
 	if rep.GetSendOk().GetSeq() == 0 {
@@ -321,7 +323,7 @@ func TestPartitionAccepted(t *testing.T) {
 	w := newWorld(t)
 	w.connect(t, "eu", "alice", "eu")
 	w.connect(t, "us", "bob", "us")
-	conv := chat.DMID("alice", "bob")
+	conv := rules.DMID("alice", "bob")
 	w.send(t, "us", "bob", "us", conv, "b0", "before")
 
 	w.links["eu"].cut.Store(true)
@@ -492,7 +494,7 @@ func TestSetPeersLive(t *testing.T) {
 	w := newWorld(t)
 	w.connect(t, "eu", "alice", "eu")
 	w.connect(t, "us", "bob", "us")
-	conv := chat.DMID("alice", "bob")
+	conv := rules.DMID("alice", "bob")
 	w.send(t, "us", "bob", "us", conv, "b1", "before")
 
 	us := w.rs["us"].mesh
@@ -535,7 +537,7 @@ func TestRegionRemovedWithOutbox(t *testing.T) {
 	w := newWorld(t)
 	w.connect(t, "eu", "alice", "eu")
 	w.connect(t, "us", "bob", "us")
-	conv := chat.DMID("alice", "bob")
+	conv := rules.DMID("alice", "bob")
 	w.send(t, "us", "bob", "us", conv, "b0", "before")
 
 	w.links["eu"].cut.Store(true)

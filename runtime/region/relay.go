@@ -12,6 +12,7 @@ import (
 
 	"github.com/parleychat/parley/runtime/bus"
 	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	"github.com/parleychat/parley/runtime/presence"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
@@ -25,7 +26,7 @@ const RelayGroup = "parley.relay"
 const relayCommitEvery = time.Second
 
 // Relay routes the deliveries other regions relay to this one
-// (chat.RelayTopic) to this region's gateways through its own session
+// (ingress.RelayTopic) to this region's gateways through its own session
 // registry (chat.Router.PublishLocal), so every region pushes to the
 // sessions it holds.
 type Relay struct {
@@ -136,7 +137,7 @@ func (rl *Relay) Joined() <-chan struct{} { return rl.joined }
 
 // Run consumes until ctx ends, then commits and leaves.
 func (rl *Relay) Run(ctx context.Context) error {
-	mb, err := rl.b.Join(context.WithoutCancel(ctx), RelayGroup, chat.RelayTopic(rl.m.Local()), rl.member, rl)
+	mb, err := rl.b.Join(context.WithoutCancel(ctx), RelayGroup, ingress.RelayTopic(rl.m.Local()), rl.member, rl)
 	if err != nil {
 		return fmt.Errorf("join %s: %w", RelayGroup, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/parleychat/parley/runtime/auth"
 	"github.com/parleychat/parley/runtime/bus/kafka"
 	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	"github.com/parleychat/parley/runtime/gateway"
 	"github.com/parleychat/parley/runtime/httpapi"
 	"github.com/parleychat/parley/runtime/limits"
@@ -76,7 +77,7 @@ const DefaultFleetPublishTimeout = 4 * time.Second
 //
 // What each role builds:
 //
-//	gateway   WebSocket + REST, chat.Client (ingress), chat.Router (typing),
+//	gateway   WebSocket + REST, ingress.Client (requests), chat.Router (typing),
 //	          Queries on Cassandra, relay.Reporter (sessions in Redis, events
 //	          to the presence topic); reads its deliver partition.
 //	chat      chat.Sequencer on the ingress topic (group parley.chat) with
@@ -163,7 +164,7 @@ func podName() string {
 
 // ordinal returns the trailing -N of a pod-style name.
 func ordinal(name string) (int64, error) {
-	n, err := chat.GatewayPartition(name) // parses the trailing -N of any name
+	n, err := ingress.GatewayPartition(name) // parses the trailing -N of any name
 	return int64(n), err
 }
 
@@ -243,7 +244,7 @@ func (fc *FleetConfig) checkBackends(roles map[Role]bool) []error {
 func (fc *FleetConfig) resolveIdentity(roles map[Role]bool) []error {
 	var errs []error
 	if roles[RoleGateway] {
-		if _, err := chat.GatewayPartition(fc.GatewayID); err != nil {
+		if _, err := ingress.GatewayPartition(fc.GatewayID); err != nil {
 			if fc.Role == RoleAll {
 				fc.GatewayID = GatewayID // one process: gateway 0
 			} else {
@@ -319,8 +320,8 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 	}
 	region := cfg.Region
 	log.Info("distributed mode", "region", region, "region_id", fc.RegionID, "gateway", fc.GatewayID,
-		"member", fc.Member, "node_id", fc.NodeID, "ingress_partitions", parts[chat.IngressTopic(region)],
-		"deliver_partitions", parts[chat.DeliverTopic(region)])
+		"member", fc.Member, "node_id", fc.NodeID, "ingress_partitions", parts[ingress.IngressTopic(region)],
+		"deliver_partitions", parts[ingress.DeliverTopic(region)])
 	return s, nil
 }
 
@@ -340,10 +341,10 @@ func (s *Server) openFleetBackends(ctx context.Context) (map[string]int32, error
 	f.bus = newWatchedBus(kb, region)
 	s.bus = f.bus
 
-	deliver := chat.DeliverTopic(region)
-	want := map[string]int32{chat.IngressTopic(region): fc.IngressPartitions, deliver: fc.DeliverPartitions, relay.Topic(region): 0}
+	deliver := ingress.DeliverTopic(region)
+	want := map[string]int32{ingress.IngressTopic(region): fc.IngressPartitions, deliver: fc.DeliverPartitions, relay.Topic(region): 0}
 	if fc.multiRegion() && f.has(RoleChat) {
-		want[chat.RelayTopic(region)], want[chat.OutboxTopic(region)] = 0, 0
+		want[ingress.RelayTopic(region)], want[ingress.OutboxTopic(region)] = 0, 0
 	}
 	if f.has(RolePush) || fc.Push.Webhook != "" {
 		want[push.Topic(region)] = 0
@@ -360,7 +361,7 @@ func (s *Server) openFleetBackends(ctx context.Context) (map[string]int32, error
 		parts[name] = n
 	}
 	if f.has(RoleGateway) {
-		p, _ := chat.GatewayPartition(fc.GatewayID)
+		p, _ := ingress.GatewayPartition(fc.GatewayID)
 		if p >= parts[deliver] {
 			return nil, fmt.Errorf("gateway %s: its partition %d is not below the %d partitions of %s (raise --deliver-partitions in parley migrate)",
 				fc.GatewayID, p, parts[deliver], deliver)
@@ -394,7 +395,7 @@ func (s *Server) openFleetBackends(ctx context.Context) (map[string]int32, error
 // gateway and chat roles).
 func (s *Server) wireFleetRoles(ctx context.Context, reg *prometheus.Registry) (*chat.Router, error) {
 	f, fc, cfg, region := s.fleet, s.fleet.fc, s.cfg, s.cfg.Region
-	deliver := chat.DeliverTopic(region)
+	deliver := ingress.DeliverTopic(region)
 	var router *chat.Router
 	if f.has(RoleGateway) || f.has(RoleChat) {
 		router = chat.NewRouter(s.bus, newRouteRegistry(s.registry, fc.RouteTimeout), deliver)
@@ -453,7 +454,7 @@ func (s *Server) buildFleetSequencer(router *chat.Router) error {
 	ccfg := chat.DefaultConfig()
 	ccfg.Region = cfg.Region
 	ccfg.NodeID = fc.NodeID
-	ccfg.IngressTopic, ccfg.DeliverTopic = chat.IngressTopic(cfg.Region), chat.DeliverTopic(cfg.Region)
+	ccfg.IngressTopic, ccfg.DeliverTopic = ingress.IngressTopic(cfg.Region), ingress.DeliverTopic(cfg.Region)
 	ccfg.Member = fc.Member
 	ccfg.MaxGroupMembers = cfg.MaxGroupMembers
 	ccfg.MaxMessageBytes = cfg.MaxMessageBytes
@@ -479,7 +480,7 @@ func (s *Server) fleetMux(ctx context.Context, reg *prometheus.Registry, router 
 	f, fc, cfg, region := s.fleet, s.fleet.fc, s.cfg, s.cfg.Region
 	mux := http.NewServeMux()
 	if f.has(RoleGateway) {
-		if err := s.buildFleetGateway(ctx, mux, router, chat.IngressTopic(region), chat.DeliverTopic(region), relay.Topic(region)); err != nil {
+		if err := s.buildFleetGateway(ctx, mux, router, ingress.IngressTopic(region), ingress.DeliverTopic(region), relay.Topic(region)); err != nil {
 			return err
 		}
 	}
@@ -487,7 +488,7 @@ func (s *Server) fleetMux(ctx context.Context, reg *prometheus.Registry, router 
 		mux.HandleFunc("GET /v1/chat/partitions", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(w).Encode(map[string]any{
-				"member": fc.Member, "node_id": fc.NodeID, "topic": chat.IngressTopic(region),
+				"member": fc.Member, "node_id": fc.NodeID, "topic": ingress.IngressTopic(region),
 				"partitions": f.bus.Owned(chat.GroupName),
 			})
 		})
@@ -515,7 +516,7 @@ func (s *Server) fleetMux(ctx context.Context, reg *prometheus.Registry, router 
 }
 
 // buildFleetGateway builds the gateway role's WebSocket and REST endpoints.
-func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, router *chat.Router, ingress, deliver, presenceTopic string) error {
+func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, router *chat.Router, ingressTopic, deliver, presenceTopic string) error {
 	cfg, fc := s.cfg, s.fleet.fc
 	var verifier auth.Verifier
 	if cfg.JWKS.File != "" || cfg.JWKS.URL != "" {
@@ -538,7 +539,7 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 		return fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
 	}
 	queries := chat.NewQueries(s.store)
-	s.chat = chat.NewClient(s.bus, fc.GatewayID, ingress)
+	s.chat = ingress.NewClient(s.bus, fc.GatewayID, ingressTopic)
 	queries.NotifyBlocksTo(s.chat)
 	s.chat.ObserveWith(s.Metrics)
 	var homes func(context.Context, string, string) (string, error)
@@ -562,7 +563,7 @@ func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, rout
 	userLimits, readLimits := s.sharedLimits(cfg)
 	gcfg := cfg.gatewayConfig(fc.GatewayID, fc.RequestTimeout, s.bus, deliver, userLimits, readLimits, mediaSvc)
 	gcfg.Homes = homes
-	s.gateway = gateway.NewWithPresence(gcfg, verifier, s.chat, queries, router, rep, s.store, s.Metrics)
+	s.gateway = gateway.New(gcfg, gateway.Deps{Verifier: verifier, Ingress: s.chat, Queries: queries, Router: router, Presence: rep, Metrics: s.Metrics})
 	api := &httpapi.API{
 		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
 		Limits: userLimits, ReadLimits: readLimits, Metrics: s.Metrics, GatewayID: fc.GatewayID,

@@ -22,6 +22,7 @@ import (
 	"github.com/parleychat/parley/runtime/bus"
 	busmemory "github.com/parleychat/parley/runtime/bus/memory"
 	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	"github.com/parleychat/parley/runtime/gateway"
 	"github.com/parleychat/parley/runtime/httpapi"
 	"github.com/parleychat/parley/runtime/limits"
@@ -210,7 +211,7 @@ type Server struct {
 	bus      bus.Bus
 	registry presence.Registry
 	presence *presence.Service
-	chat     *chat.Client
+	chat     *ingress.Client
 	seq      *chat.Sequencer
 	gateway  *gateway.Gateway
 	handler  http.Handler
@@ -259,9 +260,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	s.Metrics = metrics.New(reg)
 
-	ingress, deliver := chat.IngressTopic(cfg.Region), chat.DeliverTopic(cfg.Region)
+	ingressTopic, deliver := ingress.IngressTopic(cfg.Region), ingress.DeliverTopic(cfg.Region)
 	s.bus = busmemory.New()
-	for _, t := range []bus.Topic{{Name: ingress, Partitions: cfg.IngressPartitions}, {Name: deliver, Partitions: 1}} {
+	for _, t := range []bus.Topic{{Name: ingressTopic, Partitions: cfg.IngressPartitions}, {Name: deliver, Partitions: 1}} {
 		if err := s.bus.CreateTopic(ctx, t); err != nil {
 			_ = s.closeAll() // the create error is the one to report
 			return nil, fmt.Errorf("create topic %s: %w", t.Name, err)
@@ -275,7 +276,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	ccfg := chat.DefaultConfig()
 	ccfg.Region = cfg.Region
 	ccfg.NodeID = 0 // embedded mode: the one sequencer is node 0 (docs/design.md)
-	ccfg.IngressTopic, ccfg.DeliverTopic = ingress, deliver
+	ccfg.IngressTopic, ccfg.DeliverTopic = ingressTopic, deliver
 	ccfg.Member = "chat-0"
 	ccfg.MaxGroupMembers = cfg.MaxGroupMembers
 	ccfg.MaxMessageBytes = cfg.MaxMessageBytes
@@ -286,7 +287,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		_ = s.closeAll() // the sequencer error is the one to report
 		return nil, fmt.Errorf("sequencer: %w", err)
 	}
-	s.chat = chat.NewClient(s.bus, GatewayID, ingress)
+	s.chat = ingress.NewClient(s.bus, GatewayID, ingressTopic)
 	queries.NotifyBlocksTo(s.chat)
 	s.chat.ObserveWith(s.Metrics)
 
@@ -304,8 +305,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	userLimits, readLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst), cfg.readLimits()
-	gcfg := cfg.gatewayConfig(GatewayID, chat.DefaultRequestTimeout, s.bus, deliver, userLimits, readLimits, mediaSvc)
-	gw = gateway.New(gcfg, verifier, s.chat, queries, router, s.presence, s.store, s.Metrics)
+	gcfg := cfg.gatewayConfig(GatewayID, ingress.DefaultRequestTimeout, s.bus, deliver, userLimits, readLimits, mediaSvc)
+	gw = gateway.New(gcfg, gateway.Deps{Verifier: verifier, Ingress: s.chat, Queries: queries, Router: router, Presence: s.presence, Metrics: s.Metrics})
 	s.gateway = gw
 
 	api := &httpapi.API{

@@ -225,7 +225,7 @@ func handshake(t *testing.T, p *proc, user, origin string) (int, string) {
 }
 
 // TestSendValidationSameEverywhere (issue 15): a bad send gets the same
-// code over REST and over the WebSocket (one chat.ValidateSend), where the
+// code over REST and over the WebSocket (one rules.ValidateSend), where the
 // three entry points used to disagree (an over-long media URL, a zero media
 // size, an over-long client_msg_id over REST).
 func TestSendValidationSameEverywhere(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/client"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
@@ -213,7 +213,7 @@ func TestReactionBadInput(t *testing.T) {
 	pbConn := openRaw(t, p, p.token(users[1], "desk", time.Hour), wire.SubprotocolProto)
 	jsonConn := openRaw(t, p, p.token(users[6], "desk", time.Hour), wire.SubprotocolJSON)
 
-	long := strings.Repeat("x", chat.MaxEmojiBytes+1)
+	long := strings.Repeat("x", rules.MaxEmojiBytes+1)
 	for _, tc := range []struct {
 		name string
 		do   func() error

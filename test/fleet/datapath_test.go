@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/client"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
@@ -29,7 +29,7 @@ func TestAcrossGateways(t *testing.T) {
 
 	// The DM exists before anyone connects: gateways cache a user's DM
 	// peers for a few seconds (presence pushes), from the first change.
-	dm := chat.DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	if _, err := client.NewREST(g0.HTTP(), c.token("alice", "phone")).Send(ctx, dm, client.NewClientMsgID(), "hi"); err != nil {
 		t.Fatalf("first DM: %v", err)
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/client"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
@@ -24,7 +24,7 @@ func TestEditDeleteAcrossGateways(t *testing.T) {
 	alice := c.connect(g0.WS(), "alice", "phone")
 	alice2 := c.connect(g1.WS(), "alice", "laptop")
 	bob := c.connect(g1.WS(), "bob", "phone")
-	dm := chat.DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 
 	sent, err := alice.Send(ctx, dm, "teh typo")
 	if err != nil {
@@ -80,7 +80,7 @@ func TestReactionsAcrossGateways(t *testing.T) {
 	alice := c.connect(g0.WS(), "alice", "phone")
 	alice2 := c.connect(g1.WS(), "alice", "laptop")
 	bob := c.connect(g1.WS(), "bob", "phone")
-	dm := chat.DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 
 	sent, err := bob.Send(ctx, dm, "dinner at 8")
 	if err != nil {

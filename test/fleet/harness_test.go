@@ -34,6 +34,7 @@ import (
 
 	"github.com/parleychat/parley/runtime/auth"
 	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	"github.com/parleychat/parley/runtime/presence/relay"
 	"github.com/parleychat/parley/runtime/push"
 	"github.com/parleychat/parley/runtime/server"
@@ -200,7 +201,7 @@ func (c *cluster) cleanup() {
 	}
 	if cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafka)); err == nil {
 		adm := kadm.NewClient(cl)
-		_, _ = adm.DeleteTopics(ctx, chat.IngressTopic(c.name), chat.DeliverTopic(c.name), relay.Topic(c.name), push.Topic(c.name))
+		_, _ = adm.DeleteTopics(ctx, ingress.IngressTopic(c.name), ingress.DeliverTopic(c.name), relay.Topic(c.name), push.Topic(c.name))
 		_, _ = adm.DeleteGroups(ctx, server.GroupID(chat.GroupName, c.name), server.GroupID(relay.GroupName, c.name), server.GroupID(push.GroupName, c.name))
 		cl.Close()
 	}

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/wire"
 )
 
@@ -21,7 +21,7 @@ func TestSendBudgetAcrossGateways(t *testing.T) {
 	ctx := ctxT(t, 90*time.Second)
 	phone := c.connect(g0.WS(), "alice", "phone")
 	laptop := c.connect(g1.WS(), "alice", "laptop")
-	dm := chat.DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 
 	ok, limited := 0, 0
 	for i := range 10 {

@@ -12,7 +12,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/client"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
@@ -106,7 +106,7 @@ func TestRedisRestart(t *testing.T) {
 
 	alice := c.connect(g0.WS(), "alice", "phone")
 	bob := c.connect(g1.WS(), "bob", "phone")
-	dm := chat.DMID("alice", "bob")
+	dm := rules.DMID("alice", "bob")
 	rest := client.NewREST(g0.HTTP(), c.token("carol", "phone"))
 	// Carol reads bob's presence: she must share a conversation with him.
 	if _, err := rest.CreateGroup(ctx, "watchers", []string{"bob"}); err != nil {

@@ -19,7 +19,7 @@ import (
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/client"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store/cassandra"
@@ -63,7 +63,7 @@ type outageRun struct {
 }
 
 func newOutageRun(t *testing.T, c *cluster, gw *proc) *outageRun {
-	r := &outageRun{t: t, c: c, conv: chat.DMID("alice", "bob")}
+	r := &outageRun{t: t, c: c, conv: rules.DMID("alice", "bob")}
 	r.alice = c.connect(gw.WS(), "alice", "phone")
 	r.rest = client.NewREST(gw.HTTP(), c.token("alice", "phone"))
 	r.sendN("before", 3)
@@ -356,7 +356,7 @@ func TestKafkaPausedMidPublish(t *testing.T) {
 	gw := c.gateway(0)
 	ctx := ctxT(t, 2*time.Minute)
 	rest := client.NewREST(gw.HTTP(), c.token("alice", "phone"))
-	conv := chat.DMID("alice", "bob")
+	conv := rules.DMID("alice", "bob")
 	if _, err := rest.Send(ctx, conv, client.NewClientMsgID(), "before"); err != nil {
 		t.Fatal(err)
 	}

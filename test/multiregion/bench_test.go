@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/client"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 )
@@ -61,7 +61,7 @@ func BenchmarkOutboxDrain(b *testing.B) {
 		for i := range users {
 			a := connect(b, rs["eu"], fmt.Sprintf("a%s-%d", run, i), "eu") // stores alice's home: eu
 			bobs[i] = connect(b, rs["us"], fmt.Sprintf("b%s-%d", run, i), "us")
-			convs[i] = chat.DMID(a.user, bobs[i].user)
+			convs[i] = rules.DMID(a.user, bobs[i].user)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			if _, err := bobs[i].c.Send(ctx, convs[i], "hello"); err != nil {
 				b.Fatal(err)

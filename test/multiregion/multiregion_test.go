@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/runtime/auth"
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/rules"
 	"github.com/parleychat/parley/runtime/client"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
@@ -272,7 +272,7 @@ func TestCrossRegionDM(t *testing.T) {
 	rs := regions(t)
 	alice := connect(t, rs["eu"], user("alice"), "eu")
 	bob := connect(t, rs["us"], user("bob"), "us")
-	conv := chat.DMID(alice.user, bob.user)
+	conv := rules.DMID(alice.user, bob.user)
 
 	var fromA, fromB []string
 	for i := range 5 {
@@ -327,7 +327,7 @@ func TestRoaming(t *testing.T) {
 	rs := regions(t)
 	alice := connect(t, rs["eu"], user("alice2"), "eu")
 	frankUS := connect(t, rs["us"], user("frank"), "us")
-	conv := chat.DMID(alice.user, frankUS.user)
+	conv := rules.DMID(alice.user, frankUS.user)
 	var sent []string
 	x := "from us " + runID
 	frankUS.mustSend(t, conv, x)
@@ -368,7 +368,7 @@ func TestPartition(t *testing.T) {
 	rs := regions(t)
 	alice := connect(t, rs["eu"], user("alice3"), "eu")
 	bob := connect(t, rs["us"], user("bob3"), "us")
-	conv := chat.DMID(alice.user, bob.user)
+	conv := rules.DMID(alice.user, bob.user)
 	sent := map[string][]string{}
 	x := "before " + runID
 	bob.mustSend(t, conv, x)
@@ -381,7 +381,7 @@ func TestPartition(t *testing.T) {
 	carolREST := client.NewREST(rs["us"].http, token(t, rs["us"], carolID, "us"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := carolREST.Send(ctx, chat.DMID(alice.user, carolID), "c0", "hi alice "+runID); err != nil {
+	if _, err := carolREST.Send(ctx, rules.DMID(alice.user, carolID), "c0", "hi alice "+runID); err != nil {
 		t.Fatalf("carol's REST send: %v", err)
 	}
 	carolOnline := func() bool {
@@ -525,7 +525,7 @@ func TestPresenceAndTypingAcrossRegions(t *testing.T) {
 	rs := regions(t)
 	alice := connect(t, rs["eu"], user("alice4"), "eu")
 	bobID := user("bob4")
-	conv := chat.DMID(alice.user, bobID)
+	conv := rules.DMID(alice.user, bobID)
 	alice.mustSend(t, conv, "are you there? "+runID) // a shared conversation makes presence visible
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -607,7 +607,7 @@ func TestRESTOnlyUserHome(t *testing.T) {
 	if _, err := aREST.Inbox(ctx); err != nil { // a's first request: stores a's home
 		t.Fatal(err)
 	}
-	conv := chat.DMID(a, b)
+	conv := rules.DMID(a, b)
 	before := metricSum(t, rs["us"].http, `parley_outbox_forwarded_total{home="eu"}`)
 	waitFor(t, 10*time.Second, "b's first send (from us) is answered", func() bool {
 		_, err := bREST.Send(ctx, conv, "", "first, from us")

@@ -394,7 +394,7 @@ func (ch *loadChild) kill() {
 	<-ch.exited
 }
 
-// dmID is the DM's conversation id, as runtime/chat.DMID makes it: "dm:<lo>:<hi>" in byte order.
+// dmID is the DM's conversation id, as runtime/chat/rules.DMID makes it: "dm:<lo>:<hi>" in byte order.
 func dmID(a, b string) string {
 	if b < a {
 		a, b = b, a

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	"github.com/parleychat/parley/runtime/region"
 	"github.com/parleychat/parley/runtime/server"
 )
@@ -52,7 +52,7 @@ func addFleetFlags(cmd *cobra.Command, ff *fleetFlags) {
 	f.Int64Var(&ff.nodeID, "node-id", -1, "chat role's Snowflake node 0..1023 (also $PARLEY_NODE_ID; default region id << 7 | the ordinal of --member)")
 	f.IntVar(&ff.ingressParts, "ingress-partitions", 0, "expected partitions of the ingress topic (checked when set; parley migrate creates them)")
 	f.IntVar(&ff.deliverParts, "deliver-partitions", 0, "expected partitions of the deliver topic = max gateways (checked when set)")
-	f.DurationVar(&ff.fc.RequestTimeout, "request-timeout", chat.DefaultRequestTimeout, "gateway: deadline of a send or other request to the chat role; later, the send is answered timeout")
+	f.DurationVar(&ff.fc.RequestTimeout, "request-timeout", ingress.DefaultRequestTimeout, "gateway: deadline of a send or other request to the chat role; later, the send is answered timeout")
 	f.DurationVar(&ff.fc.RouteTimeout, "route-timeout", server.DefaultRouteTimeout, "bound of a session-registry lookup when routing a message; slower means route to every gateway")
 	f.StringVar(&ff.fc.Push.Webhook, "push-webhook", "", "URL that offline-push notifications are POSTed to (chat role publishes them, push role posts them)")
 	f.IntVar(&ff.fc.Push.MaxAttempts, "push-attempts", 6, "POST attempts per push notification")

@@ -14,6 +14,7 @@ import (
 	"github.com/parleychat/parley/runtime/bus"
 	"github.com/parleychat/parley/runtime/bus/kafka"
 	"github.com/parleychat/parley/runtime/chat"
+	"github.com/parleychat/parley/runtime/chat/ingress"
 	"github.com/parleychat/parley/runtime/presence/relay"
 	"github.com/parleychat/parley/runtime/push"
 	"github.com/parleychat/parley/runtime/store/cassandra"
@@ -27,13 +28,13 @@ import (
 // conversations between sequencers).
 func migrateCmd() *cobra.Command {
 	var (
-		hosts, brokers, replication        []string
-		keyspace, region                   string
-		rf                                 int
-		ingress, deliver, presenceP, pushP int
-		kafkaRF                            int
-		timeout                            time.Duration
-		skipCassandra, skipKafka           bool
+		hosts, brokers, replication         []string
+		keyspace, region                    string
+		rf                                  int
+		ingressP, deliver, presenceP, pushP int
+		kafkaRF                             int
+		timeout                             time.Duration
+		skipCassandra, skipKafka            bool
 	)
 	cmd := &cobra.Command{
 		Use:   "migrate",
@@ -83,16 +84,16 @@ func migrateCmd() *cobra.Command {
 				}
 				defer func() { _ = b.Close() }()
 				topics := []bus.Topic{
-					{Name: chat.IngressTopic(region), Partitions: int32(ingress)},
-					{Name: chat.DeliverTopic(region), Partitions: int32(deliver)},
+					{Name: ingress.IngressTopic(region), Partitions: int32(ingressP)},
+					{Name: ingress.DeliverTopic(region), Partitions: int32(deliver)},
 					{Name: relay.Topic(region), Partitions: int32(presenceP)},
 					{Name: push.Topic(region), Partitions: int32(pushP)},
 					// Multi-region (docs/multi-region.md): deliveries other
 					// regions relay here, and requests waiting for their
 					// home region; created in every region, used with
 					// --peer-region.
-					{Name: chat.RelayTopic(region), Partitions: int32(ingress)},
-					{Name: chat.OutboxTopic(region), Partitions: int32(ingress)},
+					{Name: ingress.RelayTopic(region), Partitions: int32(ingressP)},
+					{Name: ingress.OutboxTopic(region), Partitions: int32(ingressP)},
 				}
 				for _, t := range topics {
 					if err := b.CreateTopic(ctx, t); err != nil {
@@ -111,8 +112,8 @@ func migrateCmd() *cobra.Command {
 	f.IntVar(&rf, "replication-factor", 0, "SimpleStrategy replication factor (one-datacenter development clusters)")
 	f.StringSliceVar(&brokers, "kafka-brokers", nil, "Kafka seed brokers, host:port")
 	f.IntVar(&kafkaRF, "kafka-replication-factor", 1, "replication factor of new topics (3 in production)")
-	f.StringVar(&region, "region", chat.DefaultRegion, "region whose topics to create: parley.<region>.{ingress,deliver,presence,push,relay,outbox}")
-	f.IntVar(&ingress, "ingress-partitions", chat.DefaultIngressPartitions, "ingress partitions (the unit of chat-role parallelism; never changed on a live topic)")
+	f.StringVar(&region, "region", ingress.DefaultRegion, "region whose topics to create: parley.<region>.{ingress,deliver,presence,push,relay,outbox}")
+	f.IntVar(&ingressP, "ingress-partitions", chat.DefaultIngressPartitions, "ingress partitions (the unit of chat-role parallelism; never changed on a live topic)")
 	f.IntVar(&deliver, "deliver-partitions", 64, "deliver partitions = the most gateways the region can run (gateway -N reads partition N)")
 	f.IntVar(&presenceP, "presence-partitions", relay.DefaultPartitions, "presence partitions (the unit of presence-role parallelism)")
 	f.IntVar(&pushP, "push-partitions", push.DefaultPartitions, "push partitions (the unit of push-worker parallelism)")

@@ -1,4 +1,4 @@
-package chat
+package rules
 
 import (
 	"fmt"
@@ -32,6 +32,17 @@ import (
 // render as something else ("Trojan Source" style spoofing). The invisible
 // marks U+200E and U+200F stay allowed: they fix the direction of a title
 // without reordering what follows it.
+
+// Limits of user text, bytes of UTF-8 (too_large past them). A message's
+// text is bounded by a setting instead (ValidateText's maxTextBytes,
+// wire.DefaultMaxMessageBytes by default).
+const (
+	// MaxTitleBytes bounds a group title.
+	MaxTitleBytes = 256
+	// MaxEmojiBytes bounds one reaction's emoji; CheckEmoji has the rest
+	// of the rule.
+	MaxEmojiBytes = 64
+)
 
 // CheckText reports why text cannot be a message's text (an invalid
 // *wire.Error naming the character and its byte offset), or nil. It checks

@@ -1,4 +1,4 @@
-package chat
+package ingress
 
 import (
 	"context"
