@@ -10,7 +10,12 @@
 //   - fanout: M subscribers of one channel, publishes through the server
 //     HTTP API (POST /api/publish, X-API-Key) at -rate for -duration; each
 //     payload carries its send time, so send→each member and send→last
-//     member latency are measured on this process's clock.
+//     member latency are measured on this process's clock. The CPU time of
+//     -server-pid and of this process over the send phase (from the first
+//     publish until every publish is answered; /proc/PID/stat, read with
+//     runtime/bench's ProcCPU) is reported under the names `parley bench
+//     fanout --proc server=PID` uses: cpu_ms_per_1k_sends.server,
+//     cpu_cores.server, and .bench for this process (the load generator).
 //
 // It prints one JSON object shaped like `parley bench --json` (scenario,
 // params, figures, latency_ms).
@@ -26,6 +31,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -37,6 +43,8 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/gorilla/websocket"
+
+	"github.com/parleychat/parley/runtime/bench"
 )
 
 type percentiles struct {
@@ -192,13 +200,64 @@ func rssKiB(pid int) int64 {
 	return 0
 }
 
+// cpuMark is the CPU time of the server and of this process at one instant
+// (-1: unreadable).
+type cpuMark struct {
+	at           time.Time
+	server, self time.Duration
+}
+
+func markCPU(serverPID int) cpuMark {
+	m := cpuMark{at: time.Now(), server: -1, self: -1}
+	if serverPID > 0 {
+		if d, err := bench.ProcCPU(serverPID); err == nil {
+			m.server = d
+		}
+	}
+	if d, err := bench.ProcCPU(os.Getpid()); err == nil {
+		m.self = d
+	}
+	return m
+}
+
+// into adds to r the CPU each process used since m, per 1,000 of ops and in
+// cores, under the figure names of `parley bench --proc`
+// ("cpu_ms_per_1k_<what>.NAME", "cpu_cores.NAME"; NAME server, bench for
+// this process, total for the server alone as there the load generator is
+// excluded).
+func (m cpuMark) into(r *result, serverPID int, what string, ops int64) {
+	end := markCPU(serverPID)
+	wall := end.at.Sub(m.at)
+	add := func(name string, from, to time.Duration) {
+		if from < 0 || to < 0 {
+			r.Notes = append(r.Notes, fmt.Sprintf("CPU of %s could not be read", name))
+			return
+		}
+		d := to - from
+		if ops > 0 {
+			r.Figures["cpu_ms_per_1k_"+what+"."+name] = round3(float64(d) / float64(time.Millisecond) * 1000 / float64(ops))
+		}
+		if wall > 0 {
+			r.Figures["cpu_cores."+name] = round3(float64(d) / float64(wall))
+		}
+	}
+	if serverPID > 0 {
+		add("server", m.server, end.server)
+		add("total", m.server, end.server)
+	}
+	add("bench", m.self, end.self)
+	r.Notes = append(r.Notes, fmt.Sprintf("CPU per process over the %.1f s send phase, from /proc/PID/stat (10 ms resolution); total excludes the load generator (bench)", wall.Seconds()))
+}
+
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
 func main() {
 	var (
 		url      = flag.String("url", "ws://127.0.0.1:18000/connection/websocket", "Centrifugo WebSocket endpoint")
 		api      = flag.String("api", "http://127.0.0.1:18000/api", "Centrifugo server API prefix")
 		apiKey   = flag.String("api-key", "", "server API key (X-API-Key)")
 		secret   = flag.String("secret", "", "HMAC secret of connection tokens")
-		pid      = flag.Int("server-pid", 0, "Centrifugo pid, for RSS")
+		pid      = flag.Int("server-pid", 0, "Centrifugo pid, for RSS (idle) and CPU (fanout)")
 		n        = flag.Int("n", 5000, "idle: connections")
 		members  = flag.Int("members", 500, "fanout: subscribers")
 		rate     = flag.Float64("rate", 100, "fanout: publishes per second")
@@ -221,7 +280,7 @@ func main() {
 	case "idle":
 		r, err = idle(ctx, *url, []byte(*secret), *pid, *n, *conc, *settle, *duration)
 	case "fanout":
-		r, err = fanout(ctx, *url, *api, *apiKey, []byte(*secret), *channel, *members, *conc, *rate, *duration)
+		r, err = fanout(ctx, *url, *api, *apiKey, []byte(*secret), *pid, *channel, *members, *conc, *rate, *duration)
 	default:
 		err = fmt.Errorf("unknown scenario %q", flag.Arg(0))
 	}
@@ -304,7 +363,7 @@ func idle(ctx context.Context, url string, secret []byte, pid, n, conc int, sett
 	return r, nil
 }
 
-func fanout(ctx context.Context, url, api, apiKey string, secret []byte, channel string, members, conc int, rate float64, dur time.Duration) (*result, error) {
+func fanout(ctx context.Context, url, api, apiKey string, secret []byte, pid int, channel string, members, conc int, rate float64, dur time.Duration) (*result, error) {
 	r := &result{Scenario: "fanout", Params: map[string]any{"members": members, "rate_per_sec": rate, "duration": dur.String()},
 		Figures: map[string]float64{}, Latency: map[string]percentiles{}}
 	type msg struct{ got atomic.Int64 }
@@ -350,6 +409,7 @@ func fanout(ctx context.Context, url, api, apiKey string, secret []byte, channel
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 256)
 	interval := time.Duration(float64(time.Second) / rate)
+	cpu := markCPU(pid)
 	start := time.Now()
 	due := int64(dur.Seconds() * rate)
 	for k := int64(1); k <= due; k++ {
@@ -387,6 +447,7 @@ func fanout(ctx context.Context, url, api, apiKey string, secret []byte, channel
 	}
 	wg.Wait()
 	sendDur := time.Since(start)
+	cpu.into(r, pid, "sends", ok.Load())
 	// Drain: wait until every delivery arrived or 10 s passed.
 	for deadline := time.Now().Add(10 * time.Second); delivered.Load() < ok.Load()*int64(members) && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
