@@ -198,3 +198,45 @@ func TestPodOrdinal(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisKeyPrefixWhenShared: regions with their own Redis keep the runtime's default prefix
+// (no flag, so existing clusters do not roll); regions that share one Redis each get their own
+// prefix, passed as --redis-key-prefix, so neither reads the other's sessions and presence.
+func TestRedisKeyPrefixWhenShared(t *testing.T) {
+	cc := sample()
+	for i := range cc.Spec.Regions {
+		region := &cc.Spec.Regions[i]
+		config := RuntimeConfig(cc, region, chatv1.RoleGateway)
+		if p, ok := config[EnvRedisKeyPrefix]; ok {
+			t.Fatalf("region %s with its own Redis: key prefix %q set, want none", region.Name, p)
+		}
+		for _, a := range configArgs(config) {
+			if strings.HasPrefix(a, "--redis-key-prefix") {
+				t.Fatalf("region %s with its own Redis: args hold %s", region.Name, a)
+			}
+		}
+	}
+	cc.Spec.Regions[1].Redis.Address = cc.Spec.Regions[0].Redis.Address
+	seen := map[string]bool{}
+	for i := range cc.Spec.Regions {
+		region := &cc.Spec.Regions[i]
+		for _, role := range []chatv1.Role{chatv1.RoleGateway, chatv1.RoleChat, chatv1.RolePresence} {
+			config := RuntimeConfig(cc, region, role)
+			want := "parley:" + region.Name + ":"
+			if got := config[EnvRedisKeyPrefix]; got != want {
+				t.Fatalf("region %s role %s sharing Redis: key prefix %q, want %q", region.Name, role, got, want)
+			}
+			if !strings.Contains(strings.Join(configArgs(config), " "), "--redis-key-prefix=$("+EnvRedisKeyPrefix+")") {
+				t.Fatalf("region %s role %s: args %v do not pass the key prefix", region.Name, role, configArgs(config))
+			}
+		}
+		seen[prefixOf(cc, region)] = true
+	}
+	if len(seen) != len(cc.Spec.Regions) {
+		t.Fatalf("regions sharing one Redis got %d distinct prefixes for %d regions", len(seen), len(cc.Spec.Regions))
+	}
+}
+
+func prefixOf(cc *chatv1.ChatCluster, region *chatv1.Region) string {
+	return RuntimeConfig(cc, region, chatv1.RoleGateway)[EnvRedisKeyPrefix]
+}
