@@ -19,17 +19,12 @@ import (
 	"github.com/parleychat/parley/runtime/chat"
 	"github.com/parleychat/parley/runtime/chat/ingress"
 	"github.com/parleychat/parley/runtime/gateway"
-	"github.com/parleychat/parley/runtime/httpapi"
-	"github.com/parleychat/parley/runtime/limits"
-	"github.com/parleychat/parley/runtime/media"
-	"github.com/parleychat/parley/runtime/metrics"
 	"github.com/parleychat/parley/runtime/presence"
 	"github.com/parleychat/parley/runtime/presence/redis"
 	"github.com/parleychat/parley/runtime/presence/relay"
 	"github.com/parleychat/parley/runtime/push"
 	regionmesh "github.com/parleychat/parley/runtime/region"
 	"github.com/parleychat/parley/runtime/store/cassandra"
-	"github.com/parleychat/parley/runtime/web"
 )
 
 // Role is one process kind of the distributed mode (docs/design.md §2).
@@ -277,10 +272,11 @@ func (fc *FleetConfig) resolveIdentity(roles map[Role]bool) []error {
 	return errs
 }
 
-// NewFleet builds one process of the distributed mode: the roles of fc on
-// Cassandra, Kafka and Redis. Like New it starts nothing: call Run. It fails
-// when a backend does not answer, or when the keyspace or a topic is missing
-// (run `parley migrate` first).
+// NewFleet builds one process of the distributed mode: it opens the
+// backends of fc's roles (Cassandra, Kafka, Redis) and wires the roles on
+// them (compose.go). Like New it starts nothing: call Run. It fails when a
+// backend does not answer, or when the keyspace or a topic is missing (run
+// `parley migrate` first).
 func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) {
 	cfg.fillDefaults()
 	roles, err := fc.resolve(cfg)
@@ -288,15 +284,8 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 		return nil, fmt.Errorf("%s role: %w", fc.Role, err)
 	}
 	f := &fleet{fc: fc, roles: roles}
-	s := &Server{cfg: cfg, ready: make(chan struct{}), fleet: f}
-	fail := func(err error) (*Server, error) {
-		_ = s.closeAll()
-		return nil, err
-	}
-	log := slog.Default().With("role", fc.Role)
-
-	reg := prometheus.NewRegistry()
-	s.Metrics = metrics.New(reg)
+	s, reg := newServer(cfg)
+	s.fleet = f
 	owned := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "parley_chat_partitions_owned", Help: "Ingress partitions this chat process sequences.",
 	}, func() float64 {
@@ -309,17 +298,17 @@ func NewFleet(ctx context.Context, cfg Config, fc FleetConfig) (*Server, error) 
 
 	parts, err := s.openFleetBackends(ctx)
 	if err != nil {
-		return fail(err)
+		return s.fail(err)
 	}
-	router, err := s.wireFleetRoles(ctx, reg)
+	rs, err := s.fleetRoles(ctx, reg)
 	if err != nil {
-		return fail(err)
+		return s.fail(err)
 	}
-	if err := s.fleetMux(ctx, reg, router); err != nil {
-		return fail(err)
+	if err := s.wire(ctx, reg, rs); err != nil {
+		return s.fail(err)
 	}
 	region := cfg.Region
-	log.Info("distributed mode", "region", region, "region_id", fc.RegionID, "gateway", fc.GatewayID,
+	slog.Default().Info("distributed mode", "role", fc.Role, "region", region, "region_id", fc.RegionID, "gateway", fc.GatewayID,
 		"member", fc.Member, "node_id", fc.NodeID, "ingress_partitions", parts[ingress.IngressTopic(region)],
 		"deliver_partitions", parts[ingress.DeliverTopic(region)])
 	return s, nil
@@ -388,30 +377,30 @@ func (s *Server) openFleetBackends(ctx context.Context) (map[string]int32, error
 	return parts, nil
 }
 
-// wireFleetRoles builds the roles of the process on the opened backends:
-// the router (gateway and chat), the region mesh (multi-region), the push
-// publisher, the sequencer with its outbox and relay, the presence
-// announcer and the push worker. It returns the router (nil without the
-// gateway and chat roles).
-func (s *Server) wireFleetRoles(ctx context.Context, reg *prometheus.Registry) (*chat.Router, error) {
+// fleetRoles decides the roles of the process on the opened backends (the
+// shared ones are wired by wire): the router (gateway and chat), the region
+// mesh (multi-region), the push publisher, the sequencer's identity with its
+// outbox and relay, the gateway's relay.Reporter, the presence announcer and
+// the push worker.
+func (s *Server) fleetRoles(ctx context.Context, reg *prometheus.Registry) (roleSet, error) {
 	f, fc, cfg, region := s.fleet, s.fleet.fc, s.cfg, s.cfg.Region
 	deliver := ingress.DeliverTopic(region)
-	var router *chat.Router
+	rs := roleSet{routes: s.fleetRoutes}
 	if f.has(RoleGateway) || f.has(RoleChat) {
-		router = chat.NewRouter(s.bus, newRouteRegistry(s.registry, fc.RouteTimeout), deliver)
+		rs.router = chat.NewRouter(s.bus, newRouteRegistry(s.registry, fc.RouteTimeout), deliver)
 	}
-	if fc.multiRegion() && (router != nil || f.has(RolePresence)) {
+	if fc.multiRegion() && (rs.router != nil || f.has(RolePresence)) {
 		var err error
 		if f.mesh, err = s.newMesh(ctx, reg, fc); err != nil {
-			return nil, err
+			return roleSet{}, err
 		}
-		if router != nil {
-			router.SetRegions(f.mesh)
+		if rs.router != nil {
+			rs.router.SetRegions(f.mesh)
 		}
 	}
 	if f.has(RoleChat) && fc.Push.Webhook != "" {
 		f.publisher = push.NewPublisher(s.bus, push.Topic(region))
-		router.OnOffline(f.publisher.Offline)
+		rs.router.OnOffline(f.publisher.Offline)
 		f.publisher.SkipMuted(chat.NewQueries(s.store).Muted)
 		if f.mesh != nil {
 			// The router sees this region's sessions only: a user online in
@@ -422,9 +411,10 @@ func (s *Server) wireFleetRoles(ctx context.Context, reg *prometheus.Registry) (
 		}
 	}
 	if f.has(RoleChat) {
-		if err := s.buildFleetSequencer(router); err != nil {
-			return nil, err
-		}
+		rs.sequencer = s.fleetSequencerRole(rs.router)
+	}
+	if f.has(RoleGateway) {
+		rs.gateway = s.fleetGatewayRole()
 	}
 	if f.has(RolePresence) {
 		acfg := relay.AnnouncerConfig{
@@ -441,162 +431,65 @@ func (s *Server) wireFleetRoles(ctx context.Context, reg *prometheus.Registry) (
 		pcfg.Topic, pcfg.Member = push.Topic(region), fc.Member
 		var err error
 		if f.pusher, err = push.NewWorker(s.bus, pcfg); err != nil {
-			return nil, err
+			return roleSet{}, err
 		}
 	}
-	return router, nil
+	return rs, nil
 }
 
-// buildFleetSequencer builds the chat role's sequencer, and with peers its
-// outbox forwarder and relay consumer.
-func (s *Server) buildFleetSequencer(router *chat.Router) error {
-	f, fc, cfg := s.fleet, s.fleet.fc, s.cfg
-	ccfg := chat.DefaultConfig()
-	ccfg.Region = cfg.Region
-	ccfg.NodeID = fc.NodeID
-	ccfg.IngressTopic, ccfg.DeliverTopic = ingress.IngressTopic(cfg.Region), ingress.DeliverTopic(cfg.Region)
-	ccfg.Member = fc.Member
-	ccfg.MaxGroupMembers = cfg.MaxGroupMembers
-	ccfg.MaxMessageBytes = cfg.MaxMessageBytes
-	ccfg.EditWindow = cfg.EditWindow
-	ccfg.Metrics = s.Metrics
+// fleetSequencerRole is the chat role's identity (node id and member from
+// the flags), and with peers its outbox forwarder and relay consumer.
+func (s *Server) fleetSequencerRole(router *chat.Router) *sequencerRole {
+	f, fc := s.fleet, s.fleet.fc
+	r := &sequencerRole{nodeID: fc.NodeID, member: fc.Member}
 	if f.mesh != nil {
-		ccfg.Regions = f.mesh
+		r.regions = f.mesh
 		f.outbox = regionmesh.NewOutbox(f.mesh, s.bus, router.Reply, fc.Member)
 		f.relayIn = regionmesh.NewRelay(f.mesh, s.bus, router, fc.Member)
-		f.relayIn.StorePresence(s.registry, cfg.Presence)
+		f.relayIn.StorePresence(s.registry, s.cfg.Presence)
 	}
-	var err error
-	if s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router); err != nil {
-		return fmt.Errorf("sequencer: %w", err)
-	}
-	return nil
+	return r
 }
 
-// fleetMux builds the process's HTTP endpoints: the gateway's WebSocket and
-// REST API, the chat role's partitions and outbox, health, readiness,
-// metrics, and the admin endpoints.
-func (s *Server) fleetMux(ctx context.Context, reg *prometheus.Registry, router *chat.Router) error {
-	f, fc, cfg, region := s.fleet, s.fleet.fc, s.cfg, s.cfg.Region
-	mux := http.NewServeMux()
-	if f.has(RoleGateway) {
-		if err := s.buildFleetGateway(ctx, mux, router, ingress.IngressTopic(region), ingress.DeliverTopic(region), relay.Topic(region)); err != nil {
-			return err
-		}
+// fleetGatewayRole is the gateway role's identity and presence: its
+// sessions go through a relay.Reporter to the presence role, and with peers
+// it resolves users' home regions and reads presence relayed from the other
+// regions.
+func (s *Server) fleetGatewayRole() *gatewayRole {
+	f, fc, cfg := s.fleet, s.fleet.fc, s.cfg
+	f.reporter = relay.NewReporter(s.registry, s.bus, relay.Topic(cfg.Region), cfg.Presence)
+	g := &gatewayRole{
+		id: fc.GatewayID, requestTimeout: fc.RequestTimeout,
+		sessions: f.reporter, presence: f.reporter.Reader(),
 	}
-	if f.has(RoleChat) {
-		mux.HandleFunc("GET /v1/chat/partitions", func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(map[string]any{
-				"member": fc.Member, "node_id": fc.NodeID, "topic": ingress.IngressTopic(region),
-				"partitions": f.bus.Owned(chat.GroupName),
-			})
+	if f.mesh != nil {
+		g.presence.SetRemoteRegions(f.mesh.Peers)
+		g.homes = s.userHomes
+	}
+	return g
+}
+
+// fleetRoutes serves the fleet's own endpoints: the chat role's partitions
+// and, in a process without the gateway, its outbox.
+func (s *Server) fleetRoutes(mux *http.ServeMux) {
+	f, fc, region := s.fleet, s.fleet.fc, s.cfg.Region
+	if !f.has(RoleChat) {
+		return
+	}
+	mux.HandleFunc("GET /v1/chat/partitions", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"member": fc.Member, "node_id": fc.NodeID, "topic": ingress.IngressTopic(region),
+			"partitions": f.bus.Owned(chat.GroupName),
 		})
-	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", s.fleetReadyz)
-	mux.Handle("GET /metrics", s.metricsHandler(reg))
 	if !f.has(RoleGateway) {
-		adm := &admin{s: s, token: cfg.AdminToken}
-		adm.registerProfiles(mux)
-		if f.has(RoleChat) {
-			var pending func(context.Context) (int64, error)
-			if f.outbox != nil {
-				pending = f.outbox.Pending
-			}
-			adm.registerOutbox(mux, region, pending)
+		var pending func(context.Context) (int64, error)
+		if f.outbox != nil {
+			pending = f.outbox.Pending
 		}
-		mux.HandleFunc("/", httpapi.NoRoute(mux, fmt.Sprintf(": this process runs the %s role", fc.Role)))
+		s.admin.registerOutbox(mux, region, pending)
 	}
-	s.handler = mux
-	return nil
-}
-
-// buildFleetGateway builds the gateway role's WebSocket and REST endpoints.
-func (s *Server) buildFleetGateway(ctx context.Context, mux *http.ServeMux, router *chat.Router, ingressTopic, deliver, presenceTopic string) error {
-	cfg, fc := s.cfg, s.fleet.fc
-	var verifier auth.Verifier
-	if cfg.JWKS.File != "" || cfg.JWKS.URL != "" {
-		v, err := auth.NewJWKSVerifier(ctx, cfg.JWKS)
-		if err != nil {
-			return fmt.Errorf("jwks auth: %w", err)
-		}
-		verifier = v
-	} else {
-		// Dev mode: every gateway of the fleet must share the secret, so
-		// they share a data dir (or its dev-secret file).
-		secret, err := auth.LoadOrCreateDevSecret(cfg.DataDir)
-		if err != nil {
-			return fmt.Errorf("dev secret: %w", err)
-		}
-		s.DevIssuer = auth.NewDevIssuer(secret)
-		verifier = auth.NewHMACVerifier(secret)
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
-	}
-	queries := chat.NewQueries(s.store)
-	s.chat = ingress.NewClient(s.bus, fc.GatewayID, ingressTopic)
-	queries.NotifyBlocksTo(s.chat)
-	s.chat.ObserveWith(s.Metrics)
-	var homes func(context.Context, string, string) (string, error)
-	if s.fleet.mesh != nil {
-		s.chat.SetRegion(cfg.Region)
-		homes = s.userHomes
-	}
-	rep := relay.NewReporter(s.registry, s.bus, presenceTopic, cfg.Presence)
-	s.fleet.reporter = rep
-	s.presence = rep.Reader()
-	if s.fleet.mesh != nil {
-		s.presence.SetRemoteRegions(s.fleet.mesh.Peers)
-	}
-
-	// Media: an S3-compatible service shared by the fleet; without one,
-	// each gateway serves its own embedded store (one gateway only).
-	mediaSvc, err := s.openMedia(cfg)
-	if err != nil {
-		return err
-	}
-	userLimits, readLimits := s.sharedLimits(cfg)
-	gcfg := cfg.gatewayConfig(fc.GatewayID, fc.RequestTimeout, s.bus, deliver, userLimits, readLimits, mediaSvc)
-	gcfg.Homes = homes
-	s.gateway = gateway.New(gcfg, gateway.Deps{Verifier: verifier, Ingress: s.chat, Queries: queries, Router: router, Presence: rep, Metrics: s.Metrics})
-	api := &httpapi.API{
-		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
-		Limits: userLimits, ReadLimits: readLimits, Metrics: s.Metrics, GatewayID: fc.GatewayID,
-		RequestTimeout: gcfg.RequestTimeout, MaxMessageBytes: cfg.MaxMessageBytes,
-		Media: mediaSvc, DevIssuer: s.DevIssuer, PresencePublic: cfg.PresencePublic, Homes: homes,
-	}
-	api.Register(mux)
-	if s.mediaStore != nil {
-		mux.Handle(media.EmbeddedPath+"/", s.mediaStore)
-	}
-	web.New(web.Config{DevSignIn: s.DevIssuer != nil, MediaTypes: mediaSvc.AllowedTypes(), MediaMaxBytes: mediaSvc.MaxBytes()}).Register(mux)
-	mux.Handle("GET /v1/ws", s.gateway)
-	s.admin = &admin{s: s, token: cfg.AdminToken}
-	s.admin.register(mux)
-	mux.HandleFunc("/", httpapi.NoRoute(mux, ""))
-	return nil
-}
-
-func (s *Server) fleetReadyz(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain")
-	select {
-	case <-s.ready:
-	default:
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("starting\n"))
-		return
-	}
-	if s.gateway != nil && s.gateway.Draining() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("draining\n"))
-		return
-	}
-	_, _ = w.Write([]byte("ready\n"))
 }
 
 // Role returns the role this server plays (RoleAll in embedded mode).
@@ -675,20 +568,4 @@ func (s *Server) runFleet(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	return s.shutdown(hs, c, runErr)
-}
-
-// sharedLimits are the send and read budgets of the distributed gateway:
-// kept in the region's Redis (limits.Shared), so a user's budget holds
-// across every gateway (issue 14), under "<key prefix>limits:send:" and
-// "...read:". Without a Redis registry they are per process.
-func (s *Server) sharedLimits(cfg Config) (send, read limits.Limiter) {
-	reg, ok := s.registry.(*redis.Registry)
-	if !ok {
-		return limits.NewUsers(cfg.SendRate, cfg.SendBurst), cfg.readLimits()
-	}
-	send = limits.NewShared(reg.Client(), reg.Prefix()+"limits:send:", cfg.SendRate, cfg.SendBurst)
-	if cfg.ReadRate >= 0 {
-		read = limits.NewShared(reg.Client(), reg.Prefix()+"limits:read:", cfg.ReadRate, cfg.ReadBurst)
-	}
-	return send, read
 }

@@ -1,7 +1,8 @@
 // Package server wires Parley's roles into one process: in embedded mode
 // (the default) the gateway, chat and presence roles share a Pebble store, the
 // in-memory partitioned bus and the in-memory presence registry, through the
-// same interfaces the distributed fleets use.
+// same interfaces the distributed fleets use. Both modes choose their
+// backends, then go through one wiring path (compose.go).
 package server
 
 import (
@@ -15,16 +16,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/parleychat/parley/runtime/auth"
 	"github.com/parleychat/parley/runtime/bus"
 	busmemory "github.com/parleychat/parley/runtime/bus/memory"
 	"github.com/parleychat/parley/runtime/chat"
 	"github.com/parleychat/parley/runtime/chat/ingress"
 	"github.com/parleychat/parley/runtime/gateway"
-	"github.com/parleychat/parley/runtime/httpapi"
 	"github.com/parleychat/parley/runtime/limits"
 	"github.com/parleychat/parley/runtime/media"
 	"github.com/parleychat/parley/runtime/metrics"
@@ -33,7 +30,6 @@ import (
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/store/pebble"
-	"github.com/parleychat/parley/runtime/web"
 	"github.com/parleychat/parley/runtime/wire"
 )
 
@@ -201,15 +197,14 @@ func (c *Config) fillDefaults() {
 	}
 }
 
-// Server is one embedded Parley process.
+// Server is one Parley process: embedded (New) or one process of a fleet
+// (NewFleet).
 type Server struct {
 	cfg       Config
 	DevIssuer *auth.DevIssuer // nil when auth is not in dev mode
 	Metrics   *metrics.Metrics
 
-	store    store.MessageStore
-	bus      bus.Bus
-	registry presence.Registry
+	backends // chosen by the mode: openEmbeddedBackends, openFleetBackends
 	presence *presence.Service
 	chat     *ingress.Client
 	seq      *chat.Sequencer
@@ -227,154 +222,64 @@ type Server struct {
 // GatewayID is the embedded gateway's id: ordinal 0, deliver partition 0.
 const GatewayID = "gateway-0"
 
-// New opens the store and builds every role. It starts nothing: call Run.
+// New builds an embedded server: it opens the embedded backends and wires
+// every role on them (compose.go). It starts nothing: call Run.
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.fillDefaults()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	s, reg := newServer(cfg)
+	if err := s.openEmbeddedBackends(ctx); err != nil {
+		return s.fail(err)
 	}
-	s := &Server{cfg: cfg, ready: make(chan struct{})}
-
-	var verifier auth.Verifier
-	if cfg.JWKS.File != "" || cfg.JWKS.URL != "" {
-		v, err := auth.NewJWKSVerifier(ctx, cfg.JWKS)
-		if err != nil {
-			return nil, fmt.Errorf("jwks auth: %w", err)
-		}
-		verifier = v
-	} else {
-		secret, err := auth.LoadOrCreateDevSecret(cfg.DataDir)
-		if err != nil {
-			return nil, fmt.Errorf("dev secret: %w", err)
-		}
-		s.DevIssuer = auth.NewDevIssuer(secret)
-		verifier = auth.NewHMACVerifier(secret)
+	if err := s.wire(ctx, reg, s.embeddedRoles()); err != nil {
+		return s.fail(err)
 	}
-
-	st, err := pebble.Open(filepath.Join(cfg.DataDir, "store"))
-	if err != nil {
-		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
-	}
-	s.store = st
-
-	reg := prometheus.NewRegistry()
-	s.Metrics = metrics.New(reg)
-
-	ingressTopic, deliver := ingress.IngressTopic(cfg.Region), ingress.DeliverTopic(cfg.Region)
-	s.bus = busmemory.New()
-	for _, t := range []bus.Topic{{Name: ingressTopic, Partitions: cfg.IngressPartitions}, {Name: deliver, Partitions: 1}} {
-		if err := s.bus.CreateTopic(ctx, t); err != nil {
-			_ = s.closeAll() // the create error is the one to report
-			return nil, fmt.Errorf("create topic %s: %w", t.Name, err)
-		}
-	}
-
-	s.registry = presencememory.New()
-	router := chat.NewRouter(s.bus, s.registry, deliver)
-	queries := chat.NewQueries(s.store)
-
-	ccfg := chat.DefaultConfig()
-	ccfg.Region = cfg.Region
-	ccfg.NodeID = 0 // embedded mode: the one sequencer is node 0 (docs/design.md)
-	ccfg.IngressTopic, ccfg.DeliverTopic = ingressTopic, deliver
-	ccfg.Member = "chat-0"
-	ccfg.MaxGroupMembers = cfg.MaxGroupMembers
-	ccfg.MaxMessageBytes = cfg.MaxMessageBytes
-	ccfg.EditWindow = cfg.EditWindow
-	ccfg.Metrics = s.Metrics
-	s.seq, err = chat.NewSequencer(ccfg, s.store, s.bus, router)
-	if err != nil {
-		_ = s.closeAll() // the sequencer error is the one to report
-		return nil, fmt.Errorf("sequencer: %w", err)
-	}
-	s.chat = ingress.NewClient(s.bus, GatewayID, ingressTopic)
-	queries.NotifyBlocksTo(s.chat)
-	s.chat.ObserveWith(s.Metrics)
-
-	// The gateway is created after the presence service, whose changes it
-	// pushes; the indirection breaks the cycle.
-	var gw *gateway.Gateway
-	s.presence = presence.NewService(s.registry, cfg.Presence, func(p *parleyv1.Presence) {
-		if gw != nil {
-			gw.PresenceChanged(p)
-		}
-	})
-	mediaSvc, err := s.openMedia(cfg)
-	if err != nil {
-		_ = s.closeAll() // the error above is the one to report
-		return nil, err
-	}
-	userLimits, readLimits := limits.NewUsers(cfg.SendRate, cfg.SendBurst), cfg.readLimits()
-	gcfg := cfg.gatewayConfig(GatewayID, ingress.DefaultRequestTimeout, s.bus, deliver, userLimits, readLimits, mediaSvc)
-	gw = gateway.New(gcfg, gateway.Deps{Verifier: verifier, Ingress: s.chat, Queries: queries, Router: router, Presence: s.presence, Metrics: s.Metrics})
-	s.gateway = gw
-
-	api := &httpapi.API{
-		Verifier: verifier, Chat: s.chat, Queries: queries, Presence: s.presence,
-		Limits: userLimits, ReadLimits: readLimits, Metrics: s.Metrics, GatewayID: GatewayID,
-		RequestTimeout: gcfg.RequestTimeout, MaxMessageBytes: cfg.MaxMessageBytes,
-		Media: mediaSvc, DevIssuer: s.DevIssuer, PresencePublic: cfg.PresencePublic,
-	}
-	mux := http.NewServeMux()
-	api.Register(mux)
-	if s.mediaStore != nil {
-		mux.Handle(media.EmbeddedPath+"/", s.mediaStore)
-	}
-	web.New(web.Config{DevSignIn: s.DevIssuer != nil, MediaTypes: mediaSvc.AllowedTypes(), MediaMaxBytes: mediaSvc.MaxBytes()}).Register(mux)
-	mux.Handle("GET /v1/ws", gw)
-	s.admin = &admin{s: s, token: cfg.AdminToken}
-	s.admin.register(mux)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", s.metricsHandler(reg))
-	mux.HandleFunc("/", httpapi.NoRoute(mux, ""))
-	s.handler = mux
 	return s, nil
 }
 
-// openMedia opens the embedded media store, or checks the external S3
-// settings, and returns the media service.
-func (s *Server) openMedia(cfg Config) (*media.Service, error) {
-	mcfg := cfg.Media
-	if mcfg.Endpoint == "" && mcfg.Bucket == "" {
-		st, err := media.OpenEmbedded(filepath.Join(cfg.DataDir, "media"), "")
-		if err != nil {
-			return nil, err
-		}
-		s.mediaStore = st
-		mcfg = st.Config(mcfg)
-	} else if mcfg.Credentials == nil {
-		creds, err := media.EnvCredentials()
-		if err != nil {
-			return nil, err
-		}
-		mcfg.Credentials = creds
+// openEmbeddedBackends opens embedded mode's backends: Pebble in
+// DataDir/store, the in-memory bus with the ingress and deliver topics, and
+// the in-memory presence registry.
+func (s *Server) openEmbeddedBackends(ctx context.Context) error {
+	cfg := s.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
 	}
-	svc, err := media.New(mcfg)
+	st, err := pebble.Open(filepath.Join(cfg.DataDir, "store"))
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}
-	return svc, nil
+	s.store = st
+	s.bus = busmemory.New()
+	topics := []bus.Topic{{Name: ingress.IngressTopic(cfg.Region), Partitions: cfg.IngressPartitions}, {Name: ingress.DeliverTopic(cfg.Region), Partitions: 1}}
+	for _, t := range topics {
+		if err := s.bus.CreateTopic(ctx, t); err != nil {
+			return fmt.Errorf("create topic %s: %w", t.Name, err)
+		}
+	}
+	s.registry = presencememory.New()
+	return nil
 }
 
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain")
-	select {
-	case <-s.ready:
-	default:
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("starting\n"))
-		return
+// embeddedRoles are embedded mode's roles, all of them in this process: the
+// one sequencer, node 0 (docs/design.md §1), and the gateway GatewayID,
+// whose sessions the in-process presence service tracks.
+func (s *Server) embeddedRoles() roleSet {
+	// The presence service pushes its changes to the gateway, which wire
+	// creates after it; the indirection breaks the cycle. Run starts the
+	// service, after New has set s.gateway.
+	s.presence = presence.NewService(s.registry, s.cfg.Presence, func(p *parleyv1.Presence) {
+		if s.gateway != nil {
+			s.gateway.PresenceChanged(p)
+		}
+	})
+	return roleSet{
+		router:    chat.NewRouter(s.bus, s.registry, ingress.DeliverTopic(s.cfg.Region)),
+		sequencer: &sequencerRole{nodeID: 0, member: "chat-0"},
+		gateway: &gatewayRole{
+			id: GatewayID, requestTimeout: ingress.DefaultRequestTimeout,
+			sessions: s.presence, presence: s.presence,
+		},
 	}
-	if s.gateway.Draining() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("draining\n"))
-		return
-	}
-	_, _ = w.Write([]byte("ready\n"))
 }
 
 // Handler serves every route: /v1/ws, the REST API, /healthz, /readyz,
@@ -467,16 +372,6 @@ func (c Config) gatewayConfig(id string, requestTimeout time.Duration, b bus.Bus
 		DeliverTopic:       deliverTopic,
 		Media:              mediaSvc,
 	}
-}
-
-// metricsHandler serves reg's collectors, behind the admin token when
-// Config.MetricsPrivate is set.
-func (s *Server) metricsHandler(reg *prometheus.Registry) http.Handler {
-	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
-	if !s.cfg.MetricsPrivate {
-		return h
-	}
-	return (&admin{s: s, token: s.cfg.AdminToken}).authed(h.ServeHTTP)
 }
 
 // readLimits is the per-user read budget of cfg, nil when disabled.
