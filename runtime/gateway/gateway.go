@@ -194,11 +194,6 @@ type MediaChecker interface {
 	Check(ctx context.Context, userID string, m *parleyv1.Media) (*parleyv1.Media, error)
 }
 
-// DefaultConfig returns the embedded-mode configuration (no Bus).
-func DefaultConfig() Config {
-	return Config{}.withDefaults()
-}
-
 func (c Config) withDefaults() Config {
 	if c.ID == "" {
 		c.ID = DefaultID

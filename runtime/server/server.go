@@ -28,7 +28,6 @@ import (
 	"github.com/parleychat/parley/runtime/presence"
 	presencememory "github.com/parleychat/parley/runtime/presence/memory"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
-	"github.com/parleychat/parley/runtime/store"
 	"github.com/parleychat/parley/runtime/store/pebble"
 	"github.com/parleychat/parley/runtime/wire"
 )
@@ -282,15 +281,8 @@ func (s *Server) embeddedRoles() roleSet {
 	}
 }
 
-// Handler serves every route: /v1/ws, the REST API, /healthz, /readyz,
-// /metrics, the web client at / and, in embedded media mode, /s3/.
-func (s *Server) Handler() http.Handler { return s.handler }
-
 // Config returns the effective configuration (defaults filled in).
 func (s *Server) Config() Config { return s.cfg }
-
-// Store returns the message store (for tests that check what is stored).
-func (s *Server) Store() store.MessageStore { return s.store }
 
 // Run serves on ln until ctx ends, then shuts down gracefully: /readyz goes
 // false, clients get reconnect frames spread over DrainWindow, connections

@@ -232,6 +232,21 @@ func TestBlock(t *testing.T) {
 	if got, err := rest("alice").Blocks(ctx); err != nil || len(got) != 0 {
 		t.Fatalf("alice's blocks after the unblock = %v, %v", got, err)
 	}
+
+	// The SDK's REST block applies to bob's very next send (the DM's
+	// sequencer is told before the call returns), and its unblock too.
+	if err := rest("alice").Block(ctx, "bob"); err != nil {
+		t.Fatalf("alice blocks bob through the SDK's REST client: %v", err)
+	}
+	if _, err := rest("bob").Send(ctx, dm, "b6", "again?"); errCode(err) != wire.CodeBlocked {
+		t.Fatalf("bob's send right after the SDK's REST block: %v, want blocked", err)
+	}
+	if err := rest("alice").Unblock(ctx, "bob"); err != nil {
+		t.Fatalf("alice unblocks bob again: %v", err)
+	}
+	if _, err := rest("bob").Send(ctx, dm, "b7", "ok"); err != nil {
+		t.Fatalf("bob's send right after the second unblock: %v", err)
+	}
 }
 
 // TestBlockRESTEmptyUser: PUT and DELETE /v1/blocks/ with no user are

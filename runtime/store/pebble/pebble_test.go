@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -332,4 +333,52 @@ func BenchmarkAppend(b *testing.B) {
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
 	})
+}
+
+// countingHandler counts the log records that reach it, by level.
+type countingHandler struct {
+	mu     sync.Mutex
+	levels map[slog.Level]int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.levels[r.Level]++
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestOptions: a store opened with a small block cache and its own logger
+// works as any other, and Pebble's own log lines (its WAL replay when a
+// store with data is reopened) reach that logger at debug level, not the
+// default logger.
+func TestOptions(t *testing.T) {
+	dir := t.TempDir()
+	h := &countingHandler{levels: map[slog.Level]int{}}
+	opts := []pebble.Option{pebble.WithCacheSize(1 << 20), pebble.WithLogger(slog.New(h))}
+	s, err := pebble.Open(dir, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for seq := uint64(1); seq <= 100; seq++ {
+		if err := s.Append(ctx, "dm:a:b", []*parleyv1.Message{msg("dm:a:b", seq)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, opts...)
+	if head, err := s.Head(ctx, "dm:a:b"); err != nil || head != 100 {
+		t.Fatalf("head after reopening with a 1 MiB cache = %d, %v; want 100", head, err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.levels[slog.LevelDebug] == 0 {
+		t.Fatalf("no debug line from Pebble reached the store's logger (levels seen: %v)", h.levels)
+	}
 }
