@@ -228,6 +228,11 @@ func TestReadLimit(t *testing.T) {
 	h := newHarness(t)
 	c := h.dial("alice", "d", wire.SubprotocolProto)
 	c.writeRaw(websocket.BinaryMessage, bytes.Repeat([]byte{0}, wire.MaxFrameBytes+1))
+	// Issue 14: the client is told why before the close, as for any refused
+	// request: a too_large error frame (id 0: the frame was never read).
+	if f := c.next(); f.GetError().GetCode() != wire.CodeTooLarge || f.GetId() != 0 {
+		t.Fatalf("frame before the close: %v, want a too_large error with id 0", f)
+	}
 	if code, _ := c.closed(); code != websocket.CloseMessageTooBig {
 		t.Fatalf("close code %d, want 1009", code)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	mrand "math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,7 @@ type transportConn interface {
 	Serve(h transport.Handler)
 	WriteFrames(frames [][]byte, deadline time.Time) error
 	WriteClose(code int, reason string) error
+	Linger(d time.Duration)
 	Close() error
 	LastRead() int64
 }
@@ -159,12 +161,23 @@ func (s *session) ReadEnded(err error) {
 	s.cleanup()
 }
 
-// readEnded records why the reader stopped.
+// tooLargeLinger bounds how long a connection closed for a message over the
+// read limit drains the rest of it, so that the error frame and the close
+// reach the client before the socket closes.
+const tooLargeLinger = 2 * time.Second
+
+// readEnded records why the reader stopped. A message over the read limit
+// is answered, as every refused request is, with an error frame
+// (too_large, id 0: the frame's id was never read), then the close 1009
+// (message too big) the WebSocket protocol uses for it (issue 14).
 func (s *session) readEnded(err error) {
 	if errors.Is(err, transport.ErrTooLarge) {
-		// The transport has sent close 1009 (message too big) already.
 		s.g.countError(wire.CodeTooLarge)
 		s.g.log.Debug("frame over the read limit", "user", s.user, "session", s.id, "limit", wire.MaxFrameBytes)
+		msg := fmt.Sprintf("message over the limit of %d bytes; the connection is closed (1009)", wire.MaxFrameBytes)
+		if s.closeWith(wire.ErrorFrame(0, wire.CodeTooLarge, msg, 0), wire.CloseMessageTooBig, "message too big", true) {
+			s.conn.Linger(tooLargeLinger)
+		}
 		return
 	}
 	if s.closing.Load() || errors.Is(err, transport.ErrPeerClosed) {

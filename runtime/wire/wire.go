@@ -92,6 +92,11 @@ const (
 	CloseTokenExpired = 4501
 	// ClosePolicyViolation: repeated invalid frames or abuse. Terminal.
 	ClosePolicyViolation = 4502
+
+	// CloseMessageTooBig (RFC 6455 §7.4.1): a message over MaxFrameBytes,
+	// after a too_large error frame with id 0. The client may reconnect;
+	// sending the same message again gets the same answer.
+	CloseMessageTooBig = 1009
 )
 
 // ShouldReconnect reports whether a client should reconnect after a close code.

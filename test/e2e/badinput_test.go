@@ -113,10 +113,11 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("send of exactly %d bytes: %v, want send_ok", maxText, f)
 			}
 		}},
-		{name: "frame over the 64 KiB read limit closes with 1009", sub: wire.SubprotocolJSON, run: func(t *testing.T, c *rawConn) {
+		{name: "frame over the 64 KiB read limit gets too_large, then closes with 1009", sub: wire.SubprotocolJSON, run: func(t *testing.T, c *rawConn) {
 			b, _ := json.Marshal(map[string]any{"id": 1, "send": map[string]any{"conversation_id": dm, "client_msg_id": "huge",
 				"text": strings.Repeat("z", wire.MaxFrameBytes)}})
 			c.writeRaw(websocket.TextMessage, b)
+			c.wantError(0, false, wire.CodeTooLarge) // id 0: the frame was never read
 			code, err := c.closeCode(30 * time.Second)
 			if code != websocket.CloseMessageTooBig {
 				t.Fatalf("after a %d-byte frame: %v (close code %d), want close %d", len(b), err, code, websocket.CloseMessageTooBig)

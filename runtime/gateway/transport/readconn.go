@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -40,7 +41,18 @@ type frameConn struct {
 	ahead *[]byte // pooled buffer holding buf, nil when empty
 	buf   []byte  // read-ahead bytes not yet handed on
 	left  uint64  // bytes of the current frame not yet handed on; 0 at a frame boundary
+
+	// limit is the largest message payload handed on (0: none); msg is the
+	// payload of the current data message's frames so far. A frame that
+	// takes a message past limit is refused before gorilla sees its header
+	// (errOverLimit), so that gorilla does not answer with its own close
+	// 1009 and the handler can say why first (issue 14).
+	limit, msg uint64
 }
+
+// errOverLimit is what Read returns for a frame that takes its message
+// past frameConn.limit.
+var errOverLimit = errors.New("message over the read limit")
 
 // init sets c up to read nc.
 func (c *frameConn) init(nc net.Conn) {
@@ -103,6 +115,9 @@ func (c *frameConn) nextFrameSize() (uint64, error) {
 					// sum from wrapping until it does.
 					payload = min(binary.BigEndian.Uint64(c.buf[2:]), 1<<62)
 				}
+				if err := c.count(c.buf[0]&0x0f, payload); err != nil {
+					return 0, err
+				}
 				return hdr + payload, nil
 			}
 		}
@@ -110,6 +125,25 @@ func (c *frameConn) nextFrameSize() (uint64, error) {
 			return 0, err
 		}
 	}
+}
+
+// count adds a frame of opcode with payload bytes to the current message
+// (RFC 6455 §5.4: a text or binary frame starts one, continuation frames
+// add to it, control frames are not part of it) and refuses it when the
+// message goes past the limit.
+func (c *frameConn) count(opcode byte, payload uint64) error {
+	switch {
+	case opcode >= 8: // control: close, ping, pong
+		return nil
+	case opcode == 0: // continuation
+		c.msg += payload
+	default:
+		c.msg = payload
+	}
+	if c.limit > 0 && c.msg > c.limit {
+		return errOverLimit
+	}
+	return nil
 }
 
 // fill reads once from the connection into the read-ahead buffer. It is

@@ -129,7 +129,17 @@ func (e *echo) HandleFrame(mt int, data []byte) {
 	_ = e.c.WriteFrames([][]byte{frame}, time.Now().Add(10*time.Second))
 }
 
+// ReadEnded answers a message over the limit as ErrTooLarge asks: a last
+// frame naming the problem, close 1009, the rest drained; then it closes.
 func (e *echo) ReadEnded(err error) {
+	if errors.Is(err, ErrTooLarge) {
+		last := []byte("too large")
+		frame := make([]byte, HeaderSize(len(last)), HeaderSize(len(last))+len(last))
+		PutHeader(frame, false, len(last))
+		_ = e.c.WriteFrames([][]byte{append(frame, last...)}, time.Now().Add(10*time.Second))
+		_ = e.c.WriteClose(websocket.CloseMessageTooBig, "")
+		e.c.Linger(2 * time.Second)
+	}
 	_ = e.c.Close()
 	e.ended <- err
 }
@@ -178,8 +188,11 @@ func TestServeBackToBack(t *testing.T) {
 	}
 }
 
-// TestServeEnds: Serve ends with ErrTooLarge (after a close 1009) for a
-// message over the read limit, and with ErrPeerClosed for a normal close.
+// TestServeEnds: Serve ends with ErrTooLarge for a message over the read
+// limit, in one frame or in fragments, having answered nothing itself, so
+// the handler's last frame and its close 1009 reach the client, in that
+// order, and are not lost to a reset although the client's bytes were not
+// all read; and with ErrPeerClosed for a normal close.
 func TestServeEnds(t *testing.T) {
 	url, ended := echoServer(t, 100)
 	wait := func() error {
@@ -192,20 +205,40 @@ func TestServeEnds(t *testing.T) {
 		}
 	}
 
-	big, _, err := websocket.DefaultDialer.Dial(url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer big.Close()
-	if err := big.WriteMessage(websocket.BinaryMessage, make([]byte, 101)); err != nil {
-		t.Fatal(err)
-	}
-	if err := wait(); !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("over the limit: Serve ended with %v, want ErrTooLarge", err)
-	}
-	_ = big.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, _, err := big.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
-		t.Fatalf("over the limit: client read %v, want close 1009", err)
+	for _, tc := range []struct {
+		name string
+		send func(*websocket.Conn) error
+	}{
+		{"one frame", func(c *websocket.Conn) error {
+			// 100 KiB: far more than the socket buffers take while
+			// nobody reads, which a close without draining would reset.
+			return c.WriteMessage(websocket.BinaryMessage, make([]byte, 100<<10))
+		}},
+		{"fragments", func(c *websocket.Conn) error {
+			// 120 bytes through a 64-byte write buffer: frames of at most
+			// 64 bytes, each under the limit of 100, the message over it.
+			return c.WriteMessage(websocket.TextMessage, []byte(strings.Repeat("a", 120)))
+		}},
+	} {
+		dialer := websocket.Dialer{WriteBufferSize: 64}
+		big, _, err := dialer.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer big.Close()
+		sent := make(chan error, 1)
+		go func() { sent <- tc.send(big) }()
+		if err := wait(); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("%s over the limit: Serve ended with %v, want ErrTooLarge", tc.name, err)
+		}
+		_ = big.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, data, err := big.ReadMessage(); err != nil || string(data) != "too large" {
+			t.Fatalf("%s over the limit: client read %q, %v; want the handler's last frame", tc.name, data, err)
+		}
+		if _, _, err := big.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+			t.Fatalf("%s over the limit: client read %v, want close 1009", tc.name, err)
+		}
+		<-sent
 	}
 
 	bye, _, err := websocket.DefaultDialer.Dial(url, nil)

@@ -53,8 +53,10 @@ const MaxCloseReason = 123
 // Errors Handler.ReadEnded reports (test with errors.Is; the error wraps
 // gorilla's as well).
 var (
-	// ErrTooLarge: the peer sent a message over the read limit. The
-	// connection has answered with close 1009 (message too big) already.
+	// ErrTooLarge: the peer sent a message over the read limit. Nothing
+	// was answered (the frame is refused from its header, before it is
+	// read): the handler says why, closes with 1009 (message too big,
+	// WriteClose) and lets the peer's unread bytes drain (Linger).
 	ErrTooLarge = errors.New("transport: message over the read limit")
 	// ErrPeerClosed: the peer closed the connection with 1000 (normal
 	// closure) or 1001 (going away).
@@ -108,6 +110,9 @@ func Upgrade(u *websocket.Upgrader, w http.ResponseWriter, r *http.Request, read
 		c.fc.Conn = ws.NetConn()
 	}
 	c.ws, c.readLimit = ws, readLimit
+	if readLimit > 0 {
+		c.fc.limit = uint64(readLimit)
+	}
 	c.lastRead.Store(time.Now().UnixNano())
 	ws.SetReadLimit(readLimit)
 	ws.SetPingHandler(c.onPing)
@@ -198,7 +203,9 @@ func (c *Conn) Serve(h Handler) {
 // readError maps gorilla's read errors to the package's (see ErrTooLarge).
 func (c *Conn) readError(err error) error {
 	switch {
-	case errors.Is(err, websocket.ErrReadLimit):
+	case errors.Is(err, errOverLimit), errors.Is(err, websocket.ErrReadLimit):
+		// ErrReadLimit: gorilla's own check, only reached when gorilla
+		// does not read through frameConn; it has sent its close 1009.
 		return fmt.Errorf("%w: %w", ErrTooLarge, err)
 	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway):
 		return fmt.Errorf("%w: %w", ErrPeerClosed, err)
@@ -222,6 +229,27 @@ func (c *Conn) WriteClose(code int, reason string) error {
 		return err
 	}
 	return c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+}
+
+// Linger reads and discards what the peer still sends until it closes its
+// side, a read fails or d has passed. It is for a connection whose reading
+// stopped with bytes still coming (ErrTooLarge): closing a socket with
+// unread bytes makes the kernel reset the connection, and a reset can
+// destroy what the peer had not read yet, the answer and the close frame
+// among them (RFC 6455 §7.1.1 asks the server to close the TCP connection
+// first, after the closing handshake). Call it on the reader's goroutine,
+// after queueing the answer, before Close.
+func (c *Conn) Linger(d time.Duration) {
+	if err := c.fc.Conn.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return
+	}
+	b := readAheadPool.Get().(*[]byte)
+	defer readAheadPool.Put(b)
+	for {
+		if _, err := c.fc.Conn.Read(*b); err != nil {
+			return
+		}
+	}
 }
 
 // Close closes the socket without a closing handshake. A read in Serve and
