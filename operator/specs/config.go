@@ -24,7 +24,6 @@ const (
 	EnvLocalDC         = "PARLEY_CASSANDRA_LOCAL_DC"
 	EnvKafkaBrokers    = "PARLEY_KAFKA_BROKERS"
 	EnvRedisAddr       = "PARLEY_REDIS_ADDR"
-	EnvRedisKeyPrefix  = "PARLEY_REDIS_KEY_PREFIX"
 	EnvMaxGroupMembers = "PARLEY_MAX_GROUP_MEMBERS"
 	EnvMaxMessageBytes = "PARLEY_MAX_MESSAGE_BYTES"
 	EnvSendRate        = "PARLEY_SEND_RATE"
@@ -62,7 +61,6 @@ var flagEnv = []struct{ flag, env string }{
 	{"--cassandra-local-dc", EnvLocalDC},
 	{"--kafka-brokers", EnvKafkaBrokers},
 	{"--redis-addr", EnvRedisAddr},
-	{"--redis-key-prefix", EnvRedisKeyPrefix},
 	{"--max-group-members", EnvMaxGroupMembers},
 	{"--max-message-bytes", EnvMaxMessageBytes},
 	{"--send-rate", EnvSendRate},
@@ -93,23 +91,6 @@ func DrainWindow(cc *chatv1.ChatCluster) string {
 	return (cc.Spec.Rollout.DrainTimeout.Duration / 2).String()
 }
 
-// RedisKeyPrefix is the Redis key prefix of region's roles: "parley:<region>:" when another
-// region of cc names the same Redis address, else "" (the runtime's default, "parley:").
-// Sessions, presence and the users' budgets are each region's own: two regions sharing one
-// Redis under one prefix would read each other's sessions as their own and route to gateways
-// that are not theirs. A cluster that starts sharing (a region added with a Redis already in
-// use) rolls the regions concerned; their clients reconnect and register under the new
-// prefix, and last-seen times kept under the old one are not carried over.
-func RedisKeyPrefix(cc *chatv1.ChatCluster, region *chatv1.Region) string {
-	for i := range cc.Spec.Regions {
-		other := &cc.Spec.Regions[i]
-		if other.Name != region.Name && other.Redis.Address == region.Redis.Address {
-			return "parley:" + region.Name + ":"
-		}
-	}
-	return ""
-}
-
 // RuntimeConfig is the runtime's config for one region and role, as environment variables.
 func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Role) map[string]string {
 	s := &cc.Spec
@@ -124,9 +105,6 @@ func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Ro
 		EnvRedisAddr:       region.Redis.Address,
 		EnvMaxGroupMembers: strconv.Itoa(int(s.Limits.MaxGroupMembers)),
 		EnvMaxMessageBytes: strconv.Itoa(int(s.Limits.MaxMessageBytes)),
-	}
-	if p := RedisKeyPrefix(cc, region); p != "" {
-		c[EnvRedisKeyPrefix] = p
 	}
 	// Unset: the runtime's defaults, and nothing added to the config (no rollout).
 	if d := s.Limits.HTTPReadTimeout; d != nil {

