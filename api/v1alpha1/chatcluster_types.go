@@ -90,6 +90,7 @@ type ChatClusterSpec struct {
 	// +listMapKey=name
 	// +kubebuilder:validation:XValidation:rule="self.all(r, self.exists_one(s, s.name == r.name))",message="region names must be unique"
 	// +kubebuilder:validation:XValidation:rule="self.all(r, self.exists_one(s, s.id == r.id))",message="region ids must be unique: each region needs its own id 0-7 (it is part of every message id)"
+	// +kubebuilder:validation:XValidation:rule="self.all(r, self.all(s, r.name == s.name || r.redis.address != s.redis.address || (has(r.redis.keyPrefix) && has(s.redis.keyPrefix) && r.redis.keyPrefix != s.redis.keyPrefix)))",message="regions that share one redis.address must each set a different redis.keyPrefix: sessions, presence and budgets are each region's own"
 	Regions []Region `json:"regions"`
 
 	// Limits enforced by every region.
@@ -278,6 +279,17 @@ type RegionRedis struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Address string `json:"address"`
+	// KeyPrefix starts every key the region's roles keep in Redis (sessions, presence, the
+	// users' send and read budgets); unset, the runtime's "parley:". Regions that share one
+	// Redis address must each set a different prefix (validated). It is an explicit field,
+	// not derived from the sharing, so that adding or removing a region never changes another
+	// region's prefix (and rolls it). Changing it rolls the region; what was kept under the
+	// old prefix (last-seen times) is not carried over.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9:_.-]+$`
+	KeyPrefix string `json:"keyPrefix,omitempty"`
 }
 
 // Limits are enforced by the runtime in every region.

@@ -24,6 +24,7 @@ const (
 	EnvLocalDC         = "PARLEY_CASSANDRA_LOCAL_DC"
 	EnvKafkaBrokers    = "PARLEY_KAFKA_BROKERS"
 	EnvRedisAddr       = "PARLEY_REDIS_ADDR"
+	EnvRedisKeyPrefix  = "PARLEY_REDIS_KEY_PREFIX"
 	EnvMaxGroupMembers = "PARLEY_MAX_GROUP_MEMBERS"
 	EnvMaxMessageBytes = "PARLEY_MAX_MESSAGE_BYTES"
 	EnvSendRate        = "PARLEY_SEND_RATE"
@@ -61,6 +62,7 @@ var flagEnv = []struct{ flag, env string }{
 	{"--cassandra-local-dc", EnvLocalDC},
 	{"--kafka-brokers", EnvKafkaBrokers},
 	{"--redis-addr", EnvRedisAddr},
+	{"--redis-key-prefix", EnvRedisKeyPrefix},
 	{"--max-group-members", EnvMaxGroupMembers},
 	{"--max-message-bytes", EnvMaxMessageBytes},
 	{"--send-rate", EnvSendRate},
@@ -105,6 +107,9 @@ func RuntimeConfig(cc *chatv1.ChatCluster, region *chatv1.Region, role chatv1.Ro
 		EnvRedisAddr:       region.Redis.Address,
 		EnvMaxGroupMembers: strconv.Itoa(int(s.Limits.MaxGroupMembers)),
 		EnvMaxMessageBytes: strconv.Itoa(int(s.Limits.MaxMessageBytes)),
+	}
+	if p := region.Redis.KeyPrefix; p != "" {
+		c[EnvRedisKeyPrefix] = p
 	}
 	// Unset: the runtime's defaults, and nothing added to the config (no rollout).
 	if d := s.Limits.HTTPReadTimeout; d != nil {

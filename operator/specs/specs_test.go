@@ -198,3 +198,21 @@ func TestPodOrdinal(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisKeyPrefix: a region's redis.keyPrefix reaches its roles as --redis-key-prefix; a
+// region without one passes no flag (the runtime's default), so setting it on one region
+// changes no other region's config.
+func TestRedisKeyPrefix(t *testing.T) {
+	cc := sample()
+	cc.Spec.Regions[0].Redis.KeyPrefix = "parley:eu:"
+	for _, role := range []chatv1.Role{chatv1.RoleGateway, chatv1.RoleChat, chatv1.RolePresence} {
+		eu := RuntimeConfig(cc, &cc.Spec.Regions[0], role)
+		if eu[EnvRedisKeyPrefix] != "parley:eu:" || !strings.Contains(strings.Join(configArgs(eu), " "), "--redis-key-prefix=$("+EnvRedisKeyPrefix+")") {
+			t.Fatalf("%s of the region with a prefix: config %q, args %v", role, eu[EnvRedisKeyPrefix], configArgs(eu))
+		}
+		us := RuntimeConfig(cc, &cc.Spec.Regions[1], role)
+		if p, ok := us[EnvRedisKeyPrefix]; ok || strings.Contains(strings.Join(configArgs(us), " "), "--redis-key-prefix") {
+			t.Fatalf("%s of the region without a prefix: config %q, args %v; want none", role, p, configArgs(us))
+		}
+	}
+}

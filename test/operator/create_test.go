@@ -55,6 +55,17 @@ func TestValidation(t *testing.T) {
 			cc.Spec.Auth.JWKSSecretRef = &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "jwks"}, Key: "jwks.json"}
 		}, "set at most one of auth.jwksURL and auth.jwksSecretRef"},
 		{"no kafka brokers", func(cc *chatv1.ChatCluster) { cc.Spec.Regions[0].Kafka.Brokers = nil }, "spec.regions[0].kafka.brokers: Required value"},
+		{"two regions on one Redis, no prefixes", func(cc *chatv1.ChatCluster) { cc.Spec.Regions[1].Redis = cc.Spec.Regions[0].Redis },
+			"regions that share one redis.address must each set a different redis.keyPrefix"},
+		{"two regions on one Redis, one prefix", func(cc *chatv1.ChatCluster) {
+			cc.Spec.Regions[1].Redis = chatv1.RegionRedis{Address: cc.Spec.Regions[0].Redis.Address, KeyPrefix: "parley:us:"}
+		}, "regions that share one redis.address must each set a different redis.keyPrefix"},
+		{"two regions on one Redis, the same prefix", func(cc *chatv1.ChatCluster) {
+			cc.Spec.Regions[0].Redis.KeyPrefix = "p:"
+			cc.Spec.Regions[1].Redis = cc.Spec.Regions[0].Redis
+		}, "regions that share one redis.address must each set a different redis.keyPrefix"},
+		{"a key prefix with a space", func(cc *chatv1.ChatCluster) { cc.Spec.Regions[0].Redis.KeyPrefix = "my prefix" },
+			"spec.regions[0].redis.keyPrefix in body should match"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,6 +81,16 @@ func TestValidation(t *testing.T) {
 			t.Logf("refused: %v", err)
 		})
 	}
+
+	t.Run("regions on one Redis with their own prefixes", func(t *testing.T) {
+		cc := valid()
+		cc.Name = "shared"
+		cc.Spec.Regions[0].Redis.KeyPrefix = "parley:eu:"
+		cc.Spec.Regions[1].Redis = chatv1.RegionRedis{Address: cc.Spec.Regions[0].Redis.Address, KeyPrefix: "parley:us:"}
+		if err := h.c.Create(h.ctx, cc); err != nil {
+			t.Fatalf("two regions on one Redis with different prefixes: %v", err)
+		}
+	})
 
 	t.Run("region id is immutable", func(t *testing.T) {
 		cc := valid()

@@ -44,6 +44,7 @@ func TestOperatorCommandLinesParse(t *testing.T) {
 	}
 	cc.Name, cc.Namespace = "flags", "chat"
 	cc.Spec.Regions[0].Gateway.MaxConnections = 5000
+	cc.Spec.Regions[0].Redis.KeyPrefix = "parley:eu:"
 	chatv1.SetDefaults(cc)
 	region := &cc.Spec.Regions[0]
 	ref := regexp.MustCompile(`\$\(([A-Z0-9_]+)\)`)

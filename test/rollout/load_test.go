@@ -47,7 +47,8 @@ func loadKnobs(t *testing.T) (perChild int, drainTimeout time.Duration) {
 	return perChild + perChild%2, time.Duration(envInt(t, "PARLEY_ROLLOUT_DRAIN_SECONDS", 20)) * time.Second
 }
 
-// regionSpec is a region on the backends of hack/deps.sh.
+// regionSpec is a region on the backends of hack/deps.sh. The regions of a test share one
+// Redis, so each keeps its keys under its own prefix (the API refuses a shared Redis without).
 func regionSpec(name string, id int32, gateways, chats, presences int32) chatv1.Region {
 	return chatv1.Region{
 		Name:      name,
@@ -57,7 +58,7 @@ func regionSpec(name string, id int32, gateways, chats, presences int32) chatv1.
 		Presence:  chatv1.PresenceSpec{Replicas: presences},
 		Cassandra: chatv1.RegionCassandra{LocalDatacenter: cassandraDC, ReplicationFactor: 1},
 		Kafka:     chatv1.RegionKafka{Brokers: []string{kafkaAddr}},
-		Redis:     chatv1.RegionRedis{Address: redisAddr},
+		Redis:     chatv1.RegionRedis{Address: redisAddr, KeyPrefix: "parley:" + name + ":"},
 	}
 }
 
