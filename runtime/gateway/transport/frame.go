@@ -73,10 +73,6 @@ func PutHeader(b []byte, binaryFrame bool, n int) {
 	}
 }
 
-// deadlineSlack is how much earlier than asked a write's deadline may be
-// (WriteFrames).
-const deadlineSlack = time.Second
-
 // WriteFrames writes frames, each a complete frame (PutHeader and its
 // payload), in order, under a write deadline: one frame with a plain write,
 // more with one writev. (A connection's first writev leaves an iovec array
@@ -90,14 +86,7 @@ const deadlineSlack = time.Second
 // frame may have been written in part.
 func (c *Conn) WriteFrames(frames [][]byte, deadline time.Time) error {
 	nc := c.fc.Conn
-	// The deadline is moved only when the one in place is more than
-	// deadlineSlack earlier than asked (or gone): a busy connection sets it
-	// about once a second instead of once per write, which cost 4 % of a
-	// fleet gateway's CPU in a 500-member fan-out (issue 16). A write may so
-	// get up to deadlineSlack less than asked, never more.
-	if d := deadline.UnixNano(); c.untracked || d-c.fc.wdl.Load() > int64(deadlineSlack) {
-		_ = c.fc.SetWriteDeadline(deadline)
-	}
+	_ = nc.SetWriteDeadline(deadline)
 	if len(frames) == 1 {
 		_, err := nc.Write(frames[0])
 		return err

@@ -2,8 +2,6 @@ package transport
 
 import (
 	"bytes"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -87,51 +85,5 @@ func TestWriteFrames(t *testing.T) {
 				t.Fatalf("read %d pings between the frames, want 1", pings)
 			}
 		})
-	}
-}
-
-// TestWriteDeadlineRefreshed (issue 16): WriteFrames moves the socket's write
-// deadline only when the one in place is more than deadlineSlack short of
-// what it is asked, and at once after anything else set an earlier one (as
-// gorilla does for a pong), so a write never gets more than it asked nor
-// more than deadlineSlack less.
-func TestWriteDeadlineRefreshed(t *testing.T) {
-	server, client := net.Pipe()
-	defer server.Close()
-	defer client.Close()
-	go func() { _, _ = io.Copy(io.Discard, client) }()
-	c := &Conn{}
-	c.fc.init(server)
-	frame := make([]byte, HeaderSize(2), HeaderSize(2)+2)
-	PutHeader(frame, false, 2)
-	frame = append(frame, "hi"...)
-	write := func(deadline time.Time) {
-		t.Helper()
-		if err := c.WriteFrames([][]byte{frame}, deadline); err != nil {
-			t.Fatal(err)
-		}
-	}
-	first := time.Now().Add(10 * time.Second)
-	write(first)
-	if got := c.fc.wdl.Load(); got != first.UnixNano() {
-		t.Fatalf("deadline after the first write: %d, want %d", got, first.UnixNano())
-	}
-	write(first.Add(deadlineSlack / 2)) // within the slack: kept
-	if got := c.fc.wdl.Load(); got != first.UnixNano() {
-		t.Fatalf("deadline after a write asking %v more: %d, want it kept at %d", deadlineSlack/2, got, first.UnixNano())
-	}
-	later := first.Add(2 * deadlineSlack)
-	write(later) // past the slack: moved
-	if got := c.fc.wdl.Load(); got != later.UnixNano() {
-		t.Fatalf("deadline after a write asking %v more: %d, want %d", 2*deadlineSlack, got, later.UnixNano())
-	}
-	// A pong's short deadline, set through the connection gorilla writes
-	// to, is seen: the next write sets its own again.
-	if err := c.fc.SetWriteDeadline(time.Now().Add(time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	write(later)
-	if got := c.fc.wdl.Load(); got != later.UnixNano() {
-		t.Fatalf("deadline after a pong's: %d, want the write's %d again", got, later.UnixNano())
 	}
 }

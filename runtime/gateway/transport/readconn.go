@@ -7,9 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"syscall"
-	"time"
 )
 
 // An idle connection's reader goroutine used to park deep in gorilla's read
@@ -44,27 +42,12 @@ type frameConn struct {
 	buf   []byte  // read-ahead bytes not yet handed on
 	left  uint64  // bytes of the current frame not yet handed on; 0 at a frame boundary
 
-	// wdl is the write deadline last set on the socket, unix ns (0: none),
-	// by WriteFrames or by gorilla (pongs, the close frame), which sets it
-	// through SetWriteDeadline below.
-	wdl atomic.Int64
-
 	// limit is the largest message payload handed on (0: none); msg is the
 	// payload of the current data message's frames so far. A frame that
 	// takes a message past limit is refused before gorilla sees its header
 	// (errOverLimit), so that gorilla does not answer with its own close
 	// 1009 and the handler can say why first (issue 14).
 	limit, msg uint64
-}
-
-// SetWriteDeadline sets the socket's write deadline and records it (wdl).
-func (c *frameConn) SetWriteDeadline(t time.Time) error {
-	if t.IsZero() {
-		c.wdl.Store(0)
-	} else {
-		c.wdl.Store(t.UnixNano())
-	}
-	return c.Conn.SetWriteDeadline(t)
 }
 
 // errOverLimit is what Read returns for a frame that takes its message

@@ -87,9 +87,6 @@ type Conn struct {
 	lastRead atomic.Int64
 	// readLimit is the largest message read, in bytes.
 	readLimit int64
-	// untracked: gorilla does not write through fc, so fc.wdl may not be
-	// the socket's write deadline (WriteFrames).
-	untracked bool
 }
 
 // Upgrade upgrades the HTTP request to a WebSocket connection with u
@@ -111,9 +108,6 @@ func Upgrade(u *websocket.Upgrader, w http.ResponseWriter, r *http.Request, read
 		// reads wait inside gorilla.
 		c = &Conn{}
 		c.fc.Conn = ws.NetConn()
-		// gorilla sets its write deadlines (pongs, the close) on the
-		// socket itself, unseen: WriteFrames sets its own every time.
-		c.untracked = true
 	}
 	c.ws, c.readLimit = ws, readLimit
 	if readLimit > 0 {
