@@ -12,34 +12,13 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/runtime/gateway/transport/transporttest"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
 )
 
 // The read path is package transport's and is tested there; these tests
 // run it under real sessions, goroutine hand-offs included.
-
-// clientFrame builds a final, masked client frame (RFC 6455 §5.2) of
-// payload with the given opcode.
-func clientFrame(op byte, payload []byte) []byte {
-	b := []byte{0x80 | op}
-	switch n := len(payload); {
-	case n <= 125:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xffff:
-		b = append(b, 0x80|126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	key := []byte{1, 2, 3, 4}
-	b = append(b, key...)
-	for i, c := range payload {
-		b = append(b, c^key[i%4])
-	}
-	return b
-}
 
 // TestFramesBackToBack: frames a client sends in one TCP write (here three
 // pings, a WebSocket ping among them) are all answered, none left waiting
@@ -53,11 +32,11 @@ func TestFramesBackToBack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return clientFrame(2, b)
+		return transporttest.ClientFrame(2, b)
 	}
 	var burst []byte
 	burst = append(burst, ping(1)...)
-	burst = append(burst, clientFrame(0x9, []byte("ws-ping"))...)
+	burst = append(burst, transporttest.ClientFrame(0x9, []byte("ws-ping"))...)
 	burst = append(burst, ping(2)...)
 	burst = append(burst, ping(3)...)
 	pongs := make(chan string, 1)
@@ -109,7 +88,7 @@ func TestEarlyBytesReachGorilla(t *testing.T) {
 	req := "GET " + Path + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
 		"Sec-WebSocket-Protocol: " + wire.SubprotocolProto + "\r\nAuthorization: Bearer " + h.token("bob", "laptop") + "\r\n\r\n"
-	if _, err := conn.Write(append([]byte(req), clientFrame(2, ping)...)); err != nil {
+	if _, err := conn.Write(append([]byte(req), transporttest.ClientFrame(2, ping)...)); err != nil {
 		t.Fatal(err)
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard

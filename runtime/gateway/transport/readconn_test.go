@@ -3,7 +3,6 @@ package transport
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -14,29 +13,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-)
 
-// clientFrame builds a final, masked client frame (RFC 6455 §5.2) of
-// payload with the given opcode.
-func clientFrame(op byte, payload []byte) []byte {
-	b := []byte{0x80 | op}
-	switch n := len(payload); {
-	case n <= 125:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xffff:
-		b = append(b, 0x80|126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	key := []byte{1, 2, 3, 4}
-	b = append(b, key...)
-	for i, c := range payload {
-		b = append(b, c^key[i%4])
-	}
-	return b
-}
+	"github.com/parleychat/parley/runtime/gateway/transport/transporttest"
+)
 
 // TestFrameConnStopsAtFrameEnds: whatever sizes its reader asks for,
 // frameConn hands on every byte in order and never a byte past the end of
@@ -46,7 +25,7 @@ func TestFrameConnStopsAtFrameEnds(t *testing.T) {
 	var stream []byte
 	var ends []int // offset of each frame's end
 	for _, n := range []int{0, 1, 125, 126, 200, 65535, 65536, 70000, 3} {
-		stream = append(stream, clientFrame(2, bytes.Repeat([]byte{'x'}, n))...)
+		stream = append(stream, transporttest.ClientFrame(2, bytes.Repeat([]byte{'x'}, n))...)
 		ends = append(ends, len(stream))
 	}
 	for _, chunk := range []int{1, 7, 512, 4096, 1 << 20} {
@@ -156,10 +135,10 @@ func TestServeBackToBack(t *testing.T) {
 	}
 	defer c.Close()
 	var burst []byte
-	burst = append(burst, clientFrame(opBinary, []byte("one"))...)
-	burst = append(burst, clientFrame(0x9, []byte("ws-ping"))...)
-	burst = append(burst, clientFrame(opText, []byte("two"))...)
-	burst = append(burst, clientFrame(opBinary, bytes.Repeat([]byte{'3'}, 300))...)
+	burst = append(burst, transporttest.ClientFrame(opBinary, []byte("one"))...)
+	burst = append(burst, transporttest.ClientFrame(0x9, []byte("ws-ping"))...)
+	burst = append(burst, transporttest.ClientFrame(opText, []byte("two"))...)
+	burst = append(burst, transporttest.ClientFrame(opBinary, bytes.Repeat([]byte{'3'}, 300))...)
 	pongs := make(chan string, 1)
 	c.SetPongHandler(func(d string) error { pongs <- d; return nil })
 	if _, err := c.UnderlyingConn().Write(burst); err != nil {
@@ -268,7 +247,7 @@ func TestEarlyBytesReachGorilla(t *testing.T) {
 	defer conn.Close()
 	req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := conn.Write(append([]byte(req), clientFrame(opBinary, []byte("early"))...)); err != nil {
+	if _, err := conn.Write(append([]byte(req), transporttest.ClientFrame(opBinary, []byte("early"))...)); err != nil {
 		t.Fatal(err)
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
