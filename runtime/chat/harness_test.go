@@ -12,6 +12,7 @@ import (
 	"github.com/parleychat/parley/runtime/bus"
 	busmem "github.com/parleychat/parley/runtime/bus/memory"
 	"github.com/parleychat/parley/runtime/chat/ingress"
+	"github.com/parleychat/parley/runtime/chat/internal/chattest"
 	"github.com/parleychat/parley/runtime/presence"
 	presmem "github.com/parleychat/parley/runtime/presence/memory"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
@@ -134,32 +135,11 @@ func (e *env) startSequencer(tb testing.TB, member string, node int64) (s *Seque
 	return s, stop
 }
 
-// waitFor polls cond until it holds or 10s pass.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-func origin(user string) *parleyv1.Origin {
-	return &parleyv1.Origin{UserId: user, DeviceId: "d1", SessionId: "sess-" + user}
-}
-
 // call sends rec through gateway-0's client and waits for the reply.
 func (e *env) call(rec *parleyv1.IngressRecord) (*parleyv1.Reply, error) {
 	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
 	defer cancel()
 	return e.gws[0].client.Call(ctx, rec)
-}
-
-func sendRec(user, conv, cmid, text string) *parleyv1.IngressRecord {
-	return &parleyv1.IngressRecord{Origin: origin(user), ConversationId: conv, Op: &parleyv1.IngressRecord_Send{
-		Send: &parleyv1.Send{ConversationId: conv, ClientMsgId: cmid, Content: &parleyv1.Send_Text{Text: text}}}}
 }
 
 func (e *env) send(user, conv, cmid, text string) (*parleyv1.Reply, error) {
@@ -281,3 +261,11 @@ func (e *env) log(tb testing.TB, conv string) []*parleyv1.Message {
 	}
 	return all
 }
+
+// The helpers every chat test package shares (internal/chattest).
+var (
+	waitFor = chattest.WaitFor
+	origin  = chattest.Origin
+	sendRec = chattest.SendRec
+	code    = chattest.Code
+)

@@ -18,17 +18,6 @@ import (
 	"github.com/parleychat/parley/runtime/wire"
 )
 
-func code(err error) string {
-	var we *wire.Error
-	if errors.As(err, &we) {
-		return we.Code
-	}
-	if err != nil {
-		return "other: " + err.Error()
-	}
-	return ""
-}
-
 func TestConcurrentSendsGetDenseSeqs(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)

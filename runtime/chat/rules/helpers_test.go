@@ -1,20 +1,8 @@
 package rules
 
-import (
-	"errors"
+import "github.com/parleychat/parley/runtime/chat/internal/chattest"
 
-	"github.com/parleychat/parley/runtime/wire"
+// The helpers every chat test package shares (internal/chattest).
+var (
+	code = chattest.Code
 )
-
-// code returns err's wire code, "" for nil, or "other: …" for an error that
-// is not a *wire.Error.
-func code(err error) string {
-	var we *wire.Error
-	if errors.As(err, &we) {
-		return we.Code
-	}
-	if err != nil {
-		return "other: " + err.Error()
-	}
-	return ""
-}
