@@ -302,12 +302,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ready\n"))
 }
 
-// metricsHandler serves reg's collectors, behind the admin token when
-// Config.MetricsPrivate is set.
+// metricsHandler serves reg's collectors, behind the admin token (s.admin,
+// set by wire before it) when Config.MetricsPrivate is set.
 func (s *Server) metricsHandler(reg *prometheus.Registry) http.Handler {
 	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	if !s.cfg.MetricsPrivate {
 		return h
 	}
-	return (&admin{s: s, token: s.cfg.AdminToken}).authed(h.ServeHTTP)
+	return s.admin.authed(h.ServeHTTP)
 }
