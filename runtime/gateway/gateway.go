@@ -4,15 +4,19 @@
 // docs/benchmarks.md).
 //
 // Cost model, because a gateway holds tens of thousands of mostly idle
-// sockets: each connection has exactly one goroutine, its reader, started by
-// the upgrade handler, which then returns so that net/http's per-request
-// buffers are freed. A writer goroutine exists only while a session
-// has frames queued. One shared ticker (Run) drives idle timeouts, token
+// sockets: an idle connection has no goroutine at all. Its reader is started
+// by the upgrade handler, which then returns so that net/http's per-request
+// buffers are freed; between bursts of frames the transport parks the socket
+// in the process's epoll set and ends the reader, and the next bytes start a
+// fresh one. A writer goroutine exists only while a session has frames
+// queued. One shared ticker (Run) drives idle timeouts, token
 // expiry and presence heartbeats for every session; there is no timer per
-// connection. Read buffers are 512 bytes and write buffers come from a pool.
+// connection. gorilla's read buffer is its minimum (125 bytes, a control
+// frame's payload), the transport reads ahead into a pooled 512-byte buffer
+// only while a frame is being read, and write buffers come from a pool.
 // A delivery is encoded once per subprotocol and the same prepared frame is
-// written to every recipient. The socket itself (the read path that keeps
-// an idle reader's stack at 2 KiB, the writev of prepared frames) is
+// written to every recipient. The socket itself (the parked read path, the
+// writev of prepared frames) is
 // package transport's; a session sees only messages and a small interface.
 package gateway
 
@@ -373,8 +377,12 @@ func New(cfg Config, d Deps) *Gateway {
 	g.upgrader = websocket.Upgrader{
 		// Small read buffers and pooled write buffers keep an idle
 		// connection near gorilla's bare minimum (docs/benchmarks.md).
-		// Frames larger than the read buffer are still read whole.
-		ReadBufferSize:  512,
+		// 125 bytes is the least gorilla takes (it peeks a control
+		// frame's whole payload); it costs no system call: gorilla reads
+		// through the transport's frameConn, which has read ahead into
+		// its own pooled buffer, and a data message's payload is read
+		// straight into the message buffer.
+		ReadBufferSize:  125,
 		WriteBufferPool: &sync.Pool{},
 		Subprotocols:    []string{wire.SubprotocolProto, wire.SubprotocolJSON},
 		// By default any origin may connect: the session is authorized by
@@ -502,8 +510,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// state alive (a 4 KiB read and a 4 KiB write buffer, the parsed
 	// request with its headers and context, about 11 KiB in all), and the
 	// handler's stack has grown through header parsing and token
-	// verification. Returning frees both: still one goroutine per
-	// connection, at about half the memory (docs/benchmarks.md).
+	// verification. Returning frees both; the reader then parks the idle
+	// socket and ends too (transport.Conn.Serve, docs/benchmarks.md).
 	s.start()
 	go s.serve()
 }

@@ -145,10 +145,10 @@ func (s *session) start() {
 
 // serve reads the session's frames (started by ServeHTTP on a goroutine of
 // its own after start, which then returns) until the connection ends, then
-// cleans the session up (ReadEnded). The transport hands an idle session's
-// reading to a fresh goroutine, so that an idle connection holds a 2 KiB
-// stack (transport.Conn.Serve): HandleFrame and ReadEnded may run on
-// another goroutine than serve's, one at a time.
+// cleans the session up (ReadEnded). The transport parks an idle session's
+// socket and resumes its reading on a fresh goroutine, so that an idle
+// connection holds no goroutine (transport.Conn.Serve): HandleFrame and
+// ReadEnded may run on another goroutine than serve's, one at a time.
 func (s *session) serve() { s.conn.Serve(s) }
 
 // HandleFrame hands a frame read by the transport to the gateway's request

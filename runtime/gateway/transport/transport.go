@@ -1,7 +1,7 @@
 // Package transport owns the gateway's sockets: the WebSocket connection of
 // one session, as gorilla/websocket upgrades it, read so that an idle
-// connection holds as little memory as a goroutine can, and written with
-// frames built once per fan-out. The gateway's session sees messages in
+// connection holds no goroutine and as little memory as it can, and written
+// with frames built once per fan-out. The gateway's session sees messages in
 // (Handler), frames out (WriteFrames), the time of the last read (for its
 // idle timeout) and the two ways to end (WriteClose, Close); it never sees
 // the socket, gorilla's Conn or a goroutine change (docs/benchmarks.md, idle
@@ -10,14 +10,14 @@
 // The read path, because a gateway holds tens of thousands of mostly idle
 // sockets: gorilla reads through a net.Conn (frameConn, readconn.go) that
 // never hands it a byte past the end of the frame being read, so between
-// messages nothing waits in gorilla's private buffer and Serve may wait for
-// the next frame with a non-blocking peek on the socket (readable_linux.go),
-// a few hundred bytes of stack, instead of inside gorilla's read (more than
-// 1 KiB, which keeps a 4 KiB stack for good). A reader that has handled
-// messages and finds none waiting hands the connection to a fresh goroutine
-// (2 KiB stack) and ends. Where no peek is wired up (not Linux, or a
-// connection without a file descriptor), Serve waits inside gorilla, as
-// before: the same behaviour, a deeper stack.
+// messages nothing waits in gorilla's private buffer and nothing needs a
+// goroutine: Serve parks the socket in the process's epoll set
+// (poller_linux.go) and returns, and the next bytes start a fresh reader.
+// Where it cannot park (not Linux, a connection without a file descriptor,
+// a closing one), Serve waits with a non-blocking peek on the socket
+// (readable_linux.go), a few hundred bytes of stack, instead of inside
+// gorilla's read (more than 1 KiB, which keeps a 4 KiB stack for good); and
+// where no peek is wired up either, inside gorilla, as before.
 //
 // The write path (frame.go): data frames are built by the caller
 // (HeaderSize, PutHeader) and written as they are, one writev per batch;
@@ -87,6 +87,15 @@ type Conn struct {
 	lastRead atomic.Int64
 	// readLimit is the largest message read, in bytes.
 	readLimit int64
+
+	// Parking (poller_linux.go): token is the connection's key in the
+	// process's poller (0: it never parks); parked is set while no
+	// goroutine reads it, h is the handler its next reader serves; noPark
+	// is set by Close and WriteClose, after which readers wait themselves.
+	token  uint32
+	parked atomic.Bool
+	noPark atomic.Bool
+	h      Handler
 }
 
 // Upgrade upgrades the HTTP request to a WebSocket connection with u
@@ -117,6 +126,7 @@ func Upgrade(u *websocket.Upgrader, w http.ResponseWriter, r *http.Request, read
 	ws.SetReadLimit(readLimit)
 	ws.SetPingHandler(c.onPing)
 	ws.SetPongHandler(c.onPong)
+	c.register()
 	return c, nil
 }
 
@@ -156,29 +166,41 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // handled inside (pings answered, pongs and pings counted by LastRead,
 // a close answered).
 //
-// Serve may return before the connection ends: between messages it waits
-// on a shallow readiness wait (readconn.go). A goroutine that has handled a
-// message has grown its stack to 4 KiB through gorilla's read path and the
-// handler, and the runtime never shrinks a stack whose use plus its
-// 800-byte guard reaches a quarter of it, so an idle connection would keep
-// 4 KiB for good. Instead, a reader that has handled messages and finds
-// none waiting goes on in a fresh goroutine (2 KiB) and returns: one
-// goroutine start per burst of messages, and an idle connection holds a
-// 2 KiB stack. So call Serve on a goroutine of its own, started where the
-// stack is still small, and take h.ReadEnded, not Serve's return, as the
-// end.
-func (c *Conn) Serve(h Handler) {
+// Serve returns before the connection ends: between messages no goroutine
+// waits for an idle connection. Serve parks it in the process's poller
+// (poller_linux.go), which starts a fresh goroutine running Serve when the
+// next bytes arrive, so an idle connection holds no stack at all. Where it
+// cannot park (not Linux, a connection without a file descriptor, a closing
+// one), it waits on a shallow readiness wait (readconn.go); a goroutine that
+// has handled a message has grown its stack to 4 KiB through gorilla's read
+// path and the handler, and the runtime never shrinks a stack whose use plus
+// its 800-byte guard reaches a quarter of it, so a reader that has handled
+// messages and finds none waiting goes on in a fresh goroutine (2 KiB) and
+// returns. Either way: one goroutine start per burst of messages. So call
+// Serve on a goroutine of its own, started where the stack is still small,
+// and take h.ReadEnded, not Serve's return, as the end.
+func (c *Conn) Serve(h Handler) { c.serve(h, false) }
+
+// serve is Serve; resumed is set on a goroutine the poller (or Close)
+// started for a parked connection, which reads before it parks again: its
+// bytes are in the socket, not yet in frameConn.
+func (c *Conn) serve(h Handler, resumed bool) {
 	handled := false
 	for {
-		if c.fc.idle() {
+		if c.fc.idle() && !resumed {
+			if c.park(h) {
+				return
+			}
 			if handled {
 				go c.Serve(h)
 				return
 			}
 			c.fc.waitReadable()
 		}
+		resumed = false
 		mt, r, err := c.ws.NextReader()
 		if err != nil {
+			c.unregister()
 			h.ReadEnded(c.readError(err))
 			return
 		}
@@ -194,6 +216,7 @@ func (c *Conn) Serve(h Handler) {
 			readBufs.Put(buf)
 		}
 		if err != nil {
+			c.unregister()
 			h.ReadEnded(c.readError(err))
 			return
 		}
@@ -225,10 +248,15 @@ func (c *Conn) WriteClose(code int, reason string) error {
 	}
 	msg := websocket.FormatCloseMessage(code, reason)
 	if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait)); err != nil {
-		_ = c.ws.Close()
+		_ = c.Close()
 		return err
 	}
-	return c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+	// Only a waiting goroutine observes the read deadline: a parked
+	// connection resumes on one, and does not park again.
+	c.noPark.Store(true)
+	err := c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+	c.unpark()
+	return err
 }
 
 // Linger reads and discards what the peer still sends until it closes its
@@ -253,6 +281,11 @@ func (c *Conn) Linger(d time.Duration) {
 }
 
 // Close closes the socket without a closing handshake. A read in Serve and
-// a write in WriteFrames then fail; closing twice returns the socket's
-// error.
-func (c *Conn) Close() error { return c.ws.Close() }
+// a write in WriteFrames then fail (a parked connection resumes to report
+// it to its handler); closing twice returns the socket's error.
+func (c *Conn) Close() error {
+	c.noPark.Store(true)
+	err := c.ws.Close()
+	c.unpark()
+	return err
+}
