@@ -1,12 +1,15 @@
 package transport
 
 import (
+	"bufio"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,5 +162,102 @@ func waitParked(t *testing.T, c *Conn) {
 			t.Fatal("the idle connection was never parked")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPingsAnsweredParked: a client that sends WebSocket pings and nothing
+// else gets its pongs, counts as active (LastRead), and its connection
+// parks again after each ping instead of keeping a reader waiting inside
+// gorilla for a data frame.
+func TestPingsAnsweredParked(t *testing.T) {
+	const n = 20
+	url, conns, _ := parkServer(t, n)
+	clients := make([]*websocket.Conn, n)
+	servers := make([]*Conn, n)
+	var pongs atomic.Int64
+	for i := range clients {
+		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		ws.SetPongHandler(func(data string) error {
+			if data == "are you there" {
+				pongs.Add(1)
+			}
+			return nil
+		})
+		clients[i] = ws
+		echoOnce(t, ws, "hello")
+		servers[i] = <-conns
+		waitParked(t, servers[i])
+	}
+	before := make([]int64, n)
+	for i, ws := range clients {
+		before[i] = servers[i].LastRead()
+		if err := ws.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range servers {
+		deadline := time.Now().Add(10 * time.Second)
+		for c.LastRead() == before[i] || !c.parked.Load() {
+			if time.Now().After(deadline) {
+				t.Fatalf("connection %d: after a ping, read %v and parked %v; want both", i, c.LastRead() != before[i], c.parked.Load())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// The pongs came before the echoes of these messages.
+	for _, ws := range clients {
+		echoOnce(t, ws, "still here")
+	}
+	if got := pongs.Load(); got != n {
+		t.Fatalf("%d pongs for %d pings", got, n)
+	}
+}
+
+// TestBadControlFramesLeftToGorilla: a ping the server does not take as a
+// valid client control frame (unmasked, or longer than 125 bytes) is not
+// answered outside gorilla: gorilla refuses it and the connection ends with
+// its protocol error.
+func TestBadControlFramesLeftToGorilla(t *testing.T) {
+	url, ended := echoServer(t, 1<<16)
+	addr := strings.TrimPrefix(url, "ws://")
+	for name, frame := range map[string][]byte{
+		"unmasked ping":     {finBit | opPing, 0},
+		"ping of 126 bytes": append([]byte{finBit | opPing, maskBit | len16, 0, 126, 1, 2, 3, 4}, make([]byte, 126)...),
+	} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		if _, err := conn.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
+		br := bufio.NewReader(conn)
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("%s: handshake: %v, %v", name, resp, err)
+		}
+		if _, err := conn.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		// gorilla's answer: a close frame with 1002 (protocol error).
+		hdr := make([]byte, 4)
+		if _, err := io.ReadFull(br, hdr); err != nil || hdr[0] != finBit|0x8 || int(hdr[2])<<8|int(hdr[3]) != websocket.CloseProtocolError {
+			t.Fatalf("%s: client read %x, %v; want a close frame with 1002", name, hdr, err)
+		}
+		select {
+		case err := <-ended:
+			if err == nil || errors.Is(err, ErrPeerClosed) || errors.Is(err, ErrTooLarge) {
+				t.Fatalf("%s: Serve ended with %v, want gorilla's protocol error", name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: Serve did not end", name)
+		}
+		conn.Close()
 	}
 }

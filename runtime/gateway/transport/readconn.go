@@ -146,8 +146,58 @@ func (c *frameConn) count(opcode byte, payload uint64) error {
 	return nil
 }
 
+// Control frames read outside gorilla (control; RFC 6455 §5.5).
+const (
+	opPing            = 0x9
+	opPong            = 0xa
+	maskBit           = 0x80
+	maxControlPayload = 125
+)
+
+// control consumes the ping or pong frame the stream continues with, if it
+// does, copying its unmasked payload into p, and returns its opcode and
+// payload length. Call it between messages only. Pings and pongs there are
+// handled outside gorilla because gorilla's NextReader, having handled one,
+// waits inside its read path for the next data frame: a reader that a
+// client's WebSocket pings woke would stay there, on a 4 KiB stack, for as
+// long as the client sends nothing else. It returns opcode 0, having
+// consumed nothing, when the next frame is anything else or is not a valid
+// client control frame (gorilla then refuses it as the protocol asks), and
+// when the read fails (gorilla's next read meets the error again). It reads
+// from the socket while less than the frame is buffered, so call it when
+// bytes are due (after a readiness wait).
+func (c *frameConn) control(p *[maxControlPayload]byte) (op byte, n int) {
+	if c.left != 0 {
+		return 0, 0
+	}
+	for {
+		if len(c.buf) >= 2 {
+			b0, b1 := c.buf[0], c.buf[1]
+			op, n = b0&0x0f, int(b1&0x7f)
+			// FIN set, no RSV bits, masked (client frames are), a 7-bit
+			// length of at most 125.
+			if op != opPing && op != opPong || b0&0xf0 != finBit || b1&maskBit == 0 || n > maxControlPayload {
+				return 0, 0
+			}
+			if len(c.buf) >= 6+n {
+				key := c.buf[2:6]
+				for i := range n {
+					p[i] = c.buf[6+i] ^ key[i&3]
+				}
+				c.buf = c.buf[6+n:]
+				c.release()
+				return op, n
+			}
+		}
+		if c.fill() != nil {
+			return 0, 0
+		}
+	}
+}
+
 // fill reads once from the connection into the read-ahead buffer. It is
-// only called with less than a header (14 bytes) buffered.
+// only called with less than a frame header or a control frame (131 bytes)
+// buffered.
 func (c *frameConn) fill() error {
 	if c.ahead == nil {
 		c.ahead = readAheadPool.Get().(*[]byte)

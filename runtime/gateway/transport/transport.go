@@ -198,6 +198,21 @@ func (c *Conn) serve(h Handler, resumed bool) {
 			c.fc.waitReadable()
 		}
 		resumed = false
+		var ctl [maxControlPayload]byte
+		if op, n := c.fc.control(&ctl); op != 0 {
+			// A ping or pong between messages: answered here, so that
+			// this reader parks again instead of waiting in gorilla.
+			err := c.onPong("")
+			if op == opPing {
+				err = c.onPing(string(ctl[:n]))
+			}
+			if err != nil {
+				c.unregister()
+				h.ReadEnded(err)
+				return
+			}
+			continue
+		}
 		mt, r, err := c.ws.NextReader()
 		if err != nil {
 			c.unregister()

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -91,6 +92,19 @@ func writeProfile(path string) error {
 		return err
 	}
 	if err := f.Close(); err != nil {
+		return err
+	}
+	// Beside it, where the goroutines are (counts by stack), since an idle
+	// connection should hold none.
+	g, err := os.Create(strings.TrimSuffix(path, ".pprof") + "-goroutines.txt")
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("goroutine").WriteTo(g, 1); err != nil {
+		_ = g.Close() // the write error is the one to report
+		return err
+	}
+	if err := g.Close(); err != nil {
 		return err
 	}
 	var ms runtime.MemStats
