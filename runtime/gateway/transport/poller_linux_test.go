@@ -153,6 +153,37 @@ func TestParkedConnectionEnds(t *testing.T) {
 	}
 }
 
+// TestWriteCloseWhileWarm: a connection whose reader is still waiting on
+// its goroutine after a frame (waitWarm, not parked yet) and whose closing
+// handshake the peer never answers ends at the grace's timeout: the warm
+// wait does not lose WriteClose's read deadline.
+func TestWriteCloseWhileWarm(t *testing.T) {
+	url, conns, ended := parkServer(t, 1)
+	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	echoOnce(t, ws, "warm")
+	c := <-conns
+	if c.parked.Load() {
+		t.Fatal("parked right after a frame: want a warm wait first")
+	}
+	ws.SetCloseHandler(func(int, string) error { return nil }) // never answers
+	if err := c.WriteClose(websocket.CloseGoingAway, "bye"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("Serve ended with %v, want the grace's timeout", err)
+		}
+	case <-time.After(30 * time.Second): // a hang guard
+		t.Fatal("Serve did not end after an unanswered WriteClose")
+	}
+}
+
 // waitParked waits until c's reader has parked it (no goroutine reads it).
 func waitParked(t *testing.T, c *Conn) {
 	t.Helper()
@@ -190,7 +221,9 @@ func TestPingsAnsweredParked(t *testing.T) {
 		clients[i] = ws
 		echoOnce(t, ws, "hello")
 		servers[i] = <-conns
-		waitParked(t, servers[i])
+	}
+	for _, c := range servers {
+		waitParked(t, c)
 	}
 	before := make([]int64, n)
 	for i, ws := range clients {

@@ -235,13 +235,14 @@ func (c *frameConn) idle() bool { return c.left == 0 && len(c.buf) == 0 }
 
 // waitReadable returns once the connection has bytes to read, or an error
 // or end of stream to report (the next Read reports it), parking the
-// calling goroutine on a shallow stack. Without a raw connection it returns
-// at once.
-func (c *frameConn) waitReadable() {
+// calling goroutine on a shallow stack. It returns the wait's own error: a
+// passed read deadline (os.ErrDeadlineExceeded) or a closed socket. Without
+// a raw connection it returns nil at once.
+func (c *frameConn) waitReadable() error {
 	if c.raw == nil {
-		return
+		return nil
 	}
-	_ = c.raw.Read(readable)
+	return c.raw.Read(readable)
 }
 
 // hijacker wraps the ResponseWriter given to the upgrader so that the

@@ -96,6 +96,9 @@ type Conn struct {
 	parked atomic.Bool
 	noPark atomic.Bool
 	h      Handler
+	// closeBy is the read deadline WriteClose set (unix ns; 0: none), for
+	// a warm wait that cleared it to put it back (waitWarm).
+	closeBy atomic.Int64
 }
 
 // Upgrade upgrades the HTTP request to a WebSocket connection with u
@@ -188,14 +191,16 @@ func (c *Conn) serve(h Handler, resumed bool) {
 	handled := false
 	for {
 		if c.fc.idle() && !resumed {
-			if c.park(h) {
-				return
-			}
 			if handled {
 				go c.Serve(h)
 				return
 			}
-			c.fc.waitReadable()
+			if !c.waitWarm() {
+				if c.park(h) {
+					return
+				}
+				_ = c.fc.waitReadable() // the read reports what ended the wait
+			}
 		}
 		resumed = false
 		var ctl [maxControlPayload]byte
@@ -268,8 +273,10 @@ func (c *Conn) WriteClose(code int, reason string) error {
 	}
 	// Only a waiting goroutine observes the read deadline: a parked
 	// connection resumes on one, and does not park again.
+	by := time.Now().Add(closeGrace)
+	c.closeBy.Store(by.UnixNano())
 	c.noPark.Store(true)
-	err := c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+	err := c.ws.SetReadDeadline(by)
 	c.unpark()
 	return err
 }
