@@ -243,6 +243,6 @@ func (c *Conn) park(h Handler) bool {
 // does nothing when c is not parked (being read, or resumed already).
 func (c *Conn) unpark() {
 	if c.parked.CompareAndSwap(true, false) {
-		go c.serve(c.h, true)
+		go c.serve(c.h, serveResumed)
 	}
 }

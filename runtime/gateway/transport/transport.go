@@ -171,38 +171,46 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 //
 // Serve returns before the connection ends: between messages no goroutine
 // waits for an idle connection. Serve parks it in the process's poller
-// (poller_linux.go), which starts a fresh goroutine running Serve when the
-// next bytes arrive, so an idle connection holds no stack at all. Where it
-// cannot park (not Linux, a connection without a file descriptor, a closing
-// one), it waits on a shallow readiness wait (readconn.go); a goroutine that
-// has handled a message has grown its stack to 4 KiB through gorilla's read
-// path and the handler, and the runtime never shrinks a stack whose use plus
-// its 800-byte guard reaches a quarter of it, so a reader that has handled
-// messages and finds none waiting goes on in a fresh goroutine (2 KiB) and
-// returns. Either way: one goroutine start per burst of messages. So call
-// Serve on a goroutine of its own, started where the stack is still small,
-// and take h.ReadEnded, not Serve's return, as the end.
-func (c *Conn) Serve(h Handler) { c.serve(h, false) }
+// (poller_linux.go), which starts a fresh goroutine when the next bytes
+// arrive, so an idle connection holds no stack at all. A reader that has
+// handled messages goes on in a fresh goroutine (2 KiB: the handler and
+// gorilla's read path have grown its own to 4 KiB, and the runtime never
+// shrinks a stack whose use plus its 800-byte guard reaches a quarter of
+// it), which waits up to a second for the next burst before it parks the
+// connection (waitWarm). Where it cannot park (not Linux, a connection
+// without a file descriptor, a closing one), it waits on a shallow
+// readiness wait (readconn.go). Either way: one goroutine start per burst
+// of messages. So call Serve on a goroutine of its own, started where the
+// stack is still small, and take h.ReadEnded, not Serve's return, as the
+// end.
+func (c *Conn) Serve(h Handler) { c.serve(h, serveNew) }
 
-// serve is Serve; resumed is set on a goroutine the poller (or Close)
-// started for a parked connection, which reads before it parks again: its
-// bytes are in the socket, not yet in frameConn.
-func (c *Conn) serve(h Handler, resumed bool) {
+// How a reader goroutine starts (serve).
+const (
+	serveNew     = iota // Serve: nothing read yet; parks at once when idle
+	serveResumed        // started by the poller (or Close) for a parked connection: reads first, its bytes are in the socket, not yet in frameConn
+	serveWarm           // started by a reader that handled a burst: waits warm before it parks
+)
+
+// serve is Serve, started as from says.
+func (c *Conn) serve(h Handler, from int) {
 	handled := false
 	for {
-		if c.fc.idle() && !resumed {
+		if c.fc.idle() && from != serveResumed {
 			if handled {
-				go c.Serve(h)
+				go c.serve(h, serveWarm)
 				return
 			}
-			if !c.waitWarm() {
+			// A connection's first wait parks at once: after a mass
+			// reconnect every connection is in it together.
+			if from != serveWarm || !c.waitWarm() {
 				if c.park(h) {
 					return
 				}
 				_ = c.fc.waitReadable() // the read reports what ended the wait
 			}
 		}
-		resumed = false
+		from = serveNew
 		var ctl [maxControlPayload]byte
 		if op, n := c.fc.control(&ctl); op != 0 {
 			// A ping or pong between messages: answered here, so that
