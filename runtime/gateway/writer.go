@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -173,12 +174,21 @@ func (s *session) writeLoop() {
 // each call gets its own write deadline.
 const maxWritev = 64
 
+// writevBufs holds the frame lists handed to WriteFrames (cleared after
+// each write, so they keep no frame alive).
+var writevBufs = sync.Pool{New: func() any { return new([maxWritev][]byte) }}
+
 // writeBatch writes frames in order, up to maxWritev per writev
 // (transport.Conn.WriteFrames). Every write has a deadline: a peer that
 // stops reading cannot hold a writer (and its frames) forever. It stops
 // early, without error, once the session aborts.
 func (s *session) writeBatch(frames []outFrame) error {
-	var bufs [maxWritev][]byte
+	// The frame list escapes (the conn is an interface), so a local array
+	// would be 1.5 KiB of garbage per write: most of a fan-out's
+	// allocation, one write per recipient per message.
+	bp := writevBufs.Get().(*[maxWritev][]byte)
+	defer writevBufs.Put(bp)
+	bufs := bp[:]
 	for len(frames) > 0 && !s.abort.Load() {
 		n := min(len(frames), maxWritev)
 		for i := range frames[:n] {
