@@ -102,4 +102,5 @@ func TestEncodeFrame(t *testing.T) {
 type endOnClose struct{}
 
 func (endOnClose) HandleFrame(int, []byte) {}
+func (endOnClose) HandlePing([]byte)       {}
 func (endOnClose) ReadEnded(error)         {}

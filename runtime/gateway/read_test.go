@@ -124,3 +124,63 @@ func TestEarlyBytesReachGorilla(t *testing.T) {
 		}
 	}
 }
+
+// TestPingsWhileNotReading: a client that sends WebSocket pings for a
+// while without reading (so the socket's buffers fill and the server's
+// writes wait) then reads finds a well-formed stream: every frame parses,
+// pongs carry their pings' payloads, and a request sent afterwards is
+// answered. Pongs are written by the session's writer, behind its data and
+// under its write deadline: a pong written beside it once timed out
+// half-written with data frames following it (found by trying to break the
+// gateway from outside).
+func TestPingsWhileNotReading(t *testing.T) {
+	h := newHarness(t)
+	c := h.dialNoRead("alice", "phone", wire.SubprotocolProto)
+	payload := []byte(strings.Repeat("p", 120))
+	var pongs int
+	c.conn.SetPongHandler(func(d string) error {
+		if d != string(payload) {
+			t.Errorf("pong payload %q, want the ping's", d)
+		}
+		pongs++
+		return nil
+	})
+	// About 8 MB of pongs asked for, far past what socket buffers hold.
+	const pings = 64 << 10
+	burst := transporttest.ClientFrame(0x9, payload)
+	var buf []byte
+	for i := range pings {
+		buf = append(buf, burst...)
+		if len(buf) > 64<<10 || i == pings-1 {
+			if _, err := c.conn.UnderlyingConn().Write(buf); err != nil {
+				t.Fatalf("after %d pings: %v", i, err)
+			}
+			buf = buf[:0]
+		}
+	}
+	b, err := proto.Marshal(&parleyv1.ClientFrame{Id: 7, Body: &parleyv1.ClientFrame_Ping{Ping: &parleyv1.Ping{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.conn.UnderlyingConn().Write(transporttest.ClientFrame(2, b)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
+	for {
+		_, data, err := c.conn.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d pongs: %v (a malformed frame is a corrupted stream)", pongs, err)
+		}
+		f, err := wire.Codec{Binary: true}.DecodeServer(data)
+		if err != nil {
+			t.Fatalf("after %d pongs: undecodable frame: %v", pongs, err)
+		}
+		if f.GetPong() != nil && f.GetId() == 7 {
+			break
+		}
+	}
+	if pongs == 0 {
+		t.Fatal("no pong at all")
+	}
+	t.Logf("%d of %d pings answered (pongs give way when the send queue is full)", pongs, pings)
+}

@@ -155,6 +155,15 @@ func (s *session) serve() { s.conn.Serve(s) }
 // handling (handle.go), on the reader goroutine.
 func (s *session) HandleFrame(mt int, data []byte) { s.g.handleFrame(s, mt, data) }
 
+// HandlePing answers a WebSocket ping with its pong, queued behind the
+// session's frames and written by its writer (transport.Handler). It is
+// droppable: a client whose queue is full is not reading, and gets its pong
+// once there is room for the next ping's.
+func (s *session) HandlePing(payload []byte) {
+	f := transport.PongFrame(payload)
+	s.enqueue(outFrame{wire: f, size: len(payload), droppable: true})
+}
+
 // ReadEnded records why the reader stopped and cleans the session up.
 func (s *session) ReadEnded(err error) {
 	s.readEnded(err)

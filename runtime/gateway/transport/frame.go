@@ -14,7 +14,8 @@ import (
 // read-only, with no lock (gorilla's PreparedMessage serialises its users on
 // a mutex), and a writer hands all the frames it has queued to one writev,
 // so a busy connection costs one syscall per batch instead of one per frame.
-// Control frames (pong, close) still go through gorilla, whose Write of a
+// Pongs are built here too (PongFrame) and written by the same writer as
+// the data; the close frame still goes through gorilla, whose Write of a
 // whole frame the socket serialises against ours. Decision: these few lines
 // of RFC 6455 framing instead of a second WebSocket library.
 
@@ -73,6 +74,20 @@ func PutHeader(b []byte, binaryFrame bool, n int) {
 	}
 }
 
+// opPong is the opcode of a pong frame (RFC 6455 §5.5.3).
+const opPong = 0xa
+
+// PongFrame returns the final, unmasked pong frame answering a ping with
+// payload (at most 125 bytes, which Serve guarantees; a longer one is cut),
+// for WriteFrames.
+func PongFrame(payload []byte) []byte {
+	n := min(len(payload), maxLen7)
+	b := make([]byte, 2+n)
+	b[0], b[1] = finBit|opPong, byte(n)
+	copy(b[2:], payload)
+	return b
+}
+
 // WriteFrames writes frames, each a complete frame (PutHeader and its
 // payload), in order, under a write deadline: one frame with a plain write,
 // more with one writev. (A connection's first writev leaves an iovec array
@@ -80,8 +95,8 @@ func PutHeader(b []byte, binaryFrame bool, n int) {
 // lone frame does not use one.) The frames' bytes are only read, so one
 // frame may be shared by many connections; the elements of frames may be
 // changed (a writev consumes them). One writer at a time: WriteFrames is not
-// safe for concurrent use with itself, but is with the pongs and the close
-// frame the Conn writes. An error (a timeout once deadline passes: a
+// safe for concurrent use with itself, but is with the close frame the Conn
+// writes. An error (a timeout once deadline passes: a
 // net.Error whose Timeout is true) leaves the connection to be closed; a
 // frame may have been written in part.
 func (c *Conn) WriteFrames(frames [][]byte, deadline time.Time) error {

@@ -207,12 +207,11 @@ func (c *Conn) waitWarm() bool {
 // the calling reader must stop (true: another goroutine reads c from now
 // on); false means the caller waits itself (no poller, a closing
 // connection, or arming failed).
-func (c *Conn) park(h Handler) bool {
+func (c *Conn) park() bool {
 	if c.token == 0 || c.noPark.Load() {
 		return false
 	}
 	p := sharedPoller
-	c.h = h
 	c.parked.Store(true)
 	// Close and WriteClose set noPark before they look at parked: one of
 	// the two sides sees the other.

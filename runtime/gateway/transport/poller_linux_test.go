@@ -250,16 +250,23 @@ func TestPingsAnsweredParked(t *testing.T) {
 	}
 }
 
-// TestBadControlFramesLeftToGorilla: a ping the server does not take as a
+// TestInvalidFramesLeftToGorilla: a ping the server does not take as a
 // valid client control frame (unmasked, or longer than 125 bytes) is not
-// answered outside gorilla: gorilla refuses it and the connection ends with
-// its protocol error.
-func TestBadControlFramesLeftToGorilla(t *testing.T) {
+// answered outside gorilla, and a frame invalid where it stands (a reserved
+// opcode, a continuation with no message started) is not refused as too
+// large whatever length it declares: gorilla refuses them all with 1002
+// (protocol error) and the connection ends.
+func TestInvalidFramesLeftToGorilla(t *testing.T) {
+	huge := func(b0 byte) []byte { // a masked frame header declaring 256 MiB
+		return []byte{b0, maskBit | len64, 0, 0, 0, 0, 0x10, 0, 0, 0, 1, 2, 3, 4}
+	}
 	url, ended := echoServer(t, 1<<16)
 	addr := strings.TrimPrefix(url, "ws://")
 	for name, frame := range map[string][]byte{
-		"unmasked ping":     {finBit | opPing, 0},
-		"ping of 126 bytes": append([]byte{finBit | opPing, maskBit | len16, 0, 126, 1, 2, 3, 4}, make([]byte, 126)...),
+		"unmasked ping":       {finBit | opPing, 0},
+		"ping of 126 bytes":   append([]byte{finBit | opPing, maskBit | len16, 0, 126, 1, 2, 3, 4}, make([]byte, 126)...),
+		"opcode 3 of 256 MiB": huge(finBit | 0x3),
+		"continuation of 256 MiB with no message started": huge(finBit),
 	} {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {

@@ -7,6 +7,6 @@ package transport
 
 func (c *Conn) register()         {}
 func (c *Conn) unregister()       {}
-func (c *Conn) park(Handler) bool { return false }
+func (c *Conn) park() bool        { return false }
 func (c *Conn) waitWarm() bool    { return false }
 func (c *Conn) unpark()           {}

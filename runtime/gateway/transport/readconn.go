@@ -48,6 +48,9 @@ type frameConn struct {
 	// (errOverLimit), so that gorilla does not answer with its own close
 	// 1009 and the handler can say why first (issue 14).
 	limit, msg uint64
+	// inMsg is set between the first and the final frame of a fragmented
+	// data message.
+	inMsg bool
 }
 
 // errOverLimit is what Read returns for a frame that takes its message
@@ -115,7 +118,7 @@ func (c *frameConn) nextFrameSize() (uint64, error) {
 					// sum from wrapping until it does.
 					payload = min(binary.BigEndian.Uint64(c.buf[2:]), 1<<62)
 				}
-				if err := c.count(c.buf[0]&0x0f, payload); err != nil {
+				if err := c.count(c.buf[0], payload); err != nil {
 					return 0, err
 				}
 				return hdr + payload, nil
@@ -127,19 +130,24 @@ func (c *frameConn) nextFrameSize() (uint64, error) {
 	}
 }
 
-// count adds a frame of opcode with payload bytes to the current message
-// (RFC 6455 §5.4: a text or binary frame starts one, continuation frames
-// add to it, control frames are not part of it) and refuses it when the
-// message goes past the limit.
-func (c *frameConn) count(opcode byte, payload uint64) error {
+// count adds a frame (first header byte b0, payload bytes) to the current
+// message (RFC 6455 §5.4: a text or binary frame starts one, continuation
+// frames add to it, control frames are not part of it) and refuses it when
+// the message goes past the limit. A frame that is not valid there (a
+// reserved opcode, a continuation with no message started, a new message
+// inside one) is not counted: gorilla refuses it with 1002 (protocol
+// error), whatever length it declares.
+func (c *frameConn) count(b0 byte, payload uint64) error {
+	opcode, fin := b0&0x0f, b0&finBit != 0
 	switch {
-	case opcode >= 8: // control: close, ping, pong
-		return nil
-	case opcode == 0: // continuation
+	case (opcode == opText || opcode == opBinary) && !c.inMsg:
+		c.msg = payload
+	case opcode == 0 && c.inMsg: // continuation
 		c.msg += payload
 	default:
-		c.msg = payload
+		return nil
 	}
+	c.inMsg = !fin
 	if c.limit > 0 && c.msg > c.limit {
 		return errOverLimit
 	}
@@ -149,7 +157,6 @@ func (c *frameConn) count(opcode byte, payload uint64) error {
 // Control frames read outside gorilla (control; RFC 6455 §5.5).
 const (
 	opPing            = 0x9
-	opPong            = 0xa
 	maskBit           = 0x80
 	maxControlPayload = 125
 )

@@ -108,6 +108,11 @@ func (e *echo) HandleFrame(mt int, data []byte) {
 	_ = e.c.WriteFrames([][]byte{frame}, time.Now().Add(10*time.Second))
 }
 
+// HandlePing answers a ping as the gateway does: through WriteFrames.
+func (e *echo) HandlePing(payload []byte) {
+	_ = e.c.WriteFrames([][]byte{PongFrame(payload)}, time.Now().Add(10*time.Second))
+}
+
 // ReadEnded answers a message over the limit as ErrTooLarge asks: a last
 // frame naming the problem, close 1009, the rest drained; then it closes.
 func (e *echo) ReadEnded(err error) {

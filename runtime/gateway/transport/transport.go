@@ -70,6 +70,14 @@ type Handler interface {
 	// BinaryMessage, data its whole payload (fragments joined, at most the
 	// read limit), valid only until HandleFrame returns.
 	HandleFrame(messageType int, data []byte)
+	// HandlePing answers a WebSocket ping: payload (at most 125 bytes,
+	// valid only until HandlePing returns) goes back in the frame
+	// PongFrame builds, written as the handler writes its data frames
+	// (WriteFrames). Pongs and data then share one writer and one write
+	// deadline: a pong written beside the data writer could time out
+	// half-written and have data frames follow it, corrupting the stream
+	// (RFC 6455 §5.5.3 lets a pong wait behind data already queued).
+	HandlePing(payload []byte)
 	// ReadEnded is called once, last, when reading stops: err says why
 	// (ErrTooLarge, ErrPeerClosed, a timeout after WriteClose's grace, or
 	// the socket's error, such as a Close from another goroutine).
@@ -92,6 +100,7 @@ type Conn struct {
 	// process's poller (0: it never parks); parked is set while no
 	// goroutine reads it, h is the handler its next reader serves; noPark
 	// is set by Close and WriteClose, after which readers wait themselves.
+	// h is set once, by Serve.
 	token  uint32
 	parked atomic.Bool
 	noPark atomic.Bool
@@ -143,16 +152,13 @@ func (c *Conn) LastRead() int64 { return c.lastRead.Load() }
 
 func (c *Conn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
 
-// onPing answers a WebSocket-level ping (gorilla's default handler does the
-// same) and counts it as activity.
+// onPing hands a WebSocket ping that gorilla read (one inside a fragmented
+// message) to the handler, and counts it as activity; pings between
+// messages take the same way from Serve.
 func (c *Conn) onPing(data string) error {
 	c.touch()
-	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(closeWait))
-	var ne net.Error
-	if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) && ne.Timeout() {
-		return nil
-	}
-	return err
+	c.h.HandlePing([]byte(data))
+	return nil
 }
 
 func (c *Conn) onPong(string) error {
@@ -183,7 +189,10 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // of messages. So call Serve on a goroutine of its own, started where the
 // stack is still small, and take h.ReadEnded, not Serve's return, as the
 // end.
-func (c *Conn) Serve(h Handler) { c.serve(h, serveNew) }
+func (c *Conn) Serve(h Handler) {
+	c.h = h
+	c.serve(h, serveNew)
+}
 
 // How a reader goroutine starts (serve).
 const (
@@ -204,7 +213,7 @@ func (c *Conn) serve(h Handler, from int) {
 			// A connection's first wait parks at once: after a mass
 			// reconnect every connection is in it together.
 			if from != serveWarm || !c.waitWarm() {
-				if c.park(h) {
+				if c.park() {
 					return
 				}
 				_ = c.fc.waitReadable() // the read reports what ended the wait
@@ -213,16 +222,11 @@ func (c *Conn) serve(h Handler, from int) {
 		from = serveNew
 		var ctl [maxControlPayload]byte
 		if op, n := c.fc.control(&ctl); op != 0 {
-			// A ping or pong between messages: answered here, so that
+			// A ping or pong between messages: handled here, so that
 			// this reader parks again instead of waiting in gorilla.
-			err := c.onPong("")
+			c.touch()
 			if op == opPing {
-				err = c.onPing(string(ctl[:n]))
-			}
-			if err != nil {
-				c.unregister()
-				h.ReadEnded(err)
-				return
+				h.HandlePing(ctl[:n])
 			}
 			continue
 		}
