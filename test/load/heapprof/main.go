@@ -83,28 +83,12 @@ func writeProfile(path string) error {
 	// second, so the profile shows the live heap.
 	runtime.GC()
 	runtime.GC()
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-		_ = f.Close() // the write error is the one to report
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := writeLookup("heap", path, 0); err != nil {
 		return err
 	}
 	// Beside it, where the goroutines are (counts by stack), since an idle
 	// connection should hold none.
-	g, err := os.Create(strings.TrimSuffix(path, ".pprof") + "-goroutines.txt")
-	if err != nil {
-		return err
-	}
-	if err := pprof.Lookup("goroutine").WriteTo(g, 1); err != nil {
-		_ = g.Close() // the write error is the one to report
-		return err
-	}
-	if err := g.Close(); err != nil {
+	if err := writeLookup("goroutine", strings.TrimSuffix(path, ".pprof")+"-goroutines.txt", 1); err != nil {
 		return err
 	}
 	var ms runtime.MemStats
@@ -112,4 +96,18 @@ func writeProfile(path string) error {
 	fmt.Printf("wrote %s: heap_alloc=%d heap_inuse=%d stack_inuse=%d goroutines=%d\n",
 		path, ms.HeapAlloc, ms.HeapInuse, ms.StackInuse, runtime.NumGoroutine())
 	return nil
+}
+
+// writeLookup writes the runtime profile name to path (debug as
+// pprof.Profile.WriteTo takes it).
+func writeLookup(name, path string, debug int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, debug); err != nil {
+		_ = f.Close() // the write error is the one to report
+		return err
+	}
+	return f.Close()
 }
