@@ -172,8 +172,8 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // Serve reads messages until the connection ends, calling h.HandleFrame
 // for each data message and then h.ReadEnded once. Control frames are
-// handled inside (pings answered, pongs and pings counted by LastRead,
-// a close answered).
+// handled inside (pings handed to h.HandlePing, pongs and pings counted by
+// LastRead, a close answered).
 //
 // Serve returns before the connection ends: between messages no goroutine
 // waits for an idle connection. Serve parks it in the process's poller
