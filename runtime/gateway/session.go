@@ -27,7 +27,7 @@ const disconnectTimeout = 5 * time.Second
 // of the last read (the ticker's idle timeout), and the two ways to end.
 type transportConn interface {
 	Serve(h transport.Handler)
-	WriteFrames(frames [][]byte, deadline time.Time) error
+	WriteFrames(frames [][]byte, timeout time.Duration) error
 	WriteClose(code int, reason string) error
 	Linger(d time.Duration)
 	Close() error

@@ -179,8 +179,9 @@ const maxWritev = 64
 var writevBufs = sync.Pool{New: func() any { return new([maxWritev][]byte) }}
 
 // writeBatch writes frames in order, up to maxWritev per writev
-// (transport.Conn.WriteFrames). Every write has a deadline: a peer that
-// stops reading cannot hold a writer (and its frames) forever. It stops
+// (transport.Conn.WriteFrames). Every write has a deadline (between half of
+// Config.WriteTimeout and all of it): a peer that stops reading cannot hold
+// a writer (and its frames) forever. It stops
 // early, without error, once the session aborts.
 func (s *session) writeBatch(frames []outFrame) error {
 	// The frame list escapes (the conn is an interface), so a local array
@@ -195,7 +196,7 @@ func (s *session) writeBatch(frames []outFrame) error {
 			bufs[i] = frames[i].wire
 		}
 		began := time.Now()
-		err := s.conn.WriteFrames(bufs[:n], began.Add(s.g.cfg.WriteTimeout))
+		err := s.conn.WriteFrames(bufs[:n], s.g.cfg.WriteTimeout)
 		clear(bufs[:n])
 		s.g.m.ObserveStage(metrics.StageSocketWrite, time.Since(began))
 		if err != nil {

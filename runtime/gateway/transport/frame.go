@@ -89,19 +89,28 @@ func PongFrame(payload []byte) []byte {
 }
 
 // WriteFrames writes frames, each a complete frame (PutHeader and its
-// payload), in order, under a write deadline: one frame with a plain write,
-// more with one writev. (A connection's first writev leaves an iovec array
-// cached on its file descriptor for good, ~100 B per idle connection, so a
-// lone frame does not use one.) The frames' bytes are only read, so one
-// frame may be shared by many connections; the elements of frames may be
-// changed (a writev consumes them). One writer at a time: WriteFrames is not
-// safe for concurrent use with itself, but is with the close frame the Conn
-// writes. An error (a timeout once deadline passes: a
-// net.Error whose Timeout is true) leaves the connection to be closed; a
-// frame may have been written in part.
-func (c *Conn) WriteFrames(frames [][]byte, deadline time.Time) error {
+// payload), in order, one frame with a plain write, more with one writev.
+// (A connection's first writev leaves an iovec array cached on its file
+// descriptor for good, ~100 B per idle connection, so a lone frame does not
+// use one.) The write has between timeout/2 and timeout to finish: the
+// socket's write deadline is moved only once less than half of timeout is
+// left on it, because moving it is a timer update in the runtime, 4 % of a
+// fan-out's server CPU when done for every write (docs/benchmarks.md,
+// issue 16). The frames' bytes are only read, so one frame may be shared by
+// many connections; the elements of frames may be changed (a writev
+// consumes them). One writer at a time: WriteFrames is not safe for
+// concurrent use with itself, but is with the close frame the Conn writes.
+// An error (a timeout once the deadline passes: a net.Error whose Timeout
+// is true) leaves the connection to be closed; a frame may have been
+// written in part.
+func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
 	nc := c.fc.Conn
-	_ = nc.SetWriteDeadline(deadline)
+	now := time.Now().UnixNano()
+	if by := c.writeBy.Load(); by-now < int64(timeout/2) {
+		by = now + int64(timeout)
+		c.writeBy.Store(by)
+		_ = nc.SetWriteDeadline(time.Unix(0, by))
+	}
 	if len(frames) == 1 {
 		_, err := nc.Write(frames[0])
 		return err

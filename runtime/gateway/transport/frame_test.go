@@ -2,6 +2,9 @@ package transport
 
 import (
 	"bytes"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -47,7 +50,7 @@ func TestWriteFrames(t *testing.T) {
 					return
 				}
 				defer c.Close()
-				deadline := time.Now().Add(5 * time.Second)
+				deadline := 5 * time.Second
 				if err := c.WriteFrames(frames[:3], deadline); err != nil { // one writev of three
 					t.Error(err)
 				}
@@ -85,5 +88,49 @@ func TestWriteFrames(t *testing.T) {
 				t.Fatalf("read %d pings between the frames, want 1", pings)
 			}
 		})
+	}
+}
+
+// TestWriteFramesDeadline: WriteFrames moves the socket's write deadline only
+// now and then, yet a write after the previous deadline has passed still
+// succeeds (the deadline was moved before it), and a write the peer does not
+// read fails with a timeout instead of blocking its writer for good.
+func TestWriteFramesDeadline(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	frame := make([]byte, 2, 2+5)
+	PutHeader(frame, false, 5)
+	frame = append(frame, "hello"...)
+
+	server, client := net.Pipe() // a write blocks until the peer reads it
+	defer client.Close()
+	c := &Conn{}
+	c.fc.Conn = server
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	for i := range 3 {
+		if err := c.WriteFrames([][]byte{frame}, timeout); err != nil {
+			t.Fatalf("write %d to a reading peer: %v", i, err)
+		}
+		if err := c.WriteFrames([][]byte{frame, frame}, timeout); err != nil {
+			t.Fatalf("writev %d to a reading peer: %v", i, err)
+		}
+		time.Sleep(timeout * 3 / 2) // past the deadline the last write set
+	}
+	_ = server.Close()
+
+	stalled, peer := net.Pipe() // nobody reads peer
+	defer peer.Close()
+	defer stalled.Close()
+	c = &Conn{}
+	c.fc.Conn = stalled
+	done := make(chan error, 1)
+	go func() { done <- c.WriteFrames([][]byte{frame}, timeout) }()
+	select {
+	case err := <-done:
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("write to a peer that does not read: %v, want a timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("write to a peer that does not read still blocked after 10s: no deadline")
 	}
 }

@@ -105,12 +105,12 @@ func (e *echo) HandleFrame(mt int, data []byte) {
 	frame := make([]byte, HeaderSize(len(data)), HeaderSize(len(data))+len(data))
 	PutHeader(frame, mt == BinaryMessage, len(data))
 	frame = append(frame, data...)
-	_ = e.c.WriteFrames([][]byte{frame}, time.Now().Add(10*time.Second))
+	_ = e.c.WriteFrames([][]byte{frame}, 10*time.Second)
 }
 
 // HandlePing answers a ping as the gateway does: through WriteFrames.
 func (e *echo) HandlePing(payload []byte) {
-	_ = e.c.WriteFrames([][]byte{PongFrame(payload)}, time.Now().Add(10*time.Second))
+	_ = e.c.WriteFrames([][]byte{PongFrame(payload)}, 10*time.Second)
 }
 
 // ReadEnded answers a message over the limit as ErrTooLarge asks: a last
@@ -120,7 +120,7 @@ func (e *echo) ReadEnded(err error) {
 		last := []byte("too large")
 		frame := make([]byte, HeaderSize(len(last)), HeaderSize(len(last))+len(last))
 		PutHeader(frame, false, len(last))
-		_ = e.c.WriteFrames([][]byte{append(frame, last...)}, time.Now().Add(10*time.Second))
+		_ = e.c.WriteFrames([][]byte{append(frame, last...)}, 10*time.Second)
 		_ = e.c.WriteClose(websocket.CloseMessageTooBig, "")
 		e.c.Linger(2 * time.Second)
 	}

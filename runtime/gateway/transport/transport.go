@@ -108,6 +108,9 @@ type Conn struct {
 	// closeBy is the read deadline WriteClose set (unix ns; 0: none), for
 	// a warm wait that cleared it to put it back (waitWarm).
 	closeBy atomic.Int64
+	// writeBy is the write deadline WriteFrames last set (unix ns; 0:
+	// none, or another writer, the close frame's, moved it since).
+	writeBy atomic.Int64
 }
 
 // Upgrade upgrades the HTTP request to a WebSocket connection with u
@@ -279,7 +282,9 @@ func (c *Conn) WriteClose(code int, reason string) error {
 		reason = reason[:MaxCloseReason]
 	}
 	msg := websocket.FormatCloseMessage(code, reason)
-	if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait)); err != nil {
+	err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait))
+	c.writeBy.Store(0) // gorilla moved the write deadline
+	if err != nil {
 		_ = c.Close()
 		return err
 	}
@@ -288,7 +293,7 @@ func (c *Conn) WriteClose(code int, reason string) error {
 	by := time.Now().Add(closeGrace)
 	c.closeBy.Store(by.UnixNano())
 	c.noPark.Store(true)
-	err := c.ws.SetReadDeadline(by)
+	err = c.ws.SetReadDeadline(by)
 	c.unpark()
 	return err
 }
