@@ -38,7 +38,7 @@ func (g *Gateway) onDeliverRecord(rec bus.Record) {
 // d.except_session_id, encoding the frame once per subprotocol. It returns
 // the number of sessions the frame was queued on.
 func (g *Gateway) deliver(d *parleyv1.Delivery) int {
-	pf := pushFrame{frame: &parleyv1.ServerFrame{}}
+	pf := pushFrame{frame: &parleyv1.ServerFrame{}, batched: true}
 	var msg *parleyv1.Message
 	switch b := d.GetBody().(type) {
 	case *parleyv1.Delivery_Message:
@@ -64,6 +64,7 @@ func (g *Gateway) deliver(d *parleyv1.Delivery) int {
 			}
 		})
 	}
+	pf.startWriters()
 	if msg != nil && n > 0 {
 		g.m.MessagesDelivered.Add(float64(n))
 		if msg.GetCreatedAt() > 0 {
@@ -82,7 +83,7 @@ func (g *Gateway) PresenceChanged(p *parleyv1.Presence) {
 	if p.GetUserId() == "" || g.hub.count.Load() == 0 {
 		return
 	}
-	pf := pushFrame{frame: &parleyv1.ServerFrame{Body: &parleyv1.ServerFrame_Presence{Presence: p}}, droppable: true}
+	pf := pushFrame{frame: &parleyv1.ServerFrame{Body: &parleyv1.ServerFrame_Presence{Presence: p}}, droppable: true, batched: true}
 	var pushed map[*session]struct{}
 	aud := g.audienceOf(p.UserId)
 	g.hub.subscribers(p.UserId, func(s *session) {
@@ -103,6 +104,7 @@ func (g *Gateway) PresenceChanged(p *parleyv1.Presence) {
 			}
 		})
 	}
+	pf.startWriters()
 }
 
 // audience is whom a user's presence changes are pushed to beyond its

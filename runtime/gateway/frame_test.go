@@ -19,8 +19,9 @@ import (
 // writer through the transport are read by an independent WebSocket
 // implementation (gorilla's client) as one message each, of the right type
 // and payload, at every RFC 6455 length form's boundary (125/126 bytes,
-// 65535/65536 bytes), when several go out in one writev and when one goes
-// alone. (Interleaving with gorilla's own control frames:
+// 65535/65536 bytes), when several go out in one writev, when one goes
+// alone, written without waiting, and when a frame is finished from the
+// middle. (Interleaving with gorilla's own control frames:
 // transport.TestWriteFrames.)
 func TestEncodeFrame(t *testing.T) {
 	frameOf := func(textLen int) *parleyv1.ServerFrame {
@@ -62,15 +63,27 @@ func TestEncodeFrame(t *testing.T) {
 					}
 					batch = append(batch, outFrame{wire: b, size: n})
 				}
-				if err := s.writeBatch(batch[:3]); err != nil { // one writev of three
+				write := func(w batchWriter) {
+					if err := s.writeBatch(&w); err != nil {
+						t.Error(err)
+					}
+				}
+				write(batchWriter{batch: batch[:3]}) // one writev of three
+				// One frame alone, first without waiting (writeNow); what
+				// the socket did not take goes on from where it stopped.
+				bw := batchWriter{batch: batch[3:4]}
+				if err := s.tryWriteBatch(&bw); err != nil {
 					t.Error(err)
 				}
-				if err := s.writeBatch(batch[3:4]); err != nil { // one frame alone
+				write(bw)
+				// A frame begun elsewhere and finished from its offset, as
+				// after a partial write without waiting.
+				half := len(batch[4].wire) / 2
+				if err := conn.WriteFrames([][]byte{batch[4].wire[:half]}, 5e9); err != nil {
 					t.Error(err)
 				}
-				if err := s.writeBatch(batch[4:]); err != nil {
-					t.Error(err)
-				}
+				write(batchWriter{batch: batch[4:5], off: half})
+				write(batchWriter{batch: batch[5:]})
 				conn.Serve(endOnClose{}) // until the client closes
 			}))
 			defer srv.Close()

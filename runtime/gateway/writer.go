@@ -58,10 +58,21 @@ func (s *session) sendError(id uint64, err error) {
 // not enough the session is closed as a slow consumer: it reconnects and
 // catches up by sync. It reports whether f was queued.
 func (s *session) enqueue(f outFrame) bool {
+	queued, start := s.put(f)
+	if start {
+		go s.writeLoop()
+	}
+	return queued
+}
+
+// put is enqueue without starting the writer: start reports that the
+// caller must (writeLoop, or writeNow through startWriters), since no
+// writer runs.
+func (s *session) put(f outFrame) (queued, start bool) {
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
-		return false
+		return false, false
 	}
 	if s.full(f) && (f.droppable || !s.evictDroppable() || s.full(f)) {
 		frames, bytes := len(s.queue)+s.inflight, s.queueBytes
@@ -71,20 +82,17 @@ func (s *session) enqueue(f outFrame) bool {
 			s.g.log.Info("slow consumer disconnected", "user", s.user, "session", s.id,
 				"frames", frames, "bytes", bytes, "frame_bytes", f.size)
 		}
-		return false
+		return false, false
 	}
 	s.queue = append(s.queue, f)
 	s.queueBytes += f.size
 	if h := enqueueHook.Load(); h != nil {
 		(*h)(s.queueBytes, f.size)
 	}
-	start := !s.writing
+	start = !s.writing
 	s.writing = true
 	s.mu.Unlock()
-	if start {
-		go s.writeLoop()
-	}
-	return true
+	return true, start
 }
 
 // full reports whether the queue has no room for f: SendQueue frames
@@ -128,25 +136,68 @@ func (s *session) evictDroppable() bool {
 // writeLoop writes queued frames until the queue is empty, then exits: no
 // goroutine waits on an idle connection. On a closing session it writes the
 // close frame last. A write error ends the connection.
-func (s *session) writeLoop() {
-	var batch []outFrame
-	batchBytes := 0
+func (s *session) writeLoop() { s.write(batchWriter{}, false) }
+
+// writeNow is writeLoop for a goroutine that writes to many sessions (a
+// fan-out's, startWriters): it writes what the socket takes at once and
+// leaves the rest, if any, to a writeLoop goroutine of the session's own.
+func (s *session) writeNow() { s.write(batchWriter{}, true) }
+
+// batchWriter is a writer's batch: frames taken from the queue (swapped
+// with it, so enqueuers append to the other buffer meanwhile), of which
+// batch[next:] are still to be written, the first of them from byte off.
+type batchWriter struct {
+	batch []outFrame
+	next  int
+	off   int
+	// bytes is the payload of the batch, which queueBytes counts until the
+	// batch is done.
+	bytes int
+}
+
+// write is the writer: it writes w's rest, then takes the queued frames
+// and writes them, until the queue is empty. With nonBlocking it never
+// waits for the socket: what the socket does not take at once goes on in a
+// writeLoop goroutine, the rest of w first.
+func (s *session) write(w batchWriter, nonBlocking bool) {
 	for {
+		if w.next < len(w.batch) {
+			var err error
+			if nonBlocking {
+				err = s.tryWriteBatch(&w)
+				if err == nil && w.next < len(w.batch) {
+					go s.write(w, false)
+					return
+				}
+			} else {
+				err = s.writeBatch(&w)
+			}
+			if err != nil {
+				clear(w.batch)
+				s.writeFailed(err)
+				return
+			}
+		}
+		clear(w.batch)
 		s.mu.Lock()
 		s.inflight = 0
-		s.queueBytes -= batchBytes
+		s.queueBytes -= w.bytes
 		if len(s.queue) == 0 {
 			if s.closing.Load() {
 				// writing stays true: no writer starts after the close.
 				s.mu.Unlock()
-				s.writeClose()
+				if nonBlocking {
+					go s.writeClose() // waits for the socket
+				} else {
+					s.writeClose()
+				}
 				return
 			}
 			s.writing = false
 			// Keep one small backing array for the next burst; let a
 			// large one go.
-			if cap(s.queue) < cap(batch) {
-				s.queue = batch[:0]
+			if cap(s.queue) < cap(w.batch) {
+				s.queue = w.batch[:0]
 			}
 			if cap(s.queue) > keepQueueCap {
 				s.queue = nil
@@ -154,19 +205,11 @@ func (s *session) writeLoop() {
 			s.mu.Unlock()
 			return
 		}
-		// Swap buffers so enqueuers append to the other one while this
-		// batch is written without the lock.
-		batch, s.queue = s.queue, batch[:0]
-		s.inflight = len(batch)
-		batchBytes = queuedBytes(batch)
+		w.batch, s.queue = s.queue, w.batch[:0]
+		w.next, w.off = 0, 0
+		s.inflight = len(w.batch)
+		w.bytes = queuedBytes(w.batch)
 		s.mu.Unlock()
-
-		if err := s.writeBatch(batch); err != nil {
-			clear(batch)
-			s.writeFailed(err)
-			return
-		}
-		clear(batch)
 	}
 }
 
@@ -178,23 +221,25 @@ const maxWritev = 64
 // each write, so they keep no frame alive).
 var writevBufs = sync.Pool{New: func() any { return new([maxWritev][]byte) }}
 
-// writeBatch writes frames in order, up to maxWritev per writev
+// writeBatch writes w's rest in order, up to maxWritev frames per writev
 // (transport.Conn.WriteFrames). Every write has a deadline (between half of
 // Config.WriteTimeout and all of it): a peer that stops reading cannot hold
-// a writer (and its frames) forever. It stops
-// early, without error, once the session aborts.
-func (s *session) writeBatch(frames []outFrame) error {
+// a writer (and its frames) forever. It stops early, without error, once
+// the session aborts.
+func (s *session) writeBatch(w *batchWriter) error {
 	// The frame list escapes (the conn is an interface), so a local array
 	// would be 1.5 KiB of garbage per write: most of a fan-out's
 	// allocation, one write per recipient per message.
 	bp := writevBufs.Get().(*[maxWritev][]byte)
 	defer writevBufs.Put(bp)
 	bufs := bp[:]
-	for len(frames) > 0 && !s.abort.Load() {
+	for w.next < len(w.batch) && !s.abort.Load() {
+		frames := w.batch[w.next:]
 		n := min(len(frames), maxWritev)
 		for i := range frames[:n] {
 			bufs[i] = frames[i].wire
 		}
+		bufs[0] = bufs[0][w.off:]
 		began := time.Now()
 		err := s.conn.WriteFrames(bufs[:n], s.g.cfg.WriteTimeout)
 		clear(bufs[:n])
@@ -202,9 +247,58 @@ func (s *session) writeBatch(frames []outFrame) error {
 		if err != nil {
 			return err
 		}
-		frames = frames[n:]
+		w.next, w.off = w.next+n, 0
 	}
 	return nil
+}
+
+// tryWriteBatch writes as much of w's rest as the socket takes without
+// waiting (transport.Conn.TryWriteFrame), advancing w. Only a lone frame
+// is tried, the fan-out's case: several go to writeBatch's one writev. An
+// aborted session's frames count as written, as in writeBatch.
+func (s *session) tryWriteBatch(w *batchWriter) error {
+	if s.abort.Load() {
+		w.next = len(w.batch)
+		return nil
+	}
+	if len(w.batch)-w.next != 1 {
+		return nil
+	}
+	frame := w.batch[w.next].wire[w.off:]
+	began := time.Now()
+	n, err := s.conn.TryWriteFrame(frame, s.g.cfg.WriteTimeout)
+	if err != nil {
+		return err
+	}
+	if n == len(frame) {
+		s.g.m.ObserveStage(metrics.StageSocketWrite, time.Since(began))
+		w.next, w.off = w.next+1, 0
+	} else {
+		w.off += n
+	}
+	return nil
+}
+
+// writerChunk is how many sessions one of a fan-out's writer goroutines
+// serves (startWriters): 500 recipients take 16 goroutines instead of 500,
+// and a goroutine's 32 writes (a few µs each) delay its last recipient by
+// well under a millisecond.
+const writerChunk = 32
+
+// startWriters starts the writers of ss, sessions whose put reported that
+// no writer runs: writerChunk sessions per goroutine, each written without
+// waiting (writeNow).
+func startWriters(ss []*session) {
+	for len(ss) > 0 {
+		var chunk [writerChunk]*session
+		n := copy(chunk[:], ss)
+		ss = ss[n:]
+		go func() {
+			for _, s := range chunk[:n] {
+				s.writeNow()
+			}
+		}()
+	}
 }
 
 // writeFailed ends a connection whose write failed (peer gone or write
@@ -249,9 +343,16 @@ type pushFrame struct {
 	wire      [2][]byte // [json, proto] framed
 	size      [2]int    // payload bytes
 	failed    [2]bool
+	// batched makes push leave starting writers to startWriters, for a
+	// fan-out to many sessions; starts are the sessions to start.
+	batched bool
+	starts  []*session
 }
 
-// push queues p on s, reporting whether it was queued.
+// push queues p on s, reporting whether it was queued. With p.batched, a
+// session whose writer must start is added to p.starts, and the caller
+// starts them all (p.startWriters) once it has pushed to everyone;
+// otherwise the session's writer starts at once.
 func (p *pushFrame) push(g *Gateway, s *session) bool {
 	i := 0
 	if s.binary {
@@ -269,5 +370,19 @@ func (p *pushFrame) push(g *Gateway, s *session) bool {
 		}
 		p.wire[i], p.size[i] = frame, n
 	}
-	return s.enqueue(outFrame{wire: p.wire[i], size: p.size[i], droppable: p.droppable})
+	f := outFrame{wire: p.wire[i], size: p.size[i], droppable: p.droppable}
+	if !p.batched {
+		return s.enqueue(f)
+	}
+	queued, start := s.put(f)
+	if start {
+		p.starts = append(p.starts, s)
+	}
+	return queued
+}
+
+// startWriters starts the writers push left to the caller.
+func (p *pushFrame) startWriters() {
+	startWriters(p.starts)
+	p.starts = nil
 }

@@ -105,12 +105,7 @@ func PongFrame(payload []byte) []byte {
 // written in part.
 func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
 	nc := c.fc.Conn
-	now := time.Now().UnixNano()
-	if by := c.writeBy.Load(); by-now < int64(timeout/2) {
-		by = now + int64(timeout)
-		c.writeBy.Store(by)
-		_ = nc.SetWriteDeadline(time.Unix(0, by))
-	}
+	c.keepWriteDeadline(timeout)
 	if len(frames) == 1 {
 		_, err := nc.Write(frames[0])
 		return err
@@ -118,4 +113,15 @@ func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
 	v := net.Buffers(frames)
 	_, err := v.WriteTo(nc)
 	return err
+}
+
+// keepWriteDeadline moves the socket's write deadline to timeout from now
+// if less than half of timeout is left on it (WriteFrames).
+func (c *Conn) keepWriteDeadline(timeout time.Duration) {
+	now := time.Now().UnixNano()
+	if by := c.writeBy.Load(); by-now < int64(timeout/2) {
+		by = now + int64(timeout)
+		c.writeBy.Store(by)
+		_ = c.fc.Conn.SetWriteDeadline(time.Unix(0, by))
+	}
 }

@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
+	"github.com/parleychat/parley/runtime/wire"
+)
+
+// TestFanoutPastAStalledRecipient: a fan-out's writers serve many
+// recipients each (startWriters), so a recipient that stops reading must not
+// hold up the others. One client reads nothing while 120 messages of 96 KiB
+// (far more than the sockets' buffers) go to it and to a reading client in
+// the same delivery, the stalled one first: the reading client gets all of
+// them while the other still reads nothing; then the stalled client reads,
+// and gets every message, whole and in order (its writer went on from where
+// the socket stopped taking bytes).
+func TestFanoutPastAStalledRecipient(t *testing.T) {
+	h := newHarness(t, func(o *harnessOpts) {
+		o.cfg.Heartbeat = time.Minute
+		o.cfg.SendQueueBytes = 64 << 20
+	})
+	stalled := h.dialRaw("stalled", wire.SubprotocolProto) // nothing read yet, not even the Welcome
+	reading := h.dialRaw("reading", wire.SubprotocolProto)
+	var got atomic.Int64
+	readerDone := make(chan error, 1)
+	go func() {
+		for {
+			_, data, err := reading.ReadMessage()
+			if err != nil {
+				readerDone <- err
+				return
+			}
+			f, err := (wire.Codec{Binary: true}).DecodeServer(data)
+			if err != nil {
+				readerDone <- err
+				return
+			}
+			if f.GetMessage() != nil {
+				got.Add(1)
+			}
+		}
+	}()
+	h.waitConnections(2)
+
+	const messages = 120
+	text := strings.Repeat("x", 96<<10)
+	for i := range messages {
+		d := &parleyv1.Delivery{UserIds: []string{"stalled", "reading"}, Body: &parleyv1.Delivery_Message{Message: &parleyv1.Message{
+			ConversationId: "g:1", Seq: uint64(i + 1), Text: fmt.Sprint(i, text),
+		}}}
+		if n := h.g.deliver(d); n != 2 {
+			t.Fatalf("message %d queued on %d sessions, want 2", i, n)
+		}
+	}
+	eventually(t, "the reading client has every message", func() bool { return got.Load() == messages })
+
+	_ = stalled.SetReadDeadline(time.Now().Add(waitFor))
+	seq := uint64(0)
+	for seq < messages {
+		mt, data, err := stalled.ReadMessage()
+		if err != nil {
+			t.Fatalf("stalled client, after message %d: %v", seq, err)
+		}
+		if mt != websocket.BinaryMessage {
+			t.Fatalf("stalled client: message type %d", mt)
+		}
+		f, err := (wire.Codec{Binary: true}).DecodeServer(data)
+		if err != nil {
+			t.Fatalf("stalled client, after message %d: %v", seq, err)
+		}
+		m := f.GetMessage()
+		if m == nil {
+			continue // the Welcome
+		}
+		if m.GetSeq() != seq+1 || m.GetText() != fmt.Sprint(seq, text) {
+			t.Fatalf("stalled client: got seq %d (%d bytes of text), want seq %d whole", m.GetSeq(), len(m.GetText()), seq+1)
+		}
+		seq++
+	}
+	select {
+	case err := <-readerDone:
+		t.Fatalf("reading client: %v", err)
+	default:
+	}
+}
+
+// fullConn is a connection whose socket takes nothing without waiting
+// (TryWriteFrame writes 0 bytes) and whose blocking writes wait until
+// release is closed, then record what they wrote.
+type fullConn struct {
+	transportConn
+	release chan struct{}
+	wrote   chan []byte
+}
+
+func (c *fullConn) TryWriteFrame([]byte, time.Duration) (int, error) { return 0, nil }
+
+func (c *fullConn) WriteFrames(frames [][]byte, _ time.Duration) error {
+	<-c.release
+	for _, f := range frames {
+		c.wrote <- append([]byte(nil), f...)
+	}
+	return nil
+}
+
+// readyConn is a connection whose socket takes every frame at once.
+type readyConn struct {
+	transportConn
+	wrote chan []byte
+}
+
+func (c *readyConn) TryWriteFrame(f []byte, _ time.Duration) (int, error) {
+	c.wrote <- append([]byte(nil), f...)
+	return len(f), nil
+}
+
+func (c *readyConn) WriteFrames(frames [][]byte, _ time.Duration) error {
+	for _, f := range frames {
+		c.wrote <- append([]byte(nil), f...)
+	}
+	return nil
+}
+
+// TestStartWritersPastAFullSocket: the sessions of one writer goroutine
+// (startWriters) are each written without waiting; a session whose socket
+// takes nothing does not hold up the next one, and gets its frame once its
+// socket takes it, from a writer of its own.
+func TestStartWritersPastAFullSocket(t *testing.T) {
+	g := &Gateway{cfg: Config{WriteTimeout: 5 * time.Second, SendQueue: 8, SendQueueBytes: 1 << 20}}
+	full := &fullConn{release: make(chan struct{}), wrote: make(chan []byte, 1)}
+	ready := &readyConn{wrote: make(chan []byte, 1)}
+	stuck := &session{g: g, conn: full}
+	next := &session{g: g, conn: ready}
+	var starts []*session
+	for _, s := range []*session{stuck, next} {
+		queued, start := s.put(outFrame{wire: []byte("frame"), size: 5})
+		if !queued || !start {
+			t.Fatalf("put: queued %v, start %v; want both", queued, start)
+		}
+		starts = append(starts, s)
+	}
+	startWriters(starts)
+	select {
+	case f := <-ready.wrote:
+		if string(f) != "frame" {
+			t.Fatalf("second session got %q", f)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the second session's frame waited for the first session's full socket")
+	}
+	close(full.release)
+	select {
+	case f := <-full.wrote:
+		if string(f) != "frame" {
+			t.Fatalf("first session got %q", f)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the first session's frame was never written")
+	}
+}
