@@ -285,10 +285,21 @@ func (s *session) tryWriteBatch(w *batchWriter) error {
 // well under a millisecond.
 const writerChunk = 32
 
+// inlineWriters is how many sessions startWriters writes on the caller's
+// goroutine rather than start one: a DM's two users, a reply's sender. The
+// writes never wait, and starting a goroutine costs about what a write does.
+const inlineWriters = 4
+
 // startWriters starts the writers of ss, sessions whose put reported that
-// no writer runs: writerChunk sessions per goroutine, each written without
-// waiting (writeNow).
+// no writer runs: each is written without waiting (writeNow), a few on the
+// caller's goroutine, more by goroutines serving writerChunk sessions each.
 func startWriters(ss []*session) {
+	if len(ss) <= inlineWriters {
+		for _, s := range ss {
+			s.writeNow()
+		}
+		return
+	}
 	for len(ss) > 0 {
 		var chunk [writerChunk]*session
 		n := copy(chunk[:], ss)

@@ -128,40 +128,47 @@ func (c *readyConn) WriteFrames(frames [][]byte, _ time.Duration) error {
 	return nil
 }
 
-// TestStartWritersPastAFullSocket: the sessions of one writer goroutine
-// (startWriters) are each written without waiting; a session whose socket
-// takes nothing does not hold up the next one, and gets its frame once its
+// TestStartWritersPastAFullSocket: the sessions startWriters is given
+// (few, written on the caller's goroutine, or many, by goroutines serving
+// writerChunk each) are each written without waiting; a session whose socket
+// takes nothing does not hold up the others, and gets its frame once its
 // socket takes it, from a writer of its own.
 func TestStartWritersPastAFullSocket(t *testing.T) {
-	g := &Gateway{cfg: Config{WriteTimeout: 5 * time.Second, SendQueue: 8, SendQueueBytes: 1 << 20}}
-	full := &fullConn{release: make(chan struct{}), wrote: make(chan []byte, 1)}
-	ready := &readyConn{wrote: make(chan []byte, 1)}
-	stuck := &session{g: g, conn: full}
-	next := &session{g: g, conn: ready}
-	var starts []*session
-	for _, s := range []*session{stuck, next} {
-		queued, start := s.put(outFrame{wire: []byte("frame"), size: 5})
-		if !queued || !start {
-			t.Fatalf("put: queued %v, start %v; want both", queued, start)
-		}
-		starts = append(starts, s)
-	}
-	startWriters(starts)
-	select {
-	case f := <-ready.wrote:
-		if string(f) != "frame" {
-			t.Fatalf("second session got %q", f)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("the second session's frame waited for the first session's full socket")
-	}
-	close(full.release)
-	select {
-	case f := <-full.wrote:
-		if string(f) != "frame" {
-			t.Fatalf("first session got %q", f)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("the first session's frame was never written")
+	for _, n := range []int{2, writerChunk + 3} {
+		t.Run(fmt.Sprint(n, " sessions"), func(t *testing.T) {
+			g := &Gateway{cfg: Config{WriteTimeout: 5 * time.Second, SendQueue: 8, SendQueueBytes: 1 << 20}}
+			full := &fullConn{release: make(chan struct{}), wrote: make(chan []byte, 1)}
+			ready := &readyConn{wrote: make(chan []byte, n)}
+			starts := []*session{{g: g, conn: full}}
+			for len(starts) < n {
+				starts = append(starts, &session{g: g, conn: ready})
+			}
+			for _, s := range starts {
+				queued, start := s.put(outFrame{wire: []byte("frame"), size: 5})
+				if !queued || !start {
+					t.Fatalf("put: queued %v, start %v; want both", queued, start)
+				}
+			}
+			startWriters(starts)
+			for i := 1; i < n; i++ {
+				select {
+				case f := <-ready.wrote:
+					if string(f) != "frame" {
+						t.Fatalf("a ready session got %q", f)
+					}
+				case <-time.After(waitFor):
+					t.Fatalf("%d of %d ready sessions written: the others waited for the full socket", i-1, n-1)
+				}
+			}
+			close(full.release)
+			select {
+			case f := <-full.wrote:
+				if string(f) != "frame" {
+					t.Fatalf("the full socket's session got %q", f)
+				}
+			case <-time.After(waitFor):
+				t.Fatal("the full socket's frame was never written")
+			}
+		})
 	}
 }
