@@ -50,8 +50,9 @@ func (s *session) sendError(id uint64, err error) {
 	s.send(wire.ErrorFrame(id, we.Code, we.Message, we.RetryAfterMs))
 }
 
-// enqueue queues f without ever blocking (it is called by the delivering
-// goroutine for every recipient) and starts a writer if none runs. The queue
+// enqueue queues f without ever blocking and, if no writer runs, writes
+// without waiting (writeNow) on the caller's goroutine: a reply on the
+// delivering goroutine, a pong on the reader's. The queue
 // is full when it holds Config.SendQueue frames or f would take its bytes
 // past Config.SendQueueBytes. When it is full, a droppable f is dropped;
 // otherwise queued droppable frames are evicted to make room, and if that is
@@ -60,7 +61,7 @@ func (s *session) sendError(id uint64, err error) {
 func (s *session) enqueue(f outFrame) bool {
 	queued, start := s.put(f)
 	if start {
-		go s.writeLoop()
+		s.writeNow()
 	}
 	return queued
 }
