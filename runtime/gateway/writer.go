@@ -25,9 +25,26 @@ type outFrame struct {
 	droppable bool
 }
 
-// keepQueueCap is the largest queue backing array an idle session keeps;
-// a larger one (after a burst) is released so idle sessions stay small.
-const keepQueueCap = 8
+// queueBuf is the backing array a session's send queue starts on, from a
+// pool: an idle session holds none (its queue is nil), and the writer gives
+// its two buffers back when the queue runs empty, so neither an idle
+// connection nor a burst of one frame per recipient costs an allocation. A
+// queue that outgrows it moves to an array of its own, left to the
+// collector once the queue is empty.
+type queueBuf [4]outFrame
+
+var queueBufs = sync.Pool{New: func() any { return new(queueBuf) }}
+
+// releaseQueue gives q's backing array back to queueBufs if it is one's
+// size, cleared so that it keeps no frame alive.
+func releaseQueue(q []outFrame) {
+	if cap(q) != len(queueBuf{}) {
+		return
+	}
+	b := (*queueBuf)(q[:cap(q)])
+	clear(b[:])
+	queueBufs.Put(b)
+}
 
 // send encodes f for this session and queues it (not droppable).
 func (s *session) send(f *parleyv1.ServerFrame) bool {
@@ -84,6 +101,9 @@ func (s *session) put(f outFrame) (queued, start bool) {
 				"frames", frames, "bytes", bytes, "frame_bytes", f.size)
 		}
 		return false, false
+	}
+	if s.queue == nil {
+		s.queue = queueBufs.Get().(*queueBuf)[:0]
 	}
 	s.queue = append(s.queue, f)
 	s.queueBytes += f.size
@@ -195,15 +215,10 @@ func (s *session) write(w batchWriter, nonBlocking bool) {
 				return
 			}
 			s.writing = false
-			// Keep one small backing array for the next burst; let a
-			// large one go.
-			if cap(s.queue) < cap(w.batch) {
-				s.queue = w.batch[:0]
-			}
-			if cap(s.queue) > keepQueueCap {
-				s.queue = nil
-			}
+			releaseQueue(s.queue)
+			s.queue = nil
 			s.mu.Unlock()
+			releaseQueue(w.batch)
 			return
 		}
 		w.batch, s.queue = s.queue, w.batch[:0]
