@@ -241,7 +241,7 @@ var writevBufs = sync.Pool{New: func() any { return new([maxWritev][]byte) }}
 // (transport.Conn.WriteFrames). Every write has a deadline (between half of
 // Config.WriteTimeout and all of it): a peer that stops reading cannot hold
 // a writer (and its frames) forever. It stops early, without error, once
-// the session aborts.
+// the session aborts, at a frame boundary: a frame begun is finished.
 func (s *session) writeBatch(w *batchWriter) error {
 	// The frame list escapes (the conn is an interface), so a local array
 	// would be 1.5 KiB of garbage per write: most of a fan-out's
@@ -249,9 +249,17 @@ func (s *session) writeBatch(w *batchWriter) error {
 	bp := writevBufs.Get().(*[maxWritev][]byte)
 	defer writevBufs.Put(bp)
 	bufs := bp[:]
-	for w.next < len(w.batch) && !s.abort.Load() {
+	for w.next < len(w.batch) {
 		frames := w.batch[w.next:]
 		n := min(len(frames), maxWritev)
+		if s.abort.Load() {
+			if w.off == 0 {
+				break
+			}
+			// A frame begun is finished first, or the close frame
+			// would land inside it.
+			n = 1
+		}
 		for i := range frames[:n] {
 			bufs[i] = frames[i].wire
 		}
@@ -273,7 +281,7 @@ func (s *session) writeBatch(w *batchWriter) error {
 // is tried, the fan-out's case: several go to writeBatch's one writev. An
 // aborted session's frames count as written, as in writeBatch.
 func (s *session) tryWriteBatch(w *batchWriter) error {
-	if s.abort.Load() {
+	if s.abort.Load() && w.off == 0 {
 		w.next = len(w.batch)
 		return nil
 	}

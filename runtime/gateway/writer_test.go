@@ -172,3 +172,29 @@ func TestStartWritersPastAFullSocket(t *testing.T) {
 		})
 	}
 }
+
+// TestAbortFinishesAFrameBegun: a session aborted (a slow consumer's close
+// without flush) while its writer is inside a frame still writes that
+// frame's rest, and nothing after it, so the close frame that follows
+// cannot land inside a data frame.
+func TestAbortFinishesAFrameBegun(t *testing.T) {
+	ready := &readyConn{wrote: make(chan []byte, 4)}
+	s := &session{g: &Gateway{cfg: Config{WriteTimeout: 5 * time.Second}}, conn: ready}
+	s.abort.Store(true)
+	w := batchWriter{batch: []outFrame{{wire: []byte("first frame")}, {wire: []byte("second frame")}}, off: 6}
+	if err := s.writeBatch(&w); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-ready.wrote; string(got) != "frame" {
+		t.Fatalf("wrote %q, want the first frame's rest %q", got, "frame")
+	}
+	select {
+	case got := <-ready.wrote:
+		t.Fatalf("wrote %q after the frame begun, on an aborted session", got)
+	default:
+	}
+	w = batchWriter{batch: []outFrame{{wire: []byte("third frame")}}}
+	if err := s.writeBatch(&w); err != nil || len(ready.wrote) != 0 {
+		t.Fatalf("an aborted session at a frame boundary wrote %d frames (%v), want none", len(ready.wrote), err)
+	}
+}

@@ -98,12 +98,20 @@ func PongFrame(payload []byte) []byte {
 // fan-out's server CPU when done for every write (docs/benchmarks.md,
 // issue 16). The frames' bytes are only read, so one frame may be shared by
 // many connections; the elements of frames may be changed (a writev
-// consumes them). One writer at a time: WriteFrames is not safe for
-// concurrent use with itself, but is with the close frame the Conn writes.
+// consumes them). After a TryWriteFrame that wrote part of a frame, the
+// first of frames must be that frame's rest. One writer at a time:
+// WriteFrames is not safe for concurrent use with itself, but is with the
+// close frames gorilla writes, which never land inside one of its frames.
 // An error (a timeout once the deadline passes: a net.Error whose Timeout
 // is true) leaves the connection to be closed; a frame may have been
 // written in part.
 func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
+	if c.partial {
+		c.partial = false // the lock is still held since then
+	} else {
+		c.fc.wmu.Lock()
+	}
+	defer c.fc.wmu.Unlock()
 	nc := c.fc.Conn
 	c.keepWriteDeadline(timeout)
 	if len(frames) == 1 {

@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -179,5 +180,70 @@ func BenchmarkWriteFrames(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestPartialWriteKeepsFramesWhole: a TryWriteFrame that the socket takes
+// only in part leaves the socket to the rest of that frame; a close frame
+// gorilla writes meanwhile (as its close handler does, from the reader)
+// waits, and the client reads the whole data frame, then the close.
+func TestPartialWriteKeepsFramesWhole(t *testing.T) {
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	frame := make([]byte, HeaderSize(len(payload)), HeaderSize(len(payload))+len(payload))
+	PutHeader(frame, true, len(payload))
+	frame = append(frame, payload...)
+
+	ready := make(chan struct{})
+	srvErr := make(chan error, 3)
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Upgrade(&up, w, r, 1<<20)
+		if err != nil {
+			srvErr <- err
+			return
+		}
+		defer c.Close()
+		if tc, ok := c.fc.Conn.(*net.TCPConn); ok {
+			_ = tc.SetWriteBuffer(4096)
+		}
+		n, err := c.TryWriteFrame(frame, 10*time.Second)
+		if err != nil || n <= 0 || n >= len(frame) {
+			srvErr <- fmt.Errorf("TryWriteFrame of %d bytes to a client not reading: %d, %v; want a part", len(frame), n, err)
+			close(ready)
+			return
+		}
+		closed := make(chan error, 1)
+		go func() {
+			closed <- c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(10*time.Second))
+		}()
+		time.Sleep(100 * time.Millisecond) // the close writer is at the socket now
+		close(ready)
+		if err := c.WriteFrames([][]byte{frame[n:]}, 10*time.Second); err != nil {
+			srvErr <- fmt.Errorf("rest of the frame: %w", err)
+		}
+		if err := <-closed; err != nil {
+			srvErr <- fmt.Errorf("close frame: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}))
+	defer srv.Close()
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-ready
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	mt, data, err := c.ReadMessage()
+	if err != nil || mt != websocket.BinaryMessage || !bytes.Equal(data, payload) {
+		t.Fatalf("first message: type %d, %d bytes (equal %v), %v; want the whole %d-byte frame", mt, len(data), bytes.Equal(data, payload), err, len(payload))
+	}
+	if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("after the frame: %v, want the close frame (1000)", err)
+	}
+	select {
+	case err := <-srvErr:
+		t.Fatal(err)
+	default:
 	}
 }

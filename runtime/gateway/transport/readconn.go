@@ -38,6 +38,14 @@ type frameConn struct {
 	net.Conn
 	raw syscall.RawConn // for waitReadable; nil when the connection has none
 
+	// wmu keeps frames whole on the socket: WriteFrames and TryWriteFrame
+	// hold it while they write, and so does every write gorilla makes
+	// through Write (its close frames, from any goroutine). A
+	// TryWriteFrame that wrote part of a frame returns holding it, for
+	// the WriteFrames that writes the rest to release (Conn.partial), so
+	// nothing lands inside the frame in between.
+	wmu sync.Mutex
+
 	ahead *[]byte // pooled buffer holding buf, nil when empty
 	buf   []byte  // read-ahead bytes not yet handed on
 	left  uint64  // bytes of the current frame not yet handed on; 0 at a frame boundary
@@ -65,6 +73,14 @@ func (c *frameConn) init(nc net.Conn) {
 			c.raw = rc
 		}
 	}
+}
+
+// Write is gorilla's way to the socket (close frames): under wmu, so a
+// frame of its own never lands inside one of ours.
+func (c *frameConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.Conn.Write(p)
 }
 
 // Read hands on at most the rest of the current frame.

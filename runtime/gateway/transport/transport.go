@@ -111,6 +111,10 @@ type Conn struct {
 	// writeBy is the write deadline WriteFrames last set (unix ns; 0:
 	// none, or another writer, the close frame's, moved it since).
 	writeBy atomic.Int64
+	// partial is set by a TryWriteFrame that wrote part of a frame and
+	// returned holding fc.wmu; the WriteFrames that writes the rest clears
+	// it and releases the lock. Only the connection's one writer uses it.
+	partial bool
 }
 
 // Upgrade upgrades the HTTP request to a WebSocket connection with u

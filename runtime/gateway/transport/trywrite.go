@@ -11,11 +11,14 @@ import (
 // TryWriteFrame writes as much of frame (a complete frame, or the rest of
 // one a previous call wrote in part) as the socket's send buffer takes now,
 // without waiting, in one write system call, and returns how many bytes it
-// wrote: all of them, some, or none when the buffer is full or the
-// connection has no socket of its own to write to without waiting (TLS).
-// The caller writes the rest with WriteFrames. It keeps the write deadline
-// as WriteFrames does (timeout). An error leaves the connection to be
-// closed. Not safe for concurrent use with WriteFrames or itself.
+// wrote: all of them, some, or none when the buffer is full, another
+// frame (gorilla's close) is being written, or the connection has no socket
+// of its own to write to without waiting (TLS). After a part, nothing else
+// may be written before the rest: the caller's next write must be
+// WriteFrames with the frame's rest first (the socket stays locked until
+// then). It keeps the write deadline as WriteFrames does (timeout). An
+// error leaves the connection to be closed. Not safe for concurrent use
+// with WriteFrames or itself.
 //
 // Decision (issue 16): a fan-out writes each recipient's frame from a few
 // goroutines serving many recipients each (the gateway's writer), instead
@@ -23,7 +26,7 @@ import (
 // almost always takes the frame at once, and a recipient whose buffer is
 // full gets a goroutine of its own for the rest, so it holds up no one.
 func (c *Conn) TryWriteFrame(frame []byte, timeout time.Duration) (int, error) {
-	if c.fc.raw == nil || len(frame) == 0 {
+	if c.fc.raw == nil || len(frame) == 0 || !c.fc.wmu.TryLock() {
 		return 0, nil
 	}
 	c.keepWriteDeadline(timeout)
@@ -33,10 +36,18 @@ func (c *Conn) TryWriteFrame(frame []byte, timeout time.Duration) (int, error) {
 	n, werr := w.n, w.err
 	w.frame, w.n, w.err = nil, 0, nil
 	rawWrites.Put(w)
+	if err == nil {
+		err = werr
+	}
+	if err == nil && n > 0 && n < len(frame) {
+		c.partial = true // WriteFrames writes the rest and unlocks
+		return n, nil
+	}
+	c.fc.wmu.Unlock()
 	if err != nil {
 		return 0, err
 	}
-	return n, werr
+	return n, nil
 }
 
 // rawWrite is one non-blocking write through syscall.RawConn.Write, pooled
