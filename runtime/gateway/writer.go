@@ -159,9 +159,10 @@ func (s *session) evictDroppable() bool {
 // close frame last. A write error ends the connection.
 func (s *session) writeLoop() { s.write(batchWriter{}, false) }
 
-// writeNow is writeLoop for a goroutine that writes to many sessions (a
-// fan-out's, startWriters): it writes what the socket takes at once and
-// leaves the rest, if any, to a writeLoop goroutine of the session's own.
+// writeNow is writeLoop for a goroutine that must not wait for this
+// session's socket (the delivering goroutine, a fan-out's writers, the
+// reader): it writes what the socket takes at once and leaves the rest, if
+// any, to a writeLoop goroutine of the session's own.
 func (s *session) writeNow() { s.write(batchWriter{}, true) }
 
 // batchWriter is a writer's batch: frames taken from the queue (swapped
