@@ -67,9 +67,9 @@ func (s *session) sendError(id uint64, err error) {
 	s.send(wire.ErrorFrame(id, we.Code, we.Message, we.RetryAfterMs))
 }
 
-// enqueue queues f without ever blocking and, if no writer runs, writes
-// without waiting (writeNow) on the caller's goroutine: a reply on the
-// delivering goroutine, a pong on the reader's. The queue
+// enqueue queues f without ever blocking (it is called by the delivering
+// goroutine for every recipient) and starts a writer goroutine if none
+// runs. The queue
 // is full when it holds Config.SendQueue frames or f would take its bytes
 // past Config.SendQueueBytes. When it is full, a droppable f is dropped;
 // otherwise queued droppable frames are evicted to make room, and if that is
@@ -78,7 +78,7 @@ func (s *session) sendError(id uint64, err error) {
 func (s *session) enqueue(f outFrame) bool {
 	queued, start := s.put(f)
 	if start {
-		s.writeNow()
+		go s.writeLoop()
 	}
 	return queued
 }
@@ -159,10 +159,10 @@ func (s *session) evictDroppable() bool {
 // close frame last. A write error ends the connection.
 func (s *session) writeLoop() { s.write(batchWriter{}, false) }
 
-// writeNow is writeLoop for a goroutine that must not wait for this
-// session's socket (the delivering goroutine, a fan-out's writers, the
-// reader): it writes what the socket takes at once and leaves the rest, if
-// any, to a writeLoop goroutine of the session's own.
+// writeNow is writeLoop for a fan-out's writer goroutines (startWriters),
+// which must not wait for this session's socket: it writes what the socket
+// takes at once and leaves the rest, if any, to a writeLoop goroutine of
+// the session's own.
 func (s *session) writeNow() { s.write(batchWriter{}, true) }
 
 // batchWriter is a writer's batch: frames taken from the queue (swapped
@@ -310,18 +310,25 @@ func (s *session) tryWriteBatch(w *batchWriter) error {
 // well under a millisecond.
 const writerChunk = 32
 
-// inlineWriters is how many sessions startWriters writes on the caller's
-// goroutine rather than start one: a DM's two users, a reply's sender. The
-// writes never wait, and starting a goroutine costs about what a write does.
-const inlineWriters = 4
+// ownWriters is how many sessions startWriters gives a writer goroutine
+// each (writeLoop), as enqueue does: a DM's users, a reply's sender. Such a
+// writer starts a moment later and often finds several frames queued (a
+// reply and a receipt, the deliveries of one fetched batch of records),
+// which it writes with one writev. Decision (issue 11): writing them at
+// once on the delivering goroutine cost the fleet's gateway about 30 %
+// more CPU per DM send at 2,000/s (one write per frame instead of one per
+// batch; docs/benchmarks.md); a fan-out has one frame per recipient to
+// write, where starting a goroutine per recipient was the cost.
+const ownWriters = 4
 
 // startWriters starts the writers of ss, sessions whose put reported that
-// no writer runs: each is written without waiting (writeNow), a few on the
-// caller's goroutine, more by goroutines serving writerChunk sessions each.
+// no writer runs: a few get a writer goroutine each (writeLoop); more are
+// written without waiting (writeNow) by goroutines serving writerChunk
+// sessions each.
 func startWriters(ss []*session) {
-	if len(ss) <= inlineWriters {
+	if len(ss) <= ownWriters {
 		for _, s := range ss {
-			s.writeNow()
+			go s.writeLoop()
 		}
 		return
 	}

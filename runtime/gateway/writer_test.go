@@ -129,8 +129,8 @@ func (c *readyConn) WriteFrames(frames [][]byte, _ time.Duration) error {
 }
 
 // TestStartWritersPastAFullSocket: the sessions startWriters is given
-// (few, written on the caller's goroutine, or many, by goroutines serving
-// writerChunk each) are each written without waiting; a session whose socket
+// (few, each on a writer goroutine of its own, or many, written without
+// waiting by goroutines serving writerChunk each): a session whose socket
 // takes nothing does not hold up the others, and gets its frame once its
 // socket takes it, from a writer of its own.
 func TestStartWritersPastAFullSocket(t *testing.T) {
