@@ -27,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -129,6 +130,8 @@ func run(mode string, rate int, duration time.Duration, convs, perRead, pid int,
 		firstErr atomic.Value
 		sem      = make(chan struct{}, 256)
 		rows     int
+		latMu    sync.Mutex
+		lats     []time.Duration // each request's latency, for the percentiles
 	)
 	cpu0, err := bench.ProcCPU(pid)
 	if err != nil {
@@ -150,7 +153,13 @@ func run(mode string, rate int, duration time.Duration, convs, perRead, pid int,
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := write(n, batch); err != nil {
+			t0 := time.Now()
+			err := write(n, batch)
+			d := time.Since(t0)
+			latMu.Lock()
+			lats = append(lats, d)
+			latMu.Unlock()
+			if err != nil {
 				failures.Add(1)
 				firstErr.CompareAndSwap(nil, err)
 			}
@@ -166,8 +175,10 @@ func run(mode string, rate int, duration time.Duration, convs, perRead, pid int,
 		return fmt.Errorf("%d of the requests failed, the first: %v", f, firstErr.Load())
 	}
 	used := cpu1 - cpu0
-	fmt.Printf("mode=%s rate=%d rows=%d rows_per_s=%.0f cassandra_cores=%.3f cpu_ms_per_row=%.3f\n",
+	slices.Sort(lats)
+	pct := func(q float64) float64 { return float64(lats[int(q*float64(len(lats)-1))].Microseconds()) / 1000 }
+	fmt.Printf("mode=%s rate=%d rows=%d rows_per_s=%.0f cassandra_cores=%.3f cpu_ms_per_row=%.3f request_ms_p50=%.2f p99=%.2f\n",
 		mode, rate, rows, float64(rows)/wall.Seconds(), used.Seconds()/wall.Seconds(),
-		float64(used.Microseconds())/1000/float64(rows))
+		float64(used.Microseconds())/1000/float64(rows), pct(0.5), pct(0.99))
 	return nil
 }
