@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -75,6 +77,76 @@ func TestSharedAcrossGateways(t *testing.T) {
 	}
 	if ok, _ := limits.NewShared(c, prefix, 0, 1).Allow("alice"); !ok {
 		t.Error("a zero rate must not limit")
+	}
+}
+
+// TestSharedConcurrentChecks: checks made at the same time share round
+// trips (their scripts go to Redis in pipelines) and each still gets its own
+// user's answer: half the users spent their burst on another gateway first.
+func TestSharedConcurrentChecks(t *testing.T) {
+	c := redisClient(t)
+	prefix := randomPrefix()
+	gw1 := limits.NewShared(c, prefix, 0.01, 1) // one send per user, then one per 100 s
+	gw2 := limits.NewShared(c, prefix, 0.01, 1)
+	const users = 64
+	for i := range users / 2 {
+		if ok, _ := gw2.Allow(fmt.Sprint("u", i)); !ok {
+			t.Fatalf("u%d refused its first send", i)
+		}
+	}
+	var trips, scripts atomic.Int64
+	c.AddHook(tripHook{trips: &trips, scripts: &scripts})
+	got := make([]bool, users)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			got[i], _ = gw1.Allow(fmt.Sprint("u", i))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, ok := range got {
+		if want := i >= users/2; ok != want {
+			t.Errorf("u%d: allowed %v, want %v (spent on the other gateway: %v)", i, ok, want, !want)
+		}
+	}
+	if n := scripts.Load(); n != users {
+		t.Errorf("%d scripts ran for %d checks, want one each", n, users)
+	}
+	if n := trips.Load(); n >= users {
+		t.Errorf("%d round trips for %d concurrent checks: none went together", n, users)
+	}
+	t.Logf("%d concurrent checks in %d round trips", users, trips.Load())
+}
+
+// tripHook counts round trips to Redis (a command or a pipeline) and the
+// script calls among what they carried.
+type tripHook struct{ trips, scripts *atomic.Int64 }
+
+func (tripHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (h tripHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.trips.Add(1)
+		h.count(cmd)
+		return next(ctx, cmd)
+	}
+}
+func (h tripHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.trips.Add(1)
+		for _, cmd := range cmds {
+			h.count(cmd)
+		}
+		return next(ctx, cmds)
+	}
+}
+func (h tripHook) count(cmd goredis.Cmder) {
+	if n := cmd.Name(); n == "evalsha" || n == "eval" {
+		h.scripts.Add(1)
 	}
 }
 
