@@ -127,9 +127,9 @@ func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
 // if less than half of timeout is left on it (WriteFrames).
 func (c *Conn) keepWriteDeadline(timeout time.Duration) {
 	now := time.Now().UnixNano()
-	if by := c.writeBy.Load(); by-now < int64(timeout/2) {
+	if by := c.fc.writeBy.Load(); by-now < int64(timeout/2) {
 		by = now + int64(timeout)
-		c.writeBy.Store(by)
+		c.fc.writeBy.Store(by)
 		_ = c.fc.Conn.SetWriteDeadline(time.Unix(0, by))
 	}
 }

@@ -116,6 +116,16 @@ func TestWriteFramesDeadline(t *testing.T) {
 		}
 		time.Sleep(timeout * 3 / 2) // past the deadline the last write set
 	}
+	// Gorilla moves the deadline for a control frame of its own (here to
+	// one already passed) right after WriteFrames set one: the next
+	// WriteFrames must not trust the deadline it set itself.
+	if err := c.WriteFrames([][]byte{frame}, timeout); err != nil {
+		t.Fatalf("write to a reading peer: %v", err)
+	}
+	_ = c.fc.SetWriteDeadline(time.Now().Add(-time.Second))
+	if err := c.WriteFrames([][]byte{frame}, timeout); err != nil {
+		t.Fatalf("write after gorilla moved the deadline: %v", err)
+	}
 	_ = server.Close()
 
 	stalled, peer := net.Pipe() // nobody reads peer

@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // An idle connection's reader goroutine used to park deep in gorilla's read
@@ -45,6 +47,9 @@ type frameConn struct {
 	// the WriteFrames that writes the rest to release (Conn.partial), so
 	// nothing lands inside the frame in between.
 	wmu sync.Mutex
+	// writeBy is the write deadline keepWriteDeadline last set (unix ns;
+	// 0: none, or gorilla moved it since: SetWriteDeadline).
+	writeBy atomic.Int64
 
 	ahead *[]byte // pooled buffer holding buf, nil when empty
 	buf   []byte  // read-ahead bytes not yet handed on
@@ -81,6 +86,14 @@ func (c *frameConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.Conn.Write(p)
+}
+
+// SetWriteDeadline is gorilla's way to the write deadline (before each of
+// its control and close frames): it forgets writeBy, so the next
+// WriteFrames sets a deadline of its own again.
+func (c *frameConn) SetWriteDeadline(t time.Time) error {
+	c.writeBy.Store(0)
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // Read hands on at most the rest of the current frame.

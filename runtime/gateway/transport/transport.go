@@ -108,9 +108,6 @@ type Conn struct {
 	// closeBy is the read deadline WriteClose set (unix ns; 0: none), for
 	// a warm wait that cleared it to put it back (waitWarm).
 	closeBy atomic.Int64
-	// writeBy is the write deadline WriteFrames last set (unix ns; 0:
-	// none, or another writer, the close frame's, moved it since).
-	writeBy atomic.Int64
 	// partial is set by a TryWriteFrame that wrote part of a frame and
 	// returned holding fc.wmu; the WriteFrames that writes the rest clears
 	// it and releases the lock. Only the connection's one writer uses it.
@@ -287,7 +284,6 @@ func (c *Conn) WriteClose(code int, reason string) error {
 	}
 	msg := websocket.FormatCloseMessage(code, reason)
 	err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait))
-	c.writeBy.Store(0) // gorilla moved the write deadline
 	if err != nil {
 		_ = c.Close()
 		return err
