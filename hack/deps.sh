@@ -45,8 +45,8 @@ CQLSH_VERSION=${PARLEY_CQLSH_VERSION:-6.2.2}
 # Timer slack (prctl(2) PR_SET_TIMERSLACK, in ns) of the Kafka and Cassandra JVMs; the kernel's
 # default is 50 us. Cassandra's shared worker pool parks idle workers for 10 us at a time
 # (SEPWorker) for up to ~10 ms after each task, and on a small shared machine those wake-ups
-# were a third of its CPU: with 200 us it used 30 % less CPU at 100 DM sends/s and 17 % less at
-# 2,000/s for about +0.25 ms per request (docs/benchmarks.md, issue 11, eighth session).
+# were a third of its CPU: with 200 us it used 30 % less CPU per send at 100 DM sends/s and 15 %
+# less at 2,000/s, for about +0.25 ms per request (docs/benchmarks.md, issue 11, eighth session).
 # 0 keeps the kernel's default.
 JVM_TIMER_SLACK_NS=${PARLEY_JVM_TIMER_SLACK_NS:-200000}
 

@@ -32,12 +32,11 @@ const sharedBackoff = time.Second
 // gateway of a region (issue 14: a user connected to two gateways had twice
 // the budget). It is GCRA by github.com/go-redis/redis_rate, one Lua call
 // per Allow, under keys "rate:<prefix><user>"; the calls of concurrent
-// Allows reach Redis together in one pipeline (pipelinedScripts). A local *Users bucket of the
-// same rate and burst answers first — a refusal costs no round trip, and a
-// user within budget on this gateway is checked region-wide — and decides
-// alone while Redis fails (for a second after each failure, logged at most
-// every 10 s), so an
-// outage loosens the budget to per gateway, as before, rather than refusing
+// Allows reach Redis together in one pipeline (pipelinedScripts). A local
+// *Users bucket of the same rate and burst answers first — a refusal costs
+// no round trip, and a user within budget on this gateway is checked
+// region-wide — and decides alone while Redis fails (for a second after
+// each failure, logged at most every 10 s), so an outage loosens the budget to per gateway, as before, rather than refusing
 // everyone. It is safe for concurrent use.
 type Shared struct {
 	lim    *redis_rate.Limiter
