@@ -36,8 +36,9 @@ const sharedBackoff = time.Second
 // *Users bucket of the same rate and burst answers first — a refusal costs
 // no round trip, and a user within budget on this gateway is checked
 // region-wide — and decides alone while Redis fails (for a second after
-// each failure, logged at most every 10 s), so an outage loosens the budget to per gateway, as before, rather than refusing
-// everyone. It is safe for concurrent use.
+// each failure, logged at most every 10 s), so an outage loosens the
+// budget to per gateway, as before, rather than refusing everyone. It is
+// safe for concurrent use.
 type Shared struct {
 	lim    *redis_rate.Limiter
 	limit  redis_rate.Limit
