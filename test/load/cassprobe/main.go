@@ -27,7 +27,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -130,8 +129,7 @@ func run(mode string, rate int, duration time.Duration, convs, perRead, pid int,
 		firstErr atomic.Value
 		sem      = make(chan struct{}, 256)
 		rows     int
-		latMu    sync.Mutex
-		lats     []time.Duration // each request's latency, for the percentiles
+		lats     = bench.NewHistogram() // each request's latency
 	)
 	cpu0, err := bench.ProcCPU(pid)
 	if err != nil {
@@ -155,10 +153,7 @@ func run(mode string, rate int, duration time.Duration, convs, perRead, pid int,
 			defer func() { <-sem }()
 			t0 := time.Now()
 			err := write(n, batch)
-			d := time.Since(t0)
-			latMu.Lock()
-			lats = append(lats, d)
-			latMu.Unlock()
+			lats.Record(time.Since(t0))
 			if err != nil {
 				failures.Add(1)
 				firstErr.CompareAndSwap(nil, err)
@@ -175,10 +170,9 @@ func run(mode string, rate int, duration time.Duration, convs, perRead, pid int,
 		return fmt.Errorf("%d of the requests failed, the first: %v", f, firstErr.Load())
 	}
 	used := cpu1 - cpu0
-	slices.Sort(lats)
-	pct := func(q float64) float64 { return float64(lats[int(q*float64(len(lats)-1))].Microseconds()) / 1000 }
+	lat := lats.Summary()
 	fmt.Printf("mode=%s rate=%d rows=%d rows_per_s=%.0f cassandra_cores=%.3f cpu_ms_per_row=%.3f request_ms_p50=%.2f p99=%.2f\n",
 		mode, rate, rows, float64(rows)/wall.Seconds(), used.Seconds()/wall.Seconds(),
-		float64(used.Microseconds())/1000/float64(rows), pct(0.5), pct(0.99))
+		float64(used.Microseconds())/1000/float64(rows), lat.P50, lat.P99)
 	return nil
 }
