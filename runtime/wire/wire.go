@@ -166,11 +166,12 @@ func (c Codec) EncodeClient(f *parleyv1.ClientFrame) ([]byte, error) {
 // when the bytes are not a frame, and an error naming the problem when the
 // frame carries no known body.
 func (c Codec) DecodeClient(b []byte) (*parleyv1.ClientFrame, error) {
-	f := &parleyv1.ClientFrame{}
-	if c.Binary && decodeEnvelope(b, f, &f.Id, clientBodies[:]) {
-		return f, nil
+	if c.Binary {
+		if f := new(parleyv1.ClientFrame); decodeEnvelope(b, f, &f.Id, clientBodies[:]) {
+			return f, nil
+		}
 	}
-	f = &parleyv1.ClientFrame{}
+	f := &parleyv1.ClientFrame{}
 	if err := c.unmarshal(b, f, jsonStrict); err != nil {
 		return nil, err
 	}
@@ -182,11 +183,12 @@ func (c Codec) DecodeClient(b []byte) (*parleyv1.ClientFrame, error) {
 
 // DecodeServer decodes a server frame (used by the SDK).
 func (c Codec) DecodeServer(b []byte) (*parleyv1.ServerFrame, error) {
-	f := &parleyv1.ServerFrame{}
-	if c.Binary && decodeEnvelope(b, f, &f.Id, serverBodies[:]) {
-		return f, nil
+	if c.Binary {
+		if f := new(parleyv1.ServerFrame); decodeEnvelope(b, f, &f.Id, serverBodies[:]) {
+			return f, nil
+		}
 	}
-	f = &parleyv1.ServerFrame{}
+	f := &parleyv1.ServerFrame{}
 	if err := c.unmarshal(b, f, jsonLenient); err != nil {
 		return nil, err
 	}
