@@ -113,7 +113,7 @@ func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
 	}
 	defer c.fc.wmu.Unlock()
 	nc := c.fc.Conn
-	c.keepWriteDeadline(timeout)
+	c.fc.keepWriteDeadline(timeout)
 	if len(frames) == 1 {
 		_, err := nc.Write(frames[0])
 		return err
@@ -121,15 +121,4 @@ func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
 	v := net.Buffers(frames)
 	_, err := v.WriteTo(nc)
 	return err
-}
-
-// keepWriteDeadline moves the socket's write deadline to timeout from now
-// if less than half of timeout is left on it (WriteFrames).
-func (c *Conn) keepWriteDeadline(timeout time.Duration) {
-	now := time.Now().UnixNano()
-	if by := c.fc.writeBy.Load(); by-now < int64(timeout/2) {
-		by = now + int64(timeout)
-		c.fc.writeBy.Store(by)
-		_ = c.fc.Conn.SetWriteDeadline(time.Unix(0, by))
-	}
 }

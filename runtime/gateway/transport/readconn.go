@@ -96,6 +96,18 @@ func (c *frameConn) SetWriteDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(t)
 }
 
+// keepWriteDeadline moves the socket's write deadline to timeout from now
+// if less than half of timeout is left on it (WriteFrames, TryWriteFrame).
+// It sets the embedded connection's deadline itself, so writeBy holds.
+func (c *frameConn) keepWriteDeadline(timeout time.Duration) {
+	now := time.Now().UnixNano()
+	if by := c.writeBy.Load(); by-now < int64(timeout/2) {
+		by = now + int64(timeout)
+		c.writeBy.Store(by)
+		_ = c.Conn.SetWriteDeadline(time.Unix(0, by))
+	}
+}
+
 // Read hands on at most the rest of the current frame.
 func (c *frameConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {

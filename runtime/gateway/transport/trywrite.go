@@ -29,7 +29,7 @@ func (c *Conn) TryWriteFrame(frame []byte, timeout time.Duration) (int, error) {
 	if c.fc.raw == nil || len(frame) == 0 || !c.fc.wmu.TryLock() {
 		return 0, nil
 	}
-	c.keepWriteDeadline(timeout)
+	c.fc.keepWriteDeadline(timeout)
 	w := rawWrites.Get().(*rawWrite)
 	w.frame = frame
 	err := c.fc.raw.Write(w.fn)
