@@ -375,14 +375,12 @@ func New(cfg Config, d Deps) *Gateway {
 	}
 	g.hub.init()
 	g.upgrader = websocket.Upgrader{
-		// Small read buffers and pooled write buffers keep an idle
-		// connection near gorilla's bare minimum (docs/benchmarks.md).
-		// 125 bytes is the least gorilla takes (it peeks a control
-		// frame's whole payload); it costs no system call: gorilla reads
-		// through the transport's frameConn, which has read ahead into
-		// its own pooled buffer, and a data message's payload is read
-		// straight into the message buffer.
-		ReadBufferSize:  125,
+		// gorilla only does the handshake; the transport reads and writes
+		// the frames and drops gorilla's Conn. With ReadBufferSize 0 and
+		// a write buffer pool, that Conn takes over the server's
+		// buffers instead of allocating its own (garbage once the
+		// handshake is done). No compression is negotiated: the
+		// transport refuses RSV bits.
 		WriteBufferPool: &sync.Pool{},
 		Subprotocols:    []string{wire.SubprotocolProto, wire.SubprotocolJSON},
 		// By default any origin may connect: the session is authorized by

@@ -19,8 +19,7 @@ import (
 // are read by an independent WebSocket implementation (gorilla's client) as
 // one message each, of the right type and payload, at every RFC 6455 length
 // form's boundary (125/126 bytes, 65535/65536 bytes), when several go out in
-// one writev and when one goes alone, and interleaved with gorilla's own
-// control frames.
+// one writev and when one goes alone, and interleaved with a pong.
 func TestWriteFrames(t *testing.T) {
 	sizes := []int{0, 125, 126, 65535, 65536, 70000}
 	for _, binary := range []bool{true, false} {
@@ -55,14 +54,16 @@ func TestWriteFrames(t *testing.T) {
 				if err := c.WriteFrames(frames[:3], deadline); err != nil { // one writev of three
 					t.Error(err)
 				}
-				_ = c.ws.WriteMessage(websocket.PingMessage, []byte("between")) // gorilla's own frame
-				if err := c.WriteFrames(frames[3:4], deadline); err != nil {    // one frame alone
+				if err := c.WriteFrames([][]byte{PongFrame([]byte("between"))}, deadline); err != nil {
+					t.Error(err)
+				}
+				if err := c.WriteFrames(frames[3:4], deadline); err != nil { // one frame alone
 					t.Error(err)
 				}
 				if err := c.WriteFrames(frames[4:], deadline); err != nil {
 					t.Error(err)
 				}
-				_, _, _ = c.ws.ReadMessage() // until the client closes
+				_ = c.fc.waitReadable() // until the client closes
 			}))
 			defer srv.Close()
 			c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
@@ -70,8 +71,13 @@ func TestWriteFrames(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			pings := 0
-			c.SetPingHandler(func(string) error { pings++; return nil })
+			pongs := 0
+			c.SetPongHandler(func(d string) error {
+				if d == "between" {
+					pongs++
+				}
+				return nil
+			})
 			wantType := TextMessage
 			if binary {
 				wantType = BinaryMessage
@@ -85,8 +91,8 @@ func TestWriteFrames(t *testing.T) {
 					t.Fatalf("frame %d: type %d, %d bytes; want type %d, %d bytes", i, mt, len(data), wantType, len(want))
 				}
 			}
-			if pings != 1 {
-				t.Fatalf("read %d pings between the frames, want 1", pings)
+			if pongs != 1 {
+				t.Fatalf("read %d pongs \"between\" among the frames, want 1", pongs)
 			}
 		})
 	}
@@ -116,15 +122,18 @@ func TestWriteFramesDeadline(t *testing.T) {
 		}
 		time.Sleep(timeout * 3 / 2) // past the deadline the last write set
 	}
-	// Gorilla moves the deadline for a control frame of its own (here to
-	// one already passed) right after WriteFrames set one: the next
-	// WriteFrames must not trust the deadline it set itself.
-	if err := c.WriteFrames([][]byte{frame}, timeout); err != nil {
+	// A close frame's write moves the deadline to its own (1 s) right
+	// after WriteFrames set one: the next WriteFrames must not trust the
+	// deadline it set itself, however long (here an hour) it still has.
+	if err := c.WriteFrames([][]byte{frame}, time.Hour); err != nil {
 		t.Fatalf("write to a reading peer: %v", err)
 	}
-	_ = c.fc.SetWriteDeadline(time.Now().Add(-time.Second))
-	if err := c.WriteFrames([][]byte{frame}, timeout); err != nil {
-		t.Fatalf("write after gorilla moved the deadline: %v", err)
+	if err := c.writeClose(websocket.CloseGoingAway, "bye"); err != nil {
+		t.Fatalf("close frame: %v", err)
+	}
+	time.Sleep(closeWait * 3 / 2) // past the close frame's deadline
+	if err := c.WriteFrames([][]byte{frame}, time.Hour); err != nil {
+		t.Fatalf("write after a close frame moved the deadline: %v", err)
 	}
 	_ = server.Close()
 
@@ -195,8 +204,8 @@ func BenchmarkWriteFrames(b *testing.B) {
 
 // TestPartialWriteKeepsFramesWhole: a TryWriteFrame that the socket takes
 // only in part leaves the socket to the rest of that frame; a close frame
-// gorilla writes meanwhile (as its close handler does, from the reader)
-// waits, and the client reads the whole data frame, then the close.
+// written meanwhile (as the reader answers a peer's close) waits, and the
+// client reads the whole data frame, then the close.
 func TestPartialWriteKeepsFramesWhole(t *testing.T) {
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	frame := make([]byte, HeaderSize(len(payload)), HeaderSize(len(payload))+len(payload))
@@ -224,7 +233,7 @@ func TestPartialWriteKeepsFramesWhole(t *testing.T) {
 		}
 		closed := make(chan error, 1)
 		go func() {
-			closed <- c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(10*time.Second))
+			closed <- c.writeClose(websocket.CloseNormalClosure, "bye")
 		}()
 		time.Sleep(100 * time.Millisecond) // the close writer is at the socket now
 		close(ready)

@@ -1,9 +1,7 @@
 package transport
 
 import (
-	"bufio"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -247,57 +245,5 @@ func TestPingsAnsweredParked(t *testing.T) {
 	}
 	if got := pongs.Load(); got != n {
 		t.Fatalf("%d pongs for %d pings", got, n)
-	}
-}
-
-// TestInvalidFramesLeftToGorilla: a ping the server does not take as a
-// valid client control frame (unmasked, or longer than 125 bytes) is not
-// answered outside gorilla, and a frame invalid where it stands (a reserved
-// opcode, a continuation with no message started) is not refused as too
-// large whatever length it declares: gorilla refuses them all with 1002
-// (protocol error) and the connection ends.
-func TestInvalidFramesLeftToGorilla(t *testing.T) {
-	huge := func(b0 byte) []byte { // a masked frame header declaring 256 MiB
-		return []byte{b0, maskBit | len64, 0, 0, 0, 0, 0x10, 0, 0, 0, 1, 2, 3, 4}
-	}
-	url, ended := echoServer(t, 1<<16)
-	addr := strings.TrimPrefix(url, "ws://")
-	for name, frame := range map[string][]byte{
-		"unmasked ping":       {finBit | opPing, 0},
-		"ping of 126 bytes":   append([]byte{finBit | opPing, maskBit | len16, 0, 126, 1, 2, 3, 4}, make([]byte, 126)...),
-		"opcode 3 of 256 MiB": huge(finBit | 0x3),
-		"continuation of 256 MiB with no message started": huge(finBit),
-	} {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-		if _, err := conn.Write([]byte(req)); err != nil {
-			t.Fatal(err)
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
-		br := bufio.NewReader(conn)
-		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-			t.Fatalf("%s: handshake: %v, %v", name, resp, err)
-		}
-		if _, err := conn.Write(frame); err != nil {
-			t.Fatal(err)
-		}
-		// gorilla's answer: a close frame with 1002 (protocol error).
-		hdr := make([]byte, 4)
-		if _, err := io.ReadFull(br, hdr); err != nil || hdr[0] != finBit|0x8 || int(hdr[2])<<8|int(hdr[3]) != websocket.CloseProtocolError {
-			t.Fatalf("%s: client read %x, %v; want a close frame with 1002", name, hdr, err)
-		}
-		select {
-		case err := <-ended:
-			if err == nil || errors.Is(err, ErrPeerClosed) || errors.Is(err, ErrTooLarge) {
-				t.Fatalf("%s: Serve ended with %v, want gorilla's protocol error", name, err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%s: Serve did not end", name)
-		}
-		conn.Close()
 	}
 }

@@ -4,28 +4,46 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
 )
 
-// An idle connection's reader goroutine used to park deep in gorilla's read
-// path (NextReader → bufio → netFD), using more than 1 KiB of stack, so the
-// runtime kept it at 4 KiB: 40% of an idle connection's memory. Serve now
-// waits for the next frame on a shallow readiness wait (waitReadable, a few
-// hundred bytes of stack) on a goroutine that has not grown its stack
-// (docs/benchmarks.md, idle memory).
+// The read path reads RFC 6455 frames itself; gorilla only does the
+// handshake. Decision (issue 16, idle memory): gorilla's Conn and its
+// bufio.Reader were about 0.7 KB of the 2.6 KB each idle connection kept
+// live (heap profile of 3,000 idle connections, docs/benchmarks.md), held
+// only to read frames between long silences. What reading frames takes is
+// short and fully specified (RFC 6455 §5: the header, masking, fragments,
+// control frames; §7: the closing handshake), the write side was already
+// built the same way (frame.go), and a second WebSocket library would hold
+// per-connection state of its own. So a connection keeps a 512-byte
+// read-ahead buffer only while bytes are being read (pooled), no reader
+// state between messages, and no gorilla Conn at all.
 //
-// Waiting outside gorilla is only right when gorilla's read buffer holds no
-// byte of a next frame, and gorilla keeps that buffer private. So gorilla
-// reads through frameConn, which never hands it a byte past the end of the
-// frame being read (it parses the RFC 6455 §5.2 header lengths, nothing
-// else): once gorilla has consumed a frame its buffer is empty, and
-// frameConn knows whether it holds read-ahead bytes itself. Everything
-// else (masking, fragments, control frames, limits, UTF-8) stays gorilla's.
+// An idle connection holds no goroutine either (poller_linux.go): between
+// messages nothing is buffered anywhere but in frameConn, which knows it
+// (idle), so the reader may park the socket and end.
+//
+// What the reader enforces, each refusal failing the connection with a
+// close frame naming the rule (RFC 6455 §7.1.7) and an error wrapping
+// ErrProtocol: no RSV bit (no extension is negotiated), a known opcode,
+// the mask bit on every client frame (§5.1), control frames final and at
+// most 125 bytes (§5.5), continuations only inside a fragmented message and
+// no new message inside one (§5.4), a close payload of 0 or at least 2
+// bytes with a code a peer may send and a UTF-8 reason (§5.5.1, §7.4). A
+// data message over the read limit is refused from the header of the frame
+// that takes it past the limit, before its payload is read (ErrTooLarge).
+// Text messages are not checked for UTF-8 here: the wire codec decides what
+// it accepts (as with gorilla, which did not check either).
 
 // readAhead is the read-ahead buffer of a frameConn, pooled: an idle
 // connection holds none.
@@ -33,42 +51,45 @@ const readAhead = 512
 
 var readAheadPool = sync.Pool{New: func() any { b := make([]byte, readAhead); return &b }}
 
-// frameConn is the net.Conn gorilla reads a Conn from (see above). Only
+// ErrProtocol is wrapped by the error Handler.ReadEnded gets when the peer
+// broke the WebSocket protocol; the connection was answered with a close
+// frame (1002, or 1007 for a close reason that is not UTF-8) naming the
+// broken rule.
+var ErrProtocol = errors.New("transport: WebSocket protocol error")
+
+// protocolError is a frame the protocol does not allow where it stands.
+type protocolError struct {
+	code   int    // the close code to answer with (RFC 6455 §7.4.1)
+	reason string // names the broken rule; sent as the close reason
+}
+
+func (e *protocolError) Error() string { return "transport: WebSocket protocol error: " + e.reason }
+func (e *protocolError) Unwrap() error { return ErrProtocol }
+
+func protoErr(format string, args ...any) *protocolError {
+	return &protocolError{code: websocket.CloseProtocolError, reason: fmt.Sprintf(format, args...)}
+}
+
+// frameConn is a connection's socket with the reader's read-ahead. Only
 // the reader goroutine (Serve) reads it; writes go to the embedded
 // connection.
 type frameConn struct {
 	net.Conn
 	raw syscall.RawConn // for waitReadable; nil when the connection has none
 
-	// wmu keeps frames whole on the socket: WriteFrames and TryWriteFrame
-	// hold it while they write, and so does every write gorilla makes
-	// through Write (its close frames, from any goroutine). A
-	// TryWriteFrame that wrote part of a frame returns holding it, for
-	// the WriteFrames that writes the rest to release (Conn.partial), so
+	// wmu keeps frames whole on the socket: WriteFrames, TryWriteFrame and
+	// the close frames (writeClose) hold it while they write. A
+	// TryWriteFrame that wrote part of a frame returns holding it, for the
+	// WriteFrames that writes the rest to release (Conn.partial), so
 	// nothing lands inside the frame in between.
 	wmu sync.Mutex
 	// writeBy is the write deadline keepWriteDeadline last set (unix ns;
-	// 0: none, or gorilla moved it since: SetWriteDeadline).
+	// 0: none, or a close frame's write moved it since).
 	writeBy atomic.Int64
 
 	ahead *[]byte // pooled buffer holding buf, nil when empty
-	buf   []byte  // read-ahead bytes not yet handed on
-	left  uint64  // bytes of the current frame not yet handed on; 0 at a frame boundary
-
-	// limit is the largest message payload handed on (0: none); msg is the
-	// payload of the current data message's frames so far. A frame that
-	// takes a message past limit is refused before gorilla sees its header
-	// (errOverLimit), so that gorilla does not answer with its own close
-	// 1009 and the handler can say why first (issue 14).
-	limit, msg uint64
-	// inMsg is set between the first and the final frame of a fragmented
-	// data message.
-	inMsg bool
+	buf   []byte  // read-ahead bytes not yet consumed
 }
-
-// errOverLimit is what Read returns for a frame that takes its message
-// past frameConn.limit.
-var errOverLimit = errors.New("message over the read limit")
 
 // init sets c up to read nc.
 func (c *frameConn) init(nc net.Conn) {
@@ -80,25 +101,8 @@ func (c *frameConn) init(nc net.Conn) {
 	}
 }
 
-// Write is gorilla's way to the socket (close frames): under wmu, so a
-// frame of its own never lands inside one of ours.
-func (c *frameConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.Conn.Write(p)
-}
-
-// SetWriteDeadline is gorilla's way to the write deadline (before each of
-// its control and close frames): it forgets writeBy, so the next
-// WriteFrames sets a deadline of its own again.
-func (c *frameConn) SetWriteDeadline(t time.Time) error {
-	c.writeBy.Store(0)
-	return c.Conn.SetWriteDeadline(t)
-}
-
 // keepWriteDeadline moves the socket's write deadline to timeout from now
 // if less than half of timeout is left on it (WriteFrames, TryWriteFrame).
-// It sets the embedded connection's deadline itself, so writeBy holds.
 func (c *frameConn) keepWriteDeadline(timeout time.Duration) {
 	now := time.Now().UnixNano()
 	if by := c.writeBy.Load(); by-now < int64(timeout/2) {
@@ -108,144 +112,122 @@ func (c *frameConn) keepWriteDeadline(timeout time.Duration) {
 	}
 }
 
-// Read hands on at most the rest of the current frame.
-func (c *frameConn) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if c.left == 0 {
-		size, err := c.nextFrameSize()
-		if err != nil {
-			return 0, err
-		}
-		c.left = size
-	}
-	if len(c.buf) > 0 {
-		n := copy(p[:min(uint64(len(p)), c.left)], c.buf)
-		c.buf = c.buf[n:]
-		c.left -= uint64(n)
-		c.release()
-		return n, nil
-	}
-	n, err := c.Conn.Read(p[:min(uint64(len(p)), c.left)])
-	c.left -= uint64(n)
-	return n, err
+// RFC 6455 §5.2 header bits and the opcodes besides text and binary.
+const (
+	rsvBits           = 0x70
+	maskBit           = 0x80
+	opContinuation    = 0x0
+	opClose           = 0x8
+	opPing            = 0x9
+	maxControlPayload = 125
+)
+
+// header is one frame's header as read from a client (RFC 6455 §5.2).
+type header struct {
+	fin    bool
+	op     byte
+	length uint64 // payload bytes; at most 2^63-1
+	key    [4]byte
 }
 
-// nextFrameSize reads ahead until the next frame's header is buffered and
-// returns the frame's whole length, header included (RFC 6455 §5.2: 2
-// bytes, then 2 or 8 bytes of extended payload length when the 7-bit length
-// is 126 or 127, then the 4-byte masking key when the mask bit is set).
-func (c *frameConn) nextFrameSize() (uint64, error) {
-	for {
-		if len(c.buf) >= 2 {
-			hdr := uint64(2)
-			payload := uint64(c.buf[1] & 0x7f)
-			switch payload {
-			case len16:
-				hdr += 2
-			case len64:
-				hdr += 8
-			}
-			if c.buf[1]&0x80 != 0 {
-				hdr += 4
-			}
-			if uint64(len(c.buf)) >= hdr {
-				switch payload {
-				case len16:
-					payload = uint64(binary.BigEndian.Uint16(c.buf[2:]))
-				case len64:
-					// gorilla refuses lengths past its read limit; keep the
-					// sum from wrapping until it does.
-					payload = min(binary.BigEndian.Uint64(c.buf[2:]), 1<<62)
-				}
-				if err := c.count(c.buf[0], payload); err != nil {
-					return 0, err
-				}
-				return hdr + payload, nil
-			}
-		}
-		if err := c.fill(); err != nil {
-			return 0, err
-		}
+// readHeader consumes the next frame's header. It checks what a header
+// alone can break (RSV bits, opcode, mask bit, a control frame's FIN and
+// length) from its first two bytes, before it waits for the rest, so a
+// broken frame is refused even if the peer sends nothing more.
+func (c *frameConn) readHeader() (header, error) {
+	if err := c.need(2); err != nil {
+		return header{}, err
 	}
-}
-
-// count adds a frame (first header byte b0, payload bytes) to the current
-// message (RFC 6455 §5.4: a text or binary frame starts one, continuation
-// frames add to it, control frames are not part of it) and refuses it when
-// the message goes past the limit. A frame that is not valid there (a
-// reserved opcode, a continuation with no message started, a new message
-// inside one) is not counted: gorilla refuses it with 1002 (protocol
-// error), whatever length it declares.
-func (c *frameConn) count(b0 byte, payload uint64) error {
-	opcode, fin := b0&0x0f, b0&finBit != 0
+	b0, b1 := c.buf[0], c.buf[1]
+	h := header{fin: b0&finBit != 0, op: b0 & 0x0f}
+	size, n7 := 2, b1&0x7f
 	switch {
-	case (opcode == opText || opcode == opBinary) && !c.inMsg:
-		c.msg = payload
-	case opcode == 0 && c.inMsg: // continuation
-		c.msg += payload
-	default:
-		return nil
+	case b0&rsvBits != 0:
+		return h, protoErr("RSV bits %#x set, no extension was negotiated", b0&rsvBits>>4)
+	case h.op >= 3 && h.op <= 7 || h.op > 0xa:
+		return h, protoErr("reserved opcode %d", h.op)
+	case b1&maskBit == 0:
+		return h, protoErr("client frame not masked")
+	case h.op >= opClose && !h.fin:
+		return h, protoErr("control frame fragmented")
+	case h.op >= opClose && n7 > maxControlPayload:
+		return h, protoErr("control frame payload over 125 bytes")
+	case n7 == len16:
+		size += 2
+	case n7 == len64:
+		size += 8
 	}
-	c.inMsg = !fin
-	if c.limit > 0 && c.msg > c.limit {
-		return errOverLimit
+	size += 4 // the masking key
+	if err := c.need(size); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // inside a header
+		}
+		return h, err
+	}
+	switch n7 {
+	case len16:
+		h.length = uint64(binary.BigEndian.Uint16(c.buf[2:]))
+	case len64:
+		h.length = binary.BigEndian.Uint64(c.buf[2:])
+		if h.length > 1<<63-1 {
+			return h, protoErr("payload length with its most significant bit set")
+		}
+	default:
+		h.length = uint64(n7)
+	}
+	copy(h.key[:], c.buf[size-4:size])
+	c.buf = c.buf[size:]
+	return h, nil
+}
+
+// readPayload reads the current frame's payload, len(p) bytes, into p and
+// unmasks it with key: what is read ahead first, the rest straight from the
+// socket (never a byte past the frame).
+func (c *frameConn) readPayload(p []byte, key [4]byte) error {
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	c.release()
+	if n < len(p) {
+		if _, err := io.ReadFull(c.Conn, p[n:]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	unmask(p, key)
+	return nil
+}
+
+// unmask XORs p with the masking key repeated (RFC 6455 §5.3), p starting
+// at the payload's first byte; eight bytes at a time, as the key's period
+// (4) divides 8.
+func unmask(p []byte, key [4]byte) {
+	if len(p) >= 8 {
+		k := uint64(binary.LittleEndian.Uint32(key[:]))
+		k |= k << 32
+		for len(p) >= 8 {
+			binary.LittleEndian.PutUint64(p, binary.LittleEndian.Uint64(p)^k)
+			p = p[8:]
+		}
+	}
+	for i := range p {
+		p[i] ^= key[i&3]
+	}
+}
+
+// need reads until at least n (at most readAhead) bytes are read ahead.
+func (c *frameConn) need(n int) error {
+	for len(c.buf) < n {
+		if err := c.fill(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// Control frames read outside gorilla (control; RFC 6455 §5.5).
-const (
-	opPing            = 0x9
-	maskBit           = 0x80
-	maxControlPayload = 125
-)
-
-// control consumes the ping or pong frame the stream continues with, if it
-// does, copying its unmasked payload into p, and returns its opcode and
-// payload length. Call it between messages only. Pings and pongs there are
-// handled outside gorilla because gorilla's NextReader, having handled one,
-// waits inside its read path for the next data frame: a reader that a
-// client's WebSocket pings woke would stay there, on a 4 KiB stack, for as
-// long as the client sends nothing else. It returns opcode 0, having
-// consumed nothing, when the next frame is anything else or is not a valid
-// client control frame (gorilla then refuses it as the protocol asks), and
-// when the read fails (gorilla's next read meets the error again). It reads
-// from the socket while less than the frame is buffered, so call it when
-// bytes are due (after a readiness wait).
-func (c *frameConn) control(p *[maxControlPayload]byte) (op byte, n int) {
-	if c.left != 0 {
-		return 0, 0
-	}
-	for {
-		if len(c.buf) >= 2 {
-			b0, b1 := c.buf[0], c.buf[1]
-			op, n = b0&0x0f, int(b1&0x7f)
-			// FIN set, no RSV bits, masked (client frames are), a 7-bit
-			// length of at most 125.
-			if op != opPing && op != opPong || b0&0xf0 != finBit || b1&maskBit == 0 || n > maxControlPayload {
-				return 0, 0
-			}
-			if len(c.buf) >= 6+n {
-				key := c.buf[2:6]
-				for i := range n {
-					p[i] = c.buf[6+i] ^ key[i&3]
-				}
-				c.buf = c.buf[6+n:]
-				c.release()
-				return op, n
-			}
-		}
-		if c.fill() != nil {
-			return 0, 0
-		}
-	}
-}
-
 // fill reads once from the connection into the read-ahead buffer. It is
-// only called with less than a frame header or a control frame (131 bytes)
-// buffered.
+// only called with less than a frame header (14 bytes) read ahead.
 func (c *frameConn) fill() error {
 	if c.ahead == nil {
 		c.ahead = readAheadPool.Get().(*[]byte)
@@ -262,6 +244,9 @@ func (c *frameConn) fill() error {
 		return nil
 	}
 	c.release()
+	if err == nil {
+		err = io.ErrNoProgress
+	}
 	return err
 }
 
@@ -276,10 +261,10 @@ func (c *frameConn) release() {
 	c.ahead, c.buf = nil, nil
 }
 
-// idle reports whether no byte of a next frame is held here, so that the
-// reader may wait on the socket itself. Gorilla's own buffer is empty then
-// too, once it has consumed the last frame it was handed.
-func (c *frameConn) idle() bool { return c.left == 0 && len(c.buf) == 0 }
+// idle reports whether no byte of a next frame is read ahead, so that the
+// reader may wait on the socket itself. The reader consumes frames whole
+// and messages whole, so between messages this is the only buffer.
+func (c *frameConn) idle() bool { return len(c.buf) == 0 }
 
 // waitReadable returns once the connection has bytes to read, or an error
 // or end of stream to report (the next Read reports it), parking the
@@ -293,10 +278,149 @@ func (c *frameConn) waitReadable() error {
 	return c.raw.Read(readable)
 }
 
+// msgBufs holds message buffers only while a message is read and handled,
+// so that an idle connection holds none.
+var msgBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// next reads the next frame and, when it starts a data message, the rest
+// of the message: it returns the message's type and payload (fragments
+// joined; from msgBufs, to be put back), or type 0 and nil for a control
+// frame between messages, which it has handled (a ping handed to the
+// handler, a ping or pong counted as activity). Control frames inside a
+// fragmented message are handled the same way as they come. A close frame
+// is answered and ends reading with a *websocket.CloseError; a broken rule
+// is answered with a close frame and ends it with a *protocolError.
+func (c *Conn) next() (int, *[]byte, error) {
+	var (
+		msg  *[]byte // nil until a data frame starts a message
+		mt   int
+		size uint64
+	)
+	fail := func(err error) (int, *[]byte, error) {
+		if msg != nil {
+			msgBufs.Put(msg)
+		}
+		var pe *protocolError
+		if errors.As(err, &pe) {
+			_ = c.writeClose(pe.code, pe.reason)
+		}
+		return 0, nil, err
+	}
+	for {
+		h, err := c.fc.readHeader()
+		if err != nil {
+			return fail(err)
+		}
+		if h.op >= opClose {
+			var p [maxControlPayload]byte
+			if err := c.fc.readPayload(p[:h.length], h.key); err != nil {
+				return fail(err)
+			}
+			switch h.op {
+			case opPing:
+				c.touch()
+				c.h.HandlePing(p[:h.length])
+			case opPong:
+				c.touch()
+			case opClose:
+				return fail(c.peerClosed(p[:h.length]))
+			}
+			if msg == nil {
+				return 0, nil, nil
+			}
+			continue
+		}
+		switch {
+		case h.op == opContinuation && msg == nil:
+			return fail(protoErr("continuation frame with no message started"))
+		case h.op != opContinuation && msg != nil:
+			return fail(protoErr("new data frame inside a fragmented message"))
+		case msg == nil:
+			msg, mt, size = msgBufs.Get().(*[]byte), int(h.op), 0
+			*msg = (*msg)[:0]
+		}
+		size += min(h.length, 1<<62) // cannot wrap: each term is at most 2^62
+		if size > c.limit() {
+			return fail(fmt.Errorf("message of at least %d bytes: %w", size, errOverLimit))
+		}
+		start := len(*msg)
+		*msg = growLen(*msg, int(h.length))
+		if err := c.fc.readPayload((*msg)[start:], h.key); err != nil {
+			return fail(err)
+		}
+		if h.fin {
+			return mt, msg, nil
+		}
+	}
+}
+
+// noLimit is the read limit of a Conn upgraded with none (readLimit <= 0):
+// a message must fit in memory, so there is a bound all the same.
+const noLimit = 1 << 30
+
+// limit returns the largest message payload c reads, in bytes.
+func (c *Conn) limit() uint64 {
+	if c.readLimit <= 0 {
+		return noLimit
+	}
+	return uint64(c.readLimit)
+}
+
+// growLen returns b extended by n bytes (their values undefined).
+func growLen(b []byte, n int) []byte {
+	if cap(b)-len(b) < n {
+		nb := make([]byte, len(b), max(2*cap(b), len(b)+n, 512))
+		copy(nb, b)
+		b = nb
+	}
+	return b[:len(b)+n]
+}
+
+// errOverLimit is wrapped by what next returns for a frame that takes its
+// message past the read limit (Serve reports ErrTooLarge).
+var errOverLimit = errors.New("message over the read limit")
+
+// peerClosed answers the peer's close frame with payload p (RFC 6455
+// §5.5.1: echo its status code, unless a close frame was sent already) and
+// returns the error reading ends with: a *websocket.CloseError with the
+// peer's code (1005, no status, for an empty payload) and reason, or a
+// *protocolError for a payload the protocol does not allow.
+func (c *Conn) peerClosed(p []byte) error {
+	if len(p) == 0 {
+		_ = c.writeClose(websocket.CloseNoStatusReceived, "")
+		return &websocket.CloseError{Code: websocket.CloseNoStatusReceived}
+	}
+	if len(p) == 1 {
+		return protoErr("close frame payload of 1 byte")
+	}
+	code := int(binary.BigEndian.Uint16(p))
+	if !validCloseCode(code) {
+		return protoErr("close code %d is not one a peer may send", code)
+	}
+	if !utf8.Valid(p[2:]) {
+		return &protocolError{code: websocket.CloseInvalidFramePayloadData, reason: "close reason is not UTF-8"}
+	}
+	_ = c.writeClose(code, "")
+	return &websocket.CloseError{Code: code, Text: string(p[2:])}
+}
+
+// validCloseCode reports whether a peer may send code in a close frame
+// (RFC 6455 §7.4.1 and the IANA registry: 1000–1003 and 1007–1014 are
+// defined and sendable, 1004–1006 and 1015 never sent; 3000–4999 belong to
+// libraries and applications).
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	}
+	return code >= 3000 && code <= 4999
+}
+
 // hijacker wraps the ResponseWriter given to the upgrader so that the
-// connection gorilla gets is the frameConn of a new Conn (c). Bytes a client
-// sent before the handshake finished (which the server's reader buffered)
-// move into the frameConn, so that gorilla reads them through it.
+// connection gorilla hands over is the frameConn of a new Conn (c). Bytes a
+// client sent before the handshake finished (which the server's reader
+// buffered) move into the frameConn's read-ahead, so the reader reads them
+// first.
 type hijacker struct {
 	http.ResponseWriter
 	c *Conn // set by Hijack

@@ -3,11 +3,13 @@ package transport
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,62 +19,86 @@ import (
 	"github.com/parleychat/parley/runtime/gateway/transport/transporttest"
 )
 
-// TestFrameConnStopsAtFrameEnds: whatever sizes its reader asks for,
-// frameConn hands on every byte in order and never a byte past the end of
-// the frame being read, and reports idle exactly at a frame boundary with
-// nothing read ahead; across all header length forms.
-func TestFrameConnStopsAtFrameEnds(t *testing.T) {
-	var stream []byte
-	var ends []int // offset of each frame's end
-	for _, n := range []int{0, 1, 125, 126, 200, 65535, 65536, 70000, 3} {
-		stream = append(stream, transporttest.ClientFrame(2, bytes.Repeat([]byte{'x'}, n))...)
-		ends = append(ends, len(stream))
+// TestReaderStopsAtMessageEnds: the reader returns each message as soon as
+// its last byte has arrived, never waiting for a byte past it (a client
+// here sends the next message only once the previous one was returned, so
+// a reader that read on would hang), in chunks of every size, across all
+// header length forms, with pings between messages and inside a fragmented
+// one handed on in order, and nothing read ahead once a message is
+// returned: the connection may park.
+func TestReaderStopsAtMessageEnds(t *testing.T) {
+	frag := func(op byte, payload []byte, fin bool) []byte {
+		f := transporttest.ClientFrame(op, payload)
+		if !fin {
+			f[0] &^= finBit
+		}
+		return f
 	}
-	for _, chunk := range []int{1, 7, 512, 4096, 1 << 20} {
+	type msg struct {
+		stream []byte
+		mt     int    // 0: a ping alone
+		want   string // the message, or the ping's payload
+		pings  []string
+	}
+	var msgs []msg
+	for _, n := range []int{0, 1, 7, 8, 9, 125, 126, 200, 65535, 65536, 70000} {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(i*7 + n)
+		}
+		msgs = append(msgs, msg{stream: transporttest.ClientFrame(opBinary, p), mt: BinaryMessage, want: string(p)})
+	}
+	msgs = append(msgs,
+		msg{stream: transporttest.ClientFrame(opPing, []byte("alone")), pings: []string{"alone"}},
+		msg{stream: slices.Concat(frag(opText, []byte("frag"), false), transporttest.ClientFrame(opPing, []byte("inside")),
+			frag(0, []byte("mented "), false), transporttest.ClientFrame(opPong, nil), frag(0, []byte("text"), true)),
+			mt: TextMessage, want: "fragmented text", pings: []string{"inside"}},
+		msg{stream: transporttest.ClientFrame(opText, []byte("last")), mt: TextMessage, want: "last"},
+	)
+	for _, chunk := range []int{1, 3, 7, 512, 1 << 20} {
 		client, server := net.Pipe()
-		go func() {
-			// Everything at once, as a client sending frames back to back.
-			_, _ = client.Write(stream)
-			client.Close()
-		}()
-		var fc frameConn
-		fc.init(server)
-		var got []byte
-		buf := make([]byte, chunk)
-		for {
-			n, err := fc.Read(buf)
-			got = append(got, buf[:n]...)
-			for _, end := range ends {
-				if len(got)-n < end && len(got) > end {
-					t.Fatalf("chunk %d: one read crossed the frame end at %d (read %d..%d)", chunk, end, len(got)-n, len(got))
+		rec := &recorder{}
+		c := &Conn{readLimit: 1 << 20, h: rec}
+		c.fc.init(server)
+		for i, m := range msgs {
+			go func() {
+				for b := m.stream; len(b) > 0; b = b[min(chunk, len(b)):] {
+					if _, err := client.Write(b[:min(chunk, len(b))]); err != nil {
+						return
+					}
 				}
-			}
-			// idle: at a frame boundary with nothing read ahead.
-			if atEnd := len(got) > 0 && contains(ends, len(got)); fc.idle() != (atEnd && len(fc.buf) == 0) {
-				t.Fatalf("chunk %d: idle()=%v after %d bytes (frame boundary %v, %d bytes read ahead)", chunk, fc.idle(), len(got), atEnd, len(fc.buf))
-			}
-			if err == io.EOF {
-				break
-			}
+			}()
+			_ = server.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang guard
+			rec.pings = nil
+			mt, got, err := c.next()
 			if err != nil {
-				t.Fatalf("chunk %d: %v", chunk, err)
+				t.Fatalf("chunk %d, message %d: %v", chunk, i, err)
+			}
+			if m.mt == 0 {
+				if got != nil {
+					t.Fatalf("chunk %d, message %d: a message for a lone ping", chunk, i)
+				}
+			} else if got == nil || mt != m.mt || string(*got) != m.want {
+				t.Fatalf("chunk %d, message %d: type %d, %v; want type %d, %d bytes", chunk, i, mt, got != nil, m.mt, len(m.want))
+			}
+			if !slices.Equal(rec.pings, m.pings) {
+				t.Fatalf("chunk %d, message %d: pings %q, want %q", chunk, i, rec.pings, m.pings)
+			}
+			if !c.fc.idle() || c.fc.ahead != nil {
+				t.Fatalf("chunk %d, message %d: %d bytes read ahead after the message (pooled buffer held: %v)", chunk, i, len(c.fc.buf), c.fc.ahead != nil)
 			}
 		}
-		if !bytes.Equal(got, stream) {
-			t.Fatalf("chunk %d: read %d bytes, want the %d sent, in order", chunk, len(got), len(stream))
-		}
+		client.Close()
 		server.Close()
 	}
 }
 
-func contains(xs []int, x int) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
-}
+// recorder is a Handler that records pings.
+type recorder struct{ pings []string }
+
+func (r *recorder) HandleFrame(int, []byte)   {}
+func (r *recorder) HandlePing(payload []byte) { r.pings = append(r.pings, string(payload)) }
+func (r *recorder) ReadEnded(error)           {}
 
 // echoServer serves Conns that echo every message back as one frame (of
 // the same type) through WriteFrames, and reports each Conn's end on ended.
@@ -85,10 +111,10 @@ func echoServer(t *testing.T, readLimit int64) (url string, ended <-chan error) 
 		if err != nil {
 			return
 		}
-		if c.ws.NetConn() != net.Conn(&c.fc) || c.fc.raw == nil {
-			// Serve would still work, waiting inside gorilla: the
+		if c.fc.raw == nil {
+			// Serve would still work, waiting on a goroutine: the
 			// idle-memory path would be lost without a failure.
-			t.Error("gorilla does not read through the Conn's frameConn, or it has no raw connection to wait on")
+			t.Error("the Conn has no raw connection to wait on")
 		}
 		go c.Serve(&echo{c: c, ended: ch})
 	}))
@@ -239,10 +265,10 @@ func TestServeEnds(t *testing.T) {
 	}
 }
 
-// TestEarlyBytesReachGorilla: a frame sent in the same write as the
+// TestEarlyBytesRead: a frame sent in the same write as the
 // upgrade request, before the handshake response (which the HTTP server's
 // reader buffers), is read and handled, not lost.
-func TestEarlyBytesReachGorilla(t *testing.T) {
+func TestEarlyBytesRead(t *testing.T) {
 	url, _ := echoServer(t, 1<<16)
 	addr := strings.TrimPrefix(url, "ws://")
 	conn, err := net.Dial("tcp", addr)
@@ -271,5 +297,143 @@ func TestEarlyBytesReachGorilla(t *testing.T) {
 	}
 	if hdr[0] != finBit|opBinary || string(payload) != "early" {
 		t.Fatalf("echo %x %q, want a final binary frame \"early\"", hdr[0], payload)
+	}
+}
+
+// TestProtocolErrors: every frame the protocol does not allow where it
+// stands is refused whatever length it declares (the reader does not wait
+// for a payload it will not read): the client gets a close frame with 1002
+// (1007 for a close reason that is not UTF-8) and Serve ends with
+// ErrProtocol. A valid close frame is echoed with its code (an empty one
+// with an empty close) and ends Serve with the peer's code.
+func TestProtocolErrors(t *testing.T) {
+	huge := func(b0 byte) []byte { // a masked frame header declaring 256 MiB
+		return []byte{b0, maskBit | len64, 0, 0, 0, 0, 0x10, 0, 0, 0, 1, 2, 3, 4}
+	}
+	closeFrame := func(code int, reason string) []byte {
+		p := binary.BigEndian.AppendUint16(nil, uint16(code))
+		return transporttest.ClientFrame(opClose, append(p, reason...))
+	}
+	started := transporttest.ClientFrame(opText, []byte("started"))
+	started[0] &^= finBit
+	url, ended := echoServer(t, 1<<16)
+	addr := strings.TrimPrefix(url, "ws://")
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		code  int // the close code the server answers with; -1: an empty close
+		end   error
+	}{
+		{"unmasked ping", []byte{finBit | opPing, 0}, 1002, ErrProtocol},
+		{"unmasked text", []byte{finBit | opText, 2, 'h', 'i'}, 1002, ErrProtocol},
+		{"ping of 126 bytes", append([]byte{finBit | opPing, maskBit | len16, 0, 126, 1, 2, 3, 4}, make([]byte, 126)...), 1002, ErrProtocol},
+		{"fragmented ping", []byte{opPing, maskBit, 1, 2, 3, 4}, 1002, ErrProtocol},
+		{"RSV1 (no compression negotiated)", huge(finBit | 0x40 | opBinary), 1002, ErrProtocol},
+		{"RSV3", huge(finBit | 0x10 | opBinary), 1002, ErrProtocol},
+		{"opcode 3 of 256 MiB", huge(finBit | 0x3), 1002, ErrProtocol},
+		{"opcode 0xb", huge(finBit | 0xb), 1002, ErrProtocol},
+		{"continuation of 256 MiB with no message started", huge(finBit), 1002, ErrProtocol},
+		{"new message inside a fragmented one", slices.Concat(started, transporttest.ClientFrame(opText, []byte("x"))), 1002, ErrProtocol},
+		{"length with the top bit set", []byte{finBit | opBinary, maskBit | len64, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, 1002, ErrProtocol},
+		{"close of 1 byte", transporttest.ClientFrame(opClose, []byte{3}), 1002, ErrProtocol},
+		{"close code 999", closeFrame(999, ""), 1002, ErrProtocol},
+		{"close code 1005 (never sent)", closeFrame(1005, ""), 1002, ErrProtocol},
+		{"close code 1015 (never sent)", closeFrame(1015, ""), 1002, ErrProtocol},
+		{"close code 5000", closeFrame(5000, ""), 1002, ErrProtocol},
+		{"close reason not UTF-8", closeFrame(1000, "bye\xff"), 1007, ErrProtocol},
+		{"close 1000", closeFrame(1000, "bye"), 1000, ErrPeerClosed},
+		{"close 1001", closeFrame(1001, ""), 1001, ErrPeerClosed},
+		{"close 4000", closeFrame(4000, "app"), 4000, nil},
+		{"empty close", transporttest.ClientFrame(opClose, nil), -1, nil},
+	} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		if _, err := conn.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
+		br := bufio.NewReader(conn)
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("%s: handshake: %v, %v", tc.name, resp, err)
+		}
+		if _, err := conn.Write(tc.frame); err != nil {
+			t.Fatal(err)
+		}
+		hdr := make([]byte, 2)
+		if _, err := io.ReadFull(br, hdr); err != nil || hdr[0] != finBit|opClose {
+			t.Fatalf("%s: client read %x, %v; want a close frame", tc.name, hdr, err)
+		}
+		payload := make([]byte, hdr[1])
+		if _, err := io.ReadFull(br, payload); err != nil {
+			t.Fatalf("%s: close payload: %v", tc.name, err)
+		}
+		switch {
+		case tc.code == -1 && len(payload) != 0:
+			t.Fatalf("%s: close payload %q, want none", tc.name, payload)
+		case tc.code != -1 && (len(payload) < 2 || int(binary.BigEndian.Uint16(payload)) != tc.code):
+			t.Fatalf("%s: close payload %q, want code %d", tc.name, payload, tc.code)
+		case tc.code == 1002 && len(payload) < 3:
+			t.Fatalf("%s: close 1002 names no rule", tc.name)
+		}
+		select {
+		case err := <-ended:
+			var ce *websocket.CloseError
+			switch {
+			case tc.end != nil && !errors.Is(err, tc.end):
+				t.Fatalf("%s: Serve ended with %v, want %v", tc.name, err, tc.end)
+			case tc.end == nil && (!errors.As(err, &ce) || ce.Code != max(tc.code, websocket.CloseNoStatusReceived)):
+				t.Fatalf("%s: Serve ended with %v, want the peer's close", tc.name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: Serve did not end", tc.name)
+		}
+		conn.Close()
+	}
+}
+
+// BenchmarkReadMessage reads 40-byte binary messages (a cumulative ack's
+// size) from a loopback connection, eight to a TCP write: the reader's cost
+// per message, system calls included.
+func BenchmarkReadMessage(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	var burst []byte
+	for range 8 {
+		burst = append(burst, transporttest.ClientFrame(opBinary, make([]byte, 40))...)
+	}
+	go func() {
+		peer, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer peer.Close()
+		for range b.N/8 + 1 {
+			if _, err := peer.Write(burst); err != nil {
+				return
+			}
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	c := &Conn{readLimit: 1 << 16, h: &recorder{}}
+	c.fc.init(nc)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		_, msg, err := c.next()
+		if err != nil || msg == nil || len(*msg) != 40 {
+			b.Fatalf("read: %v", err)
+		}
+		msgBufs.Put(msg)
 	}
 }

@@ -7,30 +7,30 @@
 // the socket, gorilla's Conn or a goroutine change (docs/benchmarks.md, idle
 // memory).
 //
-// The read path, because a gateway holds tens of thousands of mostly idle
-// sockets: gorilla reads through a net.Conn (frameConn, readconn.go) that
-// never hands it a byte past the end of the frame being read, so between
-// messages nothing waits in gorilla's private buffer and nothing needs a
-// goroutine: Serve parks the socket in the process's epoll set
-// (poller_linux.go) and returns, and the next bytes start a fresh reader.
-// Where it cannot park (not Linux, a connection without a file descriptor,
-// a closing one), Serve waits with a non-blocking peek on the socket
-// (readable_linux.go), a few hundred bytes of stack, instead of inside
-// gorilla's read (more than 1 KiB, which keeps a 4 KiB stack for good); and
-// where no peek is wired up either, inside gorilla, as before.
+// gorilla/websocket does the handshake (Upgrade); after it the connection
+// keeps no gorilla state: frames are read and written here, because a
+// gateway holds tens of thousands of mostly idle sockets.
+//
+// The read path (readconn.go) reads whole frames and whole messages
+// through a pooled read-ahead buffer, so between messages nothing is
+// buffered and nothing needs a goroutine: Serve parks the socket in the
+// process's epoll set (poller_linux.go) and returns, and the next bytes
+// start a fresh reader. Where it cannot park (not Linux, a connection
+// without a file descriptor, a closing one), Serve waits with a
+// non-blocking peek on the socket (readable_linux.go), a few hundred bytes
+// of stack.
 //
 // The write path (frame.go): data frames are built by the caller
 // (HeaderSize, PutHeader) and written as they are, one writev per batch;
-// control frames go through gorilla.
+// close frames are written here too (writeClose).
 package transport
 
 import (
-	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,8 +50,9 @@ const (
 // cuts a longer one.
 const MaxCloseReason = 123
 
-// Errors Handler.ReadEnded reports (test with errors.Is; the error wraps
-// gorilla's as well).
+// Errors Handler.ReadEnded reports (test with errors.Is), besides
+// ErrProtocol (readconn.go), a *websocket.CloseError for any other close
+// frame of the peer, and the socket's own errors.
 var (
 	// ErrTooLarge: the peer sent a message over the read limit. Nothing
 	// was answered (the frame is refused from its header, before it is
@@ -89,8 +90,12 @@ type Handler interface {
 // a time) and WriteClose, end it with Close; those may run concurrently
 // with each other.
 type Conn struct {
-	fc frameConn // what ws reads from; its embedded net.Conn is the socket
-	ws *websocket.Conn
+	fc frameConn // the socket and the reader's read-ahead
+	// proto is the subprotocol the handshake agreed on ("" for none).
+	proto string
+	// closeSent is set once a close frame was written (writeClose): the
+	// closing handshake sends one per side (RFC 6455 §5.5.1).
+	closeSent atomic.Bool
 	// lastRead is the unix ns of the last message, ping or pong read.
 	lastRead atomic.Int64
 	// readLimit is the largest message read, in bytes.
@@ -116,9 +121,11 @@ type Conn struct {
 
 // Upgrade upgrades the HTTP request to a WebSocket connection with u
 // (which, on failure, has answered the request with an HTTP error already,
-// and Upgrade returns its error). The connection reads messages of at most
-// readLimit bytes (ErrTooLarge past it), answers pings with pongs, and
-// counts messages, pings and pongs as activity (LastRead).
+// and Upgrade returns its error). u must not negotiate compression (the
+// reader refuses RSV bits). The connection reads messages of at most
+// readLimit bytes (ErrTooLarge past it; readLimit <= 0: 1 GiB), hands
+// pings to its handler, and counts messages, pings and pongs as activity
+// (LastRead). gorilla's Conn is dropped once the handshake is done.
 func Upgrade(u *websocket.Upgrader, w http.ResponseWriter, r *http.Request, readLimit int64) (*Conn, error) {
 	h := &hijacker{ResponseWriter: w}
 	ws, err := u.Upgrade(h, r, nil)
@@ -127,52 +134,26 @@ func Upgrade(u *websocket.Upgrader, w http.ResponseWriter, r *http.Request, read
 	}
 	c := h.c
 	if c == nil || ws.NetConn() != net.Conn(&c.fc) {
-		// gorilla got the connection some other way than through
-		// hijacker and reads it directly, so Serve must not wait
-		// outside gorilla (no raw connection): writes go to the socket,
-		// reads wait inside gorilla.
-		c = &Conn{}
-		c.fc.Conn = ws.NetConn()
+		// gorilla took the connection some other way than through
+		// hijacker: bytes it buffered would be lost to this reader.
+		_ = ws.Close()
+		return nil, errors.New("transport: the connection was not hijacked through the transport's ResponseWriter")
 	}
-	c.ws, c.readLimit = ws, readLimit
-	if readLimit > 0 {
-		c.fc.limit = uint64(readLimit)
-	}
+	c.proto, c.readLimit = ws.Subprotocol(), readLimit
 	c.lastRead.Store(time.Now().UnixNano())
-	ws.SetReadLimit(readLimit)
-	ws.SetPingHandler(c.onPing)
-	ws.SetPongHandler(c.onPong)
 	c.register()
 	return c, nil
 }
 
 // Subprotocol returns the subprotocol the handshake agreed on ("" for
 // none).
-func (c *Conn) Subprotocol() string { return c.ws.Subprotocol() }
+func (c *Conn) Subprotocol() string { return c.proto }
 
 // LastRead returns when the last message, ping or pong was read (or the
 // connection upgraded), in unix nanoseconds. Safe from any goroutine.
 func (c *Conn) LastRead() int64 { return c.lastRead.Load() }
 
 func (c *Conn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
-
-// onPing hands a WebSocket ping that gorilla read (one inside a fragmented
-// message) to the handler, and counts it as activity; pings between
-// messages take the same way from Serve.
-func (c *Conn) onPing(data string) error {
-	c.touch()
-	c.h.HandlePing([]byte(data))
-	return nil
-}
-
-func (c *Conn) onPong(string) error {
-	c.touch()
-	return nil
-}
-
-// readBufs holds message buffers only while a message is handled, so that
-// an idle connection holds none.
-var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // Serve reads messages until the connection ends, calling h.HandleFrame
 // for each data message and then h.ReadEnded once. Control frames are
@@ -183,8 +164,8 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // waits for an idle connection. Serve parks it in the process's poller
 // (poller_linux.go), which starts a fresh goroutine when the next bytes
 // arrive, so an idle connection holds no stack at all. A reader that has
-// handled messages goes on in a fresh goroutine (2 KiB: the handler and
-// gorilla's read path have grown its own to 4 KiB, and the runtime never
+// handled messages goes on in a fresh goroutine (2 KiB: the handler has
+// grown its own to 4 KiB, and the runtime never
 // shrinks a stack whose use plus its 800-byte guard reaches a quarter of
 // it), which waits up to a second for the next burst before it parks the
 // connection (waitWarm). Where it cannot park (not Linux, a connection
@@ -224,47 +205,35 @@ func (c *Conn) serve(h Handler, from int) {
 			}
 		}
 		from = serveNew
-		var ctl [maxControlPayload]byte
-		if op, n := c.fc.control(&ctl); op != 0 {
-			// A ping or pong between messages: handled here, so that
-			// this reader parks again instead of waiting in gorilla.
-			c.touch()
-			if op == opPing {
-				h.HandlePing(ctl[:n])
-			}
-			continue
-		}
-		mt, r, err := c.ws.NextReader()
+		mt, msg, err := c.next()
 		if err != nil {
 			c.unregister()
 			h.ReadEnded(c.readError(err))
 			return
+		}
+		if msg == nil {
+			// A ping or pong between messages, handled: this reader
+			// parks again if nothing follows.
+			continue
 		}
 		handled = true
 		c.touch()
-		buf := readBufs.Get().(*bytes.Buffer)
-		buf.Reset()
-		_, err = buf.ReadFrom(r)
-		if err == nil {
-			h.HandleFrame(mt, buf.Bytes())
-		}
-		if int64(buf.Cap()) <= c.readLimit+bytes.MinRead {
-			readBufs.Put(buf)
-		}
-		if err != nil {
-			c.unregister()
-			h.ReadEnded(c.readError(err))
-			return
+		h.HandleFrame(mt, *msg)
+		if cap(*msg) <= maxPooledMessage {
+			msgBufs.Put(msg)
 		}
 	}
 }
 
-// readError maps gorilla's read errors to the package's (see ErrTooLarge).
+// maxPooledMessage is the largest message buffer, in bytes, kept for the
+// next message; a larger one (a connection with a larger read limit) is
+// left to the collector.
+const maxPooledMessage = 128 << 10
+
+// readError maps the reader's errors to the package's (see ErrTooLarge).
 func (c *Conn) readError(err error) error {
 	switch {
-	case errors.Is(err, errOverLimit), errors.Is(err, websocket.ErrReadLimit):
-		// ErrReadLimit: gorilla's own check, only reached when gorilla
-		// does not read through frameConn; it has sent its close 1009.
+	case errors.Is(err, errOverLimit):
 		return fmt.Errorf("%w: %w", ErrTooLarge, err)
 	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway):
 		return fmt.Errorf("%w: %w", ErrPeerClosed, err)
@@ -282,8 +251,7 @@ func (c *Conn) WriteClose(code int, reason string) error {
 	if len(reason) > MaxCloseReason {
 		reason = reason[:MaxCloseReason]
 	}
-	msg := websocket.FormatCloseMessage(code, reason)
-	err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait))
+	err := c.writeClose(code, reason)
 	if err != nil {
 		_ = c.Close()
 		return err
@@ -293,8 +261,38 @@ func (c *Conn) WriteClose(code int, reason string) error {
 	by := time.Now().Add(closeGrace)
 	c.closeBy.Store(by.UnixNano())
 	c.noPark.Store(true)
-	err = c.ws.SetReadDeadline(by)
+	err = c.fc.Conn.SetReadDeadline(by)
 	c.unpark()
+	return err
+}
+
+// errCloseSent is what writeClose returns once a close frame was written.
+var errCloseSent = errors.New("transport: a close frame was sent already")
+
+// writeClose writes a close frame (RFC 6455 §5.5.1) with code and reason
+// (cut to MaxCloseReason bytes; code 1005, no status, sends an empty
+// payload), within closeWait, between whole data frames (under wmu). Only
+// the first close frame is written; later calls return errCloseSent.
+func (c *Conn) writeClose(code int, reason string) error {
+	if !c.closeSent.CompareAndSwap(false, true) {
+		return errCloseSent
+	}
+	var b [4 + MaxCloseReason]byte
+	b[0] = finBit | opClose
+	n := 2
+	if code != websocket.CloseNoStatusReceived {
+		reason = reason[:min(len(reason), MaxCloseReason)]
+		binary.BigEndian.PutUint16(b[2:], uint16(code))
+		n = 4 + copy(b[4:], reason)
+	}
+	b[1] = byte(n - 2)
+	c.fc.wmu.Lock()
+	defer c.fc.wmu.Unlock()
+	c.fc.writeBy.Store(0) // WriteFrames sets a deadline of its own again
+	if err := c.fc.Conn.SetWriteDeadline(time.Now().Add(closeWait)); err != nil {
+		return err
+	}
+	_, err := c.fc.Conn.Write(b[:n])
 	return err
 }
 
@@ -324,7 +322,7 @@ func (c *Conn) Linger(d time.Duration) {
 // it to its handler); closing twice returns the socket's error.
 func (c *Conn) Close() error {
 	c.noPark.Store(true)
-	err := c.ws.Close()
+	err := c.fc.Conn.Close()
 	c.unpark()
 	return err
 }

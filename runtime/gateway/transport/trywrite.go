@@ -12,7 +12,7 @@ import (
 // one a previous call wrote in part) as the socket's send buffer takes now,
 // without waiting, in one write system call, and returns how many bytes it
 // wrote: all of them, some, or none when the buffer is full, another
-// frame (gorilla's close) is being written, or the connection has no socket
+// frame (a close frame) is being written, or the connection has no socket
 // of its own to write to without waiting (TLS). After a part, nothing else
 // may be written before the rest: the caller's next write must be
 // WriteFrames with the frame's rest first (the socket stays locked until
