@@ -437,3 +437,58 @@ func BenchmarkReadMessage(b *testing.B) {
 		msgBufs.Put(msg)
 	}
 }
+
+// streamConn is a net.Conn that reads from a byte slice in reads of at
+// most chunk bytes (EOF at its end) and discards writes.
+type streamConn struct {
+	net.Conn // nil: only Read, Write, Close and the deadlines are used
+	data     []byte
+	chunk    int
+}
+
+func (s *streamConn) Read(p []byte) (int, error) {
+	if len(s.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), s.chunk)], s.data)
+	s.data = s.data[n:]
+	return n, nil
+}
+func (s *streamConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (s *streamConn) Close() error                     { return nil }
+func (s *streamConn) SetWriteDeadline(time.Time) error { return nil }
+func (s *streamConn) SetReadDeadline(time.Time) error  { return nil }
+
+// FuzzReader feeds arbitrary bytes to the reader, in reads of 1 to 256
+// bytes: it must end (an error at the latest when the bytes run out), never
+// panic, and never return a message over the read limit. (What it returns
+// for well-formed streams is TestReaderStopsAtMessageEnds's.)
+func FuzzReader(f *testing.F) {
+	frag := func(op byte, p string, fin bool) []byte {
+		b := transporttest.ClientFrame(op, []byte(p))
+		if !fin {
+			b[0] &^= finBit
+		}
+		return b
+	}
+	f.Add(transporttest.ClientFrame(opBinary, []byte("hello")), uint8(1))
+	f.Add(slices.Concat(frag(opText, "a", false), transporttest.ClientFrame(opPing, []byte("p")), frag(0, "b", true)), uint8(3))
+	f.Add(transporttest.ClientFrame(opBinary, bytes.Repeat([]byte{7}, 300)), uint8(200))
+	f.Add(transporttest.ClientFrame(opClose, []byte{3, 232, 'b'}), uint8(9))
+	f.Add([]byte{finBit | opBinary, maskBit | len64, 0, 0, 0, 0, 0, 0, 0x10, 0, 1, 2, 3, 4}, uint8(14))
+	const limit = 1 << 12
+	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
+		c := &Conn{readLimit: limit, h: &recorder{}}
+		c.fc.init(&streamConn{data: stream, chunk: int(chunk) + 1})
+		for range len(stream) + 1 { // each call consumes at least one byte or ends
+			_, msg, err := c.next()
+			if err != nil {
+				return
+			}
+			if msg != nil && len(*msg) > limit {
+				t.Fatalf("a message of %d bytes, over the limit of %d", len(*msg), limit)
+			}
+		}
+		t.Fatal("the reader did not end when the stream did")
+	})
+}
