@@ -257,6 +257,14 @@ func connect(ctx context.Context, cfg Config) (*gocql.Session, error) {
 	cluster.RetryPolicy = &backoffRetry{retries: cfg.Retries, min: cfg.RetryMin, max: cfg.RetryMax}
 	cluster.DefaultIdempotence = false // only queries marked idempotent are retried
 	cluster.PageSize = 1000
+	// No write coalescing: the driver's default (200 us) hands every
+	// request to a flusher goroutine that waits out a timer before one
+	// writev, three wake-ups and 200 us added to each request. The store's
+	// requests come one every few hundred microseconds per connection even
+	// at 2,000 DM sends/s, so a window rarely holds a second one; writing
+	// at once saves the wake-ups and the wait (docs/benchmarks.md, issue
+	// 11, "The Cassandra driver's write coalescing").
+	cluster.WriteCoalesceWaitTime = 0
 	cluster.Logger = slogLogger{cfg.Logger}
 	if cfg.OnStatement != nil {
 		o := &observer{fn: cfg.OnStatement}
