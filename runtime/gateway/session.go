@@ -172,8 +172,9 @@ func (s *session) ReadEnded(err error) {
 }
 
 // tooLargeLinger bounds how long a connection closed for a message over the
-// read limit drains the rest of it, so that the error frame and the close
-// reach the client before the socket closes.
+// read limit, or for a protocol error, drains what the client still sends,
+// so that the error frame and the close reach the client before the socket
+// closes.
 const tooLargeLinger = 2 * time.Second
 
 // readEnded records why the reader stopped. A message over the read limit
@@ -188,6 +189,14 @@ func (s *session) readEnded(err error) {
 		if s.closeWith(wire.ErrorFrame(0, wire.CodeTooLarge, msg, 0), wire.CloseMessageTooBig, "message too big", true) {
 			s.conn.Linger(tooLargeLinger)
 		}
+		return
+	}
+	if errors.Is(err, transport.ErrProtocol) {
+		// The transport has written its close frame (1002 or 1007);
+		// what the client sent after the broken frame is drained, so
+		// that closing does not reset the connection under the close.
+		s.g.log.Debug("WebSocket protocol error", "user", s.user, "session", s.id, "err", err)
+		s.conn.Linger(tooLargeLinger)
 		return
 	}
 	if s.closing.Load() || errors.Is(err, transport.ErrPeerClosed) {

@@ -15,8 +15,7 @@ import (
 // a mutex), and a writer hands all the frames it has queued to one writev,
 // so a busy connection costs one syscall per batch instead of one per frame.
 // Pongs are built here too (PongFrame) and written by the same writer as
-// the data; the close frame still goes through gorilla, whose Write of a
-// whole frame the socket serialises against ours. Decision: these few lines
+// the data; close frames are written under the same lock (writeClose). Decision: these few lines
 // of RFC 6455 framing instead of a second WebSocket library.
 
 // RFC 6455 §5.2 base framing: FIN bit and opcodes, and the payload length
@@ -101,17 +100,27 @@ func PongFrame(payload []byte) []byte {
 // consumes them). After a TryWriteFrame that wrote part of a frame, the
 // first of frames must be that frame's rest. One writer at a time:
 // WriteFrames is not safe for concurrent use with itself, but is with the
-// close frames gorilla writes, which never land inside one of its frames.
+// close frames (WriteClose, and the reader's answers to the peer), which
+// never land inside one of its frames. Once a close frame is sent, frames
+// are dropped and reported written (RFC 6455 §5.5.1: no data after the
+// close frame), except the rest of a frame begun, which is finished first.
 // An error (a timeout once the deadline passes: a net.Error whose Timeout
 // is true) leaves the connection to be closed; a frame may have been
 // written in part.
 func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
-	if c.partial {
+	begun := c.partial
+	if begun {
 		c.partial = false // the lock is still held since then
 	} else {
 		c.fc.wmu.Lock()
 	}
 	defer c.fc.wmu.Unlock()
+	if c.closeSent.Load() {
+		if !begun {
+			return nil
+		}
+		frames = frames[:1] // the close frame waits for this rest
+	}
 	nc := c.fc.Conn
 	c.fc.keepWriteDeadline(timeout)
 	if len(frames) == 1 {

@@ -316,12 +316,18 @@ func (c *Conn) next() (int, *[]byte, error) {
 			if err := c.fc.readPayload(p[:h.length], h.key); err != nil {
 				return fail(err)
 			}
+			// Pings and pongs count as activity between messages only: a
+			// message left unfinished does not stay open on pings.
 			switch h.op {
 			case opPing:
-				c.touch()
+				if msg == nil {
+					c.touch()
+				}
 				c.h.HandlePing(p[:h.length])
 			case opPong:
-				c.touch()
+				if msg == nil {
+					c.touch()
+				}
 			case opClose:
 				return fail(c.peerClosed(p[:h.length]))
 			}

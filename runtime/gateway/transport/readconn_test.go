@@ -104,6 +104,13 @@ func (r *recorder) ReadEnded(error)           {}
 // the same type) through WriteFrames, and reports each Conn's end on ended.
 func echoServer(t *testing.T, readLimit int64) (url string, ended <-chan error) {
 	t.Helper()
+	return lingerServer(t, readLimit, 2*time.Second)
+}
+
+// lingerServer is echoServer whose Conns linger for d after a message over
+// the limit or a protocol error.
+func lingerServer(t *testing.T, readLimit int64, d time.Duration) (url string, ended <-chan error) {
+	t.Helper()
 	ch := make(chan error, 16)
 	up := websocket.Upgrader{ReadBufferSize: 512}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -116,15 +123,16 @@ func echoServer(t *testing.T, readLimit int64) (url string, ended <-chan error) 
 			// idle-memory path would be lost without a failure.
 			t.Error("the Conn has no raw connection to wait on")
 		}
-		go c.Serve(&echo{c: c, ended: ch})
+		go c.Serve(&echo{c: c, ended: ch, linger: d})
 	}))
 	t.Cleanup(srv.Close)
 	return "ws" + strings.TrimPrefix(srv.URL, "http"), ch
 }
 
 type echo struct {
-	c     *Conn
-	ended chan<- error
+	c      *Conn
+	ended  chan<- error
+	linger time.Duration
 }
 
 func (e *echo) HandleFrame(mt int, data []byte) {
@@ -139,16 +147,20 @@ func (e *echo) HandlePing(payload []byte) {
 	_ = e.c.WriteFrames([][]byte{PongFrame(payload)}, 10*time.Second)
 }
 
-// ReadEnded answers a message over the limit as ErrTooLarge asks: a last
-// frame naming the problem, close 1009, the rest drained; then it closes.
+// ReadEnded answers a message over the limit as ErrTooLarge asks (a last
+// frame naming the problem, close 1009, the rest drained) and drains after
+// a protocol error, as the gateway's session does; then it closes.
 func (e *echo) ReadEnded(err error) {
-	if errors.Is(err, ErrTooLarge) {
+	switch {
+	case errors.Is(err, ErrTooLarge):
 		last := []byte("too large")
 		frame := make([]byte, HeaderSize(len(last)), HeaderSize(len(last))+len(last))
 		PutHeader(frame, false, len(last))
 		_ = e.c.WriteFrames([][]byte{append(frame, last...)}, 10*time.Second)
 		_ = e.c.WriteClose(websocket.CloseMessageTooBig, "")
-		e.c.Linger(2 * time.Second)
+		e.c.Linger(e.linger)
+	case errors.Is(err, ErrProtocol):
+		e.c.Linger(e.linger)
 	}
 	_ = e.c.Close()
 	e.ended <- err
@@ -379,6 +391,7 @@ func TestProtocolErrors(t *testing.T) {
 		case tc.code == 1002 && len(payload) < 3:
 			t.Fatalf("%s: close 1002 names no rule", tc.name)
 		}
+		conn.Close() // ends the server's linger after a protocol error
 		select {
 		case err := <-ended:
 			var ce *websocket.CloseError
@@ -492,3 +505,187 @@ func FuzzReader(f *testing.F) {
 		t.Fatal("the reader did not end when the stream did")
 	})
 }
+
+// handshake dials addr and upgrades by hand, returning the raw connection
+// and a reader positioned after the 101 response.
+func handshake(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := conn.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second)) // a hang guard
+	br := bufio.NewReader(conn)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v, %v", resp, err)
+	}
+	return conn, br
+}
+
+// readFrame reads one server frame (unmasked, at most 64 KiB): its first
+// header byte and its payload.
+func readFrame(br *bufio.Reader) (byte, []byte, error) {
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(br, hdr); err != nil {
+		return 0, nil, err
+	}
+	n := int(hdr[1] & 0x7f)
+	if n == len16 {
+		ext := make([]byte, 2)
+		if _, err := io.ReadFull(br, ext); err != nil {
+			return 0, nil, err
+		}
+		n = int(binary.BigEndian.Uint16(ext))
+	}
+	p := make([]byte, n)
+	_, err := io.ReadFull(br, p)
+	return hdr[0], p, err
+}
+
+// TestNoFramesAfterClose: once the close frame is sent, data frames and
+// pongs written through WriteFrames or TryWriteFrame are dropped (RFC 6455
+// §5.5.1): the client reads the close frame, then the end of the stream.
+func TestNoFramesAfterClose(t *testing.T) {
+	extra := make([]byte, 2, 7)
+	PutHeader(extra, false, 5)
+	extra = append(extra, "extra"...)
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Upgrade(&up, w, r, 1<<16)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if err := c.WriteClose(websocket.CloseGoingAway, "bye"); err != nil {
+			t.Error(err)
+		}
+		if err := c.WriteFrames([][]byte{extra, PongFrame([]byte("p"))}, time.Second); err != nil {
+			t.Error(err)
+		}
+		if n, err := c.TryWriteFrame(extra, time.Second); n != len(extra) || err != nil {
+			t.Errorf("TryWriteFrame after the close: %d, %v; want it dropped and reported written", n, err)
+		}
+		if err := c.WriteClose(websocket.CloseNormalClosure, ""); !errors.Is(err, errCloseSent) {
+			t.Errorf("a second WriteClose: %v, want errCloseSent", err)
+		}
+	}))
+	defer srv.Close()
+	_, br := handshake(t, strings.TrimPrefix(srv.URL, "http://"))
+	b0, p, err := readFrame(br)
+	if err != nil || b0 != finBit|opClose || len(p) < 2 || binary.BigEndian.Uint16(p) != websocket.CloseGoingAway {
+		t.Fatalf("read %#x %q, %v; want the close frame 1001", b0, p, err)
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+		t.Fatalf("after the close frame: %q, %v; want the end of the stream", rest, err)
+	}
+}
+
+// TestLingerAfterProtocolError: a client that sent more after a frame the
+// protocol forbids gets the close frame 1002 and then the end of the
+// stream, not a reset that would destroy them, although the server never
+// read those bytes.
+func TestLingerAfterProtocolError(t *testing.T) {
+	url, ended := lingerServer(t, 1<<16, 30*time.Second)
+	conn, br := handshake(t, strings.TrimPrefix(url, "ws://"))
+	bad := transporttest.ClientFrame(opBinary, []byte("rsv"))
+	bad[0] |= 0x40
+	junk := bytes.Repeat(transporttest.ClientFrame(opBinary, make([]byte, 1000)), 64)
+	if _, err := conn.Write(append(bad, junk...)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the server has answered and is draining
+	b0, p, err := readFrame(br)
+	if err != nil || b0 != finBit|opClose || len(p) < 2 || binary.BigEndian.Uint16(p) != websocket.CloseProtocolError {
+		t.Fatalf("read %#x %q, %v; want the close frame 1002", b0, p, err)
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+		t.Fatalf("after the close frame: %d bytes, %v; want the end of the stream, not a reset", len(rest), err)
+	}
+	// The server half-closed after its close frame; the client closing
+	// its side ends the linger long before its 30 s.
+	conn.Close()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, ErrProtocol) {
+			t.Fatalf("Serve ended with %v, want ErrProtocol", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the server still lingered after the client closed")
+	}
+}
+
+// TestLingerEndsWithTheHandshake: after a message over the limit, a client
+// that answers the close frame 1009 and closes its side (as RFC 6455
+// §7.1.1 has it, after the server's TCP close) finds the stream ended after
+// the close frame and is not kept waiting for the server's linger.
+func TestLingerEndsWithTheHandshake(t *testing.T) {
+	url, ended := lingerServer(t, 1<<10, 30*time.Second)
+	conn, br := handshake(t, strings.TrimPrefix(url, "ws://"))
+	if _, err := conn.Write(transporttest.ClientFrame(opBinary, make([]byte, 4000))); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []byte{finBit | opText, finBit | opClose} {
+		if b0, p, err := readFrame(br); err != nil || b0 != want {
+			t.Fatalf("read %#x %q, %v; want a frame %#x", b0, p, err, want)
+		}
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+		t.Fatalf("after the close frame: %q, %v; want the end of the stream", rest, err)
+	}
+	if _, err := conn.Write(transporttest.ClientFrame(opClose, []byte{0x03, 0xf1})); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("Serve ended with %v, want ErrTooLarge", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the server still lingered after the client closed")
+	}
+}
+
+// TestPingsInsideAMessageAreNotActivity: pings inside a message left
+// unfinished are answered but do not move LastRead, so the idle timeout
+// still ends a connection that keeps a message open on pings.
+func TestPingsInsideAMessageAreNotActivity(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	pinged := make(chan string, 4)
+	c := &Conn{readLimit: 1 << 16, h: pingRecorder(pinged)}
+	c.fc.init(server)
+	c.lastRead.Store(1)
+	done := make(chan error, 1)
+	go func() { _, _, err := c.next(); done <- err }()
+	open := transporttest.ClientFrame(opBinary, []byte("unfinished"))
+	open[0] &^= finBit
+	for _, f := range [][]byte{open, transporttest.ClientFrame(opPing, []byte("a")), transporttest.ClientFrame(opPing, []byte("b"))} {
+		if _, err := client.Write(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		<-pinged
+	}
+	if got := c.LastRead(); got != 1 {
+		t.Fatalf("LastRead moved to %d on pings inside an unfinished message", got)
+	}
+	client.Close()
+	if err := <-done; err == nil {
+		t.Fatal("the reader returned no error at the end of the stream")
+	}
+}
+
+// pingRecorder is a Handler that sends each ping's payload on its channel.
+type pingRecorder chan<- string
+
+func (r pingRecorder) HandleFrame(int, []byte)   {}
+func (r pingRecorder) HandlePing(payload []byte) { r <- string(payload) }
+func (r pingRecorder) ReadEnded(error)           {}

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -93,9 +94,10 @@ type Conn struct {
 	fc frameConn // the socket and the reader's read-ahead
 	// proto is the subprotocol the handshake agreed on ("" for none).
 	proto string
-	// closeSent is set once a close frame was written (writeClose): the
-	// closing handshake sends one per side (RFC 6455 §5.5.1).
-	closeSent atomic.Bool
+	// closeSent is set once a close frame is to be written (writeClose):
+	// the closing handshake sends one per side and no data after it (RFC
+	// 6455 §5.5.1); closeWritten once it has been.
+	closeSent, closeWritten atomic.Bool
 	// lastRead is the unix ns of the last message, ping or pong read.
 	lastRead atomic.Int64
 	// readLimit is the largest message read, in bytes.
@@ -149,8 +151,9 @@ func Upgrade(u *websocket.Upgrader, w http.ResponseWriter, r *http.Request, read
 // none).
 func (c *Conn) Subprotocol() string { return c.proto }
 
-// LastRead returns when the last message, ping or pong was read (or the
-// connection upgraded), in unix nanoseconds. Safe from any goroutine.
+// LastRead returns when the last message, or ping or pong between
+// messages, was read (or the connection upgraded), in unix nanoseconds.
+// Safe from any goroutine.
 func (c *Conn) LastRead() int64 { return c.lastRead.Load() }
 
 func (c *Conn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
@@ -246,12 +249,17 @@ func (c *Conn) readError(err error) error {
 // MaxCloseReason bytes, within 1 s, then gives the peer 2 s to answer,
 // after which reads fail (Serve ends with a timeout). If the close frame
 // cannot be written, the connection is closed at once and the write's
-// error returned.
+// error returned. If a close frame was sent already (the reader answered
+// the peer's close, or a protocol error), it does nothing and returns
+// errCloseSent: that frame's writer ends the connection.
 func (c *Conn) WriteClose(code int, reason string) error {
 	if len(reason) > MaxCloseReason {
 		reason = reason[:MaxCloseReason]
 	}
 	err := c.writeClose(code, reason)
+	if errors.Is(err, errCloseSent) {
+		return err
+	}
 	if err != nil {
 		_ = c.Close()
 		return err
@@ -293,29 +301,52 @@ func (c *Conn) writeClose(code int, reason string) error {
 		return err
 	}
 	_, err := c.fc.Conn.Write(b[:n])
+	if err == nil {
+		c.closeWritten.Store(true)
+	}
 	return err
 }
 
 // Linger reads and discards what the peer still sends until it closes its
 // side, a read fails or d has passed. It is for a connection whose reading
-// stopped with bytes still coming (ErrTooLarge): closing a socket with
-// unread bytes makes the kernel reset the connection, and a reset can
-// destroy what the peer had not read yet, the answer and the close frame
-// among them (RFC 6455 §7.1.1 asks the server to close the TCP connection
-// first, after the closing handshake). Call it on the reader's goroutine,
-// after queueing the answer, before Close.
+// stopped with bytes still coming (ErrTooLarge, ErrProtocol): closing a
+// socket with unread bytes makes the kernel reset the connection, and a
+// reset can destroy what the peer had not read yet, the answer and the
+// close frame among them (RFC 6455 §7.1.1 asks the server to close the TCP
+// connection first, after the closing handshake). Once the close frame is
+// written, Linger shuts the socket's sending side, so the peer reads the
+// end of the stream after it and closes its side (a client answering the
+// close frame waits for the server's TCP close, §7.1.1); it checks for that
+// every lingerPoll. Call it on the reader's goroutine, after the answer and
+// the close are queued (WriteClose) or written, before Close.
 func (c *Conn) Linger(d time.Duration) {
-	if err := c.fc.Conn.SetReadDeadline(time.Now().Add(d)); err != nil {
-		return
-	}
+	end := time.Now().Add(d)
 	b := readAheadPool.Get().(*[]byte)
 	defer readAheadPool.Put(b)
+	shut := false
 	for {
-		if _, err := c.fc.Conn.Read(*b); err != nil {
+		if !shut && c.closeWritten.Load() {
+			shut = true
+			if cw, ok := c.fc.Conn.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+		}
+		next := end
+		if poll := time.Now().Add(lingerPoll); !shut && poll.Before(end) {
+			next = poll
+		}
+		if !time.Now().Before(end) || c.fc.Conn.SetReadDeadline(next) != nil {
 			return
+		}
+		if _, err := c.fc.Conn.Read(*b); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return // the peer closed its side, or the socket failed
 		}
 	}
 }
+
+// lingerPoll is how often Linger looks whether the close frame is written
+// while it drains (the session's writer writes it).
+const lingerPoll = 20 * time.Millisecond
 
 // Close closes the socket without a closing handshake. A read in Serve and
 // a write in WriteFrames then fail (a parked connection resumes to report

@@ -18,7 +18,8 @@ import (
 // WriteFrames with the frame's rest first (the socket stays locked until
 // then). It keeps the write deadline as WriteFrames does (timeout). An
 // error leaves the connection to be closed. Not safe for concurrent use
-// with WriteFrames or itself.
+// with WriteFrames or itself. After a close frame it drops frame and
+// reports it written, as WriteFrames does.
 //
 // Decision (issue 16): a fan-out writes each recipient's frame from a few
 // goroutines serving many recipients each (the gateway's writer), instead
@@ -28,6 +29,10 @@ import (
 func (c *Conn) TryWriteFrame(frame []byte, timeout time.Duration) (int, error) {
 	if c.fc.raw == nil || len(frame) == 0 || !c.fc.wmu.TryLock() {
 		return 0, nil
+	}
+	if c.closeSent.Load() {
+		c.fc.wmu.Unlock()
+		return len(frame), nil // dropped after the close frame, as WriteFrames does
 	}
 	c.fc.keepWriteDeadline(timeout)
 	w := rawWrites.Get().(*rawWrite)
