@@ -184,3 +184,43 @@ func TestPingsWhileNotReading(t *testing.T) {
 	}
 	t.Logf("%d of %d pings answered (pongs give way when the send queue is full)", pongs, pings)
 }
+
+// TestPipelinedRequestsAnswered: a client that sends many more requests in
+// one write than its send queue holds, and reads eagerly, gets every
+// answer and stays connected: the reader waits for the queue to drain
+// instead of overflowing it (the session would be closed as a slow
+// consumer, 4001, without that).
+func TestPipelinedRequestsAnswered(t *testing.T) {
+	h := newHarness(t, func(o *harnessOpts) { o.cfg.SendQueue = 8 })
+	c := h.dialNoRead("alice", "phone", wire.SubprotocolProto)
+	const n = 500
+	var burst []byte
+	for id := uint64(1); id <= n; id++ {
+		b, err := proto.Marshal(&parleyv1.ClientFrame{Id: id, Body: &parleyv1.ClientFrame_Ping{Ping: &parleyv1.Ping{}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		burst = append(burst, transporttest.ClientFrame(2, b)...)
+	}
+	if _, err := c.conn.UnderlyingConn().Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
+	seen := map[uint64]bool{}
+	for len(seen) < n {
+		_, data, err := c.conn.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d of %d pongs: %v", len(seen), n, err)
+		}
+		f, err := wire.Codec{Binary: true}.DecodeServer(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.GetPong() != nil {
+			seen[f.GetId()] = true
+		}
+	}
+	if got := counter(h.m.SlowConsumers); got != 0 {
+		t.Fatalf("%v slow consumers counted", got)
+	}
+}

@@ -76,6 +76,9 @@ type session struct {
 	// queued. abort is set when the close must not wait for queued frames.
 	closing atomic.Bool
 	abort   atomic.Bool
+	// room, while the reader waits for the queue to drain (awaitRoom), is
+	// closed by the writer once it has (roomMade).
+	room chan struct{}
 }
 
 func newSession(g *Gateway, conn transportConn, c auth.Claims, binary bool) *session {
@@ -154,7 +157,61 @@ func (s *session) serve() { s.conn.Serve(s) }
 
 // HandleFrame hands a frame read by the transport to the gateway's request
 // handling (handle.go), on the reader goroutine.
-func (s *session) HandleFrame(mt int, data []byte) { s.g.handleFrame(s, mt, data) }
+func (s *session) HandleFrame(mt int, data []byte) {
+	s.awaitRoom()
+	s.g.handleFrame(s, mt, data)
+}
+
+// awaitRoom holds the reader while the send queue is at least half full
+// (half of Config.SendQueue frames or of SendQueueBytes), until the writer
+// has drained it below that, the session closes, or roomPoll passes (then
+// it looks again). Decision: a client's requests are answered in the
+// order they are read, and a client pipelining hundreds of them (a sync of
+// every conversation at reconnect) would otherwise have its replies
+// overflow the queue before the writer first runs, and be disconnected as
+// a slow consumer although it reads eagerly; holding the reader pushes
+// back on the client through TCP instead. A client that stops reading is
+// still ended by the write deadline or by deliveries overflowing the queue.
+func (s *session) awaitRoom() {
+	for {
+		s.mu.Lock()
+		if s.closing.Load() || !s.halfFull() {
+			s.mu.Unlock()
+			return
+		}
+		if s.room == nil {
+			s.room = make(chan struct{})
+		}
+		room := s.room
+		s.mu.Unlock()
+		t := time.NewTimer(roomPoll)
+		select {
+		case <-room:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// roomPoll bounds one wait of awaitRoom: a session that closes meanwhile
+// (a write failure) releases its reader within it.
+const roomPoll = 100 * time.Millisecond
+
+// halfFull reports whether the send queue holds at least half of its
+// bounds. s.mu is held.
+func (s *session) halfFull() bool {
+	frames, bytes := s.g.cfg.SendQueue, s.g.cfg.SendQueueBytes
+	return frames > 0 && 2*(len(s.queue)+s.inflight) >= frames || bytes > 0 && 2*s.queueBytes >= bytes
+}
+
+// roomMade wakes a reader waiting in awaitRoom once the queue is below
+// half full. s.mu is held.
+func (s *session) roomMade() {
+	if s.room != nil && !s.halfFull() {
+		close(s.room)
+		s.room = nil
+	}
+}
 
 // HandlePing answers a WebSocket ping with its pong, queued behind the
 // session's frames and written by its writer (transport.Handler). It is

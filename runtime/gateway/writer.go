@@ -204,6 +204,7 @@ func (s *session) write(w batchWriter, nonBlocking bool) {
 		s.mu.Lock()
 		s.inflight = 0
 		s.queueBytes -= w.bytes
+		s.roomMade()
 		if len(s.queue) == 0 {
 			if s.closing.Load() {
 				// writing stays true: no writer starts after the close.
