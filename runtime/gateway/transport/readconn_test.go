@@ -358,20 +358,7 @@ func TestProtocolErrors(t *testing.T) {
 		{"close 4000", closeFrame(4000, "app"), 4000, nil},
 		{"empty close", transporttest.ClientFrame(opClose, nil), -1, nil},
 	} {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-		if _, err := conn.Write([]byte(req)); err != nil {
-			t.Fatal(err)
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a hang guard
-		br := bufio.NewReader(conn)
-		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-			t.Fatalf("%s: handshake: %v, %v", tc.name, resp, err)
-		}
+		conn, br := handshake(t, addr)
 		if _, err := conn.Write(tc.frame); err != nil {
 			t.Fatal(err)
 		}
@@ -610,10 +597,17 @@ func TestLingerAfterProtocolError(t *testing.T) {
 	// The server half-closed after its close frame; the client closing
 	// its side ends the linger long before its 30 s.
 	conn.Close()
+	lingerEnded(t, ended, ErrProtocol)
+}
+
+// lingerEnded waits for a lingering Serve (30 s) to end with want once the
+// client has closed: long before its linger would have run out.
+func lingerEnded(t *testing.T, ended <-chan error, want error) {
+	t.Helper()
 	select {
 	case err := <-ended:
-		if !errors.Is(err, ErrProtocol) {
-			t.Fatalf("Serve ended with %v, want ErrProtocol", err)
+		if !errors.Is(err, want) {
+			t.Fatalf("Serve ended with %v, want %v", err, want)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("the server still lingered after the client closed")
@@ -642,14 +636,7 @@ func TestLingerEndsWithTheHandshake(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Close()
-	select {
-	case err := <-ended:
-		if !errors.Is(err, ErrTooLarge) {
-			t.Fatalf("Serve ended with %v, want ErrTooLarge", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("the server still lingered after the client closed")
-	}
+	lingerEnded(t, ended, ErrTooLarge)
 }
 
 // TestPingsInsideAMessageAreNotActivity: pings inside a message left
