@@ -21,7 +21,7 @@ operator:
 # from Go module source once, ~15-20 min on 2 cores, then caches them), a
 # check that generated operator files are current, every Go test under the
 # race detector (the project is concurrency-heavy; it costs ~1 minute), a short
-# fuzz run of the frame decoder, the two-region suite (test-multiregion), a
+# fuzz run of the frame decoder and of the WebSocket frame reader, the two-region suite (test-multiregion), a
 # region on Kubernetes' own controllers with a virtual-kubelet node (test-rollout),
 # and the browser tests.
 test: deps test-go test-multiregion test-rollout fuzz test-browser
@@ -60,6 +60,7 @@ test-unit:
 
 fuzz:
 	hack/timed.sh "fuzz frame decoding" $(GO) test -run='^$$' -fuzz=FuzzDecodeClient -fuzztime=$(FUZZTIME) ./runtime/wire
+	hack/timed.sh "fuzz WebSocket frame reading" $(GO) test -run='^$$' -fuzz=FuzzReader -fuzztime=$(FUZZTIME) ./runtime/gateway/transport
 
 test-browser:
 	hack/timed.sh "browser tests" npm --prefix test/browser test
