@@ -106,7 +106,8 @@ func PongFrame(payload []byte) []byte {
 // close frame), except the rest of a frame begun, which is finished first.
 // An error (a timeout once the deadline passes: a net.Error whose Timeout
 // is true) leaves the connection to be closed; a frame may have been
-// written in part.
+// written in part, so nothing is written after it, not even a close frame
+// (errBroken).
 func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
 	begun := c.partial
 	if begun {
@@ -115,6 +116,9 @@ func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
 		c.fc.wmu.Lock()
 	}
 	defer c.fc.wmu.Unlock()
+	if c.fc.broken {
+		return errBroken
+	}
 	if c.closeSent.Load() {
 		if !begun {
 			return nil
@@ -123,11 +127,15 @@ func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
 	}
 	nc := c.fc.Conn
 	c.fc.keepWriteDeadline(timeout)
+	var err error
 	if len(frames) == 1 {
-		_, err := nc.Write(frames[0])
-		return err
+		_, err = nc.Write(frames[0])
+	} else {
+		v := net.Buffers(frames)
+		_, err = v.WriteTo(nc)
 	}
-	v := net.Buffers(frames)
-	_, err := v.WriteTo(nc)
+	if err != nil {
+		c.fc.broken = true // no close frame after a frame cut short
+	}
 	return err
 }

@@ -86,6 +86,9 @@ type frameConn struct {
 	// writeBy is the write deadline keepWriteDeadline last set (unix ns;
 	// 0: none, or a close frame's write moved it since).
 	writeBy atomic.Int64
+	// broken is set, under wmu, when a write failed: it may have stopped
+	// inside a frame, so nothing else is written (errBroken).
+	broken bool
 
 	ahead *[]byte // pooled buffer holding buf, nil when empty
 	buf   []byte  // read-ahead bytes not yet consumed

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -676,3 +677,112 @@ type pingRecorder chan<- string
 func (r pingRecorder) HandleFrame(int, []byte)   {}
 func (r pingRecorder) HandlePing(payload []byte) { r <- string(payload) }
 func (r pingRecorder) ReadEnded(error)           {}
+
+// closingWriter answers ErrTooLarge as the gateway's session does: its
+// writer goroutine writes the last frame and WriteClose while the reader
+// lingers (the two in either order).
+type closingWriter struct {
+	c     *Conn
+	ended chan<- error
+}
+
+func (e *closingWriter) HandleFrame(int, []byte) {}
+func (e *closingWriter) HandlePing([]byte)       {}
+func (e *closingWriter) ReadEnded(err error) {
+	if errors.Is(err, ErrTooLarge) {
+		written := make(chan struct{})
+		go func() {
+			defer close(written)
+			last := []byte("too large")
+			frame := make([]byte, HeaderSize(len(last)), HeaderSize(len(last))+len(last))
+			PutHeader(frame, false, len(last))
+			_ = e.c.WriteFrames([][]byte{append(frame, last...)}, 10*time.Second)
+			_ = e.c.WriteClose(websocket.CloseMessageTooBig, "")
+		}()
+		e.c.Linger(30 * time.Second)
+		<-written
+	}
+	_ = e.c.Close()
+	e.ended <- err
+}
+
+// TestLingerShutsAfterAConcurrentClose: when the close frame is written by
+// another goroutine while the reader lingers (the gateway's way), the
+// socket's sending side is shut right behind it, whatever read deadline
+// WriteClose sets: a client that waits for the end of the stream before it
+// answers gets it (here the close grace is 30 s, past the client's 20 s
+// hang guard, so waiting for a deadline fails the test).
+func TestLingerShutsAfterAConcurrentClose(t *testing.T) {
+	grace := closeGrace
+	closeGrace = 30 * time.Second
+	t.Cleanup(func() { closeGrace = grace })
+	ended := make(chan error, 1)
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Upgrade(&up, w, r, 1<<10)
+		if err != nil {
+			return
+		}
+		go c.Serve(&closingWriter{c: c, ended: ended})
+	}))
+	defer srv.Close()
+	for range 3 {
+		conn, br := handshake(t, strings.TrimPrefix(srv.URL, "http://"))
+		if _, err := conn.Write(transporttest.ClientFrame(opBinary, make([]byte, 4000))); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []byte{finBit | opText, finBit | opClose} {
+			if b0, p, err := readFrame(br); err != nil || b0 != want {
+				t.Fatalf("read %#x %q, %v; want a frame %#x", b0, p, err, want)
+			}
+		}
+		if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+			t.Fatalf("after the close frame: %q, %v; want the end of the stream", rest, err)
+		}
+		conn.Close()
+		lingerEnded(t, ended, ErrTooLarge)
+	}
+}
+
+// cutConn is a net.Conn whose first Write writes half of its bytes and
+// fails (a write deadline passing mid-frame); it records what was written.
+type cutConn struct {
+	net.Conn // nil: only Write and the deadlines are used
+	written  []byte
+	cut      bool
+}
+
+func (c *cutConn) Write(p []byte) (int, error) {
+	if !c.cut {
+		c.cut = true
+		c.written = append(c.written, p[:len(p)/2]...)
+		return len(p) / 2, os.ErrDeadlineExceeded
+	}
+	c.written = append(c.written, p...)
+	return len(p), nil
+}
+func (c *cutConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TestNothingAfterAFrameCutShort: once a write stopped inside a frame,
+// neither a close frame (the reader answering the peer) nor another frame
+// follows it on the socket: the peer would read them as the frame's bytes.
+func TestNothingAfterAFrameCutShort(t *testing.T) {
+	nc := &cutConn{}
+	c := &Conn{}
+	c.fc.Conn = nc
+	frame := make([]byte, 2, 2+100)
+	PutHeader(frame, true, 100)
+	frame = append(frame, make([]byte, 100)...)
+	if err := c.WriteFrames([][]byte{frame}, time.Second); err == nil {
+		t.Fatal("the cut write reported no error")
+	}
+	if err := c.writeClose(websocket.CloseNormalClosure, ""); !errors.Is(err, errBroken) {
+		t.Fatalf("close frame after a cut frame: %v, want errBroken", err)
+	}
+	if err := c.WriteFrames([][]byte{frame}, time.Second); !errors.Is(err, errBroken) {
+		t.Fatalf("frame after a cut frame: %v, want errBroken", err)
+	}
+	if len(nc.written) != len(frame)/2 {
+		t.Fatalf("%d bytes on the socket, want only the %d of the cut frame", len(nc.written), len(frame)/2)
+	}
+}

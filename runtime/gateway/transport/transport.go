@@ -38,13 +38,12 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// Close timing. closeWait bounds the write of a control frame (pong,
-// close); closeGrace is how long the peer has to answer a close frame
-// before reads fail.
-const (
-	closeWait  = time.Second
-	closeGrace = 2 * time.Second
-)
+// Close timing. closeWait bounds the write of a close frame; closeGrace
+// is how long the peer has to answer a close frame before reads fail (a
+// variable for tests).
+const closeWait = time.Second
+
+var closeGrace = 2 * time.Second
 
 // MaxCloseReason is the longest close reason, in bytes, a close frame
 // carries (125 bytes of control payload minus the 2-byte code); WriteClose
@@ -96,8 +95,9 @@ type Conn struct {
 	proto string
 	// closeSent is set once a close frame is to be written (writeClose):
 	// the closing handshake sends one per side and no data after it (RFC
-	// 6455 §5.5.1); closeWritten once it has been.
-	closeSent, closeWritten atomic.Bool
+	// 6455 §5.5.1); closeWritten once it has been. lingering is set by
+	// Linger: whichever of the two comes second shuts the sending side.
+	closeSent, closeWritten, lingering atomic.Bool
 	// lastRead is the unix ns of the last message, ping or pong read.
 	lastRead atomic.Int64
 	// readLimit is the largest message read, in bytes.
@@ -269,7 +269,9 @@ func (c *Conn) WriteClose(code int, reason string) error {
 	by := time.Now().Add(closeGrace)
 	c.closeBy.Store(by.UnixNano())
 	c.noPark.Store(true)
-	err = c.fc.Conn.SetReadDeadline(by)
+	if !c.lingering.Load() { // a lingering reader keeps its own deadline
+		err = c.fc.Conn.SetReadDeadline(by)
+	}
 	c.unpark()
 	return err
 }
@@ -296,15 +298,34 @@ func (c *Conn) writeClose(code int, reason string) error {
 	b[1] = byte(n - 2)
 	c.fc.wmu.Lock()
 	defer c.fc.wmu.Unlock()
+	if c.fc.broken {
+		return errBroken
+	}
 	c.fc.writeBy.Store(0) // WriteFrames sets a deadline of its own again
 	if err := c.fc.Conn.SetWriteDeadline(time.Now().Add(closeWait)); err != nil {
 		return err
 	}
-	_, err := c.fc.Conn.Write(b[:n])
-	if err == nil {
-		c.closeWritten.Store(true)
+	if _, err := c.fc.Conn.Write(b[:n]); err != nil {
+		c.fc.broken = true
+		return err
 	}
-	return err
+	c.closeWritten.Store(true)
+	if c.lingering.Load() {
+		c.shutWrite()
+	}
+	return nil
+}
+
+// errBroken is what a write returns after an earlier write failed: that one
+// may have left a frame unfinished, which nothing may follow.
+var errBroken = errors.New("transport: an earlier write failed, perhaps inside a frame")
+
+// shutWrite shuts the socket's sending side (a TCP FIN after the close
+// frame); a second call does nothing.
+func (c *Conn) shutWrite() {
+	if cw, ok := c.fc.Conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
 }
 
 // Linger reads and discards what the peer still sends until it closes its
@@ -314,28 +335,21 @@ func (c *Conn) writeClose(code int, reason string) error {
 // reset can destroy what the peer had not read yet, the answer and the
 // close frame among them (RFC 6455 §7.1.1 asks the server to close the TCP
 // connection first, after the closing handshake). Once the close frame is
-// written, Linger shuts the socket's sending side, so the peer reads the
-// end of the stream after it and closes its side (a client answering the
-// close frame waits for the server's TCP close, §7.1.1); it checks for that
-// every lingerPoll. Call it on the reader's goroutine, after the answer and
-// the close are queued (WriteClose) or written, before Close.
+// written (now, or later by WriteClose on another goroutine), the socket's
+// sending side is shut, so the peer reads the end of the stream after it
+// and closes its side (a client answering the close frame waits for the
+// server's TCP close, §7.1.1). Call it on the reader's goroutine, after the
+// answer and the close are queued (WriteClose) or written, before Close.
 func (c *Conn) Linger(d time.Duration) {
 	end := time.Now().Add(d)
+	c.lingering.Store(true)
+	if c.closeWritten.Load() {
+		c.shutWrite() // else writeClose does, once the close frame is out
+	}
 	b := readAheadPool.Get().(*[]byte)
 	defer readAheadPool.Put(b)
-	shut := false
-	for {
-		if !shut && c.closeWritten.Load() {
-			shut = true
-			if cw, ok := c.fc.Conn.(interface{ CloseWrite() error }); ok {
-				_ = cw.CloseWrite()
-			}
-		}
-		next := end
-		if poll := time.Now().Add(lingerPoll); !shut && poll.Before(end) {
-			next = poll
-		}
-		if !time.Now().Before(end) || c.fc.Conn.SetReadDeadline(next) != nil {
+	for time.Now().Before(end) {
+		if c.fc.Conn.SetReadDeadline(end) != nil {
 			return
 		}
 		if _, err := c.fc.Conn.Read(*b); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -343,10 +357,6 @@ func (c *Conn) Linger(d time.Duration) {
 		}
 	}
 }
-
-// lingerPoll is how often Linger looks whether the close frame is written
-// while it drains (the session's writer writes it).
-const lingerPoll = 20 * time.Millisecond
 
 // Close closes the socket without a closing handshake. A read in Serve and
 // a write in WriteFrames then fail (a parked connection resumes to report

@@ -30,6 +30,10 @@ func (c *Conn) TryWriteFrame(frame []byte, timeout time.Duration) (int, error) {
 	if c.fc.raw == nil || len(frame) == 0 || !c.fc.wmu.TryLock() {
 		return 0, nil
 	}
+	if c.fc.broken {
+		c.fc.wmu.Unlock()
+		return 0, errBroken
+	}
 	if c.closeSent.Load() {
 		c.fc.wmu.Unlock()
 		return len(frame), nil // dropped after the close frame, as WriteFrames does
@@ -47,6 +51,9 @@ func (c *Conn) TryWriteFrame(frame []byte, timeout time.Duration) (int, error) {
 	if err == nil && n > 0 && n < len(frame) {
 		c.partial = true // WriteFrames writes the rest and unlocks
 		return n, nil
+	}
+	if err != nil {
+		c.fc.broken = true
 	}
 	c.fc.wmu.Unlock()
 	if err != nil {
