@@ -621,18 +621,7 @@ func lingerEnded(t *testing.T, ended <-chan error, want error) {
 // the close frame and is not kept waiting for the server's linger.
 func TestLingerEndsWithTheHandshake(t *testing.T) {
 	url, ended := lingerServer(t, 1<<10, 30*time.Second)
-	conn, br := handshake(t, strings.TrimPrefix(url, "ws://"))
-	if _, err := conn.Write(transporttest.ClientFrame(opBinary, make([]byte, 4000))); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []byte{finBit | opText, finBit | opClose} {
-		if b0, p, err := readFrame(br); err != nil || b0 != want {
-			t.Fatalf("read %#x %q, %v; want a frame %#x", b0, p, err, want)
-		}
-	}
-	if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
-		t.Fatalf("after the close frame: %q, %v; want the end of the stream", rest, err)
-	}
+	conn := tooLargeThenEnd(t, strings.TrimPrefix(url, "ws://"))
 	if _, err := conn.Write(transporttest.ClientFrame(opClose, []byte{0x03, 0xf1})); err != nil {
 		t.Fatal(err)
 	}
@@ -727,18 +716,7 @@ func TestLingerShutsAfterAConcurrentClose(t *testing.T) {
 	}))
 	defer srv.Close()
 	for range 3 {
-		conn, br := handshake(t, strings.TrimPrefix(srv.URL, "http://"))
-		if _, err := conn.Write(transporttest.ClientFrame(opBinary, make([]byte, 4000))); err != nil {
-			t.Fatal(err)
-		}
-		for _, want := range []byte{finBit | opText, finBit | opClose} {
-			if b0, p, err := readFrame(br); err != nil || b0 != want {
-				t.Fatalf("read %#x %q, %v; want a frame %#x", b0, p, err, want)
-			}
-		}
-		if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
-			t.Fatalf("after the close frame: %q, %v; want the end of the stream", rest, err)
-		}
+		conn := tooLargeThenEnd(t, strings.TrimPrefix(srv.URL, "http://"))
 		conn.Close()
 		lingerEnded(t, ended, ErrTooLarge)
 	}
@@ -785,4 +763,25 @@ func TestNothingAfterAFrameCutShort(t *testing.T) {
 	if len(nc.written) != len(frame)/2 {
 		t.Fatalf("%d bytes on the socket, want only the %d of the cut frame", len(nc.written), len(frame)/2)
 	}
+}
+
+// tooLargeThenEnd sends addr's server (read limit 1 KiB) a 4,000-byte
+// message and checks that the client reads the handler's last frame, the
+// close frame and then the end of the stream (the server shut its sending
+// side); it returns the connection, still open on the client's side.
+func tooLargeThenEnd(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, br := handshake(t, addr)
+	if _, err := conn.Write(transporttest.ClientFrame(opBinary, make([]byte, 4000))); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []byte{finBit | opText, finBit | opClose} {
+		if b0, p, err := readFrame(br); err != nil || b0 != want {
+			t.Fatalf("read %#x %q, %v; want a frame %#x", b0, p, err, want)
+		}
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+		t.Fatalf("after the close frame: %q, %v; want the end of the stream", rest, err)
+	}
+	return conn
 }
