@@ -20,10 +20,10 @@ operator:
 # kube-apiserver, kube-controller-manager and etcd for the operator suite (hack/envtest.sh builds them
 # from Go module source once, ~15-20 min on 2 cores, then caches them), a
 # check that generated operator files are current, every Go test under the
-# race detector (the project is concurrency-heavy; it costs ~1 minute), a short
-# fuzz run of the frame decoder and of the WebSocket frame reader, the two-region suite (test-multiregion), a
-# region on Kubernetes' own controllers with a virtual-kubelet node (test-rollout),
-# and the browser tests.
+# race detector (the project is concurrency-heavy; it costs ~1 minute), short
+# fuzz runs of the frame decoder and of the WebSocket frame reader, the
+# two-region suite (test-multiregion), a region on Kubernetes' own controllers
+# with a virtual-kubelet node (test-rollout), and the browser tests.
 test: deps test-go test-multiregion test-rollout fuzz test-browser
 
 deps:

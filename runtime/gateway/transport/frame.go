@@ -15,8 +15,9 @@ import (
 // a mutex), and a writer hands all the frames it has queued to one writev,
 // so a busy connection costs one syscall per batch instead of one per frame.
 // Pongs are built here too (PongFrame) and written by the same writer as
-// the data; close frames are written under the same lock (writeClose). Decision: these few lines
-// of RFC 6455 framing instead of a second WebSocket library.
+// the data; close frames are written under the same lock (writeClose).
+// Decision: these few lines of RFC 6455 framing instead of a second
+// WebSocket library.
 
 // RFC 6455 §5.2 base framing: FIN bit and opcodes, and the payload length
 // forms (7 bits; 126 + 16 bits; 127 + 64 bits, network byte order).

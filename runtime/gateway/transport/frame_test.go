@@ -43,12 +43,7 @@ func TestWriteFrames(t *testing.T) {
 					t.Fatalf("HeaderSize(%d) = %d, want %d", n, h, want)
 				}
 			}
-			up := websocket.Upgrader{}
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				c, err := Upgrade(&up, w, r, 1<<20)
-				if err != nil {
-					return
-				}
+			addr := connServer(t, 1<<20, func(c *Conn) {
 				defer c.Close()
 				deadline := 5 * time.Second
 				if err := c.WriteFrames(frames[:3], deadline); err != nil { // one writev of three
@@ -64,9 +59,8 @@ func TestWriteFrames(t *testing.T) {
 					t.Error(err)
 				}
 				_ = c.fc.waitReadable() // until the client closes
-			}))
-			defer srv.Close()
-			c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+			})
+			c, _, err := websocket.DefaultDialer.Dial("ws://"+addr, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -146,8 +146,8 @@ func TestParkedConnectionEnds(t *testing.T) {
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("WriteClose unanswered: Serve ended with %v, want the grace's timeout", err)
 	}
-	if d := time.Since(start); d < closeGrace/2 {
-		t.Fatalf("WriteClose unanswered: Serve ended after %v, before the %v grace", d, closeGrace)
+	if d := time.Since(start); d < defaultCloseGrace/2 {
+		t.Fatalf("WriteClose unanswered: Serve ended after %v, before the %v grace", d, defaultCloseGrace)
 	}
 }
 

@@ -319,20 +319,16 @@ func (c *Conn) next() (int, *[]byte, error) {
 			if err := c.fc.readPayload(p[:h.length], h.key); err != nil {
 				return fail(err)
 			}
+			if h.op == opClose {
+				return fail(c.peerClosed(p[:h.length]))
+			}
 			// Pings and pongs count as activity between messages only: a
 			// message left unfinished does not stay open on pings.
-			switch h.op {
-			case opPing:
-				if msg == nil {
-					c.touch()
-				}
+			if msg == nil {
+				c.touch()
+			}
+			if h.op == opPing {
 				c.h.HandlePing(p[:h.length])
-			case opPong:
-				if msg == nil {
-					c.touch()
-				}
-			case opClose:
-				return fail(c.peerClosed(p[:h.length]))
 			}
 			if msg == nil {
 				return 0, nil, nil

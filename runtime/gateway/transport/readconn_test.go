@@ -113,21 +113,29 @@ func echoServer(t *testing.T, readLimit int64) (url string, ended <-chan error) 
 func lingerServer(t *testing.T, readLimit int64, d time.Duration) (url string, ended <-chan error) {
 	t.Helper()
 	ch := make(chan error, 16)
-	up := websocket.Upgrader{ReadBufferSize: 512}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := Upgrade(&up, w, r, readLimit)
-		if err != nil {
-			return
-		}
+	addr := connServer(t, readLimit, func(c *Conn) {
 		if c.fc.raw == nil {
 			// Serve would still work, waiting on a goroutine: the
 			// idle-memory path would be lost without a failure.
 			t.Error("the Conn has no raw connection to wait on")
 		}
 		go c.Serve(&echo{c: c, ended: ch, linger: d})
+	})
+	return "ws://" + addr, ch
+}
+
+// connServer hands each Conn it upgrades (read limit readLimit) to handle,
+// on the request's goroutine, and returns its host:port.
+func connServer(t *testing.T, readLimit int64, handle func(*Conn)) string {
+	t.Helper()
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, err := Upgrade(&up, w, r, readLimit); err == nil {
+			handle(c)
+		}
 	}))
 	t.Cleanup(srv.Close)
-	return "ws" + strings.TrimPrefix(srv.URL, "http"), ch
+	return strings.TrimPrefix(srv.URL, "http://")
 }
 
 type echo struct {
@@ -543,12 +551,7 @@ func TestNoFramesAfterClose(t *testing.T) {
 	extra := make([]byte, 2, 7)
 	PutHeader(extra, false, 5)
 	extra = append(extra, "extra"...)
-	up := websocket.Upgrader{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := Upgrade(&up, w, r, 1<<16)
-		if err != nil {
-			return
-		}
+	addr := connServer(t, 1<<16, func(c *Conn) {
 		defer c.Close()
 		if err := c.WriteClose(websocket.CloseGoingAway, "bye"); err != nil {
 			t.Error(err)
@@ -562,9 +565,8 @@ func TestNoFramesAfterClose(t *testing.T) {
 		if err := c.WriteClose(websocket.CloseNormalClosure, ""); !errors.Is(err, errCloseSent) {
 			t.Errorf("a second WriteClose: %v, want errCloseSent", err)
 		}
-	}))
-	defer srv.Close()
-	_, br := handshake(t, strings.TrimPrefix(srv.URL, "http://"))
+	})
+	_, br := handshake(t, addr)
 	b0, p, err := readFrame(br)
 	if err != nil || b0 != finBit|opClose || len(p) < 2 || binary.BigEndian.Uint16(p) != websocket.CloseGoingAway {
 		t.Fatalf("read %#x %q, %v; want the close frame 1001", b0, p, err)
@@ -702,21 +704,12 @@ func (e *closingWriter) ReadEnded(err error) {
 // answers gets it (here the close grace is 30 s, past the client's 20 s
 // hang guard, so waiting for a deadline fails the test).
 func TestLingerShutsAfterAConcurrentClose(t *testing.T) {
-	grace := closeGrace
-	closeGrace = 30 * time.Second
-	t.Cleanup(func() { closeGrace = grace })
+	closeGrace.Store(int64(30 * time.Second))
+	t.Cleanup(func() { closeGrace.Store(int64(defaultCloseGrace)) })
 	ended := make(chan error, 1)
-	up := websocket.Upgrader{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := Upgrade(&up, w, r, 1<<10)
-		if err != nil {
-			return
-		}
-		go c.Serve(&closingWriter{c: c, ended: ended})
-	}))
-	defer srv.Close()
+	addr := connServer(t, 1<<10, func(c *Conn) { go c.Serve(&closingWriter{c: c, ended: ended}) })
 	for range 3 {
-		conn := tooLargeThenEnd(t, strings.TrimPrefix(srv.URL, "http://"))
+		conn := tooLargeThenEnd(t, addr)
 		conn.Close()
 		lingerEnded(t, ended, ErrTooLarge)
 	}

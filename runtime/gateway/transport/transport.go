@@ -38,12 +38,18 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// Close timing. closeWait bounds the write of a close frame; closeGrace
-// is how long the peer has to answer a close frame before reads fail (a
-// variable for tests).
-const closeWait = time.Second
+// Close timing. closeWait bounds the write of a close frame;
+// defaultCloseGrace is how long the peer has to answer a close frame
+// before reads fail (closeGrace, in ns, which tests may change while
+// connections of earlier tests still close: hence atomic).
+const (
+	closeWait         = time.Second
+	defaultCloseGrace = 2 * time.Second
+)
 
-var closeGrace = 2 * time.Second
+var closeGrace atomic.Int64
+
+func init() { closeGrace.Store(int64(defaultCloseGrace)) }
 
 // MaxCloseReason is the longest close reason, in bytes, a close frame
 // carries (125 bytes of control payload minus the 2-byte code); WriteClose
@@ -168,9 +174,8 @@ func (c *Conn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
 // (poller_linux.go), which starts a fresh goroutine when the next bytes
 // arrive, so an idle connection holds no stack at all. A reader that has
 // handled messages goes on in a fresh goroutine (2 KiB: the handler has
-// grown its own to 4 KiB, and the runtime never
-// shrinks a stack whose use plus its 800-byte guard reaches a quarter of
-// it), which waits up to a second for the next burst before it parks the
+// grown its own to 4 KiB, and the runtime never shrinks a stack whose use
+// plus its 800-byte guard reaches a quarter of it), which waits up to a second for the next burst before it parks the
 // connection (waitWarm). Where it cannot park (not Linux, a connection
 // without a file descriptor, a closing one), it waits on a shallow
 // readiness wait (readconn.go). Either way: one goroutine start per burst
@@ -266,7 +271,7 @@ func (c *Conn) WriteClose(code int, reason string) error {
 	}
 	// Only a waiting goroutine observes the read deadline: a parked
 	// connection resumes on one, and does not park again.
-	by := time.Now().Add(closeGrace)
+	by := time.Now().Add(time.Duration(closeGrace.Load()))
 	c.closeBy.Store(by.UnixNano())
 	c.noPark.Store(true)
 	if !c.lingering.Load() { // a lingering reader keeps its own deadline
@@ -276,7 +281,8 @@ func (c *Conn) WriteClose(code int, reason string) error {
 	return err
 }
 
-// errCloseSent is what writeClose returns once a close frame was written.
+// errCloseSent is what writeClose returns once a close frame was sent, or
+// is being sent, by another caller.
 var errCloseSent = errors.New("transport: a close frame was sent already")
 
 // writeClose writes a close frame (RFC 6455 §5.5.1) with code and reason
