@@ -11,12 +11,14 @@
 # Environment: RUNS (each scenario this many times, 3), DURATION (10s),
 # WARMUP (the length of each warm-up round: dm at WARMUP_RATE sends/s, 1000,
 # whose figures are not kept, repeated until the JVMs' JIT compilers are
-# quiet; default 30s, 0 skips the warm-up), JIT_QUIET (the compiler threads' CPU, in cores,
-# under which a JVM counts as warm: 0.05), WARMUP_ROUNDS (at most this many
-# rounds, 12), OUT
-# (results dir, default a temp dir, kept and printed), INGRESS_PARTITIONS
-# (8), PARLEY_BIN (a prebuilt binary instead of building). The backends are left running (hack/deps.sh down stops them); the
-# Parley processes stop at exit.
+# quiet; default 30s, 0 skips the warm-up), JIT_QUIET (the compiler
+# threads' CPU, in cores, under which a JVM counts as warm: 0.05),
+# WARMUP_ROUNDS (at most this many rounds, 12), OUT (results dir, default a
+# temp dir, kept and printed), INGRESS_PARTITIONS (8), PARLEY_BIN (a
+# prebuilt binary instead of building), KEEP_REGION (1 keeps the region's
+# keyspace, topics and Redis keys; by default they are dropped at exit). The
+# backends are left running (hack/deps.sh down stops them); the Parley
+# processes stop at exit.
 set -euo pipefail
 
 RUNS=${RUNS:-3}

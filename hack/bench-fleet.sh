@@ -9,8 +9,10 @@
 # Usage: hack/bench-fleet.sh
 # Environment: N (connections, 100000), GATEWAYS (gateway processes, 7: each
 # holds N/GATEWAYS, under the 20,000 open files one process may hold), HOLD
-# (60s), OUT (results dir, default a temp dir, kept and printed). The
-# backends are left running (hack/deps.sh down stops them).
+# (60s), OUT (results dir, default a temp dir, kept and printed), KEEP_REGION
+# (1 keeps the region's keyspace, topics and Redis keys; by default they are
+# dropped at exit). The backends are left running (hack/deps.sh down stops
+# them).
 set -euo pipefail
 
 N=${N:-100000}

@@ -6,6 +6,7 @@
 #   hack/deps.sh status [redis] [kafka] [cassandra]   print each server's state (exit 1 if one is not ready)
 #   hack/deps.sh down   [redis] [kafka] [cassandra]   stop what this script started (pidfiles)
 #   hack/deps.sh clean  [redis] [kafka] [cassandra]   down, then delete the servers' data (not the jar/pip caches)
+#   hack/deps.sh drop-region REGION [KEYSPACE]        delete one Parley region's topics, keyspace and Redis keys
 #
 # No names given = all three. See hack/README.md for the details and the environment knobs.
 set -euo pipefail
@@ -713,10 +714,48 @@ stop_one() {
   rm -f "$STATE/$name/$name.pid"
 }
 
+# drop_region REGION [KEYSPACE]: delete what `parley migrate --region REGION
+# --cassandra-keyspace KEYSPACE` (default: REGION) and a fleet with
+# --redis-key-prefix REGION: made on these servers — the topics
+# parley.REGION.*, the keyspace, the Redis keys REGION:* — so benchmark runs,
+# which migrate a fresh region each (hack/fleet-lib.sh), do not pile up.
+# Measured in the tenth session: after about 110 such regions (1,650 tables,
+# 2,600 topic partitions) the fleet spent 15 % more CPU per DM send at 100
+# sends/s than on cleaned servers, Kafka 25 % more. Servers that are down
+# are skipped.
+drop_region() {
+  local region=${1:-} ks=${2:-${1:-}}
+  [[ $region =~ ^[a-z0-9_]+$ && $ks =~ ^[a-z0-9_]+$ ]] ||
+    die "drop-region: want REGION [KEYSPACE] of lowercase letters, digits and _ (got '${1:-}' '${2:-}')"
+  if port_open "$KAFKA_PORT"; then
+    find_java
+    kafka_classpath
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$HOST:$KAFKA_PORT" --delete --if-exists \
+      --topic "parley\\.$region\\..*" >/dev/null || die "drop-region: deleting the topics parley.$region.* failed"
+    log "kafka: topics parley.$region.* deleted"
+  fi
+  if port_open "$CASSANDRA_PORT"; then
+    need_cqlsh
+    timeout 120 "$CQLSH" "$HOST" "$CASSANDRA_PORT" --connect-timeout=10 --request-timeout=60 \
+      -e "DROP KEYSPACE IF EXISTS $ks" || die "drop-region: DROP KEYSPACE $ks failed"
+    log "cassandra: keyspace $ks dropped"
+  fi
+  if redis_ready; then
+    local n
+    n=$(redis-cli -h "$HOST" -p "$REDIS_PORT" --scan --pattern "$region:*" |
+      xargs -r -n 500 redis-cli -h "$HOST" -p "$REDIS_PORT" unlink | awk '{ n += $1 } END { print n + 0 }')
+    log "redis: $n keys $region:* deleted"
+  fi
+}
+
 main() {
   local cmd=${1:-}
-  [[ -n $cmd ]] || { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+  [[ -n $cmd ]] || { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
   shift
+  if [[ $cmd == drop-region ]]; then
+    drop_region "$@"
+    return
+  fi
   local svcs=("$@") s
   ((${#svcs[@]})) || svcs=("${ALL[@]}")
   for s in "${svcs[@]}"; do
@@ -761,7 +800,7 @@ main() {
         log "$s: data removed"
       done
       ;;
-    *) die "unknown command '$cmd' (want: up, down, status, clean)" ;;
+    *) die "unknown command '$cmd' (want: up, down, status, clean, drop-region)" ;;
   esac
 }
 

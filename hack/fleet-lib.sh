@@ -10,9 +10,18 @@
 log() { echo "$NAME: $*" >&2; }
 
 fleet_pids=()
+fleet_region=""
+# fleet_cleanup stops the fleet, then drops the region fleet_migrate made
+# (hack/deps.sh drop-region) unless KEEP_REGION=1: a benchmark series
+# migrates a region per run, and a hundred left behind cost the backends
+# CPU (hack/deps.sh, drop_region).
 fleet_cleanup() {
 	for p in "${fleet_pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${fleet_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	if [[ -n $fleet_region && ${KEEP_REGION:-} != 1 ]]; then
+		"$root/hack/deps.sh" drop-region "$fleet_region" >"$OUT/drop-region.log" 2>&1 ||
+			log "dropping region $fleet_region failed; see $OUT/drop-region.log"
+	fi
 }
 trap fleet_cleanup EXIT
 
@@ -31,10 +40,11 @@ fleet_build() {
 }
 
 # fleet_migrate REGION [flags]: a fresh region (keyspace, topics, Redis key
-# prefix of its own) on the local backends.
+# prefix of its own) on the local backends, dropped at exit (fleet_cleanup).
 fleet_migrate() {
 	local region=$1
 	shift
+	fleet_region=$region
 	common=(--region "$region" --cassandra-hosts 127.0.0.1:9042 --cassandra-keyspace "$region"
 		--kafka-brokers 127.0.0.1:9092 --redis-addr 127.0.0.1:6379 --redis-key-prefix "$region:")
 	log "migrating region $region"
