@@ -201,7 +201,8 @@ func (c *cluster) cleanup() {
 	}
 	if cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafka)); err == nil {
 		adm := kadm.NewClient(cl)
-		_, _ = adm.DeleteTopics(ctx, ingress.IngressTopic(c.name), ingress.DeliverTopic(c.name), relay.Topic(c.name), push.Topic(c.name))
+		_, _ = adm.DeleteTopics(ctx, ingress.IngressTopic(c.name), ingress.DeliverTopic(c.name), ingress.RelayTopic(c.name),
+			ingress.OutboxTopic(c.name), relay.Topic(c.name), push.Topic(c.name))
 		_, _ = adm.DeleteGroups(ctx, server.GroupID(chat.GroupName, c.name), server.GroupID(relay.GroupName, c.name), server.GroupID(push.GroupName, c.name))
 		cl.Close()
 	}
