@@ -718,11 +718,11 @@ stop_one() {
 # --cassandra-keyspace KEYSPACE` (default: REGION) and a fleet with
 # --redis-key-prefix REGION: made on these servers — the topics
 # parley.REGION.*, the keyspace, the Redis keys REGION:* — so benchmark runs,
-# which migrate a fresh region each (hack/fleet-lib.sh), do not pile up.
-# Measured in the tenth session: after about 110 such regions (1,650 tables,
-# 2,600 topic partitions) the fleet spent 15 % more CPU per DM send at 100
-# sends/s than on cleaned servers, Kafka 25 % more. Servers that are down
-# are skipped.
+# which migrate a fresh region each (hack/fleet-lib.sh), do not pile up: a
+# day of series had left 119 keyspaces (about 1,650 tables) and 2,634 topic
+# partitions (879 MB of Kafka data). Their CPU cost was measured and found
+# nil (docs/benchmarks.md, tenth session); what they do cost is disk and a
+# schema that grows without bound. Servers that are down are skipped.
 drop_region() {
   local region=${1:-} ks=${2:-${1:-}}
   [[ $region =~ ^[a-z0-9_]+$ && $ks =~ ^[a-z0-9_]+$ ]] ||

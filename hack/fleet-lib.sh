@@ -13,8 +13,8 @@ fleet_pids=()
 fleet_region=""
 # fleet_cleanup stops the fleet, then drops the region fleet_migrate made
 # (hack/deps.sh drop-region) unless KEEP_REGION=1: a benchmark series
-# migrates a region per run, and a hundred left behind cost the backends
-# CPU (hack/deps.sh, drop_region).
+# migrates a region per run, and they piled up in the test backends
+# (hack/deps.sh, drop_region).
 fleet_cleanup() {
 	for p in "${fleet_pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${fleet_pids[@]}"; do wait "$p" 2>/dev/null || true; done
