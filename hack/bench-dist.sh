@@ -127,7 +127,7 @@ for sc in "${scenarios[@]}"; do
 		jit=$(jit_since)
 		echo "jit_cores ${jit% }" >>"$OUT/$tag.txt"
 		log "  JIT cores during the run: $jit"
-		grep -E 'send_to_deliver|send_to_last|sends_per_sec|missing|cpu_ms_per_1k_sends.total' "$OUT/$tag.txt" | sed "s/^/  /" >&2 || true
+		grep -E 'send_to_deliver|send_to_last|sends_per_sec|missing|cpu_ms_per_1k_sends.total|runq_threads.total' "$OUT/$tag.txt" | sed "s/^/  /" >&2 || true
 	done
 done
 curl -fs -H "Authorization: Bearer $(cat "$OUT/admin-token")" http://127.0.0.1:19201/metrics >"$OUT/chat.metrics" || true

@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,6 +54,10 @@ func TestDM(t *testing.T) {
 		t.Fatalf("cpu figures: server %v ms/1k (%v cores), total %v: want a positive server figure equal to the total",
 			per, r.Figures["cpu_cores.server"], total)
 	}
+	wait, reported := r.Figures["runq_threads.server"]
+	if !reported || wait < 0 || r.Figures["runq_threads.total"] != wait {
+		t.Fatalf("runq figures: server %v (reported: %v), total %v: want a figure >= 0 equal to the total", wait, reported, r.Figures["runq_threads.total"])
+	}
 }
 
 func TestParseProc(t *testing.T) {
@@ -65,6 +71,47 @@ func TestParseProc(t *testing.T) {
 	}
 	if _, err := ProcCPU(os.Getpid()); err != nil {
 		t.Errorf("ProcCPU(self): %v", err)
+	}
+}
+
+// TestProcRunqWait oversubscribes the CPUs with this process's own threads
+// and expects the time they waited for one to show.
+func TestProcRunqWait(t *testing.T) {
+	before, err := ProcRunqWait(os.Getpid())
+	if err != nil {
+		t.Fatalf("ProcRunqWait(self): %v", err)
+	}
+	n := 3 * runtime.NumCPU()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(n))
+	var wg sync.WaitGroup
+	stop := time.Now().Add(300 * time.Millisecond)
+	release := make(chan struct{})
+	for range n {
+		wg.Add(1)
+		go func() {
+			// One OS thread each, all runnable at once. A locked thread
+			// ends with its goroutine, and an ended thread's wait is not
+			// counted: the goroutines stay until the threads are read.
+			runtime.LockOSThread()
+			for time.Now().Before(stop) {
+			}
+			wg.Done()
+			<-release
+		}()
+	}
+	wg.Wait()
+	after, err := ProcRunqWait(os.Getpid())
+	close(release)
+	if err != nil {
+		t.Fatalf("ProcRunqWait(self): %v", err)
+	}
+	// n threads spinning for 300 ms on NumCPU CPUs wait about
+	// 2 x NumCPU x 300 ms between them; ask for a tenth of that.
+	if w, want := waitedSince(before, after), time.Duration(runtime.NumCPU())*60*time.Millisecond; w < want {
+		t.Fatalf("threads waited %v for a CPU while %d spun on %d CPUs, want at least %v", w, n, runtime.NumCPU(), want)
+	}
+	if _, err := ProcRunqWait(-1); err == nil {
+		t.Error("ProcRunqWait(-1): no error")
 	}
 }
 

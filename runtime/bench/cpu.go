@@ -72,22 +72,77 @@ func ProcCPU(pid int) (time.Duration, error) {
 	return time.Duration(ticks) * clockTick, nil
 }
 
-// cpuSample is the CPU time of a set of processes at one instant.
+// ProcRunqWait returns, for each thread of pid, how long it has been
+// runnable but waiting for a CPU: the second field of
+// /proc/PID/task/TID/schedstat, in nanoseconds (Linux,
+// Documentation/scheduler/sched-stats.rst). It fails when pid's threads
+// cannot be listed or none of their schedstat files can be read (a kernel
+// without CONFIG_SCHED_INFO); a thread that ends while it is read is
+// skipped.
+func ProcRunqWait(pid int) (map[int]time.Duration, error) {
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "task")
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	waits := make(map[int]time.Duration, len(tasks))
+	var lastErr error
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		fs := strings.Fields(string(b))
+		if len(fs) < 2 {
+			return nil, fmt.Errorf("%s/%d/schedstat: %d fields, want 3", dir, tid, len(fs))
+		}
+		ns, err := strconv.ParseInt(fs[1], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s/%d/schedstat: %w", dir, tid, err)
+		}
+		waits[tid] = time.Duration(ns)
+	}
+	if len(waits) == 0 {
+		return nil, fmt.Errorf("%s: no readable schedstat: %w", dir, lastErr)
+	}
+	return waits, nil
+}
+
+// waitedSince is how long the threads in end waited for a CPU since start
+// (ProcRunqWait): a thread that started in between counts from zero, one
+// that ended is left out.
+func waitedSince(start, end map[int]time.Duration) time.Duration {
+	var d time.Duration
+	for tid, w := range end {
+		d += w - start[tid]
+	}
+	return d
+}
+
+// cpuSample is the CPU time of a set of processes at one instant, and how
+// long their threads had waited for a CPU.
 type cpuSample struct {
-	at    time.Time
-	procs []Proc
-	used  []time.Duration // -1: unreadable
+	at     time.Time
+	procs  []Proc
+	used   []time.Duration         // -1: unreadable
+	waited []map[int]time.Duration // nil: unreadable
 }
 
 // sampleCPU reads the CPU time of procs now.
 func sampleCPU(procs []Proc) *cpuSample {
-	s := &cpuSample{at: time.Now(), procs: procs, used: make([]time.Duration, len(procs))}
+	s := &cpuSample{at: time.Now(), procs: procs, used: make([]time.Duration, len(procs)), waited: make([]map[int]time.Duration, len(procs))}
 	for i, p := range procs {
 		d, err := ProcCPU(p.PID)
 		if err != nil {
 			d = -1
 		}
 		s.used[i] = d
+		s.waited[i], _ = ProcRunqWait(p.PID)
 	}
 	return s
 }
@@ -96,16 +151,28 @@ func sampleCPU(procs []Proc) *cpuSample {
 // total, the CPU milliseconds it used per 1,000 of ops since s and the cores
 // it used on average (figures "cpu_ms_per_1k_<what>.NAME" and
 // "cpu_cores.NAME"; ".total" sums the processes, the load generator
-// excluded when it is one of them under the name "bench"). A process that
-// could not be read is named in a note instead.
+// excluded when it is one of them under the name "bench"), and how many of
+// its threads were on average runnable but waiting for a CPU
+// ("runq_threads.NAME", ProcRunqWait; ".total" likewise). A process whose
+// CPU could not be read is named in a note instead.
 func (s *cpuSample) into(r *Result, what string, ops int64) {
 	if s == nil || len(s.procs) == 0 {
 		return
 	}
 	end := sampleCPU(s.procs)
 	wall := end.at.Sub(s.at)
-	var total time.Duration
+	var total, totalWait time.Duration
+	waits, others := 0, 0
 	for i, p := range s.procs {
+		if s.waited[i] != nil && end.waited[i] != nil && wall > 0 {
+			w := waitedSince(s.waited[i], end.waited[i])
+			r.Figures["runq_threads."+p.Name] = round3(float64(w) / float64(wall))
+			waits++
+			if p.Name != "bench" {
+				totalWait += w
+				others++
+			}
+		}
 		if s.used[i] < 0 || end.used[i] < 0 {
 			r.Notes = append(r.Notes, fmt.Sprintf("CPU of %s (pid %d) could not be read", p.Name, p.PID))
 			continue
@@ -118,6 +185,12 @@ func (s *cpuSample) into(r *Result, what string, ops int64) {
 	}
 	cpuFigures(r, what, "total", total, wall, ops)
 	r.Notes = append(r.Notes, fmt.Sprintf("CPU per process over the %.1f s send phase, from /proc/PID/stat (10 ms resolution); total excludes the load generator", wall.Seconds()))
+	if others > 0 {
+		r.Figures["runq_threads.total"] = round3(float64(totalWait) / float64(wall))
+	}
+	if waits > 0 {
+		r.Notes = append(r.Notes, "runq_threads: how many of the process's threads were, on average, runnable but waiting for a CPU (/proc/PID/task/*/schedstat); on a full machine that wait is most of the latency")
+	}
 }
 
 func cpuFigures(r *Result, what, name string, d, wall time.Duration, ops int64) {
