@@ -164,11 +164,12 @@ func (s *cpuSample) into(r *Result, what string, ops int64) {
 	var total, totalWait time.Duration
 	waits, others := 0, 0
 	for i, p := range s.procs {
+		inTotal := p.Name != "bench" // the load generator is not the system measured
 		if s.waited[i] != nil && end.waited[i] != nil && wall > 0 {
 			w := waitedSince(s.waited[i], end.waited[i])
 			r.Figures["runq_threads."+p.Name] = round3(float64(w) / float64(wall))
 			waits++
-			if p.Name != "bench" {
+			if inTotal {
 				totalWait += w
 				others++
 			}
@@ -178,7 +179,7 @@ func (s *cpuSample) into(r *Result, what string, ops int64) {
 			continue
 		}
 		d := end.used[i] - s.used[i]
-		if p.Name != "bench" {
+		if inTotal {
 			total += d
 		}
 		cpuFigures(r, what, p.Name, d, wall, ops)

@@ -175,10 +175,10 @@ func (c *Conn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
 // arrive, so an idle connection holds no stack at all. A reader that has
 // handled messages goes on in a fresh goroutine (2 KiB: the handler has
 // grown its own to 4 KiB, and the runtime never shrinks a stack whose use
-// plus its 800-byte guard reaches a quarter of it), which waits up to a second for the next burst before it parks the
-// connection (waitWarm). Where it cannot park (not Linux, a connection
-// without a file descriptor, a closing one), it waits on a shallow
-// readiness wait (readconn.go). Either way: one goroutine start per burst
+// plus its 800-byte guard reaches a quarter of it), which waits up to a
+// second for the next burst before it parks the connection (waitWarm).
+// Where it cannot park (not Linux, a connection without a file descriptor,
+// a closing one), it waits on a shallow readiness wait (readconn.go). Either way: one goroutine start per burst
 // of messages. So call Serve on a goroutine of its own, started where the
 // stack is still small, and take h.ReadEnded, not Serve's return, as the
 // end.
