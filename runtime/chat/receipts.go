@@ -15,9 +15,6 @@ import (
 // newest readByAllScan messages below it are told.
 const readByAllScan = 1000
 
-// flushWorkers bounds concurrent AdvanceReceipts calls of one flush.
-const flushWorkers = 8
-
 // receipt applies an ack (delivered pointer) or read (read pointer).
 //
 // Decisions: a seq beyond the head is clamped to the head rather than
@@ -241,34 +238,35 @@ func (f *receiptFlusher) flush(ctx context.Context, only func(int32) bool) {
 	if len(batch) == 0 {
 		return
 	}
-	// One write per conversation (store.AdvanceReceipts): a group's
-	// members' pointers are one partition in Cassandra.
-	byConv := make(map[string][]store.Receipt)
-	parts := make(map[string]int32)
+	// One call for every conversation (store.AdvanceReceiptsOf): Cassandra
+	// writes a group's pointers as one partition and up to 10
+	// conversations in one request.
+	byConv := make(map[string]int) // index in cs
+	var cs []store.ConversationReceipts
+	var parts []int32
 	for k, d := range batch {
-		byConv[k.conv] = append(byConv[k.conv], store.Receipt{UserID: k.user, DeliveredSeq: d.delivered, ReadSeq: d.read})
-		parts[k.conv] = d.part
+		i, ok := byConv[k.conv]
+		if !ok {
+			i = len(cs)
+			byConv[k.conv] = i
+			cs = append(cs, store.ConversationReceipts{ConversationID: k.conv})
+			parts = append(parts, d.part)
+		}
+		cs[i].Receipts = append(cs[i].Receipts, store.Receipt{UserID: k.user, DeliveredSeq: d.delivered, ReadSeq: d.read})
 	}
-	work := make(chan string)
-	var wg sync.WaitGroup
-	for range min(flushWorkers, len(byConv)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for conv := range work {
-				rs := byConv[conv]
-				if err := f.st.AdvanceReceipts(ctx, conv, rs); err != nil {
-					f.log.Warn("flush receipts", "conversation", conv, "users", len(rs), "err", err)
-					for _, r := range rs {
-						f.mark(parts[conv], conv, r.UserID, pointers{delivered: r.DeliveredSeq, read: r.ReadSeq})
-					}
-				}
-			}
-		}()
+	failed := 0
+	for i, err := range f.st.AdvanceReceiptsOf(ctx, cs) {
+		if err == nil {
+			continue
+		}
+		if failed++; failed == 1 {
+			f.log.Warn("flush receipts", "conversation", cs[i].ConversationID, "users", len(cs[i].Receipts), "err", err)
+		}
+		for _, r := range cs[i].Receipts {
+			f.mark(parts[i], cs[i].ConversationID, r.UserID, pointers{delivered: r.DeliveredSeq, read: r.ReadSeq})
+		}
 	}
-	for conv := range byConv {
-		work <- conv
+	if failed > 1 {
+		f.log.Warn("flush receipts: more conversations failed; their pointers stay for the next flush", "conversations", failed, "of", len(cs))
 	}
-	close(work)
-	wg.Wait()
 }

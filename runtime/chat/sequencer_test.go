@@ -637,6 +637,75 @@ func TestReceiptsFlushedOnShutdown(t *testing.T) {
 	}
 }
 
+// failingReceipts fails the receipt flush of one conversation until told
+// otherwise, writing the other conversations of the same call.
+type failingReceipts struct {
+	store.MessageStore
+	mu    sync.Mutex
+	conv  string
+	calls int // AdvanceReceiptsOf calls that carried conv
+}
+
+func (f *failingReceipts) AdvanceReceiptsOf(ctx context.Context, cs []store.ConversationReceipts) []error {
+	f.mu.Lock()
+	fail := f.conv
+	f.mu.Unlock()
+	var pass []store.ConversationReceipts
+	var at []int
+	errs := make([]error, len(cs))
+	for i, c := range cs {
+		if c.ConversationID == fail {
+			f.mu.Lock()
+			f.calls++
+			f.mu.Unlock()
+			errs[i] = errors.New("write timed out")
+			continue
+		}
+		pass, at = append(pass, c), append(at, i)
+	}
+	for j, err := range f.MessageStore.AdvanceReceiptsOf(ctx, pass) {
+		errs[at[j]] = err
+	}
+	return errs
+}
+
+// TestReceiptFlushKeepsFailed: acks of two DMs are flushed in one call; the
+// conversation whose write failed keeps its pointer for the next flush
+// (stored once the store recovers), the other is stored at once.
+func TestReceiptFlushKeepsFailed(t *testing.T) {
+	e := newEnv(t, nil)
+	bad, good := rules.DMID("alice", "bob"), rules.DMID("alice", "carol")
+	f := &failingReceipts{MessageStore: e.st, conv: bad}
+	e.st = f
+	e.startSequencer(t, "chat-0", 0)
+	e.mustSend(t, "alice", bad, "b", "to bob")
+	e.mustSend(t, "alice", good, "c", "to carol")
+	for _, r := range []*parleyv1.IngressRecord{ackRec("bob", bad, 2), ackRec("carol", good, 2)} {
+		if _, err := e.call(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "carol's delivered pointer stored", func() bool {
+		r, _ := f.Receipt(e.ctx, good, "carol")
+		return r.DeliveredSeq == 2
+	})
+	waitFor(t, "bob's failed flush retried", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.calls >= 2
+	})
+	if r, _ := f.Receipt(e.ctx, bad, "bob"); r.DeliveredSeq != 0 {
+		t.Fatalf("bob's pointer stored while its writes fail: %+v", r)
+	}
+	f.mu.Lock()
+	f.conv = ""
+	f.mu.Unlock()
+	waitFor(t, "bob's delivered pointer stored after the store recovered", func() bool {
+		r, _ := f.Receipt(e.ctx, bad, "bob")
+		return r.DeliveredSeq == 2
+	})
+}
+
 // TestNewOwnerDedupes: a sequencer that takes over a conversation rebuilds
 // its dedupe cache from the log, so a retry (or a replayed record) of a
 // message the old owner stored gets the stored outcome.

@@ -75,6 +75,13 @@ type Receipt struct {
 	ReadSeq      uint64
 }
 
+// ConversationReceipts is the receipt pointers of one conversation: one
+// element of MessageStore.AdvanceReceiptsOf.
+type ConversationReceipts struct {
+	ConversationID string
+	Receipts       []Receipt
+}
+
 // Page selects a page of a conversation log. At most one of Before and After
 // is non-zero. Before: seq < Before, newest first. After (or Forward): seq >
 // After, oldest first. Neither: the newest page, newest first. Limit is
@@ -161,6 +168,15 @@ type MessageStore interface {
 	// batch per up to 100 users). An invalid id fails the call before
 	// anything is written.
 	AdvanceReceipts(ctx context.Context, conv string, rs []Receipt) error
+	// AdvanceReceiptsOf does what AdvanceReceipts does for each element of
+	// cs, in as few requests as the backend allows (Cassandra: unlogged
+	// batches spanning up to 10 conversations and 100 users, several in
+	// flight). It returns one error per element of cs, nil where all of
+	// that conversation's pointers were written; an invalid id fails its
+	// own element, before any of that element is written. A failed element
+	// may be partly written: pointers only rise, so writing it again is
+	// safe. The chat role persists the pointers it accumulated this way.
+	AdvanceReceiptsOf(ctx context.Context, cs []ConversationReceipts) []error
 	// Receipts returns every stored receipt pointer of conv.
 	Receipts(ctx context.Context, conv string) ([]Receipt, error)
 	// Receipt returns user's pointers in conv (zero when none).

@@ -336,19 +336,108 @@ func (s *Store) receiptWrites(conv string, r store.Receipt) []gocql.BatchEntry {
 	return ws
 }
 
-// receiptsPerBatch bounds the users of one AdvanceReceipts batch, keeping it
-// under Cassandra's batch_size_warn_threshold (64 KiB by default).
-const receiptsPerBatch = 100
+const (
+	// receiptsPerBatch bounds the users of one receipts batch, keeping it
+	// under Cassandra's batch_size_warn_threshold (64 KiB by default).
+	receiptsPerBatch = 100
+	// receiptConvsPerBatch bounds the conversations (partitions) of one
+	// receipts batch at Cassandra's
+	// unlogged_batch_across_partitions_warn_threshold (10 by default),
+	// above which every batch is logged as a warning. Each partition is
+	// still one mutation; the batch saves requests: on a 2-core node a
+	// request, not a row, is most of what a write costs (docs/benchmarks.md,
+	// "Receipts of many conversations in one batch").
+	receiptConvsPerBatch = 10
+	// receiptBatchesInFlight bounds the batches of one AdvanceReceiptsOf
+	// running at once.
+	receiptBatchesInFlight = 8
+)
 
-// AdvanceReceipts implements store.MessageStore with one unlogged batch per
-// receiptsPerBatch users: every statement names the same partition (the
-// conversation), so the batch is one mutation on each replica, and each
-// pointer keeps its own USING TIMESTAMP = seq as in AdvanceReceipt.
+// AdvanceReceipts implements store.MessageStore: AdvanceReceiptsOf for one
+// conversation.
 func (s *Store) AdvanceReceipts(ctx context.Context, conv string, rs []store.Receipt) error {
+	return s.AdvanceReceiptsOf(ctx, []store.ConversationReceipts{{ConversationID: conv, Receipts: rs}})[0]
+}
+
+// receiptBatch is one unlogged batch of AdvanceReceiptsOf and the elements
+// of cs it writes (some of their pointers, or all).
+type receiptBatch struct {
+	entries []gocql.BatchEntry
+	elems   []int
+	users   int
+}
+
+// AdvanceReceiptsOf implements store.MessageStore with unlogged batches of up
+// to receiptConvsPerBatch conversations and receiptsPerBatch users, at most
+// receiptBatchesInFlight at a time. Every pointer keeps its own USING
+// TIMESTAMP = seq as in AdvanceReceipt, so batches may land in any order.
+func (s *Store) AdvanceReceiptsOf(ctx context.Context, cs []store.ConversationReceipts) []error {
+	errs := make([]error, len(cs))
+	var batches []*receiptBatch
+	cur := &receiptBatch{}
+	for i, c := range cs {
+		if errs[i] = checkReceipts(c); errs[i] != nil {
+			continue
+		}
+		for rs := c.Receipts; len(rs) > 0; {
+			chunk := rs[:min(len(rs), receiptsPerBatch)]
+			rs = rs[len(chunk):]
+			var ws []gocql.BatchEntry
+			for _, r := range chunk {
+				ws = append(ws, s.receiptWrites(c.ConversationID, r)...)
+			}
+			if len(ws) == 0 {
+				continue
+			}
+			if cur.users+len(chunk) > receiptsPerBatch || len(cur.elems) == receiptConvsPerBatch {
+				batches, cur = append(batches, cur), &receiptBatch{}
+			}
+			cur.entries = append(cur.entries, ws...)
+			cur.elems = append(cur.elems, i)
+			cur.users += len(chunk)
+		}
+	}
+	if len(cur.entries) > 0 {
+		batches = append(batches, cur)
+	}
+	if len(batches) == 0 {
+		return errs
+	}
+	if err := s.begin(ctx); err != nil {
+		for _, b := range batches {
+			failReceipts(cs, errs, b, err)
+		}
+		return errs
+	}
+	var mu sync.Mutex // errs, once the batches run
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, receiptBatchesInFlight)
+	for _, rb := range batches {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			b := s.sess.Batch(gocql.UnloggedBatch)
+			b.Consistency(gocql.LocalQuorum)
+			b.Entries = rb.entries
+			if err := b.ExecContext(ctx); err != nil {
+				mu.Lock()
+				failReceipts(cs, errs, rb, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// checkReceipts validates one element of AdvanceReceiptsOf.
+func checkReceipts(c store.ConversationReceipts) error {
+	conv := c.ConversationID
 	if err := checkID("conversation", conv); err != nil {
 		return fmt.Errorf("receipts of %s: %w", conv, err)
 	}
-	for _, r := range rs {
+	for _, r := range c.Receipts {
 		if err := checkID("user", r.UserID); err != nil {
 			return fmt.Errorf("receipt %s of %s: %w", r.UserID, conv, err)
 		}
@@ -356,25 +445,17 @@ func (s *Store) AdvanceReceipts(ctx context.Context, conv string, rs []store.Rec
 			return fmt.Errorf("receipt %s of %s: seq above %d", r.UserID, conv, uint64(maxSeq))
 		}
 	}
-	if err := s.begin(ctx); err != nil {
-		return fmt.Errorf("receipts of %s: %w", conv, err)
-	}
-	for len(rs) > 0 {
-		chunk := rs[:min(len(rs), receiptsPerBatch)]
-		rs = rs[len(chunk):]
-		b := s.sess.Batch(gocql.UnloggedBatch)
-		b.Consistency(gocql.LocalQuorum)
-		for _, r := range chunk {
-			b.Entries = append(b.Entries, s.receiptWrites(conv, r)...)
-		}
-		if b.Size() == 0 {
-			continue
-		}
-		if err := b.ExecContext(ctx); err != nil {
-			return fmt.Errorf("receipts of %s: %w", conv, err)
-		}
-	}
 	return nil
+}
+
+// failReceipts records err for every element b wrote (keeping an element's
+// first error).
+func failReceipts(cs []store.ConversationReceipts, errs []error, b *receiptBatch, err error) {
+	for _, i := range b.elems {
+		if errs[i] == nil {
+			errs[i] = fmt.Errorf("receipts of %s: %w", cs[i].ConversationID, err)
+		}
+	}
 }
 
 // Receipts implements store.MessageStore: sorted by user id.

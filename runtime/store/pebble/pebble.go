@@ -917,6 +917,16 @@ func (s *Store) AdvanceReceipts(ctx context.Context, conv string, rs []store.Rec
 	return nil
 }
 
+// AdvanceReceiptsOf implements store.MessageStore: AdvanceReceipts for each
+// conversation.
+func (s *Store) AdvanceReceiptsOf(ctx context.Context, cs []store.ConversationReceipts) []error {
+	errs := make([]error, len(cs))
+	for i, c := range cs {
+		errs[i] = s.AdvanceReceipts(ctx, c.ConversationID, c.Receipts)
+	}
+	return errs
+}
+
 // Receipts implements store.MessageStore: sorted by user id.
 func (s *Store) Receipts(ctx context.Context, conv string) ([]store.Receipt, error) {
 	if err := checkID("conversation", conv); err != nil {

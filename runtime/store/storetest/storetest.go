@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -52,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.MessageStore) {
 		{"Conversation", testConversation},
 		{"Receipts", testReceipts},
 		{"AdvanceReceipts", testAdvanceReceipts},
+		{"AdvanceReceiptsOf", testAdvanceReceiptsOf},
 		{"BucketBoundary", testBucketBoundary},
 		{"CanceledContext", testCanceledContext},
 		{"UserHomes", testUserHomes},
@@ -1042,6 +1044,80 @@ func testAdvanceReceipts(t *testing.T, s store.MessageStore) {
 	}
 	if len(got) != users {
 		t.Errorf("Receipts returned %d users, want %d", len(got), users)
+	}
+}
+
+// testAdvanceReceiptsOf writes the pointers of many conversations in one
+// call, as the chat role's receipt flush does: one group of 150 users (more
+// than one Cassandra batch), 23 small conversations (more than two batches'
+// worth of conversations), one with only zero pointers and one with an
+// invalid user id. Only the invalid one fails and none of its pointers is
+// written; every other pointer reads back as written; a second call with
+// lower seqs changes nothing; an empty call returns no errors.
+func testAdvanceReceiptsOf(t *testing.T, s store.MessageStore) {
+	if errs := s.AdvanceReceiptsOf(ctxFor(t), nil); len(errs) != 0 {
+		t.Errorf("AdvanceReceiptsOf(nil) = %v, want no errors", errs)
+	}
+	const small = 23
+	var cs []store.ConversationReceipts
+	group := store.ConversationReceipts{ConversationID: newConv()}
+	for i := range 150 {
+		group.Receipts = append(group.Receipts, store.Receipt{UserID: newUser(fmt.Sprintf("gu%03d", i)), DeliveredSeq: uint64(20 + i%9), ReadSeq: uint64(i % 4)})
+	}
+	cs = append(cs, group)
+	for i := range small {
+		c := store.ConversationReceipts{ConversationID: newConv()}
+		for j := range 1 + i%3 {
+			c.Receipts = append(c.Receipts, store.Receipt{UserID: newUser(fmt.Sprintf("su%d", j)), DeliveredSeq: uint64(5 + i + j), ReadSeq: uint64(i)})
+		}
+		cs = append(cs, c)
+	}
+	zero := store.ConversationReceipts{ConversationID: newConv(), Receipts: []store.Receipt{{UserID: newUser("zero")}}}
+	invalid := store.ConversationReceipts{ConversationID: newConv(), Receipts: []store.Receipt{
+		{UserID: newUser("valid"), DeliveredSeq: 7}, {UserID: "", DeliveredSeq: 8},
+	}}
+	cs = append(cs, zero, invalid)
+	errs := s.AdvanceReceiptsOf(ctxFor(t), cs)
+	if len(errs) != len(cs) {
+		t.Fatalf("AdvanceReceiptsOf(%d conversations) returned %d errors", len(cs), len(errs))
+	}
+	for i, err := range errs[:len(cs)-1] {
+		if err != nil {
+			t.Errorf("conversation %d (%s): %v", i, cs[i].ConversationID, err)
+		}
+	}
+	if errs[len(cs)-1] == nil {
+		t.Errorf("conversation with an empty user id: no error")
+	}
+	// Lower seqs change nothing.
+	var lower []store.ConversationReceipts
+	for _, c := range cs[:len(cs)-2] {
+		r := c.Receipts[0]
+		lower = append(lower, store.ConversationReceipts{ConversationID: c.ConversationID, Receipts: []store.Receipt{{UserID: r.UserID, DeliveredSeq: 1}}})
+	}
+	for i, err := range s.AdvanceReceiptsOf(ctxFor(t), lower) {
+		if err != nil {
+			t.Errorf("lower pointers of %s: %v", lower[i].ConversationID, err)
+		}
+	}
+	for _, c := range cs[:len(cs)-1] {
+		got, err := s.Receipts(ctxFor(t), c.ConversationID)
+		if err != nil {
+			t.Fatalf("Receipts(%s): %v", c.ConversationID, err)
+		}
+		var want []store.Receipt
+		for _, r := range c.Receipts {
+			if r.DeliveredSeq > 0 || r.ReadSeq > 0 {
+				want = append(want, store.Receipt{UserID: r.UserID, DeliveredSeq: max(r.DeliveredSeq, r.ReadSeq), ReadSeq: r.ReadSeq})
+			}
+		}
+		slices.SortFunc(want, func(a, b store.Receipt) int { return strings.Compare(a.UserID, b.UserID) })
+		if !slices.Equal(got, want) {
+			t.Errorf("Receipts(%s) = %+v, want %+v", c.ConversationID, got, want)
+		}
+	}
+	if got, err := s.Receipts(ctxFor(t), invalid.ConversationID); err != nil || len(got) != 0 {
+		t.Errorf("Receipts of the failed conversation = %+v, %v; want none written", got, err)
 	}
 }
 
