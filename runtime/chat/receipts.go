@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 
@@ -179,6 +180,10 @@ func (c *conversation) readByAll(ctx context.Context, state *convState, out *Bat
 	}}})
 }
 
+// errMissing stands for an outcome the store did not report (fewer errors
+// than conversations from AdvanceReceiptsOf): the pointers stay marked.
+var errMissing = errors.New("store reported no outcome")
+
 // receiptFlusher persists receipt pointers: marks accumulate in memory and
 // a flush writes each dirty member+conversation once, so with one flush per
 // Config.ReceiptFlush a pointer is written at most once per interval.
@@ -254,8 +259,13 @@ func (f *receiptFlusher) flush(ctx context.Context, only func(int32) bool) {
 		}
 		cs[i].Receipts = append(cs[i].Receipts, store.Receipt{UserID: k.user, DeliveredSeq: d.delivered, ReadSeq: d.read})
 	}
+	errs := f.st.AdvanceReceiptsOf(ctx, cs)
 	failed := 0
-	for i, err := range f.st.AdvanceReceiptsOf(ctx, cs) {
+	for i := range cs {
+		err := errMissing
+		if i < len(errs) {
+			err = errs[i]
+		}
 		if err == nil {
 			continue
 		}

@@ -372,34 +372,7 @@ type receiptBatch struct {
 // receiptBatchesInFlight at a time. Every pointer keeps its own USING
 // TIMESTAMP = seq as in AdvanceReceipt, so batches may land in any order.
 func (s *Store) AdvanceReceiptsOf(ctx context.Context, cs []store.ConversationReceipts) []error {
-	errs := make([]error, len(cs))
-	var batches []*receiptBatch
-	cur := &receiptBatch{}
-	for i, c := range cs {
-		if errs[i] = checkReceipts(c); errs[i] != nil {
-			continue
-		}
-		for rs := c.Receipts; len(rs) > 0; {
-			chunk := rs[:min(len(rs), receiptsPerBatch)]
-			rs = rs[len(chunk):]
-			var ws []gocql.BatchEntry
-			for _, r := range chunk {
-				ws = append(ws, s.receiptWrites(c.ConversationID, r)...)
-			}
-			if len(ws) == 0 {
-				continue
-			}
-			if cur.users+len(chunk) > receiptsPerBatch || len(cur.elems) == receiptConvsPerBatch {
-				batches, cur = append(batches, cur), &receiptBatch{}
-			}
-			cur.entries = append(cur.entries, ws...)
-			cur.elems = append(cur.elems, i)
-			cur.users += len(chunk)
-		}
-	}
-	if len(cur.entries) > 0 {
-		batches = append(batches, cur)
-	}
+	batches, errs := packReceipts(cs, s.receiptWrites)
 	if len(batches) == 0 {
 		return errs
 	}
@@ -431,6 +404,43 @@ func (s *Store) AdvanceReceiptsOf(ctx context.Context, cs []store.ConversationRe
 	return errs
 }
 
+// packReceipts validates each element of cs and packs the writes of the valid
+// ones (writes: the statements of one pointer, Store.receiptWrites) into
+// batches of at most receiptConvsPerBatch conversations and receiptsPerBatch
+// users. A conversation of more than receiptsPerBatch users spans batches.
+// errs holds one entry per element: the invalid ones' errors, nil otherwise.
+// Elements without a non-zero pointer are in no batch.
+func packReceipts(cs []store.ConversationReceipts, writes func(conv string, r store.Receipt) []gocql.BatchEntry) (batches []*receiptBatch, errs []error) {
+	errs = make([]error, len(cs))
+	cur := &receiptBatch{}
+	for i, c := range cs {
+		if errs[i] = checkReceipts(c); errs[i] != nil {
+			continue
+		}
+		for rs := c.Receipts; len(rs) > 0; {
+			chunk := rs[:min(len(rs), receiptsPerBatch)]
+			rs = rs[len(chunk):]
+			var ws []gocql.BatchEntry
+			for _, r := range chunk {
+				ws = append(ws, writes(c.ConversationID, r)...)
+			}
+			if len(ws) == 0 {
+				continue
+			}
+			if cur.users+len(chunk) > receiptsPerBatch || len(cur.elems) == receiptConvsPerBatch {
+				batches, cur = append(batches, cur), &receiptBatch{}
+			}
+			cur.entries = append(cur.entries, ws...)
+			cur.elems = append(cur.elems, i)
+			cur.users += len(chunk)
+		}
+	}
+	if len(cur.entries) > 0 {
+		batches = append(batches, cur)
+	}
+	return batches, errs
+}
+
 // checkReceipts validates one element of AdvanceReceiptsOf.
 func checkReceipts(c store.ConversationReceipts) error {
 	conv := c.ConversationID
@@ -448,8 +458,8 @@ func checkReceipts(c store.ConversationReceipts) error {
 	return nil
 }
 
-// failReceipts records err for every element b wrote (keeping an element's
-// first error).
+// failReceipts records err for every element b wrote. An element spanning
+// batches that ran concurrently keeps whichever error was recorded first.
 func failReceipts(cs []store.ConversationReceipts, errs []error, b *receiptBatch, err error) {
 	for _, i := range b.elems {
 		if errs[i] == nil {

@@ -1050,74 +1050,96 @@ func testAdvanceReceipts(t *testing.T, s store.MessageStore) {
 // testAdvanceReceiptsOf writes the pointers of many conversations in one
 // call, as the chat role's receipt flush does: one group of 150 users (more
 // than one Cassandra batch), 23 small conversations (more than two batches'
-// worth of conversations), one with only zero pointers and one with an
-// invalid user id. Only the invalid one fails and none of its pointers is
-// written; every other pointer reads back as written; a second call with
-// lower seqs changes nothing; an empty call returns no errors.
+// worth of conversations), one with only zero pointers and, in the middle,
+// one with an invalid user id. Only the invalid one fails and none of its
+// pointers is written; every other pointer reads back as written; a second
+// call with lower seqs changes nothing; an empty call returns no errors; a
+// call with a canceled context fails every conversation it had something to
+// write for, writes nothing, and fails none with only zero pointers.
 func testAdvanceReceiptsOf(t *testing.T, s store.MessageStore) {
 	if errs := s.AdvanceReceiptsOf(ctxFor(t), nil); len(errs) != 0 {
 		t.Errorf("AdvanceReceiptsOf(nil) = %v, want no errors", errs)
 	}
-	const small = 23
-	var cs []store.ConversationReceipts
-	group := store.ConversationReceipts{ConversationID: newConv()}
-	for i := range 150 {
-		group.Receipts = append(group.Receipts, store.Receipt{UserID: newUser(fmt.Sprintf("gu%03d", i)), DeliveredSeq: uint64(20 + i%9), ReadSeq: uint64(i % 4)})
+	group := func() store.ConversationReceipts {
+		c := store.ConversationReceipts{ConversationID: newConv()}
+		for i := range 150 {
+			c.Receipts = append(c.Receipts, store.Receipt{UserID: newUser(fmt.Sprintf("gu%03d", i)), DeliveredSeq: uint64(20 + i%9), ReadSeq: uint64(i % 4)})
+		}
+		return c
 	}
-	cs = append(cs, group)
-	for i := range small {
+	small := func(i int) store.ConversationReceipts {
 		c := store.ConversationReceipts{ConversationID: newConv()}
 		for j := range 1 + i%3 {
 			c.Receipts = append(c.Receipts, store.Receipt{UserID: newUser(fmt.Sprintf("su%d", j)), DeliveredSeq: uint64(5 + i + j), ReadSeq: uint64(i)})
 		}
-		cs = append(cs, c)
+		return c
 	}
-	zero := store.ConversationReceipts{ConversationID: newConv(), Receipts: []store.Receipt{{UserID: newUser("zero")}}}
-	invalid := store.ConversationReceipts{ConversationID: newConv(), Receipts: []store.Receipt{
-		{UserID: newUser("valid"), DeliveredSeq: 7}, {UserID: "", DeliveredSeq: 8},
-	}}
-	cs = append(cs, zero, invalid)
+	zero := func() store.ConversationReceipts {
+		return store.ConversationReceipts{ConversationID: newConv(), Receipts: []store.Receipt{{UserID: newUser("zero")}}}
+	}
+	cs := []store.ConversationReceipts{group()}
+	for i := range 23 {
+		cs = append(cs, small(i))
+	}
+	const bad = 12
+	cs[bad].Receipts = append(cs[bad].Receipts, store.Receipt{UserID: "", DeliveredSeq: 8})
+	cs = append(cs, zero())
 	errs := s.AdvanceReceiptsOf(ctxFor(t), cs)
 	if len(errs) != len(cs) {
 		t.Fatalf("AdvanceReceiptsOf(%d conversations) returned %d errors", len(cs), len(errs))
 	}
-	for i, err := range errs[:len(cs)-1] {
-		if err != nil {
-			t.Errorf("conversation %d (%s): %v", i, cs[i].ConversationID, err)
+	for i, err := range errs {
+		if (err != nil) != (i == bad) {
+			t.Errorf("conversation %d (%s), invalid %v: error %v", i, cs[i].ConversationID, i == bad, err)
 		}
-	}
-	if errs[len(cs)-1] == nil {
-		t.Errorf("conversation with an empty user id: no error")
 	}
 	// Lower seqs change nothing.
 	var lower []store.ConversationReceipts
-	for _, c := range cs[:len(cs)-2] {
-		r := c.Receipts[0]
-		lower = append(lower, store.ConversationReceipts{ConversationID: c.ConversationID, Receipts: []store.Receipt{{UserID: r.UserID, DeliveredSeq: 1}}})
+	for i, c := range cs[:len(cs)-1] {
+		if i != bad {
+			lower = append(lower, store.ConversationReceipts{ConversationID: c.ConversationID, Receipts: []store.Receipt{{UserID: c.Receipts[0].UserID, DeliveredSeq: 1}}})
+		}
 	}
 	for i, err := range s.AdvanceReceiptsOf(ctxFor(t), lower) {
 		if err != nil {
 			t.Errorf("lower pointers of %s: %v", lower[i].ConversationID, err)
 		}
 	}
-	for _, c := range cs[:len(cs)-1] {
-		got, err := s.Receipts(ctxFor(t), c.ConversationID)
-		if err != nil {
-			t.Fatalf("Receipts(%s): %v", c.ConversationID, err)
-		}
+	for i, c := range cs {
 		var want []store.Receipt
-		for _, r := range c.Receipts {
-			if r.DeliveredSeq > 0 || r.ReadSeq > 0 {
-				want = append(want, store.Receipt{UserID: r.UserID, DeliveredSeq: max(r.DeliveredSeq, r.ReadSeq), ReadSeq: r.ReadSeq})
+		if i != bad {
+			for _, r := range c.Receipts {
+				if r.DeliveredSeq > 0 || r.ReadSeq > 0 {
+					want = append(want, store.Receipt{UserID: r.UserID, DeliveredSeq: max(r.DeliveredSeq, r.ReadSeq), ReadSeq: r.ReadSeq})
+				}
 			}
 		}
-		slices.SortFunc(want, func(a, b store.Receipt) int { return strings.Compare(a.UserID, b.UserID) })
-		if !slices.Equal(got, want) {
-			t.Errorf("Receipts(%s) = %+v, want %+v", c.ConversationID, got, want)
-		}
+		wantReceipts(t, s, c.ConversationID, want)
 	}
-	if got, err := s.Receipts(ctxFor(t), invalid.ConversationID); err != nil || len(got) != 0 {
-		t.Errorf("Receipts of the failed conversation = %+v, %v; want none written", got, err)
+
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	cs = []store.ConversationReceipts{group(), zero(), small(1)}
+	errs = s.AdvanceReceiptsOf(canceled, cs)
+	if len(errs) != len(cs) || errs[0] == nil || errs[1] != nil || errs[2] == nil {
+		t.Errorf("AdvanceReceiptsOf with a canceled context = %v; want errors for the group and the small conversation, none for the zero pointers", errs)
+	}
+	for _, c := range cs {
+		wantReceipts(t, s, c.ConversationID, nil)
+	}
+}
+
+// wantReceipts checks that conv's stored receipts are want (in any order).
+func wantReceipts(t *testing.T, s store.MessageStore, conv string, want []store.Receipt) {
+	t.Helper()
+	got, err := s.Receipts(ctxFor(t), conv)
+	if err != nil {
+		t.Fatalf("Receipts(%s): %v", conv, err)
+	}
+	want = slices.Clone(want)
+	slices.SortFunc(want, func(a, b store.Receipt) int { return strings.Compare(a.UserID, b.UserID) })
+	if len(got) != len(want) || (len(want) > 0 && !slices.Equal(got, want)) {
+		t.Errorf("Receipts(%s) = %+v, want %+v", conv, got, want)
 	}
 }
 
