@@ -279,30 +279,54 @@ func (s *session) writeBatch(w *batchWriter) error {
 }
 
 // tryWriteBatch writes as much of w's rest as the socket takes without
-// waiting (transport.Conn.TryWriteFrame), advancing w. Only a lone frame
-// is tried, the fan-out's case: several go to writeBatch's one writev. An
-// aborted session's frames count as written, as in writeBatch.
+// waiting (transport.Conn.TryWriteFrames: up to maxWritev frames per
+// write or writev), advancing w; it stops at the first call the socket
+// does not take whole. An aborted session's frames count as written, as
+// in writeBatch.
 func (s *session) tryWriteBatch(w *batchWriter) error {
 	if s.abort.Load() && w.off == 0 {
 		w.next = len(w.batch)
 		return nil
 	}
-	if len(w.batch)-w.next != 1 {
-		return nil
-	}
-	frame := w.batch[w.next].wire[w.off:]
-	began := time.Now()
-	n, err := s.conn.TryWriteFrame(frame, s.g.cfg.WriteTimeout)
-	if err != nil {
-		return err
-	}
-	if n == len(frame) {
+	bp := writevBufs.Get().(*[maxWritev][]byte)
+	defer writevBufs.Put(bp)
+	bufs := bp[:]
+	for w.next < len(w.batch) {
+		frames := w.batch[w.next:]
+		n := min(len(frames), maxWritev)
+		want := 0
+		for i := range frames[:n] {
+			bufs[i] = frames[i].wire
+			want += len(bufs[i])
+		}
+		bufs[0] = bufs[0][w.off:]
+		want -= w.off
+		began := time.Now()
+		wrote, err := s.conn.TryWriteFrames(bufs[:n], s.g.cfg.WriteTimeout)
+		clear(bufs[:n])
+		if err != nil {
+			return err
+		}
+		w.advance(wrote)
+		if wrote < want {
+			return nil
+		}
 		s.g.m.ObserveStage(metrics.StageSocketWrite, time.Since(began))
-		w.next, w.off = w.next+1, 0
-	} else {
-		w.off += n
 	}
 	return nil
+}
+
+// advance moves w past n written bytes: whole frames, then into the next.
+func (w *batchWriter) advance(n int) {
+	for n > 0 && w.next < len(w.batch) {
+		rest := len(w.batch[w.next].wire) - w.off
+		if n < rest {
+			w.off += n
+			return
+		}
+		n -= rest
+		w.next, w.off = w.next+1, 0
+	}
 }
 
 // writerChunk is how many sessions one of a fan-out's writer goroutines

@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,7 +93,7 @@ func TestFanoutPastAStalledRecipient(t *testing.T) {
 }
 
 // fullConn is a connection whose socket takes nothing without waiting
-// (TryWriteFrame writes 0 bytes) and whose blocking writes wait until
+// (TryWriteFrames writes 0 bytes) and whose blocking writes wait until
 // release is closed, then record what they wrote.
 type fullConn struct {
 	transportConn
@@ -100,7 +101,7 @@ type fullConn struct {
 	wrote   chan []byte
 }
 
-func (c *fullConn) TryWriteFrame([]byte, time.Duration) (int, error) { return 0, nil }
+func (c *fullConn) TryWriteFrames([][]byte, time.Duration) (int, error) { return 0, nil }
 
 func (c *fullConn) WriteFrames(frames [][]byte, _ time.Duration) error {
 	<-c.release
@@ -116,9 +117,13 @@ type readyConn struct {
 	wrote chan []byte
 }
 
-func (c *readyConn) TryWriteFrame(f []byte, _ time.Duration) (int, error) {
-	c.wrote <- append([]byte(nil), f...)
-	return len(f), nil
+func (c *readyConn) TryWriteFrames(frames [][]byte, _ time.Duration) (int, error) {
+	n := 0
+	for _, f := range frames {
+		c.wrote <- append([]byte(nil), f...)
+		n += len(f)
+	}
+	return n, nil
 }
 
 func (c *readyConn) WriteFrames(frames [][]byte, _ time.Duration) error {
@@ -196,5 +201,87 @@ func TestAbortFinishesAFrameBegun(t *testing.T) {
 	w = batchWriter{batch: []outFrame{{wire: []byte("third frame")}}}
 	if err := s.writeBatch(&w); err != nil || len(ready.wrote) != 0 {
 		t.Fatalf("an aborted session at a frame boundary wrote %d frames (%v), want none", len(ready.wrote), err)
+	}
+}
+
+// partConn is a connection whose socket takes the first take bytes of a
+// TryWriteFrames and no more; its blocking writes take everything. It
+// records the bytes in the order they were written, and counts the
+// blocking writes.
+type partConn struct {
+	transportConn
+	take     int
+	mu       sync.Mutex
+	got      []byte
+	blocking int
+}
+
+func (c *partConn) TryWriteFrames(frames [][]byte, _ time.Duration) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, f := range frames {
+		k := min(len(f), c.take-n)
+		c.got = append(c.got, f[:k]...)
+		n += k
+	}
+	return n, nil
+}
+
+func (c *partConn) WriteFrames(frames [][]byte, _ time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.blocking++
+	for _, f := range frames {
+		c.got = append(c.got, f...)
+	}
+	return nil
+}
+
+// TestFanOutWritesQueuedFramesWithoutWaiting: a fan-out's writer
+// (writeNow) that finds several frames queued for a session writes them
+// all without waiting when the socket takes them, with no blocking write
+// (no writer goroutine of the session's own); when the socket takes only
+// part, up to inside a frame or to a frame's end, the session's own writer
+// goes on from the first byte not taken, and the bytes arrive whole and in
+// order.
+func TestFanOutWritesQueuedFramesWithoutWaiting(t *testing.T) {
+	frames := []string{"first frame", "second frame", "third frame"}
+	all := strings.Join(frames, "")
+	for _, take := range []int{len(all), 0, 5, len(frames[0]), len(frames[0]) + 3, len(all) - 1} {
+		t.Run(fmt.Sprint("socket takes ", take), func(t *testing.T) {
+			g := &Gateway{cfg: Config{WriteTimeout: 5 * time.Second, SendQueue: 8, SendQueueBytes: 1 << 20}}
+			c := &partConn{take: take}
+			s := &session{g: g, conn: c}
+			for i, f := range frames {
+				queued, start := s.put(outFrame{wire: []byte(f), size: len(f)})
+				if !queued || start != (i == 0) {
+					t.Fatalf("put %d: queued %v, start %v", i, queued, start)
+				}
+			}
+			s.writeNow()
+			deadline := time.Now().Add(waitFor)
+			for {
+				s.mu.Lock()
+				done := !s.writing
+				s.mu.Unlock()
+				if done || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if string(c.got) != all {
+				t.Fatalf("wrote %q, want %q", c.got, all)
+			}
+			wantBlocking := 0
+			if take < len(all) {
+				wantBlocking = 1
+			}
+			if c.blocking != wantBlocking {
+				t.Fatalf("%d blocking writes, want %d", c.blocking, wantBlocking)
+			}
+		})
 	}
 }

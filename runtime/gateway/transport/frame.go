@@ -98,7 +98,7 @@ func PongFrame(payload []byte) []byte {
 // fan-out's server CPU when done for every write (docs/benchmarks.md,
 // issue 16). The frames' bytes are only read, so one frame may be shared by
 // many connections; the elements of frames may be changed (a writev
-// consumes them). After a TryWriteFrame that wrote part of a frame, the
+// consumes them). After a TryWriteFrames that wrote part of a frame, the
 // first of frames must be that frame's rest. One writer at a time:
 // WriteFrames is not safe for concurrent use with itself, but is with the
 // close frames (WriteClose, and the reader's answers to the peer), which

@@ -196,7 +196,7 @@ func BenchmarkWriteFrames(b *testing.B) {
 	}
 }
 
-// TestPartialWriteKeepsFramesWhole: a TryWriteFrame that the socket takes
+// TestPartialWriteKeepsFramesWhole: a TryWriteFrames that the socket takes
 // only in part leaves the socket to the rest of that frame; a close frame
 // written meanwhile (as the reader answers a peer's close) waits, and the
 // client reads the whole data frame, then the close.
@@ -219,9 +219,9 @@ func TestPartialWriteKeepsFramesWhole(t *testing.T) {
 		if tc, ok := c.fc.Conn.(*net.TCPConn); ok {
 			_ = tc.SetWriteBuffer(4096)
 		}
-		n, err := c.TryWriteFrame(frame, 10*time.Second)
+		n, err := c.TryWriteFrames([][]byte{frame}, 10*time.Second)
 		if err != nil || n <= 0 || n >= len(frame) {
-			srvErr <- fmt.Errorf("TryWriteFrame of %d bytes to a client not reading: %d, %v; want a part", len(frame), n, err)
+			srvErr <- fmt.Errorf("TryWriteFrames of %d bytes to a client not reading: %d, %v; want a part", len(frame), n, err)
 			close(ready)
 			return
 		}
@@ -258,5 +258,108 @@ func TestPartialWriteKeepsFramesWhole(t *testing.T) {
 	case err := <-srvErr:
 		t.Fatal(err)
 	default:
+	}
+}
+
+// TestTryWriteFramesWritesSeveral: TryWriteFrames hands several frames to
+// one writev; a socket that takes them all gets them whole, and one that
+// takes part (a client not reading, a small send buffer) leaves the socket
+// locked inside the frame it stopped in only: the rest, written with
+// WriteFrames from the first byte not taken, arrives whole and in order.
+func TestTryWriteFramesWritesSeveral(t *testing.T) {
+	for _, size := range []int{100, 300 << 10} {
+		t.Run(fmt.Sprint(size, " bytes a frame"), func(t *testing.T) {
+			var payloads, frames [][]byte
+			for i := range 5 {
+				p := bytes.Repeat([]byte{byte('a' + i)}, size)
+				f := make([]byte, HeaderSize(len(p)), HeaderSize(len(p))+len(p))
+				PutHeader(f, true, len(p))
+				payloads, frames = append(payloads, p), append(frames, append(f, p...))
+			}
+			srvErr := make(chan error, 2)
+			up := websocket.Upgrader{}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c, err := Upgrade(&up, w, r, 1<<20)
+				if err != nil {
+					srvErr <- err
+					return
+				}
+				defer c.Close()
+				if tc, ok := c.fc.Conn.(*net.TCPConn); ok {
+					_ = tc.SetWriteBuffer(4096)
+				}
+				n, err := c.TryWriteFrames(append([][]byte(nil), frames...), 10*time.Second)
+				if err != nil || n <= 0 {
+					srvErr <- fmt.Errorf("TryWriteFrames: %d, %v; want some bytes written", n, err)
+					return
+				}
+				rest := append([][]byte(nil), frames...)
+				for n >= len(rest[0]) {
+					n -= len(rest[0])
+					rest = rest[1:]
+					if len(rest) == 0 {
+						break
+					}
+				}
+				if len(rest) > 0 {
+					if size == 100 {
+						srvErr <- fmt.Errorf("TryWriteFrames left %d of 5 small frames to a reading client", len(rest))
+						return
+					}
+					rest[0] = rest[0][n:]
+					if err := c.WriteFrames(rest, 10*time.Second); err != nil {
+						srvErr <- fmt.Errorf("the rest: %w", err)
+						return
+					}
+				} else if size != 100 {
+					srvErr <- fmt.Errorf("TryWriteFrames took 5 frames of %d bytes whole; want a part (send buffer 4 KiB)", size)
+					return
+				}
+				if err := c.writeClose(websocket.CloseNormalClosure, "bye"); err != nil {
+					srvErr <- fmt.Errorf("close frame: %w", err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}))
+			defer srv.Close()
+			c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if size > 100 {
+				time.Sleep(100 * time.Millisecond) // the server's first write finds the socket full
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for i, p := range payloads {
+				mt, data, err := c.ReadMessage()
+				if err != nil || mt != websocket.BinaryMessage || !bytes.Equal(data, p) {
+					select {
+					case e := <-srvErr:
+						t.Fatal(e)
+					default:
+					}
+					t.Fatalf("message %d: type %d, %d bytes (equal %v), %v; want the whole %d-byte frame", i, mt, len(data), bytes.Equal(data, p), err, len(p))
+				}
+			}
+			if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				t.Fatalf("after the frames: %v, want the close frame (1000)", err)
+			}
+			select {
+			case err := <-srvErr:
+				t.Fatal(err)
+			default:
+			}
+		})
+	}
+}
+
+// TestInsideFrame: where a partial write stops, inside a frame or at one's
+// end.
+func TestInsideFrame(t *testing.T) {
+	frames := [][]byte{[]byte("abc"), []byte("de"), []byte("f")}
+	for n, want := range map[int]bool{0: false, 1: true, 2: true, 3: false, 4: true, 5: false, 6: false, 7: false} {
+		if got := insideFrame(frames, n); got != want {
+			t.Errorf("insideFrame(%d) = %v, want %v", n, got, want)
+		}
 	}
 }

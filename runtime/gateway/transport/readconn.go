@@ -77,9 +77,9 @@ type frameConn struct {
 	net.Conn
 	raw syscall.RawConn // for waitReadable; nil when the connection has none
 
-	// wmu keeps frames whole on the socket: WriteFrames, TryWriteFrame and
+	// wmu keeps frames whole on the socket: WriteFrames, TryWriteFrames and
 	// the close frames (writeClose) hold it while they write. A
-	// TryWriteFrame that wrote part of a frame returns holding it, for the
+	// TryWriteFrames that wrote part of a frame returns holding it, for the
 	// WriteFrames that writes the rest to release (Conn.partial), so
 	// nothing lands inside the frame in between.
 	wmu sync.Mutex
@@ -105,7 +105,7 @@ func (c *frameConn) init(nc net.Conn) {
 }
 
 // keepWriteDeadline moves the socket's write deadline to timeout from now
-// if less than half of timeout is left on it (WriteFrames, TryWriteFrame).
+// if less than half of timeout is left on it (WriteFrames, TryWriteFrames).
 func (c *frameConn) keepWriteDeadline(timeout time.Duration) {
 	now := time.Now().UnixNano()
 	if by := c.writeBy.Load(); by-now < int64(timeout/2) {

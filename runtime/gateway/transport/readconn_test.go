@@ -545,7 +545,7 @@ func readFrame(br *bufio.Reader) (byte, []byte, error) {
 }
 
 // TestNoFramesAfterClose: once the close frame is sent, data frames and
-// pongs written through WriteFrames or TryWriteFrame are dropped (RFC 6455
+// pongs written through WriteFrames or TryWriteFrames are dropped (RFC 6455
 // §5.5.1): the client reads the close frame, then the end of the stream.
 func TestNoFramesAfterClose(t *testing.T) {
 	extra := make([]byte, 2, 7)
@@ -559,8 +559,8 @@ func TestNoFramesAfterClose(t *testing.T) {
 		if err := c.WriteFrames([][]byte{extra, PongFrame([]byte("p"))}, time.Second); err != nil {
 			t.Error(err)
 		}
-		if n, err := c.TryWriteFrame(extra, time.Second); n != len(extra) || err != nil {
-			t.Errorf("TryWriteFrame after the close: %d, %v; want it dropped and reported written", n, err)
+		if n, err := c.TryWriteFrames([][]byte{extra}, time.Second); n != len(extra) || err != nil {
+			t.Errorf("TryWriteFrames after the close: %d, %v; want it dropped and reported written", n, err)
 		}
 		if err := c.WriteClose(websocket.CloseNormalClosure, ""); !errors.Is(err, errCloseSent) {
 			t.Errorf("a second WriteClose: %v, want errCloseSent", err)

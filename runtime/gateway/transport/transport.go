@@ -121,7 +121,7 @@ type Conn struct {
 	// closeBy is the read deadline WriteClose set (unix ns; 0: none), for
 	// a warm wait that cleared it to put it back (waitWarm).
 	closeBy atomic.Int64
-	// partial is set by a TryWriteFrame that wrote part of a frame and
+	// partial is set by a TryWriteFrames that wrote part of a frame and
 	// returned holding fc.wmu; the WriteFrames that writes the rest clears
 	// it and releases the lock. Only the connection's one writer uses it.
 	partial bool
