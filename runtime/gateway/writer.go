@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -329,10 +330,14 @@ func (w *batchWriter) advance(n int) {
 	}
 }
 
-// writerChunk is how many sessions one of a fan-out's writer goroutines
-// serves (startWriters): 500 recipients take 16 goroutines instead of 500,
-// and a goroutine's 32 writes (a few µs each) delay its last recipient by
-// well under a millisecond.
+// writerChunk is the fewest sessions one of a fan-out's writer goroutines
+// serves (startWriters): 500 recipients take at most 16 goroutines
+// instead of 500, and a goroutine's 32 writes (a few µs each) delay its
+// last recipient by well under a millisecond. On fewer cores than that
+// the goroutines are as many as the cores (GOMAXPROCS), each serving more:
+// more goroutines than cores write no sooner, and each costs a start, a
+// stack grown to the write path's depth and a scheduling round (issue 16:
+// 16 goroutines per 500-member message on 2 cores, docs/benchmarks.md).
 const writerChunk = 32
 
 // ownWriters is how many sessions startWriters gives a writer goroutine
@@ -348,8 +353,9 @@ const ownWriters = 4
 
 // startWriters starts the writers of ss, sessions whose put reported that
 // no writer runs: a few get a writer goroutine each (writeLoop); more are
-// written without waiting (writeNow) by goroutines serving writerChunk
-// sessions each.
+// written without waiting (writeNow) by goroutines serving at least
+// writerChunk sessions each, at most GOMAXPROCS of them. The
+// writers read ss: the caller must not change it afterwards.
 func startWriters(ss []*session) {
 	if len(ss) <= ownWriters {
 		for _, s := range ss {
@@ -357,12 +363,13 @@ func startWriters(ss []*session) {
 		}
 		return
 	}
+	procs := runtime.GOMAXPROCS(0)
+	size := max(writerChunk, (len(ss)+procs-1)/procs)
 	for len(ss) > 0 {
-		var chunk [writerChunk]*session
-		n := copy(chunk[:], ss)
-		ss = ss[n:]
+		chunk := ss[:min(size, len(ss))]
+		ss = ss[len(chunk):]
 		go func() {
-			for _, s := range chunk[:n] {
+			for _, s := range chunk {
 				s.writeNow()
 			}
 		}()
