@@ -53,6 +53,11 @@ type convState struct {
 	ids     []string // member ids; rebuilt after membership changes, never mutated in place
 	ptrs    map[string]pointers
 	readMin uint64 // min over members of their effective read pointer
+	// readMinHeld is how many members' effective read pointers are at
+	// readMin, 0 when unknown (after a membership change): while one still
+	// is, readMin cannot move, and a read receipt or a send need not look
+	// at every member of a 500-member group to know it (issue 16).
+	readMinHeld int
 
 	// Dedupe of (sender, client_msg_id) over the newest DedupeWindow
 	// messages: a 64-bit hash -> seq. A hit is confirmed against the stored
@@ -241,7 +246,7 @@ func (c *conversation) load(ctx context.Context) (*convState, error) {
 	if err := c.rebuildDedupe(ctx, state); err != nil {
 		return nil, err
 	}
-	state.readMin = state.computeReadMin()
+	state.readMin, state.readMinHeld = state.computeReadMin()
 	c.state = state
 	return state, nil
 }
@@ -315,21 +320,28 @@ func (st *convState) memberIDs() []string {
 }
 
 // computeReadMin is the lowest effective read pointer of the current
-// members; a member's pointer counts as at least joined_seq-1, since it never
-// sees what came before it joined.
-func (st *convState) computeReadMin() uint64 {
-	first := true
-	var lo uint64
+// members and how many members are at it; a member's pointer counts as at
+// least joined_seq-1, since it never sees what came before it joined.
+func (st *convState) computeReadMin() (lo uint64, held int) {
 	for u, m := range st.members {
-		r := st.ptrs[u].read
-		if m.JoinedSeq > 0 && m.JoinedSeq-1 > r {
-			r = m.JoinedSeq - 1
-		}
-		if first || r < lo {
-			lo, first = r, false
+		r := effectiveRead(m, st.ptrs[u])
+		switch {
+		case held == 0 || r < lo:
+			lo, held = r, 1
+		case r == lo:
+			held++
 		}
 	}
-	return lo
+	return lo, held
+}
+
+// effectiveRead is member m's read pointer as read-by-all counts it: at
+// least joined_seq-1.
+func effectiveRead(m store.Member, p pointers) uint64 {
+	if m.JoinedSeq > 0 && m.JoinedSeq-1 > p.read {
+		return m.JoinedSeq - 1
+	}
+	return p.read
 }
 
 // appendOne sequences the event built by build at the conversation's head

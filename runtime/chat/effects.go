@@ -102,10 +102,10 @@ func (st *convState) apply(effects []store.Effect) {
 		switch e.Kind {
 		case store.EffectPutMember:
 			st.members[e.Member.UserID] = e.Member
-			st.ids = nil
+			st.ids, st.readMinHeld = nil, 0
 		case store.EffectRemoveMember:
 			delete(st.members, e.Member.UserID)
-			st.ids = nil
+			st.ids, st.readMinHeld = nil, 0
 		case store.EffectRename:
 			st.conv.Title = e.Title
 		}

@@ -470,6 +470,49 @@ func TestReadByAllNotBeforeEveryoneRead(t *testing.T) {
 	})
 }
 
+// TestReadByAllFollowsTheLastReader: read-by-all moves to the lowest read
+// pointer of the members each time the last member at the old minimum
+// reads past it, and only then, whichever order they read in (the
+// sequencer counts the members at the minimum instead of looking at every
+// member on every receipt).
+func TestReadByAllFollowsTheLastReader(t *testing.T) {
+	e := newEnv(t, nil)
+	e.startSequencer(t, "chat-0", 0)
+	e.online(t, "alice", 0)
+	g := e.createGroup(t, "alice", "g", "bob", "carol", "dave")
+	first := e.mustSend(t, "alice", g, "m1", "one").GetSeq()
+	second := e.mustSend(t, "alice", g, "m2", "two").GetSeq()
+	readByAll := func() []uint64 {
+		var seqs []uint64
+		for _, d := range e.pushes(0, "alice", isReceipt(parleyv1.ReceiptKind_RECEIPT_KIND_READ_BY_ALL)) {
+			seqs = append(seqs, d.GetReceipt().GetSeq())
+		}
+		return seqs
+	}
+	for _, step := range []struct {
+		user string
+		seq  uint64
+		want []uint64
+	}{
+		{"bob", second, nil},
+		{"carol", first, nil},
+		{"dave", first, []uint64{first}}, // everyone has read the first
+		{"dave", second, []uint64{first}},
+		{"carol", second, []uint64{first, second}},
+	} {
+		if _, err := e.call(readRec(step.user, g, step.seq)); err != nil {
+			t.Fatal(err)
+		}
+		// A send through the same queue orders after the read (alice's: a
+		// reader's own send would move its read pointer too).
+		ok := e.mustSend(t, "alice", g, fmt.Sprint(step.user, step.seq, len(step.want)), "x")
+		waitFor(t, "alice gets her message", func() bool { return len(e.pushes(0, "alice", isMessage(ok.GetSeq()))) == 1 })
+		if got := readByAll(); !slices.Equal(got, step.want) {
+			t.Fatalf("after %s read %d: read-by-all pushed at %v, want %v", step.user, step.seq, got, step.want)
+		}
+	}
+}
+
 func TestExpiredRecordsAreDropped(t *testing.T) {
 	e := newEnv(t, nil)
 	e.startSequencer(t, "chat-0", 0)
