@@ -28,7 +28,7 @@ const disconnectTimeout = 5 * time.Second
 type transportConn interface {
 	Serve(h transport.Handler)
 	WriteFrames(frames [][]byte, timeout time.Duration) error
-	TryWriteFrames(frames [][]byte, timeout time.Duration) (int, error)
+	TryWriteFrames(frames [][]byte) (int, error)
 	WriteClose(code int, reason string) error
 	Linger(d time.Duration)
 	Close() error

@@ -303,7 +303,7 @@ func (s *session) tryWriteBatch(w *batchWriter) error {
 		bufs[0] = bufs[0][w.off:]
 		want -= w.off
 		began := time.Now()
-		wrote, err := s.conn.TryWriteFrames(bufs[:n], s.g.cfg.WriteTimeout)
+		wrote, err := s.conn.TryWriteFrames(bufs[:n])
 		clear(bufs[:n])
 		if err != nil {
 			return err

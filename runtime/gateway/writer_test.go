@@ -101,7 +101,7 @@ type fullConn struct {
 	wrote   chan []byte
 }
 
-func (c *fullConn) TryWriteFrames([][]byte, time.Duration) (int, error) { return 0, nil }
+func (c *fullConn) TryWriteFrames([][]byte) (int, error) { return 0, nil }
 
 func (c *fullConn) WriteFrames(frames [][]byte, _ time.Duration) error {
 	<-c.release
@@ -117,7 +117,7 @@ type readyConn struct {
 	wrote chan []byte
 }
 
-func (c *readyConn) TryWriteFrames(frames [][]byte, _ time.Duration) (int, error) {
+func (c *readyConn) TryWriteFrames(frames [][]byte) (int, error) {
 	n := 0
 	for _, f := range frames {
 		c.wrote <- append([]byte(nil), f...)
@@ -216,7 +216,7 @@ type partConn struct {
 	blocking int
 }
 
-func (c *partConn) TryWriteFrames(frames [][]byte, _ time.Duration) (int, error) {
+func (c *partConn) TryWriteFrames(frames [][]byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0

@@ -140,3 +140,15 @@ func (c *Conn) WriteFrames(frames [][]byte, timeout time.Duration) error {
 	}
 	return err
 }
+
+// insideFrame reports whether the first n bytes of frames end inside one
+// of them rather than at a frame's end.
+func insideFrame(frames [][]byte, n int) bool {
+	for _, f := range frames {
+		if n < len(f) {
+			return n > 0
+		}
+		n -= len(f)
+	}
+	return false
+}

@@ -219,7 +219,7 @@ func TestPartialWriteKeepsFramesWhole(t *testing.T) {
 		if tc, ok := c.fc.Conn.(*net.TCPConn); ok {
 			_ = tc.SetWriteBuffer(4096)
 		}
-		n, err := c.TryWriteFrames([][]byte{frame}, 10*time.Second)
+		n, err := c.TryWriteFrames([][]byte{frame})
 		if err != nil || n <= 0 || n >= len(frame) {
 			srvErr <- fmt.Errorf("TryWriteFrames of %d bytes to a client not reading: %d, %v; want a part", len(frame), n, err)
 			close(ready)
@@ -288,7 +288,7 @@ func TestTryWriteFramesWritesSeveral(t *testing.T) {
 				if tc, ok := c.fc.Conn.(*net.TCPConn); ok {
 					_ = tc.SetWriteBuffer(4096)
 				}
-				n, err := c.TryWriteFrames(append([][]byte(nil), frames...), 10*time.Second)
+				n, err := c.TryWriteFrames(append([][]byte(nil), frames...))
 				if err != nil || n <= 0 {
 					srvErr <- fmt.Errorf("TryWriteFrames: %d, %v; want some bytes written", n, err)
 					return

@@ -72,10 +72,21 @@ func protoErr(format string, args ...any) *protocolError {
 
 // frameConn is a connection's socket with the reader's read-ahead. Only
 // the reader goroutine (Serve) reads it; writes go to the embedded
-// connection.
+// connection, or straight to its descriptor (TryWriteFrames). Only
+// Conn.Close closes it (closeFD).
 type frameConn struct {
 	net.Conn
 	raw syscall.RawConn // for waitReadable; nil when the connection has none
+
+	// fd is the socket's descriptor plus one, which TryWriteFrames writes
+	// to without the runtime's poller (0: none, as for TLS). fdmu is read
+	// locked around such a write and locked by closeFD, which sets
+	// fdClosed before the socket is closed: a descriptor number closed
+	// may be reused by the next accepted connection at once, so none of
+	// these writes may run from then on.
+	fd       int32
+	fdClosed bool
+	fdmu     sync.RWMutex
 
 	// wmu keeps frames whole on the socket: WriteFrames, TryWriteFrames and
 	// the close frames (writeClose) hold it while they write. A
@@ -100,8 +111,18 @@ func (c *frameConn) init(nc net.Conn) {
 	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.raw = rc
+			_ = rc.Control(func(fd uintptr) { c.fd = int32(fd) + 1 })
 		}
 	}
+}
+
+// closeFD stops TryWriteFrames' writes to the descriptor, waiting for one
+// under way, and closes the socket.
+func (c *frameConn) closeFD() error {
+	c.fdmu.Lock()
+	c.fdClosed = true
+	c.fdmu.Unlock()
+	return c.Conn.Close()
 }
 
 // keepWriteDeadline moves the socket's write deadline to timeout from now

@@ -559,7 +559,7 @@ func TestNoFramesAfterClose(t *testing.T) {
 		if err := c.WriteFrames([][]byte{extra, PongFrame([]byte("p"))}, time.Second); err != nil {
 			t.Error(err)
 		}
-		if n, err := c.TryWriteFrames([][]byte{extra}, time.Second); n != len(extra) || err != nil {
+		if n, err := c.TryWriteFrames([][]byte{extra}); n != len(extra) || err != nil {
 			t.Errorf("TryWriteFrames after the close: %d, %v; want it dropped and reported written", n, err)
 		}
 		if err := c.WriteClose(websocket.CloseNormalClosure, ""); !errors.Is(err, errCloseSent) {

@@ -369,7 +369,7 @@ func (c *Conn) Linger(d time.Duration) {
 // it to its handler); closing twice returns the socket's error.
 func (c *Conn) Close() error {
 	c.noPark.Store(true)
-	err := c.fc.Conn.Close()
+	err := c.fc.closeFD()
 	c.unpark()
 	return err
 }

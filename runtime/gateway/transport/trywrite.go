@@ -3,9 +3,9 @@
 package transport
 
 import (
+	"net"
 	"sync"
 	"syscall"
-	"time"
 	"unsafe"
 )
 
@@ -22,9 +22,9 @@ const maxTryFrames = 64
 // connection has no socket of its own to write to without waiting (TLS).
 // After a part that ends inside a frame, nothing else may be written
 // before that frame's rest: the caller's next write must be WriteFrames
-// with the rest first (the socket stays locked until then). It keeps the
-// write deadline as WriteFrames does (timeout). An error leaves the
-// connection to be closed. Not safe for concurrent use with WriteFrames
+// with the rest first (the socket stays locked until then). It never
+// waits, so it has no deadline. An error leaves the connection to be
+// closed. Not safe for concurrent use with WriteFrames
 // or itself. After a close frame it drops frames and reports them
 // written, as WriteFrames does. frames' bytes are only read.
 //
@@ -36,8 +36,8 @@ const maxTryFrames = 64
 // recipient with several frames queued (its writer lagged behind the
 // next fan-out, which on a busy machine is half of them) gets them in one
 // writev here too, not a goroutine of its own for it (docs/benchmarks.md).
-func (c *Conn) TryWriteFrames(frames [][]byte, timeout time.Duration) (int, error) {
-	if c.fc.raw == nil || len(frames) == 0 || !c.fc.wmu.TryLock() {
+func (c *Conn) TryWriteFrames(frames [][]byte) (int, error) {
+	if c.fc.fd == 0 || len(frames) == 0 || !c.fc.wmu.TryLock() {
 		return 0, nil
 	}
 	frames = frames[:min(len(frames), maxTryFrames)]
@@ -53,16 +53,7 @@ func (c *Conn) TryWriteFrames(frames [][]byte, timeout time.Duration) (int, erro
 		c.fc.wmu.Unlock()
 		return total, nil // dropped after the close frame, as WriteFrames does
 	}
-	c.fc.keepWriteDeadline(timeout)
-	w := rawWrites.Get().(*rawWrite)
-	w.frames = frames
-	err := c.fc.raw.Write(w.fn)
-	n, werr := w.n, w.err
-	w.frames, w.n, w.err = nil, 0, nil
-	rawWrites.Put(w)
-	if err == nil {
-		err = werr
-	}
+	n, err := c.fc.writeFD(frames)
 	if err == nil && n > 0 && n < total && insideFrame(frames, n) {
 		c.partial = true // WriteFrames writes the rest and unlocks
 		return n, nil
@@ -77,82 +68,60 @@ func (c *Conn) TryWriteFrames(frames [][]byte, timeout time.Duration) (int, erro
 	return n, nil
 }
 
-// insideFrame reports whether the first n bytes of frames end inside one
-// of them rather than at a frame's end.
-func insideFrame(frames [][]byte, n int) bool {
-	for _, f := range frames {
-		if n < len(f) {
-			return n > 0
-		}
-		n -= len(f)
-	}
-	return false
-}
+// iovecs are the arrays writeFD hands to writev, cleared after each call
+// so that they keep no frame alive.
+var iovecs = sync.Pool{New: func() any { return new([maxTryFrames]syscall.Iovec) }}
 
-// rawWrite is one non-blocking write through syscall.RawConn.Write, pooled
-// with its bound method and its iovec array so that a write allocates
-// nothing.
-type rawWrite struct {
-	frames [][]byte
-	n      int
-	err    error
-	fn     func(fd uintptr) bool
-	iov    [maxTryFrames]syscall.Iovec
-}
-
-var rawWrites = sync.Pool{New: func() any {
-	w := &rawWrite{}
-	w.fn = w.write
-	return w
-}}
-
-// write makes one write (one frame) or writev system call on the
-// (non-blocking) socket and never asks RawConn to wait: a full buffer
-// (EAGAIN) or an interrupted call is nothing written, for the caller's
-// blocking writer to finish.
-func (w *rawWrite) write(fd uintptr) bool {
-	n, err := w.syscall(fd)
-	switch {
-	case err == syscall.EAGAIN || err == syscall.EINTR:
-		n, err = 0, nil
-	case err != nil:
-		n = 0
-	}
-	w.n, w.err = n, err
-	return true
-}
-
-// syscall writes w.frames (at most maxTryFrames; empty ones skipped)
-// with one write (one frame) or writev system call, leaving w.iov cleared
-// so that the pool keeps no frame alive.
+// writeFD makes one write (one frame) or writev system call with frames
+// (at most maxTryFrames; empty ones skipped) on c's non-blocking socket
+// and never waits: a full buffer (EAGAIN) or an interrupted call is
+// nothing written, for the caller's blocking writer to finish. After
+// closeFD it writes nothing and returns net.ErrClosed.
 //
-// Decision (issue 16): the call is a raw one, which keeps the goroutine's
-// P instead of announcing a system call to the scheduler: the socket is
-// non-blocking, so the call returns in microseconds, and a fan-out makes
-// one per recipient, where the announcement (entersyscall, exitsyscall)
-// and the runtime's monitor retaking Ps seen in system calls (at its
-// 20 us poll) cost more than the call saves (docs/benchmarks.md).
-func (w *rawWrite) syscall(fd uintptr) (int, error) {
-	iov := w.iov[:0]
-	for _, f := range w.frames {
-		if len(f) > 0 {
-			v := syscall.Iovec{Base: &f[0]}
-			v.SetLen(len(f))
-			iov = append(iov, v)
-		}
+// Decision (issue 16): the call goes to the descriptor directly, not
+// through the runtime's poller (syscall.RawConn.Write), and as a raw
+// system call, which keeps the goroutine's P instead of announcing a
+// system call to the scheduler. A fan-out makes one per recipient: the
+// poller's bookkeeping (its lock, a deadline check and a readiness reset
+// per call) is for waiting, which this write never does, and the
+// announcement (and the runtime's monitor retaking Ps seen in system
+// calls at its 20 us poll) cost more than a call that returns in
+// microseconds saves. fdmu keeps the descriptor open meanwhile
+// (docs/benchmarks.md).
+func (c *frameConn) writeFD(frames [][]byte) (int, error) {
+	c.fdmu.RLock()
+	defer c.fdmu.RUnlock()
+	if c.fdClosed {
+		return 0, net.ErrClosed
 	}
+	fd := uintptr(c.fd - 1)
 	var r uintptr
 	var e syscall.Errno
-	switch len(iov) {
-	case 0:
-		return 0, nil
-	case 1:
-		r, _, e = syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(iov[0].Base)), uintptr(iov[0].Len))
-	default:
-		r, _, e = syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if len(frames) == 1 {
+		if len(frames[0]) == 0 {
+			return 0, nil
+		}
+		r, _, e = syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&frames[0][0])), uintptr(len(frames[0])))
+	} else {
+		iov := iovecs.Get().(*[maxTryFrames]syscall.Iovec)
+		v := iov[:0]
+		for _, f := range frames {
+			if len(f) > 0 {
+				x := syscall.Iovec{Base: &f[0]}
+				x.SetLen(len(f))
+				v = append(v, x)
+			}
+		}
+		if len(v) > 0 {
+			r, _, e = syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
+		}
+		clear(v)
+		iovecs.Put(iov)
 	}
-	clear(iov)
-	if e != 0 {
+	switch {
+	case e == syscall.EAGAIN || e == syscall.EINTR:
+		return 0, nil
+	case e != 0:
 		return 0, e
 	}
 	return int(r), nil
