@@ -53,11 +53,12 @@ type convState struct {
 	ids     []string // member ids; rebuilt after membership changes, never mutated in place
 	ptrs    map[string]pointers
 	readMin uint64 // min over members of their effective read pointer
-	// readMinHeld is how many members' effective read pointers are at
-	// readMin, 0 when unknown (after a membership change): while one still
-	// is, readMin cannot move, and a read receipt or a send need not look
-	// at every member of a 500-member group to know it (issue 16).
-	readMinHeld int
+	// readAt counts the members at each effective read pointer (no zero
+	// counts), kept as pointers move and members come and go: the minimum
+	// is found among the distinct pointers, and only once no member is
+	// left at readMin, instead of among every member of a 500-member group
+	// on every send and read receipt (issue 16).
+	readAt map[uint64]int
 
 	// Dedupe of (sender, client_msg_id) over the newest DedupeWindow
 	// messages: a 64-bit hash -> seq. A hit is confirmed against the stored
@@ -246,7 +247,11 @@ func (c *conversation) load(ctx context.Context) (*convState, error) {
 	if err := c.rebuildDedupe(ctx, state); err != nil {
 		return nil, err
 	}
-	state.readMin, state.readMinHeld = state.computeReadMin()
+	for u, m := range state.members {
+		p := state.ptrs[u]
+		state.countRead(m, nil, &p)
+	}
+	state.readMin = state.lowestRead()
 	c.state = state
 	return state, nil
 }
@@ -319,20 +324,37 @@ func (st *convState) memberIDs() []string {
 	return st.ids
 }
 
-// computeReadMin is the lowest effective read pointer of the current
-// members and how many members are at it; a member's pointer counts as at
-// least joined_seq-1, since it never sees what came before it joined.
-func (st *convState) computeReadMin() (lo uint64, held int) {
-	for u, m := range st.members {
-		r := effectiveRead(m, st.ptrs[u])
-		switch {
-		case held == 0 || r < lo:
-			lo, held = r, 1
-		case r == lo:
-			held++
+// countRead moves member m's count in readAt from its pointers from to
+// its pointers to: from nil for a member joining the count, to nil for one
+// leaving it.
+func (st *convState) countRead(m store.Member, from, to *pointers) {
+	if st.readAt == nil {
+		st.readAt = make(map[uint64]int)
+	}
+	if from != nil {
+		k := effectiveRead(m, *from)
+		if st.readAt[k]--; st.readAt[k] <= 0 {
+			delete(st.readAt, k)
 		}
 	}
-	return lo, held
+	if to != nil {
+		st.readAt[effectiveRead(m, *to)]++
+	}
+}
+
+// lowestRead is the lowest effective read pointer of the current members
+// (0 without members).
+func (st *convState) lowestRead() uint64 {
+	if st.readAt[st.readMin] > 0 {
+		return st.readMin
+	}
+	first, lo := true, uint64(0)
+	for k := range st.readAt {
+		if first || k < lo {
+			first, lo = false, k
+		}
+	}
+	return lo
 }
 
 // effectiveRead is member m's read pointer as read-by-all counts it: at

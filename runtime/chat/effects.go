@@ -101,11 +101,20 @@ func (st *convState) apply(effects []store.Effect) {
 	for _, e := range effects {
 		switch e.Kind {
 		case store.EffectPutMember:
+			p := st.ptrs[e.Member.UserID]
+			if old, ok := st.members[e.Member.UserID]; ok {
+				st.countRead(old, &p, nil)
+			}
+			st.countRead(e.Member, nil, &p)
 			st.members[e.Member.UserID] = e.Member
-			st.ids, st.readMinHeld = nil, 0
+			st.ids = nil
 		case store.EffectRemoveMember:
+			if old, ok := st.members[e.Member.UserID]; ok {
+				p := st.ptrs[e.Member.UserID]
+				st.countRead(old, &p, nil)
+			}
 			delete(st.members, e.Member.UserID)
-			st.ids, st.readMinHeld = nil, 0
+			st.ids = nil
 		case store.EffectRename:
 			st.conv.Title = e.Title
 		}

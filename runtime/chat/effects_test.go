@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -178,5 +179,52 @@ func TestEffects(t *testing.T) {
 				t.Errorf("effects modified the members it was given")
 			}
 		})
+	}
+}
+
+// TestReadAtFollowsMembers: the counts behind read-by-all (readAt) give,
+// after any mix of joins, rejoins, role changes, departures and pointers
+// moving forward, the same lowest effective read pointer as a scan of
+// every member.
+func TestReadAtFollowsMembers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 500))
+	users := []string{"u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"}
+	st := &convState{members: map[string]store.Member{}, ptrs: map[string]pointers{}}
+	scan := func() uint64 {
+		first, lo := true, uint64(0)
+		for u, m := range st.members {
+			if r := effectiveRead(m, st.ptrs[u]); first || r < lo {
+				first, lo = false, r
+			}
+		}
+		return lo
+	}
+	seq := uint64(1)
+	for i := range 20000 {
+		u := users[rng.IntN(len(users))]
+		switch rng.IntN(4) {
+		case 0: // joins, rejoins or changes role
+			joined := seq
+			if m, ok := st.members[u]; ok && rng.IntN(2) == 0 {
+				joined = m.JoinedSeq
+			}
+			st.apply([]store.Effect{store.PutMember(seq, store.Member{UserID: u, JoinedSeq: joined, Role: store.RoleMember})})
+		case 1:
+			st.apply([]store.Effect{store.RemoveMember(seq, u)})
+		default: // reads forward, as conversation.advance moves it
+			p := st.ptrs[u]
+			p.read += uint64(rng.IntN(3))
+			if m, ok := st.members[u]; ok {
+				old := st.ptrs[u]
+				st.countRead(m, &old, &p)
+			}
+			st.ptrs[u] = p
+		}
+		seq += uint64(rng.IntN(2))
+		lo := st.lowestRead()
+		if want := scan(); lo != want {
+			t.Fatalf("step %d: lowestRead %d, scan of the members %d (counts %v)", i, lo, want, st.readAt)
+		}
+		st.readMin = lo
 	}
 }

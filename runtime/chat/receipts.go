@@ -132,9 +132,9 @@ func (c *conversation) advance(state *convState, user string, kind parleyv1.Rece
 	default:
 		return false
 	}
-	if m, ok := state.members[user]; ok && state.readMinHeld > 0 &&
-		effectiveRead(m, state.ptrs[user]) == state.readMin && effectiveRead(m, p) > state.readMin {
-		state.readMinHeld-- // one fewer member holds the minimum back
+	if m, ok := state.members[user]; ok {
+		old := state.ptrs[user]
+		state.countRead(m, &old, &p)
 	}
 	state.ptrs[user] = p
 	c.p.s.recpts.mark(c.p.id, c.id, user, p)
@@ -145,15 +145,11 @@ func (c *conversation) advance(state *convState, user string, kind parleyv1.Rece
 // senders (still members) of the messages in (old minimum, new minimum]
 // when the minimum read pointer of a group's members moved.
 func (c *conversation) readByAll(ctx context.Context, state *convState, out *Batch) {
-	if state.conv.Kind != store.KindGroup || len(state.members) == 0 || state.readMinHeld > 0 {
-		return // a member still holds the minimum where it was
+	if state.conv.Kind != store.KindGroup || len(state.members) == 0 {
+		return
 	}
-	lo, held := state.computeReadMin()
-	if lo < state.readMin {
-		return // no member is at readMin (none should be below it): count none, look again next time
-	}
-	state.readMinHeld = held
-	if lo == state.readMin {
+	lo := state.lowestRead()
+	if lo <= state.readMin {
 		return
 	}
 	prev := state.readMin
