@@ -17,7 +17,11 @@
 # derives from them, the same way for both sides:
 #   server CPU per delivery (µs) = cpu_ms_per_1k_sends.server × sends_ok /
 #     deliveries (µs of server CPU per message delivered to a member);
-#   server / load generator CPU (cores) = cpu_cores.server / .bench.
+#   server / load generator CPU (cores) = cpu_cores.server / .bench;
+#   server CPU in the kernel (share) = cpu_sys_share.server (stime over
+#     utime + stime), and server CPU per delivery split by it into user
+#     space (the server's own code) and kernel (mostly the TCP stack's
+#     work per write, the same for any server writing once per delivery).
 #
 # Output, all kept in OUT:
 #   cf-R-idle.json, cf-R-fanout.json            test/load/centrifugo, run R
@@ -186,6 +190,12 @@ def per_delivery(fo, name):
     if us_per_send is None or not sends or not dels: return None
     return us_per_send * sends / dels
 
+def split(fo, name, kernel):
+    # per_delivery's µs, in the kernel (stime) or in user space (utime).
+    us, share = per_delivery(fo, name), fo["figures"].get(f"cpu_sys_share.{name}")
+    if us is None or share is None: return None
+    return us * (share if kernel else 1 - share)
+
 lat = lambda name, p: lambda i, fo: fo["latency_ms"][name][p]
 metrics = [  # key, label, fn(idle, fanout)
     ("idle_connected", "idle: connected", lambda i, fo: i["figures"].get("connected")),
@@ -199,6 +209,9 @@ metrics = [  # key, label, fn(idle, fanout)
      lambda i, fo: fo["figures"]["deliveries"] / fo["figures"]["deliveries_expected"] if fo["figures"].get("deliveries_expected") else None),
     ("server_cpu_us_per_delivery", "server CPU/delivery (µs)", lambda i, fo: per_delivery(fo, "server")),
     ("server_cpu_cores", "server CPU (cores)", lambda i, fo: fo["figures"].get("cpu_cores.server")),
+    ("server_sys_share", "server CPU in the kernel (share)", lambda i, fo: fo["figures"].get("cpu_sys_share.server")),
+    ("server_user_us_per_delivery", "server user CPU/delivery (µs)", lambda i, fo: split(fo, "server", False)),
+    ("server_sys_us_per_delivery", "server kernel CPU/delivery (µs)", lambda i, fo: split(fo, "server", True)),
     ("loadgen_cpu_us_per_delivery", "load gen CPU/delivery (µs)", lambda i, fo: per_delivery(fo, "bench")),
     ("loadgen_cpu_cores", "load gen CPU (cores)", lambda i, fo: fo["figures"].get("cpu_cores.bench")),
 ]
@@ -216,6 +229,7 @@ summary = {"centrifugo": cfver, "params": params, "metrics": {}, "files": files,
                "senders": "Parley: members take turns sending over their WebSocket (M-1 recipients per send); Centrifugo: HTTP API publish from the load process (M subscribers)",
                "cpu": "/proc/PID/stat utime+stime (10 ms ticks) of the server and of the load generator, from the first send until every send is answered",
                "cpu_per_delivery": "cpu_ms_per_1k_sends.NAME × sends_ok / deliveries, in µs",
+               "cpu_split": "cpu_sys_share.NAME = stime / (utime + stime) over the send phase (/proc/PID/stat); user and kernel µs per delivery = cpu_per_delivery × (1 - share) and × share",
                "median": "statistics.median of the runs per metric (mean of the two middle runs when RUNS is even); ratio = Parley median / Centrifugo median; ratio_runs = run R / run R"}}
 for key, label, fn in metrics:
     m = {"label": label}

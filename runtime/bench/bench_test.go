@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -189,5 +190,56 @@ func TestParseBench(t *testing.T) {
 	}
 	if _, _, ok := parseBench("hello"); ok {
 		t.Fatal("parseBench accepted a non-bench text")
+	}
+}
+
+// TestProcCPUSplit: time spent spinning in user space shows as user time,
+// time spent in system calls as system time, and SysShare tells them
+// apart.
+func TestProcCPUSplit(t *testing.T) {
+	u0, s0, err := ProcCPUSplit(os.Getpid())
+	if err != nil {
+		t.Fatalf("ProcCPUSplit(self): %v", err)
+	}
+	x := 0
+	for stop := time.Now().Add(300 * time.Millisecond); time.Now().Before(stop); {
+		for i := range 1000 {
+			x += i * i
+		}
+	}
+	u1, s1, err := ProcCPUSplit(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u1-u0 < 100*time.Millisecond {
+		t.Fatalf("300 ms spinning in user space (%d) counted %v of user time, want at least 100 ms", x, u1-u0)
+	}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1)
+	for stop := time.Now().Add(300 * time.Millisecond); time.Now().Before(stop); {
+		for range 1000 {
+			_, _ = f.Read(buf) // a system call doing next to nothing
+			_ = syscall.Getppid()
+		}
+	}
+	u2, s2, err := ProcCPUSplit(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2-s1 < 50*time.Millisecond {
+		t.Fatalf("300 ms of system calls counted %v of system time, want at least 50 ms", s2-s1)
+	}
+	if share, ok := SysShare(u0, s0, u1, s1); !ok || share > 0.5 {
+		t.Errorf("kernel share while spinning: %v (%v), want below a half", share, ok)
+	}
+	if _, ok := SysShare(u2, s2, u2, s2); ok {
+		t.Error("SysShare with no CPU time passed reported a share")
+	}
+	if share, ok := SysShare(0, 0, 3*time.Second, time.Second); !ok || share != 0.25 {
+		t.Errorf("SysShare(3 s user, 1 s system) = %v, %v; want 0.25", share, ok)
 	}
 }

@@ -46,30 +46,51 @@ func ParseProc(s string) (Proc, error) {
 // ProcCPU returns the CPU time (user + system, every thread) pid has used,
 // from /proc/PID/stat (Linux), at the kernel's 10 ms resolution.
 func ProcCPU(pid int) (time.Duration, error) {
+	user, sys, err := ProcCPUSplit(pid)
+	return user + sys, err
+}
+
+// ProcCPUSplit returns the CPU time pid has used in user space and in the
+// kernel on its behalf (utime and stime of /proc/PID/stat, every thread;
+// Linux), at the kernel's 10 ms resolution. The kernel's share tells a
+// server's own work from the system calls it makes: for a WebSocket
+// fan-out, mostly the TCP stack's, the same per write for any server.
+func ProcCPUSplit(pid int) (user, sys time.Duration, err error) {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// The command name (field 2) is in parentheses and may hold spaces:
 	// the fields after it start past the last ')'.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	fs := strings.Fields(string(b[i+1:]))
 	// fs[0] is field 3 (state); utime and stime are fields 14 and 15.
 	if len(fs) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fs)+2)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fs)+2)
 	}
-	var ticks int64
-	for _, f := range fs[11:13] {
+	var ticks [2]int64
+	for j, f := range fs[11:13] {
 		n, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+			return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
-		ticks += n
+		ticks[j] = n
 	}
-	return time.Duration(ticks) * clockTick, nil
+	return time.Duration(ticks[0]) * clockTick, time.Duration(ticks[1]) * clockTick, nil
+}
+
+// SysShare is the kernel's share of the CPU time between two
+// ProcCPUSplit readings (user and system time at each), rounded to three
+// places; false when no CPU time passed.
+func SysShare(user0, sys0, user1, sys1 time.Duration) (float64, bool) {
+	total := user1 - user0 + sys1 - sys0
+	if total <= 0 {
+		return 0, false
+	}
+	return round3(float64(sys1-sys0) / float64(total)), true
 }
 
 // ProcRunqWait returns, for each thread of pid, how long it has been
@@ -130,18 +151,21 @@ type cpuSample struct {
 	at     time.Time
 	procs  []Proc
 	used   []time.Duration         // -1: unreadable
+	sys    []time.Duration         // of used, the kernel's
 	waited []map[int]time.Duration // nil: unreadable
 }
 
 // sampleCPU reads the CPU time of procs now.
 func sampleCPU(procs []Proc) *cpuSample {
-	s := &cpuSample{at: time.Now(), procs: procs, used: make([]time.Duration, len(procs)), waited: make([]map[int]time.Duration, len(procs))}
+	s := &cpuSample{at: time.Now(), procs: procs, used: make([]time.Duration, len(procs)),
+		sys: make([]time.Duration, len(procs)), waited: make([]map[int]time.Duration, len(procs))}
 	for i, p := range procs {
-		d, err := ProcCPU(p.PID)
+		user, sys, err := ProcCPUSplit(p.PID)
+		d := user + sys
 		if err != nil {
 			d = -1
 		}
-		s.used[i] = d
+		s.used[i], s.sys[i] = d, sys
 		s.waited[i], _ = ProcRunqWait(p.PID)
 	}
 	return s
@@ -151,7 +175,8 @@ func sampleCPU(procs []Proc) *cpuSample {
 // total, the CPU milliseconds it used per 1,000 of ops since s and the cores
 // it used on average (figures "cpu_ms_per_1k_<what>.NAME" and
 // "cpu_cores.NAME"; ".total" sums the processes, the load generator
-// excluded when it is one of them under the name "bench"), and how many of
+// excluded when it is one of them under the name "bench"), the kernel's
+// share of each process's time ("cpu_sys_share.NAME", ProcCPUSplit), and how many of
 // its threads were on average runnable but waiting for a CPU
 // ("runq_threads.NAME", ProcRunqWait; ".total" likewise). A process whose
 // CPU could not be read is named in a note instead.
@@ -183,9 +208,12 @@ func (s *cpuSample) into(r *Result, what string, ops int64) {
 			total += d
 		}
 		cpuFigures(r, what, p.Name, d, wall, ops)
+		if share, ok := SysShare(s.used[i]-s.sys[i], s.sys[i], end.used[i]-end.sys[i], end.sys[i]); ok {
+			r.Figures["cpu_sys_share."+p.Name] = share
+		}
 	}
 	cpuFigures(r, what, "total", total, wall, ops)
-	r.Notes = append(r.Notes, fmt.Sprintf("CPU per process over the %.1f s send phase, from /proc/PID/stat (10 ms resolution); total excludes the load generator", wall.Seconds()))
+	r.Notes = append(r.Notes, fmt.Sprintf("CPU per process over the %.1f s send phase, from /proc/PID/stat (10 ms resolution); total excludes the load generator; cpu_sys_share: the kernel's part (stime)", wall.Seconds()))
 	if others > 0 {
 		r.Figures["runq_threads.total"] = round3(float64(totalWait) / float64(wall))
 	}

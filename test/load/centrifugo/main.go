@@ -15,7 +15,8 @@
 //     publish until every publish is answered; /proc/PID/stat, read with
 //     runtime/bench's ProcCPU) is reported under the names `parley bench
 //     fanout --proc server=PID` uses: cpu_ms_per_1k_sends.server,
-//     cpu_cores.server, and .bench for this process (the load generator).
+//     cpu_cores.server, cpu_sys_share.server, and .bench for this process
+//     (the load generator).
 //
 // It prints one JSON object shaped like `parley bench --json` (scenario,
 // params, figures, latency_ms).
@@ -201,34 +202,35 @@ func rssKiB(pid int) int64 {
 }
 
 // cpuMark is the CPU time of the server and of this process at one instant
-// (-1: unreadable).
+// (-1: unreadable), and of it the kernel's.
 type cpuMark struct {
-	at           time.Time
-	server, self time.Duration
+	at                 time.Time
+	server, self       time.Duration
+	serverSys, selfSys time.Duration
 }
 
 func markCPU(serverPID int) cpuMark {
 	m := cpuMark{at: time.Now(), server: -1, self: -1}
 	if serverPID > 0 {
-		if d, err := bench.ProcCPU(serverPID); err == nil {
-			m.server = d
+		if user, sys, err := bench.ProcCPUSplit(serverPID); err == nil {
+			m.server, m.serverSys = user+sys, sys
 		}
 	}
-	if d, err := bench.ProcCPU(os.Getpid()); err == nil {
-		m.self = d
+	if user, sys, err := bench.ProcCPUSplit(os.Getpid()); err == nil {
+		m.self, m.selfSys = user+sys, sys
 	}
 	return m
 }
 
 // into adds to r the CPU each process used since m, per 1,000 of ops and in
 // cores, under the figure names of `parley bench --proc`
-// ("cpu_ms_per_1k_<what>.NAME", "cpu_cores.NAME"; NAME server, bench for
-// this process, total for the server alone as there the load generator is
-// excluded).
+// ("cpu_ms_per_1k_<what>.NAME", "cpu_cores.NAME", "cpu_sys_share.NAME";
+// NAME server, bench for this process, total for the server alone as there
+// the load generator is excluded).
 func (m cpuMark) into(r *result, serverPID int, what string, ops int64) {
 	end := markCPU(serverPID)
 	wall := end.at.Sub(m.at)
-	add := func(name string, from, to time.Duration) {
+	add := func(name string, from, to, fromSys, toSys time.Duration) {
 		if from < 0 || to < 0 {
 			r.Notes = append(r.Notes, fmt.Sprintf("CPU of %s could not be read", name))
 			return
@@ -240,13 +242,16 @@ func (m cpuMark) into(r *result, serverPID int, what string, ops int64) {
 		if wall > 0 {
 			r.Figures["cpu_cores."+name] = round3(float64(d) / float64(wall))
 		}
+		if share, ok := bench.SysShare(from-fromSys, fromSys, to-toSys, toSys); ok {
+			r.Figures["cpu_sys_share."+name] = share
+		}
 	}
 	if serverPID > 0 {
-		add("server", m.server, end.server)
-		add("total", m.server, end.server)
+		add("server", m.server, end.server, m.serverSys, end.serverSys)
+		add("total", m.server, end.server, m.serverSys, end.serverSys)
 	}
-	add("bench", m.self, end.self)
-	r.Notes = append(r.Notes, fmt.Sprintf("CPU per process over the %.1f s send phase, from /proc/PID/stat (10 ms resolution); total excludes the load generator (bench)", wall.Seconds()))
+	add("bench", m.self, end.self, m.selfSys, end.selfSys)
+	r.Notes = append(r.Notes, fmt.Sprintf("CPU per process over the %.1f s send phase, from /proc/PID/stat (10 ms resolution); total excludes the load generator (bench); cpu_sys_share: the kernel's part (stime)", wall.Seconds()))
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
