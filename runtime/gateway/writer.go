@@ -253,8 +253,7 @@ func (s *session) writeBatch(w *batchWriter) error {
 	defer writevBufs.Put(bp)
 	bufs := bp[:]
 	for w.next < len(w.batch) {
-		frames := w.batch[w.next:]
-		n := min(len(frames), maxWritev)
+		n := min(len(w.batch)-w.next, maxWritev)
 		if s.abort.Load() {
 			if w.off == 0 {
 				break
@@ -263,13 +262,10 @@ func (s *session) writeBatch(w *batchWriter) error {
 			// would land inside it.
 			n = 1
 		}
-		for i := range frames[:n] {
-			bufs[i] = frames[i].wire
-		}
-		bufs[0] = bufs[0][w.off:]
+		frames, _ := w.take(bufs, n)
 		began := time.Now()
-		err := s.conn.WriteFrames(bufs[:n], s.g.cfg.WriteTimeout)
-		clear(bufs[:n])
+		err := s.conn.WriteFrames(frames, s.g.cfg.WriteTimeout)
+		clear(frames)
 		s.g.m.ObserveStage(metrics.StageSocketWrite, time.Since(began))
 		if err != nil {
 			return err
@@ -293,18 +289,10 @@ func (s *session) tryWriteBatch(w *batchWriter) error {
 	defer writevBufs.Put(bp)
 	bufs := bp[:]
 	for w.next < len(w.batch) {
-		frames := w.batch[w.next:]
-		n := min(len(frames), maxWritev)
-		want := 0
-		for i := range frames[:n] {
-			bufs[i] = frames[i].wire
-			want += len(bufs[i])
-		}
-		bufs[0] = bufs[0][w.off:]
-		want -= w.off
+		frames, want := w.take(bufs, min(len(w.batch)-w.next, maxWritev))
 		began := time.Now()
-		wrote, err := s.conn.TryWriteFrames(bufs[:n])
-		clear(bufs[:n])
+		wrote, err := s.conn.TryWriteFrames(frames)
+		clear(frames)
 		if err != nil {
 			return err
 		}
@@ -315,6 +303,19 @@ func (s *session) tryWriteBatch(w *batchWriter) error {
 		s.g.m.ObserveStage(metrics.StageSocketWrite, time.Since(began))
 	}
 	return nil
+}
+
+// take puts the next n (>= 1) of w's frames still to write in bufs, the
+// first from byte w.off, and returns them and how many bytes they hold.
+// The caller clears them once written, so that bufs keeps no frame alive.
+func (w *batchWriter) take(bufs [][]byte, n int) ([][]byte, int) {
+	bytes := -w.off
+	for i, f := range w.batch[w.next : w.next+n] {
+		bufs[i] = f.wire
+		bytes += len(f.wire)
+	}
+	bufs[0] = bufs[0][w.off:]
+	return bufs[:n], bytes
 }
 
 // advance moves w past n written bytes: whole frames, then into the next.

@@ -202,9 +202,7 @@ func BenchmarkWriteFrames(b *testing.B) {
 // client reads the whole data frame, then the close.
 func TestPartialWriteKeepsFramesWhole(t *testing.T) {
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
-	frame := make([]byte, HeaderSize(len(payload)), HeaderSize(len(payload))+len(payload))
-	PutHeader(frame, true, len(payload))
-	frame = append(frame, payload...)
+	frame := binaryFrame(payload)
 
 	ready := make(chan struct{})
 	srvErr := make(chan error, 3)
@@ -246,19 +244,45 @@ func TestPartialWriteKeepsFramesWhole(t *testing.T) {
 	}
 	defer c.Close()
 	<-ready
+	wantMessagesThenClose(t, c, srvErr, payload)
+}
+
+// wantMessagesThenClose reads payloads from c, each as one whole binary
+// message, then the server's close frame (1000); an error the server
+// reported on srvErr fails the test first.
+func wantMessagesThenClose(t *testing.T, c *websocket.Conn, srvErr <-chan error, payloads ...[]byte) {
+	t.Helper()
+	failed := func(format string, args ...any) {
+		t.Helper()
+		select {
+		case err := <-srvErr:
+			t.Fatal(err)
+		default:
+		}
+		t.Fatalf(format, args...)
+	}
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	mt, data, err := c.ReadMessage()
-	if err != nil || mt != websocket.BinaryMessage || !bytes.Equal(data, payload) {
-		t.Fatalf("first message: type %d, %d bytes (equal %v), %v; want the whole %d-byte frame", mt, len(data), bytes.Equal(data, payload), err, len(payload))
+	for i, p := range payloads {
+		mt, data, err := c.ReadMessage()
+		if err != nil || mt != websocket.BinaryMessage || !bytes.Equal(data, p) {
+			failed("message %d: type %d, %d bytes (equal %v), %v; want the whole %d-byte frame", i, mt, len(data), bytes.Equal(data, p), err, len(p))
+		}
 	}
 	if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
-		t.Fatalf("after the frame: %v, want the close frame (1000)", err)
+		failed("after the frames: %v, want the close frame (1000)", err)
 	}
 	select {
 	case err := <-srvErr:
 		t.Fatal(err)
 	default:
 	}
+}
+
+// binaryFrame returns p as one complete binary frame.
+func binaryFrame(p []byte) []byte {
+	f := make([]byte, HeaderSize(len(p)), HeaderSize(len(p))+len(p))
+	PutHeader(f, true, len(p))
+	return append(f, p...)
 }
 
 // TestTryWriteFramesWritesSeveral: TryWriteFrames hands several frames to
@@ -272,18 +296,10 @@ func TestTryWriteFramesWritesSeveral(t *testing.T) {
 			var payloads, frames [][]byte
 			for i := range 5 {
 				p := bytes.Repeat([]byte{byte('a' + i)}, size)
-				f := make([]byte, HeaderSize(len(p)), HeaderSize(len(p))+len(p))
-				PutHeader(f, true, len(p))
-				payloads, frames = append(payloads, p), append(frames, append(f, p...))
+				payloads, frames = append(payloads, p), append(frames, binaryFrame(p))
 			}
 			srvErr := make(chan error, 2)
-			up := websocket.Upgrader{}
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				c, err := Upgrade(&up, w, r, 1<<20)
-				if err != nil {
-					srvErr <- err
-					return
-				}
+			addr := connServer(t, 1<<20, func(c *Conn) {
 				defer c.Close()
 				if tc, ok := c.fc.Conn.(*net.TCPConn); ok {
 					_ = tc.SetWriteBuffer(4096)
@@ -294,12 +310,9 @@ func TestTryWriteFramesWritesSeveral(t *testing.T) {
 					return
 				}
 				rest := append([][]byte(nil), frames...)
-				for n >= len(rest[0]) {
+				for len(rest) > 0 && n >= len(rest[0]) {
 					n -= len(rest[0])
 					rest = rest[1:]
-					if len(rest) == 0 {
-						break
-					}
 				}
 				if len(rest) > 0 {
 					if size == 100 {
@@ -319,9 +332,8 @@ func TestTryWriteFramesWritesSeveral(t *testing.T) {
 					srvErr <- fmt.Errorf("close frame: %w", err)
 				}
 				time.Sleep(100 * time.Millisecond)
-			}))
-			defer srv.Close()
-			c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+			})
+			c, _, err := websocket.DefaultDialer.Dial("ws://"+addr, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -329,26 +341,7 @@ func TestTryWriteFramesWritesSeveral(t *testing.T) {
 			if size > 100 {
 				time.Sleep(100 * time.Millisecond) // the server's first write finds the socket full
 			}
-			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			for i, p := range payloads {
-				mt, data, err := c.ReadMessage()
-				if err != nil || mt != websocket.BinaryMessage || !bytes.Equal(data, p) {
-					select {
-					case e := <-srvErr:
-						t.Fatal(e)
-					default:
-					}
-					t.Fatalf("message %d: type %d, %d bytes (equal %v), %v; want the whole %d-byte frame", i, mt, len(data), bytes.Equal(data, p), err, len(p))
-				}
-			}
-			if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
-				t.Fatalf("after the frames: %v, want the close frame (1000)", err)
-			}
-			select {
-			case err := <-srvErr:
-				t.Fatal(err)
-			default:
-			}
+			wantMessagesThenClose(t, c, srvErr, payloads...)
 		})
 	}
 }

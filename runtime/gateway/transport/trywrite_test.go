@@ -5,9 +5,6 @@ package transport
 import (
 	"errors"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -30,6 +27,20 @@ func fdOf(t *testing.T, c net.Conn) int {
 	return fd
 }
 
+// serverConn upgrades one connection and returns the server's side of it;
+// the client stays connected until the test ends.
+func serverConn(t *testing.T) *Conn {
+	t.Helper()
+	conns := make(chan *Conn, 1)
+	addr := connServer(t, 1<<20, func(c *Conn) { conns <- c })
+	client, _, err := websocket.DefaultDialer.Dial("ws://"+addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return <-conns
+}
+
 // TestTryWriteFramesAfterClose: TryWriteFrames writes to the socket's
 // descriptor directly, so once Close has closed it the descriptor's number
 // may already belong to the next connection accepted. A TryWriteFrames on
@@ -37,23 +48,7 @@ func fdOf(t *testing.T, c net.Conn) int {
 // must report the connection closed and write nothing, even when the
 // number has been reused: the new connection's peer reads nothing.
 func TestTryWriteFramesAfterClose(t *testing.T) {
-	conns := make(chan *Conn, 1)
-	up := websocket.Upgrader{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := Upgrade(&up, w, r, 1<<20)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		conns <- c
-	}))
-	defer srv.Close()
-	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	c := <-conns
+	c := serverConn(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -112,23 +107,7 @@ func isTimeout(err error) bool {
 // connection closes (run with -race): every write either lands before the
 // close or reports it, none after.
 func TestTryWriteFramesRacingClose(t *testing.T) {
-	conns := make(chan *Conn, 1)
-	up := websocket.Upgrader{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := Upgrade(&up, w, r, 1<<20)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		conns <- c
-	}))
-	defer srv.Close()
-	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	c := <-conns
+	c := serverConn(t)
 	frame := []byte{finBit | opBinary, 1, 'x'}
 	var wg sync.WaitGroup
 	var mu sync.Mutex // TryWriteFrames is one writer's call
