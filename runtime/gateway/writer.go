@@ -319,8 +319,10 @@ func (w *batchWriter) take(bufs [][]byte, n int) ([][]byte, int) {
 }
 
 // advance moves w past n written bytes: whole frames, then into the next.
+// An empty frame is passed over, so that a batch of them cannot keep
+// tryWriteBatch's loop from ending.
 func (w *batchWriter) advance(n int) {
-	for n > 0 && w.next < len(w.batch) {
+	for w.next < len(w.batch) {
 		rest := len(w.batch[w.next].wire) - w.off
 		if n < rest {
 			w.off += n

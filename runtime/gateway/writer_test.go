@@ -285,3 +285,24 @@ func TestFanOutWritesQueuedFramesWithoutWaiting(t *testing.T) {
 		})
 	}
 }
+
+// TestAdvance: a batch's position after n written bytes, through whole
+// frames, into one, and past empty ones (which the non-blocking writer
+// must not loop on).
+func TestAdvance(t *testing.T) {
+	batch := []outFrame{{wire: []byte("abc")}, {wire: nil}, {wire: []byte("de")}, {wire: nil}}
+	for _, c := range []struct{ from, n, next, off int }{
+		{0, 0, 0, 0}, {0, 2, 0, 2}, {0, 3, 2, 0}, {0, 4, 2, 1}, {0, 5, 4, 0}, {3, 0, 4, 0},
+	} {
+		w := batchWriter{batch: batch, next: c.from}
+		w.advance(c.n)
+		if w.next != c.next || w.off != c.off {
+			t.Errorf("from frame %d, %d bytes: at frame %d byte %d, want frame %d byte %d", c.from, c.n, w.next, w.off, c.next, c.off)
+		}
+	}
+	s := &session{g: &Gateway{cfg: Config{WriteTimeout: time.Second}}, conn: &partConn{take: 0}}
+	w := batchWriter{batch: []outFrame{{wire: nil}, {wire: nil}}}
+	if err := s.tryWriteBatch(&w); err != nil || w.next != 2 {
+		t.Fatalf("a batch of empty frames: at frame %d (%v), want past both", w.next, err)
+	}
+}
