@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parleychat/parley/runtime/gateway/transport"
 	"github.com/parleychat/parley/runtime/metrics"
 	parleyv1 "github.com/parleychat/parley/runtime/proto/parley/v1"
 	"github.com/parleychat/parley/runtime/wire"
@@ -232,9 +233,10 @@ func (s *session) write(w batchWriter, nonBlocking bool) {
 	}
 }
 
-// maxWritev bounds the frames handed to one writev (Linux IOV_MAX is 1024);
-// each call gets its own write deadline.
-const maxWritev = 64
+// maxWritev bounds the frames handed to one writev, blocking or not; each
+// call gets its own write deadline. It is the non-blocking write's own
+// bound, so that tryWriteBatch's frames are all offered.
+const maxWritev = transport.MaxTryFrames
 
 // writevBufs holds the frame lists handed to WriteFrames (cleared after
 // each write, so they keep no frame alive).

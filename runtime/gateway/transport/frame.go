@@ -152,3 +152,7 @@ func insideFrame(frames [][]byte, n int) bool {
 	}
 	return false
 }
+
+// MaxTryFrames is the most frames one TryWriteFrames writes (one writev;
+// Linux IOV_MAX is 1024): of more, the rest are for the caller's next call.
+const MaxTryFrames = 64

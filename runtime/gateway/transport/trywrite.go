@@ -9,14 +9,10 @@ import (
 	"unsafe"
 )
 
-// maxTryFrames bounds the frames one TryWriteFrames hands to its writev
-// (Linux IOV_MAX is 1024); the rest are the caller's next call.
-const maxTryFrames = 64
-
 // TryWriteFrames writes as much of frames (complete frames, in order; the
 // first may be the rest of one a previous call wrote in part) as the
 // socket's send buffer takes now, without waiting, in one write (one
-// frame) or writev (more, at most maxTryFrames of them) system call, and
+// frame) or writev (more, at most MaxTryFrames of them) system call, and
 // returns how many bytes it wrote: all of them, some, or none when the
 // buffer is full, another frame (a close frame) is being written, or the
 // connection has no socket of its own to write to without waiting (TLS).
@@ -40,7 +36,7 @@ func (c *Conn) TryWriteFrames(frames [][]byte) (int, error) {
 	if c.fc.fd == 0 || len(frames) == 0 || !c.fc.wmu.TryLock() {
 		return 0, nil
 	}
-	frames = frames[:min(len(frames), maxTryFrames)]
+	frames = frames[:min(len(frames), MaxTryFrames)]
 	if c.fc.broken {
 		c.fc.wmu.Unlock()
 		return 0, errBroken
@@ -70,10 +66,10 @@ func (c *Conn) TryWriteFrames(frames [][]byte) (int, error) {
 
 // iovecs are the arrays writeFD hands to writev, cleared after each call
 // so that they keep no frame alive.
-var iovecs = sync.Pool{New: func() any { return new([maxTryFrames]syscall.Iovec) }}
+var iovecs = sync.Pool{New: func() any { return new([MaxTryFrames]syscall.Iovec) }}
 
 // writeFD makes one write (one frame) or writev system call with frames
-// (at most maxTryFrames; empty ones skipped) on c's non-blocking socket
+// (at most MaxTryFrames; empty ones skipped) on c's non-blocking socket
 // and never waits: a full buffer (EAGAIN) or an interrupted call is
 // nothing written, for the caller's blocking writer to finish. After
 // closeFD it writes nothing and returns net.ErrClosed.
@@ -103,7 +99,7 @@ func (c *frameConn) writeFD(frames [][]byte) (int, error) {
 		}
 		r, _, e = syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&frames[0][0])), uintptr(len(frames[0])))
 	} else {
-		iov := iovecs.Get().(*[maxTryFrames]syscall.Iovec)
+		iov := iovecs.Get().(*[MaxTryFrames]syscall.Iovec)
 		v := iov[:0]
 		for _, f := range frames {
 			if len(f) > 0 {
