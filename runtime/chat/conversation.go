@@ -248,8 +248,7 @@ func (c *conversation) load(ctx context.Context) (*convState, error) {
 		return nil, err
 	}
 	for u, m := range state.members {
-		p := state.ptrs[u]
-		state.countRead(m, nil, &p)
+		state.countRead(m, state.ptrs[u], 1)
 	}
 	state.readMin = state.lowestRead()
 	c.state = state
@@ -324,21 +323,17 @@ func (st *convState) memberIDs() []string {
 	return st.ids
 }
 
-// countRead moves member m's count in readAt from its pointers from to
-// its pointers to: from nil for a member joining the count, to nil for one
-// leaving it.
-func (st *convState) countRead(m store.Member, from, to *pointers) {
+// countRead adds d (1: m joins the count or arrives at pointers p; -1: m
+// leaves it or its pointers move on from p) to the count of members at m's
+// effective read pointer with pointers p, dropping a count that reaches
+// zero.
+func (st *convState) countRead(m store.Member, p pointers, d int) {
 	if st.readAt == nil {
 		st.readAt = make(map[uint64]int)
 	}
-	if from != nil {
-		k := effectiveRead(m, *from)
-		if st.readAt[k]--; st.readAt[k] <= 0 {
-			delete(st.readAt, k)
-		}
-	}
-	if to != nil {
-		st.readAt[effectiveRead(m, *to)]++
+	k := effectiveRead(m, p)
+	if st.readAt[k] += d; st.readAt[k] <= 0 {
+		delete(st.readAt, k)
 	}
 }
 

@@ -103,15 +103,14 @@ func (st *convState) apply(effects []store.Effect) {
 		case store.EffectPutMember:
 			p := st.ptrs[e.Member.UserID]
 			if old, ok := st.members[e.Member.UserID]; ok {
-				st.countRead(old, &p, nil)
+				st.countRead(old, p, -1)
 			}
-			st.countRead(e.Member, nil, &p)
+			st.countRead(e.Member, p, 1)
 			st.members[e.Member.UserID] = e.Member
 			st.ids = nil
 		case store.EffectRemoveMember:
 			if old, ok := st.members[e.Member.UserID]; ok {
-				p := st.ptrs[e.Member.UserID]
-				st.countRead(old, &p, nil)
+				st.countRead(old, st.ptrs[e.Member.UserID], -1)
 			}
 			delete(st.members, e.Member.UserID)
 			st.ids = nil

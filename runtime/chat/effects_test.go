@@ -215,8 +215,8 @@ func TestReadAtFollowsMembers(t *testing.T) {
 			p := st.ptrs[u]
 			p.read += uint64(rng.IntN(3))
 			if m, ok := st.members[u]; ok {
-				old := st.ptrs[u]
-				st.countRead(m, &old, &p)
+				st.countRead(m, st.ptrs[u], -1)
+				st.countRead(m, p, 1)
 			}
 			st.ptrs[u] = p
 		}

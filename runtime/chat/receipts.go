@@ -133,8 +133,8 @@ func (c *conversation) advance(state *convState, user string, kind parleyv1.Rece
 		return false
 	}
 	if m, ok := state.members[user]; ok {
-		old := state.ptrs[user]
-		state.countRead(m, &old, &p)
+		state.countRead(m, state.ptrs[user], -1)
+		state.countRead(m, p, 1)
 	}
 	state.ptrs[user] = p
 	c.p.s.recpts.mark(c.p.id, c.id, user, p)
